@@ -1,0 +1,1 @@
+"""mridomain.analysis"""

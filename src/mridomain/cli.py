@@ -1,0 +1,179 @@
+"""Command-line interface: parses arguments and calls the library. No logic lives here.
+
+Every command has a Python twin, named in its docstring.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mridomain.errors import MridomainError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="mridomain: the acquisition domain of MRI.")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def index(
+    archive: Path = typer.Argument(..., help="Folder tree of DICOM files (any depth)."),
+    out: Path = typer.Option(Path("index.parquet"), "-o", "--out", help="Parquet table to write."),
+    workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+    iap_config: Optional[Path] = typer.Option(None, help="YAML choosing IAPs / adding header fields."),
+) -> None:
+    """Read the headers of an archive: one row of acquisition parameters per series.
+
+    Python: ``mridomain.data.build_index``.
+    """
+    from mridomain.data import build_index, print_index_summary
+    from mridomain.data.schema import DEFAULT_IAPS, load_iap_config
+
+    try:
+        iaps = load_iap_config(iap_config) if iap_config else DEFAULT_IAPS
+        result = build_index(archive, out=out, workers=workers, iaps=iaps)
+    except MridomainError as err:
+        _fail(err)
+    print_index_summary(result, out)
+
+
+@app.command()
+def prepare(
+    index_path: Path = typer.Argument(..., metavar="INDEX", help="Index parquet from `mridomain index`."),
+    out: Path = typer.Option(Path("cache"), "-o", "--out", help="Cache folder to write."),
+    slices_per_series: Optional[int] = typer.Option(16, help="Slices sampled per series (0 = all)."),
+    size: int = typer.Option(224, help="Output height and width in pixels."),
+    normalization: str = typer.Option("max255", help="max255 | percentile | zscore"),
+    seed: int = typer.Option(0, help="Seed for slice sampling and the patient split."),
+    fractions: str = typer.Option("0.7,0.15,0.15", help="train,val,test fractions (by patient)."),
+    annotations: Optional[Path] = typer.Option(None, help="DBC Annotation_Boxes (csv/xlsx) for tumor labels."),
+    workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+) -> None:
+    """Sample, resize and normalize slices into a memory-mapped, patient-split training cache.
+
+    Python: ``mridomain.data.prepare_cache``.
+    """
+    from mridomain.data import prepare_cache
+
+    try:
+        frac = tuple(float(x) for x in fractions.split(","))
+        cache = prepare_cache(index_path, out, slices_per_series=slices_per_series or None, size=size,
+                              normalization=normalization, seed=seed, fractions=frac,
+                              annotations=annotations, workers=workers)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(cache.summary())
+
+
+@app.command()
+def simulate(
+    out: Path = typer.Option(..., "-o", "--out", help="Folder to write the DICOM dataset into."),
+    patients: int = typer.Option(20, help="Number of patients."),
+    seed: int = typer.Option(0, help="Random seed (same seed, identical files)."),
+    slices: int = typer.Option(16, help="Slices per series."),
+    preset: str = typer.Option("dbc", help="Protocol preset name, or a YAML file of protocols."),
+    phases: int = typer.Option(1, help="DCE phases per patient (1 = pre-contrast only)."),
+    workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+) -> None:
+    """Simulate multi-vendor breast MRI and write it as real DICOM in DBC's layout.
+
+    Python: ``mridomain.sim.simulate``.
+    """
+    from mridomain.sim import simulate as run_simulation
+
+    try:
+        result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
+                                phases=phases, workers=workers)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.summary())
+
+
+@app.command()
+def train(
+    cache: Path = typer.Argument(..., help="Slice cache from `mridomain prepare`."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoint, config, logs)."),
+    preset: str = typer.Option("cpu", help="paper | cpu"),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
+    resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Train the multi-task IAP network on a slice cache.
+
+    Python: ``mridomain.iap.train`` / ``IAPPredictor.fit``.
+    """
+    from mridomain.iap import train as run_training
+
+    try:
+        run_training(cache, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device)
+    except MridomainError as err:
+        _fail(err)
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
+    cache: Optional[Path] = typer.Option(None, help="Cache to evaluate on (default: the training cache)."),
+    split: str = typer.Option("test", help="train | val | test | all"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for tables and figures."),
+) -> None:
+    """Table 1: top-1 / top-2 / MSE for every IAP, confusion matrices, per-series accuracy.
+
+    Python: ``mridomain.iap.evaluate``.
+    """
+    from mridomain.iap import evaluate as run_evaluation
+
+    try:
+        report = run_evaluation(run, cache=cache, split=split, out=out)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(report.to_markdown())
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
+    paths: List[Path] = typer.Argument(..., help="DICOM files or series folders, NIfTI volumes, PNGs."),
+    out: Path = typer.Option(Path("predictions.csv"), "-o", "--out", help="CSV (or .json) to write."),
+    top_k: int = typer.Option(2, help="How many ranked values to report per categorical IAP."),
+    figure: Optional[Path] = typer.Option(None, help="Also draw slices with their predicted IAPs."),
+) -> None:
+    """Predict the acquisition parameters of images from their pixels alone.
+
+    Python: ``mridomain.iap.predict_paths``.
+    """
+    from mridomain.iap import predict_paths
+
+    try:
+        result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.summary())
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
+    patients: int = typer.Option(60, help="Simulated patients."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Simulate a DBC-like dataset, index, prepare, train (cpu preset), evaluate: prints Table 1.
+
+    Python: ``mridomain.demo.run_demo``.
+    """
+    from mridomain.demo import run_demo
+
+    try:
+        run_demo(out, patients=patients, seed=seed)
+    except MridomainError as err:
+        _fail(err)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
