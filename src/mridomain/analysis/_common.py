@@ -1,0 +1,241 @@
+"""Shared helpers of the analysis package: reading sources, IAP kinds, ordinal codes, predictors."""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mridomain.errors import EmptyInputError, ImageReadError, SchemaMismatchError
+
+# Fallback when mridomain.data.schema is not importable (the data helper owns the real list).
+_FALLBACK_IAP_NAMES = ("manufacturer", "scanner_model", "scan_options", "field_strength",
+                       "patient_position", "contrast_agent", "acquisition_matrix", "slice_thickness",
+                       "flip_angle", "fov", "tr", "te")
+_FALLBACK_CONTINUOUS = ("tr", "te")
+# Values that mark "no information": the paper's DBC codes put them last (contrast agent 4 = not
+# stated, 5 = tag absent), so ordinal codes keep them at the end too.
+_TRAILING_VALUES = ("not stated", "absent", "other", "unknown")
+MISSING = "(missing)"
+
+
+def iap_kinds(meta: dict | None = None) -> dict[str, str]:
+    """IAP name -> "categorical" | "continuous", from cache meta, else the package schema."""
+    if meta and isinstance(meta.get("iaps"), list):
+        try:
+            return {d["name"]: d.get("kind", "categorical") for d in meta["iaps"]}
+        except (TypeError, KeyError):
+            pass
+    try:
+        from mridomain.data.schema import DEFAULT_IAPS  # type: ignore
+
+        return {s.name: s.kind for s in DEFAULT_IAPS}
+    except Exception:  # noqa: BLE001 - schema not there yet: fall back to the paper's 12 IAPs
+        return {n: ("continuous" if n in _FALLBACK_CONTINUOUS else "categorical")
+                for n in _FALLBACK_IAP_NAMES}
+
+
+def natural_key(value: Any) -> tuple:
+    """Sort key: numbers by value ("9" < "10", "320 X 320" < "448 X 251"), text case-insensitively,
+    "not stated" / "absent" / "other" last (as in DBC's category codes), missing very last."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == MISSING:
+        return (2,)
+    s = str(value)
+    if s.strip().lower() in _TRAILING_VALUES:
+        return (1, _TRAILING_VALUES.index(s.strip().lower()))
+    parts = re.split(r"(\d+(?:\.\d+)?)", s.lower())
+    key = []
+    for p in parts:
+        if not p:
+            continue
+        try:
+            key.append((0, float(p), ""))
+        except ValueError:
+            key.append((1, 0.0, p))
+    return (0, tuple(key))
+
+
+def sorted_categories(values: Sequence[Any]) -> list[Any]:
+    """Distinct non-missing values in natural order."""
+    uniq = {v for v in values if not _is_missing(v)}
+    return sorted(uniq, key=natural_key)
+
+
+def _is_missing(v: Any) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float) and math.isnan(v):
+        return True
+    return False
+
+
+def as_category_strings(series: pd.Series) -> pd.Series:
+    """Categorical IAP values as strings with MISSING for None/NaN (lists joined by backslash)."""
+    def conv(v: Any) -> str:
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return "\\".join(str(x) for x in v)
+        if _is_missing(v):
+            return MISSING
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+    return series.map(conv).astype(object)
+
+
+def ordinal_codes(series: pd.Series, categories: Sequence[Any] | None = None) -> pd.Series:
+    """Category codes 0..K-1 in natural order (the paper correlates DBC's category indices), NaN
+    for missing values."""
+    s = as_category_strings(series)
+    cats = list(categories) if categories is not None else sorted_categories(s[s != MISSING])
+    lookup = {c: i for i, c in enumerate(cats)}
+    return s.map(lambda v: lookup.get(v, np.nan)).astype(float)
+
+
+def load_source(source: Any) -> tuple[pd.DataFrame, dict, Path | None]:
+    """(table, meta, cache_folder_or_None) for an index parquet, a cache folder or a DataFrame."""
+    if isinstance(source, pd.DataFrame):
+        return source.copy(), {}, None
+    if hasattr(source, "table") and hasattr(source, "images"):  # a SliceCache object
+        return source.table.copy(), dict(getattr(source, "meta", {}) or {}), Path(getattr(source, "path", "."))
+    path = Path(source)
+    if path.is_dir():
+        table_path = path / "slices.parquet"
+        if not table_path.exists():
+            raise EmptyInputError(path, "not a slice cache (no slices.parquet)")
+        meta = {}
+        if (path / "meta.json").exists():
+            meta = json.loads((path / "meta.json").read_text())
+        return pd.read_parquet(table_path), meta, path
+    if not path.exists():
+        raise EmptyInputError(path, "file or folder does not exist")
+    if path.suffix.lower() == ".parquet":
+        return pd.read_parquet(path), {}, None
+    if path.suffix.lower() == ".csv":
+        return pd.read_csv(path), {}, None
+    raise SchemaMismatchError(f"{path}: expected an index .parquet, a .csv or a slice cache folder")
+
+
+def open_cache(source: Any) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """(table, images memmap (N,H,W), meta) of a slice cache folder or SliceCache object."""
+    if hasattr(source, "table") and hasattr(source, "images"):
+        return source.table, source.images, dict(getattr(source, "meta", {}) or {})
+    path = Path(source)
+    try:
+        from mridomain.data import SliceCache  # type: ignore
+
+        cache = SliceCache(path)
+        return cache.table, cache.images, dict(cache.meta)
+    except ImportError:
+        pass
+    table, meta, folder = load_source(path)
+    if folder is None or not (folder / "images.npy").exists():
+        raise EmptyInputError(path, "not a slice cache (no images.npy)")
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    if len(images) != len(table):
+        raise SchemaMismatchError(f"{path}: images.npy has {len(images)} slices but slices.parquet {len(table)} rows")
+    return table, images, meta
+
+
+def load_predictor(iap_run: Any) -> Any:
+    """An IAP predictor: a run folder is loaded with ``IAPPredictor.load``; objects pass through."""
+    if hasattr(iap_run, "predict"):
+        return iap_run
+    from mridomain.iap import IAPPredictor  # type: ignore
+
+    return IAPPredictor.load(Path(iap_run))
+
+
+def predictor_input_size(predictor: Any, default: int = 224) -> tuple[int, int]:
+    """(H, W) the predictor expects, from its config when it says so."""
+    for attr in ("config", "cfg"):
+        cfg = getattr(predictor, attr, None)
+        if cfg is None:
+            continue
+        size = cfg.get("size") if isinstance(cfg, dict) else getattr(cfg, "size", None)
+        if size is None:
+            size = cfg.get("image_size") if isinstance(cfg, dict) else getattr(cfg, "image_size", None)
+        if size is not None:
+            return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    return (default, default)
+
+
+def images_from_paths(paths: Sequence[str | Path], predictor: Any = None, progress: bool = True
+                      ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+    """Read image files / series folders into (N,H,W) float32 preprocessed like the predictor.
+
+    Uses the predictor's own ``preprocess`` when it has one, so pixels match what it was trained
+    on; else ``mridomain.data.normalize_intensity`` (max255) and bilinear resizing. Unreadable
+    items are skipped and reported.
+
+    Returns:
+        images, rows (source, slice), skipped (path, reason).
+    """
+    from tqdm import tqdm
+
+    from mridomain.io import read_image  # type: ignore
+
+    size = predictor_input_size(predictor)
+    out, rows, skipped = [], [], []
+    for p in tqdm(list(paths), desc="reading images", disable=not progress):
+        try:
+            data = read_image(p)
+            pix = np.asarray(data.pixels, dtype=np.float32)
+            if pix.ndim == 2:
+                pix = pix[None]
+            if predictor is not None and hasattr(predictor, "preprocess"):
+                arr = np.asarray(predictor.preprocess(pix), dtype=np.float32)
+            else:
+                arr = _default_preprocess(pix, size)
+        except ImageReadError as err:
+            skipped.append({"path": str(p), "reason": err.reason})
+            continue
+        except Exception as err:  # noqa: BLE001 - batch job: record and go on
+            skipped.append({"path": str(p), "reason": f"{type(err).__name__}: {err}".splitlines()[0]})
+            continue
+        for i in range(arr.shape[0]):
+            out.append(arr[i])
+            rows.append({"source": str(p), "slice": i})
+    if not out:
+        raise EmptyInputError(Path(str(paths[0])) if len(paths) else Path("."), "no readable images among the paths given")
+    return np.stack(out), pd.DataFrame(rows), pd.DataFrame(skipped, columns=["path", "reason"])
+
+
+def _default_preprocess(pix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    import torch
+    import torch.nn.functional as F
+
+    try:
+        from mridomain.data import normalize_intensity  # type: ignore
+
+        pix = np.stack([np.asarray(normalize_intensity(s, "max255"), dtype=np.float32) for s in pix])
+    except ImportError:
+        mx = pix.reshape(len(pix), -1).max(axis=1).reshape(-1, 1, 1)
+        pix = pix / np.where(mx > 0, mx, 1) * 255.0
+    t = torch.from_numpy(pix[:, None])
+    t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
+    return t[:, 0].numpy()
+
+
+def split_names(table: pd.DataFrame, split_column: str = "split") -> list[str]:
+    """Split names in train, val, test order, then any others; ["all"] without a split column."""
+    if split_column not in table.columns:
+        return ["all"]
+    present = [str(s) for s in pd.unique(table[split_column].dropna())]
+    order = ["train", "val", "test"]
+    return [s for s in order if s in present] + sorted(s for s in present if s not in order)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a proportion k/n (small test sets: say how sure we are)."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (centre - half, centre + half)
