@@ -1,0 +1,134 @@
+"""The multi-task IAP network (paper Sec. 4.1) and its masked loss, eq. (1)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mridomain.errors import SchemaMismatchError
+from mridomain.iap.config import IAPConfig
+from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
+
+BACKBONES = ("resnet18", "smallcnn")
+
+
+class SmallCNN(nn.Module):
+    """A compact 4-stage conv net of MONAI blocks, for training on a few CPU cores.
+
+    Each stage halves the resolution (strided 3x3 conv) and refines with a second 3x3 conv;
+    global average pooling gives ``8 * width`` features.
+    """
+
+    def __init__(self, width: int = 16, in_channels: int = 1):
+        super().__init__()
+        from monai.networks.blocks import Convolution
+
+        layers: list[nn.Module] = []
+        ch_in = in_channels
+        for stage in range(4):
+            ch = width * 2 ** stage
+            layers.append(Convolution(2, ch_in, ch, strides=2, kernel_size=3, act="RELU", norm="BATCH"))
+            layers.append(Convolution(2, ch, ch, strides=1, kernel_size=3, act="RELU", norm="BATCH"))
+            ch_in = ch
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = ch_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x)).flatten(1)
+
+
+class IAPNet(nn.Module):
+    """Backbone + one linear layer with sum(C_k) + M outputs, split into heads by the encoder.
+
+    The input pipeline lives inside the module so that a checkpoint is self-contained: slices of
+    any size are resized to ``input_size`` (area interpolation) and standardized with the training
+    images' mean / std (buffers saved with the weights).
+    """
+
+    def __init__(self, n_outputs: int, backbone: str = "resnet18", input_size: int = 224, width: int = 32,
+                 in_mean: float = 0.0, in_std: float = 1.0):
+        super().__init__()
+        if backbone == "resnet18":
+            from monai.networks.nets import resnet18
+
+            # conv1 stride 2 as in torchvision's ResNet-18, which the paper used (MONAI's default is 1,
+            # four times the compute for the same network).
+            net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=n_outputs, conv1_t_size=7,
+                           conv1_t_stride=2)
+            self.head = net.fc          # the final linear layer: sum(C_k) + M units
+            net.fc = nn.Identity()
+            self.backbone = net
+            self.feature_dim = self.head.in_features
+        elif backbone == "smallcnn":
+            self.backbone = SmallCNN(width=width)
+            self.feature_dim = self.backbone.out_features
+            self.head = nn.Linear(self.feature_dim, n_outputs)
+        else:
+            raise SchemaMismatchError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
+        self.input_size = int(input_size)
+        self.n_outputs = int(n_outputs)
+        self.register_buffer("in_mean", torch.tensor(float(in_mean)))
+        self.register_buffer("in_std", torch.tensor(float(in_std)))
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, H, W) or (N, 1, H, W) cache-normalized slices -> standardized network input."""
+        if x.ndim == 3:
+            x = x.unsqueeze(1)
+        x = x.float()
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
+        return (x - self.in_mean) / self.in_std
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (N, feature_dim)."""
+        return self.backbone(self.prepare(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, in_std: float = 1.0) -> IAPNet:
+    """The network for ``config`` with an output layer sized from ``encoder`` (sum C_k + M)."""
+    return IAPNet(encoder.n_outputs, backbone=config.backbone, input_size=config.input_size,
+                  width=config.width, in_mean=in_mean, in_std=in_std)
+
+
+def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: torch.Tensor,
+             encoder: LabelEncoder, lam: float = 1.0, eta: float = 1.0
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Eq. (1): lam * sum_k CE_k + eta * sum_m MSE_m, each term averaged over its labelled slices.
+
+    Missing labels (IGNORE_INDEX / NaN) drop out of their own term only; a term with no labelled
+    slice in the batch contributes 0. Returns the loss and each term's value (for logging).
+    """
+    outputs = outputs.float()
+    total = outputs.new_zeros(())
+    terms: dict[str, float] = {}
+    for j, h in enumerate(encoder.categorical):
+        logits = outputs[:, encoder.slices[h.name]]
+        t = cat_targets[:, j]
+        mask = t != IGNORE_INDEX
+        if bool(mask.any()):
+            ce = F.cross_entropy(logits[mask], t[mask])
+            total = total + lam * ce
+            terms[h.name] = float(ce.detach())
+    for j, h in enumerate(encoder.continuous):
+        pred = outputs[:, encoder.slices[h.name].start]
+        t = cont_targets[:, j]
+        mask = torch.isfinite(t)
+        if bool(mask.any()):
+            mse = F.mse_loss(pred[mask], t[mask])
+            total = total + eta * mse
+            terms[h.name] = float(mse.detach())
+    return total, terms
+
+
+def split_logits(outputs: torch.Tensor, encoder: LabelEncoder) -> dict[str, torch.Tensor]:
+    """{iap: logits (N, C_k) | standardized value (N,)}."""
+    return encoder.split_outputs(outputs)
+
+
+__all__: Sequence[str] = ["IAPNet", "SmallCNN", "build_model", "iap_loss", "split_logits", "BACKBONES"]
