@@ -1,0 +1,415 @@
+"""Domain routing (paper §5.2, Table 2): send each image to the downstream model of its predicted
+acquisition domain, and the end-to-end experiment that reproduces Table 2 on a slice cache.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mridomain.analysis._common import (as_category_strings, images_from_paths, load_predictor,
+                                        open_cache, wilson_interval)
+from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.errors import EmptyInputError, SchemaMismatchError
+
+__all__ = ["route", "predicted_domains", "evaluate_routing", "RoutingExperiment",
+           "run_routing_experiment", "model_outputs"]
+
+
+# ------------------------------------------------------------------------------ model adapters
+def model_outputs(model: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(labels, probabilities or None) of a downstream model.
+
+    Accepts objects with ``predict`` (and optionally ``predict_proba``) or plain callables that
+    return labels. A ``predict_proba`` with two columns is read as [P(0), P(1)].
+    """
+    proba = None
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(images))
+        if proba.ndim == 2 and proba.shape[1] == 2:
+            proba = proba[:, 1]
+    if hasattr(model, "predict"):
+        labels = np.asarray(model.predict(images))
+    elif callable(model):
+        labels = np.asarray(model(images))
+    elif proba is not None:
+        labels = (proba >= 0.5).astype(np.int64)
+    else:
+        raise SchemaMismatchError(f"model of type {type(model).__name__} has neither predict nor __call__")
+    if labels.shape[0] != len(images):
+        raise SchemaMismatchError(f"model returned {labels.shape[0]} predictions for {len(images)} images")
+    return labels, proba
+
+
+def _match_key(value: str, keys: Sequence[str]) -> str | None:
+    if value in keys:
+        return value
+    low = {str(k).casefold(): k for k in keys}
+    return low.get(str(value).casefold())
+
+
+def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys: Sequence[str],
+                      unknown: str = "error", default: str | None = None
+                      ) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Predict ``key_iap`` and map each value to one of ``keys``.
+
+    Returns (predicted value, chosen key, how: "predicted" | "most_likely" | "default").
+
+    Values with no key go to ``default`` when given; else with ``unknown="most_likely"`` to the
+    key the predictor finds most probable (its probabilities restricted to the keys); else a
+    one-line :class:`SchemaMismatchError` names the values and the keys.
+    """
+    pred = iap_predictor.predict(images)
+    if key_iap not in pred.columns:
+        raise SchemaMismatchError(f"IAP predictor has no output {key_iap!r} (has: {', '.join(map(str, pred.columns))})")
+    values = as_category_strings(pred[key_iap]).reset_index(drop=True)
+    chosen = values.map(lambda v: _match_key(v, keys))
+    how = pd.Series(np.where(chosen.notna(), "predicted", ""), dtype=object)
+    missing = chosen.isna().to_numpy()
+    if missing.any():
+        if default is not None:
+            if _match_key(default, keys) is None:
+                raise SchemaMismatchError(f"default model {default!r} is not among the models ({', '.join(keys)})")
+            chosen[missing] = _match_key(default, keys)
+            how[missing] = "default"
+        elif unknown == "most_likely" and hasattr(iap_predictor, "predict_proba"):
+            probs, vocab = _proba_for(iap_predictor, images[np.flatnonzero(missing)], key_iap)
+            cols = [(k, vocab.index(m)) for k in keys for m in [_match_key(k, vocab)] if m is not None]
+            if not cols:
+                raise SchemaMismatchError(f"none of the models ({', '.join(keys)}) is a value the predictor knows for {key_iap}")
+            best = np.argmax(probs[:, [c for _, c in cols]], axis=1)
+            chosen[missing] = [cols[b][0] for b in best]
+            how[missing] = "most_likely"
+        else:
+            bad = sorted(set(values[missing]))
+            raise SchemaMismatchError(
+                f"predicted {key_iap} value(s) {', '.join(map(repr, bad))} for {int(missing.sum())} image(s) have "
+                f"no model (models for: {', '.join(map(str, keys))}); pass default= or unknown='most_likely'")
+    return values, chosen.astype(object), how
+
+
+def _proba_for(predictor: Any, images: np.ndarray, key_iap: str) -> tuple[np.ndarray, list[str]]:
+    """(probabilities (N, C), vocabulary) of one categorical IAP head."""
+    res = predictor.predict_proba(images)
+    vocab = None
+    if isinstance(res, tuple) and len(res) == 2:
+        res, vocab = res
+    entry = res[key_iap]
+    if isinstance(entry, tuple):
+        entry, vocab_k = entry
+    elif isinstance(entry, Mapping):
+        entry, vocab_k = entry["proba"] if "proba" in entry else entry["probs"], entry.get("vocab") or entry.get("classes")
+    else:
+        vocab_k = None
+    if vocab_k is None and vocab is not None:
+        vocab_k = vocab[key_iap] if isinstance(vocab, Mapping) else vocab
+    if vocab_k is None and hasattr(predictor, "vocab"):
+        vocab_k = predictor.vocab(key_iap) if callable(predictor.vocab) else predictor.vocab[key_iap]
+    if vocab_k is None:
+        raise SchemaMismatchError(f"IAP predictor gave no vocabulary for {key_iap}")
+    return np.asarray(entry, float), [str(v) for v in vocab_k]
+
+
+# ------------------------------------------------------------------------------------ route
+def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
+          models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
+          unknown: str = "error", progress: bool = True) -> pd.DataFrame:
+    """Send each image to the downstream model keyed by its predicted IAP value.
+
+    Args:
+        images_or_paths: (N,H,W) array preprocessed like the IAP model's training cache, or image
+            files / series folders (read and preprocessed like the predictor; unreadable ones are
+            skipped and listed in ``result.attrs["skipped"]``).
+        iap_predictor: ``IAPPredictor`` or its run folder.
+        models: IAP value -> model (``predict``/``predict_proba`` object or callable), e.g.
+            ``{"GE": ge_model, "SIEMENS": siemens_model}``; keys match case-insensitively.
+        key_iap: IAP that decides the domain.
+        default: model key for images whose predicted value has no model.
+        unknown: without ``default``: "error" (raise) or "most_likely" (the most probable value
+            among those that have a model).
+        progress: show a progress bar while reading paths.
+
+    Returns:
+        One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
+        ``prediction`` and ``probability`` (NaN where the model gives none); ``source``/``slice``
+        columns when paths were given.
+    """
+    if not models:
+        raise EmptyInputError(Path("<models>"), "no downstream models given")
+    predictor = load_predictor(iap_predictor)
+    if isinstance(images_or_paths, np.ndarray):
+        images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[None]
+        rows = pd.DataFrame({"image": np.arange(len(images))})
+        skipped = pd.DataFrame(columns=["path", "reason"])
+    else:
+        images, rows, skipped = images_from_paths(list(images_or_paths), predictor, progress=progress)
+    if len(images) == 0:
+        raise EmptyInputError(Path("<images>"), "no images to route")
+    keys = [str(k) for k in models]
+    values, chosen, how = predicted_domains(images, predictor, key_iap, keys, unknown=unknown, default=default)
+    prediction = np.full(len(images), np.nan)
+    probability = np.full(len(images), np.nan)
+    for k in keys:
+        idx = np.flatnonzero((chosen == k).to_numpy())
+        if len(idx) == 0:
+            continue
+        lab, proba = model_outputs(models[k], images[idx])
+        prediction[idx] = lab
+        if proba is not None:
+            probability[idx] = proba
+    result = rows.reset_index(drop=True).assign(**{f"predicted_{key_iap}": values.to_numpy(),
+                                                   "model": chosen.to_numpy(), "routed_by": how.to_numpy(),
+                                                   "prediction": prediction, "probability": probability})
+    result.attrs["skipped"] = skipped
+    return result
+
+
+# ----------------------------------------------------------------------------- Table 2 logic
+def evaluate_routing(images: np.ndarray, labels: np.ndarray, true_domain: Sequence[str],
+                     iap_predictor: Any, models: Mapping[str, Any], key_iap: str = "manufacturer",
+                     unknown: str = "most_likely") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, float]:
+    """The six columns of paper Table 2 on a labelled test set.
+
+    Returns:
+        table2 (one row, accuracies in %), cross (model x true-domain accuracy in %, with n),
+        per_image (truth, true/predicted domain, every model's prediction, routed predictions),
+        key_accuracy (share of images whose predicted domain equals the true one).
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    true_domain = pd.Series([str(v) for v in true_domain])
+    keys = [str(k) for k in models]
+    true_key = true_domain.map(lambda v: _match_key(v, keys))
+    if true_key.isna().any():
+        raise SchemaMismatchError(f"test images of domain(s) {sorted(set(true_domain[true_key.isna()]))} have no model")
+    preds = {k: model_outputs(models[k], images)[0].astype(np.int64) for k in keys}
+    values, chosen, how = predicted_domains(images, iap_predictor, key_iap, keys, unknown=unknown)
+    per = pd.DataFrame({"label": labels, f"true_{key_iap}": true_key.to_numpy(),
+                        f"predicted_{key_iap}": values.to_numpy(), "routed_to": chosen.to_numpy(),
+                        "routed_by": how.to_numpy()})
+    for k in keys:
+        per[f"pred_{k}_model"] = preds[k]
+    pick = lambda dom: np.array([preds[d][i] for i, d in enumerate(dom)])  # noqa: E731
+    per["pred_routed_predicted"] = pick(chosen)
+    per["pred_routed_true"] = pick(true_key)
+
+    def acc(pred: np.ndarray, mask: np.ndarray | None = None) -> float:
+        m = np.ones(len(labels), bool) if mask is None else mask
+        return float((pred[m] == labels[m]).mean() * 100) if m.any() else float("nan")
+
+    row: dict[str, float] = {}
+    for k in keys:
+        own = (true_key == k).to_numpy()
+        row[f"{k} model"] = acc(preds[k])
+        row[f"{k} model (only {k} images)"] = acc(preds[k], own)
+    row[f"routed by predicted {key_iap}"] = acc(per["pred_routed_predicted"].to_numpy())
+    row[f"routed by true {key_iap}"] = acc(per["pred_routed_true"].to_numpy())
+    table2 = pd.DataFrame([row])
+    cross_rows = []
+    for k in keys:
+        r = {"model": f"{k} model"}
+        for d in keys:
+            own = (true_key == d).to_numpy()
+            r[f"on {d} images (n={int(own.sum())})"] = acc(preds[k], own)
+        r[f"on all (n={len(labels)})"] = acc(preds[k])
+        cross_rows.append(r)
+    cross = pd.DataFrame(cross_rows)
+    key_accuracy = float((chosen.to_numpy() == true_key.to_numpy()).mean())
+    return table2, cross, per, key_accuracy
+
+
+@dataclass
+class RoutingExperiment:
+    """Result of :func:`run_routing_experiment` (also written under ``out``)."""
+
+    table2: pd.DataFrame
+    cross: pd.DataFrame
+    per_image: pd.DataFrame
+    key_iap: str
+    key_accuracy: float
+    n_train: dict[str, int]
+    verdict: str
+    ok: bool
+    out: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+    def to_markdown(self) -> str:
+        """Table 2 as markdown plus the verdict (what the CLI prints)."""
+        t = self.table2.copy()
+        t = t.map(lambda v: f"{v:.2f}%")
+        return ("Table 2: tumor-vs-normal slice accuracy on the test set\n\n" + df_to_markdown(t)
+                + f"\n\n{self.key_iap} predicted correctly for {self.key_accuracy * 100:.2f}% of test images."
+                + f"\n\n{self.verdict}")
+
+
+def _verdict(table2: pd.DataFrame, cross: pd.DataFrame, per: pd.DataFrame, keys: Sequence[str],
+             key_iap: str, key_accuracy: float, n_train: Mapping[str, int]) -> tuple[str, bool]:
+    row = table2.iloc[0]
+    singles = {k: float(row[f"{k} model"]) for k in keys}
+    best = max(singles, key=singles.get)
+    routed = float(row[f"routed by predicted {key_iap}"])
+    oracle = float(row[f"routed by true {key_iap}"])
+    n = len(per)
+    k_routed = int((per["pred_routed_predicted"] == per["label"]).sum())
+    lo, hi = wilson_interval(k_routed, n)
+    if routed >= singles[best]:
+        return (f"Routing by predicted {key_iap} ({routed:.2f}%, 95% CI {lo * 100:.1f}-{hi * 100:.1f}%, n={n}) is at least "
+                f"as accurate as the better single model ({best} model, {singles[best]:.2f}%); routing by the true "
+                f"{key_iap} gives {oracle:.2f}%.", True)
+    reasons = []
+    if key_accuracy < 0.95:
+        reasons.append(f"the IAP model predicts {key_iap} correctly for only {key_accuracy * 100:.1f}% of test images, "
+                       f"so {(1 - key_accuracy) * 100:.1f}% go to the other domain's model")
+    for d in keys:
+        col = [c for c in cross.columns if c.startswith(f"on {d} images")][0]
+        own = float(cross.loc[cross["model"] == f"{d} model", col].iloc[0])
+        for m in keys:
+            if m == d:
+                continue
+            other = float(cross.loc[cross["model"] == f"{m} model", col].iloc[0])
+            if other > own:
+                reasons.append(f"on {d} images the {m} model ({other:.2f}%) beats the {d} model ({own:.2f}%), so even "
+                               f"perfect routing (true {key_iap}: {oracle:.2f}%) sends them to the weaker model; "
+                               f"the {d} training set has {n_train.get(d, 0)} labelled slices")
+    k_best = int((per[f"pred_{best}_model"] == per["label"]).sum())
+    blo, bhi = wilson_interval(k_best, n)
+    if hi >= blo:
+        reasons.append(f"the difference ({singles[best] - routed:.2f} points) is within the 95% intervals "
+                       f"({lo * 100:.1f}-{hi * 100:.1f}% vs {blo * 100:.1f}-{bhi * 100:.1f}%, n={n} test slices)")
+    if not reasons:
+        reasons.append("no single cause found in the cross-domain table; inspect per_image.csv")
+    return (f"Routing by predicted {key_iap} ({routed:.2f}%) is NOT at least as accurate as the better single model "
+            f"({best} model, {singles[best]:.2f}%). Likely reason: " + "; ".join(reasons) + ".", False)
+
+
+def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
+                           key_iap: str = "manufacturer", domains: Sequence[str] = ("GE", "SIEMENS"),
+                           preset: str = "cpu", seed: int = 0, epochs: int | None = None,
+                           device: str | None = None, progress: bool = True,
+                           **classifier_overrides: Any) -> RoutingExperiment:
+    """Reproduce paper Table 2 end to end on a slice cache.
+
+    Trains one tumor-vs-normal slice classifier per domain on the train split (positives inside
+    the tumor box, negatives >= 5 slices away: the cache's ``tumor`` column), picks each one's
+    best-validation weights on its own domain's val split, and reports on the test split: each
+    model on all test images, each on its own domain, routed by the predicted ``key_iap``, routed
+    by the true one. Prints nothing; ``to_markdown()`` gives the table.
+
+    Args:
+        cache: slice cache folder (or SliceCache) with ``tumor`` and ``split`` columns.
+        iap_run: IAP run folder (or predictor) that predicts ``key_iap``.
+        out: folder for models/, table2.csv/.json/.md, per_image.csv, cross_domain.csv, report.html.
+        key_iap: IAP that defines the domains.
+        domains: values of ``key_iap`` that get a model (test images of other values are left out,
+            as the paper's test set holds GE and Siemens only).
+        preset: tumor classifier preset: "paper" (MONAI ResNet-18, 224 px) or "cpu" (small CNN, 64 px).
+        seed: training seed.
+        epochs: override the preset's epoch count.
+        device: "cpu" | "cuda" (default: cuda when available).
+        progress: show progress bars.
+        classifier_overrides: further :class:`TumorClassifierConfig` fields.
+    """
+    from mridomain.analysis.classifier import TumorClassifier
+
+    table, images, _ = open_cache(cache)
+    for col in ("tumor", "split", key_iap):
+        if col not in table.columns:
+            raise SchemaMismatchError(f"{cache}: slice cache has no {col!r} column (needed for the routing experiment)")
+    table = table.reset_index(drop=True)
+    tumor = pd.to_numeric(table["tumor"], errors="coerce")
+    labelled = tumor.notna().to_numpy()
+    key_vals = as_category_strings(table[key_iap])
+    dom = key_vals.map(lambda v: _match_key(v, list(domains)))
+    split = table["split"].astype(str).to_numpy()
+    overrides = dict(classifier_overrides)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    models: dict[str, TumorClassifier] = {}
+    n_train: dict[str, int] = {}
+    out_path = Path(out) if out is not None else None
+    for d in domains:
+        tr = np.flatnonzero(labelled & (split == "train") & (dom == d).to_numpy())
+        va = np.flatnonzero(labelled & (split == "val") & (dom == d).to_numpy())
+        y = tumor.to_numpy()[tr]
+        if len(tr) == 0 or len(np.unique(y)) < 2:
+            raise EmptyInputError(Path(str(cache)), f"no training slices with both tumor classes for {key_iap}={d} "
+                                                    f"(found {len(tr)} labelled train slices)")
+        clf = TumorClassifier(preset=preset, device=device, seed=seed, **overrides)
+        clf.fit(np.asarray(images[tr]), y, np.asarray(images[va]) if len(va) else None,
+                tumor.to_numpy()[va] if len(va) else None, progress=progress)
+        models[d] = clf
+        n_train[d] = int(len(tr))
+        if out_path is not None:
+            clf.save(out_path / "models" / str(d))
+    te = np.flatnonzero(labelled & (split == "test") & dom.notna().to_numpy())
+    if len(te) == 0:
+        raise EmptyInputError(Path(str(cache)), f"no labelled test slices of {key_iap} in {list(domains)}")
+    predictor = load_predictor(iap_run)
+    test_images = np.asarray(images[te], dtype=np.float32)
+    table2, cross, per, key_acc = evaluate_routing(test_images, tumor.to_numpy()[te], dom.to_numpy()[te],
+                                                   predictor, models, key_iap)
+    for col in ("patient_id", "series_uid", "slice_index"):
+        if col in table.columns:
+            per.insert(0, col, table[col].to_numpy()[te])
+    per.insert(0, "cache_row", te)
+    verdict, ok = _verdict(table2, cross, per, list(domains), key_iap, key_acc, n_train)
+    exp = RoutingExperiment(table2=table2, cross=cross, per_image=per, key_iap=key_iap, key_accuracy=key_acc,
+                            n_train=n_train, verdict=verdict, ok=ok, out=out_path)
+    if out_path is not None:
+        _write_experiment(exp, models, preset)
+    return exp
+
+
+def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = exp.out
+    assert out is not None
+    out.mkdir(parents=True, exist_ok=True)
+    exp.table2.to_csv(out / "table2.csv", index=False)
+    (out / "table2.json").write_text(json.dumps({
+        "table2_percent": exp.table2.iloc[0].to_dict(), "key_iap": exp.key_iap,
+        "key_accuracy": exp.key_accuracy, "n_test": len(exp.per_image), "n_train": exp.n_train,
+        "preset": preset, "routing_at_least_best_single": exp.ok, "verdict": exp.verdict}, indent=1))
+    (out / "table2.md").write_text(exp.to_markdown() + "\n")
+    exp.cross.to_csv(out / "cross_domain.csv", index=False)
+    exp.per_image.to_csv(out / "per_image.csv", index=False)
+    exp.files.update(table2=out / "table2.csv", table2_json=out / "table2.json", table2_md=out / "table2.md",
+                     cross=out / "cross_domain.csv", per_image=out / "per_image.csv")
+    fig, ax = plt.subplots(figsize=(9, 3.6))
+    vals = exp.table2.iloc[0]
+    ax.bar(range(len(vals)), vals.to_numpy(float), color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c", "#8fc98f"][:len(vals)])
+    ax.set_xticks(range(len(vals)))
+    ax.set_xticklabels([c.replace(" (", "\n(") for c in vals.index], fontsize=7)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    for i, v in enumerate(vals):
+        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
+    bar_png = figure_to_png(fig)
+    figs = [("Table 2 as bars", bar_png)]
+    hist = {k: getattr(m, "history", []) for k, m in models.items()}
+    if any(h and "val_accuracy" in h[0] for h in hist.values()):
+        fig, ax = plt.subplots(figsize=(6, 3.2))
+        for k, h in hist.items():
+            if h and "val_accuracy" in h[0]:
+                ax.plot([r["epoch"] for r in h], [r["val_accuracy"] * 100 for r in h], label=f"{k} model (val, own domain)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("val accuracy (%)")
+        ax.legend(fontsize=8)
+        figs.append(("Validation accuracy while training", figure_to_png(fig)))
+    (out / "table2.png").write_bytes(bar_png)
+    exp.files["report"] = write_html_report(out / "report.html", "Routing by predicted acquisition domain (paper Table 2)", [
+        Section("Table 2", note=exp.verdict,
+                text=f"Tumor-vs-normal slice accuracy (%) on the labelled test slices (n={len(exp.per_image)}). "
+                     f"{exp.key_iap} predicted correctly for {exp.key_accuracy * 100:.2f}% of them. "
+                     f"Training slices per domain: {exp.n_train}. Classifier preset: {preset}.",
+                tables=[exp.table2.round(2)], figures=figs),
+        Section("Every model on every domain", tables=[exp.cross.round(2)]),
+        Section("Routing decisions", tables=[exp.per_image["routed_by"].value_counts().rename("images").to_frame()]),
+    ])
