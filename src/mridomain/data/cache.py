@@ -1,0 +1,433 @@
+"""Slice cache: sampled, resized, intensity-normalized 2-D slices in a memory-mapped array.
+
+Layout (docs/architecture.md)::
+
+    images.npy      float16 (N, H, W), written incrementally with ``open_memmap`` (may exceed RAM)
+    slices.parquet  one row per slice, row i <-> images[i]
+    meta.json       version, size, normalization, iaps, seed, fractions, source_index, ...
+    skipped.csv     slices that could not be read (only when any)
+"""
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mridomain.data._parallel import pmap
+from mridomain.data.splits import SPLIT_NAMES, InvalidArgumentError, check_fractions, split_patients
+from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
+
+CACHE_VERSION = 1
+NORMALIZATIONS = ("max255", "percentile", "zscore")
+SAMPLINGS = ("random", "even")
+
+
+# ----------------------------------------------------------------------------------------------
+# pure image functions (shared with prediction: keep them free of state and side effects)
+
+
+def normalization_spec(method: str | dict[str, Any] = "max255", **kw: Any) -> dict[str, Any]:
+    """Full parameter dict of a normalization, as stored in ``meta.json["normalization"]``."""
+    if isinstance(method, dict):
+        kw = {**{k: v for k, v in method.items() if k != "method"}, **kw}
+        method = method.get("method", "max255")
+    if method not in NORMALIZATIONS:
+        raise InvalidArgumentError(f"normalization {method!r}: choose one of {', '.join(NORMALIZATIONS)}")
+    if method == "percentile":
+        return {"method": "percentile", "low": float(kw.get("low", 1.0)),
+                "high": float(kw.get("high", 99.5))}
+    if method == "zscore":
+        return {"method": "zscore", "eps": float(kw.get("eps", 1e-6))}
+    return {"method": "max255"}
+
+
+def normalize_intensity(img: np.ndarray, method: str | dict[str, Any] = "max255", **kw: Any) -> np.ndarray:
+    """Normalize one image's intensities (a pure function: same input, same output).
+
+    Methods:
+        ``"max255"``: the paper's scaling (Sec. 4.2) of the image maximum to 255, then /255, so the
+            result is ``img / max(img)`` in [0, 1] for non-negative magnitude images (all zeros when
+            the maximum is <= 0).
+        ``"percentile"``: clip to the [``low``, ``high``] percentiles (default 1, 99.5), map to [0, 1].
+        ``"zscore"``: ``(img - mean) / std`` over the image (``std`` floored at ``eps``).
+
+    ``method`` may also be the dict stored in a cache's ``meta.json``. Returns float32.
+    """
+    spec = normalization_spec(method, **kw)
+    x = np.asarray(img, dtype=np.float32)
+    if spec["method"] == "max255":
+        m = float(np.max(x)) if x.size else 0.0
+        if not np.isfinite(m) or m <= 0:
+            return np.zeros_like(x)
+        return (x * np.float32(255.0 / m)) / np.float32(255.0)
+    if spec["method"] == "percentile":
+        lo, hi = np.percentile(x, [spec["low"], spec["high"]]) if x.size else (0.0, 0.0)
+        if not hi > lo:
+            return np.zeros_like(x)
+        return ((np.clip(x, lo, hi) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
+    mean = float(np.mean(x, dtype=np.float64)) if x.size else 0.0
+    std = float(np.std(x, dtype=np.float64)) if x.size else 0.0
+    return ((x - np.float32(mean)) / np.float32(max(std, spec["eps"]))).astype(np.float32)
+
+
+def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize a 2-D image to ``size`` x ``size`` (or (H, W)) with antialiasing, float32 out.
+
+    Pillow's resampling scales the filter support with the reduction factor, so downsampling
+    (e.g. 512 -> 224) averages over the source pixels instead of picking some (no aliasing).
+    A triangle (bilinear) kernel is used: no negative lobes, so no ringing on sharp edges.
+    """
+    from PIL import Image
+
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    x = np.asarray(img, dtype=np.float32)
+    if x.ndim != 2:
+        raise InvalidArgumentError(f"resize: expected a 2-D image, got shape {x.shape}")
+    if x.shape == (h, w):
+        return x.copy()
+    out = Image.fromarray(np.ascontiguousarray(x), mode="F").resize(
+        (w, h), resample=Image.Resampling.BILINEAR)
+    return np.asarray(out, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# sampling
+
+
+def sample_slice_indices(n_slices: int, k: int | None, seed: int, key: str = "",
+                         sampling: str = "random") -> np.ndarray:
+    """Which slices of a series to cache (sorted 0-based positions).
+
+    ``random`` (default, as the paper samples its slices at random): ``k`` distinct slices drawn
+    without replacement by a generator seeded with (seed, CRC32 of ``key``), so a series gets the
+    same slices whatever the order or content of the rest of the index. ``even``: ``k`` slices
+    evenly spread over the volume (centres of ``k`` equal bins). ``k=None`` or ``k >= n``: all.
+    """
+    if sampling not in SAMPLINGS:
+        raise InvalidArgumentError(f"sampling {sampling!r}: choose random or even")
+    if n_slices <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k is None or k >= n_slices:
+        return np.arange(n_slices, dtype=np.int64)
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if sampling == "even":
+        return np.floor((np.arange(k) + 0.5) * n_slices / k).astype(np.int64)
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(key.encode())])
+    return np.sort(rng.choice(n_slices, size=k, replace=False)).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------------
+# worker
+
+
+def _load_series_slices(task: tuple) -> tuple[int, list[tuple[int, str, int, np.ndarray | None, str | None]]]:
+    """Read, resize, normalize the planned slices of one series. Never raises."""
+    pos, plan, size, norm = task
+    from mridomain.io import read_image
+
+    results = []
+    volumes: dict[str, Any] = {}  # multi-frame file: read once for all its frames
+    for slice_index, path, frame in plan:
+        try:
+            if path not in volumes:
+                volumes = {path: read_image(path).pixels}  # keep one at a time (memory)
+            pixels = volumes[path]
+            if frame >= pixels.shape[0]:
+                raise MridomainError(f"{path}: has {pixels.shape[0]} frames, frame {frame} asked for")
+            img = normalize_intensity(resize(pixels[frame], size), norm)
+            if not np.all(np.isfinite(img)):
+                raise MridomainError(f"{path}: non-finite pixel values")
+            results.append((slice_index, path, frame, img.astype(np.float16), None))
+        except MridomainError as err:
+            volumes = {}
+            results.append((slice_index, path, frame, None, getattr(err, "reason", None) or str(err)))
+        except Exception as err:  # noqa: BLE001 - a broken file may raise anything: skip, report
+            volumes = {}
+            msg = (str(err).splitlines() or [""])[0]
+            results.append((slice_index, path, frame, None, f"{type(err).__name__}: {msg}"[:300]))
+    return pos, results
+
+
+def _plan_series(files: list[str], n_slices: int, chosen: np.ndarray) -> list[tuple[int, str, int]]:
+    """(slice_index, file, frame) for the chosen positions of a series."""
+    if len(files) == 1 and n_slices > 1:  # one enhanced multi-frame file
+        return [(int(i), files[0], int(i)) for i in chosen]
+    return [(int(i), files[int(i)], 0) for i in chosen]
+
+
+# ----------------------------------------------------------------------------------------------
+# cache
+
+
+class SliceCache:
+    """A prepared slice cache folder (see module docstring).
+
+    Attributes:
+        images: read-only ``np.memmap`` float16 (N, H, W).
+        table: one row per image (``slices.parquet``).
+        meta: ``meta.json`` as a dict.
+        iaps: list of ``{"name", "kind", "unit"}`` dicts, in label order.
+        skipped: slices that could not be read when the cache was made (path, slice_index, reason).
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path = self.path / "meta.json"
+        if not meta_path.exists():
+            raise EmptyInputError(self.path, "not a slice cache (no meta.json)")
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        if self.meta.get("version") != CACHE_VERSION:
+            raise SchemaMismatchError(f"{meta_path}: cache version {self.meta.get('version')} "
+                                      f"(this mridomain reads version {CACHE_VERSION})")
+        self.images: np.ndarray = np.load(self.path / "images.npy", mmap_mode="r")
+        self.table: pd.DataFrame = pd.read_parquet(self.path / "slices.parquet")
+        if len(self.table) != self.images.shape[0]:
+            raise SchemaMismatchError(f"{self.path}: slices.parquet has {len(self.table)} rows but "
+                                      f"images.npy holds {self.images.shape[0]} images")
+        skipped = self.path / "skipped.csv"
+        self.skipped = (pd.read_csv(skipped) if skipped.exists()
+                        else pd.DataFrame(columns=["path", "slice_index", "reason"]))
+
+    @property
+    def iaps(self) -> list[dict[str, Any]]:
+        return list(self.meta.get("iaps", []))
+
+    @property
+    def iap_names(self) -> list[str]:
+        return [i["name"] for i in self.iaps]
+
+    @property
+    def normalization(self) -> dict[str, Any]:
+        return dict(self.meta["normalization"])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def split(self, name: str) -> np.ndarray:
+        """Row indices (into ``images`` and ``table``) of ``"train"``, ``"val"``, ``"test"`` or ``"all"``."""
+        if name == "all":
+            return np.arange(len(self), dtype=np.int64)
+        if name not in SPLIT_NAMES:
+            raise InvalidArgumentError(f"split {name!r}: choose train, val, test or all")
+        return np.flatnonzero(self.table["split"].to_numpy() == name).astype(np.int64)
+
+    def summary(self) -> str:
+        """Counts per split, patients per split, value counts per IAP, skipped slices."""
+        t = self.table
+        lines = [f"slice cache {self.path}: {len(self)} slices of {self.images.shape[1]}x"
+                 f"{self.images.shape[2]}, {t['series_uid'].nunique()} series, "
+                 f"{t['patient_id'].nunique()} patients, normalization {self.meta['normalization']}"]
+        for s in SPLIT_NAMES:
+            sub = t[t["split"] == s]
+            lines.append(f"  {s:5s}: {len(sub):6d} slices, {sub['patient_id'].nunique():4d} patients")
+        for info in self.iaps:
+            name = info["name"]
+            if name not in t.columns:
+                continue
+            if info.get("kind") == "continuous":
+                v = pd.to_numeric(t[name], errors="coerce").dropna()
+                text = (f"min {v.min():.4g}, median {v.median():.4g}, max {v.max():.4g}"
+                        if len(v) else "all missing")
+            else:
+                counts = t[name].fillna("<missing>").astype(str).value_counts()
+                text = ", ".join(f"{k}: {n}" for k, n in counts.head(10).items())
+                if len(counts) > 10:
+                    text += f", ... ({len(counts) - 10} more)"
+            lines.append(f"  {name}: {text}")
+        if "tumor" in t.columns and t["tumor"].notna().any():
+            lines.append(f"  tumor: {int((t['tumor'] == 1).sum())} positive, "
+                         f"{int((t['tumor'] == 0).sum())} negative, {int(t['tumor'].isna().sum())} unlabeled")
+        if len(self.skipped):
+            lines.append(f"  skipped {len(self.skipped)} unreadable slices (see {self.path / 'skipped.csv'})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"SliceCache({str(self.path)!r}, n={len(self)})"
+
+
+def _iap_info(index_df: pd.DataFrame, source: str | Path | None) -> list[dict[str, Any]]:
+    """IAP names/kinds/units: from the index parquet metadata, else the default schema."""
+    if source is not None:
+        from mridomain.data.index import index_metadata
+
+        try:
+            meta = index_metadata(source)
+        except Exception:  # noqa: BLE001 - metadata is optional
+            meta = {}
+        if meta.get("iaps"):
+            return [i for i in meta["iaps"] if i["name"] in index_df.columns]
+    from mridomain.data.schema import DEFAULT_IAPS
+
+    return [{"name": s.name, "kind": s.kind, "unit": s.unit} for s in DEFAULT_IAPS
+            if s.name in index_df.columns]
+
+
+def _finish_npy(path: Path, n_written: int, n_alloc: int, shape: tuple[int, int]) -> None:
+    """Shrink an .npy written with room for ``n_alloc`` images to the ``n_written`` kept.
+
+    The header is padded to a multiple of 64 bytes, so a smaller first dimension nearly always fits
+    the same header length: rewrite it in place and truncate the file (no copy of the data).
+    """
+    if n_written == n_alloc:
+        return
+    from numpy.lib import format as npf
+
+    with open(path, "r+b") as fh:
+        version = npf.read_magic(fh)
+        npf._read_array_header(fh, version)  # noqa: SLF001 - only to learn the header length
+        old_header_len = fh.tell()
+    header = {"descr": npf.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
+              "shape": (n_written, *shape)}
+    import io
+
+    buf = io.BytesIO()
+    npf._write_array_header(buf, header, version)  # noqa: SLF001
+    new_header = buf.getvalue()
+    item = int(np.prod(shape)) * 2
+    if len(new_header) == old_header_len:
+        with open(path, "r+b") as fh:
+            fh.write(new_header)
+        os.truncate(path, old_header_len + n_written * item)
+        return
+    src = np.load(path, mmap_mode="r")
+    tmp = path.with_suffix(".tmp.npy")
+    dst = npf.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_written, *shape))
+    for start in range(0, n_written, 1024):
+        dst[start:start + 1024] = src[start:start + 1024]
+    dst.flush()
+    del dst, src
+    os.replace(tmp, path)
+
+
+def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_series: int | None = 16,
+                  size: int = 224, normalization: str | dict[str, Any] = "max255", seed: int = 0,
+                  fractions: Sequence[float] = (0.7, 0.15, 0.15), annotations: str | Path | None = None,
+                  workers: int | None = None, progress: bool = True, sampling: str = "random",
+                  iaps: Sequence[dict[str, Any]] | None = None) -> SliceCache:
+    """Build a slice cache from an index (parquet path or DataFrame from :func:`build_index`).
+
+    Per series, ``slices_per_series`` slices (None: all) are chosen by
+    :func:`sample_slice_indices` (``sampling="random"``: seeded, without replacement), read with
+    ``mridomain.io.read_image``, resized to ``size`` x ``size`` (:func:`resize`, antialiased) and
+    normalized by :func:`normalize_intensity`. Patients are split by :func:`split_patients`.
+    Series are processed in a process pool; unreadable slices are skipped and listed in
+    ``skipped.csv``. Row order is deterministic: series in index order, slices in series order.
+
+    ``slice_index`` in ``slices.parquet`` is the 0-based position of the slice in its series
+    (files sorted along the slice normal). The ``tumor`` column, filled when ``annotations`` (a
+    DBC ``Annotation_Boxes`` csv/xlsx) is given, compares DBC's 1-based Start/End Slice with
+    ``slice_index + 1``: 1 inside the box, 0 at least 5 slices away, NaN in between or unlabeled.
+    """
+    from numpy.lib.format import open_memmap
+
+    out = Path(out)
+    source: str | None
+    if isinstance(index, pd.DataFrame):
+        df, source = index.copy(), None
+    else:
+        from mridomain.data.index import load_index
+
+        df, source = load_index(index), str(Path(index).resolve())
+    missing = {"patient_id", "study_uid", "series_uid", "n_slices", "files"} - set(df.columns)
+    if missing:
+        raise SchemaMismatchError(f"{source or 'index DataFrame'}: missing columns {sorted(missing)}")
+    if len(df) == 0:
+        raise EmptyInputError(source or "index", "index has no series")
+    fractions = check_fractions(fractions)
+    norm = normalization_spec(normalization)
+    size = int(size)
+    if size < 1:
+        raise InvalidArgumentError(f"size {size}: must be a positive number of pixels")
+    if slices_per_series is not None and slices_per_series < 1:
+        slices_per_series = None
+    iap_info = list(iaps) if iaps is not None else _iap_info(df, source)
+
+    boxes = None
+    if annotations is not None:
+        from mridomain.data.dbc import read_annotation_boxes
+
+        boxes = read_annotation_boxes(annotations)
+
+    df["patient_id"] = df["patient_id"].astype(str)
+    splits = split_patients(df["patient_id"], fractions, seed)
+
+    tasks, series_rows = [], []
+    for pos, row in enumerate(df.itertuples(index=False)):
+        files = [str(f) for f in row.files]
+        n = int(row.n_slices) if len(files) == 1 else len(files)
+        chosen = sample_slice_indices(n, slices_per_series, seed, str(row.series_uid), sampling)
+        plan = _plan_series(files, n, chosen)
+        if plan:
+            tasks.append((pos, plan, size, norm))
+        series_rows.append((row, n))
+    n_alloc = sum(len(t[1]) for t in tasks)
+    if n_alloc == 0:
+        raise EmptyInputError(source or "index", "no slices to cache")
+
+    out.mkdir(parents=True, exist_ok=True)
+    images_path = out / "images.npy"
+    images = open_memmap(images_path, mode="w+", dtype=np.float16, shape=(n_alloc, size, size))
+    records: list[dict[str, Any]] = []
+    skipped: list[tuple[str, int, str]] = []
+    iap_names = [i["name"] for i in iap_info]
+    n = 0
+    for pos, results in pmap(_load_series_slices, tasks, n_items=len(tasks), workers=workers,
+                             chunksize=1, ordered=True, progress=progress, desc="caching series",
+                             unit=" series"):
+        row, n_in_series = series_rows[pos]
+        rowd = row._asdict()
+        for slice_index, path, frame, img, reason in results:
+            if img is None:
+                skipped.append((path, slice_index, reason or "unreadable"))
+                continue
+            images[n] = img
+            rec = {"slice_id": n, "patient_id": str(rowd["patient_id"]),
+                   "study_uid": str(rowd["study_uid"]), "series_uid": str(rowd["series_uid"]),
+                   "file": path, "frame": frame, "slice_index": slice_index,
+                   "n_slices_in_series": n_in_series, "split": splits[str(rowd["patient_id"])],
+                   "series_description": str(rowd.get("series_description") or "")}
+            for name in iap_names:
+                rec[name] = rowd.get(name)
+            rec["tumor"] = np.nan
+            records.append(rec)
+            n += 1
+    images.flush()
+    del images
+    if n == 0:
+        raise EmptyInputError(source or "index", f"none of the {n_alloc} planned slices could be read "
+                                                 f"(e.g. {skipped[0][0]}: {skipped[0][2]})")
+    _finish_npy(images_path, n, n_alloc, (size, size))
+
+    table = pd.DataFrame.from_records(records)
+    for info in iap_info:
+        if info.get("kind") == "continuous" and info["name"] in table.columns:
+            table[info["name"]] = pd.to_numeric(table[info["name"]], errors="coerce").astype(float)
+    if boxes is not None:
+        from mridomain.data.dbc import tumor_labels
+
+        table["tumor"] = tumor_labels(table["patient_id"], table["slice_index"].to_numpy() + 1, boxes)
+    table["tumor"] = table["tumor"].astype(float)
+    table.to_parquet(out / "slices.parquet", index=False)
+
+    skipped_path = out / "skipped.csv"
+    if skipped:
+        pd.DataFrame(skipped, columns=["path", "slice_index", "reason"]).to_csv(skipped_path, index=False)
+    elif skipped_path.exists():
+        skipped_path.unlink()
+    meta = {
+        "version": CACHE_VERSION, "size": [size, size], "normalization": norm, "iaps": iap_info,
+        "seed": int(seed), "fractions": list(fractions), "source_index": source or "<DataFrame>",
+        "slices_per_series": slices_per_series, "sampling": sampling, "dtype": "float16",
+        "n_slices": n, "n_skipped": len(skipped),
+        "tumor_convention": "DBC Start/End Slice (1-based) vs slice_index + 1; 1 inside, 0 >= 5 "
+                            "slices away, NaN otherwise" if boxes is not None else None,
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    return SliceCache(out)

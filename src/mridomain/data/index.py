@@ -1,0 +1,603 @@
+"""Archive indexer: one row of acquisition parameters per DICOM series, from headers only.
+
+The walk streams directory entries with :func:`os.scandir` (no per-file ``stat``), headers are
+read in a process pool with ``stop_before_pixels`` and ``specific_tags`` so pixel data is never
+parsed, and every unreadable file is recorded with its reason instead of stopping the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mridomain.data._parallel import default_workers, pmap
+from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
+from mridomain.errors import EmptyInputError, MridomainError
+
+INDEX_VERSION = 1
+
+#: Header fields every index reads (the ``read_header_fields`` contract of docs/architecture.md).
+BASE_KEYWORDS: tuple[str, ...] = (
+    "Manufacturer", "ManufacturerModelName", "ScanOptions", "MagneticFieldStrength",
+    "PatientPosition", "ContrastBolusAgent", "AcquisitionMatrix", "SliceThickness", "FlipAngle",
+    "ReconstructionDiameter", "PixelSpacing", "Rows", "Columns", "RepetitionTime", "EchoTime",
+    "SeriesDescription", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
+    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "Modality", "SOPClassUID",
+    "NumberOfFrames",
+)
+# Read too, so that enhanced multi-frame MR (values inside functional groups) and the pixel
+# bookkeeping work; they cost nothing when absent.
+_SUPPORT_KEYWORDS: tuple[str, ...] = (
+    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "BitsAllocated",
+    "SamplesPerPixel", "PixelRepresentation", "PhotometricInterpretation", "ImageType",
+    "RescaleSlope", "RescaleIntercept", "SpecificCharacterSet", "SliceLocation",
+    "SpacingBetweenSlices", "MRAcquisitionType", "SequenceName", "EchoTrainLength",
+    "InversionTime", "StudyDescription", "ProtocolName",
+)
+# Fields that legitimately differ from slice to slice: never part of the per-series value.
+_PER_SLICE = frozenset({"SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation",
+                        "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"})
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # PixelData, Float/DoubleFloat
+
+
+@dataclass
+class IndexResult:
+    """What :func:`build_index` found.
+
+    ``table`` has one row per series, sorted by (patient_id, series_uid); ``skipped`` lists every
+    file that was not used with its one-line reason; ``warnings`` lists series whose slices
+    disagreed on an IAP (the most common value was kept).
+    """
+
+    table: pd.DataFrame
+    skipped: pd.DataFrame
+    warnings: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["series_uid", "patient_id", "iap", "chosen", "values"]))
+    archive: Path | None = None
+    n_files: int = 0
+    iaps: tuple[IAPSpec, ...] = DEFAULT_IAPS
+
+    @property
+    def n_series(self) -> int:
+        return len(self.table)
+
+    @property
+    def n_patients(self) -> int:
+        return int(self.table["patient_id"].nunique()) if len(self.table) else 0
+
+
+# ----------------------------------------------------------------------------------------------
+# walking
+
+
+def iter_files(root: str | Path) -> Iterator[str]:
+    """Yield every regular file below ``root`` (any depth), streaming.
+
+    Uses ``os.scandir`` whose entries carry the file type, so millions of files cost no ``stat``
+    each. Hidden entries (``.name``) are ignored; directory symlinks are not followed (loops).
+    """
+    root = os.fspath(root)
+    if os.path.isfile(root):
+        yield root
+        return
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+                elif entry.is_file():
+                    yield entry.path
+            except OSError:
+                continue
+
+
+# ----------------------------------------------------------------------------------------------
+# per-file worker
+
+_READ_TAGS: list[int] | None = None
+_EXTRA: tuple[str, ...] = ()
+
+
+def _init_worker(keywords: Sequence[str], extra: Sequence[str]) -> None:
+    global _READ_TAGS, _EXTRA
+    from pydicom.datadict import tag_for_keyword
+
+    tags = {tag_for_keyword(k) for k in keywords}
+    # An unknown keyword cannot be asked for by tag: read every element then (slower, correct).
+    _READ_TAGS = None if None in tags else sorted(tags)
+    _EXTRA = tuple(extra)
+    warnings.simplefilter("ignore")
+
+
+def _fields_from_dataset(ds: Any, extra: Sequence[str]) -> dict[str, Any]:
+    from mridomain.io import header_fields_from_dataset
+
+    fields = header_fields_from_dataset(ds)
+    for kw in extra:
+        if kw not in fields:
+            value = ds.get(kw)
+            fields[kw] = None if value is None else _plain(value.value if hasattr(value, "value") else value)
+    return fields
+
+
+def _plain(value: Any) -> Any:
+    """pydicom value -> plain python (str, int, float, list)."""
+    from pydicom.multival import MultiValue
+    from pydicom.valuerep import DSfloat, IS, PersonName
+
+    if isinstance(value, (MultiValue, list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, DSfloat):
+        return float(value)
+    if isinstance(value, IS):
+        return int(value)
+    if isinstance(value, PersonName):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, (str, int, float)) or value is None:
+        return value
+    return str(value)
+
+
+def _slice_position(fields: dict[str, Any]) -> float | None:
+    """Position along the slice normal (mm), the order slices have in space."""
+    ipp, iop = fields.get("ImagePositionPatient"), fields.get("ImageOrientationPatient")
+    try:
+        if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+            return None
+        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
+        return float(np.dot(normal, np.asarray(ipp, float)))
+    except (TypeError, ValueError):
+        return None
+
+
+def _check_pixel_element(fp: Any, ds: Any, path: str) -> str | None:
+    """Reason the file cannot hold a full image, else None. ``fp`` sits where reading stopped."""
+    size = os.fstat(fp.fileno()).st_size
+    start = fp.tell()
+    if start >= size:
+        return "no pixel data (file ends before PixelData: truncated, or not an image object)"
+    implicit, little = True, True
+    enc = getattr(ds, "original_encoding", None)
+    if enc is not None:
+        implicit, little = enc[0], enc[1]
+    head = fp.read(12)
+    if len(head) < 8:
+        return f"truncated: {size - start} bytes left where the PixelData element starts"
+    end = "<" if little in (True, None) else ">"
+    group, elem = struct.unpack(end + "HH", head[:4])
+    tag = group << 16 | elem
+    if tag not in _PIXEL_TAGS:
+        return None  # stopped elsewhere (rare): let the pixel reader decide later
+    if implicit:
+        length, value_start = struct.unpack(end + "I", head[4:8])[0], start + 8
+    else:
+        if len(head) < 12:
+            return "truncated: PixelData element header cut short"
+        length, value_start = struct.unpack(end + "I", head[8:12])[0], start + 12
+    if length == 0xFFFFFFFF:  # encapsulated (compressed): fragment table, checked when decoding
+        return None if size > value_start else "truncated: empty encapsulated PixelData"
+    if value_start + length > size:
+        return (f"truncated: PixelData needs {length} bytes, only {size - value_start} present")
+    if length == 0:
+        return "no pixel data (PixelData element is empty)"
+    return None
+
+
+def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Header of one file -> (path, fields, None) or (path, None, reason). Never raises."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        with open(path, "rb") as fp, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_READ_TAGS)
+            except InvalidDicomError:
+                # Old archives hold preamble-less files; accept them only if they parse into a
+                # dataset that identifies an image series (a text file would parse into garbage).
+                fp.seek(0)
+                try:
+                    ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_READ_TAGS,
+                                         force=True)
+                except Exception:  # noqa: BLE001 - anything here means "not DICOM"
+                    ds = None
+                if ds is None or not _looks_like_image_dataset(ds):
+                    return path, None, "not a DICOM file (no DICM preamble and no readable header)"
+            eof = any("end of file" in str(w.message).lower() or "truncat" in str(w.message).lower()
+                      for w in caught)
+            transfer = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+            if eof:
+                return path, None, "truncated: file ends inside the DICOM header"
+            fields = _fields_from_dataset(ds, _EXTRA)
+            if not fields.get("SeriesInstanceUID"):
+                if fp.tell() >= os.fstat(fp.fileno()).st_size:
+                    return path, None, "truncated or corrupt: no SeriesInstanceUID before end of file"
+                return path, None, "no SeriesInstanceUID (not an image series object)"
+            if not fields.get("Rows") or not fields.get("Columns"):
+                sop = fields.get("SOPClassUID") or "unknown SOP class"
+                return path, None, f"not an image (no Rows/Columns; SOP class {sop})"
+            if transfer != pydicom.uid.DeflatedExplicitVRLittleEndian:
+                reason = _check_pixel_element(fp, ds, path)
+                if reason:
+                    return path, None, reason
+    except MridomainError as err:
+        return path, None, getattr(err, "reason", str(err))
+    except OSError as err:
+        return path, None, f"cannot open ({err.strerror or err})"
+    except Exception as err:  # noqa: BLE001 - a corrupt file may raise anything; record and go on
+        msg = str(err).splitlines()[0] if str(err) else ""
+        return path, None, f"corrupt DICOM header ({type(err).__name__}: {msg})"[:300]
+    fields["_position"] = _slice_position(fields)
+    return path, fields, None
+
+
+def _looks_like_image_dataset(ds: Any) -> bool:
+    try:
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        return bool(uid) and all(c.isdigit() or c == "." for c in uid) and "Rows" in ds
+    except Exception:  # noqa: BLE001
+        return False
+
+
+# ----------------------------------------------------------------------------------------------
+# grouping
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, float) and np.isnan(value):
+        return "nan"
+    return value
+
+
+def _unhash(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_unhash(v) for v in value]
+    return value
+
+
+def _mode(values: list[Any]) -> tuple[Any, Counter]:
+    """Most common value; ties go to the value met first (files are in slice order)."""
+    counts = Counter(values)
+    best = max(counts.values())
+    for v in values:
+        if counts[v] == best:
+            return v, counts
+    raise AssertionError("unreachable")
+
+
+def _fmt(value: Any) -> str:
+    return "None" if value is None else str(_unhash(value))
+
+
+@dataclass
+class _FileRec:
+    path: str
+    position: float | None
+    instance: int | None
+    frames: int
+    sop: str
+    key: tuple
+
+
+def _sort_files(recs: list[_FileRec]) -> list[_FileRec]:
+    """Spatial order along the slice normal when every slice has a position, else InstanceNumber."""
+    big = float("inf")
+    if all(r.position is not None for r in recs):
+        return sorted(recs, key=lambda r: (r.position, r.instance if r.instance is not None else big,
+                                           r.path))
+    return sorted(recs, key=lambda r: (r.instance if r.instance is not None else big, r.path))
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def build_index(archive: str | Path, out: str | Path | None = None, workers: int | None = None,
+                progress: bool = True, iaps: Sequence[IAPSpec] = DEFAULT_IAPS,
+                extra: Sequence[str] = ()) -> IndexResult:
+    """Read the headers of every file below ``archive`` into one row of IAPs per series.
+
+    Args:
+        archive: folder tree (any depth) or a single file.
+        out: parquet file to write (the ``files`` column is a list column); when anything was
+            skipped a ``<stem>.skipped.csv`` report is written beside it, and a
+            ``<stem>.warnings.csv`` when slices of a series disagreed on an IAP.
+        workers: processes (default: all cores).
+        progress: show tqdm progress bars.
+        iaps: IAP specs to compute (``mridomain.data.schema``).
+        extra: additional DICOM keywords to keep as ``raw_<Keyword>`` columns.
+
+    Returns:
+        :class:`IndexResult`; rows sorted by (patient_id, series_uid), files in slice order.
+
+    Raises:
+        EmptyInputError: the archive does not exist, holds no files, or no readable DICOM image.
+    """
+    archive = Path(archive)
+    if not archive.exists():
+        raise EmptyInputError(archive, "no such file or folder")
+    iaps = tuple(iaps)
+    used_keywords = _used_keywords(iaps, extra)
+    read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords + _SUPPORT_KEYWORDS))
+
+    from tqdm.auto import tqdm
+
+    files = []
+    for f in tqdm(iter_files(archive), desc="scanning", unit=" files", disable=not progress,
+                  dynamic_ncols=True):
+        files.append(f)
+    if not files:
+        raise EmptyInputError(archive, "no files found")
+    files.sort()
+
+    n_workers = default_workers(workers)
+    skipped: list[tuple[str, str]] = []
+    series: dict[str, list[_FileRec]] = defaultdict(list)
+    series_fields: dict[str, dict[str, Any]] = {}  # first value of each per-series text field
+    normalized_cache: dict[tuple, dict[str, Any]] = {}
+    key_fields: dict[tuple, dict[str, Any]] = {}
+
+    for path, fields, reason in pmap(_read_one, files, n_items=len(files), workers=n_workers,
+                                     progress=progress, desc="reading headers", unit=" files",
+                                     initializer=_init_worker, initargs=(read_keywords, tuple(extra))):
+        if fields is None:
+            skipped.append((path, reason or "unreadable"))
+            continue
+        uid = str(fields["SeriesInstanceUID"])
+        key = tuple((k, _hashable(v)) for k, v in sorted(fields.items())
+                    if k not in _PER_SLICE and not k.startswith("_"))
+        if key not in key_fields:
+            key_fields[key] = {k: _unhash(v) for k, v in key}
+        series[uid].append(_FileRec(path=path, position=fields.get("_position"),
+                                    instance=_as_int(fields.get("InstanceNumber")),
+                                    frames=_as_int(fields.get("NumberOfFrames")) or 1,
+                                    sop=str(fields.get("SOPInstanceUID") or ""), key=key))
+
+    if not series:
+        first = sorted(skipped)[0] if skipped else ("", "nothing readable")
+        raise EmptyInputError(archive, f"none of the {len(files)} files is a readable DICOM image "
+                                       f"(e.g. {Path(first[0]).name}: {first[1]})")
+
+    rows, warn_rows = [], []
+    for uid, recs in series.items():
+        # The same instance copied twice would count twice in n_slices and the cache.
+        seen: dict[str, str] = {}
+        unique = []
+        for r in sorted(recs, key=lambda r: r.path):
+            if r.sop and r.sop in seen:
+                skipped.append((r.path, f"duplicate SOPInstanceUID of {seen[r.sop]}"))
+                continue
+            if r.sop:
+                seen[r.sop] = r.path
+            unique.append(r)
+        recs = _sort_files(unique)
+        per_file = []
+        for r in recs:
+            if r.key not in normalized_cache:
+                normalized_cache[r.key] = normalize_iaps(key_fields[r.key], iaps)
+            per_file.append(normalized_cache[r.key])
+        raw_modes = {}
+        for kw in dict.fromkeys(("PatientID", "StudyInstanceUID", "SeriesDescription", "Modality")
+                                + used_keywords):
+            raw_modes[kw] = _unhash(_mode([_hashable(key_fields[r.key].get(kw)) for r in recs])[0])
+        row: dict[str, Any] = {
+            "patient_id": str(raw_modes["PatientID"] or ""),
+            "study_uid": str(raw_modes["StudyInstanceUID"] or ""),
+            "series_uid": uid,
+            "series_description": str(raw_modes["SeriesDescription"] or ""),
+            "modality": str(raw_modes["Modality"] or ""),
+            "n_slices": int(sum(r.frames for r in recs)),
+            "files": [r.path for r in recs],
+        }
+        for kw in used_keywords:
+            row[f"raw_{kw}"] = raw_modes[kw]
+        for spec in iaps:
+            values = [_hashable(p.get(spec.name)) for p in per_file]
+            chosen, counts = _mode(values)
+            if len(counts) > 1:
+                warn_rows.append({
+                    "series_uid": uid, "patient_id": row["patient_id"], "iap": spec.name,
+                    "chosen": _fmt(chosen),
+                    "values": "; ".join(f"{_fmt(v)} x{n}" for v, n in
+                                        sorted(counts.items(), key=lambda kv: (-kv[1], _fmt(kv[0]))))})
+            row[spec.name] = _unhash(chosen)
+        rows.append(row)
+
+    table = pd.DataFrame(rows).sort_values(["patient_id", "series_uid"], kind="stable")
+    table = table.reset_index(drop=True)
+    for spec in iaps:
+        if spec.kind == "continuous":
+            table[spec.name] = pd.to_numeric(table[spec.name], errors="coerce").astype(float)
+    skipped_df = pd.DataFrame(sorted(skipped), columns=["path", "reason"])
+    warnings_df = pd.DataFrame(warn_rows, columns=["series_uid", "patient_id", "iap", "chosen", "values"])
+    warnings_df = warnings_df.sort_values(["patient_id", "series_uid", "iap"], kind="stable")
+    warnings_df = warnings_df.reset_index(drop=True)
+    result = IndexResult(table=table, skipped=skipped_df, warnings=warnings_df,
+                         archive=archive.resolve(), n_files=len(files), iaps=iaps)
+    if out is not None:
+        write_index(result, out)
+    return result
+
+
+def _used_keywords(iaps: Iterable[IAPSpec], extra: Sequence[str]) -> tuple[str, ...]:
+    kws: list[str] = []
+    for spec in iaps:
+        kws.extend(spec.keywords)
+    kws.extend(extra)
+    return tuple(dict.fromkeys(kws))
+
+
+# ----------------------------------------------------------------------------------------------
+# persistence
+
+
+def report_paths(out: str | Path) -> tuple[Path, Path]:
+    """(skipped.csv, warnings.csv) written next to an index parquet."""
+    out = Path(out)
+    stem = out.name[: -len(".parquet")] if out.name.endswith(".parquet") else out.name
+    return out.with_name(stem + ".skipped.csv"), out.with_name(stem + ".warnings.csv")
+
+
+def _arrow_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Coerce columns pyarrow cannot type (e.g. a tag that is a number in one series, text in
+    another) to strings, so one odd header never stops the index from being written."""
+    import pyarrow as pa
+
+    df = df.copy()
+    for col in df.columns:
+        if col == "files":
+            continue
+        try:
+            pa.array(df[col].tolist())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            df[col] = [None if v is None else str(v) for v in df[col]]
+    return df
+
+
+def write_index(result: IndexResult, out: str | Path) -> Path:
+    """Write the index parquet (plus skipped / warnings CSV reports when non-empty)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(_arrow_safe(result.table), preserve_index=False)
+    meta = {
+        "version": INDEX_VERSION,
+        "archive": str(result.archive) if result.archive else None,
+        "n_files": result.n_files,
+        "n_skipped": len(result.skipped),
+        "iaps": [{"name": s.name, "kind": s.kind, "unit": s.unit} for s in result.iaps],
+    }
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           b"mridomain.index": json.dumps(meta).encode()})
+    pq.write_table(table, out)
+    skipped_path, warnings_path = report_paths(out)
+    for df, path in ((result.skipped, skipped_path), (result.warnings, warnings_path)):
+        if len(df):
+            df.to_csv(path, index=False)
+        elif path.exists():
+            path.unlink()  # a stale report from an earlier run would mislead
+    return out
+
+
+def index_metadata(path: str | Path) -> dict[str, Any]:
+    """The ``mridomain.index`` metadata stored in an index parquet ({} when absent)."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(path).metadata or {}
+    raw = meta.get(b"mridomain.index")
+    return json.loads(raw) if raw else {}
+
+
+def load_index(path: str | Path) -> pd.DataFrame:
+    """Read an index parquet back: ``files`` as python lists of str, rows as written."""
+    path = Path(path)
+    if not path.exists():
+        raise EmptyInputError(path, "index file not found")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
+        raise EmptyInputError(path, f"not a readable parquet index ({type(err).__name__})") from err
+    if "files" not in df.columns or "series_uid" not in df.columns:
+        from mridomain.errors import SchemaMismatchError
+
+        raise SchemaMismatchError(f"{path}: not an mridomain index (needs series_uid and files columns)")
+    df["files"] = [list(map(str, f)) if f is not None else [] for f in df["files"]]
+    for col in df.columns:
+        if col.startswith("raw_"):
+            df[col] = [v.tolist() if isinstance(v, np.ndarray) else v for v in df[col]]
+    return df
+
+
+# ----------------------------------------------------------------------------------------------
+# printing
+
+
+def print_index_summary(result: IndexResult, out: str | Path | None = None, max_rows: int = 40,
+                        console: Any = None) -> None:
+    """Print the IAP table of an index with rich: series/patient counts, one line per series
+    (value counts per IAP instead when there are more than ``max_rows`` series), skipped files."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        import sys
+
+        # Piped output gets rich's 80-column default, too narrow for 15 columns: widen it.
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+    t = result.table
+    iap_names = [s.name for s in result.iaps if s.name in t.columns]
+    console.print(f"[bold]{result.n_series} series[/bold] from [bold]{result.n_patients} patients[/bold] "
+                  f"({result.n_files} files read, {len(result.skipped)} skipped)"
+                  + (f" -> {out}" if out else ""))
+    if len(t) <= max_rows:
+        table = Table(show_lines=False, header_style="bold")
+        for col in ["patient", "series", "slices", *iap_names]:
+            table.add_column(col, overflow="fold")
+        for _, r in t.iterrows():
+            desc = r["series_description"] or r["series_uid"][-12:]
+            table.add_row(str(r["patient_id"]), str(desc), str(r["n_slices"]),
+                          *[_show(r[n]) for n in iap_names])
+        console.print(table)
+    else:
+        table = Table(title=f"IAP values over {len(t)} series", header_style="bold")
+        table.add_column("IAP")
+        table.add_column("values (series count)", overflow="fold")
+        for name in iap_names:
+            col = t[name]
+            if pd.api.types.is_float_dtype(col):
+                vals = col.dropna()
+                text = (f"n={len(vals)}  min {vals.min():.4g}  median {vals.median():.4g}  "
+                        f"max {vals.max():.4g}" if len(vals) else "all missing")
+            else:
+                counts = col.map(_show).value_counts()
+                text = ", ".join(f"{v} ({n})" for v, n in counts.head(12).items())
+                if len(counts) > 12:
+                    text += f", ... {len(counts) - 12} more"
+            table.add_row(name, text)
+        console.print(table)
+    if len(result.warnings):
+        console.print(f"[yellow]{len(result.warnings)} IAP disagreements between slices of a series "
+                      f"(most common value kept)[/yellow]")
+    if len(result.skipped):
+        console.print(f"[yellow]skipped {len(result.skipped)} files[/yellow]:")
+        for reason, n in result.skipped["reason"].value_counts().head(5).items():
+            example = result.skipped.loc[result.skipped["reason"] == reason, "path"].iloc[0]
+            console.print(f"  {n} x {reason}  (e.g. {example})")
+        if out is not None:
+            console.print(f"  full list: {report_paths(out)[0]}")
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "-" if np.isnan(value) else f"{value:.4g}"
+    return str(value)
