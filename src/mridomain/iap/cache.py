@@ -47,8 +47,8 @@ def open_cache(cache: Any) -> Any:
     if hasattr(cache, "images") and hasattr(cache, "table"):
         return cache
     try:
-        from mridomain.data import SliceCache  # type: ignore[attr-defined]
-    except ImportError:
+        from mridomain.data.cache import SliceCache  # type: ignore[attr-defined]
+    except ImportError:  # the data package not installed yet: read the same format ourselves
         return CacheReader(cache)
     return SliceCache(cache)
 
@@ -107,19 +107,18 @@ def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame,
 # ---- preprocessing of new images (predict) ------------------------------------------------------
 
 def _local_normalize(img: np.ndarray, method: str, **kw: Any) -> np.ndarray:
-    # TODO(data helper): replaced by mridomain.data.normalize_intensity as soon as it exists; this
-    # fallback follows the paper ("normalized to [0, 255]") for max255.
+    # TODO(data helper): only used while mridomain.data.cache.normalize_intensity is absent; same
+    # semantics (max255: img / max, the paper's [0, 255] scaling divided by 255).
     img = np.asarray(img, dtype=np.float32)
     if method == "max255":
-        lo, hi = float(img.min()), float(img.max())
-        return (img - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(img)
+        m = float(img.max()) if img.size else 0.0
+        return img / m if m > 0 and np.isfinite(m) else np.zeros_like(img)
     if method == "percentile":
-        lo, hi = np.percentile(img, [kw.get("low", 1.0), kw.get("high", 99.0)])
-        img = np.clip(img, lo, hi)
-        return (img - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(img)
+        lo, hi = np.percentile(img, [kw.get("low", 1.0), kw.get("high", 99.5)])
+        return ((np.clip(img, lo, hi) - lo) / (hi - lo)).astype(np.float32) if hi > lo else np.zeros_like(img)
     if method == "zscore":
-        sd = float(img.std())
-        return (img - float(img.mean())) / sd if sd > 0 else np.zeros_like(img)
+        sd = max(float(img.std()), float(kw.get("eps", 1e-6)))
+        return ((img - float(img.mean())) / sd).astype(np.float32)
     raise SchemaMismatchError(f"normalization {method!r}: unknown (max255 | percentile | zscore)")
 
 
@@ -129,37 +128,33 @@ def _local_resize(img: np.ndarray, size: Sequence[int]) -> np.ndarray:
     h, w = int(size[0]), int(size[1])
     if img.shape == (h, w):
         return img.astype(np.float32)
-    return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((w, h), Image.BILINEAR),
-                      dtype=np.float32)
+    return np.asarray(Image.fromarray(np.ascontiguousarray(img, dtype=np.float32), mode="F").resize(
+        (w, h), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _data_functions():
     try:
-        from mridomain.data import normalize_intensity  # type: ignore[attr-defined]
+        from mridomain.data.cache import normalize_intensity, resize  # type: ignore[attr-defined]
+        return normalize_intensity, resize
     except ImportError:
-        normalize_intensity = None
-    resize = None
-    try:
-        import mridomain.data as data_pkg
-
-        for name in ("resize_slice", "resize_image", "resize"):
-            resize = getattr(data_pkg, name, None)
-            if resize is not None:
-                break
-    except ImportError:
-        pass
-    return normalize_intensity, resize
+        return None, None
 
 
 def preprocess_slices(pixels: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
-    """Raw slices (S, H, W) -> cache-like slices (S, size) exactly as ``preprocess.json`` says."""
+    """Raw slices (S, H, W) -> cache-like slices exactly as ``preprocess.json`` says.
+
+    Same order as ``prepare_cache``: resize to the cache size, then normalize the intensities.
+    """
     normalize_intensity, resize = _data_functions()
     norm = dict(preprocess.get("normalization") or {"method": "max255"})
-    method = norm.pop("method", "max255")
-    size = preprocess.get("size") or [224, 224]
-    out = np.empty((len(pixels), int(size[0]), int(size[1])), dtype=np.float32)
+    size = [int(v) for v in (preprocess.get("size") or [224, 224])]
+    out = np.empty((len(pixels), size[0], size[1]), dtype=np.float32)
     for i, sl in enumerate(np.asarray(pixels, dtype=np.float32)):
-        sl = normalize_intensity(sl, method, **norm) if normalize_intensity else _local_normalize(sl, method, **norm)
-        sl = resize(sl, tuple(size)) if resize else _local_resize(sl, size)
-        out[i] = sl
+        if normalize_intensity is not None:
+            out[i] = normalize_intensity(resize(sl, (size[0], size[1])), norm)
+        else:
+            method = norm.pop("method", "max255") if "method" in norm else "max255"
+            norm["method"] = method
+            kw = {k: v for k, v in norm.items() if k != "method"}
+            out[i] = _local_normalize(_local_resize(sl, size), method, **kw)
     return out

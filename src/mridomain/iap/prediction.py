@@ -1,0 +1,398 @@
+"""Prediction of IAPs from image files (CLI ``predict``) and the Python API twin ``IAPPredictor``."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from mridomain.errors import EmptyInputError, MridomainError
+from mridomain.iap.cache import preprocess_slices
+from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
+from mridomain.iap.config import IAPConfig, get_preset
+from mridomain.iap.evaluation import RELATIVE_TOLERANCE
+from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
+from mridomain.iap.labels import LabelEncoder, category_string, is_missing
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+def _read_image(path: Path) -> tuple[np.ndarray, dict[str, Any], list[Path]]:
+    """(pixels (S, H, W) float32, header meta, per-slice files) through ``mridomain.io.read_image``."""
+    try:
+        from mridomain.io import read_image  # type: ignore[attr-defined]
+    except ImportError:  # TODO(io helper): remove once mridomain.io.read_image has landed
+        read_image = _fallback_read_image
+    img = read_image(path)
+    pixels = np.asarray(img.pixels, dtype=np.float32)
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    files = [Path(f) for f in (getattr(img, "files", None) or [path])]
+    return pixels, dict(img.meta or {}), files
+
+
+@dataclass
+class _Image:
+    pixels: np.ndarray
+    meta: dict[str, Any]
+    files: list[Path]
+
+
+def _fallback_read_image(path: Path) -> _Image:
+    """Stand-in for ``mridomain.io.read_image`` while the io package is being written."""
+    from mridomain.errors import ImageReadError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "no such file or folder")
+    name = path.name.lower()
+    try:
+        if path.is_dir():
+            import pydicom
+
+            dss = [pydicom.dcmread(f) for f in sorted(path.iterdir()) if f.is_file()]
+            dss.sort(key=lambda d: int(getattr(d, "InstanceNumber", 0) or 0))
+            meta = {k: getattr(dss[0], k, None) for k in ("Manufacturer", "RepetitionTime", "EchoTime")}
+            return _Image(np.stack([d.pixel_array.astype(np.float32) for d in dss]),
+                          {**meta, "source_format": "dicom"}, sorted(p for p in path.iterdir() if p.is_file()))
+        if name.endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            vol = np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float32)
+            vol = vol[..., None] if vol.ndim == 2 else vol
+            return _Image(np.moveaxis(vol, -1, 0), {"source_format": "nifti"}, [path])
+        if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
+            from PIL import Image
+
+            return _Image(np.asarray(Image.open(path).convert("F"), dtype=np.float32)[None],
+                          {"source_format": "png"}, [path])
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        px = ds.pixel_array.astype(np.float32)
+        meta = {k: getattr(ds, k, None) for k in ("Manufacturer", "RepetitionTime", "EchoTime")}
+        return _Image(px[None] if px.ndim == 2 else px, {**meta, "source_format": "dicom"}, [path])
+    except MridomainError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ImageReadError(path, f"unreadable ({type(err).__name__})") from err
+
+
+def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
+    """Normalized IAP values from header fields (DICOM only; empty when the schema is unavailable)."""
+    if meta.get("source_format", "dicom") != "dicom":
+        return {}
+    try:
+        from mridomain.data.schema import normalize_iaps  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    try:
+        vals = normalize_iaps(meta)
+    except Exception:  # noqa: BLE001 - a header we cannot normalize just has no truth column
+        return {}
+    return {h.name: vals.get(h.name) for h in encoder.heads if not is_missing(vals.get(h.name))}
+
+
+# ---- turning outputs into rows ------------------------------------------------------------------
+
+def _column(h: Any) -> str:
+    return f"{h.name}_{h.unit}" if h.kind == "continuous" and h.unit else h.name
+
+
+def rows_from_probs(decoded: dict[str, np.ndarray], encoder: LabelEncoder, top_k: int) -> list[dict[str, Any]]:
+    """Per row: top-k values and probabilities of each categorical IAP, value of each continuous one."""
+    n = len(next(iter(decoded.values()))) if decoded else 0
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for h in encoder.heads:
+        v = decoded[h.name]
+        if h.kind == "categorical":
+            order = np.argsort(-v, axis=1, kind="stable")[:, :top_k]
+            for i in range(n):
+                for r, c in enumerate(order[i], 1):
+                    suffix = "" if r == 1 else f"_top{r}"
+                    rows[i][f"{h.name}{suffix}"] = h.classes[c]
+                    rows[i][f"{h.name}_prob{'' if r == 1 else r}"] = float(v[i, c])
+        else:
+            for i in range(n):
+                rows[i][_column(h)] = float(v[i])
+    return rows
+
+
+def _is_correct(h: Any, pred: Any, truth: Any) -> bool:
+    if h.kind == "continuous":
+        t = float(truth)
+        return t != 0 and abs(float(pred) - t) / abs(t) < RELATIVE_TOLERANCE
+    return category_string(truth) == pred
+
+
+@dataclass
+class PredictionResult:
+    """Rows per slice and per series/volume, plus the inputs that could not be read."""
+
+    table: pd.DataFrame
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    out: Path | None = None
+    figure: Path | None = None
+    iaps: list[str] = field(default_factory=list)
+
+    @property
+    def series(self) -> pd.DataFrame:
+        return self.table[self.table["level"] == "series"].reset_index(drop=True)
+
+    @property
+    def slices(self) -> pd.DataFrame:
+        return self.table[self.table["level"] == "slice"].reset_index(drop=True)
+
+    def summary(self) -> str:
+        s = self.series
+        lines = [f"predicted {len(self.slices)} slices in {len(s)} inputs"
+                 + (f"; skipped {len(self.skipped)} unreadable" if self.skipped else "")
+                 + (f"; wrote {self.out}" if self.out else "") + (f" and {self.figure}" if self.figure else "")]
+        show = [n for n in self.iaps if n in s.columns][:4]
+        cont = [c for c in s.columns if c.startswith(("tr_", "te_")) and not c.startswith("true_")]
+        for _, r in s.head(10).iterrows():
+            parts = [f"{n}={r[n]} ({100 * r[n + '_prob']:.0f}%)" for n in show]
+            parts += [f"{c}={r[c]:.3g}" for c in cont]
+            lines.append(f"  {Path(str(r['source'])).name}: " + ", ".join(parts))
+        if len(s) > 10:
+            lines.append(f"  ... {len(s) - 10} more")
+        for path, reason in self.skipped:
+            lines.append(f"  skipped {path}: {reason}")
+        return "\n".join(lines)
+
+
+def _write_table(table: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".json":
+        out.write_text(table.to_json(orient="records", indent=1))
+    else:
+        table.to_csv(out, index=False)
+
+
+def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path) -> None:
+    """A grid like the paper's Fig. 2: one slice per input, predicted IAPs below, green right / red wrong."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        return
+    n = len(panels)
+    ncol = min(n, 6)
+    nrow = int(np.ceil(n / ncol))
+    text_h = 0.22 * len(encoder.heads) + 0.3
+    fig = plt.figure(figsize=(2.6 * ncol, nrow * (2.6 + text_h)))
+    for k, p in enumerate(panels):
+        r, c = divmod(k, ncol)
+        top = 1 - r / nrow
+        h_frac = 1 / nrow
+        ax = fig.add_axes([c / ncol + 0.005, top - h_frac * 2.6 / (2.6 + text_h), 1 / ncol - 0.01,
+                           h_frac * 2.5 / (2.6 + text_h)])
+        ax.imshow(p["image"], cmap="gray")
+        ax.set_axis_off()
+        ax.set_title(Path(str(p["source"])).name[:28], fontsize=7)
+        y = top - h_frac * 2.65 / (2.6 + text_h)
+        for h in encoder.heads:
+            pred = p["row"][_column(h)]
+            shown = f"{pred:.3f} {h.unit or ''}" if h.kind == "continuous" else str(pred)
+            truth = p["truth"].get(h.name)
+            if truth is None:
+                color, mark = "black", ""
+            else:
+                ok = _is_correct(h, pred, truth)
+                color, mark = ("green", " \u2713") if ok else ("red", " \u2717")
+            fig.text(c / ncol + 0.01, y, f"{h.name}: {shown}{mark}"[:40], fontsize=6.5, color=color,
+                     va="top")
+            y -= h_frac * 0.22 / (2.6 + text_h)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _predict_arrays(model: torch.nn.Module, images: np.ndarray, config: IAPConfig, device: torch.device,
+                    batch_size: int | None, embed: bool = False) -> np.ndarray:
+    return forward_all(model, images, batch_size=batch_size or config.eval_batch_size, device=device,
+                       amp=config.amp, channels_last=config.channels_last, embed=embed)
+
+
+def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path | None = "predictions.csv",
+                  top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
+                  progress: bool = True, device: str | None = None) -> PredictionResult:
+    """Predict the IAPs of DICOM files / series folders, NIfTI volumes and PNG/JPG images.
+
+    Each input is read with ``mridomain.io.read_image``, every slice is preprocessed exactly as the
+    run's ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
+    (``level == "slice"``) and one per input (``level == "series"``: slice probabilities averaged,
+    continuous values averaged), the top-k values and probabilities of each categorical IAP, TR/TE
+    in ms, and ``true_<iap>`` where the DICOM header holds the value. Unreadable inputs are
+    reported in ``skipped`` and the rest finishes. ``out``: .csv or .json (None: write nothing).
+    """
+    run = Path(run)
+    dev = resolve_device(device)
+    model, config, encoder, preprocess = load_model(run, device=dev)
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise EmptyInputError("predict", "no input paths given")
+    rows: list[dict[str, Any]] = []
+    skipped: list[tuple[str, str]] = []
+    panels: list[dict[str, Any]] = []
+    for path in tqdm(paths, desc="predict", disable=not progress, unit="input"):
+        try:
+            pixels, meta, files = _read_image(path)
+            if pixels.size == 0 or len(pixels) == 0:
+                raise EmptyInputError(path, "no pixels")
+            x = preprocess_slices(pixels, preprocess)
+        except MridomainError as err:
+            skipped.append((str(path), getattr(err, "reason", None) or str(err)))
+            continue
+        except Exception as err:  # noqa: BLE001 - an unreadable file may raise anything: skip, report
+            skipped.append((str(path), f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"))
+            continue
+        outputs = _predict_arrays(model, x, config, dev, batch_size)
+        decoded = decode_outputs(outputs, encoder)
+        truth = true_values(meta, encoder)
+        truth_cols = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
+                      for k, v in truth.items()}
+        for i, r in enumerate(rows_from_probs(decoded, encoder, top_k)):
+            f = files[i] if len(files) == len(x) else files[0]
+            rows.append({"source": str(path), "level": "slice", "slice": i, "file": str(f), **r, **truth_cols})
+        mean = {k: (v.mean(axis=0, keepdims=True) if v.ndim == 2 else np.array([v.mean()]))
+                for k, v in decoded.items()}
+        series_row = rows_from_probs(mean, encoder, top_k)[0]
+        rows.append({"source": str(path), "level": "series", "slice": None, "file": str(path),
+                     "n_slices": len(x), **series_row, **truth_cols})
+        panels.append({"source": path, "image": x[len(x) // 2], "row": series_row, "truth": truth})
+    table = pd.DataFrame(rows)
+    if len(table) == 0:
+        table = pd.DataFrame(columns=["source", "level", "slice", "file"])
+    out_path = Path(out) if out is not None else None
+    if out_path is not None:
+        _write_table(table, out_path)
+        if skipped:
+            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(
+                out_path.with_name(out_path.stem + "_skipped.csv"), index=False)
+    fig_path = Path(figure) if figure is not None else None
+    if fig_path is not None:
+        _draw_figure(panels[:12], encoder, fig_path)
+    return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
+                            iaps=[h.name for h in encoder.heads if h.kind == "categorical"])
+
+
+# ---- Python API twin ------------------------------------------------------------------------------
+
+class NotFittedError(MridomainError):
+    """An IAPPredictor was used before ``fit`` or ``load``."""
+
+
+class IAPPredictor:
+    """scikit-learn-like front end: ``IAPPredictor(preset="cpu").fit(cache).predict(images)``.
+
+    ``predict`` takes raw images (N, H, W) - preprocessed like the training cache unless
+    ``preprocessed=True`` - or a list of file/folder paths.
+    """
+
+    def __init__(self, config: IAPConfig | None = None, preset: str = "cpu", device: str | None = None):
+        self.config = config if config is not None else get_preset(preset)
+        self.device = resolve_device(device or self.config.device)
+        self.model: torch.nn.Module | None = None
+        self.encoder: LabelEncoder | None = None
+        self.preprocess: dict[str, Any] | None = None
+        self.run: Path | None = None
+
+    # -- fitting / persistence --
+    def fit(self, cache: Any, out: str | Path | None = None, progress: bool = True) -> "IAPPredictor":
+        """Train on a slice cache (into ``out``, or a temporary run folder) and keep the best model."""
+        from mridomain.iap.training import train
+
+        out = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="iap_run_"))
+        train(cache, out, preset=self.config, seed=self.config.seed, progress=progress)
+        self._load(out)
+        return self
+
+    def _load(self, run: Path) -> None:
+        self.model, self.config, self.encoder, self.preprocess = load_model(run, device=self.device)
+        self.run = Path(run)
+
+    @classmethod
+    def load(cls, run: str | Path, device: str | None = None) -> "IAPPredictor":
+        """A predictor from a run folder (JSON + safetensors; nothing is unpickled)."""
+        p = cls(device=device)
+        p._load(Path(run))
+        return p
+
+    def save(self, folder: str | Path) -> Path:
+        """Write a self-contained run folder (weights, config, labels, preprocessing)."""
+        self._check()
+        folder = Path(folder)
+        save_run_metadata(folder, self.config, self.encoder, self.preprocess)
+        save_weights(self.model, folder / WEIGHTS)
+        if self.run is not None:
+            for extra in ("metrics.csv", "learning_curve.png"):
+                if (self.run / extra).exists() and (self.run / extra).resolve() != (folder / extra).resolve():
+                    shutil.copy(self.run / extra, folder / extra)
+        return folder
+
+    def _check(self) -> None:
+        if self.model is None or self.encoder is None:
+            raise NotFittedError("IAPPredictor: not fitted yet (call .fit(cache) or IAPPredictor.load(run))")
+
+    # -- inference --
+    def _images(self, images: Any, preprocessed: bool) -> np.ndarray:
+        if isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images
+                                                and isinstance(images[0], (str, Path))):
+            paths = [images] if isinstance(images, (str, Path)) else list(images)
+            arrays = []
+            for p in paths:
+                pixels, _, _ = _read_image(Path(p))
+                arrays.append(preprocess_slices(pixels, self.preprocess))
+            return np.concatenate(arrays)
+        x = np.asarray(images, dtype=np.float32)
+        if x.ndim == 2:
+            x = x[None]
+        if x.ndim != 3:
+            raise EmptyInputError("images", f"expected an array (N, H, W), got shape {x.shape}")
+        return x if preprocessed else preprocess_slices(x, self.preprocess)
+
+    def predict_proba(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
+        """{categorical iap: probabilities (N, C_k) in ``classes`` order; continuous iap: value (N,) in its unit}."""
+        self._check()
+        x = self._images(images, preprocessed)
+        return decode_outputs(_predict_arrays(self.model, x, self.config, self.device, None), self.encoder)
+
+    def predict(self, images: Any, top_k: int = 1, preprocessed: bool = False) -> pd.DataFrame:
+        """One row per slice: predicted value (+ probability, + top-k) of every IAP; TR/TE in ms."""
+        return pd.DataFrame(rows_from_probs(self.predict_proba(images, preprocessed), self.encoder, top_k))
+
+    def embed(self, images: Any, preprocessed: bool = False) -> np.ndarray:
+        """Penultimate-layer features (N, D), e.g. for applicability / out-of-distribution checks."""
+        self._check()
+        x = self._images(images, preprocessed)
+        return _predict_arrays(self.model, x, self.config, self.device, None, embed=True)
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        self._check()
+        return {h.name: list(h.classes) for h in self.encoder.categorical}
+
+    def __repr__(self) -> str:
+        state = f"run={self.run}" if self.model is not None else "not fitted"
+        return f"IAPPredictor(backbone={self.config.backbone}, {state})"
+
+
+def load_run(run: str | Path, device: str | None = None) -> IAPPredictor:
+    """Shortcut for :meth:`IAPPredictor.load`."""
+    return IAPPredictor.load(run, device=device)
+
+
+def describe_run(run: str | Path) -> dict[str, Any]:
+    """config + labels + preprocessing of a run as one dict (JSON only)."""
+    run = Path(run)
+    return {name: json.loads((run / f"{name}.json").read_text()) for name in ("config", "labels", "preprocess")}

@@ -1,0 +1,167 @@
+"""IAP unit tests: config, label encoding, masked loss of eq. (1), output size, Table 1 metrics.
+
+Expected values are hand computations, never outputs of the code under test.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mridomain.errors import SchemaMismatchError
+from mridomain.iap import IGNORE_INDEX, PRESETS, IAPConfig, LabelEncoder, build_model, compute_report, iap_loss
+from mridomain.iap.evaluation import aggregate_by_group, regression_metrics, topk_accuracy
+
+IAPS = [{"name": "manufacturer", "kind": "categorical", "unit": None},
+        {"name": "field_strength", "kind": "categorical", "unit": "T"},
+        {"name": "tr", "kind": "continuous", "unit": "ms"}]
+
+
+def _table():
+    return pd.DataFrame({
+        "split": ["train", "train", "train", "train", "val", "test", "test"],
+        "manufacturer": ["SIEMENS", "GE", "GE", None, "PHILIPS", "GE", float("nan")],
+        "field_strength": ["3", "1.5", "1.494", "3", "1.5", "7", "3"],
+        "tr": [4.0, 6.0, np.nan, 5.0, 5.0, 6.0, None],
+    })
+
+
+def test_presets_follow_the_paper_and_round_trip():
+    p = PRESETS["paper"]
+    assert (p.backbone, p.lr, p.weight_decay, p.batch_size, p.epochs, p.input_size) == \
+        ("resnet18", 1e-3, 1e-4, 512, 100, 224)
+    assert p.lam == 1.0 and p.eta == 1.0 and p.augment is False
+    cfg = PRESETS["cpu"].updated(iaps_as_continuous=("flip_angle",), patience=3)
+    assert IAPConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_label_encoder_vocab_from_train_only_unseen_other_missing_masked():
+    t = _table()
+    enc = LabelEncoder.fit(t, IAPS)
+    man, fs = enc.head("manufacturer"), enc.head("field_strength")
+    assert man.classes == ["GE", "SIEMENS", "other"]            # PHILIPS is only in val
+    assert fs.classes == ["1.494", "1.5", "3", "other"]          # numeric order, "7" only in test
+    assert man.counts == [2, 1, 0]
+    cat, cont = enc.encode(t)
+    assert cat[:, 0].tolist() == [1, 0, 0, IGNORE_INDEX, 2, 0, IGNORE_INDEX]
+    assert cat[:, 1].tolist() == [2, 1, 0, 2, 1, 3, 2]
+    # train TR values 4, 6, 5 (NaN ignored): mean 5, population std sqrt(2/3)
+    sd = math.sqrt(2 / 3)
+    np.testing.assert_allclose(cont[[0, 1, 3, 5], 0], [-1 / sd, 1 / sd, 0, 1 / sd], rtol=1e-6)
+    assert np.isnan(cont[2, 0]) and np.isnan(cont[6, 0])
+    np.testing.assert_allclose(enc.to_units(np.array([[1.0]])), [[5 + sd]])
+    assert enc.n_outputs == 3 + 4 + 1
+    assert LabelEncoder.from_json(enc.to_json()) == enc
+
+
+def test_dense_iap_as_continuous():
+    t = _table()
+    enc = LabelEncoder.fit(t, IAPS, as_continuous={"field_strength"})
+    h = enc.head("field_strength")
+    assert h.kind == "continuous" and h.source_kind == "categorical"
+    # train values 3, 1.5, 1.494, 3 -> mean 2.2485
+    assert h.mean == pytest.approx((3 + 1.5 + 1.494 + 3) / 4)
+    assert enc.n_outputs == 3 + 1 + 1
+
+
+def test_schema_mismatch_is_one_line():
+    enc = LabelEncoder.fit(_table(), IAPS)
+    with pytest.raises(SchemaMismatchError) as err:
+        enc.check_schema([{"name": "manufacturer", "kind": "categorical"}, {"name": "te", "kind": "continuous"}],
+                         where="other/meta.json", mine="run/labels.json")
+    msg = str(err.value)
+    assert "\n" not in msg and "run/labels.json" in msg and "other/meta.json" in msg and "field_strength" in msg
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "smallcnn"])
+def test_output_layer_is_sum_ck_plus_m(backbone):
+    enc = LabelEncoder.fit(_table(), IAPS)
+    cfg = IAPConfig(backbone=backbone, input_size=32, width=4)
+    model = build_model(cfg, enc)
+    assert model.head.out_features == 3 + 4 + 1
+    out = model.eval()(torch.rand(2, 1, 40, 40))
+    assert out.shape == (2, 8)
+    assert model.embed(torch.rand(2, 1, 32, 32)).shape == (2, model.feature_dim)
+
+
+def test_masked_loss_matches_hand_calculation():
+    enc = LabelEncoder.fit(_table(), IAPS)                        # heads: 3 + 4 classes, 1 continuous
+    out = torch.zeros(3, 8)
+    out[:, 7] = torch.tensor([1.0, 2.0, 3.0])                      # standardized TR predictions
+    cat = torch.tensor([[0, 1], [IGNORE_INDEX, 2], [1, IGNORE_INDEX]])
+    cont = torch.tensor([[1.0], [float("nan")], [1.0]])
+    loss, terms = iap_loss(out, cat, cont, enc)
+    # zero logits: every CE is log(C); MSE over labelled rows: ((1-1)^2 + (3-1)^2) / 2 = 2
+    assert terms["manufacturer"] == pytest.approx(math.log(3))
+    assert terms["field_strength"] == pytest.approx(math.log(4))
+    assert terms["tr"] == pytest.approx(2.0)
+    assert float(loss) == pytest.approx(math.log(3) + math.log(4) + 2.0)
+    loss2, _ = iap_loss(out, cat, cont, enc, lam=2.0, eta=0.5)
+    assert float(loss2) == pytest.approx(2 * (math.log(3) + math.log(4)) + 1.0)
+
+
+def test_masked_loss_equals_functional_terms_on_labelled_rows():
+    torch.manual_seed(0)
+    enc = LabelEncoder.fit(_table(), IAPS)
+    out = torch.randn(5, 8)
+    cat = torch.tensor([[0, 1], [1, IGNORE_INDEX], [IGNORE_INDEX, 3], [2, 0], [0, 2]])
+    cont = torch.tensor([[0.5], [float("nan")], [-1.0], [2.0], [float("nan")]])
+    loss, _ = iap_loss(out, cat, cont, enc)
+    keep_a, keep_b, keep_c = [0, 1, 3, 4], [0, 2, 3, 4], [0, 2, 3]
+    expected = (F.cross_entropy(out[keep_a, 0:3], cat[keep_a, 0])
+                + F.cross_entropy(out[keep_b, 3:7], cat[keep_b, 1])
+                + F.mse_loss(out[keep_c, 7], cont[keep_c, 0]))
+    assert float(loss) == pytest.approx(float(expected), rel=1e-6)
+    # a term without any label in the batch contributes 0, and gradients still flow
+    out.requires_grad_(True)
+    loss3, terms3 = iap_loss(out, torch.full((5, 2), IGNORE_INDEX), cont, enc)
+    assert set(terms3) == {"tr"}
+    loss3.backward()
+    assert torch.isfinite(out.grad).all()
+
+
+def test_topk_and_regression_by_hand():
+    probs = np.array([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.3, 0.5], [0.9, 0.05, 0.05]])
+    t = np.array([0, 0, 1, IGNORE_INDEX])
+    assert topk_accuracy(probs, t, 1) == (pytest.approx(1 / 3), 3)
+    assert topk_accuracy(probs, t, 2) == (pytest.approx(2 / 3), 3)
+    m = regression_metrics(np.array([5.0, 5.2, 4.0, 4.05]), np.array([5.05, 5.0, 4.0, np.nan]))
+    assert m["n"] == 3
+    assert m["mse"] == pytest.approx((0.05 ** 2 + 0.2 ** 2) / 3)
+    assert m["mae"] == pytest.approx(0.25 / 3)
+    assert m["within"] == pytest.approx(2 / 3)          # 0.99 % and 0 % are inside 2 %, 4 % is not
+    keys, means = aggregate_by_group(probs, np.array(["b", "a", "b", "a"]))
+    assert keys.tolist() == ["a", "b"]
+    np.testing.assert_allclose(means, [[0.5, 0.325, 0.175], [0.35, 0.3, 0.35]])
+
+
+def test_report_on_made_up_predictions():
+    train = pd.DataFrame({"split": ["train"] * 8, "series_uid": list("abcdefgh"),
+                          "cls": list("AAAAABBC"), "tr": [4.0, 5.0, 6.0, 5.0, 5.0, 5.0, 5.0, 5.0]})
+    enc = LabelEncoder.fit(train, [{"name": "cls", "kind": "categorical"}, {"name": "tr", "kind": "continuous",
+                                                                         "unit": "ms"}])
+    test = pd.DataFrame({"series_uid": ["X", "X", "Y", "Y"], "cls": ["A", "A", "B", None],
+                         "tr": [5.05, 5.0, 4.0, np.nan]})
+    probs = {"cls": np.array([[0.5, 0.3, 0.2, 0.0], [0.1, 0.6, 0.3, 0.0], [0.2, 0.3, 0.5, 0.0],
+                              [0.1, 0.7, 0.2, 0.0]]),
+             "tr": np.array([5.0, 5.2, 4.0, 4.05])}
+    rep = compute_report(probs, test, enc)
+    c = rep.row("cls")
+    assert c["n"] == 3 and c["n_classes"] == 3
+    assert c["top1"] == pytest.approx(1 / 3) and c["top2"] == pytest.approx(2 / 3)
+    assert c["baseline_top1"] == pytest.approx(2 / 3)    # majority class A: 2 of the 3 labelled slices
+    # series X: mean [0.3, 0.45, 0.25] -> B, truth A: wrong; series Y: mean [0.15, 0.5, 0.35] -> B: right
+    assert c["series_n"] == 2 and c["series_top1"] == pytest.approx(0.5)
+    r = rep.row("tr")
+    assert r["n"] == 3 and r["mse"] == pytest.approx((0.05 ** 2 + 0.2 ** 2) / 3)
+    assert r["within2"] == pytest.approx(2 / 3)
+    # mean predictor: train mean 5.0 -> errors 0.05, 0, 1
+    assert r["baseline_mse"] == pytest.approx((0.05 ** 2 + 1.0) / 3)
+    # series X: pred mean 5.1 vs truth mean 5.025; series Y: 4.025 vs 4.0
+    assert r["series_mse"] == pytest.approx((0.075 ** 2 + 0.025 ** 2) / 2)
+    md = rep.to_markdown()
+    assert "| cls |" in md.replace("| 1 | cls", "| cls") and "33.33" in md
