@@ -125,13 +125,17 @@ def open_cache(source: Any) -> tuple[pd.DataFrame, np.ndarray, dict]:
     if hasattr(source, "table") and hasattr(source, "images"):
         return source.table, source.images, dict(getattr(source, "meta", {}) or {})
     path = Path(source)
+    SliceCache = None
     try:
         from mridomain.data import SliceCache  # type: ignore
-
+    except ImportError:
+        try:
+            from mridomain.data.cache import SliceCache  # type: ignore
+        except ImportError:  # data package not there yet: read the documented layout ourselves
+            pass
+    if SliceCache is not None:
         cache = SliceCache(path)
         return cache.table, cache.images, dict(cache.meta)
-    except ImportError:
-        pass
     table, meta, folder = load_source(path)
     if folder is None or not (folder / "images.npy").exists():
         raise EmptyInputError(path, "not a slice cache (no images.npy)")
