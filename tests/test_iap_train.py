@@ -1,0 +1,153 @@
+"""IAP training, checkpoints, resume, evaluation and prediction end to end on a tiny cache."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from mridomain.errors import SchemaMismatchError
+from mridomain.iap import IAPPredictor, NotFittedError, evaluate, predict_paths, train
+from mridomain.iap.cache import open_cache
+
+from test_iap_utils import IAPS, make_cache
+
+FAST = dict(input_size=32, width=8, batch_size=16, lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("iap")
+    cache = make_cache(root / "cache")
+    run = root / "run"
+    result = train(cache, run, preset="cpu", epochs=6, seed=0, progress=False, **FAST)
+    return cache, run, result
+
+
+def test_run_folder_is_self_describing(trained):
+    cache, run, result = trained
+    for name in ("model.safetensors", "config.json", "labels.json", "preprocess.json", "metrics.csv",
+                 "learning_curve.png", "last/model.safetensors", "last/optimizer.safetensors"):
+        assert (run / name).exists(), name
+    pre = json.loads((run / "preprocess.json").read_text())
+    assert pre["size"] == [32, 32] and pre["normalization"] == {"method": "max255"}
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert {"val_acc_manufacturer", "val_mse_tr"} <= set(metrics.columns)
+    # output layer: (2 + other) + (2 + other) + (3 + other) + 1 continuous
+    assert load_file(str(run / "model.safetensors"))["head.weight"].shape[0] == 3 + 3 + 4 + 1
+
+
+def test_learns_a_learnable_problem(trained):
+    cache, run, _ = trained
+    report = evaluate(run, split="test", progress=False)
+    c = open_cache(cache)
+    test = c.table[c.table["split"] == "test"]
+    man, pos = report.row("manufacturer"), report.row("patient_position")
+    assert man["n"] == len(test) and pos["n"] == int(test["patient_position"].notna().sum())
+    assert man["top1"] > 0.9 and pos["top1"] > 0.9
+    assert report.row("tr")["mse"] < report.row("tr")["baseline_mse"]
+    assert (run / "eval_test" / "report.md").exists() and (run / "eval_test" / "confusion_matrices.png").exists()
+    assert "manufacturer" in report.to_markdown()
+
+
+def test_checkpoint_round_trip_identical_predictions(trained, tmp_path):
+    cache, run, _ = trained
+    images = np.asarray(open_cache(cache).images[:12], dtype=np.float32)
+    a = IAPPredictor.load(run)
+    a.save(tmp_path / "copy")
+    b = IAPPredictor.load(tmp_path / "copy")
+    pa, pb = a.predict_proba(images, preprocessed=True), b.predict_proba(images, preprocessed=True)
+    for k in pa:
+        np.testing.assert_array_equal(pa[k], pb[k])
+    df = b.predict(images, top_k=2, preprocessed=True)
+    assert len(df) == 12 and {"manufacturer", "manufacturer_prob", "manufacturer_top2", "tr_ms"} <= set(df.columns)
+    assert b.embed(images, preprocessed=True).shape[0] == 12
+
+
+def test_unfitted_predictor_says_so():
+    with pytest.raises(NotFittedError, match="not fitted"):
+        IAPPredictor(preset="cpu").predict(np.zeros((1, 8, 8)))
+
+
+def test_schema_mismatch_refused(trained, tmp_path):
+    cache, run, _ = trained
+    other = make_cache(tmp_path / "other", n=16, iaps=[s for s in IAPS if s["name"] != "field_strength"])
+    with pytest.raises(SchemaMismatchError) as err:
+        evaluate(run, cache=other, progress=False)
+    assert "\n" not in str(err.value) and "labels.json" in str(err.value) and "meta.json" in str(err.value)
+    with pytest.raises(SchemaMismatchError):
+        train(other, run, resume=True, epochs=7, progress=False)
+
+
+def test_resume_continues_from_saved_epoch(tmp_path):
+    cache = make_cache(tmp_path / "cache", n=48, size=16)
+    kw = dict(preset="cpu", seed=1, progress=False, input_size=16, width=4, batch_size=16)
+    train(cache, tmp_path / "straight", epochs=3, **kw)
+    train(cache, tmp_path / "resumed", epochs=2, **kw)
+    res = train(cache, tmp_path / "resumed", epochs=3, resume=True, progress=False)
+    assert res.metrics["epoch"].tolist() == [1, 2, 3]
+    assert json.loads((tmp_path / "resumed" / "last" / "state.json").read_text())["epoch"] == 3
+    a = load_file(str(tmp_path / "straight" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
+    for k in a:   # same batches (seeded per epoch) and restored Adam state: the same weights
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _write_dicom(path, pixels):
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Manufacturer, ds.PatientPosition = "MR", "GE MEDICAL SYSTEMS", "FFP"
+    ds.RepetitionTime, ds.EchoTime, ds.MagneticFieldStrength = 5.96, 2.54, 1.5
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.InstanceNumber = generate_uid(), generate_uid(), 1
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
+
+
+def test_predict_files_skips_the_corrupt_one(trained, tmp_path):
+    import nibabel as nib
+    from PIL import Image
+
+    from test_iap_utils import synthetic_images
+
+    _, run, _ = trained
+    rng = np.random.default_rng(5)
+    ge_ffp = synthetic_images(np.array(["GE"] * 3), np.array(["FFP"] * 3), 48, rng)   # 3 slices
+    scale = 1000.0 / ge_ffp.max()
+    png = tmp_path / "slice.png"
+    Image.fromarray((ge_ffp[0] * 255 / ge_ffp[0].max()).astype(np.uint8)).save(png)
+    nii = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(np.moveaxis(ge_ffp * scale, 0, -1), np.eye(4)), str(nii))
+    dcm = tmp_path / "slice.dcm"
+    _write_dicom(dcm, ge_ffp[1] * scale)
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"this is not an image")
+    out = tmp_path / "preds.csv"
+    res = predict_paths(run, [png, nii, dcm, bad], out=out, top_k=2, figure=tmp_path / "fig.png",
+                        progress=False)
+    assert [p for p, _ in res.skipped] == [str(bad)]
+    assert res.slices.shape[0] == 1 + 3 + 1 and res.series.shape[0] == 3
+    assert (res.series["manufacturer"] == "GE").all()
+    assert {"manufacturer_top2", "manufacturer_prob2", "tr_ms"} <= set(res.table.columns)
+    assert out.exists() and (tmp_path / "fig.png").exists() and "broken.dcm" in res.summary()
+    try:
+        import mridomain.data.schema  # noqa: F401
+    except ImportError:
+        return
+    dicom_rows = res.table[res.table["source"] == str(dcm)]
+    assert (dicom_rows["true_manufacturer"] == "GE").all()
+    res_json = predict_paths(run, [png], out=tmp_path / "p.json", progress=False)
+    assert json.loads((tmp_path / "p.json").read_text())[0]["level"] == "slice" and not res_json.skipped
