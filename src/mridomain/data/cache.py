@@ -68,9 +68,11 @@ def normalize_intensity(img: np.ndarray, method: str | dict[str, Any] = "max255"
         return (x * np.float32(255.0 / m)) / np.float32(255.0)
     if spec["method"] == "percentile":
         lo, hi = np.percentile(x, [spec["low"], spec["high"]]) if x.size else (0.0, 0.0)
-        if not hi > lo:
+        lo32, hi32 = np.float32(lo), np.float32(hi)
+        if not hi32 > lo32:
             return np.zeros_like(x)
-        return ((np.clip(x, lo, hi) - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
+        y = (np.clip(x, lo32, hi32) - lo32) / (hi32 - lo32)
+        return np.clip(y, 0.0, 1.0).astype(np.float32)
     mean = float(np.mean(x, dtype=np.float64)) if x.size else 0.0
     std = float(np.std(x, dtype=np.float64)) if x.size else 0.0
     return ((x - np.float32(mean)) / np.float32(max(std, spec["eps"]))).astype(np.float32)
@@ -279,16 +281,17 @@ def _finish_npy(path: Path, n_written: int, n_alloc: int, shape: tuple[int, int]
         return
     from numpy.lib import format as npf
 
-    with open(path, "r+b") as fh:
+    import io
+
+    with open(path, "rb") as fh:
         version = npf.read_magic(fh)
-        npf._read_array_header(fh, version)  # noqa: SLF001 - only to learn the header length
+        reader = npf.read_array_header_1_0 if version == (1, 0) else npf.read_array_header_2_0
+        reader(fh)  # only to learn where the data starts
         old_header_len = fh.tell()
     header = {"descr": npf.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False,
               "shape": (n_written, *shape)}
-    import io
-
     buf = io.BytesIO()
-    npf._write_array_header(buf, header, version)  # noqa: SLF001
+    (npf.write_array_header_1_0 if version == (1, 0) else npf.write_array_header_2_0)(buf, header)
     new_header = buf.getvalue()
     item = int(np.prod(shape)) * 2
     if len(new_header) == old_header_len:

@@ -228,7 +228,8 @@ def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
                       for w in caught)
             transfer = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
             if eof:
-                return path, None, "truncated: file ends inside the DICOM header"
+                return path, None, ("truncated or corrupt: file ends inside the DICOM header "
+                                    "(an element runs past the end)")
             fields = _fields_from_dataset(ds, _EXTRA)
             if not fields.get("SeriesInstanceUID"):
                 if fp.tell() >= os.fstat(fp.fileno()).st_size:
