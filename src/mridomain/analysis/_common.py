@@ -1,6 +1,7 @@
 """Shared helpers of the analysis package: reading sources, IAP kinds, ordinal codes, predictors."""
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -154,6 +155,57 @@ def load_predictor(iap_run: Any) -> Any:
     return IAPPredictor.load(Path(iap_run))
 
 
+def call_predictor(predictor: Any, method: str, images: np.ndarray) -> Any:
+    """``predictor.<method>(images)`` for images that are already preprocessed like the training
+    cache (``preprocessed=True`` where the predictor takes it, so nothing is normalized twice)."""
+    fn = getattr(predictor, method)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "preprocessed" in params:
+        return fn(images, preprocessed=True)
+    return fn(images)
+
+
+def predictor_classes(predictor: Any) -> dict[str, list[str]]:
+    """IAP -> class vocabulary of a predictor (``classes`` property or method), {} if unknown."""
+    c = getattr(predictor, "classes", None)
+    try:
+        c = c() if callable(c) else c
+    except Exception:  # noqa: BLE001 - a predictor without vocabularies: callers fall back
+        return {}
+    return {str(k): [str(v) for v in vals] for k, vals in (c or {}).items()}
+
+
+def predictor_logits(predictor: Any, images: np.ndarray) -> dict[str, np.ndarray] | None:
+    """Raw logits per categorical head: ``predict_logits`` when the predictor has it, else the
+    mridomain IAPPredictor's network outputs split by its label encoder; None when neither works."""
+    if hasattr(predictor, "predict_logits"):
+        return {k: np.asarray(v, float) for k, v in call_predictor(predictor, "predict_logits", images).items()}
+    model, encoder = getattr(predictor, "model", None), getattr(predictor, "encoder", None)
+    if model is None or encoder is None or not hasattr(encoder, "slices"):
+        return None
+    try:
+        from mridomain.iap.inference import forward_all  # type: ignore
+
+        outputs = forward_all(model, np.asarray(images, np.float32), device=getattr(predictor, "device", "cpu"))
+        return {h.name: outputs[:, encoder.slices[h.name]].astype(float) for h in encoder.categorical}
+    except Exception:  # noqa: BLE001 - energy is optional: report it as unavailable
+        return None
+
+
+def prediction_column(pred: pd.DataFrame, iap: str) -> str | None:
+    """Column of ``pred`` holding the predicted value of ``iap`` ("tr" or "tr_ms" style)."""
+    if iap in pred.columns:
+        return iap
+    for c in pred.columns:
+        if c.startswith(iap + "_") and not c.startswith(iap + "_prob") and "_top" not in c \
+                and pd.api.types.is_numeric_dtype(pred[c]):
+            return c
+    return None
+
+
 def predictor_input_size(predictor: Any, default: int = 224) -> tuple[int, int]:
     """(H, W) the predictor expects, from its config when it says so."""
     for attr in ("config", "cfg"):
@@ -191,8 +243,13 @@ def images_from_paths(paths: Sequence[str | Path], predictor: Any = None, progre
             pix = np.asarray(data.pixels, dtype=np.float32)
             if pix.ndim == 2:
                 pix = pix[None]
-            if predictor is not None and hasattr(predictor, "preprocess"):
-                arr = np.asarray(predictor.preprocess(pix), dtype=np.float32)
+            prep = getattr(predictor, "preprocess", None) if predictor is not None else None
+            if isinstance(prep, dict):  # mridomain IAPPredictor: its run's preprocess.json
+                from mridomain.iap.cache import preprocess_slices  # type: ignore
+
+                arr = np.asarray(preprocess_slices(pix, prep), dtype=np.float32)
+            elif callable(prep):
+                arr = np.asarray(prep(pix), dtype=np.float32)
             else:
                 arr = _default_preprocess(pix, size)
         except ImageReadError as err:

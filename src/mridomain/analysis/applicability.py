@@ -23,8 +23,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (MISSING, as_category_strings, iap_kinds, images_from_paths,
-                                        load_predictor, open_cache)
+from mridomain.analysis._common import (MISSING, as_category_strings, call_predictor, iap_kinds,
+                                        images_from_paths, load_predictor, open_cache, prediction_column,
+                                        predictor_classes, predictor_logits)
 from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
@@ -96,13 +97,15 @@ def head_outputs(predictor: Any, images: np.ndarray) -> dict[str, dict[str, Any]
     logits from ``predict_logits`` when the predictor has it (energy needs logits: softmax
     probabilities lose the logsumexp).
     """
-    res = predictor.predict_proba(images)
+    res = call_predictor(predictor, "predict_proba", images)
     vocab_all = None
     if isinstance(res, tuple) and len(res) == 2:
         res, vocab_all = res
     if not isinstance(res, Mapping):
         raise SchemaMismatchError(f"predict_proba returned {type(res).__name__}, expected a dict per IAP")
-    logits_all = predictor.predict_logits(images) if hasattr(predictor, "predict_logits") else None
+    if vocab_all is None:
+        vocab_all = predictor_classes(predictor)
+    logits_all = predictor_logits(predictor, images)
     out: dict[str, dict[str, Any]] = {}
     for iap, entry in res.items():
         vocab = None
@@ -128,9 +131,9 @@ def head_outputs(predictor: Any, images: np.ndarray) -> dict[str, dict[str, Any]
 
 
 def _predict_all(predictor: Any, images: np.ndarray) -> tuple[pd.DataFrame, dict, np.ndarray]:
-    pred = predictor.predict(images).reset_index(drop=True)
+    pred = call_predictor(predictor, "predict", images).reset_index(drop=True)
     heads = head_outputs(predictor, images)
-    feats = np.asarray(predictor.embed(images), np.float64)
+    feats = np.asarray(call_predictor(predictor, "embed", images), np.float64)
     if feats.ndim != 2 or len(feats) != len(images):
         raise SchemaMismatchError(f"embed returned shape {feats.shape} for {len(images)} images")
     return pred, heads, feats
@@ -248,7 +251,9 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
 
     # Training reference values: labels where the cache has them, else the predictions on train.
     cat_iaps = [i for i in new_heads if i in new_pred.columns]
-    cont_iaps = [i for i in new_pred.columns if kinds.get(i) == "continuous"]
+    cont_cols = {i: prediction_column(new_pred, i) for i, k in kinds.items() if k == "continuous"}
+    cont_cols = {i: c for i, c in cont_cols.items() if c is not None}
+    cont_iaps = list(cont_cols)
     ref_values: dict[str, set] = {}
     ref_dist: dict[str, pd.Series] = {}
     ref_source: dict[str, str] = {}
@@ -264,7 +269,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     for iap in cont_iaps:
         src = pd.to_numeric(table[iap].iloc[tr_idx], errors="coerce") if iap in table.columns else None
         if src is None or src.notna().sum() == 0:
-            src = pd.to_numeric(tr_pred[iap], errors="coerce")
+            src = pd.to_numeric(tr_pred[cont_cols[iap]], errors="coerce")
         ranges[iap] = (float(src.min()), float(src.max()))
 
     tr_combo = set(zip(*[as_category_strings(tr_pred[i]) for i in cat_iaps]))
@@ -290,7 +295,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
             elif v not in ref_values[iap]:
                 unseen.append(f"{iap}={v} never seen in training")
         for iap in cont_iaps:
-            v = float(pd.to_numeric(new_pred[iap].iat[i], errors="coerce"))
+            v = float(pd.to_numeric(new_pred[cont_cols[iap]].iat[i], errors="coerce"))
             lo, hi = ranges[iap]
             if np.isfinite(v) and (v < lo * (1 - _RANGE_TOLERANCE) or v > hi * (1 + _RANGE_TOLERANCE)):
                 unseen.append(f"{iap}={v:.3g} outside training range {lo:.3g}-{hi:.3g}")
@@ -325,7 +330,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
                            "most_common_new": new_dist.index[0], "its_train_share": float(a[new_dist.index[0]]),
                            "total_variation": float(0.5 * np.abs(a - b).sum())})
     for iap in cont_iaps:
-        v = pd.to_numeric(new_pred[iap], errors="coerce")
+        v = pd.to_numeric(new_pred[cont_cols[iap]], errors="coerce")
         lo, hi = ranges[iap]
         outside = (v < lo * (1 - _RANGE_TOLERANCE)) | (v > hi * (1 + _RANGE_TOLERANCE))
         shift_rows.append({"iap": iap, "kind": "continuous", "reference": "labels" if iap in table.columns else "predictions",

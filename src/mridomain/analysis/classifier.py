@@ -145,7 +145,7 @@ class TumorClassifier:
                 loss = loss_fn(self.net(x).squeeze(1), y)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             rec = {"epoch": epoch + 1, "train_loss": total / n}
             if val_images is not None and val_labels is not None and len(val_images):
                 acc = float((self.predict(val_images) == np.asarray(val_labels)).mean())

@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (as_category_strings, images_from_paths, load_predictor,
-                                        open_cache, wilson_interval)
+from mridomain.analysis._common import (as_category_strings, call_predictor, images_from_paths,
+                                        load_predictor, open_cache, predictor_classes, wilson_interval)
 from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
@@ -63,7 +63,7 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
     key the predictor finds most probable (its probabilities restricted to the keys); else a
     one-line :class:`SchemaMismatchError` names the values and the keys.
     """
-    pred = iap_predictor.predict(images)
+    pred = call_predictor(iap_predictor, "predict", images)
     if key_iap not in pred.columns:
         raise SchemaMismatchError(f"IAP predictor has no output {key_iap!r} (has: {', '.join(map(str, pred.columns))})")
     values = as_category_strings(pred[key_iap]).reset_index(drop=True)
@@ -94,7 +94,7 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
 
 def _proba_for(predictor: Any, images: np.ndarray, key_iap: str) -> tuple[np.ndarray, list[str]]:
     """(probabilities (N, C), vocabulary) of one categorical IAP head."""
-    res = predictor.predict_proba(images)
+    res = call_predictor(predictor, "predict_proba", images)
     vocab = None
     if isinstance(res, tuple) and len(res) == 2:
         res, vocab = res
@@ -107,8 +107,8 @@ def _proba_for(predictor: Any, images: np.ndarray, key_iap: str) -> tuple[np.nda
         vocab_k = None
     if vocab_k is None and vocab is not None:
         vocab_k = vocab[key_iap] if isinstance(vocab, Mapping) else vocab
-    if vocab_k is None and hasattr(predictor, "vocab"):
-        vocab_k = predictor.vocab(key_iap) if callable(predictor.vocab) else predictor.vocab[key_iap]
+    if vocab_k is None:
+        vocab_k = predictor_classes(predictor).get(key_iap)
     if vocab_k is None:
         raise SchemaMismatchError(f"IAP predictor gave no vocabulary for {key_iap}")
     return np.asarray(entry, float), [str(v) for v in vocab_k]
