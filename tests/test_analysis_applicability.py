@@ -1,0 +1,120 @@
+"""Applicability check: OOD score formulas by hand, and obvious outliers ranked above in-distribution."""
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mridomain.analysis import compare
+from mridomain.analysis.applicability import KNNScorer, energy_score, msp_score
+
+
+def test_msp_and_energy_by_hand():
+    # logits (0, 0): p = (0.5, 0.5), energy = -ln(e^0 + e^0) = -ln 2.
+    # logits (ln 3, 0): p = (0.75, 0.25), energy = -ln(3 + 1) = -ln 4.
+    lg = np.array([[0.0, 0.0], [math.log(3), 0.0]])
+    p = np.exp(lg) / np.exp(lg).sum(1, keepdims=True)
+    np.testing.assert_allclose(msp_score([p]), [0.5, 0.25])
+    np.testing.assert_allclose(energy_score([lg]), [-math.log(2), -math.log(4)])
+    # two heads are averaged
+    np.testing.assert_allclose(msp_score([p, p[::-1]]), [0.375, 0.375])
+
+
+def test_knn_distance_by_hand():
+    ref = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])  # unit directions 0, 90 and 45 degrees
+    knn = KNNScorer(k=1).fit(ref)
+    # nearest other point of (1,0) on the unit circle is the 45-degree one: |(1,0)-(c,c)| = sqrt(2 - sqrt 2)
+    d = knn.score(ref[:1], exclude_self=True)
+    assert d[0] == pytest.approx(math.sqrt(2 - math.sqrt(2)))
+    assert knn.score(np.array([[5.0, 0.0]]))[0] == pytest.approx(0.0)
+
+
+class FeaturePredictor:
+    """Stand-in IAP predictor: hand-made image features as the embedding, manufacturer from the
+    mean intensity (mean above 0.5 is called TOSHIBA, a value absent from training)."""
+
+    classes = {"manufacturer": ["GE", "SIEMENS", "TOSHIBA"]}
+
+    @staticmethod
+    def embed(x):
+        x = np.asarray(x, float)
+        h, w = x.shape[1] // 2, x.shape[2] // 2
+        q = [x[:, :h, :w], x[:, :h, w:], x[:, h:, :w], x[:, h:, w:]]
+        return np.stack([x.mean((1, 2)), x.std((1, 2)), np.abs(np.diff(x, axis=1)).mean((1, 2)),
+                         np.abs(np.diff(x, axis=2)).mean((1, 2))] + [v.mean((1, 2)) for v in q], axis=1)
+
+    def predict_logits(self, x):
+        m = np.asarray(x, float).mean((1, 2))
+        return {"manufacturer": np.stack([-40 * (m - 0.15) ** 2, -40 * (m - 0.26) ** 2,
+                                          -40 * (m - 0.8) ** 2], axis=1) * 10}
+
+    def predict_proba(self, x):
+        lg = self.predict_logits(x)["manufacturer"]
+        e = np.exp(lg - lg.max(1, keepdims=True))
+        return {"manufacturer": e / e.sum(1, keepdims=True), "tr": np.full(len(x), 5.0)}
+
+    def predict(self, x):
+        p = self.predict_proba(x)
+        return pd.DataFrame({"manufacturer": np.array(self.classes["manufacturer"])[p["manufacturer"].argmax(1)],
+                             "tr_ms": p["tr"]})
+
+
+def _images(n, rng, size=16):
+    yy, xx = np.mgrid[:size, :size]
+    amp = rng.choice([0.3, 0.7], n)
+    out = np.empty((n, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(5, size - 5, 2)
+        out[i] = 0.1 + amp[i] * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 18.0) + rng.normal(0, 0.02, (size, size))
+    return out, np.where(amp > 0.5, "SIEMENS", "GE")
+
+
+def _write_cache(path, images, table):
+    path.mkdir(parents=True, exist_ok=True)
+    mm = np.lib.format.open_memmap(path / "images.npy", mode="w+", dtype=np.float16, shape=images.shape)
+    mm[:] = images.astype(np.float16)
+    mm.flush()
+    del mm
+    table.to_parquet(path / "slices.parquet", index=False)
+    meta = {"version": 1, "size": list(images.shape[1:]), "normalization": {"method": "max255"},
+            "iaps": [{"name": "manufacturer", "kind": "categorical", "unit": None},
+                     {"name": "tr", "kind": "continuous", "unit": "ms"}],
+            "seed": 0, "fractions": [0.7, 0.15, 0.15], "source_index": ""}
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+def test_compare_flags_noise_and_inverted_images(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs, man = _images(300, rng)
+    split = np.array(["train"] * 200 + ["val"] * 100)
+    _write_cache(tmp_path / "train", imgs, pd.DataFrame({"manufacturer": man, "tr": 5.0, "split": split}))
+    new_id, _ = _images(40, rng)
+    noise = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
+    inverted = 1.0 - new_id[:3]
+    new = np.concatenate([new_id, noise, inverted])
+    res = compare(tmp_path / "train", new, FeaturePredictor(), tmp_path / "out", progress=False)
+    v = res.verdicts
+    ood = np.arange(40, 46)
+    # feature distance ranks every obvious outlier above every in-distribution image
+    for col in ("mahalanobis", "knn_distance"):
+        assert v[col].iloc[ood].min() > v[col].iloc[:40].max(), col
+    assert (v["verdict"].iloc[ood] == "out").all()
+    # thresholds are the 95th percentile of val scores: most fresh in-distribution images pass
+    assert (v["verdict"].iloc[:40] == "in").mean() >= 0.7
+    assert all(re.search("manufacturer=TOSHIBA never seen in training", r) for r in v["reasons"].iloc[43:46])
+    assert res.summary["energy_available"] and res.summary["calibration"] == "val"
+    assert res.thresholds["mahalanobis"] == pytest.approx(np.quantile(res.reference_scores["mahalanobis"], 0.95))
+    shift = res.iap_shift.set_index("iap")
+    # TOSHIBA is predicted exactly for the inverted images (mean ~0.8): 3 of 46
+    assert shift.loc["manufacturer", "share_new_unseen"] == pytest.approx(
+        (v["pred_manufacturer"] == "TOSHIBA").mean())
+    assert (v["pred_manufacturer"].iloc[43:46] == "TOSHIBA").all()
+    for f in ("verdicts.csv", "iap_shift.csv", "distribution.csv", "scores.csv", "thresholds.json", "report.html"):
+        assert (tmp_path / "out" / f).exists(), f
+    doc = (tmp_path / "out" / "report.html").read_text()
+    assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', doc))
+    assert "https://" not in doc and "http://" not in doc
