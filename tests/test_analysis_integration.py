@@ -1,0 +1,63 @@
+"""The analysis tools with a real (tiny, barely trained) mridomain IAPPredictor instead of stand-ins."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+iap = pytest.importorskip("mridomain.iap")
+if not hasattr(iap, "IAPPredictor"):
+    pytest.skip("mridomain.iap.IAPPredictor not available", allow_module_level=True)
+
+from mridomain.analysis import compare, route, run_routing_experiment  # noqa: E402
+from mridomain.analysis._common import predictor_logits  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from mridomain.iap.cache import write_slice_cache
+
+    tmp = tmp_path_factory.mktemp("integ")
+    rng = np.random.default_rng(0)
+    n, size = 80, 32
+    yy, xx = np.mgrid[:size, :size]
+    man = np.array(["GE", "SIEMENS"] * (n // 2))
+    imgs = np.empty((n, size, size), np.float32)
+    for i in range(n):
+        cy, cx = rng.uniform(8, size - 8, 2)
+        amp = 80 if man[i] == "GE" else 180
+        imgs[i] = 20 + amp * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 40.0) + rng.normal(0, 3, (size, size))
+    split = np.array((["train"] * 6 + ["val"] * 2 + ["test"] * 2) * (n // 10))
+    table = pd.DataFrame({"manufacturer": man, "tr": np.where(man == "GE", 5.96, 4.42), "split": split,
+                          "tumor": rng.integers(0, 2, n).astype(float)})
+    write_slice_cache(tmp / "cache", imgs, table, [{"name": "manufacturer", "kind": "categorical", "unit": None},
+                                                   {"name": "tr", "kind": "continuous", "unit": "ms"}])
+    cfg = iap.get_preset("cpu").updated(input_size=32, width=8, epochs=2, batch_size=16)
+    iap.IAPPredictor(config=cfg, device="cpu").fit(tmp / "cache", tmp / "run", progress=False)
+    return tmp, imgs
+
+
+def test_logits_adapter_matches_predict_proba(tiny):
+    tmp, imgs = tiny
+    p = iap.IAPPredictor.load(tmp / "run", device="cpu")
+    lg = predictor_logits(p, imgs[:6])
+    probs = p.predict_proba(imgs[:6], preprocessed=True)
+    e = np.exp(lg["manufacturer"] - lg["manufacturer"].max(1, keepdims=True))
+    np.testing.assert_allclose(e / e.sum(1, keepdims=True), probs["manufacturer"], rtol=1e-4, atol=1e-6)
+
+
+def test_compare_route_and_experiment_with_real_predictor(tiny):
+    tmp, imgs = tiny
+    noise = np.random.default_rng(1).uniform(0, 255, (3, 32, 32)).astype(np.float32)
+    res = compare(tmp / "cache", np.concatenate([imgs[-8:], noise]), tmp / "run", tmp / "cmp", progress=False)
+    assert res.summary["energy_available"]
+    assert len(res.verdicts) == 11 and set(res.verdicts["verdict"]) <= {"in", "uncertain", "out"}
+    assert "tr" in set(res.iap_shift["iap"])  # continuous head found under its "tr_ms" column
+    models = {"GE": lambda x: np.zeros(len(x), int), "SIEMENS": lambda x: np.ones(len(x), int)}
+    r = route(imgs[:6], tmp / "run", models, unknown="most_likely")
+    assert set(r["model"]) <= {"GE", "SIEMENS"}
+    assert (r["prediction"] == np.where(r["model"] == "GE", 0, 1)).all()
+    exp = run_routing_experiment(tmp / "cache", tmp / "run", tmp / "rt", epochs=1, size=16, width=8,
+                                 progress=False, device="cpu")
+    assert exp.table2.shape == (1, 6)
+    assert ((exp.table2.to_numpy() >= 0) & (exp.table2.to_numpy() <= 100)).all()
