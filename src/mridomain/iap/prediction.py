@@ -188,18 +188,18 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
     n = len(panels)
     ncol = min(n, 6)
     nrow = int(np.ceil(n / ncol))
-    text_h = 0.22 * len(encoder.heads) + 0.3
-    fig = plt.figure(figsize=(2.6 * ncol, nrow * (2.6 + text_h)))
+    title_h, img_h, line_h = 0.3, 2.5, 0.19          # inches
+    row_h = title_h + img_h + line_h * len(encoder.heads) + 0.15
+    fig_h, col_w = nrow * row_h, 2.6
+    fig = plt.figure(figsize=(col_w * ncol, fig_h))
     for k, p in enumerate(panels):
         r, c = divmod(k, ncol)
-        top = 1 - r / nrow
-        h_frac = 1 / nrow
-        ax = fig.add_axes([c / ncol + 0.005, top - h_frac * 2.6 / (2.6 + text_h), 1 / ncol - 0.01,
-                           h_frac * 2.5 / (2.6 + text_h)])
+        top = fig_h - r * row_h                        # inches from the bottom
+        ax = fig.add_axes([(c + 0.02) / ncol, (top - title_h - img_h) / fig_h, 0.96 / ncol, img_h / fig_h])
         ax.imshow(p["image"], cmap="gray")
         ax.set_axis_off()
-        ax.set_title(Path(str(p["source"])).name[:28], fontsize=7)
-        y = top - h_frac * 2.65 / (2.6 + text_h)
+        ax.set_title(Path(str(p["source"])).name[:30], fontsize=7)
+        y = top - title_h - img_h - 0.05
         for h in encoder.heads:
             pred = p["row"][_column(h)]
             shown = f"{pred:.3f} {h.unit or ''}" if h.kind == "continuous" else str(pred)
@@ -209,9 +209,9 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
             else:
                 ok = _is_correct(h, pred, truth)
                 color, mark = ("green", " \u2713") if ok else ("red", " \u2717")
-            fig.text(c / ncol + 0.01, y, f"{h.name}: {shown}{mark}"[:40], fontsize=6.5, color=color,
-                     va="top")
-            y -= h_frac * 0.22 / (2.6 + text_h)
+            fig.text((c + 0.03) / ncol, y / fig_h, f"{h.name}: {shown}"[:38] + mark, fontsize=6.5,
+                     color=color, va="top")
+            y -= line_h
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -218,7 +218,7 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
         encoder = LabelEncoder.fit(cache.table, iaps, as_continuous=as_cont & {s["name"] for s in iaps})
         preprocess = {"size": list(cache.meta.get("size", list(cache.images.shape[1:]))),
                       "normalization": cache.meta.get("normalization", {"method": "max255"}),
-                      "source_cache": cache_path}
+                      "source_cache": str(Path(cache_path).resolve())}
 
     dev = resolve_device(config.device)
     torch.manual_seed(config.seed)
