@@ -237,7 +237,8 @@ def _corr_figure(corr: pd.DataFrame, split: str):
 
 # ------------------------------------------------------------------------------------ analyze
 def analyze(source: Any, out: str | Path | None = None, split_column: str = "split",
-            title: str = "Dataset IAP analysis", html: bool = True) -> AnalysisResult:
+            title: str = "Dataset IAP analysis", html: bool = True,
+            combination_iaps: list[str] | None = None) -> AnalysisResult:
     """Acquisition landscape of a dataset (paper Appendix A.1).
 
     Args:
@@ -247,6 +248,8 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
         split_column: column naming the split; without it everything is one split ``"all"``.
         title: report heading.
         html: also write the self-contained ``report.html``.
+        combination_iaps: IAPs that make up a combination for Table 3 (default: all, as the paper;
+            leave out TR/TE when they vary continuously and would make every row unique).
 
     Returns:
         :class:`AnalysisResult` with the tables (and the files written).
@@ -275,7 +278,7 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
     for split in splits:
         part = table[table[split_column].astype(str) == split]
         correlations[split] = spearman_matrix(part, iaps, kinds, categories)
-    keys = combination_keys(table, iaps, kinds)
+    keys = combination_keys(table, [i for i in iaps if combination_iaps is None or i in combination_iaps], kinds)
     by_split = {s: set(keys[table[split_column].astype(str) == s]) for s in splits}
     overlap = combination_overlap(by_split)
     combos = combination_summary(table, keys, split_column)
