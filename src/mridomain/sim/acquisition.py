@@ -1,0 +1,238 @@
+"""From phantom to stored pixels: signal equation, fat suppression, DCE, coils, k-space, noise, recon.
+
+:func:`acquire` is the reusable in-memory entry point: any TR/TE/flip angle/phase/matrix can be set
+on the :class:`~mridomain.sim.protocols.Protocol` (``dataclasses.replace``), so the same patient can
+be imaged with several contrasts (synthesis work) or on two scanner domains (domain-shift work).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.fft as sfft
+
+from mridomain.sim import physics, vendors
+from mridomain.sim.phantom import Phantom
+from mridomain.sim.protocols import Protocol
+
+#: Reference acquisition for the SNR model: 1.5 T, 448 x 448 over 340 mm, 1.1 mm, readout 2.0 ms.
+#: At this reference the fibroglandular signal-to-noise is ~25 before fat suppression losses.
+SNR_REF = {"b0": 1.5, "dx": 340 / 448, "dy": 340 / 448, "dz": 1.1, "n_phase": 448, "tread": 2.0}
+SIGMA_REF = 0.026 / 25.0
+COARSE = 64  # grid for smooth maps (coils, g-factor)
+
+
+def readout_ms(tr: float) -> float:
+    """Readout duration of a fast spoiled GRE: ~55 % of what is left of TR after excitation/spoiling."""
+    return max(0.55 * (tr - 1.2), 0.5)
+
+
+def noise_sigma(p: Protocol) -> float:
+    """Image-domain noise std of a fully sampled acquisition in signal units (before B0 scaling).
+
+    SNR ~ B0 * voxel volume * sqrt(phase lines * partitions * readout time) (FIELD.md section 4).
+    With a fixed 3D slab, partitions ~ 1/thickness, so SNR ~ dx dy sqrt(dz) sqrt(Np Tread); the B0
+    factor is applied to the signal (magnetisation ~ B0) so this noise does not depend on B0.
+    """
+    dx, dy, dz = p.fov / p.acq_phase, p.fov / p.acq_freq, p.slice_thickness
+    r = SNR_REF
+    rel = (dx * dy) / (r["dx"] * r["dy"]) * np.sqrt(dz / r["dz"]) * \
+        np.sqrt(p.acq_phase * readout_ms(p.tr) / (r["n_phase"] * r["tread"]))
+    return float(SIGMA_REF / rel)
+
+
+@dataclass
+class ExamContext:
+    """Per-exam quantities shared by every slice and phase of one patient on one protocol."""
+
+    y_center: float
+    gain: float
+    coil_pos: np.ndarray
+    shade_norm: float
+    noise_key: int
+    stage_s: dict = field(default_factory=dict)
+
+
+def exam_context(ph: Phantom, p: Protocol, rng: np.random.Generator) -> ExamContext:
+    """FOV placement, coil, receive gain and the noise stream key of one exam (one rng draw each)."""
+    pmax = max(ph.breast_p)
+    # the technologist centres the FOV so the breasts fit with a small anterior margin
+    margin = float(rng.uniform(8, 25))
+    y_center = -(pmax + margin) + p.fov / 2
+    chest_y = float(ph.torso_surface_y(ph.breast_cx))
+    pos = vendors.coil_positions(p.model, p.coil_channels, ph.breast_cx, chest_y)
+    # shading normalisation: mean combined sensitivity over the breasts at the central slice
+    xs = np.linspace(-ph.breast_cx - 40, ph.breast_cx + 40, 24, dtype=np.float32)
+    ys = np.linspace(-pmax * 0.8, chest_y, 12, dtype=np.float32)
+    Xc, Yc = np.meshgrid(xs, ys)
+    shade_norm = float(vendors.rss(vendors.coil_sensitivities(Xc, Yc, pos)).mean())
+    # receive gain from the prescan: aims the expected fat-suppressed parenchyma at the vendor's level
+    t1, t2s, pd = physics.tissue_relaxation("fgt", p.b0)
+    ref = float(physics.spgr_signal(pd, t1, t2s, p.tr, p.te, p.flip_angle)) * p.b0 / 1.5
+    style = p.recon
+    if style.bits_stored >= 16:
+        steps = np.round((np.log2(style.target_max / ref) + rng.normal(0, 0.35)) * 4) / 4
+        gain = float(2.0 ** steps)
+    else:
+        gain = float(style.target_max / ref * rng.uniform(0.9, 1.1))
+    return ExamContext(y_center=y_center, gain=gain, coil_pos=pos, shade_norm=shade_norm,
+                       noise_key=int(rng.integers(0, 2 ** 62)))
+
+
+def pixel_grid(p: Protocol, ctx: ExamContext) -> tuple[np.ndarray, np.ndarray]:
+    """Patient x, y (mm) of the pixel centres in the unmirrored (row = +x, column = +y) frame."""
+    n = p.recon_matrix
+    d = p.fov / n
+    c = (np.arange(n, dtype=np.float32) - n / 2 + 0.5) * d
+    return np.meshgrid(c, c + np.float32(ctx.y_center))
+
+
+def tissue_signal(fr: np.ndarray, ph: Phantom, p: Protocol, X, Y, z: float, phase: int) -> np.ndarray:
+    """Complex transverse magnetisation per pixel (before receive coils).
+
+    Water and fat: spoiled GRE steady state with the B1+-scaled flip angle, post-contrast T1 from
+    the agent's relaxivity and each tissue's concentration curve, fat suppressed spectrally with a
+    residual set by the method and the local B0 offset, fat precessing at -3.4 ppm (chemical shift
+    phase at TE: partial-volume fat/water cancellation), magnetisation scaled by B0.
+    """
+    b1 = vendors.b1_map(X, Y, p.b0, ph.b1_coef, ph.breast_cx)
+    chest_y = float(ph.torso_surface_y(ph.breast_cx))
+    ppm = vendors.b0_offset_ppm(X, Y, z, ph.b0_coef, ph.b0_suscept_ppm, chest_y)
+    df = ppm * np.float32(physics.GAMMA_MHZ_PER_T * p.b0)  # Hz
+    alpha = np.float32(p.flip_angle) * b1
+    t_s = physics.phase_time_s(phase)
+    r1 = physics.relaxivity(p.agent, p.b0) if np.isfinite(t_s) else 0.0
+    water = np.zeros(X.shape, dtype=np.float32)
+    fat = np.zeros(X.shape, dtype=np.float32)
+    ca, sa = np.cos(np.deg2rad(alpha)), np.sin(np.deg2rad(alpha))
+    for i, name in enumerate(physics.TISSUES):
+        f = fr[i]
+        if not f.any():
+            continue
+        t1, t2s, pd = physics.tissue_relaxation(name, p.b0)
+        kind = "blood" if name == "blood" else name
+        conc = physics.concentration_mM(kind, t_s, ph.kinetics) if r1 else 0.0
+        t1 = float(physics.t1_with_agent(t1, r1, conc))
+        e1 = np.float32(np.exp(-p.tr / t1))
+        s = np.float32(pd * np.exp(-p.te / t2s) * (1 - e1)) * sa / (1 - ca * e1)
+        if physics.TISSUE_PROPS[name].fat:
+            fat += f * s
+        else:
+            water += f * s
+    fat *= physics.fat_residual(p.fatsat, df, b1)
+    water *= 1 - physics.water_saturation(p.fatsat, df, p.b0)
+    cs = np.exp(1j * np.float32(2 * np.pi * physics.fat_offset_hz(p.b0) * p.te * 1e-3))
+    m = (water + fat * np.complex64(cs)) * np.exp(1j * (2 * np.pi * 1e-3 * p.te) * df)
+    return (m * np.float32(p.b0 / 1.5)).astype(np.complex64)
+
+
+def _coarse_maps(p: Protocol, ctx: ExamContext, z: float, n: int):
+    """Receive shading (normalised RSS) and SENSE g-factor on a coarse grid, resized to n x n."""
+    d = p.fov / COARSE
+    c = (np.arange(COARSE, dtype=np.float32) - COARSE / 2 + 0.5) * d
+    Xc, Yc = np.meshgrid(c, c + np.float32(ctx.y_center))
+    # elements sit in a ring at z ~ 0; slices away from it see weaker coupling
+    sens = vendors.coil_sensitivities(Xc, Yc, ctx.coil_pos) / np.float32(1 + (z / 120.0) ** 2)
+    shade = vendors.rss(sens) / np.float32(ctx.shade_norm)
+    g = vendors.sense_gfactor(sens, p.acceleration, axis=-1) if p.acceleration > 1 else None
+    shade = vendors.smooth_zoom(shade, (n, n))
+    g = vendors.smooth_zoom(g, (n, n)) if g is not None else None
+    return shade, g
+
+
+def _kspace_window(p: Protocol) -> tuple[slice, slice, int]:
+    """Rows (frequency, A-P) and columns (phase, L-R) of the acquired region in centred k-space."""
+    n = p.recon_matrix
+    nf, npe = p.acq_freq, p.acq_phase
+    r0 = n // 2 - nf // 2
+    c0 = n // 2 - npe // 2
+    # partial Fourier: the early (negative) phase lines beyond the sampled fraction are skipped
+    skip = int(round(npe * (1 - p.partial_fourier)))
+    return slice(r0, r0 + nf), slice(c0 + skip, c0 + npe), skip
+
+
+def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_index: int,
+                  phase: int = 0, noise: bool = True, complex_output: bool = False,
+                  fractions: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One slice: (image in the stored orientation, tumour fraction in the stored orientation).
+
+    Without ``complex_output`` the image is the vendor-scaled magnitude (float32, stored units);
+    with it, the complex reconstruction before magnitude and scaling.
+    """
+    st = ctx.stage_s
+    t0 = time.perf_counter()
+    X, Y = pixel_grid(p, ctx)
+    n = p.recon_matrix
+    if fractions is None:
+        fractions = ph.render(X, Y, z, p.slice_thickness, p.pixel_mm)
+    t1 = time.perf_counter()
+    m = tissue_signal(fractions, ph, p, X, Y, z, phase)
+    shade, g = _coarse_maps(p, ctx, z, n)
+    # receive shading, partly removed later by the vendor's intensity correction
+    m *= shade
+    t2 = time.perf_counter()
+    k = sfft.fftshift(sfft.fft2(m, workers=1))
+    rows, cols, skip = _kspace_window(p)
+    acq = k[rows, cols]
+    filt = vendors.kspace_filter((p.acq_freq, p.acq_phase), p.recon)
+    if filt is not None:
+        filt = filt[:, skip:]
+    kz = np.zeros((n, n), dtype=np.complex64)
+    noise_img = None
+    if noise:
+        rng = np.random.default_rng([ctx.noise_key, phase, slice_index])
+        sigma = noise_sigma(p)
+        # numpy-convention FFT: image noise std = sigma_k sqrt(M) / N^2 for M fully sampled samples
+        sigma_k = np.float32(sigma * n * n / np.sqrt(p.acq_freq * p.acq_phase) / np.sqrt(2))
+        nk = (rng.standard_normal(acq.shape, dtype=np.float32)
+              + 1j * rng.standard_normal(acq.shape, dtype=np.float32)) * sigma_k
+        if g is None:
+            acq = acq + nk
+        else:
+            kn = np.zeros((n, n), dtype=np.complex64)
+            kn[rows, cols] = nk * filt if filt is not None else nk
+            # SENSE: noise amplified by g * sqrt(R) where the R-fold undersampling aliases
+            noise_img = sfft.ifft2(sfft.ifftshift(kn), workers=1) * (g * np.float32(np.sqrt(p.acceleration)))
+    kz[rows, cols] = acq * filt if filt is not None else acq
+    img = sfft.ifft2(sfft.ifftshift(kz), workers=1).astype(np.complex64)
+    if noise_img is not None:
+        img += noise_img.astype(np.complex64)
+    t3 = time.perf_counter()
+    corr = np.float32(p.recon.shading_correction)
+    if corr > 0:
+        img /= np.maximum(shade, np.float32(0.05)) ** corr
+    tumor = fractions[physics.TISSUES.index("tumor")] + fractions[physics.TISSUES.index("tumor_core")]
+    if p.patient_position.startswith("HF"):
+        # head-first prone: the stored image is mirrored left-right relative to feet-first prone
+        img = img[:, ::-1]
+        tumor = tumor[:, ::-1]
+    out = img if complex_output else (np.abs(img) * np.float32(ctx.gain)).astype(np.float32)
+    st["render"] = st.get("render", 0.0) + t1 - t0
+    st["physics"] = st.get("physics", 0.0) + t2 - t1
+    st["kspace+noise"] = st.get("kspace+noise", 0.0) + t3 - t2
+    st["recon"] = st.get("recon", 0.0) + time.perf_counter() - t3
+    return np.ascontiguousarray(out), np.ascontiguousarray(tumor)
+
+
+def acquire(ph: Phantom, p: Protocol, rng: np.random.Generator | None = None, phase: int = 0,
+            n_slices: int = 16, z_positions: np.ndarray | None = None, noise: bool = True,
+            complex_output: bool = False, ctx: ExamContext | None = None) -> np.ndarray:
+    """Image a phantom with a protocol: (S, Rows, Columns) float32 in stored orientation and units.
+
+    ``phase`` 0 is pre-contrast, k >= 1 the k-th post-contrast phase. Pass the same ``ctx`` (from
+    :func:`exam_context`) to image several phases/contrasts of one exam with the same FOV and gain.
+    """
+    if ctx is None:
+        ctx = exam_context(ph, p, rng if rng is not None else np.random.default_rng(0))
+    if z_positions is None:
+        z_positions = ph.default_slab(n_slices, p.slice_thickness)
+    imgs = [acquire_slice(ph, p, ctx, float(z), i, phase, noise, complex_output)[0]
+            for i, z in enumerate(z_positions)]
+    return np.stack(imgs)
+
+
+def to_stored(img: np.ndarray, p: Protocol) -> np.ndarray:
+    """Round and clip to the vendor's stored range (uint16 holding BitsStored bits)."""
+    top = 2 ** p.recon.bits_stored - 1
+    return np.clip(np.rint(img), 0, top).astype(np.uint16)
