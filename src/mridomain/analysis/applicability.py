@@ -149,6 +149,8 @@ def _load_new(new_source: Any, predictor: Any, progress: bool) -> tuple[np.ndarr
     if isinstance(new_source, np.ndarray):
         imgs = new_source if new_source.ndim == 3 else new_source[None]
         return imgs, pd.DataFrame({"image": np.arange(len(imgs))}), pd.DataFrame(columns=["path", "reason"])
+    if isinstance(new_source, (list, tuple)) and len(new_source) == 1:
+        new_source = new_source[0]
     if isinstance(new_source, (str, Path)) and Path(new_source).is_dir() and (Path(new_source) / "slices.parquet").exists():
         table, images, _ = open_cache(new_source)
         cols = [c for c in ("patient_id", "series_uid", "slice_index", "file") if c in table.columns]

@@ -45,6 +45,15 @@ def model_outputs(model: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return labels, proba
 
 
+def _load_model(model: Any) -> Any:
+    """A model object as is; a folder path loads a saved TumorClassifier."""
+    if isinstance(model, (str, Path)):
+        from mridomain.analysis.classifier import TumorClassifier
+
+        return TumorClassifier.load(model)
+    return model
+
+
 def _match_key(value: str, keys: Sequence[str]) -> str | None:
     if value in keys:
         return value
@@ -125,8 +134,9 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
             files / series folders (read and preprocessed like the predictor; unreadable ones are
             skipped and listed in ``result.attrs["skipped"]``).
         iap_predictor: ``IAPPredictor`` or its run folder.
-        models: IAP value -> model (``predict``/``predict_proba`` object or callable), e.g.
-            ``{"GE": ge_model, "SIEMENS": siemens_model}``; keys match case-insensitively.
+        models: IAP value -> model (``predict``/``predict_proba`` object, callable, or the folder of
+            a saved :class:`TumorClassifier`), e.g. ``{"GE": ge_model, "SIEMENS": "runs/siemens"}``;
+            keys match case-insensitively.
         key_iap: IAP that decides the domain.
         default: model key for images whose predicted value has no model.
         unknown: without ``default``: "error" (raise) or "most_likely" (the most probable value
@@ -140,6 +150,7 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     """
     if not models:
         raise EmptyInputError(Path("<models>"), "no downstream models given")
+    models = {k: _load_model(m) for k, m in models.items()}
     predictor = load_predictor(iap_predictor)
     if isinstance(images_or_paths, np.ndarray):
         images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[None]
