@@ -453,15 +453,37 @@ def open_dicom(
                 raise ImageReadError(
                     path, f"truncated file: ends at byte {size} inside a sequence or the encapsulated pixel data"
                 )
-        if not has_preamble and not _looks_like_dataset(ds):
-            raise ImageReadError(path, "not a DICOM file (no DICM preamble and no readable header)")
-        if stop_before_pixels and check_pixels:
-            found_pixels = _check_pixel_length(fp, path, size)
-            at_eof = fp.tell() >= size
-            if not found_pixels and at_eof and "Rows" in ds and "Columns" in ds:
-                # An image header that runs into the end of the file without pixel data.
+        if not _looks_like_dataset(ds):
+            if not has_preamble:
+                raise ImageReadError(path, "not a DICOM file (no DICM preamble and no readable header)")
+            group_length = getattr(ds, "file_meta", Dataset()).get("FileMetaInformationGroupLength")
+            try:
+                meta_end = 132 + 12 + int(group_length) if group_length is not None else None
+            except (TypeError, ValueError):  # the group length value itself was cut off
+                meta_end = size + 1
+            if size < 144 or (meta_end is not None and meta_end > size):
+                raise ImageReadError(path, f"truncated file: ends at byte {size} inside the file meta information")
+            raise ImageReadError(path, "corrupt DICOM header: no recognisable data elements after the DICM preamble")
+        if check_pixels:
+            if stop_before_pixels:
+                found_pixels = _check_pixel_length(fp, path, size)
+            else:
+                found_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+            if not found_pixels and fp.tell() >= size and _is_image_header(ds):
+                # An image header that runs into the end of the file without pixel data:
+                # pydicom returns the partial dataset silently, so say what happened.
                 raise ImageReadError(path, f"truncated file: ends at byte {size} before the pixel data")
     return ds
+
+
+def _is_image_header(ds: Dataset) -> bool:
+    if "Rows" in ds or "Columns" in ds:
+        return True
+    sop = ds.get("SOPClassUID") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
+    try:
+        return bool(sop) and "Image Storage" in UID(str(sop)).name
+    except Exception:  # an unparseable UID says nothing either way
+        return False
 
 
 def _looks_like_dataset(ds: Dataset) -> bool:
