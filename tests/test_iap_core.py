@@ -165,3 +165,22 @@ def test_report_on_made_up_predictions():
     assert r["series_mse"] == pytest.approx((0.075 ** 2 + 0.025 ** 2) / 2)
     md = rep.to_markdown()
     assert "| cls |" in md.replace("| 1 | cls", "| cls") and "33.33" in md
+
+
+def test_memmap_batches_pickle_without_copying(tmp_path):
+    import pickle
+
+    from mridomain.iap.cache import write_slice_cache
+    from mridomain.iap.training import MemmapBatches
+
+    imgs = np.random.default_rng(0).random((6, 64, 64)).astype(np.float32)
+    t = pd.DataFrame({"split": ["train"] * 6, "manufacturer": list("ABABAB")})
+    write_slice_cache(tmp_path / "c", imgs, t, [{"name": "manufacturer", "kind": "categorical"}])
+    mm = np.load(tmp_path / "c" / "images.npy", mmap_mode="r")
+    ds = MemmapBatches(mm, np.arange(6), np.zeros((6, 1), np.int64), np.zeros((6, 0), np.float32), 4,
+                       shuffle=False)
+    blob = pickle.dumps(ds)
+    assert len(blob) < imgs.nbytes        # the file name travels, not the pixels
+    ds2 = pickle.loads(blob)
+    assert isinstance(ds2.images, np.memmap)
+    np.testing.assert_array_equal(ds2[1][0].numpy()[:, 0], imgs[4:6].astype(np.float16).astype(np.float32))

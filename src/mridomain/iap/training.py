@@ -39,6 +39,19 @@ class MemmapBatches(Dataset):
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
         self.set_epoch(0)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickling a memmap copies the whole array; under spawn/forkserver workers reopen the file.
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap) and getattr(self.images, "filename", None):
+            state["images"] = ("__memmap__", str(self.images.filename))
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        img = state.get("images")
+        if isinstance(img, tuple) and img and img[0] == "__memmap__":
+            state["images"] = np.load(img[1], mmap_mode="r")
+        self.__dict__.update(state)
+
     def set_epoch(self, epoch: int) -> None:
         idx = self.indices
         if self.shuffle:
