@@ -535,23 +535,28 @@ def iter_candidate_files(root: str | Path) -> Iterator[Path]:
     if root.is_file():
         yield root
         return
-    stack = [os.fspath(root)]
+    # A stack of iterators over sorted folder listings gives depth-first, name-ordered output
+    # (the same order as sorting the full relative paths folder by folder).
+    stack: list[Iterator[os.DirEntry]] = [iter(_sorted_entries(os.fspath(root)))]
     while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
-        except (PermissionError, FileNotFoundError, NotADirectoryError):
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
             continue
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    subdirs.append(entry.path)
-                elif entry.is_file():
-                    yield Path(entry.path)
-            except OSError:
-                continue
-        stack.extend(reversed(subdirs))
+        if entry.name.startswith("."):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(iter(_sorted_entries(entry.path)))
+            elif entry.is_file():
+                yield Path(entry.path)
+        except OSError:
+            continue
+
+
+def _sorted_entries(folder: str) -> list[os.DirEntry]:
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except (PermissionError, FileNotFoundError, NotADirectoryError):
+        return []
