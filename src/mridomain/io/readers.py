@@ -49,7 +49,9 @@ class ImageData:
     ``pixels`` float32 ``(S, H, W)`` (a 2-D image has S == 1); ``meta`` the header fields of
     :func:`mridomain.io.read_header_fields` (of the first slice for a series) plus
     ``"source_format"`` (``dicom``, ``nifti``, ``png``, ``jpeg``, ``tiff``, ``bmp``);
-    ``spacing`` ``(slice, row, col)`` in mm where known; ``files`` one path per slice for a
+    ``spacing`` ``(slice, row, col)`` in mm where known (slice spacing from positions, else
+    SpacingBetweenSlices / SliceThickness, NaN if none is given; ``None`` when PixelSpacing is
+    unknown, e.g. PNG); ``files`` one path per slice for a
     DICOM series, else ``[source]``.
     """
 
