@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import warnings
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,15 +32,6 @@ BASE_KEYWORDS: tuple[str, ...] = (
     "SeriesDescription", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
     "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "Modality", "SOPClassUID",
     "NumberOfFrames",
-)
-# Read too, so that enhanced multi-frame MR (values inside functional groups) and the pixel
-# bookkeeping work; they cost nothing when absent.
-_SUPPORT_KEYWORDS: tuple[str, ...] = (
-    "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "BitsAllocated",
-    "SamplesPerPixel", "PixelRepresentation", "PhotometricInterpretation", "ImageType",
-    "RescaleSlope", "RescaleIntercept", "SpecificCharacterSet", "SliceLocation",
-    "SpacingBetweenSlices", "MRAcquisitionType", "SequenceName", "EchoTrainLength",
-    "InversionTime", "StudyDescription", "ProtocolName",
 )
 # Fields that legitimately differ from slice to slice: never part of the per-series value.
 _PER_SLICE = frozenset({"SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation",
@@ -112,50 +102,29 @@ def iter_files(root: str | Path) -> Iterator[str]:
 # ----------------------------------------------------------------------------------------------
 # per-file worker
 
-_READ_TAGS: list[int] | None = None
-_EXTRA: tuple[str, ...] = ()
+_EXTRA: tuple[str, ...] = ()  # keywords beyond the io contract, for the pydicom path
+_WANTED: dict[int, tuple[str, str]] | None = None  # fast reader: tag -> (keyword, VR)
+#: Multi-valued by nature: always lists (docs/architecture.md, read_header_fields).
+_ALWAYS_LIST = frozenset({"ScanOptions", "AcquisitionMatrix", "PixelSpacing", "ImagePositionPatient",
+                          "ImageOrientationPatient", "ImageType"})
 
 
-def _init_worker(keywords: Sequence[str], extra: Sequence[str]) -> None:
-    global _READ_TAGS, _EXTRA
-    from pydicom.datadict import tag_for_keyword
+def _init_worker(keywords: Sequence[str], extra: Sequence[str], fast: bool = True) -> None:
+    """Per-process setup: which tags to read, by which path."""
+    global _EXTRA, _WANTED
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-    tags = {tag_for_keyword(k) for k in keywords}
-    # An unknown keyword cannot be asked for by tag: read every element then (slower, correct).
-    _READ_TAGS = None if None in tags else sorted(tags)
-    _EXTRA = tuple(extra)
+    from mridomain.io import HEADER_KEYWORDS
+
+    wanted_keywords = tuple(dict.fromkeys((*keywords, *extra)))
+    _EXTRA = tuple(k for k in wanted_keywords if k not in HEADER_KEYWORDS)
+    tags = {k: tag_for_keyword(k) for k in wanted_keywords}
+    # The fast reader needs every keyword's tag and VR; an unknown (e.g. private) keyword or a
+    # sequence sends every file through pydicom instead.
+    _WANTED = None
+    if fast and None not in tags.values() and all(dictionary_VR(t) != "SQ" for t in tags.values()):
+        _WANTED = {t: (k, dictionary_VR(t)) for k, t in tags.items()}
     warnings.simplefilter("ignore")
-
-
-def _fields_from_dataset(ds: Any, extra: Sequence[str]) -> dict[str, Any]:
-    from mridomain.io import header_fields_from_dataset
-
-    fields = header_fields_from_dataset(ds)
-    for kw in extra:
-        if kw not in fields:
-            value = ds.get(kw)
-            fields[kw] = None if value is None else _plain(value.value if hasattr(value, "value") else value)
-    return fields
-
-
-def _plain(value: Any) -> Any:
-    """pydicom value -> plain python (str, int, float, list)."""
-    from pydicom.multival import MultiValue
-    from pydicom.valuerep import DSfloat, IS, PersonName
-
-    if isinstance(value, (MultiValue, list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, DSfloat):
-        return float(value)
-    if isinstance(value, IS):
-        return int(value)
-    if isinstance(value, PersonName):
-        return str(value)
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, (str, int, float)) or value is None:
-        return value
-    return str(value)
 
 
 def _slice_position(fields: dict[str, Any]) -> float | None:
@@ -164,101 +133,86 @@ def _slice_position(fields: dict[str, Any]) -> float | None:
     try:
         if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
             return None
-        normal = np.cross(np.asarray(iop[:3], float), np.asarray(iop[3:], float))
-        return float(np.dot(normal, np.asarray(ipp, float)))
+        r0, r1, r2, c0, c1, c2 = (float(v) for v in iop)
+        # normal = row x column direction cosines (plain floats: numpy costs ~50 us per call here)
+        n0, n1, n2 = r1 * c2 - r2 * c1, r2 * c0 - r0 * c2, r0 * c1 - r1 * c0
+        return n0 * float(ipp[0]) + n1 * float(ipp[1]) + n2 * float(ipp[2])
     except (TypeError, ValueError):
         return None
 
 
-def _check_pixel_element(fp: Any, ds: Any, path: str) -> str | None:
-    """Reason the file cannot hold a full image, else None. ``fp`` sits where reading stopped."""
-    size = os.fstat(fp.fileno()).st_size
-    start = fp.tell()
-    if start >= size:
-        return "no pixel data (file ends before PixelData: truncated, or not an image object)"
-    implicit, little = True, True
-    enc = getattr(ds, "original_encoding", None)
-    if enc is not None:
-        implicit, little = enc[0], enc[1]
-    head = fp.read(12)
-    if len(head) < 8:
-        return f"truncated: {size - start} bytes left where the PixelData element starts"
-    end = "<" if little in (True, None) else ">"
-    group, elem = struct.unpack(end + "HH", head[:4])
-    tag = group << 16 | elem
-    if tag not in _PIXEL_TAGS:
-        return None  # stopped elsewhere (rare): let the pixel reader decide later
-    if implicit:
-        length, value_start = struct.unpack(end + "I", head[4:8])[0], start + 8
-    else:
-        if len(head) < 12:
-            return "truncated: PixelData element header cut short"
-        length, value_start = struct.unpack(end + "I", head[8:12])[0], start + 12
-    if length == 0xFFFFFFFF:  # encapsulated (compressed): fragment table, checked when decoding
-        return None if size > value_start else "truncated: empty encapsulated PixelData"
-    if value_start + length > size:
-        return (f"truncated: PixelData needs {length} bytes, only {size - value_start} present")
-    if length == 0:
-        return "no pixel data (PixelData element is empty)"
-    return None
+def _read_record(path: str) -> tuple[str, tuple | None, str | None]:
+    """Worker task: (path, record, None) or (path, None, reason).
+
+    The record is what grouping needs, computed here so the single main process only does dict
+    lookups: (series_uid, sop_uid, instance, position, frames, key) where ``key`` is a hashable,
+    sorted tuple of the series-level fields (identical for most slices of a series).
+    """
+    path, fields, reason = _read_one(path)
+    if fields is None:
+        return path, None, reason
+    key = tuple((k, _hashable(v)) for k, v in sorted(fields.items())
+                if k not in _PER_SLICE and not k.startswith("_"))
+    return path, (str(fields["SeriesInstanceUID"]), str(fields.get("SOPInstanceUID") or ""),
+                  _as_int(fields.get("InstanceNumber")), fields.get("_position"),
+                  _as_int(fields.get("NumberOfFrames")) or 1, key), None
 
 
 def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
     """Header of one file -> (path, fields, None) or (path, None, reason). Never raises."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
+    if _WANTED is not None:
+        from mridomain.data._fastheader import Fallback, read_fields_fast
 
-    try:
-        with open(path, "rb") as fp, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_READ_TAGS)
-            except InvalidDicomError:
-                # Old archives hold preamble-less files; accept them only if they parse into a
-                # dataset that identifies an image series (a text file would parse into garbage).
-                fp.seek(0)
-                try:
-                    ds = pydicom.dcmread(fp, stop_before_pixels=True, specific_tags=_READ_TAGS,
-                                         force=True)
-                except Exception:  # noqa: BLE001 - anything here means "not DICOM"
-                    ds = None
-                if ds is None or not _looks_like_image_dataset(ds):
-                    return path, None, "not a DICOM file (no DICM preamble and no readable header)"
-            eof = any("end of file" in str(w.message).lower() or "truncat" in str(w.message).lower()
-                      for w in caught)
-            transfer = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
-            if eof:
-                return path, None, ("truncated or corrupt: file ends inside the DICOM header "
-                                    "(an element runs past the end)")
-            fields = _fields_from_dataset(ds, _EXTRA)
-            if not fields.get("SeriesInstanceUID"):
-                if fp.tell() >= os.fstat(fp.fileno()).st_size:
-                    return path, None, "truncated or corrupt: no SeriesInstanceUID before end of file"
-                return path, None, "no SeriesInstanceUID (not an image series object)"
-            if not fields.get("Rows") or not fields.get("Columns"):
-                sop = fields.get("SOPClassUID") or "unknown SOP class"
-                return path, None, f"not an image (no Rows/Columns; SOP class {sop})"
-            if transfer != pydicom.uid.DeflatedExplicitVRLittleEndian:
-                reason = _check_pixel_element(fp, ds, path)
-                if reason:
-                    return path, None, reason
-    except MridomainError as err:
-        return path, None, getattr(err, "reason", str(err))
-    except OSError as err:
-        return path, None, f"cannot open ({err.strerror or err})"
-    except Exception as err:  # noqa: BLE001 - a corrupt file may raise anything; record and go on
-        msg = str(err).splitlines()[0] if str(err) else ""
-        return path, None, f"corrupt DICOM header ({type(err).__name__}: {msg})"[:300]
+        try:
+            fields, reason = read_fields_fast(path, _WANTED, _ALWAYS_LIST)
+        except Fallback:
+            pass
+        except OSError as err:
+            return path, None, f"cannot open ({err.strerror or err})"
+        else:
+            if fields is None:
+                return path, None, reason
+            return _check_fields(path, fields)
+    return _read_one_pydicom(path)
+
+
+def _check_fields(path: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
+    """Shared checks of the fast reader's fields (pixel bookkeeping included)."""
+    length, room = fields.pop("_pixel_length"), fields.pop("_pixel_room")
+    if not fields.get("SeriesInstanceUID"):
+        return path, None, "no SeriesInstanceUID (not an image series object)"
+    if not fields.get("Rows") or not fields.get("Columns"):
+        sop = fields.get("SOPClassUID") or "unknown SOP class"
+        return path, None, f"not an image (no Rows/Columns; SOP class {sop})"
+    if length != 0xFFFFFFFF:
+        if length > room:
+            return path, None, f"truncated: PixelData needs {length} bytes, only {room} present"
+        if length == 0:
+            return path, None, "no pixel data (PixelData element is empty)"
+    elif room <= 0:
+        return path, None, "truncated: empty encapsulated PixelData"
+    for kw in _EXTRA:
+        fields.setdefault(kw, None)
     fields["_position"] = _slice_position(fields)
     return path, fields, None
 
 
-def _looks_like_image_dataset(ds: Any) -> bool:
+def _read_one_pydicom(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
+    """The general reader (preamble-less, big endian, deflate, enhanced MR, odd files):
+    ``mridomain.io.read_header_fields``, which raises one-line ImageReadErrors for bad files."""
+    from mridomain.io import read_header_fields
+
     try:
-        uid = str(ds.get("SeriesInstanceUID", "") or "")
-        return bool(uid) and all(c.isdigit() or c == "." for c in uid) and "Rows" in ds
-    except Exception:  # noqa: BLE001
-        return False
+        fields = read_header_fields(path, extra=_EXTRA)
+    except MridomainError as err:
+        return path, None, getattr(err, "reason", None) or str(err)
+    except Exception as err:  # noqa: BLE001 - a corrupt file may raise anything; record and go on
+        msg = " ".join(str(err).split())
+        return path, None, f"corrupt DICOM header ({type(err).__name__}: {msg})"[:300]
+    if not fields.get("SeriesInstanceUID"):
+        return path, None, "no SeriesInstanceUID (not an image series object)"
+    fields["_position"] = _slice_position(fields)
+    return path, fields, None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,14 +233,13 @@ def _unhash(value: Any) -> Any:
     return value
 
 
-def _mode(values: list[Any]) -> tuple[Any, Counter]:
-    """Most common value; ties go to the value met first (files are in slice order)."""
-    counts = Counter(values)
+def _weighted_mode(pairs: list[tuple[Any, int]]) -> tuple[Any, dict[Any, int]]:
+    """Most common value of (value, count) pairs; ties go to the value met first (slice order)."""
+    counts: dict[Any, int] = {}
+    for v, n in pairs:
+        counts[v] = counts.get(v, 0) + n
     best = max(counts.values())
-    for v in values:
-        if counts[v] == best:
-            return v, counts
-    raise AssertionError("unreachable")
+    return next(v for v, n in counts.items() if n == best), counts
 
 
 def _fmt(value: Any) -> str:
@@ -345,7 +298,7 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
         raise EmptyInputError(archive, "no such file or folder")
     iaps = tuple(iaps)
     used_keywords = _used_keywords(iaps, extra)
-    read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords + _SUPPORT_KEYWORDS))
+    read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords))
 
     from tqdm.auto import tqdm
 
@@ -360,25 +313,20 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     n_workers = default_workers(workers)
     skipped: list[tuple[str, str]] = []
     series: dict[str, list[_FileRec]] = defaultdict(list)
-    series_fields: dict[str, dict[str, Any]] = {}  # first value of each per-series text field
     normalized_cache: dict[tuple, dict[str, Any]] = {}
-    key_fields: dict[tuple, dict[str, Any]] = {}
+    key_fields: dict[tuple, dict[str, Any]] = {}  # key -> {keyword: hashable value}
 
-    for path, fields, reason in pmap(_read_one, files, n_items=len(files), workers=n_workers,
-                                     progress=progress, desc="reading headers", unit=" files",
-                                     initializer=_init_worker, initargs=(read_keywords, tuple(extra))):
-        if fields is None:
+    for path, rec, reason in pmap(_read_record, files, n_items=len(files), workers=n_workers,
+                                  progress=progress, desc="reading headers", unit=" files",
+                                  initializer=_init_worker, initargs=(read_keywords, tuple(extra))):
+        if rec is None:
             skipped.append((path, reason or "unreadable"))
             continue
-        uid = str(fields["SeriesInstanceUID"])
-        key = tuple((k, _hashable(v)) for k, v in sorted(fields.items())
-                    if k not in _PER_SLICE and not k.startswith("_"))
+        uid, sop, instance, position, frames, key = rec
         if key not in key_fields:
-            key_fields[key] = {k: _unhash(v) for k, v in key}
-        series[uid].append(_FileRec(path=path, position=fields.get("_position"),
-                                    instance=_as_int(fields.get("InstanceNumber")),
-                                    frames=_as_int(fields.get("NumberOfFrames")) or 1,
-                                    sop=str(fields.get("SOPInstanceUID") or ""), key=key))
+            key_fields[key] = dict(key)
+        series[uid].append(_FileRec(path=path, position=position, instance=instance, frames=frames,
+                                    sop=sop, key=key))
 
     if not series:
         first = sorted(skipped)[0] if skipped else ("", "nothing readable")
@@ -386,6 +334,8 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
                                        f"(e.g. {Path(first[0]).name}: {first[1]})")
 
     rows, warn_rows = [], []
+    summary_keywords = tuple(dict.fromkeys(("PatientID", "StudyInstanceUID", "SeriesDescription",
+                                            "Modality") + used_keywords))
     for uid, recs in series.items():
         # The same instance copied twice would count twice in n_slices and the cache.
         seen: dict[str, str] = {}
@@ -398,15 +348,17 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
                 seen[r.sop] = r.path
             unique.append(r)
         recs = _sort_files(unique)
-        per_file = []
+        # Distinct header keys in slice order with their slice counts: modes are weighted tallies
+        # over a handful of keys instead of per-file work.
+        key_counts: dict[tuple, int] = {}
         for r in recs:
-            if r.key not in normalized_cache:
-                normalized_cache[r.key] = normalize_iaps(key_fields[r.key], iaps)
-            per_file.append(normalized_cache[r.key])
-        raw_modes = {}
-        for kw in dict.fromkeys(("PatientID", "StudyInstanceUID", "SeriesDescription", "Modality")
-                                + used_keywords):
-            raw_modes[kw] = _unhash(_mode([_hashable(key_fields[r.key].get(kw)) for r in recs])[0])
+            key_counts[r.key] = key_counts.get(r.key, 0) + 1
+        for key in key_counts:
+            if key not in normalized_cache:
+                normalized_cache[key] = normalize_iaps({k: _unhash(v) for k, v in key}, iaps)
+        raw_modes = {kw: _unhash(_weighted_mode([(key_fields[k].get(kw), n)
+                                                 for k, n in key_counts.items()])[0])
+                     for kw in summary_keywords}
         row: dict[str, Any] = {
             "patient_id": str(raw_modes["PatientID"] or ""),
             "study_uid": str(raw_modes["StudyInstanceUID"] or ""),
@@ -419,8 +371,8 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
         for kw in used_keywords:
             row[f"raw_{kw}"] = raw_modes[kw]
         for spec in iaps:
-            values = [_hashable(p.get(spec.name)) for p in per_file]
-            chosen, counts = _mode(values)
+            chosen, counts = _weighted_mode([(_hashable(normalized_cache[k].get(spec.name)), n)
+                                             for k, n in key_counts.items()])
             if len(counts) > 1:
                 warn_rows.append({
                     "series_uid": uid, "patient_id": row["patient_id"], "iap": spec.name,

@@ -1,0 +1,203 @@
+"""Fast path for reading a few top-level header fields of an ordinary DICOM file.
+
+Indexing an archive reads ~30 tags from each of possibly millions of files. pydicom parses
+every element into objects and converts values through hooks and validators, ~1-2 ms per MR
+header; this reader walks the element headers of the common case (DICM preamble, little-endian
+explicit or implicit VR) with :mod:`struct`, skips unwanted values without reading them, and
+converts only the wanted ones. Anything unusual (deflate, big endian, enhanced multi-frame
+functional groups, non-ASCII text, undefined-length UN, a wanted sequence, odd structure) raises
+:class:`Fallback` and the caller reads the file with pydicom instead, so the fast path never has
+to be complete, only right where it answers. Tests compare it field by field with pydicom.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from typing import Any
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
+                       b"SV", b"UV"})
+_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
+                       "UC", "UI", "UR", "UT"})
+_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+_EXPLICIT_LE = "1.2.840.10008.1.2.1"
+_IMPLICIT_LE = "1.2.840.10008.1.2"
+_NOT_LE_EXPLICIT = frozenset({_IMPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
+#: Enhanced MR keeps TR, TE, flip angle... in functional groups (5200,9229/9230), and
+#: mridomain.io derives AcquisitionMatrix / ContrastBolusAgent from (0018,9058), (0018,9231),
+#: (0018,0012) when the legacy tags are missing: leave such files to pydicom and io.
+_FALLBACK_TAGS = frozenset({0x52009229, 0x52009230, 0x00189058, 0x00189231, 0x00180012})
+_CHUNK = 1 << 16
+
+
+class Fallback(Exception):
+    """The fast reader does not handle this file; read it with pydicom."""
+
+
+class _Reader:
+    """Random access to a file through one buffered window (no reading of skipped values)."""
+
+    __slots__ = ("fh", "size", "base", "buf")
+
+    def __init__(self, fh: Any, size: int):
+        self.fh, self.size, self.base, self.buf = fh, size, 0, b""
+
+    def get(self, pos: int, n: int) -> bytes:
+        end = pos + n
+        if pos < self.base or end > self.base + len(self.buf):
+            if end > self.size:
+                raise EOFError
+            self.fh.seek(pos)
+            self.base, self.buf = pos, self.fh.read(max(n, _CHUNK))
+        o = pos - self.base
+        return self.buf[o:o + n]
+
+
+def _element(r: _Reader, pos: int, explicit: bool) -> tuple[int, bytes | None, int, int]:
+    """(tag, vr or None, length, value start) of the element header at ``pos``."""
+    head = r.get(pos, 8)
+    group, elem = struct.unpack_from("<HH", head)
+    tag = group << 16 | elem
+    if group == 0xFFFE:  # item / delimiters never carry a VR
+        return tag, None, struct.unpack_from("<I", head, 4)[0], pos + 8
+    if not explicit:
+        return tag, None, struct.unpack_from("<I", head, 4)[0], pos + 8
+    vr = head[4:6]
+    if not (65 <= vr[0] <= 90 and 65 <= vr[1] <= 90):
+        raise Fallback("not a valid VR")
+    if vr in _LONG_VRS:
+        return tag, vr, struct.unpack("<I", r.get(pos + 8, 4))[0], pos + 12
+    return tag, vr, struct.unpack_from("<H", head, 6)[0], pos + 8
+
+
+def _skip_sequence(r: _Reader, pos: int, explicit: bool, depth: int = 0) -> int:
+    """Position after an undefined-length sequence whose items start at ``pos``."""
+    if depth > 16:
+        raise Fallback("sequences nested too deep")
+    while True:
+        tag, _, length, start = _element(r, pos, False)
+        if tag == _SEQ_END:
+            return start
+        if tag != _ITEM:
+            raise Fallback("unexpected element in a sequence")
+        if length != _UNDEFINED:
+            pos = start + length
+            continue
+        pos = start
+        while True:  # an undefined-length item: walk its elements to the item delimiter
+            tag, vr, length, start = _element(r, pos, explicit)
+            if tag == _ITEM_END:
+                pos = start
+                break
+            if length == _UNDEFINED:
+                if vr == b"UN":
+                    raise Fallback("undefined-length UN")
+                pos = _skip_sequence(r, start, explicit, depth + 1)
+            else:
+                pos = start + length
+
+
+def _convert(vr: str, raw: bytes, keyword: str, always_list: frozenset[str]) -> Any:
+    if vr in _BINARY:
+        fmt = _BINARY[vr]
+        n = len(raw) // struct.calcsize(fmt)
+        values: list[Any] = list(struct.unpack(f"<{n}{fmt}", raw[: n * struct.calcsize(fmt)]))
+    elif vr in _TEXT_VRS:
+        if any(b >= 0x80 for b in raw):
+            raise Fallback("non-ASCII text")
+        text = raw.decode("ascii").rstrip("\x00 ")
+        if vr in ("LT", "ST", "UT", "UR"):  # single-valued: backslash is a character there
+            return text.strip()
+        if text == "" and vr in ("DS", "IS"):
+            return [] if keyword in always_list else None
+        parts = [p.strip(" \x00") for p in text.split("\\")]
+        if vr == "DS":
+            values = [float(p) if p else None for p in parts]
+        elif vr == "IS":
+            values = [int(float(p)) if p else None for p in parts]
+        else:
+            values = parts
+        if text == "" and keyword not in always_list:
+            return ""
+        if text == "":
+            values = []
+    else:
+        raise Fallback(f"VR {vr} not converted by the fast reader")
+    if keyword in always_list or len(values) > 1:
+        return values
+    return values[0] if values else None
+
+
+def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list: frozenset[str]
+                     ) -> tuple[dict[str, Any] | None, str | None]:
+    """Fields ``{keyword: value}`` of the wanted top-level tags, or (None, reason) for a file
+    that cannot hold a usable image. ``wanted`` maps tag -> (keyword, dictionary VR).
+
+    Raises:
+        Fallback: the file needs the full pydicom reader (includes files without a preamble).
+    """
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        r = _Reader(fh, size)
+        try:
+            if size < 132 or r.get(128, 4) != b"DICM":
+                raise Fallback("no DICM preamble")
+            pos = 132
+            transfer = None
+            while True:  # file meta group 0002: always explicit VR little endian
+                tag, vr, length, start = _element(r, pos, True)
+                if tag >> 16 != 0x0002:
+                    break
+                if length == _UNDEFINED:
+                    raise Fallback("undefined length in file meta")
+                if tag == 0x00020010:
+                    transfer = r.get(start, length).decode("ascii", "replace").rstrip("\x00 ")
+                pos = start + length
+            if transfer is None:
+                raise Fallback("no transfer syntax")
+            explicit = transfer != _IMPLICIT_LE
+            if transfer in _NOT_LE_EXPLICIT and transfer != _IMPLICIT_LE:
+                raise Fallback(f"transfer syntax {transfer}")
+            fields: dict[str, Any] = {}
+            while True:
+                if pos + 8 > size:
+                    if pos != size:
+                        return None, "truncated or corrupt: file ends inside an element header"
+                    if "Rows" not in fields or "Columns" not in fields:
+                        sop = fields.get("SOPClassUID") or "unknown SOP class"
+                        return None, f"not an image (no Rows/Columns, no pixel data; SOP class {sop})"
+                    return None, "truncated: the image header ends before the pixel data"
+                tag, vr, length, start = _element(r, pos, explicit)
+                if tag in _PIXEL_TAGS:
+                    # Same convention as mridomain.io.header_fields_from_dataset: None = absent.
+                    fields.setdefault("ContrastBolusAgent", None)
+                    fields["_pixel_length"] = length
+                    fields["_pixel_room"] = size - start
+                    return fields, None
+                if tag in _FALLBACK_TAGS:
+                    raise Fallback("enhanced multi-frame functional groups")
+                if length == _UNDEFINED:
+                    if tag in wanted or vr == b"UN":
+                        raise Fallback("wanted or UN undefined-length element")
+                    pos = _skip_sequence(r, start, explicit)
+                    continue
+                if start + length > size:
+                    return None, (f"truncated or corrupt: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                                  f"needs {length} bytes, {size - start} left")
+                spec = wanted.get(tag)
+                if spec is not None:
+                    keyword, dict_vr = spec
+                    use_vr = vr.decode() if vr is not None else dict_vr
+                    if vr is not None and use_vr == "UN" or " or " in use_vr or use_vr == "SQ":
+                        raise Fallback("value needs pydicom")
+                    value = _convert(use_vr, r.get(start, length), keyword, always_list)
+                    if not (keyword == "NumberOfFrames" and value in ("", None)):
+                        fields[keyword] = value
+                pos = start + length
+        except EOFError:
+            return None, "truncated or corrupt: file ends inside the DICOM header"
+        except (struct.error, UnicodeDecodeError, ValueError) as err:
+            raise Fallback(str(err)) from err
