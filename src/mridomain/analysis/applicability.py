@@ -205,10 +205,11 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         seed: sampling seed.
         progress: progress bars while reading paths.
 
-    Verdict per image: "out" when the feature distance exceeds its threshold, when two or more
-    scores exceed theirs, or when a predicted IAP value never occurs in training (or a predicted
-    TR/TE lies more than 2% outside the training range); "uncertain" when exactly one
-    confidence score (max-softmax or energy) exceeds its threshold; "in" otherwise.
+    Verdict per image: "out" when the feature distance exceeds its threshold, or when a predicted
+    categorical IAP value never occurs in the training labels (or is "other"), or a predicted TR/TE
+    lies more than 2% outside the range the model predicts on training images; "uncertain" when
+    only a confidence score (max-softmax or energy: they move together, so they count as one)
+    exceeds its threshold; "in" otherwise.
     """
     if feature_score not in ("mahalanobis", "knn"):
         raise SchemaMismatchError(f"feature_score must be 'mahalanobis' or 'knn', not {feature_score!r}")
@@ -268,10 +269,10 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         ref_values[iap] = set(vals)
         ref_dist[iap] = vals.value_counts(normalize=True)
     ranges = {}
+    # TR/TE: the range the model itself predicts on training images, so its regression error on
+    # in-distribution images is part of the reference (true labels would flag that error as shift).
     for iap in cont_iaps:
-        src = pd.to_numeric(table[iap].iloc[tr_idx], errors="coerce") if iap in table.columns else None
-        if src is None or src.notna().sum() == 0:
-            src = pd.to_numeric(tr_pred[cont_cols[iap]], errors="coerce")
+        src = pd.to_numeric(tr_pred[cont_cols[iap]], errors="coerce")
         ranges[iap] = (float(src.min()), float(src.max()))
 
     tr_combo = set(zip(*[as_category_strings(tr_pred[i]) for i in cat_iaps]))
@@ -300,12 +301,13 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
             v = float(pd.to_numeric(new_pred[cont_cols[iap]].iat[i], errors="coerce"))
             lo, hi = ranges[iap]
             if np.isfinite(v) and (v < lo * (1 - _RANGE_TOLERANCE) or v > hi * (1 + _RANGE_TOLERANCE)):
-                unseen.append(f"{iap}={v:.3g} outside training range {lo:.3g}-{hi:.3g}")
+                unseen.append(f"{iap}={v:.3g} outside the range predicted on training images {lo:.3g}-{hi:.3g}")
         reasons += unseen
-        decisive = [f for f in flags if f in ("msp_score", "energy_score", feat_col)]
-        if feat_col in flags or len(decisive) >= 2 or unseen:
+        # MSP and energy both measure head confidence and move together: one flag between them.
+        confidence_flag = any(f in ("msp_score", "energy_score") for f in flags)
+        if feat_col in flags or unseen:
             verdict = "out"
-        elif decisive:
+        elif confidence_flag:
             verdict = "uncertain"
         else:
             verdict = "in"
@@ -335,7 +337,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         v = pd.to_numeric(new_pred[cont_cols[iap]], errors="coerce")
         lo, hi = ranges[iap]
         outside = (v < lo * (1 - _RANGE_TOLERANCE)) | (v > hi * (1 + _RANGE_TOLERANCE))
-        shift_rows.append({"iap": iap, "kind": "continuous", "reference": "labels" if iap in table.columns else "predictions",
+        shift_rows.append({"iap": iap, "kind": "continuous", "reference": "predictions",
                            "n_train_values": np.nan, "share_new_unseen": float(outside.mean()),
                            "most_common_new": f"median {v.median():.3g}", "its_train_share": np.nan,
                            "total_variation": np.nan})
@@ -418,7 +420,7 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
                                     "exposes no logits (predict_logits).")),
                 tables=[("thresholds", res.thresholds)]),
         Section("Per-IAP shift", text="share_new_unseen: share of new images whose predicted value never occurs "
-                "in training (TR/TE: outside the training range by more than 2%); total_variation: half the L1 "
+                "in training (TR/TE: more than 2% outside the range predicted on training images); total_variation: half the L1 "
                 "distance between the training and the new (predicted) value distributions.",
                 tables=[res.iap_shift], figures=[("value shares, train vs new", dist_png)]),
         Section("Out-of-distribution scores", figures=[("score histograms with thresholds", score_png)]),
