@@ -31,6 +31,10 @@ _NOT_LE_EXPLICIT = frozenset({_IMPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.1000
 #: (0018,0012) when the legacy tags are missing: leave such files to pydicom and io.
 _FALLBACK_TAGS = frozenset({0x52009229, 0x52009230, 0x00189058, 0x00189231, 0x00180012})
 _CHUNK = 1 << 16
+_VALID_VRS = frozenset(v.encode() for v in (
+    "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN", "SH", "SL", "SS",
+    "ST", "TM", "UI", "UL", "US")) | _LONG_VRS
+_HH, _H, _I = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
 
 
 class Fallback(Exception):
@@ -106,7 +110,7 @@ def _convert(vr: str, raw: bytes, keyword: str, always_list: frozenset[str]) -> 
         n = len(raw) // struct.calcsize(fmt)
         values: list[Any] = list(struct.unpack(f"<{n}{fmt}", raw[: n * struct.calcsize(fmt)]))
     elif vr in _TEXT_VRS:
-        if any(b >= 0x80 for b in raw):
+        if not raw.isascii():
             raise Fallback("non-ASCII text")
         text = raw.decode("ascii").rstrip("\x00 ")
         if vr in ("LT", "ST", "UT", "UR"):  # single-valued: backslash is a character there
@@ -162,38 +166,67 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
             if transfer in _NOT_LE_EXPLICIT and transfer != _IMPLICIT_LE:
                 raise Fallback(f"transfer syntax {transfer}")
             fields: dict[str, Any] = {}
+            # Hot loop: element headers parsed in place from one buffered window (no per-element
+            # calls or slices), values read only for wanted tags.
+            base, buf = 0, b""
+            long_vrs, pixel_tags, fallback_tags = _LONG_VRS, _PIXEL_TAGS, _FALLBACK_TAGS
+            unpack_hh, unpack_h, unpack_i = _HH.unpack_from, _H.unpack_from, _I.unpack_from
             while True:
-                if pos + 8 > size:
-                    if pos != size:
-                        return None, "truncated or corrupt: file ends inside an element header"
-                    if "Rows" not in fields or "Columns" not in fields:
-                        sop = fields.get("SOPClassUID") or "unknown SOP class"
-                        return None, f"not an image (no Rows/Columns, no pixel data; SOP class {sop})"
-                    return None, "truncated: the image header ends before the pixel data"
-                tag, vr, length, start = _element(r, pos, explicit)
-                if tag in _PIXEL_TAGS:
+                o = pos - base
+                if o < 0 or o + 12 > len(buf):
+                    if pos + 8 > size:
+                        if pos != size:
+                            return None, "truncated or corrupt: file ends inside an element header"
+                        if "Rows" not in fields or "Columns" not in fields:
+                            sop = fields.get("SOPClassUID") or "unknown SOP class"
+                            return None, f"not an image (no Rows/Columns, no pixel data; SOP class {sop})"
+                        return None, "truncated: the image header ends before the pixel data"
+                    fh.seek(pos)
+                    base, buf, o = pos, fh.read(_CHUNK), 0
+                group, elem = unpack_hh(buf, o)
+                tag = group << 16 | elem
+                if explicit:
+                    vr = buf[o + 4:o + 6]
+                    if vr in long_vrs:
+                        if o + 12 > len(buf):
+                            return None, "truncated or corrupt: file ends inside an element header"
+                        length, start = unpack_i(buf, o + 8)[0], pos + 12
+                    elif vr in _VALID_VRS:
+                        length, start = unpack_h(buf, o + 6)[0], pos + 8
+                    else:
+                        raise Fallback("not a valid VR")
+                else:
+                    vr = None
+                    length, start = unpack_i(buf, o + 4)[0], pos + 8
+                if tag in pixel_tags:
                     # Same convention as mridomain.io.header_fields_from_dataset: None = absent.
                     fields.setdefault("ContrastBolusAgent", None)
                     fields["_pixel_length"] = length
                     fields["_pixel_room"] = size - start
                     return fields, None
-                if tag in _FALLBACK_TAGS:
-                    raise Fallback("enhanced multi-frame functional groups")
+                if tag in fallback_tags:
+                    raise Fallback("enhanced MR / derived fields: io handles these")
                 if length == _UNDEFINED:
                     if tag in wanted or vr == b"UN":
                         raise Fallback("wanted or UN undefined-length element")
-                    pos = _skip_sequence(r, start, explicit)
+                    pos = _skip_sequence(_Reader(fh, size), start, explicit)
                     continue
                 if start + length > size:
-                    return None, (f"truncated or corrupt: element ({tag >> 16:04X},{tag & 0xFFFF:04X}) "
+                    return None, (f"truncated or corrupt: element ({group:04X},{elem:04X}) "
                                   f"needs {length} bytes, {size - start} left")
                 spec = wanted.get(tag)
                 if spec is not None:
                     keyword, dict_vr = spec
                     use_vr = vr.decode() if vr is not None else dict_vr
-                    if vr is not None and use_vr == "UN" or " or " in use_vr or use_vr == "SQ":
+                    if use_vr in ("UN", "SQ") or " or " in use_vr:
                         raise Fallback("value needs pydicom")
-                    value = _convert(use_vr, r.get(start, length), keyword, always_list)
+                    so = start - base
+                    if so + length <= len(buf):
+                        raw = buf[so:so + length]
+                    else:
+                        fh.seek(start)
+                        raw = fh.read(length)
+                    value = _convert(use_vr, raw, keyword, always_list)
                     if not (keyword == "NumberOfFrames" and value in ("", None)):
                         fields[keyword] = value
                 pos = start + length
