@@ -158,7 +158,8 @@ class Phantom:
         for k, s in enumerate((-1, 1)):
             rx, p = self.breast_rx[k] - self.subcut_mm, self.breast_p[k] - self.subcut_mm
             f = np.sqrt(np.clip(1 - (Z / (self.breast_rz - self.subcut_mm)) ** 2, 0, 1))
-            ya = self.torso_surface_y(s * self.breast_cx) - self.retro_mm
+            # the glandular zone ends at the retromammary fat, which follows the curved chest wall
+            ya = self.torso_surface_y(X) - self.retro_mm
             lv = ((X - s * self.breast_cx) / (rx * f + 1e-3)) ** 2 + \
                  (np.maximum(ya - Y, 0) / (p * f + 1e-3)) ** 2
             inside = (lv < 1) & (Y < ya)

@@ -263,6 +263,13 @@ def protocol_from_entry(sc: dict, rng: np.random.Generator, body_width_mm: float
         # a longer readout (more frequency samples at the same bandwidth) lengthens TE and TR
         tr += 0.004 * (freq - 448)
         te += 0.0012 * (freq - 448)
+        for spec, name in ((sc["tr"], "tr"), (sc["te"], "te")):
+            if isinstance(spec, dict):  # stay inside the preset's documented range
+                lo, hi = spec.get("min", -np.inf), spec.get("max", np.inf)
+                if name == "tr":
+                    tr = float(np.clip(tr, lo, hi))
+                else:
+                    te = float(np.clip(te, lo, hi))
     recon_style = VENDOR_RECON[man]
     if "recon" in sc:
         recon_style = dataclasses.replace(recon_style, **sc["recon"])
