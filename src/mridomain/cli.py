@@ -122,6 +122,7 @@ def evaluate(
     cache: Optional[Path] = typer.Option(None, help="Cache to evaluate on (default: the training cache)."),
     split: str = typer.Option("test", help="train | val | test | all"),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for tables and figures."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write a self-contained report.html."),
 ) -> None:
     """Table 1: top-1 / top-2 / MSE for every IAP, confusion matrices, per-series accuracy.
 
@@ -131,6 +132,10 @@ def evaluate(
 
     try:
         report = run_evaluation(run, cache=cache, split=split, out=out)
+        if html:
+            from mridomain.analysis import evaluation_report_html
+
+            evaluation_report_html(report.out, Path(report.out) / "report.html")
     except MridomainError as err:
         _fail(err)
     typer.echo(report.to_markdown())
@@ -173,6 +178,101 @@ def demo(
         run_demo(out, patients=patients, seed=seed)
     except MridomainError as err:
         _fail(err)
+
+
+@app.command()
+def analyze(
+    source: Path = typer.Argument(..., metavar="INDEX_OR_CACHE", help="Index parquet or slice cache folder."),
+    out: Path = typer.Option(Path("analysis"), "-o", "--out", help="Folder for tables, figures, report.html."),
+    split_column: str = typer.Option("split", help="Split column (absent: one split 'all')."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Also write the self-contained report.html."),
+) -> None:
+    """IAP histograms per split, Spearman correlations, combination overlap (Table 3), imbalance.
+
+    Python: ``mridomain.analysis.analyze``.
+    """
+    from mridomain.analysis import analyze as run_analysis
+
+    try:
+        result = run_analysis(source, out, split_column=split_column, html=html)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.to_markdown())
+
+
+@app.command()
+def route(
+    run: Path = typer.Argument(..., help="IAP run folder from `mridomain train`."),
+    paths: List[Path] = typer.Argument(..., help="DICOM files/series folders, NIfTI, PNGs."),
+    model: List[str] = typer.Option(..., "--model", help="VALUE=FOLDER of a saved downstream classifier; repeat."),
+    key: str = typer.Option("manufacturer", help="IAP whose predicted value picks the model."),
+    default: Optional[str] = typer.Option(None, help="Model VALUE for predicted values without a model."),
+    out: Path = typer.Option(Path("routed.csv"), "-o", "--out", help="CSV to write."),
+) -> None:
+    """Send each image to the downstream model of its predicted acquisition domain.
+
+    Python: ``mridomain.analysis.route``.
+    """
+    from mridomain.analysis import route as run_route
+
+    try:
+        if any("=" not in m for m in model):
+            raise ValueError(f"--model takes VALUE=FOLDER, got {model}")
+        models = dict(m.split("=", 1) for m in model)
+        table = run_route(paths, run, models, key_iap=key, default=default,
+                          unknown="error" if default else "most_likely")
+    except (MridomainError, ValueError) as err:
+        _fail(err)
+    table.to_csv(out, index=False)
+    typer.echo(table["model"].value_counts().to_string())
+
+
+@app.command("route-experiment")
+def route_experiment(
+    cache: Path = typer.Argument(..., help="Slice cache with tumor labels."),
+    run: Path = typer.Argument(..., help="IAP run folder."),
+    out: Path = typer.Option(Path("routing"), "-o", "--out", help="Folder for Table 2, models, report."),
+    key: str = typer.Option("manufacturer", help="IAP whose value defines the domains."),
+    domains: str = typer.Option("GE,SIEMENS", help="Comma-separated values of KEY that get a model."),
+    preset: str = typer.Option("cpu", help="paper (ResNet-18) | cpu (small CNN)"),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Paper Table 2: per-domain tumor classifiers, each alone vs routed by predicted / true IAP.
+
+    Python: ``mridomain.analysis.run_routing_experiment``.
+    """
+    from mridomain.analysis import run_routing_experiment
+
+    try:
+        exp = run_routing_experiment(cache, run, out, key_iap=key, domains=tuple(domains.split(",")),
+                                     preset=preset, seed=seed, epochs=epochs, device=device)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(exp.to_markdown())
+
+
+@app.command()
+def compare(
+    train_cache: Path = typer.Argument(..., metavar="TRAIN", help="Training slice cache."),
+    new: List[Path] = typer.Argument(..., metavar="NEW", help="A slice cache folder, or image files/folders."),
+    run: Path = typer.Option(..., "--run", help="IAP run folder."),
+    out: Path = typer.Option(Path("compare"), "-o", "--out", help="Folder for verdicts and report.html."),
+    feature_score: str = typer.Option("mahalanobis", help="mahalanobis | knn"),
+    quantile: float = typer.Option(0.95, help="Threshold quantile of in-distribution (val) scores."),
+) -> None:
+    """Applicability check: predicted IAP distribution of NEW vs TRAIN, per-image OOD verdicts.
+
+    Python: ``mridomain.analysis.compare``.
+    """
+    from mridomain.analysis import compare as run_compare
+
+    try:
+        res = run_compare(train_cache, new, run, out, feature_score=feature_score, quantile=quantile)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(res.to_markdown())
 
 
 if __name__ == "__main__":  # pragma: no cover
