@@ -367,6 +367,13 @@ class IAPPredictor:
         x = self._images(images, preprocessed)
         return decode_outputs(_predict_arrays(self.model, x, self.config, self.device, None), self.encoder)
 
+    def predict_logits(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
+        """{categorical iap: raw logits (N, C_k)} (e.g. for energy-based out-of-distribution scores)."""
+        self._check()
+        x = self._images(images, preprocessed)
+        out = _predict_arrays(self.model, x, self.config, self.device, None)
+        return {h.name: out[:, self.encoder.slices[h.name]] for h in self.encoder.categorical}
+
     def predict(self, images: Any, top_k: int = 1, preprocessed: bool = False) -> pd.DataFrame:
         """One row per slice: predicted value (+ probability, + top-k) of every IAP; TR/TE in ms."""
         return pd.DataFrame(rows_from_probs(self.predict_proba(images, preprocessed), self.encoder, top_k))
