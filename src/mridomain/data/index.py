@@ -103,6 +103,7 @@ def iter_files(root: str | Path) -> Iterator[str]:
 # per-file worker
 
 _EXTRA: tuple[str, ...] = ()  # keywords beyond the io contract, for the pydicom path
+_KEY_INTERN: dict[tuple, tuple] = {}
 _WANTED: dict[int, tuple[str, str]] | None = None  # fast reader: tag -> (keyword, VR)
 #: Multi-valued by nature: always lists (docs/architecture.md, read_header_fields).
 _ALWAYS_LIST = frozenset({"ScanOptions", "AcquisitionMatrix", "PixelSpacing", "ImagePositionPatient",
@@ -153,6 +154,11 @@ def _read_record(path: str) -> tuple[str, tuple | None, str | None]:
         return path, None, reason
     key = tuple((k, _hashable(v)) for k, v in sorted(fields.items())
                 if k not in _PER_SLICE and not k.startswith("_"))
+    # One object per distinct key: pickle's memo then sends it once per chunk of results (slices
+    # of a series share it), which keeps inter-process traffic from dominating.
+    key = _KEY_INTERN.setdefault(key, key)
+    if len(_KEY_INTERN) > 100_000:
+        _KEY_INTERN.clear()
     return path, (str(fields["SeriesInstanceUID"]), str(fields.get("SOPInstanceUID") or ""),
                   _as_int(fields.get("InstanceNumber")), fields.get("_position"),
                   _as_int(fields.get("NumberOfFrames")) or 1, key), None
