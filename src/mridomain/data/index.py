@@ -1,8 +1,13 @@
 """Archive indexer: one row of acquisition parameters per DICOM series, from headers only.
 
-The walk streams directory entries with :func:`os.scandir` (no per-file ``stat``), headers are
-read in a process pool with ``stop_before_pixels`` and ``specific_tags`` so pixel data is never
-parsed, and every unreadable file is recorded with its reason instead of stopping the run.
+The walk streams directory entries with :func:`os.scandir` (no per-file ``stat``); headers are
+read in a process pool (chunked ``imap_unordered``). Plain little-endian files go through
+:mod:`mridomain.data._fastheader`, which walks element headers with :mod:`struct` and converts only
+the wanted tags (about 4x cheaper than a full ``pydicom.dcmread``); everything else (enhanced MR,
+big endian, deflate, preamble-less, odd files) goes through ``mridomain.io.read_header_fields``.
+Pixel data is never read, but its announced length is checked against the file size, so a
+truncated download is reported at index time. Every unusable file is recorded with its one-line
+reason instead of stopping the run.
 """
 from __future__ import annotations
 
