@@ -24,6 +24,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/index_bench.py
+	$(PY) bench/sim_bench.py
+	$(PY) bench/train_bench.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

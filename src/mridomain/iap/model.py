@@ -17,8 +17,10 @@ BACKBONES = ("resnet18", "smallcnn")
 class SmallCNN(nn.Module):
     """A compact 4-stage conv net of MONAI blocks, for training on a few CPU cores.
 
-    Each stage halves the resolution (strided 3x3 conv) and refines with a second 3x3 conv;
-    global average pooling gives ``8 * width`` features.
+    Each stage halves the resolution (strided 3x3 conv) and refines with a second 3x3 conv.
+    The last map is average-pooled to a 2 x 2 grid rather than to one value, giving
+    ``4 * 8 * width`` features: global pooling would discard where things are, and patient
+    position (HFP vs FFP) is a left-right mirror that only the layout of the anatomy reveals.
     """
 
     def __init__(self, width: int = 16, in_channels: int = 1):
@@ -33,8 +35,8 @@ class SmallCNN(nn.Module):
             layers.append(Convolution(2, ch, ch, strides=1, kernel_size=3, act="RELU", norm="BATCH"))
             ch_in = ch
         self.body = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.out_features = ch_in
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.out_features = ch_in * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(self.body(x)).flatten(1)
