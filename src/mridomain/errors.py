@@ -32,3 +32,11 @@ class EmptyInputError(MridomainError):
 
 class SchemaMismatchError(MridomainError):
     """A checkpoint, cache or config does not fit the data or code it is used with."""
+
+
+class InvalidArgumentError(MridomainError, ValueError):
+    """An argument has a value the function cannot use (a choice not offered, a bad number).
+
+    Also a ``ValueError``, so callers that catch ``ValueError`` for bad arguments keep working; the
+    CLI reports it, like every :class:`MridomainError`, as one line.
+    """

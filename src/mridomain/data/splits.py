@@ -5,13 +5,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from mridomain.errors import MridomainError
+from mridomain.errors import InvalidArgumentError  # noqa: F401  (re-exported: its old home)
 
 SPLIT_NAMES = ("train", "val", "test")
-
-
-class InvalidArgumentError(MridomainError, ValueError):
-    """An argument has a value the function cannot use (one-line message)."""
 
 
 def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
