@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from pydicom.data import get_testdata_file
 
@@ -17,6 +18,7 @@ from mridomain.data.schema import (
     IAPSpec,
     field_strength_bins,
     format_number,
+    is_missing,
     load_iap_config,
     make_iaps,
     normalize_iaps,
@@ -239,3 +241,13 @@ def test_load_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
         load_iap_config(path)
     message = str(err.value)
     assert str(path) in message and fragment in message and "\n" not in message
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, True), (float("nan"), True), (np.float32("nan"), True), (pd.NA, True), (pd.NaT, True),
+    ("", False), ("not stated", False), (0, False), (0.0, False), ([], False),
+    (["FS"], False), (np.array(["FS"]), False),
+])
+def test_is_missing(value, expected) -> None:
+    # An empty string is a stated value ("not stated" contrast agent), not a missing one.
+    assert is_missing(value) is expected

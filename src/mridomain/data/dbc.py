@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mridomain.data.schema import is_missing
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
 CATEGORY_RESOURCE = "dbc_clinical_feature_categories.csv"
@@ -59,9 +60,8 @@ def canon(name: Any) -> str:
 
 
 def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and np.isnan(value):
+    """Missing (:func:`mridomain.data.schema.is_missing`) or one of the sheet's "no data" codes."""
+    if is_missing(value):
         return True
     return isinstance(value, str) and value.strip().upper() in {"", "NA", "NC", "N/A", "NAN", "NP"}
 

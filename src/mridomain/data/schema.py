@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import pandas as pd
+
 from mridomain.errors import SchemaMismatchError
 
 __all__ = [
@@ -29,6 +32,7 @@ __all__ = [
     "IAP_NAMES",
     "NOMINAL_FIELD_STRENGTHS",
     "normalize_iaps",
+    "is_missing",
     "load_iap_config",
     "make_iaps",
     "required_keywords",
@@ -77,24 +81,26 @@ class IAPSpec:
 
 
 # ----------------------------------------------------------------------------- value helpers
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """True for the spellings of "no value": None, a float NaN (any numpy float width), pd.NA, NaT.
+
+    Lists (multi-valued tags such as ScanOptions) and strings are values, even when empty: an
+    empty ContrastBolusAgent means "not stated", not "absent". The one test of missingness used by
+    the data, iap and analysis packages.
+    """
     if value is None:
         return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    try:
-        import pandas as pd  # only to recognise pd.NA / NaT coming back from parquet
+    if isinstance(value, (float, np.floating)):
+        return bool(value != value)  # NaN is the only value unequal to itself
+    if isinstance(value, (str, int, list, tuple)):
+        return False
+    return value is pd.NA or value is pd.NaT
 
-        if value is pd.NA or value is pd.NaT:
-            return True
-    except ImportError:  # pragma: no cover - pandas is a dependency
-        pass
-    return False
 
 
 def _as_list(value: Any) -> list[Any] | None:
     """Header multi-values arrive as list, tuple, numpy array (parquet) or one backslash string."""
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, str):
         value = value.strip()
@@ -107,7 +113,7 @@ def _as_list(value: Any) -> list[Any] | None:
 
 
 def _as_float(value: Any) -> float | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist") and not isinstance(value, (int, float)):
         items = _as_list(value)
@@ -122,7 +128,7 @@ def _as_float(value: Any) -> float | None:
 
 
 def _as_str(value: Any) -> str | None:
-    if _is_missing(value):
+    if is_missing(value):
         return None
     return str(value).strip()
 
@@ -235,7 +241,7 @@ def normalize_contrast_agent(fields: Mapping[str, Any]) -> str:
     if "ContrastBolusAgent" not in fields:
         return CONTRAST_ABSENT
     raw = fields.get("ContrastBolusAgent")
-    if _is_missing(raw):
+    if is_missing(raw):
         return CONTRAST_ABSENT
     text = " ".join(str(raw).upper().split())
     return text if text else CONTRAST_NOT_STATED
@@ -383,7 +389,7 @@ def _extra_normalizer(keyword: str, kind: Kind) -> Callable[[Mapping[str, Any]],
 
     def _categorical(fields: Mapping[str, Any]) -> str | None:
         value = fields.get(keyword)
-        if _is_missing(value):
+        if is_missing(value):
             return None
         if isinstance(value, float):
             return format_number(value)

@@ -11,7 +11,6 @@ and :meth:`LabelEncoder.to_units` brings them back to ms / mm / degrees.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -19,22 +18,11 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from mridomain.data.schema import is_missing  # noqa: F401  (also imported from here by prediction)
 from mridomain.errors import SchemaMismatchError
 
 IGNORE_INDEX = -100
 OTHER = "other"
-
-
-def is_missing(value: Any) -> bool:
-    """True for None and NaN (the cache's two spellings of a missing label)."""
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    try:
-        return bool(pd.isna(value)) if np.ndim(value) == 0 else False
-    except (TypeError, ValueError):
-        return False
 
 
 def category_string(value: Any) -> str:
