@@ -1,7 +1,6 @@
 """Applicability check: OOD score formulas by hand, and obvious outliers ranked above in-distribution."""
 from __future__ import annotations
 
-import json
 import math
 import re
 
@@ -11,6 +10,7 @@ import pytest
 
 from mridomain.analysis import compare
 from mridomain.analysis.applicability import KNNScorer, energy_score, msp_score
+from mridomain.data import write_slice_cache
 
 
 def test_msp_and_energy_by_hand():
@@ -74,17 +74,8 @@ def _images(n, rng, size=16):
 
 
 def _write_cache(path, images, table):
-    path.mkdir(parents=True, exist_ok=True)
-    mm = np.lib.format.open_memmap(path / "images.npy", mode="w+", dtype=np.float16, shape=images.shape)
-    mm[:] = images.astype(np.float16)
-    mm.flush()
-    del mm
-    table.to_parquet(path / "slices.parquet", index=False)
-    meta = {"version": 1, "size": list(images.shape[1:]), "normalization": {"method": "max255"},
-            "iaps": [{"name": "manufacturer", "kind": "categorical", "unit": None},
-                     {"name": "tr", "kind": "continuous", "unit": "ms"}],
-            "seed": 0, "fractions": [0.7, 0.15, 0.15], "source_index": ""}
-    (path / "meta.json").write_text(json.dumps(meta))
+    write_slice_cache(path, images, table, [{"name": "manufacturer", "kind": "categorical", "unit": None},
+                                            {"name": "tr", "kind": "continuous", "unit": "ms"}])
 
 
 def test_compare_flags_noise_and_inverted_images(tmp_path):

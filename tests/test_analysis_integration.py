@@ -15,7 +15,7 @@ from mridomain.analysis._common import predictor_logits  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from mridomain.iap.cache import write_slice_cache
+    from mridomain.data import write_slice_cache
 
     tmp = tmp_path_factory.mktemp("integ")
     rng = np.random.default_rng(0)

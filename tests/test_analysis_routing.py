@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from mridomain.analysis import TumorClassifier, evaluate_routing, route, run_routing_experiment
+from mridomain.data import write_slice_cache
 from mridomain.errors import SchemaMismatchError
 
 # Stand-in images encode what the stand-ins need: pixel (0,0) = tumor label, (0,1) = true domain
@@ -135,16 +136,7 @@ def test_tumor_classifier_learns_and_round_trips(tmp_path):
 
 
 def _write_cache(path, images, table):
-    path.mkdir(parents=True, exist_ok=True)
-    mm = np.lib.format.open_memmap(path / "images.npy", mode="w+", dtype=np.float16, shape=images.shape)
-    mm[:] = images.astype(np.float16)
-    mm.flush()
-    del mm
-    table.to_parquet(path / "slices.parquet", index=False)
-    meta = {"version": 1, "size": list(images.shape[1:]), "normalization": {"method": "max255"},
-            "iaps": [{"name": "manufacturer", "kind": "categorical", "unit": None}], "seed": 0,
-            "fractions": [0.7, 0.15, 0.15], "source_index": ""}
-    (path / "meta.json").write_text(json.dumps(meta))
+    write_slice_cache(path, images, table, [{"name": "manufacturer", "kind": "categorical", "unit": None}])
 
 
 class PixelDomainPredictor:

@@ -17,7 +17,8 @@ from mridomain.data import (
     sample_slice_indices,
     split_patients,
 )
-from mridomain.data.splits import InvalidArgumentError, split_counts
+from mridomain.data.splits import split_counts
+from mridomain.errors import InvalidArgumentError
 from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
 
 N_PATIENTS, N_SLICES, SIZE = 5, 12, 32
@@ -226,3 +227,53 @@ def test_split_patients_properties():
             assert [list(got.values()).count(s) for s in ("train", "val", "test")] == list(counts)
     with pytest.raises(InvalidArgumentError):
         split_patients(ids, (0.5, 0.5, 0.5))
+
+
+def test_invalid_argument_error_is_one_class_in_two_homes():
+    from mridomain import data
+    from mridomain.data import splits
+    from mridomain.errors import MridomainError
+
+    assert data.InvalidArgumentError is splits.InvalidArgumentError is InvalidArgumentError
+    assert issubclass(InvalidArgumentError, MridomainError) and issubclass(InvalidArgumentError, ValueError)
+
+
+def test_preprocess_slices_repeats_what_prepare_cache_stored(index, tmp_path):
+    """Prediction's preprocessing of a raw file == the cached image (up to float16 rounding)."""
+    from mridomain.data import preprocess_slices
+    from mridomain.io import read_image
+
+    cache = prepare_cache(index.table, tmp_path / "c", slices_per_series=2, size=12,
+                          normalization="percentile", workers=1, progress=False)
+    for i in (0, len(cache) - 1):
+        raw = read_image(cache.table["file"].iloc[i]).pixels
+        again = preprocess_slices(raw, cache.meta["size"], cache.normalization)
+        assert again.shape == (1, 12, 12) and again.dtype == np.float32
+        np.testing.assert_allclose(again[0], cache.images[i].astype(np.float32), atol=1e-3)
+    with pytest.raises(InvalidArgumentError):
+        preprocess_slices(np.zeros((2, 2, 2, 2)), 4)
+
+
+def test_write_slice_cache_round_trip(tmp_path):
+    from mridomain.data import write_slice_cache
+
+    imgs = np.arange(3 * 4 * 5, dtype=np.float32).reshape(3, 4, 5) / 64  # exact in float16
+    table = pd.DataFrame({"split": ["train", "val", "test"], "manufacturer": ["GE", None, "SIEMENS"],
+                          "tr": [5.0, np.nan, 4.5]})
+    iaps = [{"name": "manufacturer"}, {"name": "tr", "kind": "continuous", "unit": "ms"}]
+    folder = write_slice_cache(tmp_path / "c", imgs, table, iaps, normalization="zscore", seed=4)
+    cache = SliceCache(folder)
+    np.testing.assert_array_equal(np.asarray(cache.images, dtype=np.float32), imgs)
+    assert cache.iaps == [{"name": "manufacturer", "kind": "categorical", "unit": None},
+                          {"name": "tr", "kind": "continuous", "unit": "ms"}]
+    assert cache.normalization == {"method": "zscore", "eps": 1e-6} and cache.meta["seed"] == 4
+    assert cache.meta["size"] == [4, 5]
+    assert list(cache.table["slice_id"]) == [0, 1, 2] and cache.table["tumor"].isna().all()
+    assert cache.split("val").tolist() == [1]
+    assert pd.isna(cache.table["manufacturer"].iloc[1])
+    with pytest.raises(InvalidArgumentError, match="split"):
+        write_slice_cache(tmp_path / "d", imgs, table.drop(columns="split"), iaps)
+    with pytest.raises(InvalidArgumentError, match="2 table rows for 3 images"):
+        write_slice_cache(tmp_path / "d", imgs, table.iloc[:2], iaps)
+    with pytest.raises(InvalidArgumentError, match="holdout"):
+        write_slice_cache(tmp_path / "d", imgs, table.assign(split=["train", "holdout", "test"]), iaps)

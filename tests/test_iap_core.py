@@ -170,7 +170,7 @@ def test_report_on_made_up_predictions():
 def test_memmap_batches_pickle_without_copying(tmp_path):
     import pickle
 
-    from mridomain.iap.cache import write_slice_cache
+    from mridomain.data import write_slice_cache
     from mridomain.iap.training import MemmapBatches
 
     imgs = np.random.default_rng(0).random((6, 64, 64)).astype(np.float32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mridomain.iap.cache import write_slice_cache
+from mridomain.data import write_slice_cache
 
 IAPS = [{"name": "manufacturer", "kind": "categorical", "unit": None},
         {"name": "patient_position", "kind": "categorical", "unit": None},

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import math
 import re
 from pathlib import Path
@@ -11,13 +10,10 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from mridomain.data.cache import SliceCache, preprocess_slices
+from mridomain.data.schema import DEFAULT_IAPS, is_missing
 from mridomain.errors import EmptyInputError, ImageReadError, SchemaMismatchError
 
-# Fallback when mridomain.data.schema is not importable (the data helper owns the real list).
-_FALLBACK_IAP_NAMES = ("manufacturer", "scanner_model", "scan_options", "field_strength",
-                       "patient_position", "contrast_agent", "acquisition_matrix", "slice_thickness",
-                       "flip_angle", "fov", "tr", "te")
-_FALLBACK_CONTINUOUS = ("tr", "te")
 # Values that mark "no information": the paper's DBC codes put them last (contrast agent 4 = not
 # stated, 5 = tag absent), so ordinal codes keep them at the end too.
 _TRAILING_VALUES = ("not stated", "absent", "other", "unknown")
@@ -31,19 +27,13 @@ def iap_kinds(meta: dict | None = None) -> dict[str, str]:
             return {d["name"]: d.get("kind", "categorical") for d in meta["iaps"]}
         except (TypeError, KeyError):
             pass
-    try:
-        from mridomain.data.schema import DEFAULT_IAPS  # type: ignore
-
-        return {s.name: s.kind for s in DEFAULT_IAPS}
-    except Exception:  # noqa: BLE001 - schema not there yet: fall back to the paper's 12 IAPs
-        return {n: ("continuous" if n in _FALLBACK_CONTINUOUS else "categorical")
-                for n in _FALLBACK_IAP_NAMES}
+    return {s.name: s.kind for s in DEFAULT_IAPS}
 
 
 def natural_key(value: Any) -> tuple:
     """Sort key: numbers by value ("9" < "10", "320 X 320" < "448 X 251"), text case-insensitively,
     "not stated" / "absent" / "other" last (as in DBC's category codes), missing very last."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value == MISSING:
+    if is_missing(value) or value == MISSING:
         return (2,)
     s = str(value)
     if s.strip().lower() in _TRAILING_VALUES:
@@ -62,16 +52,8 @@ def natural_key(value: Any) -> tuple:
 
 def sorted_categories(values: Sequence[Any]) -> list[Any]:
     """Distinct non-missing values in natural order."""
-    uniq = {v for v in values if not _is_missing(v)}
+    uniq = {v for v in values if not is_missing(v)}
     return sorted(uniq, key=natural_key)
-
-
-def _is_missing(v: Any) -> bool:
-    if v is None:
-        return True
-    if isinstance(v, float) and math.isnan(v):
-        return True
-    return False
 
 
 def as_category_strings(series: pd.Series) -> pd.Series:
@@ -79,7 +61,7 @@ def as_category_strings(series: pd.Series) -> pd.Series:
     def conv(v: Any) -> str:
         if isinstance(v, (list, tuple, np.ndarray)):
             return "\\".join(str(x) for x in v)
-        if _is_missing(v):
+        if is_missing(v):
             return MISSING
         if isinstance(v, float) and v.is_integer():
             return str(int(v))
@@ -105,13 +87,8 @@ def load_source(source: Any) -> tuple[pd.DataFrame, dict, Path | None]:
         return source.table.copy(), dict(getattr(source, "meta", {}) or {}), Path(getattr(source, "path", "."))
     path = Path(source)
     if path.is_dir():
-        table_path = path / "slices.parquet"
-        if not table_path.exists():
-            raise EmptyInputError(path, "not a slice cache (no slices.parquet)")
-        meta = {}
-        if (path / "meta.json").exists():
-            meta = json.loads((path / "meta.json").read_text())
-        return pd.read_parquet(table_path), meta, path
+        cache = SliceCache(path)
+        return cache.table.copy(), dict(cache.meta), path
     if not path.exists():
         raise EmptyInputError(path, "file or folder does not exist")
     if path.suffix.lower() == ".parquet":
@@ -125,25 +102,8 @@ def open_cache(source: Any) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """(table, images memmap (N,H,W), meta) of a slice cache folder or SliceCache object."""
     if hasattr(source, "table") and hasattr(source, "images"):
         return source.table, source.images, dict(getattr(source, "meta", {}) or {})
-    path = Path(source)
-    SliceCache = None
-    try:
-        from mridomain.data import SliceCache  # type: ignore
-    except ImportError:
-        try:
-            from mridomain.data.cache import SliceCache  # type: ignore
-        except ImportError:  # data package not there yet: read the documented layout ourselves
-            pass
-    if SliceCache is not None:
-        cache = SliceCache(path)
-        return cache.table, cache.images, dict(cache.meta)
-    table, meta, folder = load_source(path)
-    if folder is None or not (folder / "images.npy").exists():
-        raise EmptyInputError(path, "not a slice cache (no images.npy)")
-    images = np.load(folder / "images.npy", mmap_mode="r")
-    if len(images) != len(table):
-        raise SchemaMismatchError(f"{path}: images.npy has {len(images)} slices but slices.parquet {len(table)} rows")
-    return table, images, meta
+    cache = SliceCache(Path(source))
+    return cache.table, cache.images, dict(cache.meta)
 
 
 def load_predictor(iap_run: Any) -> Any:
@@ -224,9 +184,9 @@ def images_from_paths(paths: Sequence[str | Path], predictor: Any = None, progre
                       ) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     """Read image files / series folders into (N,H,W) float32 preprocessed like the predictor.
 
-    Uses the predictor's own ``preprocess`` when it has one, so pixels match what it was trained
-    on; else ``mridomain.data.normalize_intensity`` (max255) and bilinear resizing. Unreadable
-    items are skipped and reported.
+    Uses the predictor's own ``preprocess`` when it has one (a run's ``preprocess.json`` dict or a
+    callable), so pixels match what it was trained on; else ``mridomain.data.preprocess_slices``
+    with the predictor's input size and max255. Unreadable items are skipped and reported.
 
     Returns:
         images, rows (source, slice), skipped (path, reason).
@@ -245,13 +205,11 @@ def images_from_paths(paths: Sequence[str | Path], predictor: Any = None, progre
                 pix = pix[None]
             prep = getattr(predictor, "preprocess", None) if predictor is not None else None
             if isinstance(prep, dict):  # mridomain IAPPredictor: its run's preprocess.json
-                from mridomain.iap.cache import preprocess_slices  # type: ignore
-
-                arr = np.asarray(preprocess_slices(pix, prep), dtype=np.float32)
+                arr = preprocess_slices(pix, prep.get("size") or size, prep.get("normalization") or "max255")
             elif callable(prep):
                 arr = np.asarray(prep(pix), dtype=np.float32)
             else:
-                arr = _default_preprocess(pix, size)
+                arr = preprocess_slices(pix, size, "max255")
         except ImageReadError as err:
             skipped.append({"path": str(p), "reason": err.reason})
             continue
@@ -264,22 +222,6 @@ def images_from_paths(paths: Sequence[str | Path], predictor: Any = None, progre
     if not out:
         raise EmptyInputError(Path(str(paths[0])) if len(paths) else Path("."), "no readable images among the paths given")
     return np.stack(out), pd.DataFrame(rows), pd.DataFrame(skipped, columns=["path", "reason"])
-
-
-def _default_preprocess(pix: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    import torch
-    import torch.nn.functional as F
-
-    try:
-        from mridomain.data import normalize_intensity  # type: ignore
-
-        pix = np.stack([np.asarray(normalize_intensity(s, "max255"), dtype=np.float32) for s in pix])
-    except ImportError:
-        mx = pix.reshape(len(pix), -1).max(axis=1).reshape(-1, 1, 1)
-        pix = pix / np.where(mx > 0, mx, 1) * 255.0
-    t = torch.from_numpy(pix[:, None])
-    t = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-    return t[:, 0].numpy()
 
 
 def split_names(table: pd.DataFrame, split_column: str = "split") -> list[str]:

@@ -19,14 +19,17 @@ from mridomain.data.index import (  # noqa: F401
     print_index_summary,
     write_index,
 )
-from mridomain.data.splits import InvalidArgumentError, split_counts, split_patients  # noqa: F401
+from mridomain.errors import InvalidArgumentError  # noqa: F401  (kept importable from here)
+from mridomain.data.splits import split_counts, split_patients  # noqa: F401
 from mridomain.data.cache import (  # noqa: F401
     SliceCache,
     normalization_spec,
     normalize_intensity,
     prepare_cache,
+    preprocess_slices,
     resize,
     sample_slice_indices,
+    write_slice_cache,
 )
 from mridomain.data.dbc import (  # noqa: F401
     DBCCategories,
@@ -45,8 +48,8 @@ __all__ = [
     "DEFAULT_IAPS", "IAP_NAMES", "IAPSpec", "load_iap_config", "normalize_iaps",
     "IndexResult", "build_index", "iter_files", "load_index", "print_index_summary", "write_index",
     "InvalidArgumentError", "split_counts", "split_patients",
-    "SliceCache", "normalization_spec", "normalize_intensity", "prepare_cache", "resize",
-    "sample_slice_indices",
+    "SliceCache", "normalization_spec", "normalize_intensity", "prepare_cache", "preprocess_slices", "resize",
+    "sample_slice_indices", "write_slice_cache",
     "DBCCategories", "dbc_iap_table", "dbc_labels_for_index", "load_category_map",
     "read_annotation_boxes", "read_dbc_features", "read_path_mapping", "read_tcia_classic",
     "tumor_label", "tumor_labels",

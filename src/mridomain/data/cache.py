@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 
 from mridomain.data._parallel import pmap
-from mridomain.data.splits import SPLIT_NAMES, InvalidArgumentError, check_fractions, split_patients
-from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
+from mridomain.data.splits import SPLIT_NAMES, check_fractions, split_patients
+from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError, SchemaMismatchError
 
 CACHE_VERSION = 1
 NORMALIZATIONS = ("max255", "percentile", "zscore")
@@ -98,6 +98,27 @@ def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+def preprocess_slices(pixels: np.ndarray, size: int | Sequence[int],
+                      normalization: str | dict[str, Any] = "max255") -> np.ndarray:
+    """Raw slices (S, H, W) or one 2-D slice -> float32 (S, h, w) as a cache stores them.
+
+    :func:`resize` to ``size``, then :func:`normalize_intensity`: the order ``prepare_cache`` uses,
+    so prediction on new images (``size`` and ``normalization`` from a cache's ``meta.json`` or a
+    run's ``preprocess.json``) sees exactly the preprocessing a model was trained with.
+    """
+    x = np.asarray(pixels, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[None]
+    if x.ndim != 3:
+        raise InvalidArgumentError(f"preprocess_slices: expected (S, H, W) slices, got shape {x.shape}")
+    h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+    spec = normalization_spec(normalization)
+    out = np.empty((len(x), h, w), dtype=np.float32)
+    for i, sl in enumerate(x):
+        out[i] = normalize_intensity(resize(sl, (h, w)), spec)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # sampling
 
@@ -143,7 +164,7 @@ def _load_series_slices(task: tuple) -> tuple[int, list[tuple[int, str, int, np.
             pixels = volumes[path]
             if frame >= pixels.shape[0]:
                 raise MridomainError(f"{path}: has {pixels.shape[0]} frames, frame {frame} asked for")
-            img = normalize_intensity(resize(pixels[frame], size), norm)
+            img = preprocess_slices(pixels[frame], size, norm)[0]
             if not np.all(np.isfinite(img)):
                 raise MridomainError(f"{path}: non-finite pixel values")
             results.append((slice_index, path, frame, img.astype(np.float16), None))
@@ -254,6 +275,75 @@ class SliceCache:
         return f"SliceCache({str(self.path)!r}, n={len(self)})"
 
 
+# ----------------------------------------------------------------------------------------------
+# writing (prepare_cache and write_slice_cache share the table/meta half, so the format has one definition)
+
+#: Identification columns of ``slices.parquet`` and their value when a caller has none.
+TABLE_DEFAULTS: dict[str, Any] = {
+    "patient_id": "P0", "study_uid": "S0", "series_uid": "SER0", "file": "", "frame": 0,
+    "slice_index": 0, "n_slices_in_series": 1, "series_description": "", "tumor": np.nan,
+}
+
+
+def _iap_entry(spec: Any) -> dict[str, Any]:
+    """``{"name", "kind", "unit"}`` of an IAP given as a dict or an :class:`IAPSpec`."""
+    if isinstance(spec, dict):
+        return {"name": str(spec["name"]), "kind": spec.get("kind", "categorical"), "unit": spec.get("unit")}
+    return {"name": spec.name, "kind": spec.kind, "unit": getattr(spec, "unit", None)}
+
+
+def _write_table_and_meta(out: Path, table: pd.DataFrame, *, size: Sequence[int],
+                          normalization: str | dict[str, Any], iaps: Sequence[Any], seed: int,
+                          fractions: Sequence[float], source_index: str, **extra: Any) -> None:
+    """Write ``slices.parquet`` and ``meta.json`` (``extra`` keys are added to the meta)."""
+    table.to_parquet(out / "slices.parquet", index=False)
+    meta = {"version": CACHE_VERSION, "size": [int(size[0]), int(size[1])],
+            "normalization": normalization_spec(normalization), "iaps": [_iap_entry(i) for i in iaps],
+            "seed": int(seed), "fractions": list(fractions), "source_index": source_index, **extra}
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame, iaps: Sequence[Any],
+                      normalization: str | dict[str, Any] = "max255", seed: int = 0,
+                      fractions: Sequence[float] = (0.7, 0.15, 0.15), source_index: str = "") -> Path:
+    """Write slices that are already preprocessed, with their table, as a cache folder.
+
+    For slices made elsewhere (tests, benchmarks, other pipelines); :func:`prepare_cache` is the
+    way from DICOM. ``images`` (N, H, W) are stored as float16 as given: they must already be
+    normalized as ``normalization`` says, since that is what ``meta.json`` will tell predictors.
+    ``table`` has one row per image, a ``split`` column ("train" | "val" | "test") and one column
+    per IAP; ``slice_id`` and the identification columns of :data:`TABLE_DEFAULTS` are filled in
+    where absent. Returns the folder (open it with :class:`SliceCache`).
+    """
+    out = Path(out)
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise InvalidArgumentError(f"write_slice_cache: images must be (N, H, W), got shape {images.shape}")
+    if len(table) != len(images):
+        raise InvalidArgumentError(f"write_slice_cache: {len(table)} table rows for {len(images)} images")
+    if "split" not in table.columns:
+        raise InvalidArgumentError("write_slice_cache: the table needs a 'split' column (train | val | test)")
+    bad = set(table["split"].astype(str)) - set(SPLIT_NAMES)
+    if bad:
+        raise InvalidArgumentError(f"write_slice_cache: split values {sorted(bad)} (choose train, val, test)")
+    table = table.reset_index(drop=True).copy()
+    if "slice_id" not in table.columns:
+        table.insert(0, "slice_id", np.arange(len(table)))
+    for col, default in TABLE_DEFAULTS.items():
+        if col not in table.columns:
+            table[col] = default
+    out.mkdir(parents=True, exist_ok=True)
+    from numpy.lib.format import open_memmap
+
+    mm = open_memmap(out / "images.npy", mode="w+", dtype=np.float16, shape=images.shape)
+    mm[:] = images.astype(np.float16)
+    mm.flush()
+    del mm
+    _write_table_and_meta(out, table, size=images.shape[1:], normalization=normalization, iaps=iaps,
+                          seed=seed, fractions=check_fractions(fractions), source_index=source_index)
+    return out
+
+
 def _iap_info(index_df: pd.DataFrame, source: str | Path | None) -> list[dict[str, Any]]:
     """IAP names/kinds/units: from the index parquet metadata, else the default schema."""
     if source is not None:
@@ -350,7 +440,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
         raise InvalidArgumentError(f"size {size}: must be a positive number of pixels")
     if slices_per_series is not None and slices_per_series < 1:
         slices_per_series = None
-    iap_info = list(iaps) if iaps is not None else _iap_info(df, source)
+    iap_info = [_iap_entry(i) for i in iaps] if iaps is not None else _iap_info(df, source)
 
     boxes = None
     if annotations is not None:
@@ -417,20 +507,16 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
 
         table["tumor"] = tumor_labels(table["patient_id"], table["slice_index"].to_numpy() + 1, boxes)
     table["tumor"] = table["tumor"].astype(float)
-    table.to_parquet(out / "slices.parquet", index=False)
 
     skipped_path = out / "skipped.csv"
     if skipped:
         pd.DataFrame(skipped, columns=["path", "slice_index", "reason"]).to_csv(skipped_path, index=False)
     elif skipped_path.exists():
         skipped_path.unlink()
-    meta = {
-        "version": CACHE_VERSION, "size": [size, size], "normalization": norm, "iaps": iap_info,
-        "seed": int(seed), "fractions": list(fractions), "source_index": source or "<DataFrame>",
-        "slices_per_series": slices_per_series, "sampling": sampling, "dtype": "float16",
-        "n_slices": n, "n_skipped": len(skipped),
-        "tumor_convention": "DBC Start/End Slice (1-based) vs slice_index + 1; 1 inside, 0 >= 5 "
-                            "slices away, NaN otherwise" if boxes is not None else None,
-    }
-    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    _write_table_and_meta(
+        out, table, size=(size, size), normalization=norm, iaps=iap_info, seed=seed, fractions=fractions,
+        source_index=source or "<DataFrame>", slices_per_series=slices_per_series, sampling=sampling,
+        dtype="float16", n_slices=n, n_skipped=len(skipped),
+        tumor_convention="DBC Start/End Slice (1-based) vs slice_index + 1; 1 inside, 0 >= 5 "
+                         "slices away, NaN otherwise" if boxes is not None else None)
     return SliceCache(out)

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from mridomain.data.schema import normalize_iaps
 from mridomain.errors import EmptyInputError, MridomainError
 from mridomain.iap.cache import preprocess_slices
 from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
@@ -20,83 +21,25 @@ from mridomain.iap.config import IAPConfig, get_preset
 from mridomain.iap.evaluation import RELATIVE_TOLERANCE
 from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
 from mridomain.iap.labels import LabelEncoder, category_string, is_missing
+from mridomain.io import read_image
 
 
 # ---- reading ---------------------------------------------------------------------------------
 
 def _read_image(path: Path) -> tuple[np.ndarray, dict[str, Any], list[Path]]:
     """(pixels (S, H, W) float32, header meta, per-slice files) through ``mridomain.io.read_image``."""
-    try:
-        from mridomain.io import read_image  # type: ignore[attr-defined]
-    except ImportError:  # TODO(io helper): remove once mridomain.io.read_image has landed
-        read_image = _fallback_read_image
     img = read_image(path)
-    pixels = np.asarray(img.pixels, dtype=np.float32)
-    if pixels.ndim == 2:
-        pixels = pixels[None]
-    files = [Path(f) for f in (getattr(img, "files", None) or [path])]
-    return pixels, dict(img.meta or {}), files
-
-
-@dataclass
-class _Image:
-    pixels: np.ndarray
-    meta: dict[str, Any]
-    files: list[Path]
-
-
-def _fallback_read_image(path: Path) -> _Image:
-    """Stand-in for ``mridomain.io.read_image`` while the io package is being written."""
-    from mridomain.errors import ImageReadError
-
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(path, "no such file or folder")
-    name = path.name.lower()
-    try:
-        if path.is_dir():
-            import pydicom
-
-            dss = [pydicom.dcmread(f) for f in sorted(path.iterdir()) if f.is_file()]
-            dss.sort(key=lambda d: int(getattr(d, "InstanceNumber", 0) or 0))
-            meta = {k: getattr(dss[0], k, None) for k in ("Manufacturer", "RepetitionTime", "EchoTime")}
-            return _Image(np.stack([d.pixel_array.astype(np.float32) for d in dss]),
-                          {**meta, "source_format": "dicom"}, sorted(p for p in path.iterdir() if p.is_file()))
-        if name.endswith((".nii", ".nii.gz")):
-            import nibabel as nib
-
-            vol = np.asarray(nib.load(str(path)).get_fdata(), dtype=np.float32)
-            vol = vol[..., None] if vol.ndim == 2 else vol
-            return _Image(np.moveaxis(vol, -1, 0), {"source_format": "nifti"}, [path])
-        if name.endswith((".png", ".jpg", ".jpeg", ".tif", ".tiff")):
-            from PIL import Image
-
-            return _Image(np.asarray(Image.open(path).convert("F"), dtype=np.float32)[None],
-                          {"source_format": "png"}, [path])
-        import pydicom
-
-        ds = pydicom.dcmread(path)
-        px = ds.pixel_array.astype(np.float32)
-        meta = {k: getattr(ds, k, None) for k in ("Manufacturer", "RepetitionTime", "EchoTime")}
-        return _Image(px[None] if px.ndim == 2 else px, {**meta, "source_format": "dicom"}, [path])
-    except MridomainError:
-        raise
-    except Exception as err:  # noqa: BLE001
-        raise ImageReadError(path, f"unreadable ({type(err).__name__})") from err
+    return np.asarray(img.pixels, dtype=np.float32), dict(img.meta), [Path(f) for f in img.files]
 
 
 def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
-    """Normalized IAP values from header fields (DICOM only; empty when the schema is unavailable)."""
-    if meta.get("source_format", "dicom") != "dicom":
+    """Normalized IAP values from a DICOM header (``normalize_iaps``); {} for NIfTI / PNG inputs.
+
+    Only the encoder's IAPs that the header states are returned (absent tags give no truth).
+    """
+    if meta.get("source_format") != "dicom":
         return {}
-    try:
-        from mridomain.data.schema import normalize_iaps  # type: ignore[attr-defined]
-    except ImportError:
-        return {}
-    try:
-        vals = normalize_iaps(meta)
-    except Exception:  # noqa: BLE001 - a header we cannot normalize just has no truth column
-        return {}
+    vals = normalize_iaps(meta)
     return {h.name: vals.get(h.name) for h in encoder.heads if not is_missing(vals.get(h.name))}
 
 
