@@ -9,7 +9,7 @@ import pytest
 
 from mridomain.analysis import TumorClassifier, evaluate_routing, route, run_routing_experiment
 from mridomain.data import write_slice_cache
-from mridomain.errors import SchemaMismatchError
+from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 
 # Stand-in images encode what the stand-ins need: pixel (0,0) = tumor label, (0,1) = true domain
 # (0 GE, 1 SIEMENS), (0,2) = 1 where the IAP stand-in must get the domain wrong, (0,3) = 1 where the
@@ -106,6 +106,20 @@ def test_route_unknown_value_errors_or_falls_back():
     # most likely among the values with a model: image 0 is GE with p(GE) = 0.7 > p(SIEMENS) = 0.2
     res = route(x, DomainPredictor("TOSHIBA"), models, unknown="most_likely")
     assert res.loc[0, "model"] == "GE" and res.loc[0, "routed_by"] == "most_likely"
+
+
+def test_route_bad_arguments_are_invalid_argument_errors():
+    # The CLI reports these as one line (InvalidArgumentError is a MridomainError and a ValueError).
+    x, _, _ = _standin_images()
+    models = {"GE": GEModel(), "SIEMENS": SiemensModel()}
+    with pytest.raises(InvalidArgumentError, match="most_likely"):
+        route(x, DomainPredictor(), models, unknown="guess")
+    with pytest.raises(InvalidArgumentError, match="'TOSHIBA' is not among the models"):
+        route(x, DomainPredictor("TOSHIBA"), models, default="TOSHIBA")
+    with pytest.raises(InvalidArgumentError, match="scanner_model"):
+        route(x, DomainPredictor(), models, key_iap="scanner_model")
+    with pytest.raises(InvalidArgumentError, match="preset 'huge'"):
+        TumorClassifier(preset="huge")
 
 
 def _blob_images(n, rng, size=16):

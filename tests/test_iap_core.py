@@ -184,3 +184,12 @@ def test_memmap_batches_pickle_without_copying(tmp_path):
     ds2 = pickle.loads(blob)
     assert isinstance(ds2.images, np.memmap)
     np.testing.assert_array_equal(ds2[1][0].numpy()[:, 0], imgs[4:6].astype(np.float16).astype(np.float32))
+
+
+def test_bad_device_name_is_an_invalid_argument():
+    from mridomain.errors import InvalidArgumentError
+    from mridomain.iap.inference import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(InvalidArgumentError, match="'gpu'"):
+        resolve_device("gpu")

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from mridomain.errors import MridomainError
+from mridomain.errors import InvalidArgumentError, MridomainError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mridomain: the acquisition domain of MRI.")
@@ -217,11 +217,11 @@ def route(
 
     try:
         if any("=" not in m for m in model):
-            raise ValueError(f"--model takes VALUE=FOLDER, got {model}")
+            raise InvalidArgumentError(f"--model takes VALUE=FOLDER, got {model}")
         models = dict(m.split("=", 1) for m in model)
         table = run_route(paths, run, models, key_iap=key, default=default,
                           unknown="error" if default else "most_likely")
-    except (MridomainError, ValueError) as err:
+    except MridomainError as err:
         _fail(err)
     table.to_csv(out, index=False)
     typer.echo(table["model"].value_counts().to_string())

@@ -27,7 +27,7 @@ from mridomain.analysis._common import (MISSING, as_category_strings, call_predi
                                         images_from_paths, load_predictor, open_cache, prediction_column,
                                         predictor_classes, predictor_logits)
 from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
-from mridomain.errors import EmptyInputError, SchemaMismatchError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
 __all__ = ["CompareResult", "compare", "head_outputs", "msp_score", "energy_score",
            "MahalanobisScorer", "KNNScorer"]
@@ -212,7 +212,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     exceeds its threshold; "in" otherwise.
     """
     if feature_score not in ("mahalanobis", "knn"):
-        raise SchemaMismatchError(f"feature_score must be 'mahalanobis' or 'knn', not {feature_score!r}")
+        raise InvalidArgumentError(f"feature_score {feature_score!r}: choose mahalanobis or knn")
     predictor = load_predictor(iap_run)
     table, images, meta = open_cache(train_source)
     table = table.reset_index(drop=True)

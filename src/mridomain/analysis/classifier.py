@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mridomain.errors import EmptyInputError, SchemaMismatchError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
 __all__ = ["TumorClassifierConfig", "TumorClassifier", "PRESETS"]
 
@@ -60,7 +60,7 @@ def _build_net(cfg: TumorClassifierConfig):
             layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
                        nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(chans[-1], 1))
-    raise SchemaMismatchError(f"unknown tumor classifier arch {cfg.arch!r} (small_cnn | resnet18)")
+    raise InvalidArgumentError(f"tumor classifier arch {cfg.arch!r}: choose small_cnn or resnet18")
 
 
 class TumorClassifier:
@@ -70,7 +70,7 @@ class TumorClassifier:
                  device: str | None = None, **overrides: Any):
         if config is None:
             if preset and preset not in PRESETS:
-                raise SchemaMismatchError(f"unknown preset {preset!r} ({' | '.join(PRESETS)})")
+                raise InvalidArgumentError(f"preset {preset!r}: choose {' or '.join(PRESETS)}")
             base = dict(PRESETS[preset]) if preset else {}
             base.update(overrides)
             config = TumorClassifierConfig(**base)
@@ -81,11 +81,9 @@ class TumorClassifier:
 
     # ---------------------------------------------------------------------------- helpers
     def _device(self):
-        import torch
+        from mridomain.iap.inference import resolve_device
 
-        if self.device:
-            return torch.device(self.device)
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return resolve_device(self.device or None)
 
     def _prep(self, images: np.ndarray, idx: np.ndarray | None = None):
         import torch

@@ -14,7 +14,7 @@ import pandas as pd
 from mridomain.analysis._common import (as_category_strings, call_predictor, images_from_paths,
                                         load_predictor, open_cache, predictor_classes, wilson_interval)
 from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
-from mridomain.errors import EmptyInputError, SchemaMismatchError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
 __all__ = ["route", "predicted_domains", "evaluate_routing", "RoutingExperiment",
            "run_routing_experiment", "model_outputs"]
@@ -72,9 +72,12 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
     key the predictor finds most probable (its probabilities restricted to the keys); else a
     one-line :class:`SchemaMismatchError` names the values and the keys.
     """
+    if unknown not in ("error", "most_likely"):
+        raise InvalidArgumentError(f"unknown={unknown!r}: choose error or most_likely")
     pred = call_predictor(iap_predictor, "predict", images)
     if key_iap not in pred.columns:
-        raise SchemaMismatchError(f"IAP predictor has no output {key_iap!r} (has: {', '.join(map(str, pred.columns))})")
+        raise InvalidArgumentError(f"key IAP {key_iap!r}: the IAP predictor has no such output "
+                                   f"(has: {', '.join(map(str, pred.columns))})")
     values = as_category_strings(pred[key_iap]).reset_index(drop=True)
     chosen = values.map(lambda v: _match_key(v, keys))
     how = pd.Series(np.where(chosen.notna(), "predicted", ""), dtype=object)
@@ -82,14 +85,14 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
     if missing.any():
         if default is not None:
             if _match_key(default, keys) is None:
-                raise SchemaMismatchError(f"default model {default!r} is not among the models ({', '.join(keys)})")
+                raise InvalidArgumentError(f"default model {default!r} is not among the models ({', '.join(keys)})")
             chosen[missing] = _match_key(default, keys)
             how[missing] = "default"
         elif unknown == "most_likely" and hasattr(iap_predictor, "predict_proba"):
             probs, vocab = _proba_for(iap_predictor, images[np.flatnonzero(missing)], key_iap)
             cols = [(k, vocab.index(m)) for k in keys for m in [_match_key(k, vocab)] if m is not None]
             if not cols:
-                raise SchemaMismatchError(f"none of the models ({', '.join(keys)}) is a value the predictor knows for {key_iap}")
+                raise InvalidArgumentError(f"none of the models ({', '.join(keys)}) is a value the predictor knows for {key_iap}")
             best = np.argmax(probs[:, [c for _, c in cols]], axis=1)
             chosen[missing] = [cols[b][0] for b in best]
             how[missing] = "most_likely"

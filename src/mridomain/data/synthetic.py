@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from mridomain.errors import InvalidArgumentError
+
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 #: A GE 1.5 T DBC-like protocol (values as DBC reports them, FIELD.md Sec. 3).
@@ -39,7 +41,7 @@ def write_mr_dicom(path: str | Path, pixels: np.ndarray, *, patient_id: str, stu
     path.parent.mkdir(parents=True, exist_ok=True)
     px = np.asarray(pixels)
     if px.ndim != 2:
-        raise ValueError(f"write_mr_dicom: pixels must be 2-D, got {px.shape}")
+        raise InvalidArgumentError(f"write_mr_dicom: pixels must be 2-D, got {px.shape}")
     px = np.clip(np.rint(px), 0, 65535).astype(np.uint16)
     sop_uid = sop_uid or generate_uid(entropy_srcs=[series_uid, str(instance), str(path.name)])
     meta = FileMetaDataset()

@@ -8,14 +8,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mridomain.errors import InvalidArgumentError
 from mridomain.iap.labels import LabelEncoder
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> cuda when available, else cpu."""
+    """``None`` -> cuda when available, else cpu; a name torch does not know, or cuda on a machine
+    without it, is an :class:`InvalidArgumentError`."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise InvalidArgumentError(f"device {device!r}: not a torch device (cpu, cuda, cuda:0, ...)") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgumentError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
 
 
 def autocast(device: torch.device, enabled: bool):

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mridomain.data.schema import normalize_iaps
-from mridomain.errors import EmptyInputError, MridomainError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError
 from mridomain.iap.cache import preprocess_slices
 from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
 from mridomain.iap.config import IAPConfig, get_preset
@@ -178,6 +178,8 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     in ms, and ``true_<iap>`` where the DICOM header holds the value. Unreadable inputs are
     reported in ``skipped`` and the rest finishes. ``out``: .csv or .json (None: write nothing).
     """
+    if top_k < 1:
+        raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
     run = Path(run)
     dev = resolve_device(device)
     model, config, encoder, preprocess = load_model(run, device=dev)
