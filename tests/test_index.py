@@ -258,3 +258,16 @@ def test_vendor_files_true_values(tmp_path):
     assert row["te"] == pytest.approx(float(ref.EchoTime))
     assert row["flip_angle"] == f"{float(ref.FlipAngle):g}"
     assert row["patient_id"] == ref.PatientID
+
+
+def test_iter_files_is_the_io_walk_as_strings(tmp_path):
+    from mridomain.data import iter_files
+    from mridomain.io import iter_candidate_files
+
+    for rel in ("b/2.dcm", "b/10.dcm", "a/x.dcm", ".hidden/y.dcm", "a/.z.dcm", "top.dcm"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = list(iter_files(tmp_path))
+    assert found == [str(p) for p in iter_candidate_files(tmp_path)]
+    # name order folder by folder, hidden entries skipped
+    assert [Path(f).relative_to(tmp_path).as_posix() for f in found] == ["a/x.dcm", "b/10.dcm", "b/2.dcm", "top.dcm"]

@@ -75,33 +75,15 @@ class IndexResult:
 
 
 def iter_files(root: str | Path) -> Iterator[str]:
-    """Yield every regular file below ``root`` (any depth), streaming.
+    """Yield every regular file below ``root`` (any depth), streaming, as strings.
 
-    Uses ``os.scandir`` whose entries carry the file type, so millions of files cost no ``stat``
-    each. Hidden entries (``.name``) are ignored; directory symlinks are not followed (loops).
+    :func:`mridomain.io.iter_file_paths`: ``os.scandir`` entries carry the file type, so millions
+    of files cost no ``stat`` each; hidden entries (``.name``) are ignored; directory symlinks are
+    not followed (loops); each folder's entries come in name order.
     """
-    root = os.fspath(root)
-    if os.path.isfile(root):
-        yield root
-        return
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file():
-                    yield entry.path
-            except OSError:
-                continue
+    from mridomain.io.headers import iter_file_paths  # lazily: workers on the fast path skip pydicom
+
+    return iter_file_paths(root)
 
 
 # ----------------------------------------------------------------------------------------------

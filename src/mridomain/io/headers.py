@@ -36,6 +36,7 @@ __all__ = [
     "open_dicom",
     "is_dicom_file",
     "iter_candidate_files",
+    "iter_file_paths",
     "to_python",
 ]
 
@@ -531,13 +532,18 @@ def iter_candidate_files(root: str | Path) -> Iterator[Path]:
     skips hidden files and folders (names starting with ``.``), does not follow symlinked
     folders (no cycles), and sorts each folder's entries so the order is reproducible.
     """
-    root = Path(root)
-    if root.is_file():
+    return map(Path, iter_file_paths(root))
+
+
+def iter_file_paths(root: str | Path) -> Iterator[str]:
+    """:func:`iter_candidate_files` as plain strings (no ``Path`` per file: archive walks are long)."""
+    root = os.fspath(root)
+    if os.path.isfile(root):
         yield root
         return
     # A stack of iterators over sorted folder listings gives depth-first, name-ordered output
     # (the same order as sorting the full relative paths folder by folder).
-    stack: list[Iterator[os.DirEntry]] = [iter(_sorted_entries(os.fspath(root)))]
+    stack: list[Iterator[os.DirEntry]] = [iter(_sorted_entries(root))]
     while stack:
         entry = next(stack[-1], None)
         if entry is None:
@@ -549,7 +555,7 @@ def iter_candidate_files(root: str | Path) -> Iterator[Path]:
             if entry.is_dir(follow_symlinks=False):
                 stack.append(iter(_sorted_entries(entry.path)))
             elif entry.is_file():
-                yield Path(entry.path)
+                yield entry.path
         except OSError:
             continue
 
@@ -558,5 +564,5 @@ def _sorted_entries(folder: str) -> list[os.DirEntry]:
     try:
         with os.scandir(folder) as it:
             return sorted(it, key=lambda e: e.name)
-    except (PermissionError, FileNotFoundError, NotADirectoryError):
+    except OSError:  # unreadable or vanished folder: nothing to list, the walk goes on
         return []
