@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, optimize, special
 
 from mridomain.sim.physics import TISSUES
 
@@ -86,6 +86,7 @@ class Phantom:
     b1_coef: np.ndarray     # transmit field shape: L-R gradient, AP gradient, quadratic
     grid_mm: float = 1.5
     _grid: dict = field(default_factory=dict, repr=False)
+    _smooth: dict = field(default_factory=dict, repr=False)
 
     # ---- geometry -----------------------------------------------------------------------------
     @property
@@ -119,6 +120,9 @@ class Phantom:
         return (lo + spacing * np.arange(n_slices)).astype(np.float64)
 
     # ---- 3D texture grid ----------------------------------------------------------------------
+    # The texture (fibroglandular tissue, vessels) is defined on a 1.5 mm 3D grid but only the grid
+    # planes a slice profile touches are ever built: the fine noise has one random stream per plane
+    # and a separable Gaussian filter, so any plane can be made without the rest of the volume.
     def _texture(self) -> dict:
         if self._grid:
             return self._grid
@@ -130,47 +134,101 @@ class Phantom:
         y = np.arange(-pmax, self.torso_surface_y(self.breast_cx + max(self.breast_rx)) + 8 + h, h,
                       dtype=np.float32)
         z = np.arange(-self.breast_rz - 3, self.breast_rz + 3 + h, h, dtype=np.float32)
-        Z, Y, X = np.meshgrid(z, y, x, indexing="ij")
-        inner = self._breast_inner(X, Y, Z)
-        # fibroglandular texture: fine ductal-lobular structure elongated towards the nipple plus
-        # a coarse component that clusters tissue in the central / subareolar breast
-        fine = ndimage.gaussian_filter(rng.standard_normal(X.shape, dtype=np.float32),
-                                       sigma=(1.6 / h, 3.5 / h, 1.6 / h))
-        # the coarse component is smooth: draw it on a 4x coarser grid and interpolate (cheap)
-        small = tuple(max(s // 4, 2) for s in X.shape)
+        # coarse component (central clustering of glandular tissue): smooth, so drawn on a 4x
+        # coarser grid spanning the same extent and interpolated linearly per plane
+        small = (max(len(z) // 4, 2), max(len(y) // 4, 2), max(len(x) // 4, 2))
         coarse = ndimage.gaussian_filter(rng.standard_normal(small, dtype=np.float32),
                                          sigma=(9 / h / 4, 12 / h / 4, 9 / h / 4))
-        coarse = ndimage.zoom(coarse, [a / b for a, b in zip(X.shape, small)], order=1,
-                              mode="nearest")[:X.shape[0], :X.shape[1], :X.shape[2]]
-        fine /= fine.std() + 1e-6
         coarse /= coarse.std() + 1e-6
-        score = 0.65 * fine + 0.5 * coarse + 1.6 * inner
-        sel = inner > 0.05
-        thr = np.quantile(score[sel], 1 - self.fgt_fraction) if sel.any() else 1e9
-        fgt = (1.0 / (1.0 + np.exp(-(score - thr) / 0.12))).astype(np.float32) * (inner > 0)
-        vessels = self._vessels(rng, x, y, z)
-        self._grid = {"x": x, "y": y, "z": z, "fgt": fgt, "vessel": vessels, "filtered": {}}
+        cz = np.linspace(z[0], z[-1], small[0], dtype=np.float32)
+        cy = np.linspace(y[0], y[-1], small[1], dtype=np.float32)
+        cx = np.linspace(x[0], x[-1], small[2], dtype=np.float32)
+        # fine ductal-lobular component elongated towards the nipple (1.6 x 3.5 x 1.6 mm)
+        kz, ky, kx = (_gauss_kernel(s / h) for s in (1.6, 3.5, 1.6))
+        fine_std = float(np.sqrt((kz ** 2).sum() * (ky ** 2).sum() * (kx ** 2).sum()))
+        # threshold so that the expected glandular share of the breast interior is fgt_fraction:
+        # the fine field is N(0, 1) at every voxel, so P(score > thr) = Phi((0.5 c + 1.6 inner - thr)
+        # / 0.65), averaged over the breast interior sampled on the coarse grid
+        CZ, CY, CX = np.meshgrid(cz, cy, cx, indexing="ij")
+        inner_c = self._breast_inner(CX, CY, CZ)
+        sel = inner_c > 0.05
+        if sel.any():
+            base = (0.5 * coarse[sel] + 1.6 * inner_c[sel]).astype(np.float64)
+            target = self.fgt_fraction
+            thr = optimize.brentq(lambda t: special.ndtr((base - t) / 0.65).mean() - target, -20, 20,
+                                  xtol=1e-5)
+        else:
+            thr = 1e9
+        vessels = self._vessel_points(rng, x, y, z)
+        self._grid = {"x": x, "y": y, "z": z, "coarse": coarse, "cz": cz, "cy": cy, "cx": cx,
+                      "kernels": (kz, ky, kx), "fine_std": fine_std, "thr": float(thr),
+                      "vessel_pts": vessels, "noise": {}, "planes": {}}
         return self._grid
 
+    def _noise_plane(self, iz: int) -> np.ndarray:
+        """White noise of grid plane ``iz``, padded in-plane by the fine filter radius."""
+        g = self._grid
+        if iz not in g["noise"]:
+            _, ky, kx = g["kernels"]
+            shape = (len(g["y"]) + len(ky) - 1, len(g["x"]) + len(kx) - 1)
+            rng = np.random.default_rng([self.seed, self.patient_index, 8, iz + 100000])
+            g["noise"][iz] = rng.standard_normal(shape, dtype=np.float32)
+        return g["noise"][iz]
+
+    def _plane(self, iz: int) -> np.ndarray:
+        """(fgt, vessel) fractions of the breast-fat compartment on texture grid plane ``iz``."""
+        g = self._texture()
+        if iz in g["planes"]:
+            return g["planes"][iz]
+        x, y, z = g["x"], g["y"], g["z"]
+        h = self.grid_mm
+        out = np.zeros((2, len(y), len(x)), dtype=np.float32)
+        if 0 <= iz < len(z):
+            zz = np.float32(z[iz])
+            inner = self._breast_inner(x[None, :], y[:, None], zz)
+            if (inner > 0).any():
+                kz, ky, kx = g["kernels"]
+                rz = len(kz) // 2
+                acc = np.zeros_like(self._noise_plane(iz))
+                for k, w in enumerate(kz):
+                    acc += np.float32(w) * self._noise_plane(iz + k - rz)
+                # valid-mode separable in-plane filter: the padding holds real noise, no edge effects
+                acc = ndimage.correlate1d(acc, ky, axis=0, mode="constant")[len(ky) // 2:len(ky) // 2 + len(y)]
+                fine = ndimage.correlate1d(acc, kx, axis=1, mode="constant")[:, len(kx) // 2:len(kx) // 2 + len(x)]
+                fine *= np.float32(1.0 / g["fine_std"])
+                fz = float(np.interp(zz, g["cz"], np.arange(len(g["cz"]))))
+                i0 = min(int(fz), len(g["cz"]) - 2) if len(g["cz"]) > 1 else 0
+                wz = np.float32(fz - i0)
+                cplane = (1 - wz) * g["coarse"][i0] + wz * g["coarse"][min(i0 + 1, len(g["cz"]) - 1)]
+                ys = np.interp(y, g["cy"], np.arange(len(g["cy"]), dtype=np.float32))
+                xs = np.interp(x, g["cx"], np.arange(len(g["cx"]), dtype=np.float32))
+                coarse = _bilinear_separable(cplane[None], ys, xs)[0]
+                score = 0.65 * fine + 0.5 * coarse + 1.6 * inner
+                out[0] = special.expit((score - np.float32(g["thr"])) / np.float32(0.12)) * (inner > 0)
+            out[1] = self._vessel_plane(iz)
+        g["planes"][iz] = out
+        return out
+
     def _breast_inner(self, X, Y, Z) -> np.ndarray:
-        """0..1 closeness to the breast axis inside the glandular zone, 0 outside it."""
-        out = np.zeros(X.shape, dtype=np.float32)
+        """0..1 closeness to the breast axis inside the glandular zone, 0 outside it (broadcasts)."""
+        out = None
         for k, s in enumerate((-1, 1)):
             rx, p = self.breast_rx[k] - self.subcut_mm, self.breast_p[k] - self.subcut_mm
-            f = np.sqrt(np.clip(1 - (Z / (self.breast_rz - self.subcut_mm)) ** 2, 0, 1))
+            f = np.sqrt(np.clip(1 - (Z / np.float32(self.breast_rz - self.subcut_mm)) ** 2, 0, 1))
             # the glandular zone ends at the retromammary fat, which follows the curved chest wall
-            ya = self.torso_surface_y(X) - self.retro_mm
-            lv = ((X - s * self.breast_cx) / (rx * f + 1e-3)) ** 2 + \
-                 (np.maximum(ya - Y, 0) / (p * f + 1e-3)) ** 2
+            ya = self.torso_surface_y(X) - np.float32(self.retro_mm)
+            lv = ((X - np.float32(s * self.breast_cx)) / (rx * f + np.float32(1e-3))) ** 2 + \
+                 (np.maximum(ya - Y, 0) / (p * f + np.float32(1e-3))) ** 2
             inside = (lv < 1) & (Y < ya)
-            out = np.maximum(out, np.where(inside, 1 - np.sqrt(np.minimum(lv, 1)), 0))
+            v = np.where(inside, 1 - np.sqrt(np.minimum(lv, 1)), 0)
+            out = v if out is None else np.maximum(out, v)
         return out.astype(np.float32)
 
-    def _vessels(self, rng, x, y, z) -> np.ndarray:
+    def _vessel_points(self, rng, x, y, z) -> np.ndarray:
+        """Grid indices (iz, iy, ix) of points along random vessel centre lines, sorted by iz."""
         h = self.grid_mm
-        acc = np.zeros((len(z), len(y), len(x)), dtype=np.float32)
-        sig = 1.1 / h  # vessel radius ~1.1-1.5 mm as a Gaussian tube
         ds = 0.5
+        pts_all = []
         for k, s in enumerate((-1, 1)):
             for _ in range(int(rng.integers(4, 9))):
                 ya = self.torso_surface_y(s * self.breast_cx)
@@ -188,47 +246,52 @@ class Phantom:
                 iz = np.clip(np.round((pts[:, 2] - z[0]) / h).astype(int), 0, len(z) - 1)
                 iy = np.clip(np.round((pts[:, 1] - y[0]) / h).astype(int), 0, len(y) - 1)
                 ix = np.clip(np.round((pts[:, 0] - x[0]) / h).astype(int), 0, len(x) - 1)
-                np.add.at(acc, (iz, iy, ix), 1.0)
-        acc = ndimage.gaussian_filter(acc, sig)
+                pts_all.append(np.stack([iz, iy, ix], axis=1))
+        idx = np.concatenate(pts_all)
+        return idx[np.argsort(idx[:, 0], kind="stable")]
+
+    def _vessel_plane(self, iz: int) -> np.ndarray:
+        """Vessel fraction on plane ``iz``: the centre lines blurred by a 3D Gaussian tube profile."""
+        g = self._grid
+        h = self.grid_mm
+        sig = 1.1 / h  # vessel radius ~1.1-1.5 mm as a Gaussian tube
+        ds = 0.5
+        kern = _gauss_kernel(sig)
+        r = len(kern) // 2
+        pts = g["vessel_pts"]
+        lo, hi = np.searchsorted(pts[:, 0], [iz - r, iz + r + 1])
+        acc = np.zeros((len(g["y"]), len(g["x"])), dtype=np.float32)
+        if hi > lo:
+            p = pts[lo:hi]
+            np.add.at(acc, (p[:, 1], p[:, 2]), kern[p[:, 0] - iz + r].astype(np.float32))
+            acc = ndimage.correlate1d(acc, kern, axis=0, mode="constant")
+            acc = ndimage.correlate1d(acc, kern, axis=1, mode="constant")
         # a line of linear density 1/ds (per mm) blurred by a 3D Gaussian peaks at h/(ds 2 pi sig^2)
         peak = h / (ds * 2 * np.pi * sig * sig)
-        return np.clip(2.0 * acc / peak - 0.6, 0, 1).astype(np.float32)
+        return np.clip(2.0 * acc / np.float32(peak) - np.float32(0.6), 0, 1)
 
-    def _filtered(self, key: str, thickness: float) -> np.ndarray:
-        """Texture grid box-averaged along z over a slice of ``thickness`` mm (partial volume)."""
-        g = self._texture()
-        cache_key = (key, round(thickness, 4))
-        if cache_key not in g["filtered"]:
-            h = self.grid_mm
-            zs = np.linspace(-thickness / 2, thickness / 2, 65) / h
-            half = int(np.ceil(thickness / (2 * h))) + 1
-            kern = np.zeros(2 * half + 1)
-            lo = np.floor(zs).astype(int)
-            fr = zs - lo
-            np.add.at(kern, lo + half, 1 - fr)
-            np.add.at(kern, lo + 1 + half, fr)
-            kern /= kern.sum()
-            g["filtered"][cache_key] = ndimage.convolve1d(g[key], kern[::-1], axis=0, mode="nearest")
-        return g["filtered"][cache_key]
+    def _texture_slice(self, X, Y, z: float, thickness: float) -> tuple[np.ndarray, np.ndarray]:
+        """(fgt, vessel) fractions on the pixel grid, averaged over the slice profile (partial volume).
 
-    def _sample_grid(self, vol: np.ndarray, X, Y, z: float) -> np.ndarray:
-        """Trilinear sample of a texture grid on the slice plane (z-lerp, then 2D bilinear)."""
+        The profile is a box of ``thickness`` mm; the grid field is linear between planes, so each
+        plane's weight is the exact integral of its hat function over the box.
+        """
         g = self._texture()
         h = self.grid_mm
-        fz = (z - g["z"][0]) / h
-        i0 = int(np.floor(fz))
-        if i0 < -1 or i0 > vol.shape[0] - 1:
-            return np.zeros(X.shape, dtype=np.float32)
-        w = np.float32(fz - i0)
-        lo = vol[i0] if 0 <= i0 < vol.shape[0] else 0.0
-        hi = vol[i0 + 1] if 0 <= i0 + 1 < vol.shape[0] else 0.0
-        plane = np.asarray((1 - w) * lo + w * hi, dtype=np.float32)
-        if plane.ndim == 0:
-            return np.zeros(X.shape, dtype=np.float32)
+        zc = (z - float(g["z"][0])) / h  # slice centre in plane units
+        half = max(thickness, 1e-3) / (2 * h)
+        js = np.arange(int(np.floor(zc - half)) - 1, int(np.ceil(zc + half)) + 2)
+        w = (_hat_integral(zc + half - js) - _hat_integral(zc - half - js)) / (2 * half)
+        keep = w > 1e-7
+        plane = np.zeros((2, len(g["y"]), len(g["x"])), dtype=np.float32)
+        for j, wj in zip(js[keep], w[keep]):
+            if 0 <= j < len(g["z"]):
+                plane += np.float32(wj) * self._plane(int(j))
         # pixel grids are axis-aligned: interpolate separably on the 1-D row / column coordinates
         ys = (Y[:, 0] - g["y"][0]) / h
         xs = (X[0, :] - g["x"][0]) / h
-        return _bilinear_separable(plane, ys, xs)
+        out = _bilinear_separable(plane, ys, xs)
+        return out[0], out[1]
 
     # ---- rendering ----------------------------------------------------------------------------
     def render(self, X: np.ndarray, Y: np.ndarray, z: float, thickness: float,
@@ -245,13 +308,11 @@ class Phantom:
         zs = z + thickness * ((np.arange(n_sub) + 0.5) / n_sub - 0.5)
         acc = np.zeros((len(TISSUES),) + X.shape, dtype=np.float32)
         for zz in zs:
-            acc += self._render_smooth(X, Y, float(zz), pixel_mm)
-        acc /= n_sub
+            self._render_smooth(X, Y, float(zz), pixel_mm, out=acc, weight=1.0 / n_sub)
         ti = {t: i for i, t in enumerate(TISSUES)}
         # texture inside the breast: glandular and vascular fractions of the breast-fat compartment
-        breast_fat = acc[ti["fat"]] * self._breast_weight(X, Y, z)
-        fgt = self._sample_grid(self._filtered("fgt", thickness), X, Y, z)
-        ves = self._sample_grid(self._filtered("vessel", thickness), X, Y, z)
+        breast_fat = acc[ti["fat"]] * self._smooth_static(X[0, :], Y[:, 0], pixel_mm)["breast_w"]
+        fgt, ves = self._texture_slice(X, Y, z, thickness)
         v = breast_fat * ves
         gl = (breast_fat - v) * fgt
         acc[ti["fat"]] -= v + gl
@@ -274,72 +335,128 @@ class Phantom:
         d = (np.sqrt(np.maximum(level, 0)) - 1.0) * radius + inset
         return np.clip(0.5 - d / pixel_mm, 0, 1).astype(np.float32)
 
-    def _render_smooth(self, X, Y, z: float, pix: float) -> np.ndarray:
-        ti = {t: i for i, t in enumerate(TISSUES)}
-        out = np.zeros((len(TISSUES),) + X.shape, dtype=np.float32)
+    def _smooth_static(self, x: np.ndarray, y: np.ndarray, pix: float) -> dict:
+        """The z-independent part of the smooth anatomy on one pixel grid (torso, chest wall layers,
+        lungs, great vessels, spine), combined into the per-tissue terms :meth:`_render_smooth` needs.
+        Cached per grid: every slice of a series shares it."""
+        key = (len(x), len(y), float(x[0]), float(x[-1]), float(y[0]), float(y[-1]), float(pix))
+        if key in self._smooth:
+            return self._smooth[key]
+        X, Y = x[None, :], y[:, None]
         W, T = self.torso_w, self.torso_ty
         # torso: ellipse (W, T) centred at (0, T); anterior surface through y = 0
         tl = (X / W) ** 2 + ((Y - T) / T) ** 2
         torso = self._soft(tl, min(W, T), pix)
         torso_in = self._soft(tl, min(W, T), pix, self.skin_mm)
-        body, body_in = torso, torso_in
+        # inside the torso: layers by depth below the anterior surface
+        surf = self.torso_surface_y(x)
+        d = Y - surf[None, :]
+        lateral = np.abs(x) / W
+        sub = self.subcut_mm
+        pec = (d > sub) & (d < sub + self.pec_mm) & ((lateral > 0.12) & (lateral < 0.75))[None, :]
+        cw0, cw1 = sub + self.pec_mm, sub + self.pec_mm + self.chestwall_mm
+        cwall = (d > cw0 - (lateral <= 0.12)[None, :] * self.pec_mm) & (d < cw1)
+        thorax = d >= cw1
+        lung = np.zeros(d.shape, dtype=np.float32)
+        for s in (-1, 1):
+            ll = ((X - s * 0.52 * W) / (0.36 * W)) ** 2 + ((Y - (cw1 + 0.75 * T)) / (0.72 * T)) ** 2
+            lung = np.maximum(lung, self._soft(ll, 0.36 * W, pix))
+        aorta = self._soft(((X - 22) / 12) ** 2 + ((Y - 1.55 * T) / 12) ** 2, 12, pix)
+        spine = self._soft((X / 20) ** 2 + ((Y - 1.72 * T) / 18) ** 2, 18, pix)
+        ima = sum(self._soft(((X - s * 28) / 2.0) ** 2 + ((Y - cw1 - 2) / 2.0) ** 2, 2.0, pix)
+                  for s in (-1, 1))  # internal mammary vessels behind the sternum edge
+        inner = torso_in
+        muscle = inner * (pec | (cwall & (lateral > 0.12)[None, :]) | (thorax & (lateral > 0.85)[None, :]))
+        muscle_cw = muscle * cwall       # the part of the muscle that ribs replace
+        half_cw = 0.5 * inner * cwall    # rib bone fraction per unit rib_frac
+        bone = inner * thorax * spine * 0.4
+        th = inner * thorax * (lateral <= 0.85)[None, :]
+        lung_t = th * lung * (1 - aorta) * (1 - spine)
+        blood = th * aorta + inner * ima * (d < cw1 + 6)
+        st = {"torso": torso, "torso_in": torso_in, "muscle": muscle, "muscle_cw": muscle_cw,
+              "rib_used": half_cw - muscle_cw, "half_cw": half_cw, "bone": bone, "th": th,
+              "th_aorta": th * aorta, "lung": lung_t, "blood": blood,
+              # what a unit of heart adds to the used fraction: myocardium/pool replace lung and aorta
+              "heart_used": th * (1 - aorta) - lung_t,
+              "used": muscle + bone + lung_t + blood, "lateral": lateral, "cw1": cw1,
+              "breast_w": (Y < surf[None, :] + 2).astype(np.float32)}
+        if len(self._smooth) >= 4:  # a few protocols per phantom at most (in-memory studies)
+            self._smooth.pop(next(iter(self._smooth)))
+        self._smooth[key] = st
+        return st
+
+    @staticmethod
+    def _box(x: np.ndarray, y: np.ndarray, xlo, xhi, ylo, yhi) -> tuple[slice, slice] | None:
+        """Row and column slices of the pixels with xlo < x < xhi and ylo < y < yhi (1-D grids)."""
+        cols = np.nonzero((x > xlo) & (x < xhi))[0]
+        rows = np.nonzero((y > ylo) & (y < yhi))[0]
+        if not len(cols) or not len(rows):
+            return None
+        return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+
+    def _render_smooth(self, X, Y, z: float, pix: float, out: np.ndarray | None = None,
+                       weight: float = 1.0) -> np.ndarray:
+        """Smooth anatomy at height z (fractions per tissue); added times ``weight`` into ``out``.
+
+        Pixel grids are axis-aligned, so only the row ``X[0]`` and column ``Y[:, 0]`` are used; the
+        z-independent anatomy comes from :meth:`_smooth_static`, the breasts and the heart are
+        evaluated only inside their bounding boxes."""
+        ti = {t: i for i, t in enumerate(TISSUES)}
+        x, y = X[0, :], Y[:, 0]
+        if out is None:
+            out = np.zeros((len(TISSUES),) + X.shape, dtype=np.float32)
+        st = self._smooth_static(x, y, pix)
+        body, body_in = st["torso"].copy(), st["torso_in"].copy()
         for k, s in enumerate((-1, 1)):
             f = np.sqrt(max(0.0, 1 - (z / self.breast_rz) ** 2))
             if f <= 0.02:
                 continue
             rx, p = self.breast_rx[k] * f, self.breast_p[k] * f
             ya = self.torso_surface_y(s * self.breast_cx) + 5
-            lv = ((X - s * self.breast_cx) / rx) ** 2 + (np.maximum(ya - Y, 0) / p) ** 2
             r_eff = min(rx, p)
-            b = self._soft(lv, r_eff, pix) * (Y < ya + 10)
-            bi = self._soft(lv, r_eff, pix, self.skin_mm) * (Y < ya + 10)
-            body = np.maximum(body, b)
-            body_in = np.maximum(body_in, bi)
+            grow = 1 + 2 * pix / r_eff  # the soft edge reaches at most pix/2 beyond the level set
+            box = self._box(x, y, s * self.breast_cx - rx * grow - 2 * pix,
+                            s * self.breast_cx + rx * grow + 2 * pix, ya - p * grow - 2 * pix, ya + 10)
+            if box is None:
+                continue
+            xb, yb = x[box[1]][None, :], y[box[0]][:, None]
+            lv = ((xb - s * self.breast_cx) / rx) ** 2 + (np.maximum(ya - yb, 0) / p) ** 2
+            np.maximum(body[box], self._soft(lv, r_eff, pix), out=body[box])
+            np.maximum(body_in[box], self._soft(lv, r_eff, pix, self.skin_mm), out=body_in[box])
         skin = np.clip(body - body_in, 0, 1)
-        out[ti["skin"]] = skin
-        # inside the torso: layers by depth below the anterior surface
-        d = Y - self.torso_surface_y(X)
-        lateral = np.abs(X) / W
-        sub = self.subcut_mm
-        pec = ((d > sub) & (d < sub + self.pec_mm) & (lateral > 0.12) & (lateral < 0.75))
-        cw0, cw1 = sub + self.pec_mm, sub + self.pec_mm + self.chestwall_mm
-        cwall = (d > cw0 - (lateral <= 0.12) * self.pec_mm) & (d < cw1)
-        # ribs: ~2 cm pitch along z, marrow is fatty, cortex dark
-        rib = 0.5 + 0.5 * np.cos(2 * np.pi * (z / 24.0 + 0.3 * lateral))
-        rib_frac = np.float32(np.clip((rib - 0.55) * 4, 0, 1))
-        thorax = d >= cw1
-        # thorax contents: lungs either side, heart left-anterior, mediastinal fat between
+        # ribs: ~2 cm pitch along z, marrow is fatty, cortex dark (a function of x only per slice)
+        rib = 0.5 + 0.5 * np.cos(2 * np.pi * (z / 24.0 + 0.3 * st["lateral"]))
+        rib_frac = np.clip((rib - 0.55) * 4, 0, 1).astype(np.float32)[None, :]
+        w = np.float32(weight)
+        out[ti["skin"]] += w * skin
+        out[ti["muscle"]] += w * (st["muscle"] - st["muscle_cw"] * rib_frac)
+        out[ti["bone"]] += w * (st["half_cw"] * rib_frac + st["bone"])
+        used = skin + st["used"] + st["rib_used"] * rib_frac
+        lung, blood = st["lung"], st["blood"]
+        out[ti["lung"]] += w * lung
+        out[ti["blood"]] += w * blood
+        # thorax contents: heart left-anterior (+x), displacing lung and the aorta's place
         hx, hy, hz = self.heart_c
         rhx, rhy, rhz = self.heart_r
         fh = np.sqrt(max(0.0, 1 - ((z - hz) / rhz) ** 2))
-        heart = np.zeros_like(X)
-        pool = np.zeros_like(X)
         if fh > 0.05:
-            hl = ((X - hx) / (rhx * fh)) ** 2 + ((Y - (cw1 + hy)) / (rhy * fh)) ** 2
-            heart = self._soft(hl, rhy * fh, pix)
-            pool = self._soft(hl, rhy * fh, pix, 9.0)
-        lung = np.zeros_like(X)
-        for s in (-1, 1):
-            ll = ((X - s * 0.52 * W) / (0.36 * W)) ** 2 + ((Y - (cw1 + 0.75 * T)) / (0.72 * T)) ** 2
-            lung = np.maximum(lung, self._soft(ll, 0.36 * W, pix))
-        lung = lung * (1 - heart)
-        aorta = self._soft(((X - 22) / 12) ** 2 + ((Y - 1.55 * T) / 12) ** 2, 12, pix)
-        spine = self._soft((X / 20) ** 2 + ((Y - 1.72 * T) / 18) ** 2, 18, pix)
-        ima = sum(self._soft(((X - s * 28) / 2.0) ** 2 + ((Y - cw1 - 2) / 2.0) ** 2, 2.0, pix)
-                  for s in (-1, 1))  # internal mammary vessels behind the sternum edge
-        inner = torso_in
-        tissue_muscle = inner * (pec | (cwall & (lateral > 0.12)) | (thorax & (lateral > 0.85)))
-        tissue_cw = inner * cwall
-        out[ti["muscle"]] += tissue_muscle * np.where(cwall, 1 - rib_frac, 1)
-        out[ti["bone"]] += tissue_cw * rib_frac * 0.5 + inner * thorax * spine * 0.4
-        th = inner * thorax * (lateral <= 0.85)
-        out[ti["lung"]] += th * lung * (1 - aorta) * (1 - spine)
-        out[ti["myocardium"]] += th * (heart - pool)
-        out[ti["blood"]] += th * (pool + aorta * (1 - heart)) + inner * ima * (d < cw1 + 6)
-        used = out.sum(axis=0)
-        # remaining interior is fat (subcutaneous, breast, mediastinal, marrow)
-        out[ti["fat"]] += np.clip(body - skin - used, 0, 1)
-        # the breast part of the body in front of the torso is breast fat (refined by texture later)
+            cy = st["cw1"] + hy
+            grow = 1 + 2 * pix / (rhy * fh)
+            box = self._box(x, y, hx - rhx * fh * grow - 2 * pix, hx + rhx * fh * grow + 2 * pix,
+                            cy - rhy * fh * grow - 2 * pix, cy + rhy * fh * grow + 2 * pix)
+            if box is not None:
+                xb, yb = x[box[1]][None, :], y[box[0]][:, None]
+                hl = ((xb - hx) / (rhx * fh)) ** 2 + ((yb - cy) / (rhy * fh)) ** 2
+                heart = self._soft(hl, rhy * fh, pix)
+                pool = self._soft(hl, rhy * fh, pix, 9.0)
+                th = st["th"][box]
+                out[ti["lung"]][box] -= w * (lung[box] * heart)
+                out[ti["myocardium"]][box] += w * (th * (heart - pool))
+                out[ti["blood"]][box] += w * (th * pool - st["th_aorta"][box] * heart)
+                used[box] += heart * st["heart_used"][box]
+        # remaining interior is fat (subcutaneous, breast, mediastinal, marrow); skin counts twice in
+        # ``used`` as it always has (the outer skin layer leaves a thin signal-free rim inside it)
+        out[ti["fat"]] += w * np.clip(body - skin - used, 0, 1)
         return out
 
     def _render_tumor(self, acc, X, Y, z, thickness, pix, ti) -> None:
@@ -376,18 +493,31 @@ class Phantom:
 
 
 def _bilinear_separable(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``plane`` at the outer product of row coords ``ys`` and column
-    coords ``xs`` (grid units); zero outside."""
+    """Bilinear interpolation of ``plane`` (..., H, W) at the outer product of row coords ``ys`` and
+    column coords ``xs`` (grid units); zero outside."""
     def weights(c, n):
         i = np.floor(c).astype(np.int64)
         f = (c - i).astype(np.float32)
         valid0 = (i >= 0) & (i < n)
         valid1 = (i + 1 >= 0) & (i + 1 < n)
         return np.clip(i, 0, n - 1), np.clip(i + 1, 0, n - 1), (1 - f) * valid0, f * valid1
-    r0, r1, wr0, wr1 = weights(ys, plane.shape[0])
-    c0, c1, wc0, wc1 = weights(xs, plane.shape[1])
-    rows = plane[r0] * wr0[:, None] + plane[r1] * wr1[:, None]
-    return (rows[:, c0] * wc0[None, :] + rows[:, c1] * wc1[None, :]).astype(np.float32)
+    r0, r1, wr0, wr1 = weights(ys, plane.shape[-2])
+    c0, c1, wc0, wc1 = weights(xs, plane.shape[-1])
+    rows = plane[..., r0, :] * wr0[:, None] + plane[..., r1, :] * wr1[:, None]
+    return (rows[..., c0] * wc0 + rows[..., c1] * wc1).astype(np.float32)
+
+
+def _gauss_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
+    """Normalised 1-D Gaussian weights (the kernel scipy.ndimage.gaussian_filter uses)."""
+    r = int(truncate * sigma + 0.5)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
+    return k / k.sum()
+
+
+def _hat_integral(u: np.ndarray) -> np.ndarray:
+    """Antiderivative of the linear-interpolation hat max(0, 1 - |u|), from -inf."""
+    u = np.clip(u, -1.0, 1.0)
+    return np.where(u < 0, 0.5 * (u + 1) ** 2, 1 - 0.5 * (1 - u) ** 2)
 
 
 def tumor_fraction(tm: Tumor, X, Y, z: float, pix: float) -> tuple[np.ndarray, np.ndarray]:
