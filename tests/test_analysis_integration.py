@@ -5,18 +5,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-iap = pytest.importorskip("mridomain.iap")
-if not hasattr(iap, "IAPPredictor"):
-    pytest.skip("mridomain.iap.IAPPredictor not available", allow_module_level=True)
-
-from mridomain.analysis import compare, route, run_routing_experiment  # noqa: E402
-from mridomain.analysis._common import predictor_logits  # noqa: E402
+from mridomain import iap
+from mridomain.analysis import compare, route, run_routing_experiment
+from mridomain.analysis._common import predictor_logits
+from mridomain.data import write_slice_cache
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from mridomain.data import write_slice_cache
-
     tmp = tmp_path_factory.mktemp("integ")
     rng = np.random.default_rng(0)
     n, size = 80, 32

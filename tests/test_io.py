@@ -390,7 +390,7 @@ def test_no_pixel_data(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- NIfTI
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
 def test_nifti_round_trip(tmp_path: Path, suffix: str) -> None:
-    nib = pytest.importorskip("nibabel")
+    import nibabel as nib  # a dependency: a missing one must fail, not skip
     i, j, k = np.meshgrid(np.arange(4), np.arange(3), np.arange(2), indexing="ij")
     data = (100 * k + 10 * j + i).astype(np.float32)  # value tells its voxel index
     affine = np.diag([0.5, 0.6, 2.0, 1.0])

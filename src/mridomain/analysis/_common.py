@@ -139,20 +139,11 @@ def predictor_classes(predictor: Any) -> dict[str, list[str]]:
 
 
 def predictor_logits(predictor: Any, images: np.ndarray) -> dict[str, np.ndarray] | None:
-    """Raw logits per categorical head: ``predict_logits`` when the predictor has it, else the
-    mridomain IAPPredictor's network outputs split by its label encoder; None when neither works."""
-    if hasattr(predictor, "predict_logits"):
-        return {k: np.asarray(v, float) for k, v in call_predictor(predictor, "predict_logits", images).items()}
-    model, encoder = getattr(predictor, "model", None), getattr(predictor, "encoder", None)
-    if model is None or encoder is None or not hasattr(encoder, "slices"):
+    """Raw logits per categorical head from ``predict_logits`` (``IAPPredictor`` has it); None for
+    a predictor without one (energy scores are then reported as unavailable)."""
+    if not hasattr(predictor, "predict_logits"):
         return None
-    try:
-        from mridomain.iap.inference import forward_all  # type: ignore
-
-        outputs = forward_all(model, np.asarray(images, np.float32), device=getattr(predictor, "device", "cpu"))
-        return {h.name: outputs[:, encoder.slices[h.name]].astype(float) for h in encoder.categorical}
-    except Exception:  # noqa: BLE001 - energy is optional: report it as unavailable
-        return None
+    return {k: np.asarray(v, float) for k, v in call_predictor(predictor, "predict_logits", images).items()}
 
 
 def prediction_column(pred: pd.DataFrame, iap: str) -> str | None:
