@@ -349,10 +349,7 @@ def _iap_info(index_df: pd.DataFrame, source: str | Path | None) -> list[dict[st
     if source is not None:
         from mridomain.data.index import index_metadata
 
-        try:
-            meta = index_metadata(source)
-        except Exception:  # noqa: BLE001 - metadata is optional
-            meta = {}
+        meta = index_metadata(source)  # {} for an index written without it: default schema below
         if meta.get("iaps"):
             return [i for i in meta["iaps"] if i["name"] in index_df.columns]
     from mridomain.data.schema import DEFAULT_IAPS

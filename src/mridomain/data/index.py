@@ -25,7 +25,7 @@ import pandas as pd
 
 from mridomain.data._parallel import default_workers, pmap
 from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
-from mridomain.errors import EmptyInputError, MridomainError
+from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
 
 INDEX_VERSION = 1
 
@@ -459,7 +459,10 @@ def index_metadata(path: str | Path) -> dict[str, Any]:
 
     meta = pq.read_schema(path).metadata or {}
     raw = meta.get(b"mridomain.index")
-    return json.loads(raw) if raw else {}
+    try:
+        return json.loads(raw) if raw else {}
+    except json.JSONDecodeError as err:
+        raise SchemaMismatchError(f"{path}: corrupt mridomain.index metadata ({err.msg})") from None
 
 
 def load_index(path: str | Path) -> pd.DataFrame:
@@ -472,8 +475,6 @@ def load_index(path: str | Path) -> pd.DataFrame:
     except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a bad file
         raise EmptyInputError(path, f"not a readable parquet index ({type(err).__name__})") from err
     if "files" not in df.columns or "series_uid" not in df.columns:
-        from mridomain.errors import SchemaMismatchError
-
         raise SchemaMismatchError(f"{path}: not an mridomain index (needs series_uid and files columns)")
     df["files"] = [list(map(str, f)) if f is not None else [] for f in df["files"]]
     for col in df.columns:
