@@ -76,8 +76,9 @@ def read_image(path: str | Path, series_uid: str | None = None) -> ImageData:
     """Read any supported image: a DICOM file (with or without ``.dcm``), a DICOM series
     folder, a NIfTI volume (``.nii`` / ``.nii.gz``) or a PNG / JPEG / TIFF / BMP picture.
 
-    Dispatch is by content first for DICOM (the ``DICM`` preamble), then by extension.
-    ``series_uid`` picks one series from a folder holding several.
+    Dispatch: a folder is a DICOM series; ``.nii`` / ``.nii.gz`` is NIfTI; a picture suffix
+    (:data:`BITMAP_SUFFIXES`) goes to Pillow; any other file is read as DICOM (``DICM`` preamble
+    or a raw preamble-less dataset). ``series_uid`` picks one series from a folder holding several.
     """
     path = Path(path)
     if path.is_dir():
