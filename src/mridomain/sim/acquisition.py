@@ -52,6 +52,9 @@ class ExamContext:
     shade_norm: float
     noise_key: int
     stage_s: dict = field(default_factory=dict)
+    #: per-protocol maps that depend on the in-plane geometry only (B1+, B0 offsets, coil shading,
+    #: g-factor, per-tissue steady-state signal), computed once per series instead of per slice
+    cache: dict = field(default_factory=dict, repr=False)
 
 
 def exam_context(ph: Phantom, p: Protocol, rng: np.random.Generator) -> ExamContext:
@@ -88,57 +91,102 @@ def pixel_grid(p: Protocol, ctx: ExamContext) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(c, c + np.float32(ctx.y_center))
 
 
-def tissue_signal(fr: np.ndarray, ph: Phantom, p: Protocol, X, Y, z: float, phase: int) -> np.ndarray:
+def _limited(cache: dict, key, build):
+    """``cache[key]``, built on first use; a few protocols per exam at most are kept."""
+    if key not in cache:
+        if len(cache) >= 8:
+            cache.pop(next(iter(cache)))
+        cache[key] = build()
+    return cache[key]
+
+
+def _signal_maps(ph: Phantom, p: Protocol, X, Y, phase: int) -> dict:
+    """The z-independent part of :func:`tissue_signal` on one pixel grid: B1+, the in-plane B0
+    offset (its z term is linear and added per slice) and each tissue's spoiled-GRE signal at the
+    local flip angle (post-contrast T1 for ``phase``)."""
+    b1 = vendors.b1_map(X, Y, p.b0, ph.b1_coef, ph.breast_cx)
+    chest_y = float(ph.torso_surface_y(ph.breast_cx))
+    gamma_b0 = np.float32(physics.GAMMA_MHZ_PER_T * p.b0)
+    df0 = vendors.b0_offset_ppm(X, Y, 0.0, ph.b0_coef, ph.b0_suscept_ppm, chest_y) * gamma_b0  # Hz
+    alpha = np.float32(p.flip_angle) * b1
+    ca, sa = np.cos(np.deg2rad(alpha)), np.sin(np.deg2rad(alpha))
+    t_s = physics.phase_time_s(phase)
+    r1 = physics.relaxivity(p.agent, p.b0) if np.isfinite(t_s) else 0.0
+    signal = {}
+    for name in physics.TISSUES:
+        t1, t2s, pd = physics.tissue_relaxation(name, p.b0)
+        kind = "blood" if name == "blood" else name
+        conc = physics.concentration_mM(kind, t_s, ph.kinetics) if r1 else 0.0
+        t1 = float(physics.t1_with_agent(t1, r1, conc))
+        e1 = np.float32(np.exp(-p.tr / t1))
+        signal[name] = np.float32(pd * np.exp(-p.te / t2s) * (1 - e1)) * sa / (1 - ca * e1)
+    # the off-resonance phase at TE factorises into the in-plane map times a per-slice constant
+    te_phase = np.exp(1j * (2 * np.pi * 1e-3 * p.te) * df0).astype(np.complex64)
+    return {"b1": b1, "df0": df0, "signal": signal, "te_phase": te_phase, "gamma_b0": gamma_b0}
+
+
+def tissue_signal(fr: np.ndarray, ph: Phantom, p: Protocol, X, Y, z: float, phase: int,
+                  cache: dict | None = None) -> np.ndarray:
     """Complex transverse magnetisation per pixel (before receive coils).
 
     Water and fat: spoiled GRE steady state with the B1+-scaled flip angle, post-contrast T1 from
     the agent's relaxivity and each tissue's concentration curve, fat suppressed spectrally with a
     residual set by the method and the local B0 offset, fat precessing at -3.4 ppm (chemical shift
     phase at TE: partial-volume fat/water cancellation), magnetisation scaled by B0.
+    ``cache`` (a dict kept per series, e.g. ``ExamContext.cache``) reuses the z-independent maps;
+    it must only be shared between calls on the same pixel grid and phantom.
     """
-    b1 = vendors.b1_map(X, Y, p.b0, ph.b1_coef, ph.breast_cx)
-    chest_y = float(ph.torso_surface_y(ph.breast_cx))
-    ppm = vendors.b0_offset_ppm(X, Y, z, ph.b0_coef, ph.b0_suscept_ppm, chest_y)
-    df = ppm * np.float32(physics.GAMMA_MHZ_PER_T * p.b0)  # Hz
-    alpha = np.float32(p.flip_angle) * b1
-    t_s = physics.phase_time_s(phase)
-    r1 = physics.relaxivity(p.agent, p.b0) if np.isfinite(t_s) else 0.0
+    if cache is None:
+        maps = _signal_maps(ph, p, X, Y, phase)
+    else:
+        maps = _limited(cache, ("signal", p, phase, X.shape, float(X[0, 0]), float(Y[0, 0])),
+                        lambda: _signal_maps(ph, p, X, Y, phase))
+    # B0 offset: the shim residual's z term is coef[3] * z / 100 ppm (vendors.b0_offset_ppm)
+    dz_hz = float(ph.b0_coef[3]) * (z / 100) * float(maps["gamma_b0"])
+    df = maps["df0"] + np.float32(dz_hz)
     water = np.zeros(X.shape, dtype=np.float32)
     fat = np.zeros(X.shape, dtype=np.float32)
-    ca, sa = np.cos(np.deg2rad(alpha)), np.sin(np.deg2rad(alpha))
+    tmp = np.empty(X.shape, dtype=np.float32)
     for i, name in enumerate(physics.TISSUES):
         f = fr[i]
         if not f.any():
             continue
-        t1, t2s, pd = physics.tissue_relaxation(name, p.b0)
-        kind = "blood" if name == "blood" else name
-        conc = physics.concentration_mM(kind, t_s, ph.kinetics) if r1 else 0.0
-        t1 = float(physics.t1_with_agent(t1, r1, conc))
-        e1 = np.float32(np.exp(-p.tr / t1))
-        s = np.float32(pd * np.exp(-p.te / t2s) * (1 - e1)) * sa / (1 - ca * e1)
+        np.multiply(f, maps["signal"][name], out=tmp)
         if physics.TISSUE_PROPS[name].fat:
-            fat += f * s
+            fat += tmp
         else:
-            water += f * s
-    fat *= physics.fat_residual(p.fatsat, df, b1)
+            water += tmp
+    fat *= physics.fat_residual(p.fatsat, df, maps["b1"])
     water *= 1 - physics.water_saturation(p.fatsat, df, p.b0)
     cs = np.exp(1j * np.float32(2 * np.pi * physics.fat_offset_hz(p.b0) * p.te * 1e-3))
-    m = (water + fat * np.complex64(cs)) * np.exp(1j * (2 * np.pi * 1e-3 * p.te) * df)
-    return (m * np.float32(p.b0 / 1.5)).astype(np.complex64)
+    m = water + fat * np.complex64(cs)
+    m *= maps["te_phase"] * np.complex64(np.exp(1j * 2 * np.pi * 1e-3 * p.te * dz_hz) * (p.b0 / 1.5))
+    return m.astype(np.complex64, copy=False)
 
 
-def _coarse_maps(p: Protocol, ctx: ExamContext, z: float, n: int):
-    """Receive shading (normalised RSS) and SENSE g-factor on a coarse grid, resized to n x n."""
+def _coarse_maps(p: Protocol, ctx: ExamContext, n: int):
+    """Receive shading (normalised RSS at the coil ring's plane z = 0) and SENSE g-factor on a coarse
+    grid, resized to n x n. Both depend on the in-plane geometry only: the z fall-off of the coupling
+    is a scalar per slice (:func:`_coil_falloff`) and the g-factor does not change when every
+    sensitivity is scaled by the same factor."""
     d = p.fov / COARSE
     c = (np.arange(COARSE, dtype=np.float32) - COARSE / 2 + 0.5) * d
     Xc, Yc = np.meshgrid(c, c + np.float32(ctx.y_center))
-    # elements sit in a ring at z ~ 0; slices away from it see weaker coupling
-    sens = vendors.coil_sensitivities(Xc, Yc, ctx.coil_pos) / np.float32(1 + (z / 120.0) ** 2)
+    sens = vendors.coil_sensitivities(Xc, Yc, ctx.coil_pos)
     shade = vendors.rss(sens) / np.float32(ctx.shade_norm)
     g = vendors.sense_gfactor(sens, p.acceleration, axis=-1) if p.acceleration > 1 else None
     shade = vendors.smooth_zoom(shade, (n, n))
     g = vendors.smooth_zoom(g, (n, n)) if g is not None else None
-    return shade, g
+    corr = float(p.recon.shading_correction)
+    # vendor intensity correction divides by max(shade, 0.05) ** corr; x ** -corr is decreasing, so
+    # per slice that is min(shade0 ** -corr * falloff ** -corr, 0.05 ** -corr)
+    inv = np.power(np.maximum(shade, np.float32(1e-12)), np.float32(-corr)) if corr > 0 else None
+    return shade, g, inv
+
+
+def _coil_falloff(z: float) -> float:
+    """Coupling of the coil ring (elements at z ~ 0) to a slice at z: slices away from it see less."""
+    return float(np.float32(1) / np.float32(1 + (z / 120.0) ** 2))
 
 
 def _kspace_window(p: Protocol) -> tuple[slice, slice, int]:
@@ -162,57 +210,77 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
     """
     st = ctx.stage_s
     t0 = time.perf_counter()
-    X, Y = pixel_grid(p, ctx)
+    X, Y = _limited(ctx.cache, ("grid", p.recon_matrix, p.fov), lambda: pixel_grid(p, ctx))
     n = p.recon_matrix
     if fractions is None:
         fractions = ph.render(X, Y, z, p.slice_thickness, p.pixel_mm)
     t1 = time.perf_counter()
-    m = tissue_signal(fractions, ph, p, X, Y, z, phase)
-    shade, g = _coarse_maps(p, ctx, z, n)
+    m = tissue_signal(fractions, ph, p, X, Y, z, phase, cache=ctx.cache)
+    shade0, g, inv_shade0 = _limited(ctx.cache, ("coil", p), lambda: _coarse_maps(p, ctx, n))
+    falloff = _coil_falloff(z)
     # receive shading, partly removed later by the vendor's intensity correction
-    m *= shade
+    m *= shade0 * np.float32(falloff)
     t2 = time.perf_counter()
-    k = sfft.fftshift(sfft.fft2(m, workers=1))
-    rows, cols, skip = _kspace_window(p)
-    acq = k[rows, cols]
-    filt = vendors.kspace_filter((p.acq_freq, p.acq_phase), p.recon)
+    # only the acquired k-space window is needed: FFT the rows, keep the acquired phase columns,
+    # then FFT those columns and keep the acquired frequency rows (indices of centred k-space
+    # mapped to numpy's unshifted layout, so no fftshift copies)
+    r_win, c_win, skip = _kspace_window(p)
+    rows = (np.arange(r_win.start, r_win.stop) - n // 2) % n
+    cols = (np.arange(c_win.start, c_win.stop) - n // 2) % n
+    k1 = sfft.fft(m, axis=1, workers=1)[:, cols]
+    acq = sfft.fft(k1, axis=0, workers=1)[rows]
+    filt = _limited(ctx.cache, ("filter", p.acq_freq, p.acq_phase, p.recon),
+                    lambda: vendors.kspace_filter((p.acq_freq, p.acq_phase), p.recon))
     if filt is not None:
         filt = filt[:, skip:]
-    kz = np.zeros((n, n), dtype=np.complex64)
     noise_img = None
     if noise:
         rng = np.random.default_rng([ctx.noise_key, phase, slice_index])
         sigma = noise_sigma(p)
         # numpy-convention FFT: image noise std = sigma_k sqrt(M) / N^2 for M fully sampled samples
         sigma_k = np.float32(sigma * n * n / np.sqrt(p.acq_freq * p.acq_phase) / np.sqrt(2))
-        nk = (rng.standard_normal(acq.shape, dtype=np.float32)
-              + 1j * rng.standard_normal(acq.shape, dtype=np.float32)) * sigma_k
+        # real and imaginary parts interleaved in one draw
+        nk = rng.standard_normal(acq.shape + (2,), dtype=np.float32).view(np.complex64)[..., 0]
+        nk *= sigma_k
         if g is None:
             acq = acq + nk
         else:
-            kn = np.zeros((n, n), dtype=np.complex64)
-            kn[rows, cols] = nk * filt if filt is not None else nk
             # SENSE: noise amplified by g * sqrt(R) where the R-fold undersampling aliases
-            noise_img = sfft.ifft2(sfft.ifftshift(kn), workers=1) * (g * np.float32(np.sqrt(p.acceleration)))
-    kz[rows, cols] = acq * filt if filt is not None else acq
-    img = sfft.ifft2(sfft.ifftshift(kz), workers=1).astype(np.complex64)
+            noise_img = _window_ifft(nk * filt if filt is not None else nk, rows, cols, n)
+            noise_img *= g * np.float32(np.sqrt(p.acceleration))
+    img = _window_ifft(acq * filt if filt is not None else acq, rows, cols, n)
     if noise_img is not None:
-        img += noise_img.astype(np.complex64)
+        img += noise_img
     t3 = time.perf_counter()
-    corr = np.float32(p.recon.shading_correction)
-    if corr > 0:
-        img /= np.maximum(shade, np.float32(0.05)) ** corr
+    if inv_shade0 is not None:
+        corr = float(p.recon.shading_correction)
+        img *= np.minimum(inv_shade0 * np.float32(falloff ** -corr), np.float32(0.05 ** -corr))
     tumor = fractions[physics.TISSUES.index("tumor")] + fractions[physics.TISSUES.index("tumor_core")]
     if p.patient_position.startswith("HF"):
         # head-first prone: the stored image is mirrored left-right relative to feet-first prone
         img = img[:, ::-1]
         tumor = tumor[:, ::-1]
-    out = img if complex_output else (np.abs(img) * np.float32(ctx.gain)).astype(np.float32)
+    if complex_output:
+        out = img
+    else:
+        out = np.abs(img)
+        out *= np.float32(ctx.gain)
     st["render"] = st.get("render", 0.0) + t1 - t0
     st["physics"] = st.get("physics", 0.0) + t2 - t1
     st["kspace+noise"] = st.get("kspace+noise", 0.0) + t3 - t2
     st["recon"] = st.get("recon", 0.0) + time.perf_counter() - t3
     return np.ascontiguousarray(out), np.ascontiguousarray(tumor)
+
+
+def _window_ifft(win: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """Zero-filled inverse 2D FFT of a k-space window placed at (rows, cols) of an n x n grid:
+    the column transform runs on the acquired columns only (the others are all zero)."""
+    kc = np.zeros((n, len(cols)), dtype=np.complex64)
+    kc[rows] = win
+    part = sfft.ifft(kc, axis=0, workers=1)
+    full = np.zeros((n, n), dtype=np.complex64)
+    full[:, cols] = part
+    return sfft.ifft(full, axis=1, workers=1, overwrite_x=True).astype(np.complex64, copy=False)
 
 
 def acquire(ph: Phantom, p: Protocol, rng: np.random.Generator | None = None, phase: int = 0,
