@@ -193,13 +193,10 @@ def _vendor_files() -> list[Path]:
 
     here = Path(pydicom.__file__).parent / "data" / "test_files"
     files = sorted(here.glob("MR*.dcm"))
-    try:
-        import data_store  # pydicom-data
+    import data_store  # pydicom-data, a test dependency
 
-        files += sorted((Path(data_store.__file__).parent / "data").glob("MR*.dcm"))
-        files += sorted((Path(data_store.__file__).parent / "data").glob("emri_small*.dcm"))
-    except ImportError:
-        pass
+    files += sorted((Path(data_store.__file__).parent / "data").glob("MR*.dcm"))
+    files += sorted((Path(data_store.__file__).parent / "data").glob("emri_small*.dcm"))
     return files
 
 

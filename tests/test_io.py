@@ -28,10 +28,9 @@ from mridomain.io import (
 
 
 def _testfile(name: str) -> str:
-    """Path of a pydicom / pydicom-data test file, never downloading (skip if absent)."""
+    """Path of a pydicom / pydicom-data test file, never downloading (pydicom-data is a test dependency)."""
     path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"{name} not available locally (pydicom-data not installed?)")
+    assert path is not None, f"{name} not available locally: install the test extra (pydicom-data)"
     return path
 
 

@@ -10,6 +10,8 @@ import pandas as pd
 import pydicom
 import pytest
 
+from mridomain.data import build_index
+from mridomain.data.dbc import dbc_iap_table
 from mridomain.errors import SchemaMismatchError
 from mridomain.sim import load_preset, simulate
 
@@ -158,8 +160,7 @@ def test_features_sheet_codes_decode_to_manifest_values(dbc_sim):
 
 
 def test_features_sheet_reads_through_the_dbc_adapter(dbc_sim):
-    dbc = pytest.importorskip("mridomain.data.dbc")
-    table = dbc.dbc_iap_table(dbc_sim.features_csv)
+    table = dbc_iap_table(dbc_sim.features_csv)
     pre = dbc_sim.manifest[dbc_sim.manifest["phase"] == 0].set_index("patient_id")
     table = table.set_index(table.columns[0]) if "patient_id" not in table.columns else table.set_index("patient_id")
     for pid, m in pre.iterrows():
@@ -169,8 +170,7 @@ def test_features_sheet_reads_through_the_dbc_adapter(dbc_sim):
 
 
 def test_header_round_trip_through_the_index(dbc_sim):
-    data = pytest.importorskip("mridomain.data")
-    res = data.build_index(dbc_sim.dicom_root, workers=1, progress=False)
+    res = build_index(dbc_sim.dicom_root, workers=1, progress=False)
     assert len(res.skipped) == 0
     t = res.table.set_index("series_uid")
     m = dbc_sim.manifest.set_index("series_uid")
