@@ -148,6 +148,22 @@ def _run_task(task: dict) -> dict:
         return {"i": i, "written": 0, "boxes": [], "stages": {}, "error": f"{type(err).__name__}: {err}"}
 
 
+#: thread pools of the numeric libraries; every worker process is one core's worth of work
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+                "NUMEXPR_NUM_THREADS")
+
+
+def _init_worker() -> None:
+    """Pool initializer: one thread per worker process, so W workers use W cores, not W x cores."""
+    for var in _THREAD_VARS:
+        os.environ[var] = "1"
+    try:  # BLAS/OpenMP pools already loaded with numpy/scipy (threadpoolctl comes with scikit-learn)
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:
+        pass
+
+
 def _code_maps() -> tuple[list[str], dict[str, dict[str, str]], list[str]]:
     """Column names, {column: {label: code}} and the raw code row of the shipped DBC category map."""
     # via the top-level package: importing mridomain.data here would pull in the whole data stack
@@ -250,7 +266,9 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     protocols = sample_protocols(data, n_patients, np.random.default_rng([seed, 99]),
                                  body_widths_mm=[2 * ph.torso_w for ph in phantoms])
     workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else int(workers))
-    # chunk slices so few patients still keep every worker busy; each chunk rebuilds its phantom
+    # one task per patient (its texture planes, coil and signal maps are built once and shared by
+    # all its slices and phases); only when there are fewer than two patients per worker are a
+    # patient's slices split so every worker stays busy (each chunk then rebuilds what it needs)
     n_chunks = max(1, min(slices, -(-2 * workers // n_patients))) if workers > 1 else 1
     bounds = np.linspace(0, slices, n_chunks + 1).astype(int)
     tasks = [{"seed": seed, "i": i, "protocol": protocols[i], "slices": slices, "phases": phases,
@@ -265,11 +283,21 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
             bar.update(len(t["indices"]) * phases)
     else:
         ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = {pool.submit(_run_task, t): t for t in tasks}
-            for f in as_completed(futs):
-                results.append(f.result())
-                bar.update(len(futs[f]["indices"]) * phases)
+        saved = {v: os.environ.get(v) for v in _THREAD_VARS}
+        # workers start (lazily, on submit) with these set, before they import numpy and scipy
+        os.environ.update({v: "1" for v in _THREAD_VARS})
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
+                futs = {pool.submit(_run_task, t): t for t in tasks}
+                for f in as_completed(futs):
+                    results.append(f.result())
+                    bar.update(len(futs[f]["indices"]) * phases)
+        finally:
+            for v, val in saved.items():
+                if val is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = val
     bar.close()
 
     skipped, stage = [], {}
