@@ -1,6 +1,7 @@
 """Write simulated slices as MR Image Storage DICOM files, with headers as the scanners write them."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,10 +58,8 @@ def series_folder_names(info: SeriesInfo, p: Protocol) -> tuple[str, str]:
 
 def build_dataset(info: SeriesInfo, p: Protocol, k: int, pixels: np.ndarray) -> Dataset:
     """The complete dataset for slice ``k`` (0-based, written order) of a series."""
-    sop_uid = uid(info.series_uid, "sop", k)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds = Dataset()
@@ -68,7 +67,6 @@ def build_dataset(info: SeriesInfo, p: Protocol, k: int, pixels: np.ndarray) -> 
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "OTHER"]
     ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = sop_uid
     ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = info.study_date
     t = 90000 + info.phase * 130
     ds.StudyTime = "090000"
@@ -125,18 +123,13 @@ def build_dataset(info: SeriesInfo, p: Protocol, k: int, pixels: np.ndarray) -> 
     ds.StudyID = f"{info.patient_index + 1}"
     ds.SeriesNumber = info.series_number
     ds.AcquisitionNumber = 1
-    ds.InstanceNumber = k + 1
     ds.TemporalPositionIdentifier = info.phase + 1
     ds.NumberOfTemporalPositions = info.n_phases
     row_dir = [-1.0, 0.0, 0.0] if info.mirrored else [1.0, 0.0, 0.0]
     col_dir = [0.0, 1.0, 0.0]
-    normal = np.cross(row_dir, col_dir)  # +z for FFP storage, -z when mirrored
-    z = float(info.z_positions[k])
-    ds.ImagePositionPatient = [f"{info.x0:.4f}", f"{info.y0:.4f}", f"{z:.4f}"]
     ds.ImageOrientationPatient = [f"{v:g}" for v in row_dir + col_dir]
     ds.FrameOfReferenceUID = info.frame_uid
     ds.PositionReferenceIndicator = ""
-    ds.SliceLocation = f"{float(np.dot(normal, [info.x0, info.y0, z])):.4f}"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.Rows, ds.Columns = int(pixels.shape[0]), int(pixels.shape[1])
@@ -145,17 +138,43 @@ def build_dataset(info: SeriesInfo, p: Protocol, k: int, pixels: np.ndarray) -> 
     ds.BitsStored = p.recon.bits_stored
     ds.HighBit = p.recon.bits_stored - 1
     ds.PixelRepresentation = 0
+    _set_slice(ds, info, k, pixels)
+    return ds
+
+
+def _set_slice(ds: Dataset, info: SeriesInfo, k: int, pixels: np.ndarray) -> None:
+    """The elements that differ between the slices of one series (identity, position, window, pixels)."""
+    sop_uid = uid(info.series_uid, "sop", k)
+    ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+    ds.SOPInstanceUID = sop_uid
+    ds.InstanceNumber = k + 1
+    z = float(info.z_positions[k])
+    ds.ImagePositionPatient = [f"{info.x0:.4f}", f"{info.y0:.4f}", f"{z:.4f}"]
+    # +z for FFP storage, -z when mirrored
+    normal = np.cross([-1.0, 0.0, 0.0] if info.mirrored else [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    ds.SliceLocation = f"{float(np.dot(normal, [info.x0, info.y0, z])):.4f}"
     hi = float(np.percentile(pixels, 99.5)) if pixels.size else 1.0
     ds.WindowCenter = f"{max(hi / 2, 1):.0f}"
     ds.WindowWidth = f"{max(hi, 2):.0f}"
     ds.PixelData = np.ascontiguousarray(pixels, dtype="<u2").tobytes()
-    return ds
 
 
 def write_slice(folder: Path, info: SeriesInfo, p: Protocol, k: int, pixels: np.ndarray) -> Path:
     """Write slice ``k`` as ``1-NN.dcm`` (TCIA naming) and return its path."""
     width = max(2, len(str(len(info.z_positions))))
     path = folder / f"1-{k + 1:0{width}d}.dcm"
-    ds = build_dataset(info, p, k, pixels)
+    # the series header is built once and only the per-slice elements change (slices are written
+    # in series order by one process; the cache holds the latest series)
+    key = (tuple(np.asarray(v).tobytes() if isinstance(v, np.ndarray) else v
+                 for v in dataclasses.astuple(info)), p, pixels.shape)
+    cached = _TEMPLATE.get("key") == key
+    ds = _TEMPLATE["ds"] if cached else build_dataset(info, p, k, pixels)
+    if cached:
+        _set_slice(ds, info, k, pixels)
+    else:
+        _TEMPLATE.update(key=key, ds=ds)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+_TEMPLATE: dict = {}
