@@ -9,6 +9,7 @@ its ratio to the target, images/s and the CPU seconds spent per stage (summed ov
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=None, help="write here and keep the output")
     args = ap.parse_args()
     out = args.keep or Path(tempfile.mkdtemp(prefix="sim_bench_"))
+    load0 = os.getloadavg()
     try:
         t0 = time.perf_counter()
         res = simulate(out, n_patients=args.patients, seed=args.seed, slices=args.slices,
@@ -37,6 +39,9 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in (out / "dicom").rglob("*.dcm")) / 2 ** 20
         print(f"\n{args.patients} patients x {args.slices} slices x {args.phases} phase(s) = {n} images, "
               f"{args.workers} worker(s): {wall:.1f} s wall ({n / wall:.1f} images/s, {size_mb:.0f} MiB)")
+        load1 = os.getloadavg()
+        print(f"load average (1/5/15 min) before {load0[0]:.2f}/{load0[1]:.2f}/{load0[2]:.2f}, after "
+              f"{load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} on {os.cpu_count()} cores (others' jobs slow it)")
         print(f"target {args.target_s:.0f} s -> ratio {wall / args.target_s:.2f} "
               f"({'meets' if wall <= args.target_s else 'misses'} the target)")
         total = sum(res.stage_seconds.values())
