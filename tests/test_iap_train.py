@@ -87,7 +87,10 @@ def test_schema_mismatch_refused(trained, tmp_path):
 
 def test_resume_continues_from_saved_epoch(tmp_path):
     cache = make_cache(tmp_path / "cache", n=48, size=16)
-    kw = dict(preset="cpu", seed=1, progress=False, input_size=16, width=4, batch_size=16)
+    # "Interrupted" here means trained with epochs=2, which would also shorten a cosine schedule;
+    # a constant rate keeps the two runs' schedules equal so only the resume mechanics are tested.
+    kw = dict(preset="cpu", seed=1, progress=False, input_size=16, width=4, batch_size=16,
+              lr_schedule="constant")
     train(cache, tmp_path / "straight", epochs=3, **kw)
     train(cache, tmp_path / "resumed", epochs=2, **kw)
     res = train(cache, tmp_path / "resumed", epochs=3, resume=True, progress=False)
@@ -97,6 +100,16 @@ def test_resume_continues_from_saved_epoch(tmp_path):
     b = load_file(str(tmp_path / "resumed" / "last" / "model.safetensors"))
     for k in a:   # same batches (seeded per epoch) and restored Adam state: the same weights
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_cosine_learning_rate_is_a_pure_function_of_epoch():
+    from mridomain.iap.config import IAPConfig, learning_rate
+
+    cfg = IAPConfig(lr=1e-3, epochs=4, lr_schedule="cosine")
+    # 0.5 * lr * (1 + cos(pi * e / 4)) by hand: 1e-3, 0.853553e-3, 0.5e-3, 0.146447e-3
+    expected = [1e-3, 0.8535534e-3, 0.5e-3, 0.1464466e-3]
+    np.testing.assert_allclose([learning_rate(cfg, e) for e in range(4)], expected, rtol=1e-6)
+    assert learning_rate(IAPConfig(lr=1e-3, lr_schedule="constant"), 3) == 1e-3
 
 
 def _write_dicom(path, pixels):

@@ -165,7 +165,9 @@ def predict(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
-    patients: int = typer.Option(60, help="Simulated patients."),
+    patients: int = typer.Option(300, help="Simulated patients."),
+    slices: int = typer.Option(6, help="Slices per simulated series."),
+    epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Simulate a DBC-like dataset, index, prepare, train (cpu preset), evaluate: prints Table 1.
@@ -175,7 +177,7 @@ def demo(
     from mridomain.demo import run_demo
 
     try:
-        run_demo(out, patients=patients, seed=seed)
+        run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs)
     except MridomainError as err:
         _fail(err)
 

@@ -21,15 +21,17 @@ class DemoResult:
     table1_markdown: str = ""
 
 
-def run_demo(out: str | Path = "demo_out", patients: int = 60, seed: int = 0, slices: int = 16,
+def run_demo(out: str | Path = "demo_out", patients: int = 300, seed: int = 0, slices: int = 6,
              epochs: int | None = None, workers: int | None = None) -> DemoResult:
     """Run the whole IAP pipeline on a freshly simulated DBC-like archive and print Table 1.
 
     Args:
         out: folder for the archive, index, cache, run and reports (re-created steps overwrite).
-        patients: number of simulated patients (one pre-contrast series each).
+        patients: number of simulated patients (one pre-contrast series each). Many patients with
+            few slices each: what a network learns from one patient's slices is mostly that
+            patient's anatomy, so patient count, not slice count, limits generalization.
         seed: seed of the simulation, the split and the training.
-        slices: slices per simulated series.
+        slices: slices per simulated series (spread over the breasts).
         epochs: override the cpu preset's epoch count.
         workers: processes for simulation, indexing and preparation (default: all cores).
     """

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from mridomain.errors import SchemaMismatchError
+from mridomain.errors import SchemaMismatchError, InvalidArgumentError
 
 # The paper's starred rows of Table 1 regress these dense categorical IAPs instead of classifying them.
 DENSE_CATEGORICAL_IAPS = ("slice_thickness", "flip_angle", "fov")
@@ -40,6 +41,7 @@ class IAPConfig:
     seed: int = 0
     device: str | None = None             # None = cuda when available, else cpu
     patience: int | None = None           # early stopping on validation loss (None = off)
+    lr_schedule: str = "constant"         # "constant" (the paper) | "cosine" (decay to 0 over epochs)
     eval_batch_size: int = 256
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,13 +86,29 @@ PRESETS: dict[str, IAPConfig] = {
     # Sec. 4.2: ResNet-18, Adam lr 1e-3, weight decay 1e-4, batch 512, 100 epochs, 224 x 224,
     # checkpoint at the best validation loss.
     "paper": IAPConfig(),
-    # Small and fast for 2 CPU cores: a 4-stage conv net of MONAI blocks on 128 x 128 input (the
-    # 224 cache is area-downsampled inside the model). About 9 s per epoch on ~1200 slices with
-    # 2 cores, so 20 epochs (early stop after 8 without improvement) take about 3 minutes.
-    "cpu": IAPConfig(backbone="smallcnn", input_size=128, width=16, batch_size=32, epochs=20,
+    # Small and fast for 2 CPU cores: a 4-stage conv net of MONAI blocks (width 16) on the full
+    # 224 x 224 slices. On the demo's 300 simulated patients (1,260 training slices) an epoch takes
+    # about 20 s on 2 cores. Downsampling to 128 px inside the model was 3x faster but lost the
+    # fine texture that tells scanners and field strengths apart (scanner model 82% -> 91% top-1
+    # at 224 on the same data). With a few hundred patients instead of the paper's 10k slices a
+    # constant learning rate leaves validation accuracy swinging between epochs; cosine decay lets
+    # the last epochs settle, and the best-validation-loss checkpoint is kept as in the paper.
+    "cpu": IAPConfig(backbone="smallcnn", input_size=224, width=16, batch_size=32, epochs=14,
                      lr=2e-3, weight_decay=1e-4, amp=False, channels_last=False, eval_batch_size=128,
-                     patience=8),
+                     patience=None, lr_schedule="cosine"),
 }
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(config: IAPConfig, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch``: a pure function of the config, so resume needs no state."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return 0.5 * config.lr * (1.0 + math.cos(math.pi * epoch / max(config.epochs, 1)))
+    raise InvalidArgumentError(f"lr_schedule {config.lr_schedule!r}: unknown (choose from {', '.join(LR_SCHEDULES)})")
 
 
 def get_preset(name: str | IAPConfig) -> IAPConfig:
@@ -98,8 +116,8 @@ def get_preset(name: str | IAPConfig) -> IAPConfig:
     if isinstance(name, IAPConfig):
         return replace(name)
     if name not in PRESETS:
-        raise SchemaMismatchError(f"preset {name!r}: unknown (choose from {', '.join(PRESETS)})")
+        raise InvalidArgumentError(f"preset {name!r}: unknown (choose from {', '.join(PRESETS)})")
     return replace(PRESETS[name])
 
 
-__all__ = ["IAPConfig", "PRESETS", "DENSE_CATEGORICAL_IAPS", "get_preset"]
+__all__ = ["IAPConfig", "PRESETS", "DENSE_CATEGORICAL_IAPS", "LR_SCHEDULES", "get_preset", "learning_rate"]

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mridomain.errors import SchemaMismatchError
+from mridomain.errors import SchemaMismatchError, InvalidArgumentError
 from mridomain.iap.config import IAPConfig
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
 
@@ -69,7 +69,7 @@ class IAPNet(nn.Module):
             self.feature_dim = self.backbone.out_features
             self.head = nn.Linear(self.feature_dim, n_outputs)
         else:
-            raise SchemaMismatchError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
+            raise InvalidArgumentError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
         self.input_size = int(input_size)
         self.n_outputs = int(n_outputs)
         self.register_buffer("in_mean", torch.tensor(float(in_mean)))

@@ -19,7 +19,7 @@ from mridomain.errors import EmptyInputError, SchemaMismatchError
 from mridomain.iap.cache import cache_iaps, open_cache, split_indices
 from mridomain.iap.checkpoint import (WEIGHTS, load_optimizer, load_weights, read_run, save_optimizer,
                                       save_run_metadata, save_weights)
-from mridomain.iap.config import IAPConfig, get_preset
+from mridomain.iap.config import IAPConfig, get_preset, learning_rate
 from mridomain.iap.inference import autocast, resolve_device
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
 from mridomain.iap.model import IAPNet, build_model, iap_loss
@@ -284,6 +284,8 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     for epoch in bar:
         model.train()
         train_ds.set_epoch(epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, epoch)
         total, count = 0.0, 0
         for x, c, r in tqdm(DataLoader(train_ds, **loader_kw), desc=f"epoch {epoch + 1}", leave=False,
                             disable=not progress):
@@ -301,7 +303,7 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
             total += float(loss.detach()) * len(x)
             count += len(x)
         val_loss, val_metrics = validate(model, val_loader, encoder, config, dev)
-        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_loss": val_loss, **val_metrics}
+        row = {"epoch": epoch + 1, "lr": learning_rate(config, epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, **val_metrics}
         rows.append(row)
         pd.DataFrame(rows).to_csv(metrics_path, index=False)
         improved = val_loss < best_loss

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage, optimize, special
 
 from mridomain.sim.physics import TISSUES
+from mridomain.errors import InvalidArgumentError
 
 #: BI-RADS-like density classes: population weights and fibroglandular volume fraction of the breast
 #: interior (fatty <25 %, scattered 25-50 %, heterogeneous 50-75 %, extremely dense >75 % of the
@@ -559,7 +560,7 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
         w = np.array([DENSITY_CLASSES[n][0] for n in names])
         density = names[int(rng.choice(len(names), p=w / w.sum()))]
     if density not in DENSITY_CLASSES:
-        raise ValueError(f"unknown density class {density!r}; use one of {names}")
+        raise InvalidArgumentError(f"unknown density class {density!r}; use one of {names}")
     lo, hi = DENSITY_CLASSES[density][1]
     fgt_fraction = float(rng.uniform(lo, hi))
     weight = float(np.clip(rng.normal(75, 14), 48, 120))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mridomain.errors import MridomainError
+from mridomain.errors import MridomainError, InvalidArgumentError
 from mridomain.sim import acquisition as acq
 from mridomain.sim.dicom_writer import SeriesInfo, series_folder_names, uid, write_slice
 from mridomain.sim.phantom import Phantom, make_phantom, phantom_parameters
@@ -259,7 +259,7 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     """
     t_start = time.perf_counter()
     if n_patients < 1 or slices < 1 or phases < 1:
-        raise ValueError("n_patients, slices and phases must be >= 1")
+        raise InvalidArgumentError(f"n_patients, slices and phases must be >= 1 (got {n_patients}, {slices}, {phases})")
     out = Path(out)
     (out / "dicom").mkdir(parents=True, exist_ok=True)
     data = load_preset(preset)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from mridomain.errors import InvalidArgumentError
 
 #: DICOM Manufacturer strings as real scanners write them.
 MANUFACTURER_DICOM = {"GE": "GE MEDICAL SYSTEMS", "SIEMENS": "SIEMENS"}
@@ -131,7 +132,7 @@ def kspace_filter(shape: tuple[int, int], style: ReconStyle) -> np.ndarray | Non
     if style.filter == "hamming":
         a = style.filter_width
         return (1 - a + a * np.cos(np.pi * np.clip(kr, 0, 1))).astype(np.float32)
-    raise ValueError(f"unknown k-space filter {style.filter!r}")
+    raise InvalidArgumentError(f"unknown k-space filter {style.filter!r}")
 
 
 def autoscale_gain(img: np.ndarray, style: ReconStyle, rng: np.random.Generator) -> float:
