@@ -169,6 +169,7 @@ def demo(
     slices: int = typer.Option(6, help="Slices per simulated series."),
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
     seed: int = typer.Option(0, help="Random seed."),
+    full: bool = typer.Option(False, "--full", help="Also run analyze, the Table 2 routing experiment and compare."),
 ) -> None:
     """Simulate a DBC-like dataset, index, prepare, train (cpu preset), evaluate: prints Table 1.
 
@@ -177,7 +178,7 @@ def demo(
     from mridomain.demo import run_demo
 
     try:
-        run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs)
+        run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
     except MridomainError as err:
         _fail(err)
 

@@ -22,7 +22,7 @@ class DemoResult:
 
 
 def run_demo(out: str | Path = "demo_out", patients: int = 300, seed: int = 0, slices: int = 6,
-             epochs: int | None = None, workers: int | None = None) -> DemoResult:
+             epochs: int | None = None, workers: int | None = None, full: bool = False) -> DemoResult:
     """Run the whole IAP pipeline on a freshly simulated DBC-like archive and print Table 1.
 
     Args:
@@ -34,6 +34,8 @@ def run_demo(out: str | Path = "demo_out", patients: int = 300, seed: int = 0, s
         slices: slices per simulated series (spread over the breasts).
         epochs: override the cpu preset's epoch count.
         workers: processes for simulation, indexing and preparation (default: all cores).
+        full: also run the dataset analysis, the paper's Table 2 routing experiment and the
+            applicability check (see :func:`run_domain_tools`).
     """
     from mridomain.data import build_index, prepare_cache, print_index_summary
     from mridomain.iap import evaluate, predict_paths, train
@@ -48,31 +50,32 @@ def run_demo(out: str | Path = "demo_out", patients: int = 300, seed: int = 0, s
         console.rule(f"[bold]{title}")
         return name, time.perf_counter()
 
-    name, t0 = step("simulate", f"1/5 Simulating {patients} DBC-like patients (multi-vendor DICOM)")
+    n_steps = 8 if full else 5
+    name, t0 = step("simulate", f"1/{n_steps} Simulating {patients} DBC-like patients (multi-vendor DICOM)")
     sim = simulate(out / "archive", n_patients=patients, seed=seed, slices=slices, preset="dbc",
                    phases=1, workers=workers)
     console.print(sim.summary())
     result.timings[name] = time.perf_counter() - t0
 
-    name, t0 = step("index", "2/5 Indexing the archive's headers")
+    name, t0 = step("index", f"2/{n_steps} Indexing the archive's headers")
     index_path = out / "index.parquet"
     index = build_index(out / "archive" / "dicom", out=index_path, workers=workers)
     print_index_summary(index, index_path)
     result.timings[name] = time.perf_counter() - t0
 
-    name, t0 = step("prepare", "3/5 Preparing the patient-split slice cache")
+    name, t0 = step("prepare", f"3/{n_steps} Preparing the patient-split slice cache")
     cache = prepare_cache(index_path, out / "cache", slices_per_series=None, size=224,
                           normalization="max255", seed=seed,
                           annotations=out / "archive" / "Annotation_Boxes.csv", workers=workers)
     console.print(cache.summary())
     result.timings[name] = time.perf_counter() - t0
 
-    name, t0 = step("train", "4/5 Training the multi-task IAP network (cpu preset)")
+    name, t0 = step("train", f"4/{n_steps} Training the multi-task IAP network (cpu preset)")
     run_dir = out / "run"
     train(out / "cache", run_dir, preset="cpu", epochs=epochs, seed=seed)
     result.timings[name] = time.perf_counter() - t0
 
-    name, t0 = step("evaluate", "5/5 Evaluating on held-out patients (Table 1)")
+    name, t0 = step("evaluate", f"5/{n_steps} Evaluating on held-out patients (Table 1)")
     report = evaluate(run_dir, cache=out / "cache", split="test", out=out / "eval_test")
     result.table1_markdown = report.to_markdown()
     console.print(result.table1_markdown)
@@ -84,9 +87,58 @@ def run_demo(out: str | Path = "demo_out", patients: int = 300, seed: int = 0, s
     console.print(predictions.summary())
     result.timings[name] = time.perf_counter() - t0
 
+    if full:
+        result.timings.update(run_domain_tools(out, seed=seed, workers=workers, console=console))
+
     console.rule("[bold]Done")
     for key, seconds in result.timings.items():
         console.print(f"{key:>10}: {seconds:6.1f} s")
     console.print(f"Outputs in {out}/: index.parquet, cache/, run/ (checkpoint, metrics.csv, "
                   f"learning_curve.png), eval_test/ (report.md, confusion matrices), predictions.png")
     return result
+
+
+def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None, patients: int = 120,
+                     slices: int = 16, console: Console | None = None) -> dict[str, float]:
+    """Analysis, routing (paper Table 2) and applicability check on top of a finished demo.
+
+    The routing experiment needs tumor-negative slices, which DBC defines as at least 5 slices
+    away from the tumor box; the IAP demo's few slices per series are spread too thinly for that,
+    so a second archive with more slices per series is simulated (new patients, another seed) and
+    serves both as the tumor classifiers' data and as the "new data" of the applicability check.
+    """
+    from mridomain.analysis import analyze, compare, run_routing_experiment
+    from mridomain.data import build_index, prepare_cache
+    from mridomain.sim import simulate
+
+    console = console or Console()
+    out = Path(out)
+    timings: dict[str, float] = {}
+
+    console.rule("[bold]6/8 Dataset IAP analysis (paper Appendix A.1)")
+    t0 = time.perf_counter()
+    analysis = analyze(out / "cache", out / "analysis")
+    console.print(analysis.to_markdown())
+    timings["analyze"] = time.perf_counter() - t0
+
+    console.rule("[bold]7/8 Routing to per-manufacturer tumor classifiers (paper Table 2)")
+    t0 = time.perf_counter()
+    second = out / "archive_routing"
+    simulate(second, n_patients=patients, seed=seed + 1000, slices=slices, preset="dbc", phases=1,
+             workers=workers)
+    build_index(second / "dicom", out=out / "index_routing.parquet", workers=workers)
+    prepare_cache(out / "index_routing.parquet", out / "cache_routing", slices_per_series=None,
+                  size=224, normalization="max255", seed=seed,
+                  annotations=second / "Annotation_Boxes.csv", workers=workers)
+    routing = run_routing_experiment(out / "cache_routing", out / "run", out / "routing", seed=seed)
+    console.print(routing.to_markdown())
+    timings["routing"] = time.perf_counter() - t0
+
+    console.rule("[bold]8/8 Applicability check: does the IAP model cover the new archive?")
+    t0 = time.perf_counter()
+    checked = compare(out / "cache", out / "cache_routing", out / "run", out / "compare", seed=seed)
+    console.print(checked.to_markdown())
+    timings["compare"] = time.perf_counter() - t0
+    console.print(f"HTML reports: {out}/analysis/report.html, {out}/routing/report.html, "
+                  f"{out}/compare/report.html")
+    return timings
