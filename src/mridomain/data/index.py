@@ -26,22 +26,15 @@ import pandas as pd
 from mridomain.data._parallel import default_workers, pmap
 from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
 from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
+from mridomain.io.headers import _LIST_KEYWORDS, HEADER_KEYWORDS, iter_file_paths
 
 INDEX_VERSION = 1
 
-#: Header fields every index reads (the ``read_header_fields`` contract of docs/architecture.md).
-BASE_KEYWORDS: tuple[str, ...] = (
-    "Manufacturer", "ManufacturerModelName", "ScanOptions", "MagneticFieldStrength",
-    "PatientPosition", "ContrastBolusAgent", "AcquisitionMatrix", "SliceThickness", "FlipAngle",
-    "ReconstructionDiameter", "PixelSpacing", "Rows", "Columns", "RepetitionTime", "EchoTime",
-    "SeriesDescription", "PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID",
-    "InstanceNumber", "ImagePositionPatient", "ImageOrientationPatient", "Modality", "SOPClassUID",
-    "NumberOfFrames",
-)
+#: Header fields every index reads: the ``read_header_fields`` contract of docs/architecture.md.
+BASE_KEYWORDS: tuple[str, ...] = HEADER_KEYWORDS
 # Fields that legitimately differ from slice to slice: never part of the per-series value.
 _PER_SLICE = frozenset({"SOPInstanceUID", "InstanceNumber", "ImagePositionPatient", "SliceLocation",
                         "PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"})
-_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # PixelData, Float/DoubleFloat
 
 
 @dataclass
@@ -81,8 +74,6 @@ def iter_files(root: str | Path) -> Iterator[str]:
     of files cost no ``stat`` each; hidden entries (``.name``) are ignored; directory symlinks are
     not followed (loops); each folder's entries come in name order.
     """
-    from mridomain.io.headers import iter_file_paths  # lazily: workers on the fast path skip pydicom
-
     return iter_file_paths(root)
 
 
@@ -92,17 +83,14 @@ def iter_files(root: str | Path) -> Iterator[str]:
 _EXTRA: tuple[str, ...] = ()  # keywords beyond the io contract, for the pydicom path
 _KEY_INTERN: dict[tuple, tuple] = {}
 _WANTED: dict[int, tuple[str, str]] | None = None  # fast reader: tag -> (keyword, VR)
-#: Multi-valued by nature: always lists (docs/architecture.md, read_header_fields).
-_ALWAYS_LIST = frozenset({"ScanOptions", "AcquisitionMatrix", "PixelSpacing", "ImagePositionPatient",
-                          "ImageOrientationPatient", "ImageType"})
+#: Multi-valued by nature: always lists, as ``read_header_fields`` gives them.
+_ALWAYS_LIST = _LIST_KEYWORDS
 
 
 def _init_worker(keywords: Sequence[str], extra: Sequence[str], fast: bool = True) -> None:
     """Per-process setup: which tags to read, by which path."""
     global _EXTRA, _WANTED
     from pydicom.datadict import dictionary_VR, tag_for_keyword
-
-    from mridomain.io import HEADER_KEYWORDS
 
     wanted_keywords = tuple(dict.fromkeys((*keywords, *extra)))
     _EXTRA = tuple(k for k in wanted_keywords if k not in HEADER_KEYWORDS)
