@@ -354,8 +354,7 @@ def _iap_info(index_df: pd.DataFrame, source: str | Path | None) -> list[dict[st
             return [i for i in meta["iaps"] if i["name"] in index_df.columns]
     from mridomain.data.schema import DEFAULT_IAPS
 
-    return [{"name": s.name, "kind": s.kind, "unit": s.unit} for s in DEFAULT_IAPS
-            if s.name in index_df.columns]
+    return [_iap_entry(s) for s in DEFAULT_IAPS if s.name in index_df.columns]
 
 
 def _finish_npy(path: Path, n_written: int, n_alloc: int, shape: tuple[int, int]) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from mridomain.data.cache import SliceCache, write_slice_cache  # noqa: F401  (re-exported)
+from mridomain.data.cache import _iap_entry
 from mridomain.data.cache import preprocess_slices as data_preprocess_slices
 
 
@@ -25,7 +26,7 @@ def open_cache(cache: str | Path | SliceCache) -> SliceCache:
 
 def cache_iaps(cache: SliceCache) -> list[dict[str, Any]]:
     """The cache's IAP schema as plain dicts {name, kind, unit} (meta.json's ``iaps``)."""
-    return [{"name": i["name"], "kind": i.get("kind", "categorical"), "unit": i.get("unit")} for i in cache.iaps]
+    return [_iap_entry(i) for i in cache.iaps]
 
 
 def split_indices(cache: SliceCache, name: str) -> np.ndarray:
