@@ -339,6 +339,18 @@ def _sort_slices(members: list[tuple[Path, Dataset]]) -> list[tuple[Path, Datase
 
 
 # ----------------------------------------------------------------------------- NIfTI
+def _check_nonempty_file(path: Path) -> None:
+    """One-line ImageReadError for a missing, unreadable or empty file (not a raw OSError)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageReadError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot open: {exc.strerror or exc}") from None
+    if size == 0:
+        raise ImageReadError(path, "empty file")
+
+
 def read_nifti(path: str | Path) -> ImageData:
     """NIfTI-1/2 volume via nibabel, as ``(S, H, W)`` with S along the last voxel axis.
 
@@ -350,8 +362,7 @@ def read_nifti(path: str | Path) -> ImageData:
     import nibabel as nib
 
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file")
+    _check_nonempty_file(path)
     try:
         img = nib.load(str(path))
         data = np.asarray(img.get_fdata(dtype=np.float32))
@@ -389,8 +400,7 @@ def read_bitmap(path: str | Path) -> ImageData:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
-    if path.stat().st_size == 0:
-        raise ImageReadError(path, "empty file")
+    _check_nonempty_file(path)
     try:
         with Image.open(path) as img:
             fmt = (img.format or _suffix(path).lstrip(".")).lower()
