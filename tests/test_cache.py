@@ -277,3 +277,21 @@ def test_write_slice_cache_round_trip(tmp_path):
         write_slice_cache(tmp_path / "d", imgs, table.iloc[:2], iaps)
     with pytest.raises(InvalidArgumentError, match="holdout"):
         write_slice_cache(tmp_path / "d", imgs, table.assign(split=["train", "holdout", "test"]), iaps)
+
+
+def test_corrupt_cache_files_give_one_line_errors(tmp_path):
+    from mridomain.data import SliceCache
+    from mridomain.errors import SchemaMismatchError
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{not json")
+    with pytest.raises(SchemaMismatchError) as err:
+        SliceCache(bad)
+    assert "meta.json" in str(err.value) and "\n" not in str(err.value)
+
+    (bad / "meta.json").write_text('{"version": 1}')
+    (bad / "images.npy").write_bytes(b"garbage")
+    with pytest.raises(SchemaMismatchError) as err:
+        SliceCache(bad)
+    assert str(bad) in str(err.value) and "\n" not in str(err.value)

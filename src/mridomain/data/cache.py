@@ -205,12 +205,19 @@ class SliceCache:
         meta_path = self.path / "meta.json"
         if not meta_path.exists():
             raise EmptyInputError(self.path, "not a slice cache (no meta.json)")
-        self.meta: dict[str, Any] = json.loads(meta_path.read_text())
-        if self.meta.get("version") != CACHE_VERSION:
-            raise SchemaMismatchError(f"{meta_path}: cache version {self.meta.get('version')} "
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise SchemaMismatchError(f"{meta_path}: not valid JSON ({err})") from None
+        version = self.meta.get("version") if isinstance(self.meta, dict) else None
+        if version != CACHE_VERSION:
+            raise SchemaMismatchError(f"{meta_path}: cache version {version} "
                                       f"(this mridomain reads version {CACHE_VERSION})")
-        self.images: np.ndarray = np.load(self.path / "images.npy", mmap_mode="r")
-        self.table: pd.DataFrame = pd.read_parquet(self.path / "slices.parquet")
+        try:
+            self.images: np.ndarray = np.load(self.path / "images.npy", mmap_mode="r")
+            self.table: pd.DataFrame = pd.read_parquet(self.path / "slices.parquet")
+        except (OSError, ValueError) as err:  # missing, truncated or foreign files
+            raise SchemaMismatchError(f"{self.path}: unreadable cache file ({str(err).splitlines()[0]})") from None
         if len(self.table) != self.images.shape[0]:
             raise SchemaMismatchError(f"{self.path}: slices.parquet has {len(self.table)} rows but "
                                       f"images.npy holds {self.images.shape[0]} images")
