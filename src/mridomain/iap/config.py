@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mridomain._json import dump_json
 from mridomain.errors import SchemaMismatchError, InvalidArgumentError
 
 # The paper's starred rows of Table 1 regress these dense categorical IAPs instead of classifying them.
@@ -53,10 +54,7 @@ class IAPConfig:
 
     def to_json(self, path: str | Path | None = None) -> str:
         """Serialize to JSON text; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "IAPConfig":

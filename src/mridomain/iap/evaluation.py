@@ -19,6 +19,7 @@ import pandas as pd
 from mridomain.iap.cache import cache_iaps, open_cache, split_indices
 from mridomain.iap.checkpoint import load_model
 from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
+from mridomain._json import dump_json
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 
 RELATIVE_TOLERANCE = 0.02   # Fig. 2: TE / TR count as correct within 2 % relative error
@@ -118,10 +119,7 @@ class EvalReport:
         return asdict(self)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=float)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_dict(), path)
 
     def row(self, iap: str) -> dict[str, Any]:
         for r in self.rows:

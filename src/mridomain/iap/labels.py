@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.data.schema import is_missing  # noqa: F401  (also imported from here by prediction)
+from mridomain._json import dump_json
 from mridomain.errors import SchemaMismatchError
 
 IGNORE_INDEX = -100
@@ -200,10 +201,7 @@ class LabelEncoder:
                 "heads": [asdict(h) for h in self.heads]}
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return dump_json(self.to_dict(), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LabelEncoder":
