@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from mridomain.iap.cache import write_slice_cache
+from mridomain.data import write_slice_cache
 from mridomain.iap.config import IAPConfig
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.model import build_model, iap_loss

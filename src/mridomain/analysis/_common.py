@@ -5,7 +5,7 @@ import inspect
 import math
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -136,6 +136,43 @@ def predictor_classes(predictor: Any) -> dict[str, list[str]]:
     except Exception:  # noqa: BLE001 - a predictor without vocabularies: callers fall back
         return {}
     return {str(k): [str(v) for v in vals] for k, vals in (c or {}).items()}
+
+
+def categorical_probabilities(predictor: Any, images: np.ndarray
+                              ) -> dict[str, tuple[np.ndarray, list[str] | None]]:
+    """{categorical iap: (probabilities (N, C), vocabulary or None)} from ``predict_proba``.
+
+    Reads the shapes an IAP predictor may return: a dict of arrays (optionally as a pair with a
+    vocabulary dict), a dict of (array, vocab) pairs, or a dict of {"proba"|"probs", "vocab"|
+    "classes"}. A head's own vocabulary wins, then the returned one, then ``predictor.classes``.
+    Continuous heads (1-D outputs) are left out.
+    """
+    from mridomain.errors import SchemaMismatchError
+
+    res = call_predictor(predictor, "predict_proba", images)
+    vocab_all = None
+    if isinstance(res, tuple) and len(res) == 2:
+        res, vocab_all = res
+    if not isinstance(res, Mapping):
+        raise SchemaMismatchError(f"predict_proba returned {type(res).__name__}, expected a dict per IAP")
+    classes = predictor_classes(predictor)
+    out: dict[str, tuple[np.ndarray, list[str] | None]] = {}
+    for iap, entry in res.items():
+        vocab = None
+        if isinstance(entry, tuple):
+            entry, vocab = entry
+        elif isinstance(entry, Mapping):
+            vocab = entry.get("vocab") or entry.get("classes")
+            entry = entry["proba"] if "proba" in entry else entry.get("probs")
+        arr = np.asarray(entry, float)
+        if arr.ndim != 2:
+            continue
+        if vocab is None and vocab_all is not None:
+            vocab = vocab_all.get(iap) if isinstance(vocab_all, Mapping) else vocab_all
+        if vocab is None:
+            vocab = classes.get(str(iap))
+        out[str(iap)] = (arr, None if vocab is None else [str(v) for v in vocab])
+    return out
 
 
 def predictor_logits(predictor: Any, images: np.ndarray) -> dict[str, np.ndarray] | None:

@@ -23,9 +23,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (MISSING, as_category_strings, call_predictor, iap_kinds,
-                                        images_from_paths, load_predictor, open_cache, prediction_column,
-                                        predictor_classes, predictor_logits)
+from mridomain.analysis._common import (MISSING, as_category_strings, call_predictor,
+                                        categorical_probabilities, iap_kinds, images_from_paths, load_predictor, open_cache, prediction_column,
+                                        predictor_logits)
 from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
@@ -97,34 +97,15 @@ def head_outputs(predictor: Any, images: np.ndarray) -> dict[str, dict[str, Any]
     logits from ``predict_logits`` when the predictor has it (energy needs logits: softmax
     probabilities lose the logsumexp).
     """
-    res = call_predictor(predictor, "predict_proba", images)
-    vocab_all = None
-    if isinstance(res, tuple) and len(res) == 2:
-        res, vocab_all = res
-    if not isinstance(res, Mapping):
-        raise SchemaMismatchError(f"predict_proba returned {type(res).__name__}, expected a dict per IAP")
-    if vocab_all is None:
-        vocab_all = predictor_classes(predictor)
     logits_all = predictor_logits(predictor, images)
     out: dict[str, dict[str, Any]] = {}
-    for iap, entry in res.items():
-        vocab = None
-        if isinstance(entry, tuple):
-            entry, vocab = entry
-        elif isinstance(entry, Mapping):
-            vocab = entry.get("vocab") or entry.get("classes")
-            entry = entry.get("proba", entry.get("probs"))
-        arr = np.asarray(entry, float)
-        if arr.ndim != 2:
-            continue  # a continuous head
-        if vocab is None and isinstance(vocab_all, Mapping):
-            vocab = vocab_all.get(iap)
+    for iap, (arr, vocab) in categorical_probabilities(predictor, images).items():
         if vocab is None:
             vocab = [str(i) for i in range(arr.shape[1])]
         lg = None
         if isinstance(logits_all, Mapping) and iap in logits_all:
             lg = np.asarray(logits_all[iap], float)
-        out[str(iap)] = {"probs": arr, "vocab": [str(v) for v in vocab], "logits": lg}
+        out[iap] = {"probs": arr, "vocab": vocab, "logits": lg}
     if not out:
         raise SchemaMismatchError("IAP predictor returned no categorical probabilities")
     return out

@@ -11,8 +11,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (as_category_strings, call_predictor, images_from_paths,
-                                        load_predictor, open_cache, predictor_classes, wilson_interval)
+from mridomain.analysis._common import (as_category_strings, call_predictor, categorical_probabilities,
+                                        images_from_paths, load_predictor, open_cache, wilson_interval)
 from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
@@ -106,24 +106,13 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
 
 def _proba_for(predictor: Any, images: np.ndarray, key_iap: str) -> tuple[np.ndarray, list[str]]:
     """(probabilities (N, C), vocabulary) of one categorical IAP head."""
-    res = call_predictor(predictor, "predict_proba", images)
-    vocab = None
-    if isinstance(res, tuple) and len(res) == 2:
-        res, vocab = res
-    entry = res[key_iap]
-    if isinstance(entry, tuple):
-        entry, vocab_k = entry
-    elif isinstance(entry, Mapping):
-        entry, vocab_k = entry["proba"] if "proba" in entry else entry["probs"], entry.get("vocab") or entry.get("classes")
-    else:
-        vocab_k = None
-    if vocab_k is None and vocab is not None:
-        vocab_k = vocab[key_iap] if isinstance(vocab, Mapping) else vocab
-    if vocab_k is None:
-        vocab_k = predictor_classes(predictor).get(key_iap)
-    if vocab_k is None:
+    heads = categorical_probabilities(predictor, images)
+    if key_iap not in heads:
+        raise SchemaMismatchError(f"IAP predictor gave no categorical probabilities for {key_iap}")
+    probs, vocab = heads[key_iap]
+    if vocab is None:
         raise SchemaMismatchError(f"IAP predictor gave no vocabulary for {key_iap}")
-    return np.asarray(entry, float), [str(v) for v in vocab_k]
+    return probs, vocab
 
 
 # ------------------------------------------------------------------------------------ route

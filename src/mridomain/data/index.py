@@ -12,7 +12,6 @@ reason instead of stopping the run.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence

@@ -3,7 +3,6 @@
 Reading is :class:`mridomain.data.SliceCache`; preprocessing of new images for prediction is
 ``mridomain.data.preprocess_slices``, the very function ``prepare_cache`` uses, so a checkpoint
 reproduces exactly its training preprocessing.
-``write_slice_cache`` is re-exported from :mod:`mridomain.data.cache` for older imports.
 """
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mridomain.data.cache import SliceCache, write_slice_cache  # noqa: F401  (re-exported)
+from mridomain.data.cache import SliceCache
 from mridomain.data.cache import _iap_entry
 from mridomain.data.cache import preprocess_slices as data_preprocess_slices
 

@@ -7,7 +7,6 @@ each series before taking the argmax: the answer a user wants for a whole volume
 """
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

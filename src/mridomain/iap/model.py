@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mridomain.errors import SchemaMismatchError, InvalidArgumentError
+from mridomain.errors import InvalidArgumentError
 from mridomain.iap.config import IAPConfig
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
 

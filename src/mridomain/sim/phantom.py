@@ -182,7 +182,6 @@ class Phantom:
         if iz in g["planes"]:
             return g["planes"][iz]
         x, y, z = g["x"], g["y"], g["z"]
-        h = self.grid_mm
         out = np.zeros((2, len(y), len(x)), dtype=np.float32)
         if 0 <= iz < len(z):
             zz = np.float32(z[iz])
