@@ -224,8 +224,9 @@ def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
     return seq[0]
 
 
-def _functional_group_value(ds: Dataset, group: str, keyword: str) -> Any:
-    """Value of ``keyword`` inside functional group ``group``: first frame, else shared.
+def _functional_group_value(ds: Dataset, keyword: str, group: str | None = None) -> Any:
+    """Value of ``keyword`` inside functional group ``group`` (any group when None): first frame,
+    else shared.
 
     A macro is either shared or per-frame (PS3.3 C.7.6.16), so the first frame stands for the
     series-level value; per-frame variation (positions, rescale) is handled by the pixel reader.
@@ -234,11 +235,15 @@ def _functional_group_value(ds: Dataset, group: str, keyword: str) -> Any:
         groups = _first_item(ds, seq_kw)
         if groups is None:
             continue
-        item = _first_item(groups, group)
-        if item is not None and keyword in item:
-            value = to_python(item[keyword].value)
-            if not _is_empty(value):
-                return value
+        if group is not None:
+            items = [_first_item(groups, group)]
+        else:
+            items = [elem.value[0] for elem in groups if elem.VR == "SQ" and len(elem.value)]
+        for item in items:
+            if item is not None and keyword in item:
+                value = to_python(item[keyword].value)
+                if not _is_empty(value):
+                    return value
     return None
 
 
@@ -270,14 +275,14 @@ def header_fields_from_dataset(ds: Dataset, extra: Iterable[str] = ()) -> dict[s
     if any(seq in ds for seq in _ENHANCED_SEQUENCES):
         for group, inner, target in FUNCTIONAL_GROUP_FIELDS:
             if _is_empty(out.get(target)):
-                value = _functional_group_value(ds, group, inner)
+                value = _functional_group_value(ds, inner, group)
                 if value is not None:
                     if target in _LIST_KEYWORDS and not isinstance(value, list):
                         value = [value]
                     out[target] = value
         for extra_kw in extra:  # extra keywords may live in a functional group too
             if _is_empty(out.get(extra_kw)):
-                value = _search_functional_groups(ds, extra_kw)
+                value = _functional_group_value(ds, extra_kw)
                 if value is not None:
                     out[extra_kw] = value
     if _is_empty(out.get("AcquisitionMatrix")) and (
@@ -320,22 +325,6 @@ def _enhanced_acquisition_matrix(ds: Dataset, direction: Any) -> list[int] | Non
     if str(direction or "COL").upper().startswith("ROW"):
         return [0, int(freq), int(phase), 0]
     return [int(freq), 0, 0, int(phase)]
-
-
-def _search_functional_groups(ds: Dataset, keyword: str) -> Any:
-    for seq_kw in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
-        groups = _first_item(ds, seq_kw)
-        if groups is None:
-            continue
-        for elem in groups:
-            if elem.VR != "SQ" or len(elem.value) == 0:
-                continue
-            item = elem.value[0]
-            if keyword in item:
-                value = to_python(item[keyword].value)
-                if not _is_empty(value):
-                    return value
-    return None
 
 
 # ----------------------------------------------------------------------------- files
