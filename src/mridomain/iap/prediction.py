@@ -192,7 +192,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     for path in tqdm(paths, desc="predict", disable=not progress, unit="input"):
         try:
             pixels, meta, files = _read_image(path)
-            if pixels.size == 0 or len(pixels) == 0:
+            if pixels.size == 0:
                 raise EmptyInputError(path, "no pixels")
             x = preprocess_slices(pixels, preprocess)
         except MridomainError as err:
