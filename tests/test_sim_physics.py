@@ -148,3 +148,26 @@ def test_acceleration_amplifies_noise_by_g_factor():
     g = sense_gfactor(sens, 2)
     assert g.min() >= 1.0 - 1e-5 and g.max() > 1.05
     assert np.allclose(sense_gfactor(sens, 1), 1.0)
+
+
+def test_rss_coil_combination_gives_noncentral_chi_noise_floor(phantom):
+    """Magnitude images are root-sum-of-squares channel combinations: in air the noise is chi with
+    2N degrees of freedom, whose mean sigma * sqrt(2) * Gamma(N + 1/2) / Gamma(N) rises with the
+    channel count (Constantinides et al., MRM 1997); N = 1 is the Rayleigh floor 1.2533 sigma."""
+    floors = {}
+    for n_ch in (1, 8):
+        p = small(manufacturer="SIEMENS", scan_options="FS", coil_channels=n_ch)
+        p = dataclasses.replace(p, recon=dataclasses.replace(p.recon, shading_correction=0.0))
+        assert p.acceleration == 1 and p.partial_fourier == 1.0 and p.recon.filter == "none"
+        ctx = acq.exam_context(phantom, p, np.random.default_rng(0))
+        clean = np.abs(one(phantom, p, complex_output=True, ctx=ctx))
+        noisy = [one(phantom, p, complex_output=True, noise=True, key=k, ctx=ctx) for k in (1, 2)]
+        sigma = np.std((noisy[0] - noisy[1]).real) / np.sqrt(2)     # per component, one channel
+        # air: where even the ringing tails of the noise-free image stay well below the noise
+        air = clean < 0.3 * sigma
+        assert air.sum() > 300
+        floors[n_ch] = np.mean([one(phantom, p, noise=True, key=k, ctx=ctx)[air].mean()
+                                for k in range(3, 9)]) / ctx.gain / sigma
+        expected = math.sqrt(2) * math.exp(math.lgamma(n_ch + 0.5) - math.lgamma(n_ch))
+        assert floors[n_ch] == pytest.approx(expected, rel=0.04)
+    assert floors[8] > 2 * floors[1]

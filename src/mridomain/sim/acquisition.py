@@ -234,6 +234,7 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
     if filt is not None:
         filt = filt[:, skip:]
     noise_img = None
+    extra_power = None
     if noise:
         rng = np.random.default_rng([ctx.noise_key, phase, slice_index])
         sigma = noise_sigma(p)
@@ -244,6 +245,11 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
         nk *= sigma_k
         if g is None:
             acq = acq + nk
+            # unaccelerated scans combine channels by root-sum-of-squares; SENSE (below) unfolds
+            # them into one complex image, whose magnitude stays Rician
+            if not complex_output and p.coil_channels > 1:
+                extra_power = _extra_channel_noise_power(p.coil_channels - 1, acq.shape, sigma_k, rng,
+                                                         filt, rows, cols, n)
         else:
             # SENSE: noise amplified by g * sqrt(R) where the R-fold undersampling aliases
             noise_img = _window_ifft(nk * filt if filt is not None else nk, rows, cols, n)
@@ -251,6 +257,13 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
     img = _window_ifft(acq * filt if filt is not None else acq, rows, cols, n)
     if noise_img is not None:
         img += noise_img
+    if extra_power is not None:
+        # root-sum-of-squares channel combination: the magnitude of an N-channel array is
+        # noncentral chi with 2N degrees of freedom (Constantinides et al., MRM 1997), so air and
+        # lung carry a noise floor that rises with the channel count
+        extra_power += img.real ** 2
+        extra_power += img.imag ** 2
+        img = np.sqrt(extra_power, out=extra_power)
     t3 = time.perf_counter()
     if inv_shade0 is not None:
         corr = float(p.recon.shading_correction)
@@ -274,13 +287,40 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
 
 def _window_ifft(win: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
     """Zero-filled inverse 2D FFT of a k-space window placed at (rows, cols) of an n x n grid:
-    the column transform runs on the acquired columns only (the others are all zero)."""
-    kc = np.zeros((n, len(cols)), dtype=np.complex64)
-    kc[rows] = win
-    part = sfft.ifft(kc, axis=0, workers=1)
-    full = np.zeros((n, n), dtype=np.complex64)
-    full[:, cols] = part
-    return sfft.ifft(full, axis=1, workers=1, overwrite_x=True).astype(np.complex64, copy=False)
+    the column transform runs on the acquired columns only (the others are all zero). Leading
+    axes of ``win`` (e.g. coil channels) are transformed independently."""
+    lead = win.shape[:-2]
+    kc = np.zeros(lead + (n, len(cols)), dtype=np.complex64)
+    kc[..., rows, :] = win
+    part = sfft.ifft(kc, axis=-2, workers=1)
+    full = np.zeros(lead + (n, n), dtype=np.complex64)
+    full[..., cols] = part
+    return sfft.ifft(full, axis=-1, workers=1, overwrite_x=True).astype(np.complex64, copy=False)
+
+
+def _extra_channel_noise_power(n_extra: int, shape: tuple[int, int], sigma_k: np.float32,
+                               rng: np.random.Generator, filt: np.ndarray | None, rows: np.ndarray,
+                               cols: np.ndarray, n: int) -> np.ndarray:
+    """Summed noise power of the ``n_extra`` channels beyond the first of a root-sum-of-squares
+    combination, through the same k-space chain (sampling, partial Fourier, filter, zero-fill).
+
+    With white, uncorrelated channel noise a unitary change of channel basis puts all the signal
+    into one virtual channel, whose sensitivity is the RSS shading the signal already carries,
+    and leaves the other N - 1 channels as pure noise of the same level, so the combined
+    magnitude sqrt(sum_i |s_i m + n_i|^2) has exactly the distribution of
+    sqrt(|S m + n_1|^2 + sum_{j>=2} |n_j|^2) with S = sqrt(sum_i s_i^2).
+    """
+    power = np.zeros((n, n), dtype=np.float32)
+    # channels in small batches: one array of every channel's zero-filled image would be large
+    for start in range(0, n_extra, 4):
+        k = min(4, n_extra - start)
+        nk = rng.standard_normal((k,) + tuple(shape) + (2,), dtype=np.float32).view(np.complex64)[..., 0]
+        nk *= sigma_k
+        if filt is not None:
+            nk *= filt
+        imgs = _window_ifft(nk, rows, cols, n)
+        power += (imgs.real ** 2 + imgs.imag ** 2).sum(axis=0)
+    return power
 
 
 def acquire(ph: Phantom, p: Protocol, rng: np.random.Generator | None = None, phase: int = 0,
