@@ -78,14 +78,61 @@ def test_schema_mismatch_is_one_line():
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "smallcnn"])
-def test_output_layer_is_sum_ck_plus_m(backbone):
+@pytest.mark.parametrize("texture_stats,residual_input", [(False, False), (True, True)])
+def test_output_layer_is_sum_ck_plus_m(backbone, texture_stats, residual_input):
     enc = LabelEncoder.fit(_table(), IAPS)
-    cfg = IAPConfig(backbone=backbone, input_size=32, width=4)
+    cfg = IAPConfig(backbone=backbone, input_size=32, width=4, texture_stats=texture_stats,
+                    residual_input=residual_input)
     model = build_model(cfg, enc)
     assert model.head.out_features == 3 + 4 + 1
     out = model.eval()(torch.rand(2, 1, 40, 40))
     assert out.shape == (2, 8)
     assert model.embed(torch.rand(2, 1, 32, 32)).shape == (2, model.feature_dim)
+
+
+def test_channel_statistics_by_hand():
+    from mridomain.iap.model import channel_statistics
+    x = torch.tensor([[[[1.0, 3.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 8.0]]]])   # (1, 2, 2, 2)
+    # channel 0: mean 2, population std 1; channel 1: mean 2, std sqrt((3 * 4 + 36) / 4) = sqrt(12)
+    assert torch.allclose(channel_statistics(x), torch.tensor([[2.0, 2.0, 1.0, math.sqrt(12)]]))
+
+
+def test_texture_statistics_follow_the_texture_not_where_it_is():
+    """The pooled stage statistics barely move when the content moves, but do when its texture changes."""
+    enc = LabelEncoder.fit(_table(), IAPS)
+    torch.manual_seed(0)
+    model = build_model(IAPConfig(backbone="smallcnn", input_size=192, width=4, texture_stats=True), enc).eval()
+    layout = 4 * 8 * 4
+    assert model.feature_dim == layout + 2 * 15 * 4
+    x = torch.zeros(1, 1, 192, 192)
+    x[..., 48:80, 48:80] = 10 * torch.rand(32, 32)
+    # a shift the total stride (16) divides, far enough from the borders that no padding is seen
+    moved = torch.roll(x, shifts=(64, 64), dims=(-2, -1))
+    noisier = x.clone()
+    noisier[..., 48:80, 48:80] += 3 * torch.randn(32, 32)
+
+    @torch.no_grad()
+    def texture_change(other: torch.Tensor) -> float:
+        a, b = model.embed(x)[:, layout:], model.embed(other)[:, layout:]
+        return float((a - b).norm() / a.norm())
+
+    assert texture_change(moved) < 1e-4
+    assert texture_change(noisier) > 100 * texture_change(moved)
+
+
+def test_residual_input_channel_is_the_image_minus_its_local_mean():
+    enc = LabelEncoder.fit(_table(), IAPS)
+    cfg = IAPConfig(backbone="smallcnn", input_size=16, width=4, residual_input=True)
+    model = build_model(cfg, enc, in_mean=2.0, in_std=4.0)
+    x = torch.full((1, 16, 16), 6.0)
+    x[0, 5, 7] = 15.0                                              # standardized: 1.0 and 3.25
+    prepared = model.prepare(x)
+    assert prepared.shape == (1, 2, 16, 16)
+    assert torch.allclose(prepared[0, 0, 0, 0], torch.tensor(1.0))
+    # centre of the 3 x 3 window: 3.25 - (8 * 1.0 + 3.25) / 9 = 2.0; flat regions: 0
+    assert torch.allclose(prepared[0, 1, 5, 7], torch.tensor(2.0))
+    assert torch.allclose(prepared[0, 1, 12, 2], torch.tensor(0.0))
+    assert model(torch.rand(3, 16, 16)).shape == (3, enc.n_outputs)
 
 
 def test_masked_loss_matches_hand_calculation():

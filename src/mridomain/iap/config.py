@@ -26,6 +26,8 @@ class IAPConfig:
     backbone: str = "resnet18"            # "resnet18" (MONAI, the paper) | "smallcnn" (fast CPU net)
     input_size: int = 224                 # network input side; cache slices are resized to it in-model
     width: int = 32                       # smallcnn: channels of the first stage (doubles per stage)
+    texture_stats: bool = False           # also pool each stage's channel mean / std
+    residual_input: bool = False          # add a noise-residual input channel (image - 3x3 mean)
     batch_size: int = 512
     epochs: int = 100
     lr: float = 1e-3

@@ -14,6 +14,17 @@ from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
 BACKBONES = ("resnet18", "smallcnn")
 
 
+def channel_statistics(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel spatial mean and standard deviation of a feature map (N, C, H, W) -> (N, 2C).
+
+    These are the "style" statistics of a feature map (Huang & Belongie, ICCV 2017): they keep how
+    strongly each filter responds anywhere in the image and drop where, so they describe texture
+    (noise level and correlation, ringing, apodisation) rather than anatomy.
+    """
+    flat = x.float().flatten(2)
+    return torch.cat([flat.mean(-1), flat.std(-1, unbiased=False)], dim=1)
+
+
 class SmallCNN(nn.Module):
     """A compact 4-stage conv net of MONAI blocks, for training on a few CPU cores.
 
@@ -21,9 +32,17 @@ class SmallCNN(nn.Module):
     The last map is average-pooled to a 2 x 2 grid rather than to one value, giving
     ``4 * 8 * width`` features: global pooling would discard where things are, and patient
     position (HFP vs FFP) is a left-right mirror that only the layout of the anatomy reveals.
+
+    With ``texture_stats`` the per-channel mean and std of every stage's output are appended
+    (:func:`channel_statistics`, ``2 * 15 * width`` more features). A scanner's fingerprint is
+    mostly texture: the noise floor of its coil combination, the correlation its zero-filling and
+    k-space filter give the noise, the ringing of its matrix. Early stages see that texture at full
+    detail, but a net that only pools its last map must carry it through three more stages built
+    for anatomy; reading statistics off every stage gives the heads that texture directly, the way
+    camera-model identification reads sensor noise rather than scene content.
     """
 
-    def __init__(self, width: int = 16, in_channels: int = 1):
+    def __init__(self, width: int = 16, in_channels: int = 1, texture_stats: bool = False):
         super().__init__()
         from monai.networks.blocks import Convolution
 
@@ -36,10 +55,44 @@ class SmallCNN(nn.Module):
             ch_in = ch
         self.body = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(2)
-        self.out_features = ch_in * 4
+        self.texture_stats = bool(texture_stats)
+        self.out_features = ch_in * 4 + (2 * width * 15 if texture_stats else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(x)).flatten(1)
+        if not self.texture_stats:
+            return self.pool(self.body(x)).flatten(1)
+        stats = []
+        for i, layer in enumerate(self.body):
+            x = layer(x)
+            if i % 2:                       # the end of a stage
+                stats.append(channel_statistics(x))
+        return torch.cat([self.pool(x).flatten(1), *stats], dim=1)
+
+
+class ResNetWithTextureStats(nn.Module):
+    """A MONAI ResNet whose features also carry each residual stage's channel mean / std
+    (:func:`channel_statistics`), as ``SmallCNN(texture_stats=True)`` does."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        widths = [stage[-1].conv2.out_channels for stage in self.stages]
+        self.out_features = widths[-1] + 2 * sum(widths)
+
+    @property
+    def stages(self) -> list[nn.Module]:
+        return [self.net.layer1, self.net.layer2, self.net.layer3, self.net.layer4]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.act(net.bn1(net.conv1(x)))
+        if not net.no_max_pool:
+            x = net.maxpool(x)
+        stats = []
+        for stage in self.stages:
+            x = stage(x)
+            stats.append(channel_statistics(x))
+        return torch.cat([net.avgpool(x).flatten(1), *stats], dim=1)
 
 
 class IAPNet(nn.Module):
@@ -51,26 +104,33 @@ class IAPNet(nn.Module):
     """
 
     def __init__(self, n_outputs: int, backbone: str = "resnet18", input_size: int = 224, width: int = 32,
-                 in_mean: float = 0.0, in_std: float = 1.0):
+                 in_mean: float = 0.0, in_std: float = 1.0, texture_stats: bool = False,
+                 residual_input: bool = False):
         super().__init__()
         if backbone == "resnet18":
             from monai.networks.nets import resnet18
 
             # conv1 stride 2 as in torchvision's ResNet-18, which the paper used (MONAI's default is 1,
             # four times the compute for the same network).
-            net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=n_outputs, conv1_t_size=7,
-                           conv1_t_stride=2)
+            net = resnet18(spatial_dims=2, n_input_channels=2 if residual_input else 1,
+                           num_classes=n_outputs, conv1_t_size=7, conv1_t_stride=2)
             self.head = net.fc          # the final linear layer: sum(C_k) + M units
             net.fc = nn.Identity()
             self.backbone = net
             self.feature_dim = self.head.in_features
+            if texture_stats:
+                self.backbone = ResNetWithTextureStats(net)
+                self.feature_dim = self.backbone.out_features
+                self.head = nn.Linear(self.feature_dim, n_outputs)
         elif backbone == "smallcnn":
-            self.backbone = SmallCNN(width=width)
+            self.backbone = SmallCNN(width=width, in_channels=2 if residual_input else 1,
+                                     texture_stats=texture_stats)
             self.feature_dim = self.backbone.out_features
             self.head = nn.Linear(self.feature_dim, n_outputs)
         else:
             raise InvalidArgumentError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
         self.input_size = int(input_size)
+        self.residual_input = bool(residual_input)
         self.n_outputs = int(n_outputs)
         self.register_buffer("in_mean", torch.tensor(float(in_mean)))
         self.register_buffer("in_std", torch.tensor(float(in_std)))
@@ -82,7 +142,10 @@ class IAPNet(nn.Module):
         x = x.float()
         if x.shape[-2:] != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
-        return (x - self.in_mean) / self.in_std
+        x = (x - self.in_mean) / self.in_std
+        if self.residual_input:
+            x = torch.cat([x, x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)], dim=1)
+        return x
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate features (N, feature_dim)."""
@@ -95,7 +158,8 @@ class IAPNet(nn.Module):
 def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, in_std: float = 1.0) -> IAPNet:
     """The network for ``config`` with an output layer sized from ``encoder`` (sum C_k + M)."""
     return IAPNet(encoder.n_outputs, backbone=config.backbone, input_size=config.input_size,
-                  width=config.width, in_mean=in_mean, in_std=in_std)
+                  width=config.width, in_mean=in_mean, in_std=in_std, texture_stats=config.texture_stats,
+                  residual_input=config.residual_input)
 
 
 def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: torch.Tensor,
