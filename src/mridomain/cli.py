@@ -165,8 +165,8 @@ def predict(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
-    patients: int = typer.Option(300, help="Simulated patients."),
-    slices: int = typer.Option(6, help="Slices per simulated series."),
+    patients: int = typer.Option(600, help="Simulated patients."),
+    slices: int = typer.Option(3, help="Slices per simulated series."),
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
     seed: int = typer.Option(0, help="Random seed."),
     full: bool = typer.Option(False, "--full", help="Also run analyze, the Table 2 routing experiment and compare."),

@@ -21,7 +21,7 @@ class DemoResult:
     table1_markdown: str = ""
 
 
-def run_demo(out: str | Path = "demo_out", patients: int = 300, seed: int = 0, slices: int = 6,
+def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, slices: int = 3,
              epochs: int | None = None, workers: int | None = None, full: bool = False) -> DemoResult:
     """Run the whole IAP pipeline on a freshly simulated DBC-like archive and print Table 1.
 
