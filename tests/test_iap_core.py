@@ -95,6 +95,10 @@ def test_channel_statistics_by_hand():
     x = torch.tensor([[[[1.0, 3.0], [1.0, 3.0]], [[0.0, 0.0], [0.0, 8.0]]]])   # (1, 2, 2, 2)
     # channel 0: mean 2, population std 1; channel 1: mean 2, std sqrt((3 * 4 + 36) / 4) = sqrt(12)
     assert torch.allclose(channel_statistics(x), torch.tensor([[2.0, 2.0, 1.0, math.sqrt(12)]]))
+    # a channel a ReLU switched off for the whole image has std 0: its gradient must stay finite
+    dead = torch.zeros(1, 2, 3, 3, requires_grad=True)
+    channel_statistics(dead).sum().backward()
+    assert torch.isfinite(dead.grad).all()
 
 
 def test_texture_statistics_follow_the_texture_not_where_it_is():

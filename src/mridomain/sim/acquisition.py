@@ -240,9 +240,7 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
         sigma = noise_sigma(p)
         # numpy-convention FFT: image noise std = sigma_k sqrt(M) / N^2 for M fully sampled samples
         sigma_k = np.float32(sigma * n * n / np.sqrt(p.acq_freq * p.acq_phase) / np.sqrt(2))
-        # real and imaginary parts interleaved in one draw
-        nk = rng.standard_normal(acq.shape + (2,), dtype=np.float32).view(np.complex64)[..., 0]
-        nk *= sigma_k
+        nk = _complex_noise(rng, acq.shape, sigma_k)
         if g is None:
             acq = acq + nk
             # unaccelerated scans combine channels by root-sum-of-squares; SENSE (below) unfolds
@@ -298,6 +296,14 @@ def _window_ifft(win: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int) ->
     return sfft.ifft(full, axis=-1, workers=1, overwrite_x=True).astype(np.complex64, copy=False)
 
 
+def _complex_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_k: np.float32) -> np.ndarray:
+    """Circular complex Gaussian k-space noise, std ``sigma_k`` per component (one draw, real and
+    imaginary parts interleaved)."""
+    nk = rng.standard_normal(tuple(shape) + (2,), dtype=np.float32).view(np.complex64)[..., 0]
+    nk *= sigma_k
+    return nk
+
+
 def _extra_channel_noise_power(n_extra: int, shape: tuple[int, int], sigma_k: np.float32,
                                rng: np.random.Generator, filt: np.ndarray | None, rows: np.ndarray,
                                cols: np.ndarray, n: int) -> np.ndarray:
@@ -306,16 +312,15 @@ def _extra_channel_noise_power(n_extra: int, shape: tuple[int, int], sigma_k: np
 
     With white, uncorrelated channel noise a unitary change of channel basis puts all the signal
     into one virtual channel, whose sensitivity is the RSS shading the signal already carries,
-    and leaves the other N - 1 channels as pure noise of the same level, so the combined
-    magnitude sqrt(sum_i |s_i m + n_i|^2) has exactly the distribution of
+    and leaves the other N - 1 channels as pure noise of the same level, so at every pixel the
+    combined magnitude sqrt(sum_i |s_i m + n_i|^2) has exactly the distribution of
     sqrt(|S m + n_1|^2 + sum_{j>=2} |n_j|^2) with S = sqrt(sum_i s_i^2).
     """
     power = np.zeros((n, n), dtype=np.float32)
     # channels in small batches: one array of every channel's zero-filled image would be large
     for start in range(0, n_extra, 4):
         k = min(4, n_extra - start)
-        nk = rng.standard_normal((k,) + tuple(shape) + (2,), dtype=np.float32).view(np.complex64)[..., 0]
-        nk *= sigma_k
+        nk = _complex_noise(rng, (k,) + tuple(shape), sigma_k)
         if filt is not None:
             nk *= filt
         imgs = _window_ifft(nk, rows, cols, n)
