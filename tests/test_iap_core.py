@@ -237,6 +237,37 @@ def test_memmap_batches_pickle_without_copying(tmp_path):
     np.testing.assert_array_equal(ds2[1][0].numpy()[:, 0], imgs[4:6].astype(np.float16).astype(np.float32))
 
 
+def test_mirror_relabeling_swaps_head_and_feet_first():
+    from mridomain.iap.training import mirror_relabeling
+    table = pd.DataFrame({"split": ["train"] * 5, "patient_position": ["FFP", "HFP", "HFP", "HFS", None]})
+    enc = LabelEncoder.fit(table, [{"name": "patient_position", "kind": "categorical"}])
+    assert enc.categorical[0].classes == ["FFP", "HFP", "HFS", "other"]
+    column, relabel = mirror_relabeling(enc)
+    # FFP <-> HFP; HFS's mirror FFS was never seen and "other" has none: both drop out of the loss
+    assert column == 0 and relabel.tolist() == [1, 0, IGNORE_INDEX, IGNORE_INDEX]
+    assert mirror_relabeling(LabelEncoder.fit(_table(), IAPS)) is None
+
+
+def test_mirrored_slices_carry_the_mirrored_position():
+    from mridomain.iap.training import MemmapBatches
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 8, 8)).astype(np.float32)
+    cat = np.stack([np.arange(40) % 3, np.array([0, 1, IGNORE_INDEX, 2] * 10)], axis=1).astype(np.int64)
+    relabel = np.array([1, 0, IGNORE_INDEX], dtype=np.int64)
+    ds = MemmapBatches(images, np.arange(40), cat, np.zeros((40, 0), np.float32), 40, shuffle=False,
+                       seed=3, mirror=(1, relabel))
+    x, c, _ = ds[0]
+    x, c = x.numpy()[:, 0], c.numpy()
+    mirrored = np.array([np.array_equal(x[i], images[i, :, ::-1]) for i in range(40)])
+    kept = np.array([np.array_equal(x[i], images[i]) for i in range(40)])
+    assert (mirrored ^ kept).all() and 8 < mirrored.sum() < 32
+    np.testing.assert_array_equal(c[:, 0], cat[:, 0])                       # other IAPs untouched
+    np.testing.assert_array_equal(c[kept, 1], cat[kept, 1])
+    expected = np.where(cat[:, 1] == IGNORE_INDEX, IGNORE_INDEX, relabel[np.maximum(cat[:, 1], 0)])
+    np.testing.assert_array_equal(c[mirrored, 1], expected[mirrored])
+    assert (cat[:, 1] == np.array([0, 1, IGNORE_INDEX, 2] * 10)).all()      # the source is not modified
+
+
 def test_bad_device_name_is_an_invalid_argument():
     from mridomain.errors import InvalidArgumentError
     from mridomain.iap.inference import resolve_device

@@ -38,6 +38,7 @@ class IAPConfig:
     iaps_as_continuous: tuple[str, ...] = ()   # e.g. DENSE_CATEGORICAL_IAPS for the starred rows
     iaps: tuple[str, ...] | None = None  # subset of the cache's IAPs to learn (None = all)
     augment: bool = False                 # not in the paper: off by default
+    mirror_augment: bool = False          # left-right mirror half the slices, swapping HFP <-> FFP
     amp: bool = True                      # bf16/fp16 autocast, only used on CUDA
     channels_last: bool = True            # only used on CUDA
     num_workers: int = 0                  # batches come from a memmap: workers rarely help

@@ -33,10 +33,14 @@ class MemmapBatches(Dataset):
     """
 
     def __init__(self, images: np.ndarray, indices: np.ndarray, cat: np.ndarray, cont: np.ndarray,
-                 batch_size: int, shuffle: bool, seed: int = 0, augment: bool = False):
+                 batch_size: int, shuffle: bool, seed: int = 0, augment: bool = False,
+                 mirror: tuple[int, np.ndarray] | None = None):
         self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
         self.cat, self.cont = cat, cont
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
+        #: (column of cat, class -> class of the mirrored image) for left-right mirroring, see
+        #: :func:`mirror_relabeling`; None = no mirroring
+        self.mirror = mirror
         self.set_epoch(0)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -65,13 +69,44 @@ class MemmapBatches(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b = np.sort(self._batches[i])          # sorted reads are sequential on the memmap
         x = np.asarray(self.images[b], dtype=np.float32)
-        if self.augment:
-            # Not in the paper (off by default): random flips only, which leave every IAP unchanged
-            # except patient position's left-right mirroring, so only up-down flips are used.
+        cat = self.cat[b]
+        if self.augment or self.mirror is not None:
             rng = np.random.default_rng([self.seed, self._epoch, i])
+        if self.augment:
+            # Not in the paper (off by default): up-down flips, which leave every IAP unchanged.
             flip = rng.random(len(b)) < 0.5
             x[flip] = x[flip, ::-1, :]
-        return (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(self.cat[b]), torch.from_numpy(self.cont[b]))
+        if self.mirror is not None:
+            column, relabel = self.mirror
+            flip = rng.random(len(b)) < 0.5
+            x[flip] = x[flip, :, ::-1]
+            cat = cat.copy()
+            known = flip & (cat[:, column] != IGNORE_INDEX)
+            cat[known, column] = relabel[cat[known, column]]
+        return (torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1), torch.from_numpy(cat),
+                torch.from_numpy(self.cont[b]))
+
+
+#: What a left-right mirror of the stored image turns each patient position into: prone or supine,
+#: head first and feet first see the patient from opposite ends, so their stored images are mirrors.
+MIRRORED_POSITION = {"HFP": "FFP", "FFP": "HFP", "HFS": "FFS", "FFS": "HFS"}
+
+
+def mirror_relabeling(encoder: LabelEncoder, iap: str = "patient_position") -> tuple[int, np.ndarray] | None:
+    """(column of ``iap`` among the categorical targets, class index -> class index after a
+    left-right mirror), or None when the encoder has no such head.
+
+    A class whose mirror is not in the vocabulary (decubitus positions, "other", a position seen
+    only one way round) maps to IGNORE_INDEX: the mirrored slice then teaches the other IAPs only.
+    """
+    names = [h.name for h in encoder.categorical]
+    if iap not in names:
+        return None
+    head = encoder.categorical[names.index(iap)]
+    index = {c: k for k, c in enumerate(head.classes)}
+    relabel = np.array([index.get(MIRRORED_POSITION.get(c, ""), IGNORE_INDEX) for c in head.classes],
+                       dtype=np.int64)
+    return names.index(iap), relabel
 
 
 @dataclass
@@ -261,7 +296,8 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
 
     train_ds = MemmapBatches(cache.images, train_idx, cat, cont, config.batch_size, shuffle=True,
-                             seed=config.seed, augment=config.augment)
+                             seed=config.seed, augment=config.augment,
+                             mirror=mirror_relabeling(encoder) if config.mirror_augment else None)
     val_ds = MemmapBatches(cache.images, val_idx, cat, cont, config.eval_batch_size, shuffle=False)
     loader_kw = dict(batch_size=None, num_workers=config.num_workers, pin_memory=dev.type == "cuda")
     val_loader = DataLoader(val_ds, **loader_kw)
