@@ -107,13 +107,14 @@ class IAPNet(nn.Module):
                  in_mean: float = 0.0, in_std: float = 1.0, texture_stats: bool = False,
                  residual_input: bool = False):
         super().__init__()
+        in_channels = 2 if residual_input else 1      # the image, and its noise residual
         if backbone == "resnet18":
             from monai.networks.nets import resnet18
 
             # conv1 stride 2 as in torchvision's ResNet-18, which the paper used (MONAI's default is 1,
             # four times the compute for the same network).
-            net = resnet18(spatial_dims=2, n_input_channels=2 if residual_input else 1,
-                           num_classes=n_outputs, conv1_t_size=7, conv1_t_stride=2)
+            net = resnet18(spatial_dims=2, n_input_channels=in_channels, num_classes=n_outputs,
+                           conv1_t_size=7, conv1_t_stride=2)
             self.head = net.fc          # the final linear layer: sum(C_k) + M units
             net.fc = nn.Identity()
             self.backbone = net
@@ -123,8 +124,7 @@ class IAPNet(nn.Module):
                 self.feature_dim = self.backbone.out_features
                 self.head = nn.Linear(self.feature_dim, n_outputs)
         elif backbone == "smallcnn":
-            self.backbone = SmallCNN(width=width, in_channels=2 if residual_input else 1,
-                                     texture_stats=texture_stats)
+            self.backbone = SmallCNN(width=width, in_channels=in_channels, texture_stats=texture_stats)
             self.feature_dim = self.backbone.out_features
             self.head = nn.Linear(self.feature_dim, n_outputs)
         else:
