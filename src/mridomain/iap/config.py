@@ -99,8 +99,8 @@ PRESETS: dict[str, IAPConfig] = {
     # validation accuracy swinging between epochs; cosine decay over 20 epochs lets the last epochs
     # settle, and the best-validation-loss checkpoint is kept as in the paper.
     "cpu": IAPConfig(backbone="smallcnn", input_size=224, width=16, texture_stats=True, residual_input=True,
-                     mirror_augment=True, batch_size=32, epochs=20, lr=2e-3, weight_decay=1e-4, amp=False, channels_last=False,
-                     eval_batch_size=128, patience=None, lr_schedule="cosine"),
+                     mirror_augment=True, batch_size=32, epochs=20, lr=2e-3, weight_decay=1e-4, amp=False,
+                     channels_last=False, eval_batch_size=128, patience=None, lr_schedule="cosine"),
 }
 
 

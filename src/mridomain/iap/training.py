@@ -83,8 +83,7 @@ class MemmapBatches(Dataset):
             cat = cat.copy()
             known = flip & (cat[:, column] != IGNORE_INDEX)
             cat[known, column] = relabel[cat[known, column]]
-        return (torch.from_numpy(np.ascontiguousarray(x)).unsqueeze(1), torch.from_numpy(cat),
-                torch.from_numpy(self.cont[b]))
+        return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(cat), torch.from_numpy(self.cont[b])
 
 
 #: What a left-right mirror of the stored image turns each patient position into: prone or supine,
@@ -99,14 +98,12 @@ def mirror_relabeling(encoder: LabelEncoder, iap: str = "patient_position") -> t
     A class whose mirror is not in the vocabulary (decubitus positions, "other", a position seen
     only one way round) maps to IGNORE_INDEX: the mirrored slice then teaches the other IAPs only.
     """
-    names = [h.name for h in encoder.categorical]
-    if iap not in names:
-        return None
-    head = encoder.categorical[names.index(iap)]
-    index = {c: k for k, c in enumerate(head.classes)}
-    relabel = np.array([index.get(MIRRORED_POSITION.get(c, ""), IGNORE_INDEX) for c in head.classes],
-                       dtype=np.int64)
-    return names.index(iap), relabel
+    for column, head in enumerate(encoder.categorical):
+        if head.name == iap:
+            index = {c: k for k, c in enumerate(head.classes)}
+            relabel = [index.get(MIRRORED_POSITION.get(c, ""), IGNORE_INDEX) for c in head.classes]
+            return column, np.array(relabel, dtype=np.int64)
+    return None
 
 
 @dataclass
