@@ -18,7 +18,7 @@ import pandas as pd
 from mridomain.iap.cache import cache_iaps, open_cache, split_indices
 from mridomain.iap.checkpoint import load_model
 from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
-from mridomain._json import dump_json
+from mridomain.engine.checkpoint import dump_json
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 
 RELATIVE_TOLERANCE = 0.02   # Fig. 2: TE / TR count as correct within 2 % relative error
