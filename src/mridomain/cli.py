@@ -10,9 +10,11 @@ from typing import List, Optional
 import typer
 
 from mridomain.errors import InvalidArgumentError, MridomainError
+from mridomain.synth.cli import app as synth_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mridomain: the acquisition domain of MRI.")
+app.add_typer(synth_app, name="synth")
 
 
 def _fail(err: Exception) -> None:

@@ -5,12 +5,12 @@ so a run folder rebuilds its networks from JSON alone.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from mridomain.errors import InvalidArgumentError, SchemaMismatchError
+from mridomain.engine import Settings, TrainSettings, validated
+from mridomain.errors import InvalidArgumentError
 
 __all__ = ["NetworkConfig", "SynthConfig", "PRESETS", "make_config", "BRATS_SEQUENCES"]
 
@@ -20,11 +20,9 @@ BRATS_SEQUENCES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
 Mode = Literal["2d", "2.5d", "3d"]
 
 
-class NetworkConfig(BaseModel):
+class NetworkConfig(Settings):
     """Generator and discriminator shapes. ``mode``: ``2d`` (one slice), ``2.5d`` (three adjacent
     slices as channels, the paper's BraTS setting) or ``3d`` (volumes)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     mode: Mode = "2.5d"
     code_dim: int = Field(64, ge=1)          # length of the one-hot sequence code (c_s)
@@ -49,7 +47,7 @@ class NetworkConfig(BaseModel):
         return 3 if self.mode == "2.5d" else 1
 
 
-class SynthConfig(BaseModel):
+class SynthConfig(TrainSettings):
     """Everything that defines a synthesis training run.
 
     Losses (section 3.4): ``lambda_rec`` x L1 for every available source/target pair (eq. 1),
@@ -57,8 +55,6 @@ class SynthConfig(BaseModel):
     discriminator per sequence (eq. 2), and ``lambda_per`` x the VGG19 perceptual term only when
     ``perceptual_weights`` names a weight file (nothing is downloaded).
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     sequences: tuple[str, ...] = BRATS_SEQUENCES
     network: NetworkConfig = NetworkConfig()
@@ -74,10 +70,9 @@ class SynthConfig(BaseModel):
     lambda_per: float = Field(0.01, ge=0)
     perceptual_weights: str | None = None      # VGG19 weights file; None: perceptual term off
     silence: tuple[int, int] = (1, 3)         # silence min..max sequences per training subject
-    val_subjects: int = Field(8, ge=1)        # validation subjects evaluated per epoch (all their slices)
+    fractions: tuple[float, float, float] = (0.664, 0.074, 0.262)  # train/val/test by subject (830/93/328 of 1,251)
+    val_subjects: int = Field(8, ge=1)        # validation subjects evaluated after every epoch
     val_slices: int = Field(16, ge=1)         # slices per validation subject (evenly spaced)
-    seed: int = Field(0, ge=0)
-    device: str | None = None
 
     @field_validator("sequences")
     @classmethod
@@ -101,23 +96,6 @@ class SynthConfig(BaseModel):
             raise ValueError(f"crop {self.crop}: sizes must be multiples of 4 (two 2x downsamplings)")
         return self
 
-    def to_json(self, path: str | Path | None = None) -> str:
-        text = self.model_dump_json(indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "SynthConfig":
-        path = Path(path)
-        try:
-            return cls.model_validate_json(path.read_text())
-        except FileNotFoundError:
-            raise SchemaMismatchError(f"{path}: missing (not a synthesis run folder)") from None
-        except ValueError as err:
-            first = str(err).splitlines()
-            raise SchemaMismatchError(f"{path}: not a synthesis config ({' '.join(first[:3])})") from None
-
 
 #: ``paper``: the published setting (authors' released widths, batch 1, 10^6 steps, 192 x 192 crops,
 #: random silencing of 1-3 sequences). ``cpu``: same layout, narrow and short, for 2 CPU cores.
@@ -127,7 +105,7 @@ PRESETS: dict[str, dict] = {
         "network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (16, 32, 64), "dec_channels": (32, 16),
                     "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 1, "disc_channels": 16, "disc_layers": 2},
         "epochs": 10, "steps_per_epoch": 40, "batch_size": 4, "crop": None,
-        "val_subjects": 4, "val_slices": 8,
+        "fractions": (0.7, 0.1, 0.2), "val_subjects": 4, "val_slices": 8,
     },
 }
 
@@ -140,7 +118,4 @@ def make_config(preset: str = "cpu", **overrides) -> SynthConfig:
     net_over = overrides.pop("network", None) or {}
     data.setdefault("network", {}).update(net_over)
     data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return SynthConfig(**data)
-    except ValueError as err:
-        raise InvalidArgumentError(f"synthesis config: {str(err).splitlines()[-2:]}") from None
+    return validated(SynthConfig, data, where=f"synthesis config ({preset} preset)")

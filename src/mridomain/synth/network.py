@@ -12,6 +12,7 @@ adjacent slices as the ``C = 3`` channels) and ``(D, H, W)`` in the 3-D mode.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -23,7 +24,7 @@ from mridomain.errors import InvalidArgumentError
 
 __all__ = ["HyperConv", "ResidualBlock", "HyperResidualBlock", "Encoder", "HyperDecoder",
            "ConvLSTMCell", "ConvLSTM", "Seq2SeqGenerator", "one_hot_code", "build_generator",
-           "build_discriminator", "profile_generator"]
+           "build_discriminator", "profile_generator", "profile_config"]
 
 
 def _conv_cls(ndims: int) -> type[nn.Module]:
@@ -270,8 +271,17 @@ class Seq2SeqGenerator(nn.Module):
         out = self.decoder(z.reshape(b * n_out, *z.shape[2:]), style)
         return out.reshape(b, n_out, *out.shape[1:])
 
-    def forward(self, x: torch.Tensor, code: torch.Tensor, n_out: int = 1) -> torch.Tensor:
-        return self.decode(self.encode(x), code, n_out)
+    def forward(self, x: torch.Tensor, code: torch.Tensor, n_out: int = 1,
+                source_code: torch.Tensor | None = None, n_source: int | None = None):
+        """``X'_{i->j} = G(E(x) | code)``; with ``source_code`` also the self-reconstruction
+        ``G(E(x) | s_i)`` and the cycle ``X''_{i->j->i} = G(E(X'_{i->j}) | s_i)`` (eq. 3), all in
+        one call so that a training step runs the (possibly DDP-wrapped) generator forward once."""
+        z = self.encode(x)
+        y = self.decode(z, code, n_out)
+        if source_code is None:
+            return y
+        n_source = x.shape[1] if n_source is None else n_source
+        return y, self.decode(z, source_code, n_source), self.decode(self.encode(y), source_code, n_source)
 
 
 def build_generator(network: Any) -> Seq2SeqGenerator:
@@ -323,8 +333,9 @@ def profile_generator(model: Seq2SeqGenerator, spatial: tuple[int, ...], t_in: i
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(1, t_in, model.in_channels, *spatial)
-    code = one_hot_code(0, model.code_dim)
+    device = next(model.parameters()).device   # the "meta" device profiles without computing
+    x = torch.zeros(1, t_in, model.in_channels, *spatial, device=device)
+    code = one_hot_code(0, model.code_dim, device)
     functional = [0.0]
 
     def count_hyperconv(module: HyperConv, inputs: tuple, output: torch.Tensor) -> None:
@@ -353,3 +364,18 @@ def profile_generator(model: Seq2SeqGenerator, spatial: tuple[int, ...], t_in: i
         "gmacs": total / 1e9,
         "gmacs_modules": (total - hyper) / 1e9,
     }
+
+
+def profile_config(network: Any, spatial: tuple[int, ...]) -> dict[str, float]:
+    """:func:`profile_generator` of the generator ``network`` describes, built on the meta device
+    (no memory, no arithmetic: the paper preset's 155 M parameters profile in seconds)."""
+    return dict(_profile_json(network.model_dump_json(), tuple(spatial)))
+
+
+@functools.lru_cache(maxsize=8)
+def _profile_json(network_json: str, spatial: tuple[int, ...]) -> tuple[tuple[str, float], ...]:
+    from mridomain.synth.config import NetworkConfig
+
+    with torch.device("meta"):
+        model = build_generator(NetworkConfig.model_validate_json(network_json))
+    return tuple(profile_generator(model, spatial).items())

@@ -1,0 +1,190 @@
+"""``mridomain synth ...``: parse arguments and call the library (each command names its Python twin)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from mridomain.errors import MridomainError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Seq2Seq multi-sequence synthesis: any sequence to any other, sequence contribution "
+                       "ranking (C_t, C_d) and imaging-differentiation maps (M_d).")
+
+
+def _fail(err: Exception) -> None:
+    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def brain(
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the subjects (BraTS layout)."),
+    subjects: int = typer.Option(20, help="Number of subjects."),
+    seed: int = typer.Option(0, help="Random seed (same seed, identical files)."),
+    voxel_mm: float = typer.Option(2.0, help="Isotropic voxel size in mm (BraTS: 1)."),
+) -> None:
+    """Simulate brains with a glioma-like lesion as T1, T1Gd, T2, FLAIR (+ seg) NIfTI.
+
+    Python: ``mridomain.sim.brain.simulate_brains``.
+    """
+    from mridomain.sim.brain import simulate_brains
+
+    try:
+        result = simulate_brains(out, n_subjects=subjects, seed=seed, voxel_mm=voxel_mm)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.summary())
+
+
+@app.command()
+def toy(
+    out: Path = typer.Option(..., "-o", "--out", help="Folder for the dataset, runs, fig4.csv/png, report.html."),
+    preset: str = typer.Option("cpu", help="paper (128 px, 9,000/1,000/10,000) | cpu (small)"),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """The paper's toy dataset and its Fig. 4 experiment (ResNet-18 with and without M_d).
+
+    Python: ``mridomain.synth.run_toy_experiment``.
+    """
+    from mridomain.synth.toy import run_toy_experiment
+
+    try:
+        result = run_toy_experiment(out, preset=preset, seed=seed, device=device)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.to_markdown())
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Folder of subjects in the BraTS layout."),
+    out: Path = typer.Option(..., "-o", "--out", help="Run folder."),
+    preset: str = typer.Option("cpu", help="paper | cpu"),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
+    resume: bool = typer.Option(False, help="Continue the run in OUT."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    allow_missing: bool = typer.Option(False, help="Train subjects lacking a sequence file with it unavailable."),
+    perceptual_weights: Optional[Path] = typer.Option(None, help="VGG19 weights file: turns the perceptual term on."),
+) -> None:
+    """Train one Seq2Seq generator for every source -> target pair.
+
+    Python: ``mridomain.synth.train``.
+    """
+    from mridomain.synth.training import train as run_training
+
+    try:
+        extra = {"perceptual_weights": str(perceptual_weights)} if perceptual_weights else {}
+        result = run_training(data, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device,
+                              allow_missing=allow_missing, **extra)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.summary())
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder from `mridomain synth train`."),
+    data: Optional[Path] = typer.Option(None, help="Subjects to evaluate (default: the run's data)."),
+    split: str = typer.Option("test", help="train | val | test | all"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder (default RUN/eval_<split>)."),
+    lpips_weights: Optional[Path] = typer.Option(None, help="VGG16 weights for LPIPS (off without)."),
+    lpips_lin: Optional[Path] = typer.Option(None, help="LPIPS layer weights (lin0..lin4)."),
+) -> None:
+    """Table 1 (PSNR / SSIM per pair), Table 2 (C_t, C_d), M_d check, model profile, report.html.
+
+    Python: ``mridomain.synth.evaluate``.
+    """
+    from mridomain.synth.evaluation import evaluate as run_evaluation
+
+    try:
+        result = run_evaluation(run, data=data, split=split, out=out, lpips_weights=lpips_weights,
+                                lpips_lin=lpips_lin)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.to_markdown())
+
+
+@app.command()
+def contribution(
+    run: Path = typer.Argument(..., help="Run folder (its eval_<split>/pairs_subjects.csv is used, or made)."),
+    split: str = typer.Option("test", help="Split whose evaluation is ranked."),
+    normalization: str = typer.Option("zscore", help="zscore (the authors' code) | minmax"),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="CSV to write (default RUN/eval_<split>/...)."),
+) -> None:
+    """Sequence contribution: C_t, C_d and their ranks (eq. 4, Table 2), with a heat map.
+
+    Python: ``mridomain.synth.rank_sequences``.
+    """
+    from mridomain.synth.contribution import rank_sequences
+
+    try:
+        table, note = rank_sequences(run, split=split, normalization=normalization, out=out)
+    except MridomainError as err:
+        _fail(err)
+    from mridomain.analysis.html import df_to_markdown
+
+    typer.echo(note)
+    typer.echo(df_to_markdown(table.round(3)))
+
+
+@app.command()
+def dmap(
+    run: Path = typer.Argument(..., help="Run folder."),
+    subject: Path = typer.Argument(..., help="Subject folder (BraTS layout)."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder (default: the subject's folder)."),
+) -> None:
+    """Imaging-differentiation maps M_d (eq. 5) of one subject: NIfTI on its grid + overlay PNG.
+
+    Python: ``mridomain.synth.dmap``.
+    """
+    from mridomain.synth.apply import dmap as run_dmap
+
+    try:
+        paths = run_dmap(run, subject, out)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo("\n".join(str(p) for p in paths))
+
+
+@app.command()
+def generate(
+    run: Path = typer.Argument(..., help="Run folder."),
+    inputs: List[str] = typer.Argument(..., help="NIfTI files named *_<seq>.nii.gz, or SEQ=PATH."),
+    to: str = typer.Option(..., "--to", help="Sequence to generate, e.g. flair."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="NIfTI to write."),
+) -> None:
+    """Fill a missing sequence of a subject from the sequences it has.
+
+    Python: ``mridomain.synth.generate``.
+    """
+    from mridomain.synth.apply import generate as run_generate
+
+    try:
+        result = run_generate(run, inputs, to, out)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.summary())
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("synth_demo"), "-o", "--out", help="Folder for everything the demo makes."),
+    subjects: int = typer.Option(40, help="Simulated subjects."),
+    seed: int = typer.Option(0, help="Random seed."),
+    epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
+) -> None:
+    """Simulate brains, train (cpu preset), evaluate, rank the sequences and map M_d.
+
+    Python: ``mridomain.synth.run_demo``.
+    """
+    from mridomain.synth.demo import run_demo
+
+    try:
+        result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs)
+    except MridomainError as err:
+        _fail(err)
+    typer.echo(result.summary())
