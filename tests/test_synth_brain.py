@@ -1,10 +1,13 @@
 """The brain simulator: signal equations, contrasts of the rendered tissues, NIfTI round trip."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from mridomain.io import read_nifti
 from mridomain.sim.brain import (PROTOCOLS, TRUTH_LABELS, csf_null_ti, inversion_recovery_signal, make_subject,
-                                 sequence_signal, simulate_brains, spin_echo_signal, tissue_values, write_like_image)
+                                 render_subject, sequence_signal, simulate_brains, spin_echo_signal, tissue_values,
+                                 write_like_image)
 from mridomain.sim.physics import spgr_signal
 
 
@@ -27,11 +30,16 @@ def test_flair_nulls_csf_and_t2_shows_it_bright(b0):
     assert _signal("flair", "edema", b0) > 1.5 * _signal("flair", "wm", b0)
     assert _signal("t2", "csf", b0) > _signal("t2", "gm", b0) > _signal("t2", "wm", b0)
     assert _signal("t1", "wm", b0) > _signal("t1", "gm", b0) > _signal("t1", "csf", b0)
-    # gadolinium shortens T1 only in the contrast-enhanced protocol
-    assert _signal("t1ce", "enhancing", b0, gd=0.3) > 1.5 * _signal("t1", "enhancing", b0, gd=0.3)
+    # gadolinium shortens T1 only in the contrast-enhanced protocol: there the rim is the brightest
+    # tissue; on the other sequences some other tissue outshines it
+    tissues = ("csf", "gm", "wm", "edema", "necrosis")
+    assert _signal("t1ce", "enhancing", b0, gd=0.3) > 1.5 * max(_signal("t1ce", t, b0) for t in tissues)
     assert _signal("t1", "enhancing", b0, gd=0.3) == pytest.approx(_signal("t1", "enhancing", b0))
+    for seq in ("t1", "t2", "flair"):
+        assert _signal(seq, "enhancing", b0) < max(_signal(seq, t, b0) for t in tissues)
     t1, t2, pd_ = tissue_values(b0)["wm"]
-    assert _signal("t1", "wm", b0) == pytest.approx(float(spgr_signal(pd_, t1, t2, 9.0, 4.0, 20.0)))
+    assert _signal("t1ce", "wm", b0) == pytest.approx(float(spgr_signal(pd_, t1, t2, 9.0, 4.0, 20.0)))
+    assert _signal("t1", "wm", b0) == pytest.approx(float(spin_echo_signal(pd_, t1, t2, 500.0, 12.0)))
 
 
 def test_rendered_rim_is_bright_only_on_t1gd_and_csf_dark_on_flair():
@@ -39,12 +47,12 @@ def test_rendered_rim_is_bright_only_on_t1gd_and_csf_dark_on_flair():
     truth = sub.anatomy.truth_labels()
     rim, wm, csf = (truth == TRUTH_LABELS[t] for t in ("enhancing", "wm", "csf"))
     assert rim.sum() > 5 and csf.sum() > 100
-    # T1 and T1Gd share one protocol: without gadolinium they are the same image ...
-    no_gd = sub.anatomy.fractions["enhancing"] == 0
-    assert np.allclose(sub.images["t1ce"][no_gd], sub.images["t1"][no_gd])
-    # ... and the enhancing rim is what differs, brighter after contrast
-    assert sub.images["t1ce"][rim].mean() > 1.3 * sub.images["t1"][rim].mean()
-    assert (sub.images["t1ce"] >= sub.images["t1"] - 1e-7).all()
+    # gadolinium changes T1Gd in the enhancing compartment only, and brightens it there
+    no_gd, _ = render_subject(replace(sub.anatomy, gd_mM=np.zeros_like(sub.anatomy.gd_mM)), sub.b0, None, ("t1ce",))
+    untouched = sub.anatomy.fractions["enhancing"] == 0
+    assert np.allclose(sub.images["t1ce"][untouched], no_gd["t1ce"][untouched])
+    assert sub.images["t1ce"][rim].mean() > 1.3 * no_gd["t1ce"][rim].mean()
+    assert sub.images["t1"][rim].mean() < sub.images["t1"][wm].mean()      # no enhancement on native T1
     assert sub.images["flair"][csf].mean() < 0.5 * sub.images["flair"][wm].mean()
     assert sub.images["t2"][csf].mean() > 1.5 * sub.images["t2"][wm].mean()   # partial volume at 3 mm
     assert (sub.images["t1"][sub.anatomy.brain < 0.05] == 0).all()   # skull-stripped background

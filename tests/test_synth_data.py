@@ -109,3 +109,20 @@ def test_split_fit_and_slice_stack():
     assert slice_stack(vol, 0, 3)[0, :, 0, 0].tolist() == [0, 0, 1]    # edge slice repeated
     assert slice_stack(vol, 3, 3)[0, :, 0, 0].tolist() == [2, 3, 3]
     assert slice_stack(vol, 2, 1).shape == (1, 1, 2, 2)
+
+
+def test_memory_mapped_cache(tmp_path):
+    _subject(tmp_path / "d", "m1")
+    _subject(tmp_path / "d", "m2")
+    plain = load_dataset(tmp_path / "d", SEQS, progress=False)
+    cached = load_dataset(tmp_path / "d", SEQS, progress=False, cache=tmp_path / "c")
+    again = load_dataset(tmp_path / "d", SEQS, progress=False, cache=tmp_path / "c")
+    for a, b, c in zip(plain.subjects, cached.subjects, again.subjects):
+        for s in SEQS:
+            assert isinstance(c.volumes[s], np.memmap) and c.volumes[s].dtype == np.float16
+            assert np.allclose(a.volumes[s], b.volumes[s], atol=1e-3) and np.array_equal(b.volumes[s], c.volumes[s])
+        assert np.allclose(a.affine, c.affine)
+    # a changed source file is read again, not served stale from the cache
+    write_nifti(tmp_path / "d" / "m1" / "m1_t2.nii.gz", np.ones((8, 10, 6), np.float32), np.eye(4))
+    fresh = load_dataset(tmp_path / "d", SEQS, progress=False, cache=tmp_path / "c").by_id("m1")
+    assert (np.asarray(fresh.volumes["t2"]) == 1.0).all()

@@ -102,7 +102,7 @@ class SynthConfig(TrainSettings):
 PRESETS: dict[str, dict] = {
     "paper": {},
     "cpu": {
-        "network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (16, 32, 64), "dec_channels": (32, 16),
+        "network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (12, 24, 48), "dec_channels": (24, 12),
                     "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 1, "disc_channels": 16, "disc_layers": 2},
         "epochs": 10, "steps_per_epoch": 40, "batch_size": 4, "crop": None,
         "fractions": (0.7, 0.1, 0.2), "val_subjects": 4, "val_slices": 8,

@@ -72,6 +72,17 @@ class Subject:
         """Voxels inside the head: non-zero in any sequence, (S, H, W)."""
         return np.any(np.stack([v.max(axis=0) > 0 for v in self.volumes.values()]), axis=0)
 
+    def head_slices(self, min_fraction: float = BRAIN_FRACTION) -> np.ndarray:
+        """Slices with at least ``min_fraction`` of their pixels inside the head."""
+        return np.flatnonzero(self.head_mask().mean(axis=(1, 2)) >= min_fraction)
+
+    def take_slices(self, slices: Sequence[int]) -> "Subject":
+        """The same subject restricted to ``slices`` (volumes, truth and segmentation)."""
+        idx = np.asarray(slices, dtype=np.int64)
+        return Subject(self.subject_id, {s: v[:, idx] for s, v in self.volumes.items()}, self.affine, self.folder,
+                       self.files, self.scale, None if self.truth is None else self.truth[idx],
+                       None if self.seg is None else self.seg[idx])
+
 
 def _sequence_file(folder: Path, sequence: str) -> Path | None:
     stems = [f"{folder.name}_{sequence}", f"{folder.name}-{sequence}"]
@@ -196,21 +207,80 @@ class SynthData:
         return "\n".join(lines)
 
 
+def _cache_subject(sub: Subject, cache: Path) -> Subject:
+    """Write the subject's freshly read volumes as float16 ``.npy`` under ``cache`` and swap them for
+    memory maps of those files."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for seq, vol in list(sub.volumes.items()):
+        path = cache / f"{sub.subject_id}_{seq}.npy"
+        tmp = path.with_name(f".{path.name}.tmp.npy")
+        np.save(tmp, vol.astype(np.float16))
+        tmp.replace(path)
+        sub.volumes[seq] = np.load(path, mmap_mode="r")
+    return sub
+
+
+def _cached_subject(folder: Path, sequences: Sequence[str], allow_missing: bool, cache: Path) -> Subject | None:
+    """A subject whose normalized volumes are all in ``cache`` already, without re-reading NIfTI."""
+    import json
+
+    meta = cache / f"{folder.name}.json"
+    if not meta.exists():
+        return None
+    try:
+        info = json.loads(meta.read_text())
+    except ValueError:
+        return None
+    if info.get("sequences") != list(sequences) or info.get("allow_missing") != allow_missing:
+        return None
+    if info.get("stamps") != _stamps(find_subject_files(folder, sequences)):
+        return None   # a source file changed, appeared or vanished since it was cached
+    vols = {s: np.load(cache / f"{folder.name}_{s}.npy", mmap_mode="r") for s in info["available"]}
+    extras = {k: np.load(cache / f"{folder.name}_{k}.npy") for k in ("truth", "seg") if (cache / f"{folder.name}_{k}.npy").exists()}
+    return Subject(folder.name, vols, np.asarray(info["affine"]), folder, {s: Path(p) for s, p in info["files"].items()},
+                   {s: tuple(v) for s, v in info["scale"].items()}, extras.get("truth"), extras.get("seg"))
+
+
+def _stamps(files: dict[str, Path | None]) -> dict[str, list | None]:
+    return {s: None if p is None else [p.stat().st_size, p.stat().st_mtime_ns] for s, p in files.items()}
+
+
+def _write_cache_meta(sub: Subject, sequences: Sequence[str], allow_missing: bool, cache: Path) -> None:
+    import json
+
+    for k in ("truth", "seg"):
+        if getattr(sub, k) is not None:
+            np.save(cache / f"{sub.subject_id}_{k}.npy", getattr(sub, k))
+    (cache / f"{sub.subject_id}.json").write_text(json.dumps({
+        "sequences": list(sequences), "allow_missing": allow_missing, "available": list(sub.available),
+        "affine": np.asarray(sub.affine).tolist(), "files": {s: str(p) for s, p in sub.files.items()},
+        "scale": sub.scale, "stamps": _stamps(find_subject_files(sub.folder, sequences))}))
+
+
 def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool = False,
-                 progress: bool = True) -> SynthData:
+                 progress: bool = True, cache: str | Path | None = None) -> SynthData:
     """Every subject folder under ``root`` (or ``root`` itself when it is one subject).
 
     A subject that cannot be read (a missing sequence file unless ``allow_missing``, a corrupt file,
     mismatched shapes) is skipped and reported in ``skipped``; the others load. No readable subject
-    at all is an :class:`EmptyInputError`.
+    at all is an :class:`EmptyInputError`. With ``cache`` (a folder) the normalized volumes are kept
+    there as float16 ``.npy`` files and memory-mapped, so a dataset larger than memory trains (the
+    operating system pages slices in); later loads reuse the cache without reading the NIfTI again.
     """
     root = Path(root)
     sequences = tuple(s.lower() for s in sequences)
     folders = _subject_folders(root, sequences)
     subjects, skipped = [], []
+    cache_dir = Path(cache) if cache is not None else None
     for folder in tqdm(folders, desc="load subjects", unit="subject", disable=not progress):
         try:
-            subjects.append(load_subject(folder, sequences, allow_missing=allow_missing))
+            sub = _cached_subject(folder, sequences, allow_missing, cache_dir) if cache_dir else None
+            if sub is None:
+                sub = load_subject(folder, sequences, allow_missing=allow_missing)
+                if cache_dir is not None:
+                    sub = _cache_subject(sub, cache_dir)
+                    _write_cache_meta(sub, sequences, allow_missing, cache_dir)
+            subjects.append(sub)
         except MridomainError as err:
             skipped.append((str(getattr(err, "path", folder)), getattr(err, "reason", str(err))))
     if not subjects:

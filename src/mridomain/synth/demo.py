@@ -58,7 +58,6 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
     """Python twin of ``mridomain synth demo``: the whole study on simulated brains at cpu size."""
     from mridomain.analysis.html import Section
     from mridomain.sim.brain import simulate_brains
-    from mridomain.synth.apply import dmap
     from mridomain.synth.evaluation import evaluate, evaluation_html
     from mridomain.synth.model import load_run
     from mridomain.synth.training import train
@@ -76,12 +75,10 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
     stages["train"] = time.perf_counter() - t
     t = time.perf_counter()
     run = load_run(out / "run", device=device)
-    ev = evaluate(run, out / "brains", split="test", progress=progress, html=False)
-    stages["evaluate"] = time.perf_counter() - t
-    t = time.perf_counter()
+    ev = evaluate(run, out / "brains", split="test", progress=progress, html=False, dmap_dir=out / "dmap")
+    stages["evaluate (with M_d)"] = time.perf_counter() - t
     test_ids = run.schema["splits"]["test"]
-    dmap_files = dmap(run, out / "brains" / test_ids[0], out / "dmap")
-    stages["dmap"] = time.perf_counter() - t
+    dmap_files = ev.dmap_files
 
     pairs = ev.pairs.copy()
     pairs.to_csv(out / "pairs.csv", index=False)

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.synth.contribution import contribution_table, plot_contribution
 from mridomain.synth.data import SynthData, load_dataset
-from mridomain.synth.differentiation import dmap_auc_rows, overlay_figure, subject_dmaps, summarize_dmap_check
+from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subject_dmaps, summarize_dmap_check,
+                                             write_dmaps)
 from mridomain.synth.model import SynthRun, load_run, to_model_range
 from mridomain.synth.network import profile_config, profile_generator
 
@@ -97,6 +98,7 @@ class SynthEvaluation:
     dmap_check: pd.DataFrame | None
     profiles: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    dmap_files: list[Path] = field(default_factory=list)
 
     def to_markdown(self) -> str:
         from mridomain.analysis.html import df_to_markdown
@@ -106,7 +108,8 @@ class SynthEvaluation:
                  "", f"Table 2 ({self.contribution_note}):", df_to_markdown(self.contribution.round(3))]
         if self.dmap_check is not None and len(self.dmap_check):
             parts += ["", "M_d check (ROC AUC, voxels pooled over subjects):",
-                      df_to_markdown(self.dmap_check[["map", "region", "auc", "auc_subject_mean", "auc_target_intensity", "subjects"]].round(3))]
+                      df_to_markdown(self.dmap_check[["map", "region", "auc", "auc_subject_mean",
+                                                      "auc_target_intensity", "subjects"]].round(3))]
         parts += ["", "Model profile:", df_to_markdown(self.profiles)] + [f"note: {n}" for n in self.notes]
         return "\n".join(parts)
 
@@ -114,12 +117,15 @@ class SynthEvaluation:
 def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = None, split: str = "test",
              out: str | Path | None = None, lpips_weights: str | Path | None = None,
              lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
-             normalization: str = "zscore", max_subjects: int | None = None, html: bool = True) -> SynthEvaluation:
+             normalization: str = "zscore", max_subjects: int | None = None, html: bool = True,
+             dmap_dir: str | Path | None = None, dmap_subjects: int = 1) -> SynthEvaluation:
     """Evaluate a run on held-out subjects (Python twin of ``mridomain synth evaluate``).
 
     Writes to ``out`` (default ``RUN/eval_<split>``): ``pairs_subjects.csv``, ``pairs.csv``,
     ``table1.md``, ``contribution.csv``, ``adjacency.csv``, ``contribution.png``, ``dmap_check.csv``
     (subjects with simulator truth only), ``dmap_example.png``, ``metrics.json`` and ``report.html``.
+    Metrics of 2-D / 2.5-D runs cover the slices that hold the head (at least 5% of the slice).
+    ``dmap_dir``: also write the M_d NIfTI maps and overlay of the first ``dmap_subjects`` subjects.
     """
     from mridomain.engine import write_json_atomic
 
@@ -145,9 +151,12 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         notes.append("LPIPS not measured (no backbone weights given): A_ij uses nPSNR + nSSIM")
     if not r.schema.get("perceptual"):
         notes.append("trained without the VGG19 perceptual term (no weights given)")
-    rows, check_rows, example = [], [], None
-    for sub in tqdm(subjects, desc="evaluate", unit="subject", disable=not progress):
-        translations = r.translate_all(sub)
+    rows, check_rows, example, dmap_files = [], [], None, []
+    for n, full in enumerate(tqdm(subjects, desc="evaluate", unit="subject", disable=not progress)):
+        # 2-D / 2.5-D runs are scored on the slices that hold the head (as they were trained)
+        zs = full.head_slices() if r.config.network.ndims == 2 else np.arange(full.shape[0])
+        sub = full.take_slices(zs)
+        translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None)
         for (src, tgt), gen in translations.items():
             rows.append({"subject": sub.subject_id, "source": src, "target": tgt,
                          **image_metrics(gen, sub.volumes[tgt], lpips)})
@@ -155,6 +164,11 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         check_rows += dmap_auc_rows(sub, maps, translations)
         if example is None and maps:
             example = overlay_figure(sub, maps)
+        if dmap_dir is not None and n < dmap_subjects and full.affine is not None:
+            whole = {s: np.zeros(full.shape, np.float32) for s in maps}
+            for s, m in maps.items():
+                whole[s][zs] = m
+            dmap_files += write_dmaps(full, whole, dmap_dir)
     if not rows:
         raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
     table = pd.DataFrame(rows)
@@ -179,7 +193,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         example.savefig(out / "dmap_example.png", dpi=90)
     if check is not None:
         check.to_csv(out / "dmap_check.csv", index=False)
-    result = SynthEvaluation(out, table, pairs, overall, contrib, adj, note, check, profiles, notes)
+    result = SynthEvaluation(out, table, pairs, overall, contrib, adj, note, check, profiles, notes, dmap_files)
     (out / "table1.md").write_text(result.to_markdown() + "\n")
     write_json_atomic(out / "metrics.json", {
         "run": str(r.path), "split": split, "subjects": len(subjects), "overall": overall,
@@ -198,8 +212,9 @@ def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra
 
     sections = list(extra_sections or [])
     sections.append(Section("Table 1: generation quality per source -> target pair",
-                            text="PSNR over the whole volume and SSIM averaged over slices (torchmetrics, "
-                                 "images normalized to [0, 1]); mean and standard deviation over subjects.",
+                            text="PSNR over the volume and SSIM averaged over its slices (torchmetrics, images "
+                                 "normalized to [0, 1]; 2-D runs: the slices holding the head); mean and "
+                                 "standard deviation over subjects.",
                             tables=[result.pairs.round(4), ("overall", pd.DataFrame([result.overall]).round(4))],
                             note="; ".join(result.notes) or None))
     sections.append(Section("Table 2: sequence contribution (eq. 4)", text=result.contribution_note,

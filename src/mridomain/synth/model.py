@@ -120,8 +120,9 @@ class SynthRun:
         return self.sequences.index(sequence)
 
     def translate(self, subject: Subject, source: str, targets: Sequence[str] | None = None,
-                  batch_slices: int = 16) -> dict[str, np.ndarray]:
-        """``{target: (T, S, H, W)}`` generated from ``subject``'s ``source`` volume."""
+                  batch_slices: int = 16, slices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+        """``{target: (T, S, H, W)}`` generated from ``subject``'s ``source`` volume (only ``slices``
+        when given, for 2-D / 2.5-D runs)."""
         check_sequences(subject.available, self.sequences, subject.subject_id)
         if source not in subject.volumes:
             raise InvalidArgumentError(f"{subject.subject_id}: source {source} is not available")
@@ -129,15 +130,16 @@ class SynthRun:
         tp = self.schema.get("timepoints", {})
         out = synthesize(self.generator, subject.volumes[source], self.index(source),
                          {self.index(t): int(tp.get(t, 1)) for t in targets}, self.config.network.code_dim,
-                         self.device, batch_slices)
+                         self.device, batch_slices, slices=slices)
         return {self.sequences[k]: v for k, v in out.items()}
 
-    def translate_all(self, subject: Subject, batch_slices: int = 16) -> dict[tuple[str, str], np.ndarray]:
+    def translate_all(self, subject: Subject, batch_slices: int = 16, slices: Sequence[int] | None = None
+                      ) -> dict[tuple[str, str], np.ndarray]:
         """``{(source, target): (T, S, H, W)}`` for every ordered pair of the subject's sequences."""
         pairs = {}
         for src in subject.available:
             for tgt, vol in self.translate(subject, src, [t for t in subject.available if t != src],
-                                           batch_slices).items():
+                                           batch_slices, slices).items():
                 pairs[(src, tgt)] = vol
         return pairs
 

@@ -291,7 +291,8 @@ def _check_split(splits: dict[str, list[str]], n: int) -> None:
 
 def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", epochs: int | None = None,
           resume: bool = False, seed: int | None = None, device: str | None = None, progress: bool = True,
-          allow_missing: bool = False, config: SynthConfig | None = None, **overrides) -> FitResult:
+          allow_missing: bool = False, config: SynthConfig | None = None, cache: str | Path | None = None,
+          **overrides) -> FitResult:
     """Train a Seq2Seq generator (Python twin of ``mridomain synth train``).
 
     Args:
@@ -303,6 +304,7 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
             may raise the total).
         allow_missing: a subject lacking a sequence file trains with that sequence unavailable
             instead of being skipped.
+        cache: folder for memory-mapped float16 volumes (datasets larger than memory).
     """
     from mridomain.engine import read_json
 
@@ -318,8 +320,8 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
         if config is None:
             config = make_config(preset, epochs=epochs, seed=seed, device=device, **overrides)
         splits = None
-    dataset = data if isinstance(data, SynthData) else load_dataset(data, config.sequences,
-                                                                     allow_missing=allow_missing, progress=progress)
+    dataset = data if isinstance(data, SynthData) else load_dataset(
+        data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache)
     if tuple(dataset.sequences) != tuple(config.sequences):
         raise SchemaMismatchError(f"data of sequences {list(dataset.sequences)} for a config of "
                                   f"{list(config.sequences)}")

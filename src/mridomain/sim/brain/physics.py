@@ -66,10 +66,12 @@ class SequenceProtocol:
 
 
 # FIELD.md section 6: T1 spoiled GRE (TR 8-2000 ms), T2 fast spin echo TR 3000-5000 / TE 80-120,
-# FLAIR TR ~9000 / TE ~120 with TI nulling CSF. The 3D SPGR T1 timing (TR 9 ms, TE 4 ms, 20 degrees,
-# above the Ernst angle of white matter, about 8 degrees) is a representative clinical T1 weighting.
+# FLAIR TR ~9000 / TE ~120 with TI nulling CSF. BraTS (Menze et al., IEEE TMI 2015) acquires the
+# native T1 as a 2D T1-weighted scan and T1Gd as a 3D 1 mm acquisition: native T1 here is a T1-weighted
+# spin echo (TR 500 ms, TE 12 ms, within clinical SE T1 timing), T1Gd a 3D spoiled GRE (TR 9 ms, TE 4 ms,
+# 20 degrees, above white matter's Ernst angle of about 8 degrees).
 PROTOCOLS: dict[str, SequenceProtocol] = {
-    "t1": SequenceProtocol("t1", "spgr", tr=9.0, te=4.0, flip=20.0),
+    "t1": SequenceProtocol("t1", "se", tr=500.0, te=12.0),
     "t1ce": SequenceProtocol("t1ce", "spgr", tr=9.0, te=4.0, flip=20.0, contrast=True),
     "t2": SequenceProtocol("t2", "se", tr=4000.0, te=100.0),
     "flair": SequenceProtocol("flair", "ir", tr=9000.0, te=120.0, ti=None),
