@@ -20,8 +20,9 @@ from mridomain.engine import write_json_atomic
 
 __all__ = ["DemoResult", "run_demo", "DEMO_SUBJECTS"]
 
-#: subjects simulated by the demo (train / val / test by the cpu preset's 70 / 10 / 20 %)
-DEMO_SUBJECTS = 40
+#: subjects simulated by the demo, split 27 / 4 / 5 (train / validation / test)
+DEMO_SUBJECTS = 36
+DEMO_FRACTIONS = (0.75, 0.1, 0.15)
 
 
 @dataclass
@@ -71,7 +72,8 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
     stages["simulate"] = time.perf_counter() - t
     t = time.perf_counter()
     fit = train(out / "brains", out / "run", preset="cpu", epochs=epochs, seed=seed, device=device,
-                progress=progress, **({"steps_per_epoch": steps_per_epoch} if steps_per_epoch else {}))
+                progress=progress, fractions=DEMO_FRACTIONS,
+                **({"steps_per_epoch": steps_per_epoch} if steps_per_epoch else {}))
     stages["train"] = time.perf_counter() - t
     t = time.perf_counter()
     run = load_run(out / "run", device=device)

@@ -112,9 +112,9 @@ class ToyExperimentConfig(TrainSettings):
 
 TOY_PRESETS: dict[str, dict] = {
     "paper": {},
-    "cpu": {"size": 64, "n_train": 1200, "n_val": 200, "n_test": 1000, "train_sizes": (300, 600, 1200),
+    "cpu": {"size": 64, "n_train": 800, "n_val": 200, "n_test": 1000, "train_sizes": (200, 400, 800),
             "synth_preset": "cpu", "synth_epochs": 4, "synth_steps_per_epoch": 60, "batch_size": 64,
-            "epochs": 12},
+            "epochs": 8},
 }
 
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
-from mridomain.errors import InvalidArgumentError
+from mridomain.errors import InvalidArgumentError, MridomainError
 from mridomain.sim.brain.anatomy import SubjectAnatomy, make_anatomy
 from mridomain.sim.brain.nifti import write_nifti
 from mridomain.sim.brain.physics import BRAIN_TISSUES, PROTOCOLS, sequence_signal, tissue_values
@@ -24,8 +23,10 @@ from mridomain.sim.brain.physics import BRAIN_TISSUES, PROTOCOLS, sequence_signa
 __all__ = ["BrainSubject", "BrainSimulation", "render_subject", "make_subject", "simulate_brains",
            "subject_id", "SNR_WM_3T"]
 
-#: White-matter SNR of every sequence at 3 T, scaling linearly with B0 (FIELD.md section 4). An
-#: assumption of a typical clinical brain scan (no published per-sequence value is claimed).
+#: White-matter SNR of every sequence for a 1 mm isotropic voxel at 3 T (an assumption of a typical
+#: clinical brain scan; no published per-sequence value is claimed). FIELD.md section 4: SNR grows
+#: about linearly with B0 and with voxel volume V, and with the square root of the number of samples;
+#: at a fixed field of view the samples fall as 1/V, so SNR scales as B0 * sqrt(V).
 SNR_WM_3T = 30.0
 #: Field strengths a subject is scanned at (BraTS pools 1.5 T and 3 T institutions), drawn uniformly.
 FIELD_STRENGTHS = (1.5, 3.0)
@@ -65,8 +66,8 @@ def render_subject(anatomy: SubjectAnatomy, b0: float, rng: np.random.Generator 
                    sequences: tuple[str, ...] = tuple(PROTOCOLS), snr_wm_3t: float = SNR_WM_3T
                    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Partial-volume signal (sum over compartments of fraction x compartment signal), then Rician
-    noise of sigma = white-matter signal / SNR; voxels outside the brain are zero (skull-stripped, as
-    BraTS). ``rng=None`` gives the noiseless images."""
+    noise of sigma = white-matter signal / SNR, SNR = ``snr_wm_3t`` x (B0 / 3 T) x (voxel / 1 mm)^1.5;
+    voxels outside the brain are zero (skull-stripped, as BraTS). ``rng=None``: noiseless images."""
     values = tissue_values(b0)
     images, sigmas = {}, {}
     for name in sequences:
@@ -82,7 +83,8 @@ def render_subject(anatomy: SubjectAnatomy, b0: float, rng: np.random.Generator 
             gd = anatomy.gd_mM if tissue == "enhancing" else 0.0
             signal += frac * np.asarray(sequence_signal(proto, pd_, t1, t2, b0, gd_mM=gd), np.float32)
         t1w, t2w, pdw = values["wm"]
-        sigma = float(sequence_signal(proto, pdw, t1w, t2w, b0)) / (snr_wm_3t * b0 / 3.0)
+        snr = snr_wm_3t * (b0 / 3.0) * anatomy.voxel_mm ** 1.5
+        sigma = float(sequence_signal(proto, pdw, t1w, t2w, b0)) / snr
         if rng is not None:
             re = signal + rng.normal(0.0, sigma, signal.shape).astype(np.float32)
             im = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
@@ -140,13 +142,28 @@ def write_subject(subject: BrainSubject, out: Path) -> Path:
     return folder
 
 
+def _simulate_one(task: dict) -> dict:
+    """Worker of :func:`simulate_brains`: simulate and write subject ``i`` (module level: pickled)."""
+    try:
+        subject = make_subject(task["seed"], task["i"], voxel_mm=task["voxel_mm"], lesion=task["lesion"],
+                               field_strengths=task["field_strengths"])
+        write_subject(subject, Path(task["out"]))
+        return {"i": task["i"], "row": subject.manifest_row(), "error": None}
+    except (MridomainError, OSError, ValueError) as err:
+        return {"i": task["i"], "row": None, "error": f"{type(err).__name__}: {err}"}
+
+
 def simulate_brains(out: str | Path, n_subjects: int = 20, seed: int = 0, voxel_mm: float = 2.0,
                     lesion: bool = True, field_strengths: tuple[float, ...] = FIELD_STRENGTHS,
-                    progress: bool = True) -> BrainSimulation:
+                    workers: int | None = None, progress: bool = True) -> BrainSimulation:
     """Simulate ``n_subjects`` brains with T1, T1Gd, T2, FLAIR and write them in the BraTS layout.
 
-    Python twin of ``mridomain synth brain``. Same seed, identical files.
+    Python twin of ``mridomain synth brain``. Same seed, identical files, whatever ``workers``
+    (processes of :func:`mridomain.parallel.parallel_map`; None: all cores). A subject that fails
+    is reported in ``skipped`` and the others are written.
     """
+    from mridomain.parallel import parallel_map
+
     if n_subjects < 1:
         raise InvalidArgumentError(f"n_subjects must be >= 1, got {n_subjects}")
     if not 0.5 <= voxel_mm <= 4.0:
@@ -154,11 +171,13 @@ def simulate_brains(out: str | Path, n_subjects: int = 20, seed: int = 0, voxel_
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows, folders, skipped = [], [], []
-    for i in tqdm(range(n_subjects), desc="simulate brains", unit="subject", disable=not progress):
-        subject = make_subject(seed, i, voxel_mm=voxel_mm, lesion=lesion, field_strengths=field_strengths)
-        folders.append(write_subject(subject, out))
-        rows.append(subject.manifest_row())
+    tasks = [{"seed": seed, "i": i, "voxel_mm": voxel_mm, "lesion": lesion, "field_strengths": tuple(field_strengths),
+              "out": str(out)} for i in range(n_subjects)]
+    results = sorted(parallel_map(_simulate_one, tasks, workers=workers, total=n_subjects, batch_size=1,
+                                  progress=progress, desc="simulate brains", unit="subject"), key=lambda r: r["i"])
+    rows = [r["row"] for r in results if r["row"] is not None]
+    folders = [out / r["row"]["subject_id"] for r in results if r["row"] is not None]
+    skipped = [(subject_id(r["i"]), r["error"]) for r in results if r["error"]]
     manifest = pd.DataFrame(rows)
     manifest.to_csv(out / "manifest.csv", index=False)
     return BrainSimulation(out, folders, manifest, time.perf_counter() - t0, skipped)
