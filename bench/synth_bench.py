@@ -47,7 +47,8 @@ def _run(policy: str | None, steps: int) -> dict:
     env.pop("OMP_WAIT_POLICY", None)
     if policy:
         env["OMP_WAIT_POLICY"] = policy
-    out = subprocess.run([sys.executable, "-c", STEP, str(steps)], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", STEP, str(steps)], env=env, capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -79,8 +79,8 @@ def test_a_silenced_sequence_never_enters_a_loss():
         for key in ("x_source", "x_target", "real_target"):
             if batch[key] is not None:
                 assert torch.isfinite(batch[key]).all(), key
-        total, parts, fake = task.generator_losses(batch, mods["generator"],
-                                                   mods[f"discriminator_{seqs[batch['target']]}"], torch.device("cpu"))
+        disc = mods[f"discriminator_{seqs[batch['target']]}"]
+        total, parts, fake = task.generator_losses(batch, mods["generator"], disc, torch.device("cpu"))
         assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
     assert saw_silenced_target > 0   # the case under test did occur
 

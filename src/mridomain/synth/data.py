@@ -17,7 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from mridomain.errors import EmptyInputError, ImageReadError, InvalidArgumentError, MridomainError, SchemaMismatchError
+from mridomain.errors import (EmptyInputError, ImageReadError, InvalidArgumentError, MridomainError,
+                              SchemaMismatchError)
 
 __all__ = ["Subject", "SynthData", "find_subject_files", "load_subject", "subject_from_files", "load_dataset",
            "normalize_volume", "split_subjects", "silence_mask", "fit_slices", "slice_stack",
@@ -236,8 +237,10 @@ def _cached_subject(folder: Path, sequences: Sequence[str], allow_missing: bool,
     if info.get("stamps") != _stamps(find_subject_files(folder, sequences)):
         return None   # a source file changed, appeared or vanished since it was cached
     vols = {s: np.load(cache / f"{folder.name}_{s}.npy", mmap_mode="r") for s in info["available"]}
-    extras = {k: np.load(cache / f"{folder.name}_{k}.npy") for k in ("truth", "seg") if (cache / f"{folder.name}_{k}.npy").exists()}
-    return Subject(folder.name, vols, np.asarray(info["affine"]), folder, {s: Path(p) for s, p in info["files"].items()},
+    extras = {k: np.load(cache / f"{folder.name}_{k}.npy") for k in ("truth", "seg")
+              if (cache / f"{folder.name}_{k}.npy").exists()}
+    return Subject(folder.name, vols, np.asarray(info["affine"]), folder,
+                   {s: Path(p) for s, p in info["files"].items()},
                    {s: tuple(v) for s, v in info["scale"].items()}, extras.get("truth"), extras.get("seg"))
 
 

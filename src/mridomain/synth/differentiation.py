@@ -142,7 +142,8 @@ def dmap_auc_rows(subject: Subject, maps: dict[str, np.ndarray],
         if pos.any() and neg.any():
             rows.append({"subject": subject.subject_id, "map": source, "region": region,
                          "pos": score[pos].astype(np.float32), "neg": score[neg].astype(np.float32),
-                         "base_pos": intensity[pos].astype(np.float32), "base_neg": intensity[neg].astype(np.float32)})
+                         "base_pos": intensity[pos].astype(np.float32),
+                         "base_neg": intensity[neg].astype(np.float32)})
     return rows
 
 

@@ -79,8 +79,8 @@ def evaluation_subjects(run: SynthRun, data: SynthData, split: str) -> SynthData
     ids = run.schema.get("splits", {}).get(split, [])
     chosen = data.subset(ids)
     if not len(chosen):
-        raise EmptyInputError(data.root or Path("."), f"none of the run's {len(ids)} {split} subjects is in this data "
-                                                     "(use split='all' for new data)")
+        raise EmptyInputError(data.root or Path("."), f"none of the run's {len(ids)} {split} subjects is in "
+                                                     "this data (use split='all' for new data)")
     return chosen
 
 
@@ -173,7 +173,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
     table = pd.DataFrame(rows)
     order = {s: k for k, s in enumerate(r.sequences)}
-    table = table.sort_values(["subject", "source", "target"], key=lambda c: c.map(order) if c.name != "subject" else c)
+    table = table.sort_values(["subject", "source", "target"],
+                              key=lambda c: c.map(order) if c.name != "subject" else c)
     pairs = pair_summary(table)
     metrics = [m for m in ("psnr", "ssim", "lpips") if m in table]
     overall = {}
@@ -226,11 +227,11 @@ def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra
                                      "brain (pooled over the held-out subjects; per-subject mean and std beside).",
                                 tables=[result.dmap_check.round(3)]))
     if (result.out / "dmap_example.png").exists():
-        sections.append(Section("M_d example", figures=[("each sequence and its M_d", result.out / "dmap_example.png")]))
-    sections.append(Section("Model profile", text="params_M / GMACs: every tensor and every multiply-accumulate "
-                                                   "(torch.utils.flop_counter); *_paper_count: leaf-module parameters "
-                                                   "and nn.Module convolutions only, as the THOP profiler counts, "
-                                                   "which leaves out the HyperConv weight banks: this reproduces the "
-                                                   "paper's 35.8 M / 83.4 GMACs.",
+        sections.append(Section("M_d example",
+                                figures=[("each sequence and its M_d", result.out / "dmap_example.png")]))
+    sections.append(Section("Model profile", text=(
+        "params_M / GMACs: every tensor and every multiply-accumulate (torch.utils.flop_counter); "
+        "*_paper_count: leaf-module parameters and nn.Module convolutions only, as the THOP profiler "
+        "counts, which leaves out the HyperConv weight banks: this reproduces the paper's 35.8 M / 83.4 GMACs."),
                             tables=[result.profiles]))
     return write_html_report(path, title, sections, subtitle=subtitle)

@@ -71,7 +71,8 @@ def make_toy_dataset(n: int, size: int = 128, seed: int = 0, noise: float = 0.02
         # centred in its box, so both sequences draw their letters at the same places
         centers = []
         for side in rng.permutation([-1, 1]):
-            centers.append((cy + rng.uniform(-0.06, 0.06) * size, cx + side * 0.8 * glyph + rng.uniform(-0.02, 0.02) * size))
+            centers.append((cy + rng.uniform(-0.06, 0.06) * size,
+                            cx + side * 0.8 * glyph + rng.uniform(-0.02, 0.02) * size))
         for s, seq in enumerate(("x1", "x2")):
             disc_value, letter_value = TOY_INTENSITY[seq]
             img = np.where(disc, disc_value, 0.0).astype(np.float32)
@@ -121,7 +122,8 @@ TOY_PRESETS: dict[str, dict] = {
 class ToyClassifierTask(TrainTask):
     """MONAI ResNet-18 with two 26-way heads (the differing letter of X1 and of X2)."""
 
-    def __init__(self, config: ToyExperimentConfig, x: np.ndarray, y: np.ndarray, x_val: np.ndarray, y_val: np.ndarray):
+    def __init__(self, config: ToyExperimentConfig, x: np.ndarray, y: np.ndarray, x_val: np.ndarray,
+                 y_val: np.ndarray):
         self.config, self.x, self.y, self.x_val, self.y_val = config, x, y, x_val, y_val
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
@@ -163,7 +165,8 @@ def predict_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, devic
         logits = model(torch.from_numpy(x[s:s + batch]).to(device)).float().cpu()
         yt = torch.from_numpy(y[s:s + batch])
         losses.append(float(ToyClassifierTask.loss(logits, yt)) * len(yt))
-        right += [(logits[:, :26].argmax(1) == yt[:, 0]).sum().item(), (logits[:, 26:].argmax(1) == yt[:, 1]).sum().item()]
+        right += [(logits[:, :26].argmax(1) == yt[:, 0]).sum().item(),
+                  (logits[:, 26:].argmax(1) == yt[:, 1]).sum().item()]
     return (right[0] / len(x), right[1] / len(x)), sum(losses) / len(x)
 
 
@@ -243,7 +246,8 @@ def run_toy_experiment(out: str | Path, preset: str = "cpu", seed: int = 0, devi
             def inputs(name: str, count: int | None = None) -> np.ndarray:
                 x = parts[name][0][:count]
                 return np.concatenate([x, maps[name][:count]], axis=1) if with_md else x
-            clf_task = ToyClassifierTask(cfg, inputs("train", n), parts["train"][1][:n], inputs("val"), parts["val"][1])
+            clf_task = ToyClassifierTask(cfg, inputs("train", n), parts["train"][1][:n], inputs("val"),
+                                         parts["val"][1])
             folder = out / "classifiers" / f"{label.replace('+', '_')}_{n}"
             Engine(cfg.updated(monitor="val_loss"), folder, progress=progress).fit(clf_task)
             model = clf_task.build_modules()["model"]

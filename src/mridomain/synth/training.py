@@ -200,8 +200,8 @@ class SynthTask(TrainTask):
                 "real_target": torch.from_numpy(np.stack(real)) if real else None}
 
     # -- one step ----------------------------------------------------------------------------------
-    def generator_losses(self, batch: dict[str, Any], generator: torch.nn.Module,
-                         discriminator: torch.nn.Module, device: torch.device) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    def generator_losses(self, batch: dict[str, Any], generator: torch.nn.Module, discriminator: torch.nn.Module,
+                         device: torch.device) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """Total generator loss, its parts, and X'_{i->j} (for the discriminator step)."""
         c = self.config
         i, j = batch["source"], batch["target"]
@@ -310,9 +310,7 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
 
     out = Path(out)
     if resume:
-        from mridomain.synth.config import SynthConfig as _C
-
-        config = _C.from_json(out / "config.json")
+        config = SynthConfig.from_json(out / "config.json")
         if epochs is not None:
             config = config.updated(epochs=epochs)
         splits = read_json(out / "schema.json").get("splits")
