@@ -18,7 +18,7 @@ from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_
 if TYPE_CHECKING:
     from mridomain.iap.predictor import PredictorOutput
 
-__all__ = ["route", "predicted_domains", "evaluate_routing", "RoutingExperiment",
+__all__ = ["route", "parse_model_specs", "predicted_domains", "evaluate_routing", "RoutingExperiment",
            "run_routing_experiment", "model_outputs"]
 
 
@@ -105,9 +105,17 @@ def predicted_domains(output: "PredictorOutput", key_iap: str, keys: Sequence[st
 
 
 # ------------------------------------------------------------------------------------ route
+def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
+    """``["GE=models/ge", "SIEMENS=models/siemens"]`` -> ``{"GE": "models/ge", ...}``."""
+    bad = [m for m in specs if "=" not in m or not m.split("=", 1)[0] or not m.split("=", 1)[1]]
+    if bad or not specs:
+        raise InvalidArgumentError(f"models take VALUE=FOLDER, got {list(specs)}")
+    return dict(m.split("=", 1) for m in specs)
+
+
 def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
           models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
-          unknown: str = "error", progress: bool = True) -> pd.DataFrame:
+          unknown: str = "error", progress: bool = True, out: str | Path | None = None) -> pd.DataFrame:
     """Send each image to the downstream model keyed by its predicted IAP value.
 
     Args:
@@ -123,6 +131,7 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
         unknown: without ``default``: "error" (raise) or "most_likely" (the most probable value
             among those that have a model).
         progress: show a progress bar while reading paths.
+        out: also write the table there as CSV (and the skipped inputs beside it).
 
     Returns:
         One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
@@ -162,6 +171,12 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
                                                    "model": chosen.to_numpy(), "routed_by": how.to_numpy(),
                                                    "prediction": prediction, "probability": probability})
     result.attrs["skipped"] = skipped
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(out, index=False)
+        if len(skipped):
+            skipped.to_csv(out.with_name(out.stem + "_skipped.csv"), index=False)
     return result
 
 
