@@ -45,6 +45,7 @@ class CountingPredictor:
         return self.inner.forward(images)
 
 
+@pytest.mark.slow
 def test_iap_predictor_is_a_predictor_and_compare_makes_one_pass_per_image_set(tiny):
     tmp, imgs = tiny
     p = iap.IAPPredictor.load(tmp / "run", device="cpu")
@@ -59,6 +60,7 @@ def test_iap_predictor_is_a_predictor_and_compare_makes_one_pass_per_image_set(t
     assert counting.calls == [n_train, 5] and len(res.verdicts) == 5
 
 
+@pytest.mark.slow
 def test_compare_route_and_experiment_with_real_predictor(tiny):
     tmp, imgs = tiny
     noise = np.random.default_rng(1).uniform(0, 255, (3, 32, 32)).astype(np.float32)

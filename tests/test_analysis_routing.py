@@ -134,6 +134,7 @@ def _blob_images(n, rng, size=16):
     return imgs * 255, y
 
 
+@pytest.mark.slow
 def test_tumor_classifier_learns_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     x, y = _blob_images(96, rng)
@@ -167,6 +168,7 @@ class PixelDomainPredictor:
                                continuous={}, features=np.zeros((len(x), 1)), classes=self.classes)
 
 
+@pytest.mark.slow
 def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):
     rng = np.random.default_rng(1)
     n = 160

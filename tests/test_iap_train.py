@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
     return cache, run, result
 
 
+@pytest.mark.slow
 def test_run_folder_is_self_describing(trained):
     cache, run, result = trained
     for name in ("model.safetensors", "config.json", "labels.json", "preprocess.json", "metrics.csv",
@@ -41,6 +42,7 @@ def test_run_folder_is_self_describing(trained):
     assert load_file(str(run / "model.safetensors"))["head.weight"].shape[0] == 3 + 3 + 4 + 1
 
 
+@pytest.mark.slow
 def test_learns_a_learnable_problem(trained):
     cache, run, _ = trained
     report = evaluate(run, split="test", progress=False)
@@ -54,6 +56,7 @@ def test_learns_a_learnable_problem(trained):
     assert "manufacturer" in report.to_markdown()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_identical_predictions(trained, tmp_path):
     cache, run, _ = trained
     images = np.asarray(open_cache(cache).images[:12], dtype=np.float32)
@@ -79,6 +82,7 @@ def test_unfitted_predictor_says_so():
         IAPPredictor(preset="cpu").predict(np.zeros((1, 8, 8)))
 
 
+@pytest.mark.slow
 def test_schema_mismatch_refused(trained, tmp_path):
     cache, run, _ = trained
     other = make_cache(tmp_path / "other", n=16, iaps=[s for s in IAPS if s["name"] != "field_strength"])
@@ -89,6 +93,7 @@ def test_schema_mismatch_refused(trained, tmp_path):
         train(other, run, resume=True, epochs=7, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_saved_epoch(tmp_path):
     cache = make_cache(tmp_path / "cache", n=48, size=16)
     # "Interrupted" here means trained with epochs=2, which would also shorten a cosine schedule;
@@ -137,6 +142,7 @@ def _write_dicom(path, pixels):
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
 
 
+@pytest.mark.slow
 def test_predict_files_skips_the_corrupt_one(trained, tmp_path):
     import nibabel as nib
     from PIL import Image
