@@ -15,6 +15,8 @@ import os
 import struct
 from typing import Any
 
+from mridomain.io.headers import encapsulated_fragments
+
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
                        b"SV", b"UV"})
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
@@ -156,7 +158,12 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                         if "Rows" not in fields or "Columns" not in fields:
                             sop = fields.get("SOPClassUID") or "unknown SOP class"
                             return None, f"not an image (no Rows/Columns, no pixel data; SOP class {sop})"
-                        return None, "truncated: the image header ends before the pixel data"
+                        # The last element ends exactly at the end of the file: a header whose
+                        # pixel data were stripped (a header dump), not a cut download.
+                        fields.setdefault("ContrastBolusAgent", None)
+                        fields["_pixel_length"], fields["_pixel_room"] = None, 0
+                        fields["_transfer_syntax"], fields["_fragments"] = transfer, None
+                        return fields, None
                     fh.seek(pos)
                     base, buf, o = pos, fh.read(_CHUNK), 0
                 group, elem = unpack_hh(buf, o)
@@ -179,6 +186,9 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                     fields.setdefault("ContrastBolusAgent", None)
                     fields["_pixel_length"] = length
                     fields["_pixel_room"] = size - start
+                    fields["_transfer_syntax"] = transfer
+                    fields["_fragments"] = (encapsulated_fragments(fh, start, size)
+                                            if length == _UNDEFINED else None)
                     return fields, None
                 if tag in fallback_tags:
                     raise Fallback("enhanced MR / derived fields: io handles these")
@@ -208,5 +218,5 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                 pos = start + length
         except EOFError:
             return None, "truncated or corrupt: file ends inside the DICOM header"
-        except (struct.error, UnicodeDecodeError, ValueError) as err:
+        except (struct.error, UnicodeDecodeError, ValueError, OverflowError) as err:
             raise Fallback(str(err)) from err
