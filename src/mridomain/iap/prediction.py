@@ -129,52 +129,80 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
     fig.savefig(path, dpi=100)
 
 
+class _Rows:
+    """Table rows gathered input by input: every ``chunk`` rows become a DataFrame block, so the
+    memory a long run holds grows with its output table, not with python dicts of numpy scalars
+    (several times larger)."""
+
+    def __init__(self, chunk: int = 128):
+        self.chunk, self.rows, self.blocks = chunk, [], []
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
+            self.blocks.append(pd.DataFrame(self.rows))
+            self.rows = []
+
+    def frame(self) -> pd.DataFrame:
+        blocks = self.blocks + ([pd.DataFrame(self.rows)] if self.rows else [])
+        return pd.concat(blocks, ignore_index=True, sort=False) if blocks else pd.DataFrame()
+
+
 def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path | None = "predictions.csv",
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
-                  progress: bool = True, device: str | None = None) -> PredictionResult:
-    """Predict the IAPs of DICOM files / series folders, NIfTI volumes and PNG/JPG images.
+                  progress: bool = True, device: str | None = None,
+                  keep_kinds: Sequence[str] = ()) -> PredictionResult:
+    """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
+    PNG/JPG images.
 
-    Each input is read with ``mridomain.io.read_image``, every slice is preprocessed exactly as the
-    run's ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
+    Each input is read through ``mridomain.data.inputs`` (a folder holding many series gives one
+    input per series volume; phase, derived, localizer and secondary-capture images are skipped
+    unless ``keep_kinds`` names their kind), every slice is preprocessed exactly as the run's
+    ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
     (``level == "slice"``) and one per input (``level == "series"``: slice probabilities averaged,
-    continuous values averaged), the top-k values and probabilities of each categorical IAP, TR/TE
-    in ms, and ``true_<iap>`` where the DICOM header holds the value. Unreadable inputs are
-    reported in ``skipped`` and the rest finishes. ``out``: .csv or .json (None: write nothing).
+    continuous values averaged), the series identity (``series_uid``, ``patient_id``,
+    ``series_description``, ``volume``), the top-k values and probabilities of each categorical IAP,
+    TR/TE in ms, and ``true_<iap>`` where the DICOM header holds the value. Unreadable inputs are
+    reported in ``skipped`` (and ``<out stem>_skipped.csv``) and the rest finishes; when none
+    could be read it raises :class:`EmptyInputError`. ``out``: .csv or .json (None: write nothing).
     """
+    from mridomain.files import check_output_file, write_skip_report
+
     if top_k < 1:
         raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
+    out_path = check_output_file(out, "predictions table") if out is not None else None
+    fig_path = check_output_file(figure, "figure") if figure is not None else None
     predictor = IAPPredictor.load(run, device=device)
     encoder = predictor.encoder
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
-    rows: list[dict[str, Any]] = []
+    rows = _Rows()
     skipped: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = []
-    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict"):
+    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict",
+                            keep_kinds=keep_kinds):
         output = predictor.forward(item.slices, batch_size=batch_size)
         truth = true_values(item.meta, encoder)
         truth_cols = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
                       for k, v in truth.items()}
         for i, r in enumerate(output.table(top_k).to_dict("records")):
             rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
-                         **r, **truth_cols})
+                         **item.identity, **r, **truth_cols})
         series_row = output.mean().table(top_k).iloc[0].to_dict()
         rows.append({"source": str(item.source), "level": "series", "slice": None, "file": str(item.source),
-                     "n_slices": len(item.slices), **series_row, **truth_cols})
+                     **item.identity, "n_slices": len(item.slices), **series_row, **truth_cols})
         if figure is not None and len(panels) < 12:   # only what the figure shows is kept
             panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
                            "row": series_row, "truth": truth})
-    table = pd.DataFrame(rows)
+    table = rows.frame()
+    if out_path is not None:
+        write_skip_report(skipped, out_path.with_name(out_path.stem + "_skipped.csv"))
     if len(table) == 0:
-        table = pd.DataFrame(columns=["source", "level", "slice", "file"])
-    out_path = Path(out) if out is not None else None
+        first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise EmptyInputError(paths[0], f"nothing to predict: none of the {len(paths)} inputs could be read{first}")
     if out_path is not None:
         _write_table(table, out_path)
-        if skipped:
-            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(
-                out_path.with_name(out_path.stem + "_skipped.csv"), index=False)
-    fig_path = Path(figure) if figure is not None else None
     if fig_path is not None:
         _draw_figure(panels, encoder, fig_path)
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
