@@ -43,6 +43,7 @@ __all__ = [
     "kind_problem",
     "mosaic_fields",
     "pixel_data_problem",
+    "pixel_fragments",
     "volume_labels",
     "FUNCTIONAL_GROUP_FIELDS",
     "read_header_fields",
@@ -253,7 +254,10 @@ def _element_value(ds: Dataset, keyword: str, latin1: bool = True) -> tuple[bool
     tag = _tag(keyword)
     if tag is None or tag not in ds:
         return False, None
-    elem = ds.get_item(tag)
+    try:
+        elem = ds.get_item(tag)
+    except Exception:  # noqa: BLE001 - pydicom converts some elements here and raises for bad bytes
+        return True, field_value(keyword, None)
     done = False
     value: Any = None
     if isinstance(elem, RawDataElement) and not elem.is_buffered:
@@ -262,15 +266,21 @@ def _element_value(ds: Dataset, keyword: str, latin1: bool = True) -> tuple[bool
             vr = dictionary_VR(elem.tag)
         done, value = decode_value(vr, elem.value, elem.is_little_endian, latin1)
     if not done:
-        try:
-            value = to_python(ds[tag].value)
-        except (ValueError, OverflowError, TypeError):
-            # pydicom converts on access and raises for values it cannot parse (an IS of
-            # "1e999"): the value is missing, as decode_value makes it on the fast path.
-            value = None
+        # pydicom converts on access and raises for values it cannot parse (an IS of "1e999",
+        # an unknown VR): the value is missing, as decode_value makes it on the fast path.
+        value = _safe_value(ds, tag)
         if isinstance(value, float) and not math.isfinite(value):
             value = None
     return True, field_value(keyword, value)
+
+
+def _safe_value(ds: Dataset, key: int | str, default: Any = None) -> Any:
+    """The plain python value of an element, or ``default`` when it is absent or pydicom cannot
+    convert it (a damaged optional element is a missing value, never a failed file)."""
+    try:
+        return to_python(ds[key].value) if key in ds else default
+    except Exception:  # noqa: BLE001 - pydicom's converters raise many types for bad bytes
+        return default
 
 
 def _is_empty(value: Any) -> bool:
@@ -278,10 +288,14 @@ def _is_empty(value: Any) -> bool:
 
 
 def _first_item(ds: Dataset, keyword: str) -> Dataset | None:
-    seq = ds.get(keyword)
-    if seq is None or len(seq) == 0:
+    try:
+        seq = ds.get(keyword)
+        if seq is None or isinstance(seq, (str, bytes)) or len(seq) == 0:
+            return None
+        item = seq[0]
+    except Exception:  # noqa: BLE001 - a damaged sequence holds nothing usable
         return None
-    return seq[0]
+    return item if isinstance(item, Dataset) else None
 
 
 def _functional_group_value(ds: Dataset, keyword: str, group: str | None = None) -> Any:
@@ -298,10 +312,10 @@ def _functional_group_value(ds: Dataset, keyword: str, group: str | None = None)
         if group is not None:
             items = [_first_item(groups, group)]
         else:
-            items = [elem.value[0] for elem in groups if elem.VR == "SQ" and len(elem.value)]
+            items = [_first_item(groups, elem.keyword) for elem in groups if elem.VR == "SQ" and elem.keyword]
         for item in items:
             if item is not None and keyword in item:
-                value = to_python(item[keyword].value)
+                value = _safe_value(item, keyword)
                 if not _is_empty(value):
                     return value
     return None
@@ -322,7 +336,7 @@ def header_fields_from_dataset(ds: Dataset, extra: Iterable[str] = ()) -> dict[s
     charset = ds.get_item(0x00080005)  # SpecificCharacterSet
     latin1 = True
     if charset is not None:
-        charset_value = to_python(ds[0x00080005].value)
+        charset_value = _safe_value(ds, 0x00080005, "")
         names = charset_value if isinstance(charset_value, list) else [charset_value]
         latin1 = all((n or "").strip().upper() in _LATIN1_CHARSETS for n in names)
     for kw in (*HEADER_KEYWORDS, *extra):
@@ -348,7 +362,7 @@ def header_fields_from_dataset(ds: Dataset, extra: Iterable[str] = ()) -> dict[s
     if _is_empty(out.get("AcquisitionMatrix")) and (
         "MRAcquisitionFrequencyEncodingSteps" in ds or any(seq in ds for seq in _ENHANCED_SEQUENCES)
     ):
-        direction = out.get("InPlanePhaseEncodingDirection") or ds.get("InPlanePhaseEncodingDirection")
+        direction = out.get("InPlanePhaseEncodingDirection") or _safe_value(ds, "InPlanePhaseEncodingDirection")
         matrix = _enhanced_acquisition_matrix(ds, direction)
         if matrix is not None:
             out["AcquisitionMatrix"] = matrix
@@ -356,7 +370,7 @@ def header_fields_from_dataset(ds: Dataset, extra: Iterable[str] = ()) -> dict[s
         # Enhanced objects code the agent (PS3.3 C.7.6.4b); keep its meaning as the free text.
         item = _first_item(ds, "ContrastBolusAgentSequence")
         if item is not None:
-            out["ContrastBolusAgent"] = to_python(item.get("CodeMeaning", "")) or ""
+            out["ContrastBolusAgent"] = _safe_value(item, "CodeMeaning", "") or ""
     if "NumberOfFrames" in out and out["NumberOfFrames"] in ("", None):
         del out["NumberOfFrames"]
     if is_mosaic(out):
@@ -375,16 +389,16 @@ def _enhanced_acquisition_matrix(ds: Dataset, direction: Any) -> list[int] | Non
     ``[f, 0, 0, p]``, as real Siemens legacy files do (pydicom's MR-SIEMENS test file: COL,
     ``[256, 0, 0, 134]``); ROW fills the anti-diagonal ``[0, f, p, 0]``.
     """
-    freq = ds.get("MRAcquisitionFrequencyEncodingSteps")
-    phase = ds.get("MRAcquisitionPhaseEncodingStepsInPlane")
+    freq = _safe_value(ds, "MRAcquisitionFrequencyEncodingSteps")
+    phase = _safe_value(ds, "MRAcquisitionPhaseEncodingStepsInPlane")
     if freq is None or phase is None:
         for seq_kw in _ENHANCED_SEQUENCES:
             groups = _first_item(ds, seq_kw)
             item = _first_item(groups, "MRFOVGeometrySequence") if groups is not None else None
             if item is not None:
-                freq = item.get("MRAcquisitionFrequencyEncodingSteps", freq)
-                phase = item.get("MRAcquisitionPhaseEncodingStepsInPlane", phase)
-    if not freq or not phase:
+                freq = _safe_value(item, "MRAcquisitionFrequencyEncodingSteps", freq)
+                phase = _safe_value(item, "MRAcquisitionPhaseEncodingStepsInPlane", phase)
+    if not isinstance(freq, (int, float)) or not isinstance(phase, (int, float)) or not freq or not phase:
         return None
     if str(direction or "COL").upper().startswith("ROW"):
         return [0, int(freq), int(phase), 0]
@@ -592,37 +606,99 @@ def _check_pixel_length(fp: BinaryIO, path: str | Path, size: int, ds: Dataset) 
     else:
         (length,) = struct.unpack(endian + "I", head[4:8])
         header_len = 8
-    fragments = None
-    if length == _UNDEFINED_LENGTH:
-        fragments = encapsulated_fragments(fp, start + header_len, size)
-    transfer = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-    problem = pixel_data_problem(length, size - start - header_len, pixel_fields(ds),
-                                 str(transfer) if transfer else None, fragments)
+    transfer = transfer_syntax(ds)
+    explicit = transfer is not None and transfer != "1.2.840.10008.1.2"
+    if explicit and head[4:6] not in (b"OB", b"OW", b"UN"):
+        # explicit VR (PS3.5 8.2): pydicom cannot take pixel data of any other VR as pixels
+        raise ImageReadError(path, f"cannot decode pixel data: PixelData with VR {head[4:6].decode('latin-1')!r}")
+    fragments = pixel_fragments(fp, start + header_len, size, length, transfer)
+    problem = pixel_data_problem(length, size - start - header_len, pixel_fields(ds), transfer, fragments)
     if problem is not None:
         raise ImageReadError(path, problem)
     return True
 
 
-def encapsulated_fragments(fp: BinaryIO, start: int, size: int) -> tuple[int, str | None]:
-    """(number of fragments, problem or None) of encapsulated pixel data whose items start at
-    byte ``start`` of a file of ``size`` bytes (PS3.5 A.4: a basic offset table item, then one
-    item per fragment, then a sequence delimiter). Walks the item headers only."""
+def pixel_fragments(fp: BinaryIO, start: int, size: int, length: int,
+                    transfer_syntax: str | None) -> tuple[int, str | None] | None:
+    """:func:`encapsulated_fragments` of a pixel data value starting at byte ``start`` when it is
+    encapsulated (undefined length, or a compressed transfer syntax, whose bytes pydicom parses as
+    fragments whatever their declared length); None for native data."""
+    if length == _UNDEFINED_LENGTH:
+        return encapsulated_fragments(fp, start, size)
+    if transfer_syntax and _is_encapsulated(transfer_syntax):
+        return encapsulated_fragments(fp, start, min(size, start + length), delimited=False)
+    return None
+
+
+def _is_encapsulated(transfer_syntax: str) -> bool:
+    uid = transfer_syntax_uid(transfer_syntax)
+    return uid.is_transfer_syntax and uid.is_encapsulated
+
+
+def encapsulated_fragments(fp: BinaryIO, start: int, end: int, delimited: bool = True) -> tuple[int, str | None]:
+    """(number of fragments, problem or None) of encapsulated pixel data whose items lie from
+    byte ``start`` to ``end`` (PS3.5 A.4: a basic offset table item, one item per fragment, then,
+    for an undefined length (``delimited``), a sequence delimiter). Reads item headers only.
+
+    It reads them as pydicom does: items walked by their lengths up to the delimiter; when that
+    walk fails, the value ends at the first delimiter tag found by scanning (none: a truncated
+    file, which pydicom reports too) and a last item running past that end is a short fragment.
+    """
+    count, problem = _walk_items(fp, start, end, delimited, tolerant=False)
+    if problem is None:
+        return count, None
+    if delimited:
+        stop = _find_delimiter(fp, start, end)
+        if stop is None:
+            return count, f"truncated file: ends at byte {end} inside the encapsulated pixel data (no delimiter)"
+        end = stop
+    return _walk_items(fp, start, end, delimited=False, tolerant=True)
+
+
+def _walk_items(fp: BinaryIO, start: int, end: int, delimited: bool, tolerant: bool) -> tuple[int, str | None]:
     pos, items = start, 0
-    while pos + 8 <= size:
+    fragments = lambda: max(items - 1, 0)  # noqa: E731 - the first item is the basic offset table
+    while pos + 4 <= end:
         fp.seek(pos)
-        group, element, length = struct.unpack("<HHI", fp.read(8))
+        head = fp.read(8)
+        group, element = struct.unpack("<HH", head[:4])
         tag = group << 16 | element
         if tag == _SEQUENCE_DELIMITER:
-            return max(items - 1, 0), None  # the first item is the basic offset table
-        if tag != _ITEM or length == _UNDEFINED_LENGTH:
-            return max(items - 1, 0), (f"corrupt encapsulated pixel data: element ({group:04X},{element:04X}) "
-                                       f"at byte {pos} where a fragment item belongs")
-        pos += 8 + length
-        if pos > size:
-            return max(items - 1, 0), (f"truncated file: a pixel data fragment needs {length} bytes, "
-                                       f"only {max(size - (pos - length), 0)} present")
+            return fragments(), None
+        if tag != _ITEM or len(head) < 8 or pos + 8 > end:
+            if tag == _ITEM and tolerant:
+                return fragments(), None  # an item header cut by the end: pydicom stops there
+            return fragments(), (f"corrupt encapsulated pixel data: element ({group:04X},{element:04X}) "
+                                 f"at byte {pos} where a fragment item belongs")
+        (length,) = struct.unpack("<I", head[4:])
+        if length == _UNDEFINED_LENGTH:
+            return fragments(), f"corrupt encapsulated pixel data: an item of undefined length at byte {pos}"
         items += 1
-    return max(items - 1, 0), f"truncated file: ends at byte {size} inside the encapsulated pixel data"
+        pos += 8 + length
+        if pos > end:
+            if tolerant:
+                return fragments(), None  # pydicom reads the bytes there are: a short last fragment
+            return fragments(), (f"truncated file: a pixel data fragment needs {length} bytes, "
+                                 f"only {max(end - (pos - length), 0)} present")
+    if not delimited and (tolerant or pos == end):
+        return fragments(), None
+    return fragments(), f"truncated file: ends at byte {end} inside the encapsulated pixel data"
+
+
+def _find_delimiter(fp: BinaryIO, start: int, end: int, chunk: int = 1 << 16) -> int | None:
+    """Position of the first sequence delimiter tag between ``start`` and ``end`` (a byte scan)."""
+    marker = struct.pack("<HH", 0xFFFE, 0xE0DD)
+    pos = start
+    while pos < end:
+        fp.seek(pos)
+        block = fp.read(min(chunk, end - pos))
+        found = block.find(marker)
+        if found >= 0:
+            return pos + found
+        if len(block) < len(marker):
+            return None
+        pos += len(block) - len(marker) + 1
+    return None
 
 
 #: Header keyword -> pydicom's name for it among the pixel options (pydicom.pixels.utils.as_pixel_options).
@@ -633,13 +709,17 @@ _PIXEL_OPTIONS = {"Rows": "rows", "Columns": "columns", "NumberOfFrames": "numbe
                   "PixelRepresentation": "pixel_representation"}
 
 
+#: A pixel description value pydicom cannot convert (:func:`pixel_fields`).
+UNREADABLE = "<unreadable>"
+
+
 def pixel_fields(ds: Dataset) -> dict[str, Any]:
-    """The header fields :func:`pixel_data_problem` checks, read tolerantly from a dataset."""
+    """The header fields :func:`pixel_data_problem` checks, converted by pydicom as its decoders
+    convert them (:data:`UNREADABLE` where that conversion fails)."""
     out = {}
     for keyword in _PIXEL_OPTIONS:
-        present, value = _element_value(ds, keyword)
-        if present:
-            out[keyword] = value
+        if keyword in ds:
+            out[keyword] = _safe_value(ds, keyword, UNREADABLE)
     return out
 
 
@@ -657,56 +737,61 @@ class _DeclaredLength:
 def pixel_data_problem(length: int, available: int, fields: dict[str, Any] | None = None,
                        transfer_syntax: str | None = None,
                        fragments: tuple[int, str | None] | None = None) -> str | None:
-    """Why a PixelData element of ``length`` bytes (0xFFFFFFFF: encapsulated, undefined length)
-    cannot be read when ``available`` bytes follow its header, or None. The one pixel data check
-    of the package: the pydicom path, the index's header walker and the pixel reader all ask it.
+    """Why a PixelData element of ``length`` bytes (0xFFFFFFFF: undefined length) cannot be read
+    when ``available`` bytes follow its header, or None. The one pixel data check of the package:
+    the pydicom path, the index's header walker and the pixel reader all ask it.
 
     With the header ``fields`` (Rows, Columns, NumberOfFrames and :data:`PIXEL_KEYWORDS`) and the
-    transfer syntax, it also asks pydicom's own decoder validation whether the group 0028 values
-    can describe these pixel data: the elements pydicom requires, their ranges, and for native
-    data the length they imply (``Rows x Columns x frames x samples x bits``, with YBR_FULL_422's
-    4:2:2 subsampling), so a NumberOfFrames of 2^31-1 in a 526 KB file is refused before anything
-    allocates 16 GiB. ``fragments`` (from :func:`encapsulated_fragments`) checks that encapsulated
-    data hold their fragments within the file and at least one fragment per frame.
+    transfer syntax, it asks pydicom's own decoder validation whether the group 0028 values can
+    describe these pixel data: the elements pydicom requires, their ranges, and for native data
+    whether the bytes present hold the image they describe (``Rows x Columns x frames x samples
+    x bits``, with YBR_FULL_422's 4:2:2 subsampling), so a NumberOfFrames of 2^31-1 in a 526 KB
+    file is refused before anything allocates 16 GiB. ``fragments`` (:func:`pixel_fragments`)
+    checks that encapsulated data hold their fragments within the file and at least one fragment
+    per frame. Without ``fields`` only the length is checked against the file.
     """
-    if length == _UNDEFINED_LENGTH:
-        if available <= 0:
-            return "truncated file: empty encapsulated pixel data"
-        if fragments is not None:
-            count, problem = fragments
-            if problem is not None:
-                return problem
-            if count == 0:
-                return "no pixel data (the encapsulated pixel data hold no fragment)"
-    else:
-        if length > available:
-            return f"truncated file: pixel data needs {length} bytes, only {max(available, 0)} present"
-        if length == 0:
-            return "no pixel data (PixelData element is empty)"
+    encapsulated = length == _UNDEFINED_LENGTH or fragments is not None
+    if length == 0:
+        return "no pixel data (PixelData element is empty)"
+    if length == _UNDEFINED_LENGTH and available <= 0:
+        return "truncated file: empty encapsulated pixel data"
+    if fragments is not None:
+        count, problem = fragments
+        if problem is not None:
+            return problem
+        if count == 0:
+            return "no pixel data (the encapsulated pixel data hold no fragment)"
     if fields is None:
+        if not encapsulated and length > available:
+            return f"truncated file: pixel data needs {length} bytes, only {max(available, 0)} present"
         return None
-    return _decode_problem(length, available, fields, transfer_syntax, fragments[0] if fragments else None)
+    # pydicom reads what the file holds when a length runs past its end: judge those bytes.
+    present = max(available, 0) if length == _UNDEFINED_LENGTH else min(length, max(available, 0))
+    return _decode_problem(encapsulated, present, fields, transfer_syntax, fragments[0] if fragments else None)
 
 
-def _decode_problem(length: int, available: int, fields: dict[str, Any], transfer_syntax: str | None,
+def _decode_problem(encapsulated: bool, present: int, fields: dict[str, Any], transfer_syntax: str | None,
                     n_fragments: int | None) -> str | None:
     from pydicom.pixels import get_decoder
     from pydicom.pixels.decoders.base import DecodeRunner
-    from pydicom.uid import ExplicitVRLittleEndian
 
-    encapsulated = length == _UNDEFINED_LENGTH
-    uid = UID(transfer_syntax) if transfer_syntax else ExplicitVRLittleEndian
-    if transfer_syntax and not uid.is_transfer_syntax:
+    if not transfer_syntax:
+        # pydicom decodes only what the file meta says how to (a raw dataset has no file meta)
+        return "cannot decode pixel data: no Transfer Syntax UID (file meta missing or damaged)"
+    uid = transfer_syntax_uid(transfer_syntax)
+    if not uid.is_transfer_syntax:
         return f"cannot decode pixel data: unknown transfer syntax {transfer_syntax}"
-    if uid.is_encapsulated != encapsulated:
-        # e.g. native data under a compressed transfer syntax: pydicom fails on it as well
-        kind = "encapsulated" if encapsulated else "native"
-        return f"cannot decode pixel data: {kind} pixel data under transfer syntax {uid.name}"
+    if encapsulated and not uid.is_encapsulated:
+        # items where native bytes belong: pydicom would read the item headers as pixels
+        return f"cannot decode pixel data: encapsulated pixel data under transfer syntax {uid.name}"
     try:
         if not get_decoder(uid).is_available:
             return f"cannot decode pixel data: no decoder installed for {uid.name}"
     except NotImplementedError:
         return f"cannot decode pixel data: pydicom has no decoder for {uid.name}"
+    unreadable = [kw for kw in _PIXEL_OPTIONS if fields.get(kw) is UNREADABLE]
+    if unreadable:
+        return f"cannot decode pixel data: unreadable {unreadable[0]} value"
     options = {name: fields[kw] for kw, name in _PIXEL_OPTIONS.items() if fields.get(kw) is not None}
     if fields.get("NumberOfFrames") in (None, 0, ""):
         options["number_of_frames"] = 1  # as pydicom assumes
@@ -714,7 +799,7 @@ def _decode_problem(length: int, available: int, fields: dict[str, Any], transfe
     runner = DecodeRunner(uid)
     try:
         runner.set_options(**options)
-        runner.set_source(_DeclaredLength(available if encapsulated else length))
+        runner.set_source(_DeclaredLength(present))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             runner.validate()
@@ -723,12 +808,12 @@ def _decode_problem(length: int, available: int, fields: dict[str, Any], transfe
         if "less than expected" in text:
             frames = runner.number_of_frames
             need = math.ceil(runner.frame_length(unit="bytes") * frames)
-            return (f"truncated file: pixel data has {length} bytes, Rows x Columns x {frames} frame(s) "
+            return (f"truncated file: pixel data has {present} bytes, Rows x Columns x {frames} frame(s) "
                     f"as the header describes them need {need}")
         return f"cannot decode pixel data: {text}"
     except (AttributeError, TypeError, KeyError) as err:
         return f"cannot decode pixel data: {_one_line(err)}"
-    if encapsulated and n_fragments is not None and runner.number_of_frames > n_fragments:
+    if n_fragments is not None and runner.number_of_frames > n_fragments:
         return (f"cannot decode pixel data: NumberOfFrames {runner.number_of_frames} but the encapsulated "
                 f"pixel data hold only {n_fragments} fragment(s)")
     return None
@@ -815,33 +900,43 @@ def _open_dicom(
                 raise ImageReadError(
                     path, f"truncated file: ends at byte {size} inside a sequence or the encapsulated pixel data"
                 )
-        if not _looks_like_dataset(ds):
-            if not has_preamble:
-                raise ImageReadError(path, "not a DICOM file (no DICM preamble and no readable header)")
-            group_length = getattr(ds, "file_meta", Dataset()).get("FileMetaInformationGroupLength")
-            try:
-                meta_end = 132 + 12 + int(group_length) if group_length is not None else None
-            except (TypeError, ValueError):  # the group length value itself was cut off
-                meta_end = size + 1
-            if size < 144 or (meta_end is not None and meta_end > size):
-                raise ImageReadError(path, f"truncated file: ends at byte {size} inside the file meta information")
-            raise ImageReadError(path, "corrupt DICOM header: no recognisable data elements after the DICM preamble")
-        found_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-        if check_pixels:
-            transfer = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
-            deflated = transfer == DeflatedExplicitVRLittleEndian
-            if stop_before_pixels and deflated:
-                # Positions in the file are positions in the compressed stream: check the
-                # pixel data of the inflated dataset instead (deflated files are rare).
-                found_pixels = _check_inflated_pixels(path)
-            elif stop_before_pixels:
-                found_pixels = _check_pixel_length(fp, path, size, ds)
-            at_end = fp.tell() >= size or deflated
-            if not found_pixels and at_end and _is_image_header(ds) and not deflated and not _ends_cleanly(path, size):
-                # An image header that runs into the end of the file inside an element:
-                # pydicom returns the partial dataset silently, so say what happened.
-                raise ImageReadError(path, f"truncated file: ends at byte {size} before the pixel data")
+        with warnings.catch_warnings():
+            # the checks convert values, and pydicom warns about each odd one: reasons say what matters
+            warnings.simplefilter("ignore")
+            found_pixels = _check_dataset(ds, fp, path, size, has_preamble, stop_before_pixels, check_pixels)
     return ds, found_pixels
+
+
+def _check_dataset(ds: Dataset, fp: BinaryIO, path: str | Path, size: int, has_preamble: bool,
+                   stop_before_pixels: bool, check_pixels: bool) -> bool:
+    """The checks of :func:`open_dicom` after pydicom's read; whether the file has pixel data."""
+    if not _looks_like_dataset(ds):
+        if not has_preamble:
+            raise ImageReadError(path, "not a DICOM file (no DICM preamble and no readable header)")
+        group_length = getattr(ds, "file_meta", Dataset()).get("FileMetaInformationGroupLength")
+        try:
+            meta_end = 132 + 12 + int(group_length) if group_length is not None else None
+        except (TypeError, ValueError):  # the group length value itself was cut off
+            meta_end = size + 1
+        if size < 144 or (meta_end is not None and meta_end > size):
+            raise ImageReadError(path, f"truncated file: ends at byte {size} inside the file meta information")
+        raise ImageReadError(path, "corrupt DICOM header: no recognisable data elements after the DICM preamble")
+    found_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if check_pixels:
+        transfer = transfer_syntax(ds)
+        deflated = transfer == DeflatedExplicitVRLittleEndian
+        if stop_before_pixels and deflated:
+            # Positions in the file are positions in the compressed stream: check the
+            # pixel data of the inflated dataset instead (deflated files are rare).
+            found_pixels = _check_inflated_pixels(path)
+        elif stop_before_pixels:
+            found_pixels = _check_pixel_length(fp, path, size, ds)
+        at_end = fp.tell() >= size or deflated
+        if not found_pixels and at_end and _is_image_header(ds) and not deflated and not _ends_cleanly(path, size):
+            # An image header that runs into the end of the file inside an element:
+            # pydicom returns the partial dataset silently, so say what happened.
+            raise ImageReadError(path, f"truncated file: ends at byte {size} before the pixel data")
+    return found_pixels
 
 
 def _check_inflated_pixels(path: str | Path) -> bool:
@@ -879,6 +974,23 @@ def _ends_cleanly(path: str | Path, size: int) -> bool:
             return True  # a sequence read to its delimiter (pydicom warns when that is missing)
         return last.value_tell + last.length == size
     return True
+
+
+def transfer_syntax_uid(text: str) -> UID:
+    """A transfer syntax UID object without pydicom's validation warning for damaged text (the
+    problem is reported as a reason instead)."""
+    from pydicom import config
+
+    return UID(text, validation_mode=config.IGNORE)
+
+
+def transfer_syntax(ds: Dataset) -> str | None:
+    """The file meta's TransferSyntaxUID as text; None when absent or unreadable."""
+    try:
+        value = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - a damaged file meta element (e.g. a wrong VR) says nothing
+        return None
+    return str(value) if value else None
 
 
 def _is_image_header(ds: Dataset) -> bool:

@@ -35,6 +35,8 @@ from mridomain.io.headers import (
     pixel_data_problem,
     pixel_fields,
     to_python,
+    transfer_syntax,
+    transfer_syntax_uid,
     volume_labels,
 )
 
@@ -157,12 +159,17 @@ def dataset_pixels(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
         raise ImageReadError(path, "no pixel data")
     if "Rows" not in ds or "Columns" not in ds:
         raise ImageReadError(path, "corrupt DICOM header: pixel data without Rows/Columns")
-    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", None)
-    if "PixelData" in ds and ts is not None:
-        raw = ds["PixelData"]
+    transfer = transfer_syntax(ds)
+    ts = transfer_syntax_uid(transfer) if transfer else None
+    if "PixelData" in ds:
+        try:
+            raw = ds["PixelData"]
+        except Exception as exc:  # noqa: BLE001 - pydicom converts it on access: a wrong VR raises
+            raise ImageReadError(path, f"cannot decode pixel data: {_one_line(exc)}") from None
         length = 0xFFFFFFFF if raw.is_undefined_length else len(raw.value)
-        # The one pixel data check (io.headers): 4:2:2 subsampling, frame counts, group 0028 values.
-        problem = pixel_data_problem(length, len(raw.value), pixel_fields(ds), str(ts))
+        # The one pixel data check (io.headers): 4:2:2 subsampling, frame counts, group 0028 values
+        # (the fragments of encapsulated data pydicom checks itself as it decodes them).
+        problem = pixel_data_problem(length, len(raw.value), pixel_fields(ds), transfer)
         if problem is not None:
             raise ImageReadError(path, problem)
     try:
@@ -296,8 +303,12 @@ def read_dicom(path: str | Path) -> ImageData:
     apart in ``meta["FrameVolumesBy"]``)."""
     path = Path(path)
     ds = open_dicom(path)
-    pixels = dataset_pixels(ds, path)
-    fields = header_fields_from_dataset(ds, extra=_READ_EXTRA)
+    with warnings.catch_warnings():
+        # pydicom converts values on access and warns about every odd one; what makes a file
+        # unreadable is raised as a one-line reason instead
+        warnings.simplefilter("ignore")
+        pixels = dataset_pixels(ds, path)
+        fields = header_fields_from_dataset(ds, extra=_READ_EXTRA)
     fields["source_format"] = "dicom"
     slice_spacing = None
     positions = _frame_positions(ds, pixels.shape[0])
