@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     import pydicom
 
     from mridomain.data import build_index
-    from mridomain.data._parallel import default_workers
+    from mridomain.parallel import default_workers
     from mridomain.data.index import iter_files
 
     tmp = None

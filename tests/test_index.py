@@ -206,7 +206,7 @@ def test_fast_reader_matches_io_reader(archive):
     from mridomain.io import HEADER_KEYWORDS, read_header_fields
     from mridomain.errors import MridomainError
 
-    ix._init_worker(ix.BASE_KEYWORDS, ())
+    ix.configure_reader(ix.BASE_KEYWORDS, ())
     files = _vendor_files() + list(archive["ge"]) + list(archive["siemens"]) + list(archive["p2"])
     n_fast = 0
     for f in files:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mridomain.data._parallel import pmap
+from mridomain.parallel import parallel_map
 from mridomain.data.splits import SPLIT_NAMES, check_fractions, split_patients
 from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError, SchemaMismatchError
 
@@ -474,9 +474,9 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     skipped: list[tuple[str, int, str]] = []
     iap_names = [i["name"] for i in iap_info]
     n = 0
-    for pos, results in pmap(_load_series_slices, tasks, n_items=len(tasks), workers=workers,
-                             chunksize=1, ordered=True, progress=progress, desc="caching series",
-                             unit=" series"):
+    for pos, results in parallel_map(_load_series_slices, tasks, total=len(tasks), workers=workers,
+                                     batch_size=1, ordered=True, progress=progress, desc="caching series",
+                                     unit=" series"):
         row, n_in_series = series_rows[pos]
         rowd = row._asdict()
         for slice_index, path, frame, img, reason in results:

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mridomain.data._parallel import default_workers, pmap
 from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
 from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
 from mridomain.io.headers import _LIST_KEYWORDS, HEADER_KEYWORDS, iter_file_paths
+from mridomain.parallel import default_workers, parallel_map
 
 INDEX_VERSION = 1
 
@@ -86,9 +86,14 @@ _WANTED: dict[int, tuple[str, str]] | None = None  # fast reader: tag -> (keywor
 _ALWAYS_LIST = _LIST_KEYWORDS
 
 
-def _init_worker(keywords: Sequence[str], extra: Sequence[str], fast: bool = True) -> None:
-    """Per-process setup: which tags to read, by which path."""
-    global _EXTRA, _WANTED
+_CONFIGURED: tuple | None = None
+
+
+def configure_reader(keywords: Sequence[str], extra: Sequence[str], fast: bool = True) -> None:
+    """Which tags the per-file reader reads, and by which path (set once per process)."""
+    global _EXTRA, _WANTED, _CONFIGURED
+    if _CONFIGURED == (tuple(keywords), tuple(extra), fast):
+        return
     from pydicom.datadict import dictionary_VR, tag_for_keyword
 
     wanted_keywords = tuple(dict.fromkeys((*keywords, *extra)))
@@ -99,7 +104,20 @@ def _init_worker(keywords: Sequence[str], extra: Sequence[str], fast: bool = Tru
     _WANTED = None
     if fast and None not in tags.values() and all(dictionary_VR(t) != "SQ" for t in tags.values()):
         _WANTED = {t: (k, dictionary_VR(t)) for k, t in tags.items()}
-    warnings.simplefilter("ignore")
+    _CONFIGURED = (tuple(keywords), tuple(extra), fast)
+
+
+@dataclass(frozen=True)
+class _RecordReader:
+    """The per-file work of :func:`build_index` as one picklable callable: configures the reader
+    in whichever process runs it (a pool worker or, with one worker, the caller's own)."""
+
+    keywords: tuple[str, ...]
+    extra: tuple[str, ...]
+
+    def __call__(self, path: str) -> tuple[str, tuple | None, str | None]:
+        configure_reader(self.keywords, self.extra)
+        return _read_record(path)
 
 
 def _slice_position(fields: dict[str, Any]) -> float | None:
@@ -183,7 +201,11 @@ def _read_one_pydicom(path: str) -> tuple[str, dict[str, Any] | None, str | None
     from mridomain.io import read_header_fields
 
     try:
-        fields = read_header_fields(path, extra=_EXTRA)
+        # pydicom warns about every odd value of a real archive; the reason a file is refused is
+        # recorded instead, and the filter is local to this read (never the caller's process)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fields = read_header_fields(path, extra=_EXTRA)
     except MridomainError as err:
         return path, None, getattr(err, "reason", None) or str(err)
     except Exception as err:  # noqa: BLE001 - a corrupt file may raise anything; record and go on
@@ -296,9 +318,9 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     normalized_cache: dict[tuple, dict[str, Any]] = {}
     key_fields: dict[tuple, dict[str, Any]] = {}  # key -> {keyword: hashable value}
 
-    for path, rec, reason in pmap(_read_record, files, n_items=len(files), workers=n_workers,
-                                  progress=progress, desc="reading headers", unit=" files",
-                                  initializer=_init_worker, initargs=(read_keywords, tuple(extra))):
+    for path, rec, reason in parallel_map(_RecordReader(read_keywords, tuple(extra)), files, total=len(files),
+                                          workers=n_workers, progress=progress, desc="reading headers",
+                                          unit=" files"):
         if rec is None:
             skipped.append((path, reason or "unreadable"))
             continue

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.data.schema import is_missing  # noqa: F401  (also imported from here by prediction)
-from mridomain._json import dump_json
+from mridomain.engine.checkpoint import dump_json, read_json
 from mridomain.errors import SchemaMismatchError
 
 IGNORE_INDEX = -100
@@ -187,14 +187,6 @@ class LabelEncoder:
         std = np.array([h.std for h in self.continuous])
         return np.asarray(z, dtype=np.float64) * std + mean
 
-    def split_outputs(self, out: Any) -> dict[str, Any]:
-        """Network output (N, sum C_k + M) -> {iap: logits (N, C_k) or standardized value (N,)}."""
-        parts = {}
-        for h in self.heads:
-            s = self.slices[h.name]
-            parts[h.name] = out[:, s] if h.kind == "categorical" else out[:, s.start]
-        return parts
-
     # ---- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"version": 1, "ignore_index": IGNORE_INDEX, "other": OTHER,
@@ -204,14 +196,27 @@ class LabelEncoder:
         return dump_json(self.to_dict(), path)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LabelEncoder":
-        return cls([Head(**h) for h in d["heads"]])
+    def from_dict(cls, d: Any, where: str = "labels.json") -> "LabelEncoder":
+        """An encoder from its JSON form; a damaged or foreign schema is a one-line error."""
+        if not isinstance(d, dict) or not isinstance(d.get("heads"), list):
+            raise SchemaMismatchError(f"{where}: not a label schema (no list of 'heads')")
+        try:
+            heads = [Head(**h) for h in d["heads"]]
+        except TypeError as err:
+            raise SchemaMismatchError(f"{where}: malformed head ({err})") from None
+        for h in heads:
+            if h.kind not in ("categorical", "continuous"):
+                raise SchemaMismatchError(f"{where}: head {h.name!r} has unknown kind {h.kind!r}")
+            if h.kind == "categorical" and not h.classes:
+                raise SchemaMismatchError(f"{where}: categorical head {h.name!r} has no classes")
+        return cls(heads)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "LabelEncoder":
         s = str(text_or_path)
-        text = s if s.lstrip().startswith("{") else Path(s).read_text()
-        return cls.from_dict(json.loads(text))
+        if s.lstrip().startswith("{"):
+            return cls.from_dict(json.loads(s), where="labels")
+        return cls.from_dict(read_json(s), where=s)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, LabelEncoder) and self.to_dict() == other.to_dict()

@@ -192,9 +192,4 @@ def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: tor
     return total, terms
 
 
-def split_logits(outputs: torch.Tensor, encoder: LabelEncoder) -> dict[str, torch.Tensor]:
-    """{iap: logits (N, C_k) | standardized value (N,)}."""
-    return encoder.split_outputs(outputs)
-
-
-__all__: Sequence[str] = ["IAPNet", "SmallCNN", "build_model", "iap_loss", "split_logits", "BACKBONES"]
+__all__: Sequence[str] = ["IAPNet", "SmallCNN", "build_model", "iap_loss", "BACKBONES"]

@@ -1,10 +1,9 @@
 """Training of the IAP network on a slice cache (paper Sec. 4.2), seeded and resumable."""
 from __future__ import annotations
 
-import json
-import math
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,13 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
+from mridomain.engine import Engine, StepContext, TrainTask, epoch_batches
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 from mridomain.iap.cache import cache_iaps, open_cache, split_indices
-from mridomain.iap.checkpoint import (WEIGHTS, load_optimizer, load_weights, read_run, save_optimizer,
-                                      save_run_metadata, save_weights)
+from mridomain.iap.checkpoint import read_run, save_run_metadata
 from mridomain.iap.config import IAPConfig, get_preset, learning_rate
-from mridomain.iap.inference import autocast, resolve_device
+from mridomain.iap.inference import autocast
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
 from mridomain.iap.model import IAPNet, build_model, iap_loss
 
@@ -34,10 +32,11 @@ class MemmapBatches(Dataset):
 
     def __init__(self, images: np.ndarray, indices: np.ndarray, cat: np.ndarray, cont: np.ndarray,
                  batch_size: int, shuffle: bool, seed: int = 0, augment: bool = False,
-                 mirror: tuple[int, np.ndarray] | None = None):
+                 mirror: tuple[int, np.ndarray] | None = None, rank: int = 0, world_size: int = 1):
         self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
         self.cat, self.cont = cat, cont
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
+        self.rank, self.world_size = rank, world_size
         #: (column of cat, class -> class of the mirrored image) for left-right mirroring, see
         #: :func:`mirror_relabeling`; None = no mirroring
         self.mirror = mirror
@@ -57,10 +56,8 @@ class MemmapBatches(Dataset):
         self.__dict__.update(state)
 
     def set_epoch(self, epoch: int) -> None:
-        idx = self.indices
-        if self.shuffle:
-            idx = np.random.default_rng([self.seed, epoch]).permutation(idx)
-        self._batches = [idx[i:i + self.batch_size] for i in range(0, len(idx), self.batch_size)]
+        self._batches = epoch_batches(self.indices, self.batch_size, self.seed, epoch, self.shuffle,
+                                      self.rank, self.world_size)
         self._epoch = epoch
 
     def __len__(self) -> int:
@@ -71,7 +68,9 @@ class MemmapBatches(Dataset):
         x = np.asarray(self.images[b], dtype=np.float32)
         cat = self.cat[b]
         if self.augment or self.mirror is not None:
-            rng = np.random.default_rng([self.seed, self._epoch, i])
+            # this rank's share of global batch i draws its own stream (rank 0 of one process = the
+            # stream of an undistributed run)
+            rng = np.random.default_rng([self.seed, self._epoch, i] + ([self.rank] if self.rank else []))
         if self.augment:
             # Not in the paper (off by default): up-down flips, which leave every IAP unchanged.
             flip = rng.random(len(b)) < 0.5
@@ -132,7 +131,7 @@ def _input_stats(images: np.ndarray, indices: np.ndarray, seed: int) -> tuple[fl
 
 
 @torch.no_grad()
-def validate(model: IAPNet, loader: DataLoader, encoder: LabelEncoder, config: IAPConfig,
+def validate(model: IAPNet, loader: Iterable, encoder: LabelEncoder, config: IAPConfig,
              device: torch.device) -> tuple[float, dict[str, float]]:
     """Validation loss (eq. 1, slice-weighted per term) and per-IAP accuracy / MSE in units."""
     model.eval()
@@ -177,29 +176,6 @@ def validate(model: IAPNet, loader: DataLoader, encoder: LabelEncoder, config: I
     return float(loss), metrics
 
 
-def _plot_learning_curve(metrics: pd.DataFrame, path: Path, encoder: LabelEncoder) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot(metrics["epoch"], metrics["train_loss"], label="train")
-    axes[0].plot(metrics["epoch"], metrics["val_loss"], label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss (eq. 1)", title="Loss")
-    axes[0].legend()
-    for h in encoder.categorical:
-        col = f"val_acc_{h.name}"
-        if col in metrics:
-            axes[1].plot(metrics["epoch"], 100 * metrics[col], label=h.name)
-    axes[1].set(xlabel="epoch", ylabel="top-1 accuracy (%)", title="Validation accuracy", ylim=(0, 101))
-    if encoder.categorical:
-        axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-
-
 def _select_iaps(iaps: list[dict[str, Any]], config: IAPConfig) -> list[dict[str, Any]]:
     if config.iaps is None:
         return iaps
@@ -210,10 +186,79 @@ def _select_iaps(iaps: list[dict[str, Any]], config: IAPConfig) -> list[dict[str
     return [s for s in iaps if s["name"] in set(config.iaps)]
 
 
+class IAPTask(TrainTask):
+    """The multi-task IAP network on a slice cache, as the engine trains it."""
+
+    def __init__(self, cache: Any, config: IAPConfig, encoder: LabelEncoder, preprocess: dict[str, Any],
+                 resume: bool = False):
+        self.cache, self.config, self.encoder, self.preprocess = cache, config, encoder, preprocess
+        self.resume = resume
+        cache_path = str(getattr(cache, "path", "cache"))
+        self.train_idx, self.val_idx = split_indices(cache, "train"), split_indices(cache, "val")
+        if len(self.train_idx) == 0:
+            raise EmptyInputError(cache_path, "no slices in the train split")
+        if len(self.val_idx) == 0:
+            warnings.warn(f"{cache_path}: no validation split; the best checkpoint is chosen on training loss")
+            self.val_idx = self.train_idx
+        self.cat, self.cont = encoder.encode(cache.table)
+        self.mirror = mirror_relabeling(encoder) if config.mirror_augment else None
+
+    def build_modules(self) -> dict[str, torch.nn.Module]:
+        mean, std = (0.0, 1.0) if self.resume else _input_stats(self.cache.images, self.train_idx, self.config.seed)
+        return {"model": build_model(self.config, self.encoder, in_mean=mean, in_std=std)}
+
+    def build_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"adam": torch.optim.Adam(modules["model"].parameters(), lr=self.config.lr,
+                                         weight_decay=self.config.weight_decay)}
+
+    def learning_rates(self, epoch: int) -> dict[str, float]:
+        return {"adam": learning_rate(self.config, epoch)}
+
+    def _loader(self, dataset: MemmapBatches, device_type: str) -> DataLoader:
+        return DataLoader(dataset, batch_size=None, num_workers=self.config.num_workers,
+                          pin_memory=device_type == "cuda")
+
+    def train_batches(self, epoch: int, rank: int, world_size: int) -> Iterable[Any]:
+        c = self.config
+        ds = MemmapBatches(self.cache.images, self.train_idx, self.cat, self.cont, c.batch_size, shuffle=True,
+                           seed=c.seed, augment=c.augment, mirror=self.mirror, rank=rank, world_size=world_size)
+        ds.set_epoch(epoch)
+        return self._loader(ds, "cuda" if torch.cuda.is_available() else "cpu")
+
+    def training_step(self, batch: Any, ctx: StepContext) -> dict[str, float]:
+        x, c, r = batch
+        x, c, r = ctx.to_device(x), c.to(ctx.device), r.to(ctx.device)
+        outputs = ctx.modules["model"](x)
+        loss, _ = iap_loss(outputs, c, r, self.encoder, self.config.lam, self.config.eta)
+        ctx.backward(loss)
+        ctx.step("adam")
+        return {"loss": float(loss.detach()), "batch_size": len(x)}
+
+    def validate(self, ctx: StepContext) -> dict[str, float]:
+        ds = MemmapBatches(self.cache.images, self.val_idx, self.cat, self.cont, self.config.eval_batch_size,
+                           shuffle=False)
+        loss, metrics = validate(ctx.unwrapped("model"), self._loader(ds, ctx.device.type), self.encoder,
+                                 self.config, ctx.device)
+        return {"val_loss": loss, **metrics}
+
+    def save_metadata(self, out: Path) -> None:
+        if self.resume:
+            self.config.to_json(out / "config.json")
+        else:
+            save_run_metadata(out, self.config, self.encoder, self.preprocess)
+
+    def progress_postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        return {k[8:][:6]: f"{100 * v:.0f}" for k, v in row.items() if k.startswith("val_acc_")}
+
+
 def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: int | None = None,
           resume: bool = False, seed: int | None = 0, device: str | None = None, progress: bool = True,
           **overrides: Any) -> TrainResult:
     """Train the multi-task IAP network on a slice cache and write a run folder.
+
+    The loop, checkpoints, logs and DDP are :class:`mridomain.engine.Engine`'s; this function
+    builds the label encoder and preprocessing record from the cache and hands an :class:`IAPTask`
+    to the engine. Launched with ``torchrun --nproc_per_node N``, it trains on N processes.
 
     Args:
         cache: cache folder (or an open ``SliceCache``) from ``mridomain prepare``.
@@ -221,7 +266,7 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
             metrics.csv, learning_curve.png, last/ for resume).
         preset: "paper" | "cpu" or an :class:`IAPConfig`.
         epochs: total number of epochs (overrides the preset; with ``resume``, train up to it).
-        resume: continue from ``out/last`` (weights, optimizer, epoch); refused when the cache's
+        resume: continue from ``out/last`` (weights, optimizer, RNG, epoch); refused when the cache's
             IAP schema differs from the run's.
         seed: seed of initialization and batch order (None keeps the config's).
         device: "cpu" | "cuda" (default: cuda when available).
@@ -233,130 +278,32 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     cache_path = str(getattr(cache, "path", "cache"))
     out = Path(out)
     all_iaps = cache_iaps(cache)
-    start_epoch, best_loss, best_epoch, stale = 0, math.inf, 0, 0
-
     if resume:
-        if not (out / "last" / "state.json").exists():
-            raise EmptyInputError(out, "nothing to resume (no last/state.json)")
         config, encoder, preprocess = read_run(out)
         encoder.check_schema(_select_iaps(all_iaps, config), where=f"{cache_path}/meta.json",
                              mine=f"{out}/labels.json")
+        upd: dict[str, Any] = {}
         if epochs is not None:
-            config.epochs = int(epochs)
+            upd["epochs"] = int(epochs)
         if device is not None:
-            config.device = device
-        state = json.loads((out / "last" / "state.json").read_text())
-        start_epoch, best_loss = int(state["epoch"]), float(state["best_val_loss"])
-        best_epoch, stale = int(state["best_epoch"]), int(state.get("stale", 0))
+            upd["device"] = device
+        config = config.updated(**upd)
     else:
-        config = get_preset(preset)
-        upd: dict[str, Any] = dict(overrides)
+        upd = dict(overrides)
         if epochs is not None:
             upd["epochs"] = int(epochs)
         if seed is not None:
             upd["seed"] = int(seed)
         if device is not None:
             upd["device"] = device
-        config = config.updated(**upd)
+        config = get_preset(preset).updated(**upd)
         iaps = _select_iaps(all_iaps, config)
         as_cont = set(config.iaps_as_continuous) | set(config.continuous_iaps)
         encoder = LabelEncoder.fit(cache.table, iaps, as_continuous=as_cont & {s["name"] for s in iaps})
         preprocess = {"size": list(cache.meta.get("size", list(cache.images.shape[1:]))),
                       "normalization": cache.meta.get("normalization", {"method": "max255"}),
                       "source_cache": str(Path(cache_path).resolve())}
-
-    dev = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
-    train_idx, val_idx = split_indices(cache, "train"), split_indices(cache, "val")
-    if len(train_idx) == 0:
-        raise EmptyInputError(cache_path, "no slices in the train split")
-    if len(val_idx) == 0:
-        warnings.warn(f"{cache_path}: no validation split; the best checkpoint is chosen on training loss")
-        val_idx = train_idx
-    cat, cont = encoder.encode(cache.table)
-
-    if resume:
-        model = build_model(config, encoder)
-        load_weights(model, out / "last" / WEIGHTS)
-    else:
-        mean, std = _input_stats(cache.images, train_idx, config.seed)
-        model = build_model(config, encoder, in_mean=mean, in_std=std)
-    model.to(dev)
-    if config.channels_last and dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if resume:
-        load_optimizer(optimizer, out / "last")
-    use_amp = config.amp and dev.type == "cuda"
-    fp16 = use_amp and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-
-    train_ds = MemmapBatches(cache.images, train_idx, cat, cont, config.batch_size, shuffle=True,
-                             seed=config.seed, augment=config.augment,
-                             mirror=mirror_relabeling(encoder) if config.mirror_augment else None)
-    val_ds = MemmapBatches(cache.images, val_idx, cat, cont, config.eval_batch_size, shuffle=False)
-    loader_kw = dict(batch_size=None, num_workers=config.num_workers, pin_memory=dev.type == "cuda")
-    val_loader = DataLoader(val_ds, **loader_kw)
-
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "last").mkdir(exist_ok=True)
-    if not resume:
-        save_run_metadata(out, config, encoder, preprocess)
-        for stale_file in (out / "metrics.csv",):
-            stale_file.unlink(missing_ok=True)
-    else:
-        config.to_json(out / "config.json")
-    metrics_path = out / "metrics.csv"
-    rows: list[dict[str, Any]] = pd.read_csv(metrics_path).to_dict("records") if (
-        resume and metrics_path.exists()) else []
-    rows = [r for r in rows if r["epoch"] <= start_epoch]
-
-    bar = tqdm(range(start_epoch, config.epochs), desc="train", disable=not progress, unit="epoch",
-               initial=start_epoch, total=config.epochs)
-    for epoch in bar:
-        model.train()
-        train_ds.set_epoch(epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, epoch)
-        total, count = 0.0, 0
-        for x, c, r in tqdm(DataLoader(train_ds, **loader_kw), desc=f"epoch {epoch + 1}", leave=False,
-                            disable=not progress):
-            x = x.to(dev, non_blocking=True)
-            if config.channels_last and dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            c, r = c.to(dev), r.to(dev)
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(dev, use_amp):
-                outputs = model(x)
-            loss, _ = iap_loss(outputs, c, r, encoder, config.lam, config.eta)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
-        val_loss, val_metrics = validate(model, val_loader, encoder, config, dev)
-        row = {"epoch": epoch + 1, "lr": learning_rate(config, epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, **val_metrics}
-        rows.append(row)
-        pd.DataFrame(rows).to_csv(metrics_path, index=False)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_epoch, stale = val_loss, epoch + 1, 0
-            save_weights(model, out / WEIGHTS)
-        else:
-            stale += 1
-        save_weights(model, out / "last" / WEIGHTS)
-        save_optimizer(optimizer, out / "last")
-        (out / "last" / "state.json").write_text(json.dumps(
-            {"epoch": epoch + 1, "best_val_loss": best_loss, "best_epoch": best_epoch, "stale": stale}))
-        accs = {k[8:][:6]: f"{100 * v:.0f}" for k, v in val_metrics.items() if k.startswith("val_acc_")}
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{val_loss:.3f}", **accs)
-        if config.patience is not None and stale >= config.patience:
-            break
-    bar.close()
-    metrics = pd.DataFrame(rows)
-    if len(metrics):
-        _plot_learning_curve(metrics, out / "learning_curve.png", encoder)
-    return TrainResult(run=out, best_epoch=best_epoch, best_val_loss=best_loss,
-                       epochs_run=len(metrics), seconds=time.perf_counter() - t_start, metrics=metrics)
-
+    task = IAPTask(cache, config, encoder, preprocess, resume=resume)
+    fit = Engine(config, out, progress=progress).fit(task, resume=resume)
+    return TrainResult(run=out, best_epoch=fit.best_epoch, best_val_loss=fit.best_metric,
+                       epochs_run=fit.epochs_run, seconds=time.perf_counter() - t_start, metrics=fit.metrics)

@@ -3,19 +3,17 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import multiprocessing as mp
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from mridomain.errors import MridomainError, InvalidArgumentError
+from mridomain.parallel import parallel_map
 from mridomain.sim import acquisition as acq
 from mridomain.sim.dicom_writer import SeriesInfo, series_folder_names, uid, write_slice
 from mridomain.sim.phantom import Phantom, make_phantom, phantom_parameters
@@ -147,25 +145,11 @@ def _run_task(task: dict) -> dict:
         stages["write"] = t_write
         # phantom, exam context and folders (the texture is built lazily inside "render")
         stages["setup"] = time.perf_counter() - t0 - sum(stages.values())
-        return {"i": i, "written": written, "boxes": boxes, "stages": stages, "error": None}
+        return {"i": i, "written": written, "boxes": boxes, "stages": stages, "error": None,
+                "n_images": len(task["indices"]) * phases}
     except (MridomainError, ValueError, OSError) as err:  # skip-and-report this patient chunk
-        return {"i": i, "written": 0, "boxes": [], "stages": {}, "error": f"{type(err).__name__}: {err}"}
-
-
-#: thread pools of the numeric libraries; every worker process is one core's worth of work
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-                "NUMEXPR_NUM_THREADS")
-
-
-def _init_worker() -> None:
-    """Pool initializer: one thread per worker process, so W workers use W cores, not W x cores."""
-    for var in _THREAD_VARS:
-        os.environ[var] = "1"
-    try:  # BLAS/OpenMP pools already loaded with numpy/scipy (threadpoolctl comes with scikit-learn)
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        pass
+        return {"i": i, "written": 0, "boxes": [], "stages": {}, "error": f"{type(err).__name__}: {err}",
+                "n_images": len(task["indices"]) * phases}
 
 
 def _code_maps() -> tuple[list[str], dict[str, dict[str, str]], list[str]]:
@@ -300,31 +284,9 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     tasks = [{"seed": seed, "i": i, "protocol": protocols[i], "slices": slices, "phases": phases,
               "out": str(out), "indices": list(range(bounds[c], bounds[c + 1])), "slab": slab}
              for i in range(n_patients) for c in range(n_chunks) if bounds[c + 1] > bounds[c]]
-    results = []
-    bar = tqdm(total=n_patients * slices * phases, desc="simulate", unit="img", disable=not progress)
-    if workers == 1:
-        for t in tasks:
-            r = _run_task(t)
-            results.append(r)
-            bar.update(len(t["indices"]) * phases)
-    else:
-        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-        saved = {v: os.environ.get(v) for v in _THREAD_VARS}
-        # workers start (lazily, on submit) with these set, before they import numpy and scipy
-        os.environ.update({v: "1" for v in _THREAD_VARS})
-        try:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker) as pool:
-                futs = {pool.submit(_run_task, t): t for t in tasks}
-                for f in as_completed(futs):
-                    results.append(f.result())
-                    bar.update(len(futs[f]["indices"]) * phases)
-        finally:
-            for v, val in saved.items():
-                if val is None:
-                    os.environ.pop(v, None)
-                else:
-                    os.environ[v] = val
-    bar.close()
+    results = list(parallel_map(_run_task, tasks, workers=workers, total=len(tasks), batch_size=1,
+                                progress=progress, desc="simulate", unit="img",
+                                advance=lambda r: r["n_images"]))
 
     skipped, stage = [], {}
     boxes: dict[int, list] = {}
