@@ -10,7 +10,7 @@ from scipy import ndimage
 from mridomain.errors import ImageReadError, InvalidArgumentError
 from mridomain.sim import acquisition as acq
 from mridomain.sim import load_preset, make_phantom, make_protocol, patient_phantom
-from mridomain.sim.phantom import DENSITY_CLASSES, t_stage_from
+from mridomain.sim.phantom import DENSITY_CLASSES, draw_density, t_stage_from
 from mridomain.sim.physics import TISSUES
 from mridomain.sim.protocols import protocol_from_entry
 from mridomain.sim.realism import (acquired_window, dicom_kspace_ratio, kspace_window_ratio,
@@ -146,10 +146,13 @@ def test_glandular_tissue_is_one_connected_tree_and_matches_the_drawn_fraction()
 
 
 def test_density_classes_come_in_dbc_like_proportions_and_order_the_glandular_fraction():
-    draws = [make_phantom(np.random.default_rng([9, i]), tumor=False) for i in range(160)]
-    counts = {d: sum(ph.density == d for ph in draws) / len(draws) for d in DENSITY_CLASSES}
+    # the class is the phantom's first draw: 4000 class draws, then 120 whole phantoms
+    classes = [draw_density(np.random.default_rng([9, i])) for i in range(4000)]
     for d, (w, _) in DENSITY_CLASSES.items():   # screening proportions 10 / 40 / 40 / 10 %
-        assert abs(counts[d] - w) < 0.09, (d, counts[d])
+        share = classes.count(d) / len(classes)
+        assert abs(share - w) < 0.03, (d, share)  # > 3.8 binomial standard deviations
+    draws = [make_phantom(np.random.default_rng([9, i]), tumor=False) for i in range(120)]
+    assert [ph.density for ph in draws] == classes[:120]
     frac = {d: np.mean([ph.fgt_fraction for ph in draws if ph.density == d]) for d in DENSITY_CLASSES}
     assert frac["fatty"] < frac["scattered"] < frac["heterogeneous"] < frac["extremely dense"]
 

@@ -771,6 +771,13 @@ def draw_stage(rng: np.random.Generator) -> dict:
 
 
 # ---- drawing a patient ---------------------------------------------------------------------------
+def draw_density(rng: np.random.Generator) -> str:
+    """A BI-RADS density class with the population weights of :data:`DENSITY_CLASSES` (one draw)."""
+    names = list(DENSITY_CLASSES)
+    w = np.array([DENSITY_CLASSES[n][0] for n in names])
+    return names[int(rng.choice(len(names), p=w / w.sum()))]
+
+
 def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0,
                  density: str | None = None, tumor: bool | None = None,
                  tumor_diameter_mm: float | None = None, tumor_invasion: str | None = None) -> Phantom:
@@ -782,8 +789,7 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
     The number of draws never depends on the forced values, so forcing one leaves the rest alone.
     """
     names = list(DENSITY_CLASSES)
-    w = np.array([DENSITY_CLASSES[n][0] for n in names])
-    drawn_density = names[int(rng.choice(len(names), p=w / w.sum()))]
+    drawn_density = draw_density(rng)
     density = drawn_density if density is None else density
     if density not in DENSITY_CLASSES:
         raise InvalidArgumentError(f"unknown density class {density!r}; use one of {names}")
