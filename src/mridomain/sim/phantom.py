@@ -346,7 +346,7 @@ class Phantom:
         profile (partial volume along z); edges are anti-aliased over one pixel (``pixel_mm``).
         """
         if n_sub is None:
-            n_sub = int(np.clip(np.ceil(thickness / 0.8), 1, 3))
+            n_sub = int(np.clip(np.ceil(thickness / 1.0), 1, 3))  # one texture plane per mm
         # smooth anatomy at the slice centre; the fine glandular texture, which partial volume
         # changes most, averaged over n_sub planes through the slice profile
         zs = z + thickness * ((np.arange(n_sub) + 0.5) / n_sub - 0.5)
@@ -357,8 +357,7 @@ class Phantom:
     def _render_plane(self, x, y, z: float, pix: float, acc: np.ndarray, zs: np.ndarray) -> None:
         st = self._static_maps(x, y, pix)
         X, Y = x[None, :], y[:, None]
-        H, Wn = len(y), len(x)
-        f = {t: np.zeros((H, Wn), dtype=np.float32) for t in TISSUES}
+        f = {t: acc[TI[t]] for t in TISSUES}             # views: tissues are built in place
         T = self.torso_ty
         zr = (z - np.mean(self.z_extent)) / max(self.breast_rz, 1.0)  # ~-1 caudal .. +1 cranial
         body_in = st["body_in"]
@@ -398,8 +397,7 @@ class Phantom:
             self._breast(b, x, y, z, f, st, pix, zs)
         if self.tumor is not None:
             self._render_tumor(f, X, Y, z, pix, st)
-        for t in TISSUES:
-            np.clip(f[t], 0, 1, out=acc[TI[t]])
+        np.clip(acc, 0, 1, out=acc)
 
     def _ribs(self, st, z: float, f, pix: float) -> None:
         """Ribs cut obliquely by the axial plane: each rib descends ~45 mm from its vertebral end
@@ -476,9 +474,9 @@ class Phantom:
             cx, cy = s * 0.86 * W, 0.62 * T
             e = _ellipse(X, Y, cx, cy, 0.16 * W * grow + 1, 0.30 * T * grow + 1, pix)
             inside = e * st["body_in"]
-            for t in ("muscle", "lung", "bone", "blood", "csf", "myocardium", "liver"):
+            for t in ("muscle", "lung", "bone", "blood", "csf", "myocardium", "liver", "fat"):
                 f[t] *= 1 - inside
-            f["fat"] = f["fat"] * (1 - inside) + inside
+            f["fat"] += inside
             for nd in self.nodes:
                 if np.sign(nd[0]) != s or abs(z - nd[2]) > nd[3]:
                     continue
@@ -503,11 +501,13 @@ class Phantom:
         X = x[box[1]][None, :]
         Y = y[box[0]][:, None]
         sd_b, t, u, w = self._breast_sd(b, X, Y, z)
-        # nipple: a short rounded cylinder on the tip
-        rn = np.sqrt((X - xn) ** 2 + np.float32(z - zn) ** 2)
-        sd_n = np.maximum(rn - b.nipple_r, np.maximum((yn - b.nipple_len) - Y, Y - yn - 4))
+        # nipple: a rounded papilla (half-ellipsoid) on the tip, blended into the areola
+        hl = 0.5 * b.nipple_len + 2.0
+        ln = ((X - xn) / b.nipple_r) ** 2 + ((Y - (yn - b.nipple_len + hl)) / hl) ** 2 + \
+            (np.float32(z - zn) / b.nipple_r) ** 2
+        sd_n = (np.sqrt(ln) - 1.0) * min(b.nipple_r, hl)
         sd_torso = st["sd"][box]
-        sd = _smin(_smin(sd_torso, sd_b, 12.0), sd_n, 2.0)
+        sd = _smin(_smin(sd_torso, sd_b, 12.0), sd_n, 3.0)
         # skin: 1.5-2.5 mm, thickened over the areola (and by tumour edema for T4b)
         dn = np.sqrt((X - xn) ** 2 + (Y - yn) ** 2 + np.float32(z - zn) ** 2)
         skin = self.skin_mm + 1.2 * np.exp(-(dn / b.areola_r) ** 4)
@@ -813,7 +813,7 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
         a = asym if k == 0 else 1 / asym
         breasts.append(Breast(
             side=s, cx=cx, zc=float(rng.uniform(-8, 4)), rx=rx * a[0], rz=rz * a[2], proj=proj * a[1],
-            shape_k=shape_k, tilt=float(np.deg2rad(rng.uniform(6, 20))), droop=float(np.deg2rad(rng.uniform(0, 12))),
+            shape_k=shape_k, tilt=float(np.deg2rad(rng.uniform(3, 10))), droop=float(np.deg2rad(rng.uniform(0, 12))),
             nipple_r=float(rng.uniform(4.0, 6.5)), nipple_len=float(rng.uniform(3.0, 8.0)),
             areola_r=float(rng.uniform(15, 24)),
             tex_offset=rng.uniform(0, TEXTURE_N, 3).astype(np.float32), tex_rot=float(rng.uniform(0, 2 * np.pi)),
