@@ -146,8 +146,19 @@ class Phantom:
     b0_coef: np.ndarray      # shim residual polynomial (ppm): 1, x, y, z, x^2, y^2, xy
     b0_suscept_ppm: float    # off-resonance at the breast tip from tissue-air susceptibility
     b1_coef: np.ndarray      # transmit field shape: L-R gradient, AP gradient, quadratic
-    texture_thr: tuple[float, float] = (0.0, 0.0)
+    _texture_thr: tuple[float, float] | None = field(default=None, repr=False)
     _static: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def texture_thr(self) -> tuple[float, float]:
+        """Glandular score threshold per breast (right, left), computed on first use: only
+        rendering needs it, so drawing a phantom for its parameters stays cheap."""
+        if self._texture_thr is None:
+            self._texture_thr = tuple(
+                _fgt_threshold(self, b, self.fgt_fraction,
+                               np.random.default_rng([self.seed, self.patient_index, 7, k]))
+                for k, b in enumerate(self.breasts))
+        return self._texture_thr
 
     # ---- geometry -----------------------------------------------------------------------------
     @property
@@ -925,8 +936,6 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
     tm_obj.center = np.array([xb, float(ph.torso_surface_y(xb)) - t_c, zb])
     if has_tumor:
         ph.tumor = tm_obj
-    ph.texture_thr = tuple(_fgt_threshold(ph, b, fgt_fraction, np.random.default_rng([seed, patient_index, 7, k]))
-                           for k, b in enumerate(ph.breasts))
     return ph
 
 
