@@ -165,15 +165,40 @@ def predict(
     out: Path = typer.Option(Path("predictions.csv"), "-o", "--out", help="CSV (or .json) to write."),
     top_k: int = typer.Option(2, help="How many ranked values to report per categorical IAP."),
     figure: Optional[Path] = typer.Option(None, help="Also draw slices with their predicted IAPs."),
+    abstain: bool = typer.Option(False, "--abstain", help="Answer 'unknown' for images outside the training domain."),
+    combinations: Optional[Path] = typer.Option(None, help="CSV of allowed IAP combinations for the joint answer "
+                                                         "(default: the combinations seen in training)."),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
 
+    Every row says whether the image lies inside the run's training domain.
     Python: ``mridomain.iap.predict_paths``.
     """
     from mridomain.iap import predict_paths
 
-    result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure)
+    result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
+                           combinations=combinations)
     typer.echo(result.summary())
+
+
+@app.command()
+def calibrate(
+    run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
+    cache: Optional[Path] = typer.Option(None, help="Cache to calibrate on (default: the training cache)."),
+) -> None:
+    """Fit temperatures, the training domain and the seen IAP combinations into a run folder.
+
+    `train` does this at the end of every run; use it on runs trained before.
+    Python: ``mridomain.iap.calibrate``.
+    """
+    from mridomain.iap import calibrate as run_calibration
+
+    summary = run_calibration(run, cache=cache)
+    for head, h in summary["heads"].items():
+        typer.echo(f"{head}: T = {h['temperature']:.3f}, ECE {100 * h['ece_before']:.2f}% -> "
+                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']})")
+    typer.echo(summary["domain"]["note"])
+    typer.echo(f"wrote {run}/calibration.json, domain.json, domain.safetensors, combinations.json")
 
 
 @app.command()
@@ -219,6 +244,7 @@ def route(
     key: str = typer.Option("manufacturer", help="IAP whose predicted value picks the model."),
     default: Optional[str] = typer.Option(None, help="Model VALUE for predicted values without a model."),
     out: Path = typer.Option(Path("routed.csv"), "-o", "--out", help="CSV to write."),
+    abstain: bool = typer.Option(False, "--abstain", help="Send images outside the IAP run's training domain nowhere."),
 ) -> None:
     """Send each image to the downstream model of its predicted acquisition domain.
 
@@ -228,7 +254,7 @@ def route(
     from mridomain.analysis.routing import parse_model_specs
 
     table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
-                      unknown="error" if default else "most_likely", out=out)
+                      unknown="error" if default else "most_likely", out=out, abstain=abstain)
     typer.echo(table["model"].value_counts().to_string())
     typer.echo(f"wrote {out}")
 

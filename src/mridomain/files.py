@@ -11,13 +11,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
-__all__ = ["atomic_write", "dump_json", "write_json_atomic", "read_json", "write_folder_atomic", "resolve_folder"]
+__all__ = ["atomic_write", "dump_json", "write_json_atomic", "read_json", "write_folder_atomic", "resolve_folder",
+           "clean_reason", "write_skip_report"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -101,3 +102,27 @@ def resolve_folder(folder: str | Path) -> Path | None:
         if (candidate / "state.json").exists():
             return candidate
     return None
+
+
+def clean_reason(reason: object, limit: int = 300) -> str:
+    """A skip reason as one printable line: control characters (raw header bytes with \\r or \\n)
+    become spaces, runs of whitespace one space, and long reasons are cut at ``limit``."""
+    text = "".join(ch if ch.isprintable() else " " for ch in str(reason))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_skip_report(rows: Iterable[Sequence[object]], path: str | Path,
+                      columns: Sequence[str] = ("path", "reason")) -> Path:
+    """The CSV of inputs a batch job skipped, one cleaned reason per row (the last column), quoted
+    so that it reads back with ``pandas.read_csv`` whatever the reasons held."""
+    import csv
+
+    import pandas as pd
+
+    rows = [list(r) for r in rows]
+    for r in rows:
+        r[-1] = clean_reason(r[-1])
+    frame = pd.DataFrame(rows, columns=list(columns))
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC))
+    return Path(path)

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import as_category_strings, open_cache, wilson_interval
+from mridomain.analysis._common import as_category_strings, open_cache
+from mridomain.statistics import wilson_interval
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 
@@ -115,7 +116,8 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
 
 def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
           models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
-          unknown: str = "error", progress: bool = True, out: str | Path | None = None) -> pd.DataFrame:
+          unknown: str = "error", progress: bool = True, out: str | Path | None = None,
+          abstain: bool = False) -> pd.DataFrame:
     """Send each image to the downstream model keyed by its predicted IAP value.
 
     Args:
@@ -132,6 +134,8 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
             among those that have a model).
         progress: show a progress bar while reading paths.
         out: also write the table there as CSV (and the skipped inputs beside it).
+        abstain: images outside the IAP run's training domain go to no model (``routed_by`` =
+            "out_of_domain"): their predicted domain is not to be trusted.
 
     Returns:
         One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
@@ -155,8 +159,12 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     if len(images) == 0:
         raise EmptyInputError(Path("<images>"), "no images to route")
     keys = [str(k) for k in models]
-    values, chosen, how = predicted_domains(predictor.forward(images), key_iap, keys, unknown=unknown,
-                                            default=default)
+    output = predictor.forward(images)
+    inside = output.in_domain
+    values, chosen, how = predicted_domains(output, key_iap, keys, unknown=unknown, default=default)
+    if abstain and inside is not None:
+        chosen[~inside] = None
+        how[~inside] = "out_of_domain"
     prediction = np.full(len(images), np.nan)
     probability = np.full(len(images), np.nan)
     for k in keys:
@@ -170,6 +178,9 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     result = rows.reset_index(drop=True).assign(**{f"predicted_{key_iap}": values.to_numpy(),
                                                    "model": chosen.to_numpy(), "routed_by": how.to_numpy(),
                                                    "prediction": prediction, "probability": probability})
+    if inside is not None:
+        result["domain_score"] = output.domain_score
+        result["in_domain"] = inside
     result.attrs["skipped"] = skipped
     if out is not None:
         out = Path(out)

@@ -67,14 +67,17 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncoder) -> PredictorOutput:
-    """Raw network outputs -> per-head logits and probabilities, continuous values in their units."""
+def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncoder,
+                  temperatures: dict[str, float] | None = None) -> PredictorOutput:
+    """Raw network outputs -> per-head raw logits and (temperature-scaled) probabilities,
+    continuous values in their units."""
+    temperatures = temperatures or {}
     logits, probs, cont_z = {}, {}, []
     for h in encoder.heads:
         s = encoder.slices[h.name]
         if h.kind == "categorical":
             logits[h.name] = outputs[:, s].astype(np.float64)
-            probs[h.name] = softmax(logits[h.name])
+            probs[h.name] = softmax(logits[h.name] / temperatures.get(h.name, 1.0))
         else:
             cont_z.append(outputs[:, s.start])
     continuous = {}
