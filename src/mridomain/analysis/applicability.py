@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.analysis._common import MISSING, as_category_strings, open_cache
-from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.report import Section, colored_table, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.iap.domain import MahalanobisScorer, quantile_upper_bound
 
@@ -125,6 +125,21 @@ def _load_new(new_source: Any, predictor: "Predictor", progress: bool) -> tuple[
     return inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
 
 
+def series_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per series (or input file): slice counts per verdict and the series' verdict, the
+    most severe one that at least half of its slices have ("out" before "uncertain" before "in")."""
+    key = next((c for c in ("series_uid", "source") if c in verdicts.columns), None)
+    if key is None:
+        return pd.DataFrame()
+    counts = pd.crosstab(verdicts[key], verdicts["verdict"]).reindex(columns=["in", "uncertain", "out"], fill_value=0)
+    n = counts.sum(axis=1)
+    verdict = np.where(counts["out"] >= n / 2, "out",
+                       np.where(counts["out"] + counts["uncertain"] >= n / 2, "uncertain", "in"))
+    table = counts.assign(n_slices=n, verdict=verdict).reset_index()
+    return table[[key, "n_slices", "in", "uncertain", "out", "verdict"]].sort_values(
+        ["verdict", key], key=lambda c: c.map({"out": 0, "uncertain": 1, "in": 2}) if c.name == "verdict" else c)
+
+
 # ------------------------------------------------------------------------------------ result
 @dataclass
 class CompareResult:
@@ -136,6 +151,7 @@ class CompareResult:
     thresholds: dict[str, float]
     summary: dict[str, Any]
     reference_scores: pd.DataFrame  # calibration images' scores
+    series: pd.DataFrame = field(default_factory=pd.DataFrame)   # per series / input: slice verdict counts
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     skipped: pd.DataFrame | None = None
@@ -145,6 +161,10 @@ class CompareResult:
         head = (f"{s['n_new']} new images: {s['n_in']} in distribution, {s['n_uncertain']} uncertain, "
                 f"{s['n_out']} out of distribution; {s['share_combination_seen'] * 100:.1f}% have a predicted "
                 f"IAP combination that also occurs among predictions on training images.")
+        if len(self.series):
+            v = self.series["verdict"].value_counts()
+            head += (f" Per series: {int(v.get('in', 0))} in, {int(v.get('uncertain', 0))} uncertain, "
+                     f"{int(v.get('out', 0))} out of {len(self.series)}.")
         return head + "\n\n" + df_to_markdown(self.iap_shift)
 
 
@@ -327,7 +347,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
                "n_skipped": int(len(skipped))}
     result = CompareResult(verdicts=verdicts, iap_shift=iap_shift, distribution=distribution,
                            thresholds=thresholds, summary=summary, reference_scores=cal_scores,
-                           out=Path(out) if out else None, skipped=skipped)
+                           series=series_summary(verdicts), out=Path(out) if out else None, skipped=skipped)
     if out is not None:
         _write_compare(result, new_scores)
     return result
@@ -341,6 +361,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
     out.mkdir(parents=True, exist_ok=True)
     res.verdicts.to_csv(out / "verdicts.csv", index=False)
     res.iap_shift.to_csv(out / "iap_shift.csv", index=False)
+    if len(res.series):
+        res.series.to_csv(out / "series.csv", index=False)
     res.distribution.to_csv(out / "distribution.csv", index=False)
     pd.concat([res.reference_scores.assign(set=res.summary["calibration"]), new_scores.assign(set="new")]
               ).to_csv(out / "scores.csv", index=False)
@@ -398,6 +420,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
                 "distance between the training and the new (predicted) value distributions.",
                 tables=[res.iap_shift], figures=[("value shares, train vs new", dist_png)]),
         Section("Out-of-distribution scores", figures=[("score histograms with thresholds", score_png)]),
-        Section("Verdicts (first 300 images)", tables=[res.verdicts.drop(columns=[c for c in res.verdicts.columns
-                                                                                  if c.startswith("pred_")]).head(300)]),
+        Section("Verdicts per series", text="A series' verdict is the most severe one that at least half "
+                "of its slices have.", tables=[colored_table(res.series, "verdict")] if len(res.series) else []),
+        Section("Verdicts (first 300 images)", tables=[colored_table(res.verdicts.drop(
+            columns=[c for c in res.verdicts.columns if c.startswith("pred_")]).head(300), "verdict")]),
     ])

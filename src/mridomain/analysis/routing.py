@@ -407,16 +407,27 @@ def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset:
     exp.per_image.to_csv(out / "per_image.csv", index=False)
     exp.files.update(table2=out / "table2.csv", table2_json=out / "table2.json", table2_md=out / "table2.md",
                      cross=out / "cross_domain.csv", per_image=out / "per_image.csv")
-    fig = Figure(figsize=(9, 3.6))
-    ax = fig.subplots()
     vals = exp.table2.iloc[0]
-    ax.bar(range(len(vals)), vals.to_numpy(float), color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c", "#8fc98f"][:len(vals)])
-    ax.set_xticks(range(len(vals)))
-    ax.set_xticklabels([c.replace(" (", "\n(") for c in vals.index], fontsize=7)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    for i, v in enumerate(vals):
-        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
+    true_col = f"true_{exp.key_iap}"
+    n_all = len(exp.per_image)
+    sizes = []
+    for col in vals.index:                  # "<D> model (only <D> images)" counts only domain D's images
+        own = next((k for k in exp.n_train if col == f"{k} model (only {k} images)"), None)
+        sizes.append(int((exp.per_image[true_col] == own).sum()) if own is not None else n_all)
+    acc = vals.to_numpy(float)
+    bounds = np.array([wilson_interval(int(round(a * n / 100)), n) for a, n in zip(acc, sizes)]) * 100
+    err = np.abs(np.stack([acc - bounds[:, 0], bounds[:, 1] - acc]))
+    fig = Figure(figsize=(8.5, 0.55 * len(vals) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(vals))[::-1]          # Table 2's order from the top
+    ax.barh(y, acc, xerr=err, capsize=3, color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c",
+                                                   "#8fc98f"][:len(vals)])
+    ax.set_yticks(y, [f"{c} (n={n})" for c, n in zip(vals.index, sizes)], fontsize=8)
+    ax.set_xlabel("tumor-vs-normal accuracy (%), 95% Wilson intervals")
+    ax.set_xlim(0, 105)
+    for yi, v, hi in zip(y, acc, bounds[:, 1]):
+        ax.text(min(hi + 1, 100), yi, f"{v:.1f}", va="center", fontsize=8)
+    fig.tight_layout()
     bar_png = figure_to_png(fig)
     figs = [("Table 2 as bars", bar_png)]
     hist = {k: getattr(m, "history", []) for k, m in models.items()}

@@ -100,7 +100,7 @@ def write_calibration(run: str | Path, summary: dict[str, Any]) -> Path:
 def plot_reliability(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], path: str | Path,
                      title: str = "") -> None:
     """Reliability diagrams, one panel per head: accuracy against confidence before and after
-    temperature scaling (the diagonal is perfect calibration)."""
+    temperature scaling (the diagonal is perfect calibration; marker area ~ slices per bin)."""
     from matplotlib.figure import Figure
 
     if not tables:
@@ -111,9 +111,12 @@ def plot_reliability(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], path:
     axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, (name, (before, after)) in zip(axes.flat, tables.items()):
         ax.plot([0, 1], [0, 1], color="#999", linewidth=1)
-        for table, label, style in ((before, "raw", "o--"), (after, "calibrated", "s-")):
+        for table, label, style in ((before, "raw", "--"), (after, "calibrated", "-")):
             used = table[table["count"] > 0]
-            ax.plot(used["confidence"], used["accuracy"], style, markersize=3, label=label)
+            line, = ax.plot(used["confidence"], used["accuracy"], style, linewidth=1, label=label)
+            # marker area ~ slices in the bin: a bin of two slices is a coin toss, not a finding
+            ax.scatter(used["confidence"], used["accuracy"], s=6 + 60 * used["count"] / max(used["count"].max(), 1),
+                       color=line.get_color(), alpha=0.7)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title=name)
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7, loc="upper left")

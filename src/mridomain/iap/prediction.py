@@ -25,7 +25,7 @@ from mridomain.iap.labels import LabelEncoder, category_string, is_missing
 from mridomain.iap.calibration import read_temperatures
 from mridomain.iap.decoding import read_combinations
 from mridomain.iap.domain import DomainModel
-from mridomain.iap.predictor import PredictorOutput, value_column
+from mridomain.iap.predictor import UNKNOWN, PredictorOutput, value_column
 
 
 def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
@@ -95,8 +95,8 @@ class PredictionResult:
         show = [n for n in self.iaps if n in s.columns][:4]
         cont = [c for c in s.columns if c.startswith(("tr_", "te_")) and not c.startswith("true_")]
         for _, r in s.head(10).iterrows():
-            parts = [f"{n}={r[n]} ({100 * r[n + '_prob']:.0f}%)" for n in show]
-            parts += [f"{c}={r[c]:.3g}" for c in cont]
+            parts = [f"{n}={r[n]}" + ("" if r[n] == UNKNOWN else f" ({100 * r[n + '_prob']:.0f}%)") for n in show]
+            parts += [f"{c}={r[c]:.3g}" for c in cont if not pd.isna(r[c])]
             if "in_domain" in r and not bool(r["in_domain"]):
                 parts.insert(0, "OUT OF DOMAIN")
             if isinstance(r.get("header_unseen"), str) and r["header_unseen"]:
