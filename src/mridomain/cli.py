@@ -39,8 +39,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (for logs).")) -> None:
     """mridomain: the acquisition domain of MRI."""
+    if quiet:
+        from mridomain.progress import set_quiet
+
+        set_quiet()
 
 
 def _numbers(text: str, option: str, count: int | None = None) -> tuple[float, ...]:
