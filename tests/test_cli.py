@@ -45,6 +45,20 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "not a run folder" in _error_line(runner.invoke(app, ["evaluate", str(tmp_path)]))
 
 
+def test_quiet_turns_every_progress_bar_off(monkeypatch):
+    from mridomain.progress import QUIET_VARIABLE, progress_bar
+
+    monkeypatch.delenv(QUIET_VARIABLE, raising=False)
+    assert not progress_bar(range(3)).disable
+    result = runner.invoke(app, ["--quiet", "--version"])   # --version is eager: exits before the callback
+    assert result.exit_code == 0
+    runner.invoke(app, ["--quiet", "index", "/nowhere"])
+    import os
+
+    assert os.environ.get(QUIET_VARIABLE) == "1" and progress_bar(range(3)).disable
+    monkeypatch.delenv(QUIET_VARIABLE)
+
+
 # ---- output paths, numbers, empty results (issue 14) ------------------------------------------------
 
 def _clash(tmp_path):

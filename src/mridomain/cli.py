@@ -39,8 +39,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (for logs).")) -> None:
     """mridomain: the acquisition domain of MRI."""
+    if quiet:
+        from mridomain.progress import set_quiet
+
+        set_quiet()
 
 
 def _file_out(path: Path, option: str) -> Path:
@@ -139,6 +144,8 @@ def simulate(
     preset: str = typer.Option("dbc", help="Protocol preset name, or a YAML file of protocols."),
     phases: int = typer.Option(1, help="DCE phases per patient (1 = pre-contrast only)."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+    slab: str = typer.Option("spread", help="spread: cover the breasts; tumor: contiguous slices "
+                                            "centred on the lesion (e.g. --slices 5 for a 3-D crop)."),
 ) -> None:
     """Simulate multi-vendor breast MRI and write it as real DICOM in DBC's layout.
 
@@ -151,7 +158,7 @@ def simulate(
         _at_least(value, option, 1)
     _at_least(seed, "--seed", 0)
     result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
-                            phases=phases, workers=workers)
+                            phases=phases, workers=workers, slab=slab)
     typer.echo(result.summary())
 
 
@@ -206,12 +213,16 @@ def predict(
     out: Path = typer.Option(Path("predictions.csv"), "-o", "--out", help="CSV (or .json) to write."),
     top_k: int = typer.Option(2, help="How many ranked values to report per categorical IAP."),
     figure: Optional[Path] = typer.Option(None, help="Also draw slices with their predicted IAPs."),
+    abstain: bool = typer.Option(False, "--abstain", help="Answer 'unknown' for images outside the training domain."),
+    combinations: Optional[Path] = typer.Option(None, help="CSV of allowed IAP combinations for the joint answer "
+                                                         "(default: the combinations seen in training)."),
     keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
 
-    PATHS may be archive folders: every series (and every volume of a multi-volume series) in
-    them is predicted. Exits with code 1 when nothing could be read.
+    Every row says whether the image lies inside the run's training domain. PATHS may be archive
+    folders: every series (and every volume of a multi-volume series) in them is predicted.
+    Exits with code 1 when nothing could be read.
 
     Python: ``mridomain.iap.predict_paths``.
     """
@@ -221,8 +232,29 @@ def predict(
     if figure is not None:
         _file_out(figure, "--figure")
     _at_least(top_k, "--top-k", 1)
-    result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, keep_kinds=keep_kind)
+    result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
+                           combinations=combinations, keep_kinds=keep_kind)
     typer.echo(result.summary())
+
+
+@app.command()
+def calibrate(
+    run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
+    cache: Optional[Path] = typer.Option(None, help="Cache to calibrate on (default: the training cache)."),
+) -> None:
+    """Fit temperatures, the training domain and the seen IAP combinations into a run folder.
+
+    `train` does this at the end of every run; use it on runs trained before.
+    Python: ``mridomain.iap.calibrate``.
+    """
+    from mridomain.iap import calibrate as run_calibration
+
+    summary = run_calibration(run, cache=cache)
+    for head, h in summary["heads"].items():
+        typer.echo(f"{head}: T = {h['temperature']:.3f}, ECE {100 * h['ece_before']:.2f}% -> "
+                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']})")
+    typer.echo(summary["domain"]["note"])
+    typer.echo(f"wrote {run}/calibration.json, domain.json, domain.safetensors, combinations.json")
 
 
 @app.command()
@@ -273,6 +305,7 @@ def route(
     key: str = typer.Option("manufacturer", help="IAP whose predicted value picks the model."),
     default: Optional[str] = typer.Option(None, help="Model VALUE for predicted values without a model."),
     out: Path = typer.Option(Path("routed.csv"), "-o", "--out", help="CSV to write."),
+    abstain: bool = typer.Option(False, "--abstain", help="Send images outside the IAP run's training domain nowhere."),
 ) -> None:
     """Send each image to the downstream model of its predicted acquisition domain.
 
@@ -283,7 +316,7 @@ def route(
 
     _file_out(out, "--out")
     table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
-                      unknown="error" if default else "most_likely", out=out)
+                      unknown="error" if default else "most_likely", out=out, abstain=abstain)
     typer.echo(table["model"].value_counts().to_string())
     typer.echo(f"wrote {out}")
 

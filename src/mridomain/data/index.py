@@ -365,10 +365,10 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     used_keywords = _used_keywords(iaps, extra)
     read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords))
 
-    from tqdm.auto import tqdm
+    from mridomain.progress import progress_bar
 
     files = []
-    for f in tqdm(iter_files(archive), desc="scanning", unit=" files", disable=not progress,
+    for f in progress_bar(iter_files(archive), desc="scanning", unit=" files", enabled=progress,
                   dynamic_ncols=True):
         files.append(f)
     if not files:

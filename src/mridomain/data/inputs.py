@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.data.cache import preprocess_slices
 from mridomain.errors import EmptyInputError, MridomainError
@@ -143,7 +143,7 @@ def iter_inputs(paths: Sequence[str | Path], preprocess: dict[str, Any], skipped
     keep_kinds = check_keep_kinds(keep_kinds)
     size = preprocess.get("size") or 224
     normalization = preprocess.get("normalization") or "max255"
-    for path in tqdm(list(paths), desc=desc, disable=not progress, unit="input"):
+    for path in progress_bar(list(paths), desc=desc, enabled=progress, unit="input"):
         path = Path(path)
         if path.is_dir():
             found: Iterable[tuple[Path, Any]] = _images_of_folder(path, keep_kinds, skipped, progress)

@@ -404,9 +404,9 @@ def scan_dicom_files(files: Iterable[str | Path], progress: bool = False,
     skipped = skipped if skipped is not None else []
     iterator: Iterable[Path] = files
     if progress:
-        from tqdm.auto import tqdm
+        from mridomain.progress import progress_bar
 
-        iterator = tqdm(files, desc=desc, unit="file")
+        iterator = progress_bar(files, desc=desc, unit="file")
     groups: dict[str, list[_Member]] = defaultdict(list)
     for f in iterator:
         try:
