@@ -29,12 +29,14 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
 from mridomain.data import build_index, prepare_cache
 from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+from mridomain.files import clean_reason
 from mridomain.io import IMAGE_KINDS
 
 SOURCES = ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm",
@@ -274,4 +276,7 @@ def test_predict_reads_exactly_the_decodable_files(corpus, tmp_path):
     assert read == corpus["decodable"]
     assert sorted(skipped) == sorted(str(f) for f in corpus["files"] if str(f) not in corpus["decodable"])
     _one_line_reasons(reason for _, reason in result.skipped)
+    report = pd.read_csv(tmp_path / "p_skipped.csv", dtype=str, keep_default_na=False)
+    assert report["path"].tolist() == skipped            # the report reads back, row for row
+    assert report["reason"].tolist() == [clean_reason(reason) for _, reason in result.skipped]
     print(f"\nfuzz: predict read {len(read)} files, skipped {len(skipped)}")

@@ -27,6 +27,7 @@ from mridomain.files import clean_reason, write_skip_report
 from mridomain.io import image_kind, read_header_fields, read_image, volume_labels
 
 PRE = {"size": [16, 16], "normalization": {"method": "max255"}}
+PRE_NATIVE_5 = {"size": [4, 5], "normalization": {"method": "max255"}}
 
 
 def _mr(path: Path, value: int = 100, *, series: str = "1.2.826.0.1.7.1", instance: int = 1,
@@ -439,3 +440,62 @@ def test_archive_folder_gives_one_input_per_series(tmp_path):
     assert data.skipped["path"].tolist() == [str(tmp_path / "study" / "notes.txt")]
     assert data.rows.groupby("series_uid").size().to_dict() == {"1.2.826.0.1.11.1": 3, "1.2.826.0.1.11.2": 2,
                                                                 "1.2.826.0.1.11.3": 2}
+
+
+def _enhanced_dce(path: Path, n_positions: int = 3, n_times: int = 2) -> tuple[Path, np.ndarray]:
+    """An enhanced MR file of n_times volumes x n_positions slices, frames in time-major order;
+    pixel (0, 0) of the frame of time t at position p holds 100 t + 10 p + 1, the rest 1000."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+
+    frames = np.full((n_times * n_positions, 4, 5), 1000, dtype=np.uint16)
+    for t in range(n_times):
+        for p in range(n_positions):
+            frames[t * n_positions + p, 0, 0] = 100 * t + 10 * p + 1
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR Image Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "MR", "P9", "1.2.826.0.1.12", "1.2.826.0.1.12.1"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "DYNAMIC", "NONE"]
+    ds.PhotometricInterpretation, ds.SamplesPerPixel = "MONOCHROME2", 1
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.Rows, ds.Columns, ds.NumberOfFrames = 4, 5, len(frames)
+    shared, orient, measures = Dataset(), Dataset(), Dataset()
+    orient.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing = [0.7, 0.7]
+    shared.PlaneOrientationSequence = Sequence([orient])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    per_frame = []
+    for t in range(n_times):
+        for p in range(n_positions):
+            item, pos, content = Dataset(), Dataset(), Dataset()
+            pos.ImagePositionPatient = [0.0, 0.0, 2.0 * p]
+            content.TemporalPositionIndex = t + 1
+            item.PlanePositionSequence = Sequence([pos])
+            item.FrameContentSequence = Sequence([content])
+            per_frame.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
+    ds.PixelData = frames.astype("<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path, frames
+
+
+def test_enhanced_multi_frame_volumes_are_split(tmp_path):
+    path, frames = _enhanced_dce(tmp_path / "dce" / "enhanced.dcm")
+    np.testing.assert_array_equal(pydicom.dcmread(path).pixel_array, frames)
+    image = read_image(path)                                   # the file read whole, volumes marked
+    assert image.shape == (6, 4, 5) and image.meta["FrameVolumes"] == [0, 0, 0, 1, 1, 1]
+    assert image.meta["FrameVolumesBy"] == "TemporalPositionIndex" and image.spacing[0] == pytest.approx(2.0)
+    for source in (path, tmp_path / "dce"):                     # a file, and a folder holding it
+        inputs = read_inputs([source], PRE_NATIVE_5, progress=False).inputs   # no resizing: exact pixels
+        assert [i.identity["volume"] for i in inputs] == [0, 1]
+        assert [i.meta["volume_key"] for i in inputs] == ["TemporalPositionIndex 1", "TemporalPositionIndex 2"]
+        assert all(i.identity["series_uid"] == "1.2.826.0.1.12.1" for i in inputs)
+        # volume t holds the frames of time point t, in position order (max255: value / 1000)
+        np.testing.assert_allclose(inputs[1].slices[:, 0, 0] * 1000, [101, 111, 121], rtol=1e-3)

@@ -580,6 +580,8 @@ def print_index_summary(result: IndexResult, out: str | Path | None = None, max_
             table.add_column(col, overflow="fold")
         for _, r in t.iterrows():
             desc = r["series_description"] or r["series_uid"][-12:]
+            if r.get("volume_key"):
+                desc = f"{desc} [{r['volume_key']}]"
             table.add_row(str(r["patient_id"]), str(desc), str(r["n_slices"]),
                           *[_show(r[n]) for n in iap_names])
         console.print(table)
@@ -600,6 +602,9 @@ def print_index_summary(result: IndexResult, out: str | Path | None = None, max_
                     text += f", ... {len(counts) - 12} more"
             table.add_row(name, text)
         console.print(table)
+    if "has_pixels" in t.columns and not t["has_pixels"].all():
+        console.print(f"[yellow]{int((~t['has_pixels'].astype(bool)).sum())} series have no pixel data "
+                      f"(header dumps): indexed, left out by prepare[/yellow]")
     if len(result.warnings):
         console.print(f"[yellow]{len(result.warnings)} IAP disagreements between slices of a series "
                       f"(most common value kept)[/yellow]")
