@@ -14,6 +14,10 @@ from mridomain.errors import InvalidArgumentError, MridomainError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="mridomain: the acquisition domain of MRI.")
 
+from mridomain.shift.cli import app as shift_app  # noqa: E402  (the sub-app registers below)
+
+app.add_typer(shift_app, name="shift")
+
 
 def _fail(err: Exception) -> None:
     typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
