@@ -11,6 +11,7 @@ import pytest
 from mridomain.analysis import compare
 from mridomain.analysis.applicability import KNNScorer, energy_score, msp_score
 from mridomain.data import write_slice_cache
+from mridomain.iap.predictor import PredictorOutput
 
 
 def test_msp_and_energy_by_hand():
@@ -38,29 +39,23 @@ class FeaturePredictor:
     mean intensity (mean above 0.5 is called TOSHIBA, a value absent from training)."""
 
     classes = {"manufacturer": ["GE", "SIEMENS", "TOSHIBA"]}
+    preprocess = {"size": [16, 16], "normalization": {"method": "max255"}}
 
     @staticmethod
-    def embed(x):
+    def features(x):
         x = np.asarray(x, float)
         h, w = x.shape[1] // 2, x.shape[2] // 2
         q = [x[:, :h, :w], x[:, :h, w:], x[:, h:, :w], x[:, h:, w:]]
         return np.stack([x.mean((1, 2)), x.std((1, 2)), np.abs(np.diff(x, axis=1)).mean((1, 2)),
                          np.abs(np.diff(x, axis=2)).mean((1, 2))] + [v.mean((1, 2)) for v in q], axis=1)
 
-    def predict_logits(self, x):
+    def forward(self, x):
         m = np.asarray(x, float).mean((1, 2))
-        return {"manufacturer": np.stack([-40 * (m - 0.15) ** 2, -40 * (m - 0.26) ** 2,
-                                          -40 * (m - 0.8) ** 2], axis=1) * 10}
-
-    def predict_proba(self, x):
-        lg = self.predict_logits(x)["manufacturer"]
+        lg = np.stack([-40 * (m - 0.15) ** 2, -40 * (m - 0.26) ** 2, -40 * (m - 0.8) ** 2], axis=1) * 10
         e = np.exp(lg - lg.max(1, keepdims=True))
-        return {"manufacturer": e / e.sum(1, keepdims=True), "tr": np.full(len(x), 5.0)}
-
-    def predict(self, x):
-        p = self.predict_proba(x)
-        return pd.DataFrame({"manufacturer": np.array(self.classes["manufacturer"])[p["manufacturer"].argmax(1)],
-                             "tr_ms": p["tr"]})
+        return PredictorOutput(probabilities={"manufacturer": e / e.sum(1, keepdims=True)},
+                               logits={"manufacturer": lg}, continuous={"tr": np.full(len(x), 5.0)},
+                               features=self.features(x), classes=self.classes, units={"tr": "ms"})
 
 
 def _images(n, rng, size=16):

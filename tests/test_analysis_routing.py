@@ -10,6 +10,7 @@ import pytest
 from mridomain.analysis import TumorClassifier, evaluate_routing, route, run_routing_experiment
 from mridomain.data import write_slice_cache
 from mridomain.errors import InvalidArgumentError, SchemaMismatchError
+from mridomain.iap.predictor import PredictorOutput
 
 # Stand-in images encode what the stand-ins need: pixel (0,0) = tumor label, (0,1) = true domain
 # (0 GE, 1 SIEMENS), (0,2) = 1 where the IAP stand-in must get the domain wrong, (0,3) = 1 where the
@@ -17,27 +18,27 @@ from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 
 
 class DomainPredictor:
-    """Predicts manufacturer from pixel (0,1), flipped where pixel (0,2) is set."""
+    """Predicts manufacturer from pixel (0,1), flipped where pixel (0,2) is set; with
+    ``unknown_value`` image 0 is most probably that value (GE next, then SIEMENS)."""
 
     classes = {"manufacturer": ["GE", "SIEMENS", "TOSHIBA"]}
+    preprocess = {"size": [8, 8], "normalization": {"method": "max255"}}
 
     def __init__(self, unknown_value: str | None = None):
+        if unknown_value is not None:
+            self.classes = {"manufacturer": ["GE", "SIEMENS", unknown_value]}
         self.unknown_value = unknown_value
 
-    def predict_proba(self, x):
+    def forward(self, x):
         dom = (x[:, 0, 1] > 0.5) ^ (x[:, 0, 2] > 0.5)
         p = np.zeros((len(x), 3))
         p[np.arange(len(x)), dom.astype(int)] = 0.7
         p[np.arange(len(x)), 1 - dom.astype(int)] = 0.2
         p[:, 2] = 0.1
-        return {"manufacturer": p}
-
-    def predict(self, x):
-        dom = (x[:, 0, 1] > 0.5) ^ (x[:, 0, 2] > 0.5)
-        vals = np.where(dom, "SIEMENS", "GE").astype(object)
         if self.unknown_value:
-            vals[0] = self.unknown_value
-        return pd.DataFrame({"manufacturer": vals})
+            p[0] = [0.3, 0.2, 0.5]
+        return PredictorOutput(probabilities={"manufacturer": p}, logits={"manufacturer": np.log(p)},
+                               continuous={}, features=np.zeros((len(x), 1)), classes=self.classes)
 
 
 class GEModel:
@@ -156,8 +157,14 @@ def _write_cache(path, images, table):
 class PixelDomainPredictor:
     """Manufacturer from the mean intensity (Siemens slices are scaled brighter below)."""
 
-    def predict(self, x):
-        return pd.DataFrame({"manufacturer": np.where(x.reshape(len(x), -1).mean(1) > 70, "SIEMENS", "GE")})
+    classes = {"manufacturer": ["GE", "SIEMENS"]}
+    preprocess = {"size": [16, 16], "normalization": {"method": "max255"}}
+
+    def forward(self, x):
+        siemens = (x.reshape(len(x), -1).mean(1) > 70).astype(float)
+        p = np.stack([1 - siemens, siemens], axis=1)
+        return PredictorOutput(probabilities={"manufacturer": p}, logits={"manufacturer": p},
+                               continuous={}, features=np.zeros((len(x), 1)), classes=self.classes)
 
 
 def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):

@@ -65,10 +65,13 @@ def test_checkpoint_round_trip_identical_predictions(trained, tmp_path):
         np.testing.assert_array_equal(pa[k], pb[k])
     df = b.predict(images, top_k=2, preprocessed=True)
     assert len(df) == 12 and {"manufacturer", "manufacturer_prob", "manufacturer_top2", "tr_ms"} <= set(df.columns)
-    assert b.embed(images, preprocessed=True).shape[0] == 12
-    logits = b.predict_logits(images, preprocessed=True)["manufacturer"]
+    out = b.forward(images)                     # one pass: probabilities, logits, values, features
+    assert out.features.shape[0] == 12 and len(out) == 12
+    logits = out.logits["manufacturer"]
     e = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(e / e.sum(1, keepdims=True), pb["manufacturer"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.probabilities["manufacturer"], pb["manufacturer"], rtol=1e-6)
+    np.testing.assert_allclose(out.continuous["tr"], pb["tr"], rtol=1e-6)
 
 
 def test_unfitted_predictor_says_so():

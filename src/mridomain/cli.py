@@ -83,6 +83,8 @@ def simulate(
     preset: str = typer.Option("dbc", help="Protocol preset name, or a YAML file of protocols."),
     phases: int = typer.Option(1, help="DCE phases per patient (1 = pre-contrast only)."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+    slab: str = typer.Option("spread", help="spread: cover the breasts; tumor: contiguous slices "
+                                            "centred on the lesion (e.g. --slices 5 for a 3-D crop)."),
 ) -> None:
     """Simulate multi-vendor breast MRI and write it as real DICOM in DBC's layout.
 
@@ -92,7 +94,7 @@ def simulate(
 
     try:
         result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
-                                phases=phases, workers=workers)
+                                phases=phases, workers=workers, slab=slab)
     except MridomainError as err:
         _fail(err)
     typer.echo(result.summary())

@@ -18,16 +18,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (MISSING, as_category_strings, call_predictor,
-                                        categorical_probabilities, iap_kinds, images_from_paths, load_predictor, open_cache, prediction_column,
-                                        predictor_logits)
-from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.analysis._common import MISSING, as_category_strings, open_cache
+from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
+
+if TYPE_CHECKING:
+    from mridomain.iap.predictor import Predictor, PredictorOutput
 
 __all__ = ["CompareResult", "compare", "head_outputs", "msp_score", "energy_score",
            "MahalanobisScorer", "KNNScorer"]
@@ -88,36 +89,26 @@ class KNNScorer:
         return dist[:, self.k] if exclude_self else dist[:, self.k - 1]
 
 
-# ------------------------------------------------------------------------- predictor adapters
-def head_outputs(predictor: Any, images: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Categorical heads: {iap: {"probs": (N,C), "vocab": [..], "logits": (N,C) or None}}.
-
-    Reads ``predict_proba`` in the shapes an IAP predictor may return (dict of arrays with a
-    vocabulary dict, dict of (array, vocab) pairs, or dict of {"proba"|"probs", "vocab"}), and
-    logits from ``predict_logits`` when the predictor has it (energy needs logits: softmax
-    probabilities lose the logsumexp).
-    """
-    logits_all = predictor_logits(predictor, images)
-    out: dict[str, dict[str, Any]] = {}
-    for iap, (arr, vocab) in categorical_probabilities(predictor, images).items():
-        if vocab is None:
-            vocab = [str(i) for i in range(arr.shape[1])]
-        lg = None
-        if isinstance(logits_all, Mapping) and iap in logits_all:
-            lg = np.asarray(logits_all[iap], float)
-        out[iap] = {"probs": arr, "vocab": vocab, "logits": lg}
+# ------------------------------------------------------------------------- one forward pass
+def head_outputs(output: "PredictorOutput") -> dict[str, dict[str, Any]]:
+    """Categorical heads: {iap: {"probs": (N,C), "vocab": [..], "logits": (N,C) or None}}."""
+    out = {iap: {"probs": p, "vocab": list(output.classes[iap]), "logits": output.logits.get(iap)}
+           for iap, p in output.probabilities.items()}
     if not out:
         raise SchemaMismatchError("IAP predictor returned no categorical probabilities")
     return out
 
 
-def _predict_all(predictor: Any, images: np.ndarray) -> tuple[pd.DataFrame, dict, np.ndarray]:
-    pred = call_predictor(predictor, "predict", images).reset_index(drop=True)
-    heads = head_outputs(predictor, images)
-    feats = np.asarray(call_predictor(predictor, "embed", images), np.float64)
+def _predict_all(predictor: "Predictor", images: np.ndarray) -> tuple[pd.DataFrame, dict, np.ndarray, dict]:
+    """Predicted values, head outputs, features and value columns from ONE forward pass."""
+    output = predictor.forward(images)
+    feats = np.asarray(output.features, np.float64)
     if feats.ndim != 2 or len(feats) != len(images):
-        raise SchemaMismatchError(f"embed returned shape {feats.shape} for {len(images)} images")
-    return pred, heads, feats
+        raise SchemaMismatchError(f"the predictor's features have shape {feats.shape} for {len(images)} images")
+    from mridomain.iap.predictor import value_column
+
+    cont_cols = {iap: value_column(iap, output.units.get(iap)) for iap in output.continuous}
+    return output.table(1), head_outputs(output), feats, cont_cols
 
 
 def _subsample(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -126,7 +117,7 @@ def _subsample(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
 
 
-def _load_new(new_source: Any, predictor: Any, progress: bool) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+def _load_new(new_source: Any, predictor: "Predictor", progress: bool) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     if isinstance(new_source, np.ndarray):
         imgs = new_source if new_source.ndim == 3 else new_source[None]
         return imgs, pd.DataFrame({"image": np.arange(len(imgs))}), pd.DataFrame(columns=["path", "reason"])
@@ -138,8 +129,11 @@ def _load_new(new_source: Any, predictor: Any, progress: bool) -> tuple[np.ndarr
         return np.asarray(images, np.float32), table[cols].reset_index(drop=True), pd.DataFrame(columns=["path", "reason"])
     if hasattr(new_source, "images") and hasattr(new_source, "table"):
         return np.asarray(new_source.images, np.float32), new_source.table.reset_index(drop=True)[[]], pd.DataFrame(columns=["path", "reason"])
+    from mridomain.data.inputs import read_inputs
+
     paths = [new_source] if isinstance(new_source, (str, Path)) else list(new_source)
-    return images_from_paths(paths, predictor, progress=progress)
+    inputs = read_inputs(paths, predictor.preprocess, progress=progress)
+    return inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
 
 
 # ------------------------------------------------------------------------------------ result
@@ -175,8 +169,8 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         train_source: the training slice cache (folder or SliceCache); its ``train`` split is the
             reference, its ``val`` split (else train) calibrates the thresholds.
         new_source: a slice cache folder, an (N,H,W) array, or image files / series folders.
-        iap_run: IAP run folder or predictor (``predict``, ``predict_proba``, ``embed``; energy also
-            needs ``predict_logits``).
+        iap_run: IAP run folder or a :class:`mridomain.iap.Predictor` (one forward pass per image
+            set gives the probabilities, logits and features every score needs).
         out: folder for verdicts.csv, iap_shift.csv, distribution.csv, scores.csv,
             thresholds.json and report.html; None computes only.
         feature_score: "mahalanobis" or "knn": the feature distance that decides the verdict.
@@ -194,10 +188,11 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     """
     if feature_score not in ("mahalanobis", "knn"):
         raise InvalidArgumentError(f"feature_score {feature_score!r}: choose mahalanobis or knn")
-    predictor = load_predictor(iap_run)
+    from mridomain.iap.predictor import as_predictor
+
+    predictor = as_predictor(iap_run)
     table, images, meta = open_cache(train_source)
     table = table.reset_index(drop=True)
-    kinds = iap_kinds(meta)
     split = table["split"].astype(str).to_numpy() if "split" in table.columns else np.array(["train"] * len(table))
     tr_idx = _subsample(np.flatnonzero(split == "train"), max_reference, seed)
     if len(tr_idx) < 3:
@@ -205,7 +200,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     cal_idx = _subsample(np.flatnonzero(split == "val"), max_reference, seed + 1)
     calibrate_on_train = len(cal_idx) < 20
     tr_images = np.asarray(images[tr_idx], np.float32)
-    tr_pred, tr_heads, tr_feats = _predict_all(predictor, tr_images)
+    tr_pred, tr_heads, tr_feats, _ = _predict_all(predictor, tr_images)
 
     maha = MahalanobisScorer().fit(tr_feats)
     knn = KNNScorer(knn_k).fit(tr_feats)
@@ -222,7 +217,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         cal_scores = scores(tr_heads, tr_feats, on_train=True)
         cal_name = "train"
     else:
-        _, cal_heads, cal_feats = _predict_all(predictor, np.asarray(images[cal_idx], np.float32))
+        _, cal_heads, cal_feats, _ = _predict_all(predictor, np.asarray(images[cal_idx], np.float32))
         cal_scores = scores(cal_heads, cal_feats)
         cal_name = "val"
     thresholds = {c: float(np.quantile(cal_scores[c], quantile)) for c in cal_scores.columns}
@@ -230,13 +225,11 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     new_images, new_rows, skipped = _load_new(new_source, predictor, progress)
     if len(new_images) == 0:
         raise EmptyInputError(Path(str(new_source)), "no new images to compare")
-    new_pred, new_heads, new_feats = _predict_all(predictor, new_images)
+    new_pred, new_heads, new_feats, cont_cols = _predict_all(predictor, new_images)
     new_scores = scores(new_heads, new_feats)
 
     # Training reference values: labels where the cache has them, else the predictions on train.
     cat_iaps = [i for i in new_heads if i in new_pred.columns]
-    cont_cols = {i: prediction_column(new_pred, i) for i, k in kinds.items() if k == "continuous"}
-    cont_cols = {i: c for i, c in cont_cols.items() if c is not None}
     cont_iaps = list(cont_cols)
     ref_values: dict[str, set] = {}
     ref_dist: dict[str, pd.Series] = {}
@@ -340,10 +333,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
 
 
 def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out = res.out
     assert out is not None
@@ -361,7 +351,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
                      thresholds=out / "thresholds.json")
 
     cols = list(new_scores.columns)
-    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * len(cols), 3.2))
+    axes = fig.subplots(1, len(cols), squeeze=False)
     for ax, c in zip(axes[0], cols):
         a, b = res.reference_scores[c].to_numpy(), new_scores[c].to_numpy()
         bins = np.histogram_bin_edges(np.concatenate([a, b]), bins=30)
@@ -377,7 +368,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
     iaps = list(res.distribution["iap"].unique())
     ncol = 4
     nrow = max(1, int(np.ceil(len(iaps) / ncol)))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
+    fig = Figure(figsize=(4.2 * ncol, 3.0 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, iap in zip(axes.ravel(), iaps):
         d = res.distribution[res.distribution.iap == iap]
         x = np.arange(len(d))
@@ -398,7 +390,7 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
             f"\n\nReference: {s['n_reference']} training slices; thresholds at the {s['quantile'] * 100:.0f}th "
             f"percentile of {s['n_calibration']} {s['calibration']} slices. Verdict uses the {s['feature_score']} "
             f"feature distance." + ("" if s["energy_available"] else " Energy score unavailable: the predictor "
-                                    "exposes no logits (predict_logits).")),
+                                    "gives no logits.")),
                 tables=[("thresholds", res.thresholds)]),
         Section("Per-IAP shift", text="share_new_unseen: share of new images whose predicted value never occurs "
                 "in training (TR/TE: more than 2% outside the range predicted on training images); total_variation: half the L1 "

@@ -7,18 +7,20 @@ each series before taking the argmax: the answer a user wants for a whole volume
 """
 from __future__ import annotations
 
+import html as html_lib
+import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from mridomain.iap.cache import cache_iaps, open_cache, split_indices
-from mridomain.iap.checkpoint import load_model
-from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
 from mridomain.engine.checkpoint import dump_json
+from mridomain.errors import EmptyInputError
+from mridomain.report import Section, write_html_report
+from mridomain.iap.cache import cache_iaps, open_cache, split_indices
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 
 RELATIVE_TOLERANCE = 0.02   # Fig. 2: TE / TR count as correct within 2 % relative error
@@ -161,7 +163,8 @@ class EvalReport:
 
 def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: LabelEncoder,
                    split: str = "test", series_column: str = "series_uid") -> EvalReport:
-    """Metrics from decoded predictions (``decode_outputs``) against ``table``'s labels.
+    """Metrics from predictions ({categorical iap: probabilities, continuous iap: values}, as
+    :class:`~mridomain.iap.predictor.PredictorOutput` holds them) against ``table``'s labels.
 
     Separate from :func:`evaluate` so it can be checked on a made-up prediction set.
     """
@@ -203,10 +206,7 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
 def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarray, encoder: LabelEncoder,
                             path: str | Path) -> None:
     """One grid figure: a row-normalized confusion matrix per categorical IAP (counts written in)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     from sklearn.metrics import confusion_matrix
 
     heads = encoder.categorical
@@ -214,7 +214,8 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
         return
     ncol = min(3, len(heads))
     nrow = int(np.ceil(len(heads) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.8 * nrow), squeeze=False)
+    fig = Figure(figsize=(5.2 * ncol, 4.8 * nrow))
+    axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, (j, h) in zip(axes.flat, enumerate(heads)):
         t = cat_targets[:, j]
         m = t != IGNORE_INDEX
@@ -238,22 +239,26 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str | Path | None = None,
-             progress: bool = True, device: str | None = None, batch_size: int | None = None) -> EvalReport:
+             progress: bool = True, device: str | None = None, batch_size: int | None = None,
+             html: bool = True) -> EvalReport:
     """Evaluate a run on a cache split: Table 1, baselines, per-series accuracy, confusion matrices.
 
     Args:
         run: run folder from :func:`train`.
         cache: cache to evaluate on (default: the cache the run was trained on).
         split: "train" | "val" | "test" | "all".
-        out: folder for report.md, report.json, confusion_matrices.png (default ``run/eval_<split>``).
+        out: folder for report.md, report.json, confusion_matrices.png and report.html (default
+            ``run/eval_<split>``).
+        html: also write the self-contained ``report.html``.
     """
+    from mridomain.iap.prediction import IAPPredictor
+
     run = Path(run)
-    dev = resolve_device(device)
-    model, config, encoder, preprocess = load_model(run, device=dev)
+    predictor = IAPPredictor.load(run, device=device)
+    encoder, preprocess = predictor.encoder, predictor.preprocess
     cache = open_cache(cache if cache is not None else preprocess.get("source_cache"))
     cache_path = str(getattr(cache, "path", ""))
     encoder.check_schema(cache_iaps(cache), where=f"{cache_path}/meta.json", mine=f"{run}/labels.json")
@@ -264,13 +269,10 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
         warnings.warn(notes[-1])
     idx = split_indices(cache, split)
     if len(idx) == 0:
-        from mridomain.errors import EmptyInputError
-
         raise EmptyInputError(cache_path, f"no slices in split {split!r}")
-    outputs = forward_all(model, cache.images, idx, batch_size=batch_size or config.eval_batch_size,
-                          device=dev, amp=config.amp, channels_last=config.channels_last,
-                          progress=progress, desc=f"evaluate {split}")
-    probs = decode_outputs(outputs, encoder)
+    output = predictor.forward(cache.images, indices=idx, batch_size=batch_size, progress=progress,
+                               desc=f"evaluate {split}")
+    probs = {**output.probabilities, **output.continuous}
     table = cache.table.iloc[idx].reset_index(drop=True)
     report = compute_report(probs, table, encoder, split=split)
     report.run, report.cache, report.notes = str(run), cache_path, notes
@@ -281,4 +283,61 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
     plot_confusion_matrices(probs, cat_t, encoder, out / "confusion_matrices.png")
     (out / "report.md").write_text(report.to_markdown() + "\n")
     report.to_json(out / "report.json")
+    if html:
+        evaluation_report_html(out, out / "report.html")
     return report
+
+
+def evaluation_report_html(report: str | Path | Mapping[str, Any], out: str | Path,
+                           title: str = "IAP evaluation") -> Path:
+    """Turn an evaluation output into one self-contained HTML file.
+
+    ``report`` is either the folder ``mridomain evaluate -o`` wrote (every ``*.csv`` becomes a
+    table, every ``*.png`` a figure, ``*.md``/``*.json``/``*.txt`` are shown as text) or a dict
+    mapping names to DataFrames, matplotlib figures, PNG paths, or scalars (scalars are gathered
+    in one summary table).
+
+    Args:
+        report: evaluation folder or dict.
+        out: HTML file to write, or a folder (then ``<out>/report.html``).
+        title: page heading.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out / "report.html"
+    sections: list[Section] = []
+    if isinstance(report, (str, Path)):
+        folder = Path(report)
+        if not folder.is_dir():
+            raise EmptyInputError(folder, "evaluation report folder does not exist")
+        texts = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".md", ".txt", ".json"))
+        for p in texts:
+            txt = p.read_text(encoding="utf-8", errors="replace")
+            if len(txt) > 20000:
+                txt = txt[:20000] + "\n[... truncated]"
+            sections.append(Section(p.name, html=f"<pre>{html_lib.escape(txt)}</pre>"))
+        for p in sorted(folder.glob("*.csv")):
+            df = pd.read_csv(p)
+            sections.append(Section(p.name, tables=[df.head(500)]))
+        pngs = sorted(folder.glob("*.png"))
+        if pngs:
+            sections.append(Section("Figures", figures=[(p.name, p) for p in pngs]))
+    else:
+        scalars: dict[str, Any] = {}
+        for key, val in report.items():
+            if isinstance(val, (pd.DataFrame, pd.Series)):
+                sections.append(Section(str(key), tables=[val]))
+            elif hasattr(val, "savefig") or (isinstance(val, (str, Path)) and str(val).endswith(".png")):
+                sections.append(Section(str(key), figures=[val]))
+            elif isinstance(val, (dict, list)):
+                sections.append(Section(str(key), html=f"<pre>{html_lib.escape(json.dumps(val, indent=1, default=str))}</pre>"))
+            else:
+                scalars[str(key)] = val
+        if scalars:
+            sections.insert(0, Section("Summary", tables=[scalars]))
+    if not sections:
+        raise EmptyInputError(Path(str(report)) if not isinstance(report, Mapping) else Path("<dict>"),
+                              "nothing to report (no csv, png, md or json found)")
+    return write_html_report(out, title, sections)
+
+

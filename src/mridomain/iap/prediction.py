@@ -1,7 +1,6 @@
 """Prediction of IAPs from image files (CLI ``predict``) and the Python API twin ``IAPPredictor``."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -11,25 +10,18 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from mridomain.data.inputs import iter_inputs, read_inputs
 from mridomain.data.schema import normalize_iaps
+from mridomain.engine import resolve_device
 from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError
 from mridomain.iap.cache import preprocess_slices
 from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
 from mridomain.iap.config import IAPConfig, get_preset
 from mridomain.iap.evaluation import RELATIVE_TOLERANCE
-from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
+from mridomain.iap.inference import forward_batches, split_outputs
 from mridomain.iap.labels import LabelEncoder, category_string, is_missing
-from mridomain.io import read_image
-
-
-# ---- reading ---------------------------------------------------------------------------------
-
-def _read_image(path: Path) -> tuple[np.ndarray, dict[str, Any], list[Path]]:
-    """(pixels (S, H, W) float32, header meta, per-slice files) through ``mridomain.io.read_image``."""
-    img = read_image(path)
-    return np.asarray(img.pixels, dtype=np.float32), dict(img.meta), [Path(f) for f in img.files]
+from mridomain.iap.predictor import PredictorOutput, value_column
 
 
 def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
@@ -46,26 +38,7 @@ def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
 # ---- turning outputs into rows ------------------------------------------------------------------
 
 def _column(h: Any) -> str:
-    return f"{h.name}_{h.unit}" if h.kind == "continuous" and h.unit else h.name
-
-
-def rows_from_probs(decoded: dict[str, np.ndarray], encoder: LabelEncoder, top_k: int) -> list[dict[str, Any]]:
-    """Per row: top-k values and probabilities of each categorical IAP, value of each continuous one."""
-    n = len(next(iter(decoded.values()))) if decoded else 0
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    for h in encoder.heads:
-        v = decoded[h.name]
-        if h.kind == "categorical":
-            order = np.argsort(-v, axis=1, kind="stable")[:, :top_k]
-            for i in range(n):
-                for r, c in enumerate(order[i], 1):
-                    suffix = "" if r == 1 else f"_top{r}"
-                    rows[i][f"{h.name}{suffix}"] = h.classes[c]
-                    rows[i][f"{h.name}_prob{'' if r == 1 else r}"] = float(v[i, c])
-        else:
-            for i in range(n):
-                rows[i][_column(h)] = float(v[i])
-    return rows
+    return value_column(h.name, h.unit) if h.kind == "continuous" else h.name
 
 
 def _is_correct(h: Any, pred: Any, truth: Any) -> bool:
@@ -121,10 +94,7 @@ def _write_table(table: pd.DataFrame, out: Path) -> None:
 
 def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path) -> None:
     """A grid like the paper's Fig. 2: one slice per input, predicted IAPs below, green right / red wrong."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if not panels:
         return
@@ -134,7 +104,7 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
     title_h, img_h, line_h = 0.3, 2.5, 0.19          # inches
     row_h = title_h + img_h + line_h * len(encoder.heads) + 0.15
     fig_h, col_w = nrow * row_h, 2.6
-    fig = plt.figure(figsize=(col_w * ncol, fig_h))
+    fig = Figure(figsize=(col_w * ncol, fig_h))
     for k, p in enumerate(panels):
         r, c = divmod(k, ncol)
         top = fig_h - r * row_h                        # inches from the bottom
@@ -157,13 +127,6 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
             y -= line_h
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def _predict_arrays(model: torch.nn.Module, images: np.ndarray, config: IAPConfig, device: torch.device,
-                    batch_size: int | None, embed: bool = False) -> np.ndarray:
-    return forward_all(model, images, batch_size=batch_size or config.eval_batch_size, device=device,
-                       amp=config.amp, channels_last=config.channels_last, embed=embed)
 
 
 def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path | None = "predictions.csv",
@@ -180,41 +143,28 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     """
     if top_k < 1:
         raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
-    run = Path(run)
-    dev = resolve_device(device)
-    model, config, encoder, preprocess = load_model(run, device=dev)
+    predictor = IAPPredictor.load(run, device=device)
+    encoder = predictor.encoder
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = []
-    for path in tqdm(paths, desc="predict", disable=not progress, unit="input"):
-        try:
-            pixels, meta, files = _read_image(path)
-            if pixels.size == 0:
-                raise EmptyInputError(path, "no pixels")
-            x = preprocess_slices(pixels, preprocess)
-        except MridomainError as err:
-            skipped.append((str(path), getattr(err, "reason", None) or str(err)))
-            continue
-        except Exception as err:  # noqa: BLE001 - an unreadable file may raise anything: skip, report
-            skipped.append((str(path), f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"))
-            continue
-        outputs = _predict_arrays(model, x, config, dev, batch_size)
-        decoded = decode_outputs(outputs, encoder)
-        truth = true_values(meta, encoder)
+    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict"):
+        output = predictor.forward(item.slices, batch_size=batch_size)
+        truth = true_values(item.meta, encoder)
         truth_cols = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
                       for k, v in truth.items()}
-        for i, r in enumerate(rows_from_probs(decoded, encoder, top_k)):
-            f = files[i] if len(files) == len(x) else files[0]
-            rows.append({"source": str(path), "level": "slice", "slice": i, "file": str(f), **r, **truth_cols})
-        mean = {k: (v.mean(axis=0, keepdims=True) if v.ndim == 2 else np.array([v.mean()]))
-                for k, v in decoded.items()}
-        series_row = rows_from_probs(mean, encoder, top_k)[0]
-        rows.append({"source": str(path), "level": "series", "slice": None, "file": str(path),
-                     "n_slices": len(x), **series_row, **truth_cols})
-        panels.append({"source": path, "image": x[len(x) // 2], "row": series_row, "truth": truth})
+        for i, r in enumerate(output.table(top_k).to_dict("records")):
+            rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
+                         **r, **truth_cols})
+        series_row = output.mean().table(top_k).iloc[0].to_dict()
+        rows.append({"source": str(item.source), "level": "series", "slice": None, "file": str(item.source),
+                     "n_slices": len(item.slices), **series_row, **truth_cols})
+        if figure is not None and len(panels) < 12:   # only what the figure shows is kept
+            panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
+                           "row": series_row, "truth": truth})
     table = pd.DataFrame(rows)
     if len(table) == 0:
         table = pd.DataFrame(columns=["source", "level", "slice", "file"])
@@ -226,7 +176,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
                 out_path.with_name(out_path.stem + "_skipped.csv"), index=False)
     fig_path = Path(figure) if figure is not None else None
     if fig_path is not None:
-        _draw_figure(panels[:12], encoder, fig_path)
+        _draw_figure(panels, encoder, fig_path)
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
                             iaps=[h.name for h in encoder.heads if h.kind == "categorical"])
 
@@ -291,14 +241,11 @@ class IAPPredictor:
 
     # -- inference --
     def _images(self, images: Any, preprocessed: bool) -> np.ndarray:
+        self._check()
         if isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images
                                                 and isinstance(images[0], (str, Path))):
             paths = [images] if isinstance(images, (str, Path)) else list(images)
-            arrays = []
-            for p in paths:
-                pixels, _, _ = _read_image(Path(p))
-                arrays.append(preprocess_slices(pixels, self.preprocess))
-            return np.concatenate(arrays)
+            return read_inputs(paths, self.preprocess, progress=False).images
         x = np.asarray(images, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
@@ -306,28 +253,25 @@ class IAPPredictor:
             raise EmptyInputError("images", f"expected an array (N, H, W), got shape {x.shape}")
         return x if preprocessed else preprocess_slices(x, self.preprocess)
 
+    def forward(self, images: np.ndarray, indices: np.ndarray | None = None, batch_size: int | None = None,
+                progress: bool = False, desc: str = "predict") -> PredictorOutput:
+        """One pass over preprocessed slices (N, H, W) (or ``images[indices]`` of a memmapped
+        cache, read in sorted batches): probabilities, logits, continuous values and features."""
+        self._check()
+        outputs, features = forward_batches(self.model, images, indices,
+                                            batch_size=batch_size or self.config.eval_batch_size,
+                                            device=self.device, amp=self.config.amp,
+                                            channels_last=self.config.channels_last, progress=progress, desc=desc)
+        return split_outputs(outputs, features, self.encoder)
+
     def predict_proba(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
         """{categorical iap: probabilities (N, C_k) in ``classes`` order; continuous iap: value (N,) in its unit}."""
-        self._check()
-        x = self._images(images, preprocessed)
-        return decode_outputs(_predict_arrays(self.model, x, self.config, self.device, None), self.encoder)
-
-    def predict_logits(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
-        """{categorical iap: raw logits (N, C_k)} (e.g. for energy-based out-of-distribution scores)."""
-        self._check()
-        x = self._images(images, preprocessed)
-        out = _predict_arrays(self.model, x, self.config, self.device, None)
-        return {h.name: out[:, self.encoder.slices[h.name]] for h in self.encoder.categorical}
+        out = self.forward(self._images(images, preprocessed))
+        return {**out.probabilities, **out.continuous}
 
     def predict(self, images: Any, top_k: int = 1, preprocessed: bool = False) -> pd.DataFrame:
         """One row per slice: predicted value (+ probability, + top-k) of every IAP; TR/TE in ms."""
-        return pd.DataFrame(rows_from_probs(self.predict_proba(images, preprocessed), self.encoder, top_k))
-
-    def embed(self, images: Any, preprocessed: bool = False) -> np.ndarray:
-        """Penultimate-layer features (N, D), e.g. for applicability / out-of-distribution checks."""
-        self._check()
-        x = self._images(images, preprocessed)
-        return _predict_arrays(self.model, x, self.config, self.device, None, embed=True)
+        return self.forward(self._images(images, preprocessed)).table(top_k)
 
     @property
     def classes(self) -> dict[str, list[str]]:
@@ -342,9 +286,3 @@ class IAPPredictor:
 def load_run(run: str | Path, device: str | None = None) -> IAPPredictor:
     """Shortcut for :meth:`IAPPredictor.load`."""
     return IAPPredictor.load(run, device=device)
-
-
-def describe_run(run: str | Path) -> dict[str, Any]:
-    """config + labels + preprocessing of a run as one dict (JSON only)."""
-    run = Path(run)
-    return {name: json.loads((run / f"{name}.json").read_text()) for name in ("config", "labels", "preprocess")}

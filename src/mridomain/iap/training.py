@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from mridomain.engine import Engine, StepContext, TrainTask, epoch_batches
 from mridomain.errors import EmptyInputError, SchemaMismatchError

@@ -37,6 +37,13 @@ VENDOR_RECON: dict[str, ReconStyle] = {
     "SIEMENS": ReconStyle("none", 1.0, 0.0, 0.75, 12, 1100.0),
 }
 
+#: Largest gain the intensity correction applies (a smooth soft cap, g / sqrt(1 + (g / max)^2)).
+#: The correction map comes from a low-resolution reference (body coil vs array, prescan); where
+#: the breast array barely receives (posterior thorax, 2-5 % of the breasts' sensitivity) the map
+#: cannot restore the signal, and real fat-saturated series keep the posterior body and the air
+#: darker than the breasts. No vendor publishes its limit: 2 is an assumption (docs/simulator.md).
+SHADING_GAIN_MAX = 2.0
+
 #: Breast-coil channel counts per scanner model (typical product coils of each generation).
 COIL_CHANNELS: dict[str, int] = {
     "Signa HDxt": 8, "SIGNA HDx": 8, "SIGNA EXCITE": 4, "Optima MR450w": 16,
