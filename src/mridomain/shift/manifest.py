@@ -457,6 +457,6 @@ def manifest_from_simulation(archive: str | Path, phase: int | None = None, thre
     if len(chosen) == 0:
         raise InvalidArgumentError(f"{archive}: no series of phase {phase} (phases: {sorted(sim['phase'].unique())})")
     series = pd.DataFrame({"patient_id": chosen["patient_id"].astype(str),
-                           "image": [str(archive / f) for f in chosen["folder"]]})
+                           "image": [str(archive / f) for f in chosen["folder"]], "phase": int(phase)})
     return _stage_manifest(series, archive / "Clinical_and_Other_Features.csv", archive / "Annotation_Boxes.csv",
                            threshold, crop, domains, dataset, {})

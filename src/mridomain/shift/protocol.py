@@ -70,22 +70,49 @@ def split_domain(patient_labels: pd.Series, seed: int, fractions: Sequence[float
     strata = patient_labels.rename(index=str).reindex(patients).astype(str).to_numpy()
     rng = np.random.default_rng(stable_seed(seed, *key))
     n = len(patients)
-    if stratify:
-        position = np.empty(n)
-        offset = rng.random()
-        for s in sorted(set(strata)):
-            members = np.flatnonzero(strata == s)
-            order = rng.permutation(len(members))
-            # systematic positions (j + offset) / m on [0, 1): evenly spread, random within stratum
-            position[members[order]] = (np.arange(len(members)) + offset) / len(members) + rng.random(len(members)) * 1e-9
-        ranked = np.argsort(position, kind="stable")
-    else:
-        ranked = rng.permutation(n)
-    n_train, n_val, _ = split_counts(n, fr)
+    names = ("train", "val", "test")
     out = {}
-    for rank, i in enumerate(ranked):
-        out[patients[i]] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+    if not stratify:
+        n_train, n_val, _ = split_counts(n, fr)
+        for rank, i in enumerate(rng.permutation(n)):
+            out[patients[i]] = names[0] if rank < n_train else names[1] if rank < n_train + n_val else names[2]
+        return out
+    members = {s: np.flatnonzero(strata == s) for s in sorted(set(strata))}
+    alloc = _stratum_counts({s: len(m) for s, m in members.items()}, fr, split_counts(n, fr))
+    for s, idx in members.items():
+        order = rng.permutation(idx)
+        bounds = np.cumsum(alloc[s])
+        for rank, i in enumerate(order):
+            out[patients[i]] = names[int(np.searchsorted(bounds, rank, side="right"))]
     return out
+
+
+def _stratum_counts(sizes: dict[str, int], fractions: Sequence[float], target: Sequence[int]) -> dict[str, list[int]]:
+    """Patients of each stratum per split: its own ``split_counts`` share, at least one per split
+    for a stratum of three or more (so a rare class reaches every split), then patients moved one
+    at a time, from the largest strata first, until the split totals are exactly ``target``."""
+    alloc = {s: list(split_counts(m, fractions)) for s, m in sizes.items()}
+    floor = {s: 1 if m >= 3 else 0 for s, m in sizes.items()}
+    for s in sizes:
+        for k in (1, 2):
+            while alloc[s][k] < floor[s]:
+                alloc[s][int(np.argmax(alloc[s]))] -= 1
+                alloc[s][k] += 1
+    by_size = sorted(sizes, key=lambda s: (-sizes[s], s))
+    for relaxed in (False, True):        # keep every split's rare-class floor when the totals allow
+        excess = [sum(a[k] for a in alloc.values()) - int(target[k]) for k in range(3)]
+        while any(excess):
+            k, j = int(np.argmax(excess)), int(np.argmin(excess))
+            donor = next((s for s in by_size if alloc[s][k] > (0 if relaxed else floor[s])), None)
+            if donor is None:
+                break
+            alloc[donor][k] -= 1
+            alloc[donor][j] += 1
+            excess[k] -= 1
+            excess[j] += 1
+        if not any(excess):
+            break
+    return alloc
 
 
 def _patient_strata(table: pd.DataFrame) -> pd.Series:
