@@ -134,6 +134,7 @@ def _blob_images(n, rng, size=16):
     return imgs * 255, y
 
 
+@pytest.mark.slow
 def test_tumor_classifier_learns_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     x, y = _blob_images(96, rng)
@@ -167,6 +168,7 @@ class PixelDomainPredictor:
                                continuous={}, features=np.zeros((len(x), 1)), classes=self.classes)
 
 
+@pytest.mark.slow
 def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):
     rng = np.random.default_rng(1)
     n = 160
@@ -193,3 +195,24 @@ def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):
         assert (tmp_path / "out" / f).exists(), f
     assert ("NOT" in exp.verdict) == (not exp.ok)
     assert "| GE model |" in exp.to_markdown()
+
+
+class OutOfDomainPredictor(DomainPredictor):
+    """As DomainPredictor, with a domain model that calls image 0 out of the training domain."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        out.domain_score = np.where(np.arange(len(x)) == 0, 10.0, 1.0)
+        out.domain_threshold = 2.0
+        return out
+
+
+def test_route_reports_the_domain_and_abstains(tmp_path):
+    x, _, _ = _standin_images()
+    models = {"GE": GEModel(), "SIEMENS": SiemensModel()}
+    res = route(x, OutOfDomainPredictor(), models, out=tmp_path / "routed.csv")
+    assert res["in_domain"].tolist()[:2] == [False, True] and res.loc[0, "model"] in ("GE", "SIEMENS")
+    res = route(x, OutOfDomainPredictor(), models, abstain=True)
+    assert res.loc[0, "routed_by"] == "out_of_domain" and pd.isna(res.loc[0, "model"])
+    assert np.isnan(res.loc[0, "prediction"]) and (res["routed_by"][1:] == "predicted").all()
+    assert pd.read_csv(tmp_path / "routed.csv").shape[0] == len(x)

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Section", "write_html_report", "figure_to_png", "png_data_uri", "df_to_markdown"]
+__all__ = ["Section", "write_html_report", "figure_to_png", "png_data_uri", "df_to_markdown", "colored_table",
+           "VERDICT_COLORS"]
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1180px;
@@ -97,7 +98,22 @@ def df_to_markdown(df: pd.DataFrame, index: bool = False) -> str:
     return "\n".join(lines)
 
 
+#: the colours reports give verdicts (in the training domain / uncertain / out of it)
+VERDICT_COLORS = {"in": "#d9f2d9", "uncertain": "#fff0c2", "out": "#f7c6c6"}
+
+
+def colored_table(df: pd.DataFrame, column: str, colors: Mapping[str, str] = VERDICT_COLORS) -> Any:
+    """A table whose ``column`` cells are coloured by value (a pandas Styler; a report section
+    renders it like a DataFrame)."""
+    def color(value: Any) -> str:
+        return f"background-color: {colors[value]}" if value in colors else ""
+
+    return df.style.map(color, subset=[column]).format(precision=4, na_rep="").hide(axis="index")
+
+
 def _table_html(obj: Any) -> str:
+    if hasattr(obj, "to_html") and type(obj).__name__ == "Styler":
+        return obj.set_table_attributes('border="0"').to_html()
     if isinstance(obj, pd.Series):
         obj = obj.to_frame()
     if isinstance(obj, Mapping):

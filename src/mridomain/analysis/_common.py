@@ -1,7 +1,6 @@
 """Shared helpers of the analysis package: reading sources, IAP kinds, ordinal codes, intervals."""
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -112,14 +111,3 @@ def split_names(table: pd.DataFrame, split_column: str = "split") -> list[str]:
     present = [str(s) for s in pd.unique(table[split_column].dropna())]
     order = ["train", "val", "test"]
     return [s for s in order if s in present] + sorted(s for s in present if s not in order)
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion k/n (small test sets: say how sure we are)."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    den = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (centre - half, centre + half)

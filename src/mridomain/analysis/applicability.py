@@ -9,9 +9,11 @@ IAP combinations with the training set's, and score every image for being out of
   Mahalanobis with a Ledoit-Wolf covariance (Lee et al. 2018) and the k-th nearest-neighbour
   distance of L2-normalised features (Sun et al. 2022).
 
-Every score is oriented so that higher means more out of distribution; each gets a threshold at
-the 95th percentile of its values on held-out in-distribution images (the val split, else train),
-so by construction about 5% of in-distribution images exceed any one threshold.
+Every score is oriented so that higher means more out of distribution; each gets a threshold at a
+95 %-confidence upper bound of the 95th percentile of its values on in-distribution images the
+scorers were not fitted on (the val split, else a held-out quarter of the train sample), so at most
+about 5 % of in-distribution images exceed any one threshold; a small calibration set widens the
+bound (``iap.domain.quantile_upper_bound``) and the summary says so.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import numpy as np
 import pandas as pd
 
 from mridomain.analysis._common import MISSING, as_category_strings, open_cache
-from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.report import Section, colored_table, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
+from mridomain.iap.domain import MahalanobisScorer, quantile_upper_bound
 
 if TYPE_CHECKING:
     from mridomain.iap.predictor import Predictor, PredictorOutput
@@ -49,20 +52,6 @@ def energy_score(logits: Sequence[np.ndarray]) -> np.ndarray:
     from scipy.special import logsumexp
 
     return np.mean([-logsumexp(np.asarray(lg, float), axis=1) for lg in logits], axis=0)
-
-
-class MahalanobisScorer:
-    """Mahalanobis distance to the training features under one shared Ledoit-Wolf covariance."""
-
-    def fit(self, feats: np.ndarray) -> "MahalanobisScorer":
-        from sklearn.covariance import LedoitWolf
-
-        feats = np.asarray(feats, np.float64)
-        self.cov = LedoitWolf().fit(feats)
-        return self
-
-    def score(self, feats: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.maximum(self.cov.mahalanobis(np.asarray(feats, np.float64)), 0.0))
 
 
 class KNNScorer:
@@ -136,6 +125,21 @@ def _load_new(new_source: Any, predictor: "Predictor", progress: bool) -> tuple[
     return inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
 
 
+def series_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per series (or input file): slice counts per verdict and the series' verdict, the
+    most severe one that at least half of its slices have ("out" before "uncertain" before "in")."""
+    key = next((c for c in ("series_uid", "source") if c in verdicts.columns), None)
+    if key is None:
+        return pd.DataFrame()
+    counts = pd.crosstab(verdicts[key], verdicts["verdict"]).reindex(columns=["in", "uncertain", "out"], fill_value=0)
+    n = counts.sum(axis=1)
+    verdict = np.where(counts["out"] >= n / 2, "out",
+                       np.where(counts["out"] + counts["uncertain"] >= n / 2, "uncertain", "in"))
+    table = counts.assign(n_slices=n, verdict=verdict).reset_index()
+    return table[[key, "n_slices", "in", "uncertain", "out", "verdict"]].sort_values(
+        ["verdict", key], key=lambda c: c.map({"out": 0, "uncertain": 1, "in": 2}) if c.name == "verdict" else c)
+
+
 # ------------------------------------------------------------------------------------ result
 @dataclass
 class CompareResult:
@@ -147,6 +151,7 @@ class CompareResult:
     thresholds: dict[str, float]
     summary: dict[str, Any]
     reference_scores: pd.DataFrame  # calibration images' scores
+    series: pd.DataFrame = field(default_factory=pd.DataFrame)   # per series / input: slice verdict counts
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     skipped: pd.DataFrame | None = None
@@ -156,6 +161,10 @@ class CompareResult:
         head = (f"{s['n_new']} new images: {s['n_in']} in distribution, {s['n_uncertain']} uncertain, "
                 f"{s['n_out']} out of distribution; {s['share_combination_seen'] * 100:.1f}% have a predicted "
                 f"IAP combination that also occurs among predictions on training images.")
+        if len(self.series):
+            v = self.series["verdict"].value_counts()
+            head += (f" Per series: {int(v.get('in', 0))} in, {int(v.get('uncertain', 0))} uncertain, "
+                     f"{int(v.get('out', 0))} out of {len(self.series)}.")
         return head + "\n\n" + df_to_markdown(self.iap_shift)
 
 
@@ -198,29 +207,40 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     if len(tr_idx) < 3:
         raise EmptyInputError(Path(str(train_source)), "training reference needs at least 3 train slices")
     cal_idx = _subsample(np.flatnonzero(split == "val"), max_reference, seed + 1)
-    calibrate_on_train = len(cal_idx) < 20
     tr_images = np.asarray(images[tr_idx], np.float32)
     tr_pred, tr_heads, tr_feats, _ = _predict_all(predictor, tr_images)
+    # Scores of the slices a scorer was fitted on are optimistic (in-sample distances are small),
+    # so thresholds always come from slices it has not seen: the val split, else a quarter of train.
+    fit_rows = np.arange(len(tr_idx))
+    held_out = None
+    if len(cal_idx) < 20:
+        order = np.random.default_rng(seed + 2).permutation(len(tr_idx))
+        n_held = max(3, len(tr_idx) // 4)
+        held_out, fit_rows = np.sort(order[:n_held]), np.sort(order[n_held:])
+    maha = MahalanobisScorer().fit(tr_feats[fit_rows])
+    knn = KNNScorer(knn_k).fit(tr_feats[fit_rows])
 
-    maha = MahalanobisScorer().fit(tr_feats)
-    knn = KNNScorer(knn_k).fit(tr_feats)
-
-    def scores(heads: dict, feats: np.ndarray, on_train: bool = False) -> pd.DataFrame:
+    def scores(heads: dict, feats: np.ndarray) -> pd.DataFrame:
         d = {"msp_score": msp_score([h["probs"] for h in heads.values()])}
         if all(h["logits"] is not None for h in heads.values()):
             d["energy_score"] = energy_score([h["logits"] for h in heads.values()])
         d["mahalanobis"] = maha.score(feats)
-        d["knn_distance"] = knn.score(feats, exclude_self=on_train)
+        d["knn_distance"] = knn.score(feats)
         return pd.DataFrame(d)
 
-    if calibrate_on_train:
-        cal_scores = scores(tr_heads, tr_feats, on_train=True)
-        cal_name = "train"
+    if held_out is not None:
+        cal_heads = {k: {kk: (vv[held_out] if isinstance(vv, np.ndarray) else vv) for kk, vv in h.items()}
+                     for k, h in tr_heads.items()}
+        cal_scores = scores(cal_heads, tr_feats[held_out])
+        cal_name = "held-out train"
     else:
         _, cal_heads, cal_feats, _ = _predict_all(predictor, np.asarray(images[cal_idx], np.float32))
         cal_scores = scores(cal_heads, cal_feats)
         cal_name = "val"
-    thresholds = {c: float(np.quantile(cal_scores[c], quantile)) for c in cal_scores.columns}
+    # an upper confidence bound of the quantile: a small calibration set widens it, as predict's does
+    bounds = {c: quantile_upper_bound(cal_scores[c], quantile) for c in cal_scores.columns}
+    thresholds = {c: b[0] for c, b in bounds.items()}
+    widened = any(b[1] for b in bounds.values())
 
     new_images, new_rows, skipped = _load_new(new_source, predictor, progress)
     if len(new_images) == 0:
@@ -263,7 +283,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
             if v > thresholds[c]:
                 flags.append(c)
                 if c in ("msp_score", "energy_score", feat_col):
-                    reasons.append(f"{c} {v:.3g} > {thresholds[c]:.3g} (95th pct of {cal_name})")
+                    reasons.append(f"{c} {v:.3g} > {thresholds[c]:.3g} ({100 * quantile:g}th pct of {cal_name})")
         unseen = []
         for iap in cat_iaps:
             v = new_cat[iap].iat[i]
@@ -321,12 +341,13 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
                "n_uncertain": int((verdicts.verdict == "uncertain").sum()),
                "n_out": int((verdicts.verdict == "out").sum()),
                "share_combination_seen": float(combo_seen.mean()), "n_reference": int(len(tr_idx)),
-               "calibration": cal_name, "n_calibration": int(len(cal_scores)), "feature_score": feature_score,
+               "calibration": cal_name, "n_calibration": int(len(cal_scores)), "thresholds_widened": widened,
+               "feature_score": feature_score,
                "quantile": quantile, "energy_available": "energy_score" in new_scores.columns,
                "n_skipped": int(len(skipped))}
     result = CompareResult(verdicts=verdicts, iap_shift=iap_shift, distribution=distribution,
                            thresholds=thresholds, summary=summary, reference_scores=cal_scores,
-                           out=Path(out) if out else None, skipped=skipped)
+                           series=series_summary(verdicts), out=Path(out) if out else None, skipped=skipped)
     if out is not None:
         _write_compare(result, new_scores)
     return result
@@ -340,6 +361,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
     out.mkdir(parents=True, exist_ok=True)
     res.verdicts.to_csv(out / "verdicts.csv", index=False)
     res.iap_shift.to_csv(out / "iap_shift.csv", index=False)
+    if len(res.series):
+        res.series.to_csv(out / "series.csv", index=False)
     res.distribution.to_csv(out / "distribution.csv", index=False)
     pd.concat([res.reference_scores.assign(set=res.summary["calibration"]), new_scores.assign(set="new")]
               ).to_csv(out / "scores.csv", index=False)
@@ -397,6 +420,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
                 "distance between the training and the new (predicted) value distributions.",
                 tables=[res.iap_shift], figures=[("value shares, train vs new", dist_png)]),
         Section("Out-of-distribution scores", figures=[("score histograms with thresholds", score_png)]),
-        Section("Verdicts (first 300 images)", tables=[res.verdicts.drop(columns=[c for c in res.verdicts.columns
-                                                                                  if c.startswith("pred_")]).head(300)]),
+        Section("Verdicts per series", text="A series' verdict is the most severe one that at least half "
+                "of its slices have.", tables=[colored_table(res.series, "verdict")] if len(res.series) else []),
+        Section("Verdicts (first 300 images)", tables=[colored_table(res.verdicts.drop(
+            columns=[c for c in res.verdicts.columns if c.startswith("pred_")]).head(300), "verdict")]),
     ])

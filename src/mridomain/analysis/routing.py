@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import as_category_strings, open_cache, wilson_interval
+from mridomain.analysis._common import as_category_strings, open_cache
+from mridomain.statistics import wilson_interval
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 
 if TYPE_CHECKING:
     from mridomain.iap.predictor import PredictorOutput
 
-__all__ = ["route", "predicted_domains", "evaluate_routing", "RoutingExperiment",
+__all__ = ["route", "parse_model_specs", "predicted_domains", "evaluate_routing", "RoutingExperiment",
            "run_routing_experiment", "model_outputs"]
 
 
@@ -105,9 +106,18 @@ def predicted_domains(output: "PredictorOutput", key_iap: str, keys: Sequence[st
 
 
 # ------------------------------------------------------------------------------------ route
+def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
+    """``["GE=models/ge", "SIEMENS=models/siemens"]`` -> ``{"GE": "models/ge", ...}``."""
+    bad = [m for m in specs if "=" not in m or not m.split("=", 1)[0] or not m.split("=", 1)[1]]
+    if bad or not specs:
+        raise InvalidArgumentError(f"models take VALUE=FOLDER, got {list(specs)}")
+    return dict(m.split("=", 1) for m in specs)
+
+
 def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
           models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
-          unknown: str = "error", progress: bool = True) -> pd.DataFrame:
+          unknown: str = "error", progress: bool = True, out: str | Path | None = None,
+          abstain: bool = False) -> pd.DataFrame:
     """Send each image to the downstream model keyed by its predicted IAP value.
 
     Args:
@@ -123,6 +133,9 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
         unknown: without ``default``: "error" (raise) or "most_likely" (the most probable value
             among those that have a model).
         progress: show a progress bar while reading paths.
+        out: also write the table there as CSV (and the skipped inputs beside it).
+        abstain: images outside the IAP run's training domain go to no model (``routed_by`` =
+            "out_of_domain"): their predicted domain is not to be trusted.
 
     Returns:
         One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
@@ -146,8 +159,12 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     if len(images) == 0:
         raise EmptyInputError(Path("<images>"), "no images to route")
     keys = [str(k) for k in models]
-    values, chosen, how = predicted_domains(predictor.forward(images), key_iap, keys, unknown=unknown,
-                                            default=default)
+    output = predictor.forward(images)
+    inside = output.in_domain
+    values, chosen, how = predicted_domains(output, key_iap, keys, unknown=unknown, default=default)
+    if abstain and inside is not None:
+        chosen[~inside] = None
+        how[~inside] = "out_of_domain"
     prediction = np.full(len(images), np.nan)
     probability = np.full(len(images), np.nan)
     for k in keys:
@@ -161,7 +178,16 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     result = rows.reset_index(drop=True).assign(**{f"predicted_{key_iap}": values.to_numpy(),
                                                    "model": chosen.to_numpy(), "routed_by": how.to_numpy(),
                                                    "prediction": prediction, "probability": probability})
+    if inside is not None:
+        result["domain_score"] = output.domain_score
+        result["in_domain"] = inside
     result.attrs["skipped"] = skipped
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(out, index=False)
+        if len(skipped):
+            skipped.to_csv(out.with_name(out.stem + "_skipped.csv"), index=False)
     return result
 
 
@@ -381,16 +407,27 @@ def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset:
     exp.per_image.to_csv(out / "per_image.csv", index=False)
     exp.files.update(table2=out / "table2.csv", table2_json=out / "table2.json", table2_md=out / "table2.md",
                      cross=out / "cross_domain.csv", per_image=out / "per_image.csv")
-    fig = Figure(figsize=(9, 3.6))
-    ax = fig.subplots()
     vals = exp.table2.iloc[0]
-    ax.bar(range(len(vals)), vals.to_numpy(float), color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c", "#8fc98f"][:len(vals)])
-    ax.set_xticks(range(len(vals)))
-    ax.set_xticklabels([c.replace(" (", "\n(") for c in vals.index], fontsize=7)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    for i, v in enumerate(vals):
-        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
+    true_col = f"true_{exp.key_iap}"
+    n_all = len(exp.per_image)
+    sizes = []
+    for col in vals.index:                  # "<D> model (only <D> images)" counts only domain D's images
+        own = next((k for k in exp.n_train if col == f"{k} model (only {k} images)"), None)
+        sizes.append(int((exp.per_image[true_col] == own).sum()) if own is not None else n_all)
+    acc = vals.to_numpy(float)
+    bounds = np.array([wilson_interval(int(round(a * n / 100)), n) for a, n in zip(acc, sizes)]) * 100
+    err = np.abs(np.stack([acc - bounds[:, 0], bounds[:, 1] - acc]))
+    fig = Figure(figsize=(8.5, 0.55 * len(vals) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(vals))[::-1]          # Table 2's order from the top
+    ax.barh(y, acc, xerr=err, capsize=3, color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c",
+                                                   "#8fc98f"][:len(vals)])
+    ax.set_yticks(y, [f"{c} (n={n})" for c, n in zip(vals.index, sizes)], fontsize=8)
+    ax.set_xlabel("tumor-vs-normal accuracy (%), 95% Wilson intervals")
+    ax.set_xlim(0, 105)
+    for yi, v, hi in zip(y, acc, bounds[:, 1]):
+        ax.text(min(hi + 1, 100), yi, f"{v:.1f}", va="center", fontsize=8)
+    fig.tight_layout()
     bar_png = figure_to_png(fig)
     figs = [("Table 2 as bars", bar_png)]
     hist = {k: getattr(m, "history", []) for k, m in models.items()}

@@ -17,13 +17,9 @@ from typing import Any
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
                        b"SV", b"UV"})
-_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
-                       "UC", "UI", "UR", "UT"})
-_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _NOT_LE_EXPLICIT = frozenset({_IMPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 #: Enhanced MR keeps TR, TE, flip angle... in functional groups (5200,9229/9230), and
@@ -104,39 +100,19 @@ def _skip_sequence(r: _Reader, pos: int, explicit: bool, depth: int = 0) -> int:
                 pos = start + length
 
 
-def _convert(vr: str, raw: bytes, keyword: str, always_list: frozenset[str]) -> Any:
-    if vr in _BINARY:
-        fmt = _BINARY[vr]
-        n = len(raw) // struct.calcsize(fmt)
-        values: list[Any] = list(struct.unpack(f"<{n}{fmt}", raw[: n * struct.calcsize(fmt)]))
-    elif vr in _TEXT_VRS:
-        if not raw.isascii():
-            raise Fallback("non-ASCII text")
-        text = raw.decode("ascii").rstrip("\x00 ")
-        if vr in ("LT", "ST", "UT", "UR"):  # single-valued: backslash is a character there
-            return text.strip()
-        if text == "" and vr in ("DS", "IS"):
-            return [] if keyword in always_list else None
-        parts = [p.strip(" \x00") for p in text.split("\\")]
-        if vr == "DS":
-            values = [float(p) if p else None for p in parts]
-        elif vr == "IS":
-            values = [int(float(p)) if p else None for p in parts]
-        else:
-            values = parts
-        if text == "" and keyword not in always_list:
-            return ""
-        if text == "":
-            values = []
-    else:
-        raise Fallback(f"VR {vr} not converted by the fast reader")
-    if keyword in always_list or len(values) > 1:
-        return values
-    return values[0] if values else None
+def _convert(vr: str, raw: bytes, keyword: str) -> Any:
+    """The field value of one wanted element, through the package's one value decoder."""
+    from mridomain.io.headers import decode_value, field_value
+
+    if not raw.isascii() and vr not in ("US", "SS", "UL", "SL", "FL", "FD"):
+        raise Fallback("non-ASCII text: the character set decides")
+    done, value = decode_value(vr, raw)
+    if not done:
+        raise Fallback(f"VR {vr} needs pydicom")
+    return field_value(keyword, value)
 
 
-def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list: frozenset[str]
-                     ) -> tuple[dict[str, Any] | None, str | None]:
+def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dict[str, Any] | None, str | None]:
     """Fields ``{keyword: value}`` of the wanted top-level tags, or (None, reason) for a file
     that cannot hold a usable image. ``wanted`` maps tag -> (keyword, dictionary VR).
 
@@ -226,7 +202,7 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
                     else:
                         fh.seek(start)
                         raw = fh.read(length)
-                    value = _convert(use_vr, raw, keyword, always_list)
+                    value = _convert(use_vr, raw, keyword)
                     if not (keyword == "NumberOfFrames" and value in ("", None)):
                         fields[keyword] = value
                 pos = start + length

@@ -1,12 +1,14 @@
 """Archive indexer: one row of acquisition parameters per DICOM series, from headers only.
 
 The walk streams directory entries with :func:`os.scandir` (no per-file ``stat``); headers are
-read in a process pool (chunked ``imap_unordered``). Plain little-endian files go through
-:mod:`mridomain.data._fastheader`, which walks element headers with :mod:`struct` and converts only
-the wanted tags (about 4x cheaper than a full ``pydicom.dcmread``); everything else (enhanced MR,
-big endian, deflate, preamble-less, odd files) goes through ``mridomain.io.read_header_fields``.
-Pixel data is never read, but its announced length is checked against the file size, so a
-truncated download is reported at index time. Every unusable file is recorded with its one-line
+read with :func:`mridomain.parallel.parallel_map`. Plain little-endian files go through
+:mod:`mridomain.data._fastheader`, which walks element headers with :mod:`struct` and decodes only
+the wanted tags, through io's one value decoder (``bench/index_bench.py``: 2-3x faster than the
+pydicom path inside ``build_index`` with a cold and with a warm page cache); everything else
+(enhanced MR, big endian, deflate, preamble-less, odd files) goes through
+``mridomain.io.read_header_fields``. Pixel data is never read, but its announced length is checked
+against the file size by io's one truncation check, so a truncated download is reported at index
+time. Every unusable file is recorded with its one-line
 reason instead of stopping the run.
 """
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pandas as pd
 
 from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
 from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
-from mridomain.io.headers import _LIST_KEYWORDS, HEADER_KEYWORDS, iter_file_paths
+from mridomain.io.headers import HEADER_KEYWORDS, iter_file_paths
 from mridomain.parallel import default_workers, parallel_map
 
 INDEX_VERSION = 1
@@ -82,8 +84,6 @@ def iter_files(root: str | Path) -> Iterator[str]:
 _EXTRA: tuple[str, ...] = ()  # keywords beyond the io contract, for the pydicom path
 _KEY_INTERN: dict[tuple, tuple] = {}
 _WANTED: dict[int, tuple[str, str]] | None = None  # fast reader: tag -> (keyword, VR)
-#: Multi-valued by nature: always lists, as ``read_header_fields`` gives them.
-_ALWAYS_LIST = _LIST_KEYWORDS
 
 
 _CONFIGURED: tuple | None = None
@@ -114,9 +114,10 @@ class _RecordReader:
 
     keywords: tuple[str, ...]
     extra: tuple[str, ...]
+    fast: bool = True
 
     def __call__(self, path: str) -> tuple[str, tuple | None, str | None]:
-        configure_reader(self.keywords, self.extra)
+        configure_reader(self.keywords, self.extra, self.fast)
         return _read_record(path)
 
 
@@ -162,7 +163,7 @@ def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
         from mridomain.data._fastheader import Fallback, read_fields_fast
 
         try:
-            fields, reason = read_fields_fast(path, _WANTED, _ALWAYS_LIST)
+            fields, reason = read_fields_fast(path, _WANTED)
         except Fallback:
             pass
         except OSError as err:
@@ -176,19 +177,17 @@ def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
 
 def _check_fields(path: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
     """Shared checks of the fast reader's fields (pixel bookkeeping included)."""
+    from mridomain.io.headers import pixel_data_problem
+
     length, room = fields.pop("_pixel_length"), fields.pop("_pixel_room")
     if not fields.get("SeriesInstanceUID"):
         return path, None, "no SeriesInstanceUID (not an image series object)"
     if not fields.get("Rows") or not fields.get("Columns"):
         sop = fields.get("SOPClassUID") or "unknown SOP class"
         return path, None, f"not an image (no Rows/Columns; SOP class {sop})"
-    if length != 0xFFFFFFFF:
-        if length > room:
-            return path, None, f"truncated: PixelData needs {length} bytes, only {room} present"
-        if length == 0:
-            return path, None, "no pixel data (PixelData element is empty)"
-    elif room <= 0:
-        return path, None, "truncated: empty encapsulated PixelData"
+    problem = pixel_data_problem(length, room)
+    if problem is not None:
+        return path, None, problem
     for kw in _EXTRA:
         fields.setdefault(kw, None)
     fields["_position"] = _slice_position(fields)
@@ -276,7 +275,7 @@ def _as_int(value: Any) -> int | None:
 
 def build_index(archive: str | Path, out: str | Path | None = None, workers: int | None = None,
                 progress: bool = True, iaps: Sequence[IAPSpec] = DEFAULT_IAPS,
-                extra: Sequence[str] = ()) -> IndexResult:
+                extra: Sequence[str] = (), fast_reader: bool = True) -> IndexResult:
     """Read the headers of every file below ``archive`` into one row of IAPs per series.
 
     Args:
@@ -288,6 +287,9 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
         progress: show tqdm progress bars.
         iaps: IAP specs to compute (``mridomain.data.schema``).
         extra: additional DICOM keywords to keep as ``raw_<Keyword>`` columns.
+        fast_reader: read ordinary little-endian files with the struct-based header walker
+            (``bench/index_bench.py``: faster on cold and warm disks); False reads every file
+            with pydicom.
 
     Returns:
         :class:`IndexResult`; rows sorted by (patient_id, series_uid), files in slice order.
@@ -302,10 +304,10 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     used_keywords = _used_keywords(iaps, extra)
     read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords))
 
-    from tqdm.auto import tqdm
+    from mridomain.progress import progress_bar
 
     files = []
-    for f in tqdm(iter_files(archive), desc="scanning", unit=" files", disable=not progress,
+    for f in progress_bar(iter_files(archive), desc="scanning", unit=" files", enabled=progress,
                   dynamic_ncols=True):
         files.append(f)
     if not files:
@@ -318,7 +320,7 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     normalized_cache: dict[tuple, dict[str, Any]] = {}
     key_fields: dict[tuple, dict[str, Any]] = {}  # key -> {keyword: hashable value}
 
-    for path, rec, reason in parallel_map(_RecordReader(read_keywords, tuple(extra)), files, total=len(files),
+    for path, rec, reason in parallel_map(_RecordReader(read_keywords, tuple(extra), fast_reader), files, total=len(files),
                                           workers=n_workers, progress=progress, desc="reading headers",
                                           unit=" files"):
         if rec is None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.data.cache import preprocess_slices
 from mridomain.errors import EmptyInputError, MridomainError
@@ -60,7 +60,7 @@ def iter_inputs(paths: Sequence[str | Path], preprocess: dict[str, Any], skipped
 
     size = preprocess.get("size") or 224
     normalization = preprocess.get("normalization") or "max255"
-    for path in tqdm(list(paths), desc=desc, disable=not progress, unit="input"):
+    for path in progress_bar(list(paths), desc=desc, enabled=progress, unit="input"):
         path = Path(path)
         try:
             img = read_image(path)

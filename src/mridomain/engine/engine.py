@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.engine.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, finite, load_optimizer,
                                          load_rng_state, load_weights, read_json, resolve_folder,
@@ -397,7 +397,7 @@ class Engine:
         fabric.barrier()
         log = _Log(self.out / "metrics.csv", start_epoch, resume)
         show = self.progress and main
-        bar = tqdm(range(start_epoch, s.epochs), desc="train", disable=not show, unit="epoch",
+        bar = progress_bar(range(start_epoch, s.epochs), desc="train", enabled=show, unit="epoch",
                    initial=start_epoch, total=s.epochs, dynamic_ncols=True)
         for epoch in bar:
             ctx.epoch = epoch
@@ -410,7 +410,7 @@ class Engine:
             sums: dict[str, float] = {}
             weight = 0.0
             batches = task.train_batches(epoch, fabric.global_rank, fabric.world_size)
-            for batch in tqdm(batches, desc=f"epoch {epoch + 1}", leave=False, disable=not show,
+            for batch in progress_bar(batches, desc=f"epoch {epoch + 1}", leave=False, enabled=show,
                               dynamic_ncols=True):
                 logs = dict(task.training_step(batch, ctx))
                 w = float(logs.pop("batch_size", 1.0))

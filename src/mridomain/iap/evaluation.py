@@ -20,10 +20,13 @@ import pandas as pd
 from mridomain.engine.checkpoint import dump_json
 from mridomain.errors import EmptyInputError
 from mridomain.report import Section, write_html_report
+from mridomain.statistics import wilson_interval
 from mridomain.iap.cache import cache_iaps, open_cache, split_indices
+from mridomain.iap.calibration import expected_calibration_error, plot_reliability, reliability_table, softmax_t
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 
 RELATIVE_TOLERANCE = 0.02   # Fig. 2: TE / TR count as correct within 2 % relative error
+SMALL_SPLIT_SERIES = 30     # below this many series a report says its intervals are wide
 
 
 # ---- metric functions (pure numpy, tested against hand calculations) ---------------------------
@@ -112,6 +115,7 @@ class EvalReport:
     cache: str = ""
     out: str | None = None
     notes: list[str] = field(default_factory=list)
+    in_domain: float | None = None      # share of the split's slices inside the training domain
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -186,8 +190,10 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
         _, st = series_targets(t, groups)
         s_top1, s_n = topk_accuracy(sp, st, 1)
         unseen = int((t == h.classes.index(OTHER)).sum())
+        lo, hi = wilson_interval(int(round(top1 * n)), n) if n else (float("nan"), float("nan"))
         rows.append({"iap": h.name, "kind": "categorical", "unit": h.unit, "n": n,
-                     "n_classes": h.n_seen_classes, "top1": top1, "top2": top2, "baseline_top1": baseline,
+                     "n_classes": h.n_seen_classes, "top1": top1, "top1_low": lo, "top1_high": hi,
+                     "top2": top2, "baseline_top1": baseline,
                      "majority_class": h.classes[majority] if h.n_seen_classes else None,
                      "series_top1": s_top1, "series_n": s_n, "n_unseen_values": unseen})
     for j, h in enumerate(encoder.continuous):
@@ -203,6 +209,40 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
     return EvalReport(split=split, n_slices=len(table), n_series=len(np.unique(groups)), rows=rows)
 
 
+def _wrap_label(text: str, width: int = 18) -> str:
+    """Long class names (scan options: "FAST_GEMS\\SAT_GEMS\\PFP\\FS") broken over lines, not cut."""
+    import textwrap
+
+    parts = str(text).replace("\\", "\\ ").split(" ")
+    return "\n".join(textwrap.wrap(" ".join(parts), width=width, break_long_words=True)).replace("\\ ", "\\")
+
+
+def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, encoder: LabelEncoder,
+                            path: str | Path) -> None:
+    """Predicted against true value of each continuous IAP (TR, TE), the identity and +-2 % lines."""
+    from matplotlib.figure import Figure
+
+    heads = encoder.continuous
+    if not heads:
+        return
+    fig = Figure(figsize=(4.2 * len(heads), 4.0))
+    axes = fig.subplots(1, len(heads), squeeze=False)[0]
+    for ax, (j, h) in zip(axes, enumerate(heads)):
+        t, p = truth[:, j], np.asarray(pred[h.name], float)
+        m = np.isfinite(t) & np.isfinite(p)
+        ax.scatter(t[m], p[m], s=8, alpha=0.5)
+        if m.any():
+            lo, hi = float(min(t[m].min(), p[m].min())), float(max(t[m].max(), p[m].max()))
+            line = np.array([lo, hi])
+            ax.plot(line, line, color="k", linewidth=1, label="identity")
+            for f in (1 - RELATIVE_TOLERANCE, 1 + RELATIVE_TOLERANCE):
+                ax.plot(line, line * f, color="#999", linewidth=0.8, linestyle="--")
+        unit = f" ({h.unit})" if h.unit else ""
+        ax.set(xlabel=f"true {h.name}{unit}", ylabel=f"predicted {h.name}{unit}", title=f"{h.name} (N={int(m.sum())})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarray, encoder: LabelEncoder,
                             path: str | Path) -> None:
     """One grid figure: a row-normalized confusion matrix per categorical IAP (counts written in)."""
@@ -214,7 +254,7 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
         return
     ncol = min(3, len(heads))
     nrow = int(np.ceil(len(heads) / ncol))
-    fig = Figure(figsize=(5.2 * ncol, 4.8 * nrow))
+    fig = Figure(figsize=(6.4 * ncol, 6.0 * nrow))
     axes = fig.subplots(nrow, ncol, squeeze=False)
     for ax, (j, h) in zip(axes.flat, enumerate(heads)):
         t = cat_targets[:, j]
@@ -224,10 +264,11 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
         used = np.unique(np.concatenate([t[m], pred[m]])) if m.any() else np.arange(0)
         cm = confusion_matrix(t[m], pred[m], labels=used) if m.any() else np.zeros((0, 0))
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        names = [h.classes[i][:14] for i in used]
-        ax.set_xticks(range(len(used)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(used)), names, fontsize=7)
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+        names = [_wrap_label(h.classes[i]) for i in used]
+        ax.set_xticks(range(len(used)), names, rotation=60, ha="right", fontsize=6.5)
+        ax.set_yticks(range(len(used)), names, fontsize=6.5)
         if len(used) <= 12:
             for a in range(len(used)):
                 for b in range(len(used)):
@@ -280,7 +321,27 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
     out.mkdir(parents=True, exist_ok=True)
     report.out = str(out)
     cat_t, _ = encoder.encode(table)
+    reliability = {}
+    for j, h in enumerate(encoder.categorical):
+        raw = softmax_t(output.logits[h.name])
+        row = report.row(h.name)
+        row["temperature"] = predictor.temperatures.get(h.name, 1.0)
+        row["ece_raw"] = expected_calibration_error(raw, cat_t[:, j])
+        row["ece"] = expected_calibration_error(output.probabilities[h.name], cat_t[:, j])
+        reliability[h.name] = (reliability_table(raw, cat_t[:, j]),
+                               reliability_table(output.probabilities[h.name], cat_t[:, j]))
+    if not predictor.temperatures:
+        report.notes.append("the run has no calibration.json (trained before calibration existed): "
+                            "probabilities are the raw softmax; `mridomain calibrate RUN` adds it")
+    if output.in_domain is not None:
+        report.in_domain = float(np.mean(output.in_domain))
+        report.notes.append(f"{100 * report.in_domain:.1f}% of the {split} slices are inside the training "
+                            f"domain ({predictor.domain.note})")
+    if report.n_series < SMALL_SPLIT_SERIES:
+        report.notes.append(f"small {split} split: {report.n_series} series; the 95% intervals are wide")
     plot_confusion_matrices(probs, cat_t, encoder, out / "confusion_matrices.png")
+    plot_reliability(reliability, out / "reliability.png", f"Reliability on the {split} split")
+    plot_regression_scatter(output.continuous, encoder.truth_units(table), encoder, out / "tr_te_scatter.png")
     (out / "report.md").write_text(report.to_markdown() + "\n")
     report.to_json(out / "report.json")
     if html:
@@ -288,17 +349,44 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
     return report
 
 
-def evaluation_report_html(report: str | Path | Mapping[str, Any], out: str | Path,
-                           title: str = "IAP evaluation") -> Path:
-    """Turn an evaluation output into one self-contained HTML file.
+def _pct(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:.1f}"
 
-    ``report`` is either the folder ``mridomain evaluate -o`` wrote (every ``*.csv`` becomes a
-    table, every ``*.png`` a figure, ``*.md``/``*.json``/``*.txt`` are shown as text) or a dict
-    mapping names to DataFrames, matplotlib figures, PNG paths, or scalars (scalars are gathered
-    in one summary table).
+
+def table1_frames(report: EvalReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 as two display tables: categorical IAPs (top-1 with its Wilson 95 % interval,
+    top-2, majority baseline, per-series top-1, calibration error raw -> calibrated) and
+    continuous IAPs (MSE, MAE, within 2 %, mean-predictor MSE, per-series)."""
+    cat, cont = [], []
+    for r in report.rows:
+        if r["kind"] == "categorical":
+            ci = (f"{_pct(r.get('top1'))} [{_pct(r.get('top1_low'))}, {_pct(r.get('top1_high'))}]"
+                  if r.get("top1_low") is not None else _pct(r.get("top1")))
+            ece = (f"{_pct(r['ece_raw'])} -> {_pct(r['ece'])}" if "ece" in r else "")
+            cat.append({"IAP": r["iap"], "classes": r["n_classes"], "N": r["n"], "top-1 % [95% CI]": ci,
+                        "top-2 %": _pct(r.get("top2")), "majority %": _pct(r.get("baseline_top1")),
+                        "series top-1 % (N)": f"{_pct(r.get('series_top1'))} ({r.get('series_n')})",
+                        "ECE % raw -> calibrated": ece, "unseen values": r.get("n_unseen_values", 0)})
+        else:
+            unit = r.get("unit") or ""
+            cont.append({"IAP": f"{r['iap']} ({unit})" if unit else r["iap"], "N": r["n"],
+                         "MSE": f"{r['mse']:.4g}", "MAE": f"{r['mae']:.4g}", "within 2 %": _pct(r.get("within2")),
+                         "mean-predictor MSE": f"{r['baseline_mse']:.4g}",
+                         "series within 2 % (N)": f"{_pct(r.get('series_within2'))} ({r.get('series_n')})"})
+    return pd.DataFrame(cat), pd.DataFrame(cont)
+
+
+def evaluation_report_html(report: EvalReport | str | Path | Mapping[str, Any], out: str | Path,
+                           title: str = "IAP evaluation") -> Path:
+    """One self-contained HTML file for an evaluation.
+
+    ``report`` is an :class:`EvalReport`, or the folder ``mridomain evaluate`` wrote (its
+    ``report.json`` becomes Table 1 with Wilson 95 % intervals and calibration errors; the
+    confusion matrices, reliability diagrams and TR/TE scatter plots become figures; any other
+    ``*.csv`` a table), or a dict mapping names to DataFrames, figures, PNG paths or scalars.
 
     Args:
-        report: evaluation folder or dict.
+        report: evaluation, its folder, or a dict.
         out: HTML file to write, or a folder (then ``<out>/report.html``).
         title: page heading.
     """
@@ -306,23 +394,28 @@ def evaluation_report_html(report: str | Path | Mapping[str, Any], out: str | Pa
     if out.suffix.lower() not in (".html", ".htm"):
         out = out / "report.html"
     sections: list[Section] = []
+    folder = None
     if isinstance(report, (str, Path)):
         folder = Path(report)
         if not folder.is_dir():
             raise EmptyInputError(folder, "evaluation report folder does not exist")
-        texts = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".md", ".txt", ".json"))
-        for p in texts:
-            txt = p.read_text(encoding="utf-8", errors="replace")
-            if len(txt) > 20000:
-                txt = txt[:20000] + "\n[... truncated]"
-            sections.append(Section(p.name, html=f"<pre>{html_lib.escape(txt)}</pre>"))
-        for p in sorted(folder.glob("*.csv")):
-            df = pd.read_csv(p)
-            sections.append(Section(p.name, tables=[df.head(500)]))
-        pngs = sorted(folder.glob("*.png"))
-        if pngs:
-            sections.append(Section("Figures", figures=[(p.name, p) for p in pngs]))
-    else:
+        if (folder / "report.json").exists():
+            from mridomain.files import read_json
+
+            data = read_json(folder / "report.json")
+            report = EvalReport(**{k: v for k, v in data.items() if k in EvalReport.__dataclass_fields__})
+    if isinstance(report, EvalReport):
+        cat, cont = table1_frames(report)
+        text = (f"{report.split} split: {report.n_slices} slices in {report.n_series} series. Run {report.run}, "
+                f"cache {report.cache}. top-1 intervals are Wilson 95% intervals over slices (slices of one "
+                "series are not independent, so the true uncertainty is larger); ECE: expected calibration "
+                "error (15 bins) of the raw softmax and after the run's temperature scaling.")
+        notes = " ".join(report.notes) if report.notes else None
+        sections.append(Section("Table 1: categorical IAPs", text=text, tables=[cat], note=notes))
+        if len(cont):
+            sections.append(Section("Table 1: continuous IAPs", text="MSE in the unit squared; within 2 %: "
+                                    "relative error below 2 % (the paper's Fig. 2 criterion).", tables=[cont]))
+    elif isinstance(report, Mapping):
         scalars: dict[str, Any] = {}
         for key, val in report.items():
             if isinstance(val, (pd.DataFrame, pd.Series)):
@@ -335,9 +428,16 @@ def evaluation_report_html(report: str | Path | Mapping[str, Any], out: str | Pa
                 scalars[str(key)] = val
         if scalars:
             sections.insert(0, Section("Summary", tables=[scalars]))
+    if folder is not None:
+        for p in sorted(folder.glob("*.csv")):
+            sections.append(Section(p.name, tables=[pd.read_csv(p).head(500)]))
+        captions = {"confusion_matrices.png": "Confusion matrices (rows: true class, row-normalized)",
+                    "reliability.png": "Reliability: accuracy against confidence, raw and calibrated",
+                    "tr_te_scatter.png": "Predicted against true TR / TE (dashed: +-2 %)"}
+        pngs = sorted(folder.glob("*.png"))
+        if pngs:
+            sections.append(Section("Figures", figures=[(captions.get(p.name, p.name), p) for p in pngs]))
     if not sections:
         raise EmptyInputError(Path(str(report)) if not isinstance(report, Mapping) else Path("<dict>"),
-                              "nothing to report (no csv, png, md or json found)")
+                              "nothing to report (no report.json, csv or png found)")
     return write_html_report(out, title, sections)
-
-

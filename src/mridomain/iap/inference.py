@@ -6,7 +6,7 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.engine import resolve_device
 from mridomain.iap.labels import LabelEncoder
@@ -43,7 +43,7 @@ def forward_batches(model: torch.nn.Module, images: np.ndarray, indices: np.ndar
     order = np.argsort(idx, kind="stable")
     sorted_idx = idx[order]
     outs, feats = [], []
-    for sl in tqdm(list(batches(len(sorted_idx), batch_size)), desc=desc, disable=not progress, leave=False):
+    for sl in progress_bar(list(batches(len(sorted_idx), batch_size)), desc=desc, enabled=progress, leave=False):
         x = torch.from_numpy(np.asarray(images[sorted_idx[sl]], dtype=np.float32)).to(device)
         x = x.unsqueeze(1)
         if channels_last and device.type == "cuda":
@@ -67,14 +67,17 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncoder) -> PredictorOutput:
-    """Raw network outputs -> per-head logits and probabilities, continuous values in their units."""
+def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncoder,
+                  temperatures: dict[str, float] | None = None) -> PredictorOutput:
+    """Raw network outputs -> per-head raw logits and (temperature-scaled) probabilities,
+    continuous values in their units."""
+    temperatures = temperatures or {}
     logits, probs, cont_z = {}, {}, []
     for h in encoder.heads:
         s = encoder.slices[h.name]
         if h.kind == "categorical":
             logits[h.name] = outputs[:, s].astype(np.float64)
-            probs[h.name] = softmax(logits[h.name])
+            probs[h.name] = softmax(logits[h.name] / temperatures.get(h.name, 1.0))
         else:
             cont_z.append(outputs[:, s.start])
     continuous = {}

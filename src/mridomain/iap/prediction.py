@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from mridomain.data.inputs import iter_inputs, read_inputs
+from mridomain.files import write_skip_report
 from mridomain.data.schema import normalize_iaps
 from mridomain.engine import resolve_device
 from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError
@@ -21,7 +22,10 @@ from mridomain.iap.config import IAPConfig, get_preset
 from mridomain.iap.evaluation import RELATIVE_TOLERANCE
 from mridomain.iap.inference import forward_batches, split_outputs
 from mridomain.iap.labels import LabelEncoder, category_string, is_missing
-from mridomain.iap.predictor import PredictorOutput, value_column
+from mridomain.iap.calibration import read_temperatures
+from mridomain.iap.decoding import read_combinations
+from mridomain.iap.domain import DomainModel
+from mridomain.iap.predictor import UNKNOWN, PredictorOutput, value_column
 
 
 def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
@@ -57,6 +61,16 @@ class PredictionResult:
     out: Path | None = None
     figure: Path | None = None
     iaps: list[str] = field(default_factory=list)
+    domain_note: str | None = None      # how the in-domain threshold was calibrated (None: no domain model)
+    abstained: bool = False
+
+    @property
+    def n_out_of_domain(self) -> int | None:
+        """Inputs (series rows) outside the training domain; None when the run has no domain model."""
+        s = self.series
+        if "in_domain" not in s.columns:
+            return None
+        return int((~s["in_domain"].astype(bool)).sum())
 
     @property
     def series(self) -> pd.DataFrame:
@@ -71,11 +85,22 @@ class PredictionResult:
         lines = [f"predicted {len(self.slices)} slices in {len(s)} inputs"
                  + (f"; skipped {len(self.skipped)} unreadable" if self.skipped else "")
                  + (f"; wrote {self.out}" if self.out else "") + (f" and {self.figure}" if self.figure else "")]
+        n_out = self.n_out_of_domain
+        if n_out is None:
+            lines.append("  no domain model in this run (trained before it existed): `mridomain calibrate RUN` adds one")
+        else:
+            lines.append(f"  {n_out} of {len(s)} inputs are OUTSIDE the training domain"
+                         + (" (answered 'unknown')" if self.abstained and n_out else
+                            " (their answers are not to be trusted; --abstain answers 'unknown')" if n_out else ""))
         show = [n for n in self.iaps if n in s.columns][:4]
         cont = [c for c in s.columns if c.startswith(("tr_", "te_")) and not c.startswith("true_")]
         for _, r in s.head(10).iterrows():
-            parts = [f"{n}={r[n]} ({100 * r[n + '_prob']:.0f}%)" for n in show]
-            parts += [f"{c}={r[c]:.3g}" for c in cont]
+            parts = [f"{n}={r[n]}" + ("" if r[n] == UNKNOWN else f" ({100 * r[n + '_prob']:.0f}%)") for n in show]
+            parts += [f"{c}={r[c]:.3g}" for c in cont if not pd.isna(r[c])]
+            if "in_domain" in r and not bool(r["in_domain"]):
+                parts.insert(0, "OUT OF DOMAIN")
+            if isinstance(r.get("header_unseen"), str) and r["header_unseen"]:
+                parts.append(f"header: {r['header_unseen']}")
             lines.append(f"  {Path(str(r['source'])).name}: " + ", ".join(parts))
         if len(s) > 10:
             lines.append(f"  ... {len(s) - 10} more")
@@ -131,54 +156,85 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
 
 def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path | None = "predictions.csv",
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
-                  progress: bool = True, device: str | None = None) -> PredictionResult:
+                  progress: bool = True, device: str | None = None, abstain: bool = False,
+                  combinations: str | Path | pd.DataFrame | None = None) -> PredictionResult:
     """Predict the IAPs of DICOM files / series folders, NIfTI volumes and PNG/JPG images.
 
-    Each input is read with ``mridomain.io.read_image``, every slice is preprocessed exactly as the
-    run's ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
-    (``level == "slice"``) and one per input (``level == "series"``: slice probabilities averaged,
-    continuous values averaged), the top-k values and probabilities of each categorical IAP, TR/TE
-    in ms, and ``true_<iap>`` where the DICOM header holds the value. Unreadable inputs are
-    reported in ``skipped`` and the rest finishes. ``out``: .csv or .json (None: write nothing).
+    Each input is read through :mod:`mridomain.data.inputs`, every slice is preprocessed exactly as
+    the run's ``preprocess.json`` says, and the network runs in batches. The table has one row per
+    slice (``level == "slice"``) and one per input (``level == "series"``: slice probabilities
+    averaged, continuous values averaged), the top-k values and probabilities of each categorical
+    IAP (``<iap>_p_other``: the probability of a value unseen in training), TR/TE in ms, and
+    ``true_<iap>`` where the DICOM header holds the value. Where the run has a domain model
+    (``domain.json``, written by training), every row has ``domain_score`` and ``in_domain``
+    (series: the median slice), and ``header_unseen`` lists header values outside the training
+    vocabulary or range. Where it has ``combinations.json``, ``joint_<iap>`` is the most probable
+    combination of scanner-related IAPs seen in training (or allowed by ``combinations``, a table
+    of allowed combinations), next to the per-head answers. Unreadable inputs are reported in
+    ``skipped`` and the rest finishes.
+
+    Args:
+        abstain: answer "unknown" (continuous: NaN) for every IAP of an out-of-domain row.
+        combinations: CSV / parquet (or DataFrame) of allowed IAP combinations for joint decoding.
+        out: .csv or .json (None: write nothing).
+
+    Raises:
+        EmptyInputError: none of the inputs could be read (the skipped report is written first).
     """
+    from mridomain.iap.decoding import joint_decode, load_combination_table
+
     if top_k < 1:
         raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
-    predictor = IAPPredictor.load(run, device=device)
-    encoder = predictor.encoder
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
+    predictor = IAPPredictor.load(run, device=device)
+    encoder, domain = predictor.encoder, predictor.domain
+    combos = predictor.combinations
+    if combinations is not None:
+        combos = combinations if isinstance(combinations, pd.DataFrame) else load_combination_table(combinations)
     rows: list[dict[str, Any]] = []
     skipped: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = []
     for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict"):
         output = predictor.forward(item.slices, batch_size=batch_size)
         truth = true_values(item.meta, encoder)
-        truth_cols = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
-                      for k, v in truth.items()}
-        for i, r in enumerate(output.table(top_k).to_dict("records")):
+        truth_cols: dict[str, Any] = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical"
+                                                    else float(v)) for k, v in truth.items()}
+        if domain is not None and truth:
+            truth_cols["header_unseen"] = "; ".join(domain.header_outside(
+                {k: truth_cols[f"true_{k}"] for k in truth}))
+        identity = {k: item.meta[k] for k in ("SeriesInstanceUID", "PatientID") if item.meta.get(k)}
+        slice_table = output.table(top_k, abstain=abstain)
+        series_output = output.mean()
+        series_table = series_output.table(top_k, abstain=abstain)
+        if combos is not None and not combos.empty:
+            slice_table = pd.concat([slice_table, joint_decode(output, combos)], axis=1)
+            series_table = pd.concat([series_table, joint_decode(series_output, combos)], axis=1)
+        for i, r in enumerate(slice_table.to_dict("records")):
             rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
-                         **r, **truth_cols})
-        series_row = output.mean().table(top_k).iloc[0].to_dict()
+                         **identity, **r, **truth_cols})
+        series_row = series_table.iloc[0].to_dict()
         rows.append({"source": str(item.source), "level": "series", "slice": None, "file": str(item.source),
-                     "n_slices": len(item.slices), **series_row, **truth_cols})
+                     "n_slices": len(item.slices), **identity, **series_row, **truth_cols})
         if figure is not None and len(panels) < 12:   # only what the figure shows is kept
             panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
                            "row": series_row, "truth": truth})
     table = pd.DataFrame(rows)
-    if len(table) == 0:
-        table = pd.DataFrame(columns=["source", "level", "slice", "file"])
     out_path = Path(out) if out is not None else None
+    if out_path is not None and skipped:
+        write_skip_report(skipped, out_path.with_name(out_path.stem + "_skipped.csv"))
+    if len(table) == 0:
+        first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise EmptyInputError(paths[0], f"none of the {len(paths)} inputs could be read{first}")
     if out_path is not None:
         _write_table(table, out_path)
-        if skipped:
-            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(
-                out_path.with_name(out_path.stem + "_skipped.csv"), index=False)
     fig_path = Path(figure) if figure is not None else None
     if fig_path is not None:
         _draw_figure(panels, encoder, fig_path)
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
-                            iaps=[h.name for h in encoder.heads if h.kind == "categorical"])
+                            iaps=[h.name for h in encoder.heads if h.kind == "categorical"],
+                            domain_note=domain.note if domain is not None else None, abstained=abstain)
 
 
 # ---- Python API twin ------------------------------------------------------------------------------
@@ -201,6 +257,12 @@ class IAPPredictor:
         self.encoder: LabelEncoder | None = None
         self.preprocess: dict[str, Any] | None = None
         self.run: Path | None = None
+        #: per-head temperatures (calibration.json); {} = raw softmax
+        self.temperatures: dict[str, float] = {}
+        #: the training domain in feature space (domain.json); None = no in-domain verdicts
+        self.domain: DomainModel | None = None
+        #: combinations of hierarchical IAPs seen in training (combinations.json)
+        self.combinations: pd.DataFrame | None = None
 
     # -- fitting / persistence --
     def fit(self, cache: Any, out: str | Path | None = None, progress: bool = True) -> "IAPPredictor":
@@ -215,6 +277,9 @@ class IAPPredictor:
     def _load(self, run: Path) -> None:
         self.model, self.config, self.encoder, self.preprocess = load_model(run, device=self.device)
         self.run = Path(run)
+        self.temperatures = read_temperatures(run)
+        self.domain = DomainModel.load(run)
+        self.combinations = read_combinations(run)
 
     @classmethod
     def load(cls, run: str | Path, device: str | None = None) -> "IAPPredictor":
@@ -230,7 +295,8 @@ class IAPPredictor:
         save_run_metadata(folder, self.config, self.encoder, self.preprocess)
         save_weights(self.model, folder / WEIGHTS)
         if self.run is not None:
-            for extra in ("metrics.csv", "learning_curve.png"):
+            for extra in ("metrics.csv", "learning_curve.png", "calibration.json", "domain.json",
+                          "domain.safetensors", "combinations.json"):
                 if (self.run / extra).exists() and (self.run / extra).resolve() != (folder / extra).resolve():
                     shutil.copy(self.run / extra, folder / extra)
         return folder
@@ -262,7 +328,11 @@ class IAPPredictor:
                                             batch_size=batch_size or self.config.eval_batch_size,
                                             device=self.device, amp=self.config.amp,
                                             channels_last=self.config.channels_last, progress=progress, desc=desc)
-        return split_outputs(outputs, features, self.encoder)
+        out = split_outputs(outputs, features, self.encoder, self.temperatures)
+        if self.domain is not None and len(features):
+            out.domain_score = self.domain.score(features)
+            out.domain_threshold = self.domain.threshold
+        return out
 
     def predict_proba(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
         """{categorical iap: probabilities (N, C_k) in ``classes`` order; continuous iap: value (N,) in its unit}."""

@@ -17,7 +17,10 @@ import pandas as pd
 
 from mridomain.errors import SchemaMismatchError
 
-__all__ = ["Predictor", "PredictorOutput", "as_predictor", "value_column"]
+__all__ = ["Predictor", "PredictorOutput", "as_predictor", "value_column", "UNKNOWN"]
+
+#: the answer of an abstaining prediction on an image outside the training domain
+UNKNOWN = "unknown"
 
 
 def value_column(name: str, unit: str | None) -> str:
@@ -30,12 +33,15 @@ class PredictorOutput:
     """Everything one forward pass over N slices gives.
 
     Attributes:
-        probabilities: categorical IAP -> (N, C) probabilities in ``classes[iap]`` order.
+        probabilities: categorical IAP -> (N, C) probabilities in ``classes[iap]`` order (calibrated:
+            softmax of logits / temperature where the run has temperatures).
         logits: categorical IAP -> (N, C) raw logits (energy scores need them).
         continuous: continuous IAP -> (N,) predicted value in its unit.
         features: (N, D) penultimate features (feature-space out-of-distribution scores).
-        classes: categorical IAP -> vocabulary.
+        classes: categorical IAP -> vocabulary ("other" last: values unseen in training).
         units: continuous IAP -> unit (None when it has none).
+        domain_score: (N,) distance to the run's training domain (None without a domain model).
+        domain_threshold: score above which a slice is out of the training domain.
     """
 
     probabilities: dict[str, np.ndarray]
@@ -44,6 +50,15 @@ class PredictorOutput:
     features: np.ndarray
     classes: dict[str, list[str]]
     units: dict[str, str | None] = field(default_factory=dict)
+    domain_score: np.ndarray | None = None
+    domain_threshold: float | None = None
+
+    @property
+    def in_domain(self) -> np.ndarray | None:
+        """Per slice: inside the training domain (None without a domain model)."""
+        if self.domain_score is None or self.domain_threshold is None:
+            return None
+        return np.asarray(self.domain_score) <= self.domain_threshold
 
     def __len__(self) -> int:
         return int(len(self.features))
@@ -62,16 +77,19 @@ class PredictorOutput:
         return PredictorOutput({k: v[rows] for k, v in self.probabilities.items()},
                                {k: v[rows] for k, v in self.logits.items()},
                                {k: v[rows] for k, v in self.continuous.items()}, self.features[rows],
-                               self.classes, self.units)
+                               self.classes, self.units,
+                               None if self.domain_score is None else self.domain_score[rows], self.domain_threshold)
 
     def mean(self) -> "PredictorOutput":
         """One row: the slices' probabilities, values and features averaged (a series' answer)."""
         def avg(d: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             return {k: np.asarray(v, np.float64).mean(axis=0, keepdims=True) for k, v in d.items()}
 
+        # a series is inside the domain when its typical slice is: the median slice score
+        score = None if self.domain_score is None else np.median(self.domain_score, keepdims=True)
         return PredictorOutput(avg(self.probabilities), avg(self.logits), avg(self.continuous),
                                np.asarray(self.features, np.float64).mean(axis=0, keepdims=True),
-                               self.classes, self.units)
+                               self.classes, self.units, score, self.domain_threshold)
 
     @staticmethod
     def concat(parts: list["PredictorOutput"]) -> "PredictorOutput":
@@ -82,13 +100,19 @@ class PredictorOutput:
         def cat(key: str) -> dict[str, np.ndarray]:
             return {k: np.concatenate([getattr(p, key)[k] for p in parts]) for k in getattr(first, key)}
 
+        score = None if first.domain_score is None else np.concatenate([p.domain_score for p in parts])
         return PredictorOutput(cat("probabilities"), cat("logits"), cat("continuous"),
-                               np.concatenate([p.features for p in parts]), first.classes, first.units)
+                               np.concatenate([p.features for p in parts]), first.classes, first.units,
+                               score, first.domain_threshold)
 
-    def table(self, top_k: int = 1) -> pd.DataFrame:
+    def table(self, top_k: int = 1, abstain: bool = False) -> pd.DataFrame:
         """One row per slice: top-k values and probabilities of each categorical IAP
-        (``<iap>``, ``<iap>_prob``, ``<iap>_top2``, ``<iap>_prob2``, ...) and each continuous value
-        (``tr_ms``)."""
+        (``<iap>``, ``<iap>_prob``, ``<iap>_top2``, ``<iap>_prob2``, ...), the probability of the
+        hidden "other" class (``<iap>_p_other``: a value unseen in training), each continuous
+        value (``tr_ms``), and ``domain_score`` / ``in_domain`` where the run has a domain model.
+        With ``abstain`` the answers of out-of-domain slices are "unknown" (continuous: NaN)."""
+        from mridomain.iap.labels import OTHER
+
         cols: dict[str, Any] = {}
         for iap, p in self.probabilities.items():
             vocab = np.asarray(self.classes[iap], dtype=object)
@@ -97,9 +121,23 @@ class PredictorOutput:
                 cols[iap if r == 0 else f"{iap}_top{r + 1}"] = vocab[order[:, r]]
                 cols[f"{iap}_prob" if r == 0 else f"{iap}_prob{r + 1}"] = np.take_along_axis(
                     p, order[:, r:r + 1], axis=1)[:, 0].astype(float)
+            if OTHER in self.classes[iap]:
+                cols[f"{iap}_p_other"] = p[:, list(self.classes[iap]).index(OTHER)].astype(float)
         for iap, v in self.continuous.items():
             cols[value_column(iap, self.units.get(iap))] = np.asarray(v, dtype=float)
-        return pd.DataFrame(cols, index=pd.RangeIndex(len(self)))
+        table = pd.DataFrame(cols, index=pd.RangeIndex(len(self)))
+        inside = self.in_domain
+        if inside is not None:
+            table["domain_score"] = np.asarray(self.domain_score, dtype=float)
+            table["in_domain"] = inside
+            if abstain and not inside.all():
+                out = ~inside
+                for iap in self.probabilities:
+                    answer = [c for c in table.columns if c == iap or c.startswith(f"{iap}_top")]
+                    table.loc[out, answer] = UNKNOWN
+                for iap in self.continuous:
+                    table.loc[out, value_column(iap, self.units.get(iap))] = np.nan
+        return table
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import functools
+import math
 import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -154,14 +155,13 @@ _LATIN1_CHARSETS = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO 2022 IR 6", "IS
 _BINARY_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 
 
-def _fast_raw_value(raw: Any, latin1: bool) -> tuple[bool, Any]:
-    """Decode a RawDataElement without pydicom's conversion machinery (hooks, charsets),
-    which costs ~25 us per value: too much for millions of files. Returns (done, value);
-    done=False asks the caller to fall back to pydicom for unusual VRs."""
-    vr = raw.VR
-    if vr is None or raw.is_implicit_VR and vr in (None, "UN"):
-        vr = dictionary_VR(raw.tag)
-    value = raw.value
+def decode_value(vr: str, value: bytes | None, little_endian: bool = True, latin1: bool = True
+                 ) -> tuple[bool, Any]:
+    """Decode one element's raw bytes into plain python without pydicom's conversion machinery
+    (hooks, charsets: ~25 us per value, too much for millions of files). The one value decoder of
+    the package: the pydicom path (raw elements of a dataset) and the index's struct-based header
+    walker both use it. Returns (done, value); done=False asks the caller to let pydicom decode
+    (unusual VRs, text that is not latin-1 when ``latin1`` is False, malformed numbers)."""
     if value is None:
         return True, None
     if vr in _ASCII_VRS or (vr in _CHARSET_VRS and latin1):
@@ -173,10 +173,10 @@ def _fast_raw_value(raw: Any, latin1: bool) -> tuple[bool, Any]:
             if vr == "DS":
                 items: list[Any] = [float(p) if p else None for p in parts]
             elif vr == "IS":
-                items = [int(float(p)) if p else None for p in parts]
+                items = [_integer_string(p) if p else None for p in parts]
             else:
                 items = parts
-        except ValueError:
+        except (ValueError, OverflowError):
             return False, None
         if len(items) == 1:
             return True, items[0] if items[0] != "" else ""
@@ -185,12 +185,30 @@ def _fast_raw_value(raw: Any, latin1: bool) -> tuple[bool, Any]:
     if fmt is not None:
         size = struct.calcsize(fmt)
         count = len(value) // size
-        endian = "<" if raw.is_little_endian else ">"
-        items = list(struct.unpack(f"{endian}{count}{fmt}", value[: count * size]))
+        items = list(struct.unpack(f"{'<' if little_endian else '>'}{count}{fmt}", value[: count * size]))
         if count == 0:
             return True, None
         return True, items[0] if count == 1 else items
     return False, None
+
+
+def _integer_string(text: str) -> int:
+    """An IS value ("12", "1e2" written by some scanners) as int; infinities and NaN are refused
+    (``ValueError`` / ``OverflowError``), not turned into a crash later."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"IS value {text!r} is not finite")
+    return int(number)
+
+
+def field_value(keyword: str, value: Any) -> Any:
+    """The value as a header field holds it: multi-valued keywords are always lists."""
+    if keyword in _LIST_KEYWORDS:
+        if value is None or value == "":
+            return []
+        if not isinstance(value, list):
+            return [value]
+    return value
 
 
 def _element_value(ds: Dataset, keyword: str, latin1: bool = True) -> tuple[bool, Any]:
@@ -202,15 +220,13 @@ def _element_value(ds: Dataset, keyword: str, latin1: bool = True) -> tuple[bool
     done = False
     value: Any = None
     if isinstance(elem, RawDataElement) and not elem.is_buffered:
-        done, value = _fast_raw_value(elem, latin1)
+        vr = elem.VR
+        if vr is None or elem.is_implicit_VR and vr in (None, "UN"):
+            vr = dictionary_VR(elem.tag)
+        done, value = decode_value(vr, elem.value, elem.is_little_endian, latin1)
     if not done:
         value = to_python(ds[tag].value)
-    if keyword in _LIST_KEYWORDS:
-        if value is None or value == "":
-            value = []
-        elif not isinstance(value, list):
-            value = [value]
-    return True, value
+    return True, field_value(keyword, value)
 
 
 def _is_empty(value: Any) -> bool:
@@ -369,13 +385,23 @@ def _check_pixel_length(fp: BinaryIO, path: str | Path, size: int) -> bool:
     else:
         (length,) = struct.unpack(endian + "I", head[4:8])
         header_len = 8
-    if length != _UNDEFINED_LENGTH:
-        available = size - start - header_len
-        if length > available:
-            raise ImageReadError(
-                path, f"truncated file: pixel data needs {length} bytes, only {max(available, 0)} present"
-            )
+    problem = pixel_data_problem(length, size - start - header_len)
+    if problem is not None:
+        raise ImageReadError(path, problem)
     return True
+
+
+def pixel_data_problem(length: int, available: int) -> str | None:
+    """Why a PixelData element of ``length`` bytes (0xFFFFFFFF: encapsulated, undefined length)
+    cannot be read when ``available`` bytes follow its header, or None. The one truncation check
+    of the package: the pydicom path and the index's header walker both ask it."""
+    if length == _UNDEFINED_LENGTH:
+        return "truncated file: empty encapsulated pixel data" if available <= 0 else None
+    if length > available:
+        return f"truncated file: pixel data needs {length} bytes, only {max(available, 0)} present"
+    if length == 0:
+        return "no pixel data (PixelData element is empty)"
+    return None
 
 
 def _specific_tags(extra: Iterable[str]) -> list[int]:

@@ -258,9 +258,9 @@ def read_dicom_series(
 
     iterator = files
     if progress:
-        from tqdm.auto import tqdm
+        from mridomain.progress import progress_bar
 
-        iterator = tqdm(files, desc=f"reading {folder.name}", unit="file")
+        iterator = progress_bar(files, desc=f"reading {folder.name}", unit="file")
     groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
     for f in iterator:

@@ -112,7 +112,7 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     (default all with kept models). Writes ``attribution.csv`` (summary),
     ``attribution_runs.csv`` (per seed), ``fig_attribution.png`` into ``study_out``.
     """
-    from mridomain.engine import dump_json
+    from mridomain.files import dump_json
     from mridomain.parallel import parallel_map
     from mridomain.shift.classifier import ShiftClassifier
     from mridomain.shift.protocol import RunSpec

@@ -17,15 +17,11 @@ from typing import Optional
 
 import typer
 
-from mridomain.errors import InvalidArgumentError, MridomainError
+from mridomain.errors import InvalidArgumentError
 
+# errors: the top-level command group (mridomain.cli) prints every MridomainError as one line
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Scanner domain-shift study: train per scanner domain, test across domains, over seeds.")
-
-
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
 
 
 def _pair(text: Optional[str], what: str = "--domains") -> Optional[tuple[str, str]]:
@@ -69,14 +65,11 @@ def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, m
                 backend, ray_address, device, **settings) -> None:
     import mridomain.shift as shift
 
-    try:
-        settings = {k: _numbers(v, f"--{k}") for k, v in settings.items()}
-        func = getattr(shift, func_name)
-        result = func(manifest, out, seeds=_seeds(seeds), preset=preset, model=model, domains=_pair(domains),
-                      workers=workers, backend=backend, ray_address=ray_address, epochs=epochs, device=device,
-                      **settings)
-    except MridomainError as err:
-        _fail(err)
+    settings = {k: _numbers(v, f"--{k}") for k, v in settings.items()}
+    func = getattr(shift, func_name)
+    result = func(manifest, out, seeds=_seeds(seeds), preset=preset, model=model, domains=_pair(domains),
+                  workers=workers, backend=backend, ray_address=ray_address, epochs=epochs, device=device,
+                  **settings)
     typer.echo(result.summary())
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -103,26 +96,23 @@ def manifest(
     """
     from mridomain.shift import manifest_from_dbc, manifest_from_index, manifest_from_simulation, write_manifest
 
-    try:
-        pair = _pair(domains)
-        if kind == "index":
-            if labels is None:
-                raise InvalidArgumentError("--kind index needs --labels")
-            build = manifest_from_index(source, labels, domain_column=domain_column, domains=pair,
-                                        label_column=label_column, dataset=dataset or "dataset")
-        elif kind == "dbc":
-            kwargs = {"series_pattern": series_pattern} if series_pattern else {}
-            build = manifest_from_dbc(source, features, boxes, threshold=threshold, domains=pair or ("GE", "SIEMENS"),
-                                      dataset=dataset or "MRI-Breast", **kwargs)
-        elif kind == "sim":
-            build = manifest_from_simulation(source, phase=phase, threshold=threshold,
-                                             domains=pair or ("GE", "SIEMENS"),
-                                             dataset=dataset or "MRI-Breast (simulated)")
-        else:
-            raise InvalidArgumentError(f"--kind {kind!r}: choose index, dbc or sim")
-        write_manifest(build.table, out)
-    except MridomainError as err:
-        _fail(err)
+    pair = _pair(domains)
+    if kind == "index":
+        if labels is None:
+            raise InvalidArgumentError("--kind index needs --labels")
+        build = manifest_from_index(source, labels, domain_column=domain_column, domains=pair,
+                                    label_column=label_column, dataset=dataset or "dataset")
+    elif kind == "dbc":
+        kwargs = {"series_pattern": series_pattern} if series_pattern else {}
+        build = manifest_from_dbc(source, features, boxes, threshold=threshold, domains=pair or ("GE", "SIEMENS"),
+                                  dataset=dataset or "MRI-Breast", **kwargs)
+    elif kind == "sim":
+        build = manifest_from_simulation(source, phase=phase, threshold=threshold,
+                                         domains=pair or ("GE", "SIEMENS"),
+                                         dataset=dataset or "MRI-Breast (simulated)")
+    else:
+        raise InvalidArgumentError(f"--kind {kind!r}: choose index, dbc or sim")
+    write_manifest(build.table, out)
     typer.echo(build.summary())
     typer.echo(f"manifest: {out}")
 
@@ -179,10 +169,7 @@ def report(out: Path = typer.Argument(..., help="Study folder.")) -> None:
     """
     from mridomain.shift import render_report
 
-    try:
-        res = render_report(out)
-    except MridomainError as err:
-        _fail(err)
+    res = render_report(out)
     typer.echo(res.summary())
 
 
@@ -204,14 +191,13 @@ def attribute(
     from mridomain.shift.attribution import PIXEL_FACTORS, run_attribution
     from mridomain.shift.report import render_report
 
-    try:
-        seed_values = None if seeds is None else [int(s) for s in seeds.split(",") if s.strip()]
-        names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
-        res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
-                              workers=workers)
-        render_report(study_dir)
-    except (MridomainError, ValueError) as err:
-        _fail(err)
+    seed_values = None if seeds is None else _seeds(seeds)
+    if isinstance(seed_values, int):
+        seed_values = list(range(seed_values))
+    names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
+    res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
+                          workers=workers)
+    render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:
         typer.echo(f"- {line}")
@@ -235,8 +221,5 @@ def demo(
     """
     from mridomain.shift.demo import run_shift_demo
 
-    try:
-        run_shift_demo(out, patients=patients, seed=seed, main_seeds=main_seeds, extra_seeds=extra_seeds,
-                       attribution_seeds=attribution_seeds, threshold=threshold, epochs=epochs, workers=workers)
-    except MridomainError as err:
-        _fail(err)
+    run_shift_demo(out, patients=patients, seed=seed, main_seeds=main_seeds, extra_seeds=extra_seeds,
+                   attribution_seeds=attribution_seeds, threshold=threshold, epochs=epochs, workers=workers)

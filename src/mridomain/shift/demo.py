@@ -122,7 +122,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     result.timings["report"] = time.perf_counter() - t0
     result.timings["total"] = time.perf_counter() - t_all
     result.findings = rep.findings + att.findings
-    from mridomain.engine import dump_json
+    from mridomain.files import dump_json
 
     dump_json({"timings_s": result.timings, "load_average_before": load_before, "load_average_after": _load(),
                "patients": patients, "seed": seed, "main_seeds": main_seeds, "extra_seeds": extra_seeds,

@@ -78,7 +78,7 @@ def _comparable(config: ShiftConfig) -> dict[str, Any]:
 
 def open_study(out: str | Path) -> Study:
     """Open an existing study folder (one-line errors when it is not one)."""
-    from mridomain.engine import read_json
+    from mridomain.files import read_json
 
     out = Path(out)
     meta = read_json(out / "study.json")
@@ -100,7 +100,7 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     study); different ones are a one-line :class:`SchemaMismatchError` naming what differs.
     ``config=None`` takes the folder's config when there is one, else the ``cpu`` preset.
     """
-    from mridomain.engine import dump_json
+    from mridomain.files import dump_json
 
     out = Path(out)
     if isinstance(manifest, pd.DataFrame):
