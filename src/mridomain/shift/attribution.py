@@ -39,6 +39,11 @@ __all__ = ["PIXEL_FACTORS", "AttributionResult", "archive_protocols", "run_attri
 PIXEL_FACTORS = ("recon", "coil", "field_strength", "timing", "matrix", "fat_suppression", "contrast_agent")
 
 
+#: below these, the findings do not share the drop out as fractions (AUC steps too coarse / no drop)
+MIN_POSITIVES = 5
+MIN_DROP = 0.02
+
+
 def _patient_index(pid: str) -> int:
     try:
         return int(str(pid).rsplit("_", 1)[-1]) - 1
@@ -74,6 +79,13 @@ def archive_protocols(archive: str | Path, sim_seed: int, preset: str | Path = "
     return out
 
 
+def _acts(factor: str, phase: int) -> bool:
+    """Whether a factor can change the pixels of this DCE phase: the agent acts only after its
+    injection (mridomain.sim.FACTORS: "post-contrast phases only"; asserted by the simulator's
+    tests), and header fields never do."""
+    return not ((factor == "contrast_agent" and phase == 0) or factor == "header")
+
+
 def _reimage(task: tuple[str, str, Any, Any, int, str, int, tuple[int, int, int]]) -> tuple[str, str, np.ndarray | None, str | None]:
     """Worker: one patient under one condition -> its crop around its own tumor box."""
     from mridomain.sim import acquire_series
@@ -102,14 +114,16 @@ class AttributionResult:
 
 def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 0, preset: str | Path = "dbc",
                     seeds: Sequence[int] | None = None, factors: Sequence[str] = PIXEL_FACTORS,
-                    phase: int | None = None, slab: str = "tumor", workers: int | None = None,
-                    progress: bool = True) -> AttributionResult:
+                    target_set: str = "test", phase: int | None = None, slab: str = "tumor",
+                    workers: int | None = None, progress: bool = True) -> AttributionResult:
     """Attribute the out-of-domain drop of a simulated study's main models to acquisition factors.
 
     ``study_out``: a study folder whose main experiment ran with kept models on a manifest from
     :func:`mridomain.shift.manifest.manifest_from_simulation`; ``archive``: that archive;
     ``sim_seed`` / ``preset``: what it was simulated with. ``seeds``: main seeds to attribute
-    (default all with kept models). Writes ``attribution.csv`` (summary),
+    (default all with kept models). ``target_set``: ``test`` (the seed's Test_k, so that
+    ``acquired`` is R_{j,k} itself) or ``all`` (every patient of the target domain: M_j never saw
+    one, and more positives give a firmer AUC). Writes ``attribution.csv`` (summary),
     ``attribution_runs.csv`` (per seed), ``fig_attribution.png`` into ``study_out``.
     """
     from mridomain.files import dump_json
@@ -154,18 +168,22 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
 
     # target patients of every (seed, direction); a partner is drawn once per target patient so the
     # re-imaged crops serve every seed that tests on that patient
+    if target_set not in ("test", "all"):
+        raise InvalidArgumentError(f"target_set {target_set!r}: choose test or all")
     targets: dict[tuple[int, str], list[str]] = {}
     for seed in seeds:
         splits = study_splits(table, dataset, seed, study.fractions, study.stratify)
         for source, target in ((d1, d2), (d2, d1)):
-            mask = (table["domain"].to_numpy() == target) & (splits == "test")
+            mask = table["domain"].to_numpy() == target
+            if target_set == "test":
+                mask &= splits == "test"
             targets[(seed, source)] = sorted(set(table.loc[mask, "patient_id"]))
     conditions = ["acquired", *factors, "all"]
     # "acquired" is the archive's own crop (re-imaging with the patient's protocol reproduces it
     # exactly: tests/test_shift_attribution.py), so only the switched conditions are re-imaged
     crops: dict[tuple[str, str], np.ndarray] = {(str(p), "acquired"): np.asarray(data.images[i])
                                                 for i, p in enumerate(table["patient_id"])}
-    tasks, seen = [], set()
+    tasks, seen, reused = [], set(), 0
     for (seed, source), pids in targets.items():
         for pid in pids:
             partner = by_domain[source][int(np.random.default_rng(stable_seed("partner", pid)).integers(len(by_domain[source])))]
@@ -176,7 +194,13 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
                 if key in seen:
                     continue
                 seen.add(key)
-                p = replace_factors(own, lent, list(factors) if cond == "all" else cond)
+                p = replace_factors(own, lent, [f for f in factors if _acts(f, phase)] if cond == "all" else cond)
+                if not _acts(cond, phase) or p == own:
+                    # nothing that reaches these pixels changed: the simulator is deterministic, so
+                    # the crop is the acquired one (no need to image it again)
+                    crops[key] = crops[(pid, "acquired")]
+                    reused += 1
+                    continue
                 tasks.append((pid, cond, phantom, p, crop[0], slab, phase, crop))
     _check_reproduces(exams, crops, slab, phase, crop, archive, sim_seed)
     skipped = []
@@ -208,7 +232,8 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
         result.skipped.to_csv(out / "attribution_skipped.csv", index=False)
     figure_attribution(per_seed, summary).savefig(out / "fig_attribution.png", dpi=100)
     dump_json({"sim_seed": sim_seed, "preset": str(preset), "phase": phase, "seeds": seeds, "factors": list(factors),
-               "findings": result.findings, "n_skipped": len(skipped)}, out / "attribution_summary.json")
+               "target_set": target_set, "findings": result.findings, "n_skipped": len(skipped),
+               "n_reimaged": len(tasks), "n_reused": reused}, out / "attribution_summary.json")
     return result
 
 
@@ -286,11 +311,14 @@ def attribution_findings(summary: pd.DataFrame) -> list[str]:
         if len(factors):
             best = factors["change"].idxmax()
             b = factors.loc[best]
-            head += f" Largest single factor: {best} ({b.change:+.3f})"
-            if abs(drop) >= 0.02 and math.isfinite(b.recovered_fraction):
+            head += f" Largest single-factor change: {best} ({b.change:+.3f})"
+            if int(acq.n_positive) < MIN_POSITIVES:
+                head += (f"; with {int(acq.n_positive)} positive patient(s) an AUC moves in steps of "
+                         f"1/{max(1, int(acq.n_positive))} of the ranking, too coarse to attribute anything.")
+            elif drop < MIN_DROP:
+                head += "; out-of-domain AUC was not lower here, so there is no drop to share out."
+            elif math.isfinite(b.recovered_fraction):
                 head += f", {100 * b.recovered_fraction:.0f}% of the drop."
-            else:
-                head += "; the drop itself is too small to share out as fractions."
         out.append(head)
     return out
 

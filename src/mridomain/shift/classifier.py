@@ -95,7 +95,8 @@ class ShiftClassifier:
                                flip_axes=in_plane if cfg.augment else ())
         run = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="shift_run_"))
         try:
-            fit = Engine(cfg, run, progress=progress).fit(task)
+            # a study resumes run by run and keeps the curves itself: no per-epoch checkpoint, no PNG
+            fit = Engine(cfg, run, progress=progress, resumable=False, plots=False).fit(task)
             weights = run / "model.safetensors"
             if not weights.exists():
                 raise SchemaMismatchError(f"{run}: no epoch had a finite validation AUC (does the validation "

@@ -182,6 +182,8 @@ def attribute(
     seeds: Optional[str] = typer.Option(None, help="Main seeds to attribute (default: all with kept models)."),
     factors: Optional[str] = typer.Option(None, help="Comma-separated factors (default: recon, coil, "
                                                      "field_strength, timing, matrix, fat_suppression, contrast_agent)."),
+    targets: str = typer.Option("test", help="test: each seed's target test set (acquired = R_jk); all: every "
+                                             "target-domain patient (more positives)."),
     workers: Optional[int] = _WORKERS,
 ) -> None:
     """Re-image the target test patients with one acquisition factor switched: how much of Delta each recovers.
@@ -196,7 +198,7 @@ def attribute(
         seed_values = list(range(seed_values))
     names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
     res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
-                          workers=workers)
+                          target_set=targets, workers=workers)
     render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:
