@@ -313,8 +313,9 @@ def attribution_findings(summary: pd.DataFrame) -> list[str]:
             b = factors.loc[best]
             head += f" Largest single-factor change: {best} ({b.change:+.3f})"
             if int(acq.n_positive) < MIN_POSITIVES:
-                head += (f"; with {int(acq.n_positive)} positive patient(s) an AUC moves in steps of "
-                         f"1/{max(1, int(acq.n_positive))} of the ranking, too coarse to attribute anything.")
+                head += (f"; with {int(acq.n_positive)} positive patient(s) among {int(acq.n_patients)} the AUC "
+                         "is decided by where so few patients rank: too coarse to attribute anything "
+                         "(more seeds, a larger archive or target_set='all' give more).")
             elif drop < MIN_DROP:
                 head += "; out-of-domain AUC was not lower here, so there is no drop to share out."
             elif math.isfinite(b.recovered_fraction):

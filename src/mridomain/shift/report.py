@@ -251,7 +251,7 @@ def _alpha_scale(out: Path, study: Any) -> pd.DataFrame:
 
 def render_report(out: str | Path, title: str = "Scanner domain-shift study", command: str | None = None) -> ReportResult:
     """Write every table, figure and ``report.html`` of a study folder from its results."""
-    from mridomain.analysis.html import Section, write_html_report
+    from mridomain.report import Section, write_html_report
     from mridomain.files import read_json
     from mridomain.shift.study import open_study
 
