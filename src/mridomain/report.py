@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Section", "write_html_report", "figure_to_png", "png_data_uri", "df_to_markdown", "colored_table",
+__all__ = ["Section", "write_html_report", "figure_to_png", "figure_grid", "png_data_uri", "df_to_markdown", "colored_table",
            "VERDICT_COLORS"]
 
 _CSS = """
@@ -63,6 +63,20 @@ def figure_to_png(fig: Any, dpi: int = 90) -> bytes:
 
         plt.close(fig)
     return buf.getvalue()
+
+
+def figure_grid(n_panels: int, max_columns: int, panel_width: float, panel_height: float) -> tuple[Any, list[Any]]:
+    """A matplotlib Figure (no pyplot) with one axes per panel on a grid of up to ``max_columns``
+    columns; the grid's spare cells are switched off. Returns (figure, axes in reading order)."""
+    from matplotlib.figure import Figure
+
+    ncol = max(1, min(max_columns, n_panels))
+    nrow = max(1, -(-n_panels // ncol))
+    fig = Figure(figsize=(panel_width * ncol, panel_height * nrow))
+    axes = list(fig.subplots(nrow, ncol, squeeze=False).flat)
+    for ax in axes[n_panels:]:
+        ax.axis("off")
+    return fig, axes[:n_panels]
 
 
 def png_data_uri(obj: Any) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.analysis._common import MISSING, as_category_strings, open_cache
-from mridomain.report import Section, colored_table, df_to_markdown, figure_to_png, write_html_report
+from mridomain.report import Section, colored_table, df_to_markdown, figure_grid, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.iap.domain import MahalanobisScorer, quantile_upper_bound
 
@@ -354,7 +354,6 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
 
 
 def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
-    from matplotlib.figure import Figure
 
     out = res.out
     assert out is not None
@@ -374,26 +373,22 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
                      thresholds=out / "thresholds.json")
 
     cols = list(new_scores.columns)
-    fig = Figure(figsize=(4 * len(cols), 3.2))
-    axes = fig.subplots(1, len(cols), squeeze=False)
-    for ax, c in zip(axes[0], cols):
+    fig, axes = figure_grid(len(cols), len(cols), 4, 3.2)
+    for ax, c in zip(axes, cols):
         a, b = res.reference_scores[c].to_numpy(), new_scores[c].to_numpy()
         bins = np.histogram_bin_edges(np.concatenate([a, b]), bins=30)
         ax.hist(a, bins=bins, alpha=0.6, density=True, label=f"{res.summary['calibration']} (in-distribution)")
         ax.hist(b, bins=bins, alpha=0.6, density=True, label="new")
         ax.axvline(res.thresholds[c], color="k", ls="--", lw=1, label="threshold")
         ax.set_title(c)
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     score_png = figure_to_png(fig)
     (out / "scores.png").write_bytes(score_png)
 
     iaps = list(res.distribution["iap"].unique())
-    ncol = 4
-    nrow = max(1, int(np.ceil(len(iaps) / ncol)))
-    fig = Figure(figsize=(4.2 * ncol, 3.0 * nrow))
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax, iap in zip(axes.ravel(), iaps):
+    fig, axes = figure_grid(len(iaps), 4, 4.2, 3.0)
+    for ax, iap in zip(axes, iaps):
         d = res.distribution[res.distribution.iap == iap]
         x = np.arange(len(d))
         ax.bar(x - 0.2, d.train_share, width=0.4, label="train")
@@ -401,9 +396,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
         ax.set_xticks(x)
         ax.set_xticklabels([str(v)[:14] for v in d.value], rotation=60, ha="right", fontsize=7)
         ax.set_title(iap, fontsize=9)
-    for ax in axes.ravel()[len(iaps):]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7)
+    if axes:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     dist_png = figure_to_png(fig)
     (out / "distribution.png").write_bytes(dist_png)

@@ -180,13 +180,10 @@ def imbalance_summary(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str
 # ----------------------------------------------------------------------------------- figures
 def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[str, str],
                  categories: dict[str, list], bins: dict[str, np.ndarray]):
-    from matplotlib.figure import Figure
+    from mridomain.report import figure_grid
 
-    ncol = 4
-    nrow = int(math.ceil(len(iaps) / ncol))
-    fig = Figure(figsize=(4.2 * ncol, 3.2 * nrow))
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax, iap in zip(axes.ravel(), iaps):
+    fig, axes = figure_grid(len(iaps), 4, 4.2, 3.2)
+    for ax, iap in zip(axes, iaps):
         if kinds.get(iap) == "continuous":
             vals = _continuous(table[iap]).dropna().to_numpy()
             ax.hist(vals, bins=bins[iap], color="#4a6fa5", edgecolor="white")
@@ -201,8 +198,6 @@ def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[s
             ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(iap, fontsize=10)
         ax.set_ylabel("count", fontsize=8)
-    for ax in axes.ravel()[len(iaps):]:
-        ax.axis("off")
     fig.suptitle(f"IAP value distributions: {split} (n={len(table)})")
     fig.tight_layout()
     return fig

@@ -101,15 +101,12 @@ def plot_reliability(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], path:
                      title: str = "") -> None:
     """Reliability diagrams, one panel per head: accuracy against confidence before and after
     temperature scaling (the diagonal is perfect calibration; marker area ~ slices per bin)."""
-    from matplotlib.figure import Figure
+    from mridomain.report import figure_grid
 
     if not tables:
         return
-    ncol = min(4, len(tables))
-    nrow = int(np.ceil(len(tables) / ncol))
-    fig = Figure(figsize=(3.4 * ncol, 3.2 * nrow))
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax, (name, (before, after)) in zip(axes.flat, tables.items()):
+    fig, axes = figure_grid(len(tables), 4, 3.4, 3.2)
+    for ax, (name, (before, after)) in zip(axes, tables.items()):
         ax.plot([0, 1], [0, 1], color="#999", linewidth=1)
         for table, label, style in ((before, "raw", "--"), (after, "calibrated", "-")):
             used = table[table["count"] > 0]
@@ -120,8 +117,6 @@ def plot_reliability(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], path:
         ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title=name)
         ax.title.set_fontsize(9)
         ax.legend(fontsize=7, loc="upper left")
-    for ax in list(axes.flat)[len(tables):]:
-        ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

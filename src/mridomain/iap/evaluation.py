@@ -220,13 +220,12 @@ def _wrap_label(text: str, width: int = 18) -> str:
 def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, encoder: LabelEncoder,
                             path: str | Path) -> None:
     """Predicted against true value of each continuous IAP (TR, TE), the identity and +-2 % lines."""
-    from matplotlib.figure import Figure
+    from mridomain.report import figure_grid
 
     heads = encoder.continuous
     if not heads:
         return
-    fig = Figure(figsize=(4.2 * len(heads), 4.0))
-    axes = fig.subplots(1, len(heads), squeeze=False)[0]
+    fig, axes = figure_grid(len(heads), len(heads), 4.2, 4.0)
     for ax, (j, h) in zip(axes, enumerate(heads)):
         t, p = truth[:, j], np.asarray(pred[h.name], float)
         m = np.isfinite(t) & np.isfinite(p)
@@ -246,17 +245,15 @@ def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, enco
 def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarray, encoder: LabelEncoder,
                             path: str | Path) -> None:
     """One grid figure: a row-normalized confusion matrix per categorical IAP (counts written in)."""
-    from matplotlib.figure import Figure
     from sklearn.metrics import confusion_matrix
+
+    from mridomain.report import figure_grid
 
     heads = encoder.categorical
     if not heads:
         return
-    ncol = min(3, len(heads))
-    nrow = int(np.ceil(len(heads) / ncol))
-    fig = Figure(figsize=(6.4 * ncol, 6.0 * nrow))
-    axes = fig.subplots(nrow, ncol, squeeze=False)
-    for ax, (j, h) in zip(axes.flat, enumerate(heads)):
+    fig, axes = figure_grid(len(heads), 3, 6.4, 6.0)
+    for ax, (j, h) in zip(axes, enumerate(heads)):
         t = cat_targets[:, j]
         m = t != IGNORE_INDEX
         pred = probs[h.name].argmax(1)
@@ -276,8 +273,6 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
                         ax.text(b, a, str(cm[a, b]), ha="center", va="center", fontsize=7,
                                 color="white" if norm[a, b] > 0.5 else "black")
         ax.set(title=f"{h.name} (N={int(m.sum())})", xlabel="predicted", ylabel="true")
-    for ax in list(axes.flat)[len(heads):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
 
