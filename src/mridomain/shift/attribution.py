@@ -343,7 +343,8 @@ def figure_attribution(per_seed: pd.DataFrame, summary: pd.DataFrame):
             ax.scatter(np.full(len(ch), i), ch, s=12, color="black", zorder=3)
         drop = float(g["drop"].iloc[0]) if len(g) else float("nan")
         if math.isfinite(drop):
-            ax.axhline(drop, color="red", linestyle="--", linewidth=1, label=f"drop to recover {drop:+.3f}")
+            ax.axhline(drop, color="red", linestyle="--", linewidth=1,
+                       label=f"in-domain minus acquired AUC {drop:+.3f}")
         ax.axhline(0, color="grey", linewidth=0.8)
         ax.set_xticks(x, g["condition"], rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("AUC change vs. as acquired")

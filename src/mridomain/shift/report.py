@@ -99,15 +99,9 @@ def _nz(v: float) -> str:
 
 
 def _figure(n_panels: int, width: float = 4.2, height: float = 3.4):
-    from matplotlib.figure import Figure
+    from mridomain.report import figure_grid
 
-    cols = min(n_panels, 3)
-    rows = int(math.ceil(n_panels / cols))
-    fig = Figure(figsize=(width * cols, height * rows))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
+    return figure_grid(n_panels, 3, width, height)
 
 
 def figure_auc_bars(runs: pd.DataFrame, t2: pd.DataFrame, delta: pd.DataFrame):
@@ -192,8 +186,8 @@ def figure_curves(table: pd.DataFrame, runs: pd.DataFrame, experiment: str, sett
             x, m, s = t[setting].to_numpy(float), t["auc_mean"].to_numpy(float), t["auc_std"].to_numpy(float)
             label = f"test {test}" + (" (same)" if test == dom else " (target)")
             ax.plot(x, m, "-o", color=_COLORS[i], label=label, markersize=4)
-            ax.plot(x, m + s, ":", color=_COLORS[i], linewidth=1)
-            ax.plot(x, m - s, ":", color=_COLORS[i], linewidth=1)
+            ax.plot(x, np.minimum(m + s, 1.0), ":", color=_COLORS[i], linewidth=1)
+            ax.plot(x, np.maximum(m - s, 0.0), ":", color=_COLORS[i], linewidth=1)
             pts = exp_runs[(exp_runs["dataset"] == ds) & (exp_runs["train_domain"] == dom) &
                            (exp_runs["test_domain"] == test) & exp_runs["seed"].isin(seeds)]
             px = np.where(pts["experiment"] == "main", 0.0, pts["setting"].astype(float))

@@ -246,7 +246,7 @@ def _ray_results(specs: Sequence[RunSpec], ctx: RunContext, address: str | None,
         import ray
     except ImportError:
         raise InvalidArgumentError("backend 'ray' needs Ray: pip install 'mridomain[distributed]'") from None
-    from tqdm.auto import tqdm
+    from mridomain.progress import progress_bar
 
     started_here = False
     if not ray.is_initialized():
@@ -262,7 +262,7 @@ def _ray_results(specs: Sequence[RunSpec], ctx: RunContext, address: str | None,
         refs = {name: ray.put(StudyData.load(folder, mmap=False)) for name, folder in ctx.data.items()
                 if any(s.dataset == name for s in specs)}
         pending = [remote.remote((s, ctx), refs[s.dataset]) for s in specs]
-        with tqdm(total=len(pending), desc="runs (ray)", unit="run", disable=not progress) as bar:
+        with progress_bar(total=len(pending), desc="runs (ray)", unit="run", enabled=progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
