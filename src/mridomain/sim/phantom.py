@@ -146,8 +146,19 @@ class Phantom:
     b0_coef: np.ndarray      # shim residual polynomial (ppm): 1, x, y, z, x^2, y^2, xy
     b0_suscept_ppm: float    # off-resonance at the breast tip from tissue-air susceptibility
     b1_coef: np.ndarray      # transmit field shape: L-R gradient, AP gradient, quadratic
-    texture_thr: tuple[float, float] = (0.0, 0.0)
+    _texture_thr: tuple[float, float] | None = field(default=None, repr=False)
     _static: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def texture_thr(self) -> tuple[float, float]:
+        """Glandular score threshold per breast (right, left), computed on first use: only
+        rendering needs it, so drawing a phantom for its parameters stays cheap."""
+        if self._texture_thr is None:
+            self._texture_thr = tuple(
+                _fgt_threshold(self, b, self.fgt_fraction,
+                               np.random.default_rng([self.seed, self.patient_index, 7, k]))
+                for k, b in enumerate(self.breasts))
+        return self._texture_thr
 
     # ---- geometry -----------------------------------------------------------------------------
     @property
@@ -331,6 +342,35 @@ class Phantom:
         idx = np.flatnonzero(layer_cw.ravel() > 0)
         st["cw_idx"] = idx
         st["cw_theta"] = np.broadcast_to(theta, sd.shape).ravel()[idx]
+        # z-independent tissue fractions of the torso (each slice starts from a copy): layers,
+        # intercostal muscle over the whole rib band (ribs replace it per slice), sternum, spine,
+        # descending aorta, mediastinal fat; the rest of the cavity is lung
+        base = np.zeros((len(TISSUES),) + sd.shape, dtype=np.float32)
+        base[TI["skin"]] = body - body_in
+        base[TI["fat"]] = layer_sub * body_in + ster * 0.65
+        base[TI["muscle"]] = (layer_mus * body_in + layer_cw) * (1 - ster)
+        base[TI["bone"]] = ster * 0.35
+        cav_in = cav * body_in
+        spine = np.clip(vb + canal + post_el, 0, 1)
+        para_m = st["para"] * (1 - spine)
+        base[TI["bone"]] += cav_in * (0.3 * vb + post_el)
+        base[TI["fat"]] += cav_in * 0.7 * vb                 # vertebral marrow
+        base[TI["csf"]] += cav_in * canal
+        base[TI["muscle"]] += cav_in * para_m
+        free = cav_in * (1 - spine) * (1 - para_m)
+        aorta = st["aorta_d"] * free
+        base[TI["blood"]] += aorta + st["ima"] * body_in
+        free = free - aorta
+        cw_y = self.subcut_mm + self.skin_mm + self.chestwall_mm + 4.0   # inner chest wall, midline
+        med = _ellipse(X, Y, 0.0, cw_y + 0.45 * (yv - cw_y), 28.0, 0.5 * (yv - cw_y), pix)
+        base[TI["fat"]] += free * med                         # mediastinal fat
+        base[TI["lung"]] = free * (1 - med)
+        st.update(base=base, free=free, med=np.broadcast_to(med, sd.shape), cw_y=cw_y)
+        # liver dome height (the liver fills the lung below it, right of x = 60 mm)
+        st["dome"] = (self.liver_dome_z - 0.004 * (X + 70.0) ** 2 - 0.002 * (Y - T) ** 2
+                      + np.where(X < 60, 0.0, -1e6)).astype(np.float32)
+        st["dome_rows"] = st["dome"].max(axis=1)
+        st["dome_cols"] = st["dome"].max(axis=0)
         if len(self._static) >= 4:
             self._static.pop(next(iter(self._static)))
         self._static[key] = st
@@ -346,7 +386,7 @@ class Phantom:
         profile (partial volume along z); edges are anti-aliased over one pixel (``pixel_mm``).
         """
         if n_sub is None:
-            n_sub = int(np.clip(np.ceil(thickness / 0.8), 1, 3))
+            n_sub = int(np.clip(np.ceil(thickness / 1.0), 1, 3))  # one texture plane per mm
         # smooth anatomy at the slice centre; the fine glandular texture, which partial volume
         # changes most, averaged over n_sub planes through the slice profile
         zs = z + thickness * ((np.arange(n_sub) + 0.5) / n_sub - 0.5)
@@ -357,40 +397,13 @@ class Phantom:
     def _render_plane(self, x, y, z: float, pix: float, acc: np.ndarray, zs: np.ndarray) -> None:
         st = self._static_maps(x, y, pix)
         X, Y = x[None, :], y[:, None]
-        H, Wn = len(y), len(x)
-        f = {t: np.zeros((H, Wn), dtype=np.float32) for t in TISSUES}
-        T = self.torso_ty
+        f = {t: acc[TI[t]] for t in TISSUES}             # views: tissues are built in place
         zr = (z - np.mean(self.z_extent)) / max(self.breast_rz, 1.0)  # ~-1 caudal .. +1 cranial
-        body_in = st["body_in"]
-        # torso layers
-        f["skin"] += st["body"] - body_in
-        f["fat"] += st["sub"] * body_in
-        # pectoralis minor under the major in cranial slices (lateral half of the anterior chest)
-        mus = st["mus"] * body_in
-        f["muscle"] += mus
+        np.copyto(acc, st["base"])
         # chest wall band: ribs (marrow fat + cortex) or costal cartilage, intercostal muscle between
         self._ribs(st, z, f, pix)
-        f["bone"] += st["sternum"] * 0.35
-        f["fat"] += st["sternum"] * 0.65
-        # remove what the sternum took from the layers it crosses
-        for t in ("muscle",):
-            f[t] *= 1 - st["sternum"]
-        # thoracic cavity
-        cav = st["cav"] * body_in
-        spine = np.clip(st["vb"] + st["canal"] + st["post_el"], 0, 1)
-        para = st["para"] * (1 - spine)
-        f["bone"] += cav * (0.3 * st["vb"] + st["post_el"])
-        f["fat"] += cav * 0.7 * st["vb"]                    # vertebral marrow
-        f["csf"] += cav * st["canal"]
-        f["muscle"] += cav * para
-        free = cav * (1 - spine) * (1 - para)
-        aorta = st["aorta_d"] * free
-        f["blood"] += aorta + st["ima"] * body_in
-        free = free - aorta
-        lung = free.copy()
-        self._mediastinum(X, Y, z, f, lung, free, st, pix)
-        self._liver(X, Y, z, f, lung, st, pix)
-        f["lung"] += np.clip(lung, 0, 1)
+        self._mediastinum(X, Y, z, f, st, pix)
+        self._liver(z, f, st)
         # axillary fat with lymph nodes, cranial-lateral (between pectoralis and latissimus)
         self._axilla(X, Y, z, zr, f, st, pix)
         # breasts on the anterior chest
@@ -398,8 +411,7 @@ class Phantom:
             self._breast(b, x, y, z, f, st, pix, zs)
         if self.tumor is not None:
             self._render_tumor(f, X, Y, z, pix, st)
-        for t in TISSUES:
-            np.clip(f[t], 0, 1, out=acc[TI[t]])
+        np.clip(acc, 0, 1, out=acc)
 
     def _ribs(self, st, z: float, f, pix: float) -> None:
         """Ribs cut obliquely by the axial plane: each rib descends ~45 mm from its vertebral end
@@ -415,56 +427,67 @@ class Phantom:
         rib = np.clip((6.5 - dz) / max(pix, 0.5) + 0.5, 0, 1).astype(np.float32)
         cart = (ath < 0.45).astype(np.float32)             # costal cartilage near the sternum
         bone_part = rib * cw * (1 - cart)
+        # costal cartilage (muscle relaxation: no FIELD.md value) and intercostal muscle stay muscle
+        f["muscle"].ravel()[idx] -= bone_part
         f["bone"].ravel()[idx] += 0.3 * bone_part
         f["fat"].ravel()[idx] += 0.7 * bone_part           # rib marrow
-        # costal cartilage: hyaline cartilage, given muscle relaxation (no FIELD.md value)
-        f["muscle"].ravel()[idx] += cw * (1 - rib) + rib * cw * cart
 
-    def _mediastinum(self, X, Y, z, f, lung, free, st, pix) -> None:
-        """Heart (left of the midline, caudal), great vessels (cranial) and mediastinal fat."""
-        cw_y = self.subcut_mm + self.skin_mm + self.chestwall_mm + 4.0   # inner chest wall at the midline
+    def _mediastinum(self, X, Y, z, f, st, pix) -> None:
+        """Heart (left of the midline, caudal) and great vessels (cranial) in the mediastinum."""
+        cw_y = st["cw_y"]
         hx, hd, hz = self.heart_c
         rhx, rhy, rhz = self.heart_r
-        # mediastinal fat: a central column in front of the spine, wider where the heart is
-        med = _ellipse(X, Y, 0.0, cw_y + 0.45 * (st["yv"] - cw_y), 28.0, 0.5 * (st["yv"] - cw_y), pix)
         fh = np.sqrt(max(0.0, 1 - ((z - hz) / rhz) ** 2))
-        heart = np.zeros_like(lung)
-        if fh > 0.05:
-            cy = cw_y + hd
-            c, s = np.cos(self.heart_angle), np.sin(self.heart_angle)
-            box = _box(X[0], Y[:, 0], hx - rhx * fh - 8, hx + rhx * fh + 8, cy - rhx * fh - 8, cy + rhx * fh + 8)
-            if box is not None:
-                xb, yb = X[0, box[1]][None, :] - hx, Y[box[0], 0][:, None] - cy
-                u, v = c * xb + s * yb, -s * xb + c * yb
-                hl = (u / (rhx * fh)) ** 2 + (v / (rhy * fh)) ** 2
-                h = _soft_level(hl, rhy * fh, pix)
-                pool = _soft_level(hl, rhy * fh, pix, 10.0)
-                heart[box] = h
-                fr = free[box]
-                f["myocardium"][box] += fr * (h - pool)
-                f["blood"][box] += fr * pool
-        # great vessels above the heart: ascending aorta (right of the midline) and pulmonary trunk
         top = hz + rhz
-        vessels = np.zeros_like(lung)
-        if z > top - 15:
-            a = _ellipse(X, Y, -12.0, cw_y + 30, 15.0, 15.0, pix)
-            pt = _ellipse(X, Y, 14.0, cw_y + 22, 13.0, 13.0, pix) * (z < top + 25)
-            svc = _ellipse(X, Y, -34.0, cw_y + 40, 9.0, 9.0, pix)
+        has_heart, has_vessels = fh > 0.05, z > top - 15
+        if not (has_heart or has_vessels):
+            return
+        cy = cw_y + hd
+        xlo, xhi, ylo, yhi = 1e9, -1e9, 1e9, -1e9
+        if has_heart:
+            r = rhx * fh + 8
+            xlo, xhi, ylo, yhi = hx - r, hx + r, cy - r, cy + r
+        if has_vessels:
+            xlo, xhi = min(xlo, -46.0), max(xhi, 30.0)
+            ylo, yhi = min(ylo, cw_y + 5), max(yhi, cw_y + 52)
+        box = _box(X[0], Y[:, 0], xlo, xhi, ylo, yhi)
+        if box is None:
+            return
+        xb, yb = X[0, box[1]][None, :], Y[box[0], 0][:, None]
+        free, med = st["free"][box], st["med"][box]
+        heart = np.zeros(free.shape, dtype=np.float32)
+        if has_heart:
+            c, s = np.cos(self.heart_angle), np.sin(self.heart_angle)
+            u, v = c * (xb - hx) + s * (yb - cy), -s * (xb - hx) + c * (yb - cy)
+            hl = (u / (rhx * fh)) ** 2 + (v / (rhy * fh)) ** 2
+            heart = _soft_level(hl, rhy * fh, pix)
+            pool = _soft_level(hl, rhy * fh, pix, 10.0)
+            f["myocardium"][box] += free * (heart - pool)
+            f["blood"][box] += free * pool
+        vessels = np.zeros_like(heart)
+        if has_vessels:  # ascending aorta (right of the midline), pulmonary trunk (left), SVC
+            a = _ellipse(xb, yb, -12.0, cw_y + 30, 15.0, 15.0, pix)
+            pt = _ellipse(xb, yb, 14.0, cw_y + 22, 13.0, 13.0, pix) * (z < top + 25)
+            svc = _ellipse(xb, yb, -34.0, cw_y + 40, 9.0, 9.0, pix)
             vessels = np.clip(a + pt + svc, 0, 1) * (1 - heart)
-            f["blood"] += free * vessels
+            f["blood"][box] += free * vessels
         medf = np.clip(med - heart - vessels, 0, 1)
-        f["fat"] += free * medf
-        np.subtract(lung, free * np.clip(heart + vessels + medf, 0, 1), out=lung)
+        f["fat"][box] += free * (medf - med)
+        f["lung"][box] = free * (1 - np.clip(heart + vessels + medf, 0, 1))
 
-    def _liver(self, X, Y, z, f, lung, st, pix) -> None:
+    def _liver(self, z, f, st) -> None:
         """Liver under the right hemidiaphragm: the dome rises highest on the right (-x) side."""
-        dome = self.liver_dome_z - 0.004 * (X + 70.0) ** 2 - 0.002 * (Y - self.torso_ty) ** 2
         if z > self.liver_dome_z + 2:
             return
-        liver = np.clip((dome - z) / 2.0 + 0.5, 0, 1).astype(np.float32) * (X < 60)
-        take = lung * liver
-        f["liver"] += take
-        np.subtract(lung, take, out=lung)
+        rows = np.flatnonzero(st["dome_rows"] > z - 2)
+        cols = np.flatnonzero(st["dome_cols"] > z - 2)
+        if not len(rows) or not len(cols):
+            return
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        liver = np.clip((st["dome"][box] - z) / 2.0 + 0.5, 0, 1)
+        take = f["lung"][box] * liver
+        f["liver"][box] += take
+        f["lung"][box] -= take
 
     def _axilla(self, X, Y, z, zr, f, st, pix) -> None:
         """Axillary fat pads bulging lateral to the chest wall in cranial slices, with lymph nodes."""
@@ -474,20 +497,24 @@ class Phantom:
         W, T = self.torso_w, self.torso_ty
         for s in (-1, 1):
             cx, cy = s * 0.86 * W, 0.62 * T
-            e = _ellipse(X, Y, cx, cy, 0.16 * W * grow + 1, 0.30 * T * grow + 1, pix)
-            inside = e * st["body_in"]
-            for t in ("muscle", "lung", "bone", "blood", "csf", "myocardium", "liver"):
-                f[t] *= 1 - inside
-            f["fat"] = f["fat"] * (1 - inside) + inside
+            rx, ry = 0.16 * W * grow + 1, 0.30 * T * grow + 1
+            box = _box(X[0], Y[:, 0], cx - rx - 2, cx + rx + 2, cy - ry - 2, cy + ry + 2)
+            if box is None:
+                continue
+            xb, yb = X[0, box[1]][None, :], Y[box[0], 0][:, None]
+            inside = _ellipse(xb, yb, cx, cy, rx, ry, pix) * st["body_in"][box]
+            for t in ("muscle", "lung", "bone", "blood", "csf", "myocardium", "liver", "fat"):
+                f[t][box] *= 1 - inside
+            f["fat"][box] += inside
             for nd in self.nodes:
                 if np.sign(nd[0]) != s or abs(z - nd[2]) > nd[3]:
                     continue
                 rz = np.sqrt(max(nd[3] ** 2 - (z - nd[2]) ** 2, 0.0))
-                node = _ellipse(X, Y, nd[0], nd[1], rz, 0.7 * rz, pix) * inside
-                hilum = _ellipse(X, Y, nd[0] - s * 0.3 * rz, nd[1], 0.45 * rz, 0.3 * rz, pix) * (nd[4] < 0.5)
+                node = _ellipse(xb, yb, nd[0], nd[1], rz, 0.7 * rz, pix) * inside
+                hilum = _ellipse(xb, yb, nd[0] - s * 0.3 * rz, nd[1], 0.45 * rz, 0.3 * rz, pix) * (nd[4] < 0.5)
                 cortex = node * (1 - hilum)
-                f["fat"] -= cortex
-                f["node"] += cortex
+                f["fat"][box] -= cortex
+                f["node"][box] += cortex
 
     def _breast(self, b: Breast, x, y, z: float, f, st, pix: float, zs: np.ndarray) -> None:
         """Breast mound (fat, glandular tissue, ducts, vessels, ligaments), skin, nipple, areola."""
@@ -503,11 +530,13 @@ class Phantom:
         X = x[box[1]][None, :]
         Y = y[box[0]][:, None]
         sd_b, t, u, w = self._breast_sd(b, X, Y, z)
-        # nipple: a short rounded cylinder on the tip
-        rn = np.sqrt((X - xn) ** 2 + np.float32(z - zn) ** 2)
-        sd_n = np.maximum(rn - b.nipple_r, np.maximum((yn - b.nipple_len) - Y, Y - yn - 4))
+        # nipple: a rounded papilla (half-ellipsoid) on the tip, blended into the areola
+        hl = 0.5 * b.nipple_len + 2.0
+        ln = ((X - xn) / b.nipple_r) ** 2 + ((Y - (yn - b.nipple_len + hl)) / hl) ** 2 + \
+            (np.float32(z - zn) / b.nipple_r) ** 2
+        sd_n = (np.sqrt(ln) - 1.0) * min(b.nipple_r, hl)
         sd_torso = st["sd"][box]
-        sd = _smin(_smin(sd_torso, sd_b, 12.0), sd_n, 2.0)
+        sd = _smin(_smin(sd_torso, sd_b, 12.0), sd_n, 3.0)
         # skin: 1.5-2.5 mm, thickened over the areola (and by tumour edema for T4b)
         dn = np.sqrt((X - xn) ** 2 + (Y - yn) ** 2 + np.float32(z - zn) ** 2)
         skin = self.skin_mm + 1.2 * np.exp(-(dn / b.areola_r) ** 4)
@@ -813,7 +842,7 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
         a = asym if k == 0 else 1 / asym
         breasts.append(Breast(
             side=s, cx=cx, zc=float(rng.uniform(-8, 4)), rx=rx * a[0], rz=rz * a[2], proj=proj * a[1],
-            shape_k=shape_k, tilt=float(np.deg2rad(rng.uniform(6, 20))), droop=float(np.deg2rad(rng.uniform(0, 12))),
+            shape_k=shape_k, tilt=float(np.deg2rad(rng.uniform(3, 10))), droop=float(np.deg2rad(rng.uniform(0, 12))),
             nipple_r=float(rng.uniform(4.0, 6.5)), nipple_len=float(rng.uniform(3.0, 8.0)),
             areola_r=float(rng.uniform(15, 24)),
             tex_offset=rng.uniform(0, TEXTURE_N, 3).astype(np.float32), tex_rot=float(rng.uniform(0, 2 * np.pi)),
@@ -907,8 +936,6 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
     tm_obj.center = np.array([xb, float(ph.torso_surface_y(xb)) - t_c, zb])
     if has_tumor:
         ph.tumor = tm_obj
-    ph.texture_thr = tuple(_fgt_threshold(ph, b, fgt_fraction, np.random.default_rng([seed, patient_index, 7, k]))
-                           for k, b in enumerate(ph.breasts))
     return ph
 
 

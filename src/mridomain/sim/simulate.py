@@ -53,6 +53,10 @@ class SimulationResult:
                 lines.append(f"  {col}: " + ", ".join(f"{k} {v}" for k, v in vc.items()))
             lines.append(f"  tumours: {int(pre['tumor_present'].sum())}/{len(pre)}; density: "
                          + ", ".join(f"{k} {v}" for k, v in pre['density'].value_counts().items()))
+            if "t_stage" in pre:
+                t = pre.loc[pre["tumor_present"], "t_stage"].value_counts().sort_index()
+                lines.append("  T stage: " + ", ".join(f"T{k} {v}" for k, v in t.items())
+                             + f"; node positive {int((pre['n_stage'] > 0).sum())}, M1 {int(pre['m_stage'].sum())}")
         for s, why in self.skipped:
             lines.append(f"  skipped {s}: {why}")
         lines.append(f"  features: {self.features_csv.name}, boxes: {self.annotations_csv.name}, "
