@@ -25,8 +25,8 @@ from mridomain.sim import load_preset, make_phantom, patient_phantom, physics  #
 from mridomain.sim.phantom import DENSITY_CLASSES  # noqa: E402
 from mridomain.sim.physics import TISSUES  # noqa: E402
 from mridomain.sim.protocols import protocol_from_entry  # noqa: E402
-from mridomain.sim.realism import (acquired_window, dicom_kspace_ratio, kspace_window_ratio,  # noqa: E402
-                                   left_right_asymmetry, power_law_beta)
+from mridomain.sim.realism import (acquired_window, dicom_kspace_ratio, entry_kspace_ratio,  # noqa: E402
+                                   kspace_window_ratio, left_right_asymmetry, power_law_beta)
 
 OUT = Path(__file__).resolve().parent / "figures"
 TI = {t: i for i, t in enumerate(TISSUES)}
@@ -193,19 +193,7 @@ def figures(entries: dict) -> None:
 def kspace_rows(entries: dict, n_patients: int = 4) -> list[tuple[str, str]]:
     rows = []
     for name, e in entries.items():
-        vals = []
-        for i in range(n_patients):
-            ph = patient_phantom(0, i)
-            rng = np.random.default_rng([11, i])
-            for _ in range(40):
-                p = protocol_from_entry(e, rng, 2 * ph.torso_w)
-                if (p.acq_freq, p.acq_phase) != (p.recon_matrix, p.recon_matrix):
-                    break
-            else:
-                continue
-            ctx = acq.exam_context(ph, p, np.random.default_rng([0, i, 1]))
-            img, _ = acq.acquire_slice(ph, p, ctx, float(ph.default_slab(1, p.slice_thickness)[0]), 0)
-            vals.append(kspace_window_ratio(acq.to_stored(img, p).astype(float), (p.acq_freq, p.acq_phase)))
+        vals = [r for r in (entry_kspace_ratio(e, i) for i in range(n_patients)) if r is not None]
         rows.append((f"k-space ratio, {name}", f"{np.mean(vals):.3f} ({min(vals):.3f}-{max(vals):.3f}, n={len(vals)})"))
     return rows
 

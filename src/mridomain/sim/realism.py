@@ -76,6 +76,37 @@ def dicom_kspace_ratio(path: str | Path) -> float:
     return kspace_window_ratio(pixels, acquired_window(am))
 
 
+def entry_kspace_ratio(entry: dict, patient: int, seed: int = 0,
+                       geometry: tuple[int, int, int] | None = None) -> float | None:
+    """:func:`kspace_window_ratio` of one simulated stored slice of preset scanner ``entry``.
+
+    Patient ``patient`` of dataset ``seed``; the first protocol drawn for the entry (rng
+    ``[11, patient]``) that zero-fills (acquired window smaller than the stored matrix); its
+    central slice of simulate's default slab. None when the entry never zero-fills in 40 draws.
+    ``geometry`` = (frequency samples, phase steps, stored matrix) replaces the drawn matrix: the
+    ratio depends on how much of k-space lies beyond the window and how close to it, so a
+    simulated chain is compared with a real file at that file's geometry."""
+    from mridomain.sim import acquisition as acq
+    from mridomain.sim.protocols import protocol_from_entry
+    from mridomain.sim.simulate import patient_phantom
+
+    ph = patient_phantom(seed, patient)
+    rng = np.random.default_rng([11, patient])
+    for _ in range(40):
+        p = protocol_from_entry(entry, rng, 2 * ph.torso_w)
+        if (p.acq_freq, p.acq_phase) != (p.recon_matrix, p.recon_matrix):
+            break
+    else:
+        return None
+    if geometry is not None:
+        import dataclasses
+
+        p = dataclasses.replace(p, acq_freq=int(geometry[0]), acq_phase=int(geometry[1]), recon_matrix=int(geometry[2]))
+    ctx = acq.exam_context(ph, p, np.random.default_rng([seed, patient, 1]))
+    img, _ = acq.acquire_slice(ph, p, ctx, float(ph.default_slab(1, p.slice_thickness)[0]), 0)
+    return kspace_window_ratio(acq.to_stored(img, p).astype(np.float64), (p.acq_freq, p.acq_phase))
+
+
 def radial_power_spectrum(roi: np.ndarray, pixel_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """(f in cycles/mm, radially averaged power) of a square ROI after mean removal and a Hann window."""
     roi = np.asarray(roi, dtype=np.float64)
