@@ -71,5 +71,5 @@ def test_classifier_fit_save_load_roundtrip(tmp_path):
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "config.json").write_text('{"kind": "tumor_classifier"}')
     (tmp_path / "other" / "model.safetensors").write_bytes(b"")
-    with pytest.raises(SchemaMismatchError, match="not a shift model config"):
+    with pytest.raises(SchemaMismatchError, match="not a mridomain.shift.model config"):
         ShiftClassifier.load(tmp_path / "other")

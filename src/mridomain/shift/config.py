@@ -11,13 +11,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from mridomain.engine.settings import TrainSettings, validated
+from mridomain.engine.classification import ClassifierSettings
+from mridomain.engine.settings import validated
 from mridomain.errors import InvalidArgumentError
 
 __all__ = ["ShiftConfig", "PRESETS", "make_config"]
 
 
-class ShiftConfig(TrainSettings):
+class ShiftConfig(ClassifierSettings):
     """One model of the study: architecture, input size and optimizer settings."""
 
     model: str = Field("auto", description="auto | mrnet2d | nodulex | densenet121 | package.module:callable "
