@@ -219,7 +219,6 @@ def test_route_reports_the_domain_and_abstains(tmp_path):
 
 
 def test_tumor_classifier_folder_of_the_earlier_flat_format_still_loads(tmp_path):
-    import torch
     from safetensors.torch import save_file
 
     clf = TumorClassifier(preset="cpu", size=16, width=4, device="cpu")
@@ -230,4 +229,3 @@ def test_tumor_classifier_folder_of_the_earlier_flat_format_still_loads(tmp_path
     (tmp_path / "config.json").write_text(json.dumps(flat))
     loaded = TumorClassifier.load(tmp_path, device="cpu")
     assert loaded.config.mean == 10.0 and loaded.predict_proba(np.zeros((2, 16, 16), np.float32)).shape == (2,)
-    del torch
