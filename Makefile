@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/sim_bench.py
 	$(PY) bench/train_bench.py
 	$(PY) bench/predict_bench.py
+	$(PY) bench/shift_bench.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -144,7 +144,7 @@ def test_tumor_classifier_learns_and_round_trips(tmp_path):
     assert acc >= 0.8  # chance is ~0.5; a visible blob is easy
     clf.save(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").exists()
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["arch"] == "small_cnn"
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["config"]["arch"] == "small_cnn"
     loaded = TumorClassifier.load(tmp_path / "m", device="cpu")
     np.testing.assert_allclose(loaded.predict_proba(x[64:]), clf.predict_proba(x[64:]), rtol=1e-5, atol=1e-6)
     with pytest.raises(SchemaMismatchError):
@@ -216,3 +216,16 @@ def test_route_reports_the_domain_and_abstains(tmp_path):
     assert res.loc[0, "routed_by"] == "out_of_domain" and pd.isna(res.loc[0, "model"])
     assert np.isnan(res.loc[0, "prediction"]) and (res["routed_by"][1:] == "predicted").all()
     assert pd.read_csv(tmp_path / "routed.csv").shape[0] == len(x)
+
+
+def test_tumor_classifier_folder_of_the_earlier_flat_format_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    clf = TumorClassifier(preset="cpu", size=16, width=4, device="cpu")
+    net = clf.architecture()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    flat = {"kind": "tumor_classifier", "arch": "small_cnn", "size": 16, "epochs": 15, "batch_size": 64,
+            "lr": 1e-3, "weight_decay": 1e-4, "seed": 0, "width": 4, "mean": 10.0, "std": 2.0, "augment": True}
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    loaded = TumorClassifier.load(tmp_path, device="cpu")
+    assert loaded.config.mean == 10.0 and loaded.predict_proba(np.zeros((2, 16, 16), np.float32)).shape == (2,)

@@ -216,13 +216,19 @@ def test_same_seed_gives_identical_files_also_in_parallel(tmp_path):
 def test_bad_preset_gives_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("scanners:\n  - manufacturer: GE\n    model: X\n")
-    with pytest.raises(SchemaMismatchError, match="bad.yaml: scanners\\[0\\]: missing key"):
+    with pytest.raises(SchemaMismatchError, match="bad.yaml: field 'scanners.0.field_strength': Field required"):
         load_preset(bad)
     with pytest.raises(SchemaMismatchError, match="no such YAML"):
         load_preset(tmp_path / "nope.yaml")
     bad.write_text(TINY.replace("'48 X 40'", "'48 by 40'"))
     with pytest.raises(SchemaMismatchError, match="FREQ X PHASE"):
         load_preset(bad)
+    # every problem names the file, the entry and the field, in one line
+    for text, fragment in (("manufacturer: GE", "manufacturer: TOSHIBA"), ("model:", "modell:")):
+        bad.write_text(TINY.replace(text, fragment, 1))
+        with pytest.raises(SchemaMismatchError) as err:
+            load_preset(bad)
+        assert "bad.yaml: field 'scanners.0." in str(err.value) and "\n" not in str(err.value)
 
 
 def test_features_sheet_has_the_stage_with_dbcs_codes(dbc_sim):

@@ -28,6 +28,10 @@ class _Commands(TyperGroup):
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="mridomain: the acquisition domain of MRI.")
 
+from mridomain.shift.cli import app as shift_app  # noqa: E402  (the sub-app registers below)
+
+app.add_typer(shift_app, name="shift")
+
 
 def _version(value: bool) -> None:
     if value:

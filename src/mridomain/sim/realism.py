@@ -76,12 +76,16 @@ def dicom_kspace_ratio(path: str | Path) -> float:
     return kspace_window_ratio(pixels, acquired_window(am))
 
 
-def entry_kspace_ratio(entry: dict, patient: int, seed: int = 0) -> float | None:
+def entry_kspace_ratio(entry: dict, patient: int, seed: int = 0,
+                       geometry: tuple[int, int, int] | None = None) -> float | None:
     """:func:`kspace_window_ratio` of one simulated stored slice of preset scanner ``entry``.
 
     Patient ``patient`` of dataset ``seed``; the first protocol drawn for the entry (rng
     ``[11, patient]``) that zero-fills (acquired window smaller than the stored matrix); its
-    central slice of simulate's default slab. None when the entry never zero-fills in 40 draws."""
+    central slice of simulate's default slab. None when the entry never zero-fills in 40 draws.
+    ``geometry`` = (frequency samples, phase steps, stored matrix) replaces the drawn matrix: the
+    ratio depends on how much of k-space lies beyond the window and how close to it, so a
+    simulated chain is compared with a real file at that file's geometry."""
     from mridomain.sim import acquisition as acq
     from mridomain.sim.protocols import protocol_from_entry
     from mridomain.sim.simulate import patient_phantom
@@ -94,6 +98,10 @@ def entry_kspace_ratio(entry: dict, patient: int, seed: int = 0) -> float | None
             break
     else:
         return None
+    if geometry is not None:
+        import dataclasses
+
+        p = dataclasses.replace(p, acq_freq=int(geometry[0]), acq_phase=int(geometry[1]), recon_matrix=int(geometry[2]))
     ctx = acq.exam_context(ph, p, np.random.default_rng([seed, patient, 1]))
     img, _ = acq.acquire_slice(ph, p, ctx, float(ph.default_slab(1, p.slice_thickness)[0]), 0)
     return kspace_window_ratio(acq.to_stored(img, p).astype(np.float64), (p.acq_freq, p.acq_phase))

@@ -142,16 +142,6 @@ def kspace_filter(shape: tuple[int, int], style: ReconStyle) -> np.ndarray | Non
     raise InvalidArgumentError(f"unknown k-space filter {style.filter!r}")
 
 
-def autoscale_gain(img: np.ndarray, style: ReconStyle, rng: np.random.Generator) -> float:
-    """Vendor intensity scaling. GE's prescan sets the receive gain in discrete steps (values vary
-    by exam); Siemens scales to a fixed range and clips at 2**12 - 1."""
-    ref = float(np.percentile(img, 99.0)) + 1e-6
-    if style.bits_stored == 16:
-        steps = np.round(np.log2(style.target_max / ref) * 4 + rng.normal(0, 1.5)) / 4
-        return float(2.0 ** steps)
-    return float(style.target_max / ref * rng.uniform(0.9, 1.1))
-
-
 def smooth_zoom(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize of a smooth map computed on a coarse grid."""
     zy, zx = shape[0] / small.shape[0], shape[1] / small.shape[1]
