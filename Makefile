@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/index_bench.py
 	$(PY) bench/sim_bench.py
 	$(PY) bench/train_bench.py
+	$(PY) bench/predict_bench.py
 	$(PY) bench/shift_bench.py
 
 clean:

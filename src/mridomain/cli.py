@@ -52,6 +52,26 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
         set_quiet()
 
 
+def _file_out(path: Path, option: str) -> Path:
+    """An output that must be a file: a one-line error, before any work, when it cannot be."""
+    from mridomain.files import check_output_file
+
+    return check_output_file(path, f"{option} output")
+
+
+def _folder_out(path: Path, option: str) -> Path:
+    """An output that must be a folder: a one-line error, before any work, when it cannot be."""
+    from mridomain.files import check_output_folder
+
+    return check_output_folder(path, f"{option} output")
+
+
+def _at_least(value: Optional[float], option: str, minimum: float) -> None:
+    """A one-line error for a number below what the option accepts (None: not given)."""
+    if value is not None and value < minimum:
+        raise InvalidArgumentError(f"{option} {value}: must be at least {minimum}")
+
+
 def _numbers(text: str, option: str, count: int | None = None) -> tuple[float, ...]:
     """``"0.7,0.15,0.15"`` -> floats, with a one-line error naming the option."""
     try:
@@ -63,22 +83,29 @@ def _numbers(text: str, option: str, count: int | None = None) -> tuple[float, .
     return values
 
 
+_KEEP_KIND_HELP = ("Also read images of this kind (phase | derived | localizer | secondary capture), "
+                   "skipped by default; repeat.")
+
+
 @app.command()
 def index(
     archive: Path = typer.Argument(..., help="Folder tree of DICOM files (any depth)."),
     out: Path = typer.Option(Path("index.parquet"), "-o", "--out", help="Parquet table to write."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
     iap_config: Optional[Path] = typer.Option(None, help="YAML choosing IAPs / adding header fields."),
+    keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
 ) -> None:
-    """Read the headers of an archive: one row of acquisition parameters per series.
+    """Read the headers of an archive: one row of acquisition parameters per series (volume).
 
     Python: ``mridomain.data.build_index``.
     """
     from mridomain.data import build_index, print_index_summary
     from mridomain.data.schema import DEFAULT_IAPS, load_iap_config
 
+    _file_out(out, "--out")
+    _at_least(workers, "--workers", 1)
     iaps = load_iap_config(iap_config) if iap_config else DEFAULT_IAPS
-    result = build_index(archive, out=out, workers=workers, iaps=iaps)
+    result = build_index(archive, out=out, workers=workers, iaps=iaps, keep_kinds=keep_kind)
     print_index_summary(result, out)
 
 
@@ -100,7 +127,12 @@ def prepare(
     """
     from mridomain.data import prepare_cache
 
+    _folder_out(out, "--out")
     frac = _numbers(fractions, "--fractions", 3)
+    _at_least(seed, "--seed", 0)
+    _at_least(size, "--size", 1)
+    _at_least(slices_per_series, "--slices-per-series", 0)
+    _at_least(workers, "--workers", 1)
     cache = prepare_cache(index_path, out, slices_per_series=slices_per_series or None, size=size,
                           normalization=normalization, seed=seed, fractions=frac,
                           annotations=annotations, workers=workers)
@@ -125,6 +157,10 @@ def simulate(
     """
     from mridomain.sim import simulate as run_simulation
 
+    _folder_out(out, "--out")
+    for value, option in ((patients, "--patients"), (slices, "--slices"), (phases, "--phases"), (workers, "--workers")):
+        _at_least(value, option, 1)
+    _at_least(seed, "--seed", 0)
     result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
                             phases=phases, workers=workers, slab=slab)
     typer.echo(result.summary())
@@ -146,6 +182,9 @@ def train(
     """
     from mridomain.iap import train as run_training
 
+    _folder_out(out, "--out")
+    _at_least(epochs, "--epochs", 1)
+    _at_least(seed, "--seed", 0)
     result = run_training(cache, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device)
     typer.echo(result.summary())
 
@@ -164,6 +203,8 @@ def evaluate(
     """
     from mridomain.iap import evaluate as run_evaluation
 
+    if out is not None:
+        _folder_out(out, "--out")
     report = run_evaluation(run, cache=cache, split=split, out=out, html=html)
     typer.echo(report.to_markdown())
     typer.echo(f"wrote {report.out}")
@@ -179,16 +220,24 @@ def predict(
     abstain: bool = typer.Option(False, "--abstain", help="Answer 'unknown' for images outside the training domain."),
     combinations: Optional[Path] = typer.Option(None, help="CSV of allowed IAP combinations for the joint answer "
                                                          "(default: the combinations seen in training)."),
+    keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
 
-    Every row says whether the image lies inside the run's training domain.
+    Every row says whether the image lies inside the run's training domain. PATHS may be archive
+    folders: every series (and every volume of a multi-volume series) in them is predicted.
+    Exits with code 1 when nothing could be read.
+
     Python: ``mridomain.iap.predict_paths``.
     """
     from mridomain.iap import predict_paths
 
+    _file_out(out, "--out")
+    if figure is not None:
+        _file_out(figure, "--figure")
+    _at_least(top_k, "--top-k", 1)
     result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
-                           combinations=combinations)
+                           combinations=combinations, keep_kinds=keep_kind)
     typer.echo(result.summary())
 
 
@@ -227,6 +276,10 @@ def demo(
     """
     from mridomain.demo import run_demo
 
+    _folder_out(out, "--out")
+    for value, option in ((patients, "--patients"), (slices, "--slices"), (epochs, "--epochs")):
+        _at_least(value, option, 1)
+    _at_least(seed, "--seed", 0)
     run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
 
 
@@ -243,6 +296,7 @@ def analyze(
     """
     from mridomain.analysis import analyze as run_analysis
 
+    _folder_out(out, "--out")
     result = run_analysis(source, out, split_column=split_column, html=html)
     typer.echo(result.to_markdown())
 
@@ -264,6 +318,7 @@ def route(
     from mridomain.analysis import route as run_route
     from mridomain.analysis.routing import parse_model_specs
 
+    _file_out(out, "--out")
     table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
                       unknown="error" if default else "most_likely", out=out, abstain=abstain)
     typer.echo(table["model"].value_counts().to_string())
@@ -288,6 +343,9 @@ def route_experiment(
     """
     from mridomain.analysis import run_routing_experiment
 
+    _folder_out(out, "--out")
+    _at_least(epochs, "--epochs", 1)
+    _at_least(seed, "--seed", 0)
     exp = run_routing_experiment(cache, run, out, key_iap=key, domains=tuple(domains.split(",")),
                                  preset=preset, seed=seed, epochs=epochs, device=device)
     typer.echo(exp.to_markdown())
@@ -309,6 +367,9 @@ def compare(
     """
     from mridomain.analysis import compare as run_compare
 
+    _folder_out(out, "--out")
+    if not 0.0 < quantile < 1.0:
+        raise InvalidArgumentError(f"--quantile {quantile}: must lie strictly between 0 and 1")
     res = run_compare(train_cache, new, run, out, feature_score=feature_score, quantile=quantile)
     typer.echo(res.to_markdown())
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
-__all__ = ["atomic_write", "dump_json", "write_json_atomic", "read_json", "write_folder_atomic", "resolve_folder",
-           "clean_reason", "write_skip_report"]
+__all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "dump_json",
+           "read_json", "resolve_folder", "write_folder_atomic", "write_json_atomic", "write_skip_report"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -104,25 +104,76 @@ def resolve_folder(folder: str | Path) -> Path | None:
     return None
 
 
-def clean_reason(reason: object, limit: int = 300) -> str:
-    """A skip reason as one printable line: control characters (raw header bytes with \\r or \\n)
-    become spaces, runs of whitespace one space, and long reasons are cut at ``limit``."""
-    text = "".join(ch if ch.isprintable() else " " for ch in str(reason))
-    text = " ".join(text.split())
+# ---- output paths and skip reports ---------------------------------------------------------------
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def check_output_file(path: str | Path, what: str = "output") -> Path:
+    """``path`` can be written as a file: it is not a folder, and no file stands where one of its
+    parent folders must be. Raises a one-line :class:`InvalidArgumentError` otherwise, before any
+    work is done (instead of IsADirectoryError / FileExistsError once the work is over)."""
+    from mridomain.errors import InvalidArgumentError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidArgumentError(f"{path}: is a folder, but the {what} is a file; name a file")
+    blocker = _first_existing(path.parent)
+    if not blocker.is_dir():
+        raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    return path
+
+
+def check_output_folder(path: str | Path, what: str = "output") -> Path:
+    """``path`` can be made a folder: it is not an existing file, nor inside one. Raises a
+    one-line :class:`InvalidArgumentError` otherwise, before any work is done."""
+    from mridomain.errors import InvalidArgumentError
+
+    path = Path(path)
+    blocker = _first_existing(path)
+    if not blocker.is_dir():
+        if blocker == path:
+            raise InvalidArgumentError(f"{path}: is a file, but the {what} is a folder; name a folder")
+        raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    return path
+
+
+#: Longest reason a skip report keeps (the rest is cut and marked).
+MAX_REASON = 300
+
+
+def clean_reason(reason: Any, limit: int = MAX_REASON) -> str:
+    """One printable line of at most ``limit`` characters: control characters (a ``\\r`` from raw
+    header bytes, NUL, tabs, newlines) are written as escapes, so the reason survives a CSV."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(reason))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def write_skip_report(rows: Iterable[Sequence[object]], path: str | Path,
-                      columns: Sequence[str] = ("path", "reason")) -> Path:
-    """The CSV of inputs a batch job skipped, one cleaned reason per row (the last column), quoted
-    so that it reads back with ``pandas.read_csv`` whatever the reasons held."""
+def write_skip_report(rows: Any, path: str | Path, columns: tuple[str, ...] = ("path", "reason")) -> Path | None:
+    """The one writer of skip reports (index, prepare, predict, ...): ``rows`` (a DataFrame or
+    tuples in ``columns`` order) as a CSV with every text field quoted and every ``reason``
+    cleaned by :func:`clean_reason`, so ``pandas.read_csv`` gives back the same table whatever the
+    reasons held. Written all-or-nothing; with no rows any old report is removed (it would
+    mislead) and None is returned."""
     import csv
 
     import pandas as pd
 
-    rows = [list(r) for r in rows]
-    for r in rows:
-        r[-1] = clean_reason(r[-1])
-    frame = pd.DataFrame(rows, columns=list(columns))
-    atomic_write(path, lambda tmp: frame.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC))
-    return Path(path)
+    path = Path(path)
+    table = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=list(columns))
+    if len(table) == 0:
+        path.unlink(missing_ok=True)
+        return None
+    for column in table.columns:
+        if column == "reason":
+            table[column] = [clean_reason(r) for r in table[column]]
+        elif not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = [v if not isinstance(v, str) else clean_reason(v, limit=10_000) for v in table[column]]
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC,
+                                                lineterminator="\n"))
+    return path

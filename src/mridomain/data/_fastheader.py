@@ -5,15 +5,18 @@ every element into objects and converts values through hooks and validators, ~1-
 header; this reader walks the element headers of the common case (DICM preamble, little-endian
 explicit or implicit VR) with :mod:`struct`, skips unwanted values without reading them, and
 converts only the wanted ones. Anything unusual (deflate, big endian, enhanced multi-frame
-functional groups, non-ASCII text, undefined-length UN, a wanted sequence, odd structure) raises
-:class:`Fallback` and the caller reads the file with pydicom instead, so the fast path never has
-to be complete, only right where it answers. Tests compare it field by field with pydicom.
+functional groups, non-ASCII text, undefined-length UN, a wanted sequence, odd structure, and any
+file that ends inside an element: damaged files are judged by one reader) raises :class:`Fallback`
+and the caller reads the file with pydicom instead, so the fast path never has to be complete,
+only right where it answers. Tests compare it field by field with pydicom.
 """
 from __future__ import annotations
 
 import os
 import struct
 from typing import Any
+
+from mridomain.io.headers import pixel_fragments
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
                        b"SV", b"UV"})
@@ -31,6 +34,9 @@ _VALID_VRS = frozenset(v.encode() for v in (
     "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN", "SH", "SL", "SS",
     "ST", "TM", "UI", "UL", "US")) | _LONG_VRS
 _HH, _H, _I = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
+#: What pydicom's decoders read (io.headers.pixel_data_problem): odd values there are pydicom's call.
+_PIXEL_KEYWORDS = frozenset({"Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PlanarConfiguration",
+                             "PhotometricInterpretation", "BitsAllocated", "BitsStored", "PixelRepresentation"})
 
 
 class Fallback(Exception):
@@ -134,6 +140,8 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                 if length == _UNDEFINED:
                     raise Fallback("undefined length in file meta")
                 if tag == 0x00020010:
+                    if vr != b"UI":
+                        raise Fallback("transfer syntax element with a wrong VR")
                     transfer = r.get(start, length).decode("ascii", "replace").rstrip("\x00 ")
                 pos = start + length
             if transfer is None:
@@ -152,11 +160,16 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                 if o < 0 or o + 12 > len(buf):
                     if pos + 8 > size:
                         if pos != size:
-                            return None, "truncated or corrupt: file ends inside an element header"
+                            raise Fallback("file ends inside an element header")
                         if "Rows" not in fields or "Columns" not in fields:
                             sop = fields.get("SOPClassUID") or "unknown SOP class"
                             return None, f"not an image (no Rows/Columns, no pixel data; SOP class {sop})"
-                        return None, "truncated: the image header ends before the pixel data"
+                        # The last element ends exactly at the end of the file: a header whose
+                        # pixel data were stripped (a header dump), not a cut download.
+                        fields.setdefault("ContrastBolusAgent", None)
+                        fields["_pixel_length"], fields["_pixel_room"] = None, 0
+                        fields["_transfer_syntax"], fields["_fragments"] = transfer, None
+                        return fields, None
                     fh.seek(pos)
                     base, buf, o = pos, fh.read(_CHUNK), 0
                 group, elem = unpack_hh(buf, o)
@@ -165,7 +178,7 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                     vr = buf[o + 4:o + 6]
                     if vr in long_vrs:
                         if o + 12 > len(buf):
-                            return None, "truncated or corrupt: file ends inside an element header"
+                            raise Fallback("file ends inside an element header")
                         length, start = unpack_i(buf, o + 8)[0], pos + 12
                     elif vr in _VALID_VRS:
                         length, start = unpack_h(buf, o + 6)[0], pos + 8
@@ -179,6 +192,8 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                     fields.setdefault("ContrastBolusAgent", None)
                     fields["_pixel_length"] = length
                     fields["_pixel_room"] = size - start
+                    fields["_transfer_syntax"] = transfer
+                    fields["_fragments"] = pixel_fragments(fh, start, size, length, transfer)
                     return fields, None
                 if tag in fallback_tags:
                     raise Fallback("enhanced MR / derived fields: io handles these")
@@ -188,14 +203,15 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                     pos = _skip_sequence(_Reader(fh, size), start, explicit)
                     continue
                 if start + length > size:
-                    return None, (f"truncated or corrupt: element ({group:04X},{elem:04X}) "
-                                  f"needs {length} bytes, {size - start} left")
+                    raise Fallback(f"element ({group:04X},{elem:04X}) needs {length} bytes, {size - start} left")
                 spec = wanted.get(tag)
                 if spec is not None:
                     keyword, dict_vr = spec
                     use_vr = vr.decode() if vr is not None else dict_vr
                     if use_vr in ("UN", "SQ") or " or " in use_vr:
                         raise Fallback("value needs pydicom")
+                    if use_vr != dict_vr and keyword in _PIXEL_KEYWORDS:
+                        raise Fallback("a pixel description element with an unexpected VR")
                     so = start - base
                     if so + length <= len(buf):
                         raw = buf[so:so + length]
@@ -203,10 +219,12 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dic
                         fh.seek(start)
                         raw = fh.read(length)
                     value = _convert(use_vr, raw, keyword)
+                    if value is None and keyword in _PIXEL_KEYWORDS and raw.strip(b"\x00 "):
+                        raise Fallback("an unreadable pixel description value: pydicom decides")
                     if not (keyword == "NumberOfFrames" and value in ("", None)):
                         fields[keyword] = value
                 pos = start + length
-        except EOFError:
-            return None, "truncated or corrupt: file ends inside the DICOM header"
-        except (struct.error, UnicodeDecodeError, ValueError) as err:
+        except EOFError as err:
+            raise Fallback("file ends inside the DICOM header") from err
+        except (struct.error, UnicodeDecodeError, ValueError, OverflowError) as err:
             raise Fallback(str(err)) from err

@@ -154,16 +154,40 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
     fig.savefig(path, dpi=100)
 
 
+class _Rows:
+    """Table rows gathered input by input: every ``chunk`` rows become a DataFrame block, so the
+    memory a long run holds grows with its output table, not with python dicts of numpy scalars
+    (several times larger)."""
+
+    def __init__(self, chunk: int = 128):
+        self.chunk, self.rows, self.blocks = chunk, [], []
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
+            self.blocks.append(pd.DataFrame(self.rows))
+            self.rows = []
+
+    def frame(self) -> pd.DataFrame:
+        blocks = self.blocks + ([pd.DataFrame(self.rows)] if self.rows else [])
+        return pd.concat(blocks, ignore_index=True, sort=False) if blocks else pd.DataFrame()
+
+
 def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path | None = "predictions.csv",
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
                   progress: bool = True, device: str | None = None, abstain: bool = False,
-                  combinations: str | Path | pd.DataFrame | None = None) -> PredictionResult:
-    """Predict the IAPs of DICOM files / series folders, NIfTI volumes and PNG/JPG images.
+                  combinations: str | Path | pd.DataFrame | None = None,
+                  keep_kinds: Sequence[str] = ()) -> PredictionResult:
+    """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
+    PNG/JPG images.
 
-    Each input is read through :mod:`mridomain.data.inputs`, every slice is preprocessed exactly as
-    the run's ``preprocess.json`` says, and the network runs in batches. The table has one row per
-    slice (``level == "slice"``) and one per input (``level == "series"``: slice probabilities
-    averaged, continuous values averaged), the top-k values and probabilities of each categorical
+    Each input is read through :mod:`mridomain.data.inputs` (a folder holding many series gives one
+    input per series volume; phase, derived, localizer and secondary-capture images are skipped
+    unless ``keep_kinds`` names their kind), every slice is preprocessed exactly as the run's
+    ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
+    (``level == "slice"``) and one per input (``level == "series"``: slice probabilities averaged,
+    continuous values averaged), the series identity (``series_uid``, ``patient_id``,
+    ``series_description``, ``volume``), the top-k values and probabilities of each categorical
     IAP (``<iap>_p_other``: the probability of a value unseen in training), TR/TE in ms, and
     ``true_<iap>`` where the DICOM header holds the value. Where the run has a domain model
     (``domain.json``, written by training), every row has ``domain_score`` and ``in_domain``
@@ -171,20 +195,24 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     vocabulary or range. Where it has ``combinations.json``, ``joint_<iap>`` is the most probable
     combination of scanner-related IAPs seen in training (or allowed by ``combinations``, a table
     of allowed combinations), next to the per-head answers. Unreadable inputs are reported in
-    ``skipped`` and the rest finishes.
+    ``skipped`` (and ``<out stem>_skipped.csv``) and the rest finishes.
 
     Args:
         abstain: answer "unknown" (continuous: NaN) for every IAP of an out-of-domain row.
         combinations: CSV / parquet (or DataFrame) of allowed IAP combinations for joint decoding.
-        out: .csv or .json (None: write nothing).
+        out: .csv or .json (None: write nothing); checked before any work, as ``figure`` is.
+        keep_kinds: image kinds to predict although they are not anatomical images.
 
     Raises:
         EmptyInputError: none of the inputs could be read (the skipped report is written first).
     """
+    from mridomain.files import check_output_file
     from mridomain.iap.decoding import joint_decode, load_combination_table
 
     if top_k < 1:
         raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
+    out_path = check_output_file(out, "predictions table") if out is not None else None
+    fig_path = check_output_file(figure, "figure") if figure is not None else None
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
@@ -193,10 +221,11 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     combos = predictor.combinations
     if combinations is not None:
         combos = combinations if isinstance(combinations, pd.DataFrame) else load_combination_table(combinations)
-    rows: list[dict[str, Any]] = []
+    rows = _Rows()
     skipped: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = []
-    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict"):
+    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict",
+                            keep_kinds=keep_kinds):
         output = predictor.forward(item.slices, batch_size=batch_size)
         truth = true_values(item.meta, encoder)
         truth_cols: dict[str, Any] = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical"
@@ -204,7 +233,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         if domain is not None and truth:
             truth_cols["header_unseen"] = "; ".join(domain.header_outside(
                 {k: truth_cols[f"true_{k}"] for k in truth}))
-        identity = {k: item.meta[k] for k in ("SeriesInstanceUID", "PatientID") if item.meta.get(k)}
+        identity = item.identity
         slice_table = output.table(top_k, abstain=abstain)
         series_output = output.mean()
         series_table = series_output.table(top_k, abstain=abstain)
@@ -220,16 +249,14 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         if figure is not None and len(panels) < 12:   # only what the figure shows is kept
             panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
                            "row": series_row, "truth": truth})
-    table = pd.DataFrame(rows)
-    out_path = Path(out) if out is not None else None
-    if out_path is not None and skipped:
+    table = rows.frame()
+    if out_path is not None:
         write_skip_report(skipped, out_path.with_name(out_path.stem + "_skipped.csv"))
     if len(table) == 0:
         first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise EmptyInputError(paths[0], f"none of the {len(paths)} inputs could be read{first}")
+        raise EmptyInputError(paths[0], f"nothing to predict: none of the {len(paths)} inputs could be read{first}")
     if out_path is not None:
         _write_table(table, out_path)
-    fig_path = Path(figure) if figure is not None else None
     if fig_path is not None:
         _draw_figure(panels, encoder, fig_path)
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
