@@ -164,3 +164,15 @@ def test_manifest_from_dbc_stage_task(tmp_path):
     assert reasons[f"no {STAGE_COLUMN} stage"] == 1 and reasons["no annotation box"] == 1
     crop = read_sample(build.table.iloc[0].to_dict())
     assert crop.shape == (3, 4, 4) and np.allclose(crop[:, 0, 0], [10, 20, 30])   # slices 1..3 of patient 0
+
+
+def test_manifest_from_index_leaves_out_header_dumps_and_later_volumes():
+    index = pd.DataFrame({"series_uid": ["s1", "s1", "s2", "s3"], "patient_id": ["p1", "p1", "p2", "p3"],
+                          "manufacturer": ["GE", "GE", "SIEMENS", "SIEMENS"], "has_pixels": [True, True, True, False],
+                          "volume": [0, 1, 0, 0], "files": [["/a/s1/1.dcm"], ["/a/s1/2.dcm"], ["/a/s2/1.dcm"],
+                                                            ["/a/s3/1.dcm"]]})
+    labels = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "label": [0, 1, 1]})
+    build = manifest_from_index(index, labels, domains=("GE", "SIEMENS"))
+    assert build.table["series_uid"].tolist() == ["s1", "s2"]
+    reasons = " ".join(build.dropped["reason"])
+    assert "header only" in reasons and "later volume" in reasons

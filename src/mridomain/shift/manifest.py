@@ -290,9 +290,17 @@ def manifest_from_index(index: pd.DataFrame | str | Path, labels: pd.DataFrame |
     extra = [c for c in lab.columns if c in ("slice", "split", *CROP_CENTER, *CROP_SIZE)]
     rows, reasons = [], {}
     merged = idx.assign(**{key: idx[key].astype(str)}).merge(lab[[key, "label", *extra]], on=key, how="left")
+    seen: set[str] = set()
     for r in merged.itertuples(index=False):
         r = r._asdict()
         sid = r["series_uid"]
+        if r.get("has_pixels") is False or (r.get("has_pixels") is not None and not bool(r.get("has_pixels"))):
+            reasons.setdefault("header only (no pixel data)", []).append(sid)
+            continue
+        if sid in seen:       # the index has one row per volume of a multi-volume series: the first is used
+            reasons.setdefault("a later volume of a multi-volume series", []).append(sid)
+            continue
+        seen.add(sid)
         dom = r.get(domain_column)
         if _blank(dom):
             reasons.setdefault(f"no {domain_column} value", []).append(sid)
