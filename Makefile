@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Everything but the end-to-end tests marked slow (CI runs the whole `make test`).
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
 bench: $(STAMP)
 	$(PY) bench/index_bench.py
 	$(PY) bench/sim_bench.py
 	$(PY) bench/train_bench.py
+	$(PY) bench/predict_bench.py
+	$(PY) bench/shift_bench.py
 	$(PY) bench/synth_bench.py
 
 clean:

@@ -7,7 +7,7 @@ import pytest
 
 from mridomain import iap
 from mridomain.analysis import compare, route, run_routing_experiment
-from mridomain.analysis._common import predictor_logits
+from mridomain.iap.predictor import Predictor
 from mridomain.data import write_slice_cache
 
 
@@ -33,15 +33,34 @@ def tiny(tmp_path_factory):
     return tmp, imgs
 
 
-def test_logits_adapter_matches_predict_proba(tiny):
+class CountingPredictor:
+    """Passes everything to a real predictor and counts its forward passes."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.classes, self.preprocess = inner.classes, inner.preprocess
+
+    def forward(self, images):
+        self.calls.append(len(images))
+        return self.inner.forward(images)
+
+
+@pytest.mark.slow
+def test_iap_predictor_is_a_predictor_and_compare_makes_one_pass_per_image_set(tiny):
     tmp, imgs = tiny
     p = iap.IAPPredictor.load(tmp / "run", device="cpu")
-    lg = predictor_logits(p, imgs[:6])
-    probs = p.predict_proba(imgs[:6], preprocessed=True)
-    e = np.exp(lg["manufacturer"] - lg["manufacturer"].max(1, keepdims=True))
-    np.testing.assert_allclose(e / e.sum(1, keepdims=True), probs["manufacturer"], rtol=1e-4, atol=1e-6)
+    assert isinstance(p, Predictor)
+    counting = CountingPredictor(p)
+    new = imgs[-5:]
+    res = compare(tmp / "cache", new, counting, None, progress=False)
+    n_train = int((pd.read_parquet(tmp / "cache" / "slices.parquet")["split"] == "train").sum())
+    # 16 val slices are too few to calibrate on (< 20), so a held-out quarter of the training
+    # reference's pass serves the thresholds: one pass over the 48 training slices, one over the 5 new
+    assert res.summary["calibration"] == "held-out train" and res.summary["n_calibration"] == 12
+    assert counting.calls == [n_train, 5] and len(res.verdicts) == 5
 
 
+@pytest.mark.slow
 def test_compare_route_and_experiment_with_real_predictor(tiny):
     tmp, imgs = tiny
     noise = np.random.default_rng(1).uniform(0, 255, (3, 32, 32)).astype(np.float32)

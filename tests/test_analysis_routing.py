@@ -10,6 +10,7 @@ import pytest
 from mridomain.analysis import TumorClassifier, evaluate_routing, route, run_routing_experiment
 from mridomain.data import write_slice_cache
 from mridomain.errors import InvalidArgumentError, SchemaMismatchError
+from mridomain.iap.predictor import PredictorOutput
 
 # Stand-in images encode what the stand-ins need: pixel (0,0) = tumor label, (0,1) = true domain
 # (0 GE, 1 SIEMENS), (0,2) = 1 where the IAP stand-in must get the domain wrong, (0,3) = 1 where the
@@ -17,27 +18,27 @@ from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 
 
 class DomainPredictor:
-    """Predicts manufacturer from pixel (0,1), flipped where pixel (0,2) is set."""
+    """Predicts manufacturer from pixel (0,1), flipped where pixel (0,2) is set; with
+    ``unknown_value`` image 0 is most probably that value (GE next, then SIEMENS)."""
 
     classes = {"manufacturer": ["GE", "SIEMENS", "TOSHIBA"]}
+    preprocess = {"size": [8, 8], "normalization": {"method": "max255"}}
 
     def __init__(self, unknown_value: str | None = None):
+        if unknown_value is not None:
+            self.classes = {"manufacturer": ["GE", "SIEMENS", unknown_value]}
         self.unknown_value = unknown_value
 
-    def predict_proba(self, x):
+    def forward(self, x):
         dom = (x[:, 0, 1] > 0.5) ^ (x[:, 0, 2] > 0.5)
         p = np.zeros((len(x), 3))
         p[np.arange(len(x)), dom.astype(int)] = 0.7
         p[np.arange(len(x)), 1 - dom.astype(int)] = 0.2
         p[:, 2] = 0.1
-        return {"manufacturer": p}
-
-    def predict(self, x):
-        dom = (x[:, 0, 1] > 0.5) ^ (x[:, 0, 2] > 0.5)
-        vals = np.where(dom, "SIEMENS", "GE").astype(object)
         if self.unknown_value:
-            vals[0] = self.unknown_value
-        return pd.DataFrame({"manufacturer": vals})
+            p[0] = [0.3, 0.2, 0.5]
+        return PredictorOutput(probabilities={"manufacturer": p}, logits={"manufacturer": np.log(p)},
+                               continuous={}, features=np.zeros((len(x), 1)), classes=self.classes)
 
 
 class GEModel:
@@ -133,6 +134,7 @@ def _blob_images(n, rng, size=16):
     return imgs * 255, y
 
 
+@pytest.mark.slow
 def test_tumor_classifier_learns_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
     x, y = _blob_images(96, rng)
@@ -142,7 +144,7 @@ def test_tumor_classifier_learns_and_round_trips(tmp_path):
     assert acc >= 0.8  # chance is ~0.5; a visible blob is easy
     clf.save(tmp_path / "m")
     assert (tmp_path / "m" / "model.safetensors").exists()
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["arch"] == "small_cnn"
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["config"]["arch"] == "small_cnn"
     loaded = TumorClassifier.load(tmp_path / "m", device="cpu")
     np.testing.assert_allclose(loaded.predict_proba(x[64:]), clf.predict_proba(x[64:]), rtol=1e-5, atol=1e-6)
     with pytest.raises(SchemaMismatchError):
@@ -156,10 +158,17 @@ def _write_cache(path, images, table):
 class PixelDomainPredictor:
     """Manufacturer from the mean intensity (Siemens slices are scaled brighter below)."""
 
-    def predict(self, x):
-        return pd.DataFrame({"manufacturer": np.where(x.reshape(len(x), -1).mean(1) > 70, "SIEMENS", "GE")})
+    classes = {"manufacturer": ["GE", "SIEMENS"]}
+    preprocess = {"size": [16, 16], "normalization": {"method": "max255"}}
+
+    def forward(self, x):
+        siemens = (x.reshape(len(x), -1).mean(1) > 70).astype(float)
+        p = np.stack([1 - siemens, siemens], axis=1)
+        return PredictorOutput(probabilities={"manufacturer": p}, logits={"manufacturer": p},
+                               continuous={}, features=np.zeros((len(x), 1)), classes=self.classes)
 
 
+@pytest.mark.slow
 def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):
     rng = np.random.default_rng(1)
     n = 160
@@ -186,3 +195,37 @@ def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):
         assert (tmp_path / "out" / f).exists(), f
     assert ("NOT" in exp.verdict) == (not exp.ok)
     assert "| GE model |" in exp.to_markdown()
+
+
+class OutOfDomainPredictor(DomainPredictor):
+    """As DomainPredictor, with a domain model that calls image 0 out of the training domain."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        out.domain_score = np.where(np.arange(len(x)) == 0, 10.0, 1.0)
+        out.domain_threshold = 2.0
+        return out
+
+
+def test_route_reports_the_domain_and_abstains(tmp_path):
+    x, _, _ = _standin_images()
+    models = {"GE": GEModel(), "SIEMENS": SiemensModel()}
+    res = route(x, OutOfDomainPredictor(), models, out=tmp_path / "routed.csv")
+    assert res["in_domain"].tolist()[:2] == [False, True] and res.loc[0, "model"] in ("GE", "SIEMENS")
+    res = route(x, OutOfDomainPredictor(), models, abstain=True)
+    assert res.loc[0, "routed_by"] == "out_of_domain" and pd.isna(res.loc[0, "model"])
+    assert np.isnan(res.loc[0, "prediction"]) and (res["routed_by"][1:] == "predicted").all()
+    assert pd.read_csv(tmp_path / "routed.csv").shape[0] == len(x)
+
+
+def test_tumor_classifier_folder_of_the_earlier_flat_format_still_loads(tmp_path):
+    from safetensors.torch import save_file
+
+    clf = TumorClassifier(preset="cpu", size=16, width=4, device="cpu")
+    net = clf.architecture()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    flat = {"kind": "tumor_classifier", "arch": "small_cnn", "size": 16, "epochs": 15, "batch_size": 64,
+            "lr": 1e-3, "weight_decay": 1e-4, "seed": 0, "width": 4, "mean": 10.0, "std": 2.0, "augment": True}
+    (tmp_path / "config.json").write_text(json.dumps(flat))
+    loaded = TumorClassifier.load(tmp_path, device="cpu")
+    assert loaded.config.mean == 10.0 and loaded.predict_proba(np.zeros((2, 16, 16), np.float32)).shape == (2,)

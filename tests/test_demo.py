@@ -4,11 +4,13 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from mridomain.data.schema import IAP_NAMES
 from mridomain.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_and_reports_every_iap(tmp_path):
     result = run_demo(tmp_path / "demo", patients=10, slices=4, epochs=1, workers=1, seed=3)
     out = result.out

@@ -148,3 +148,17 @@ def test_resume_without_checkpoint_and_bad_settings(tmp_path):
         TrainSettings(epochs=0)
     with pytest.raises(InvalidArgumentError, match="settings"):
         Engine(object(), tmp_path)  # type: ignore[arg-type]
+
+
+def test_run_without_checkpoints_or_plots_trains_the_same(tmp_path):
+    s = ddp_task.TinySettings(epochs=3, seed=3, device="cpu")
+    full = Engine(s, tmp_path / "full", progress=False).fit(ddp_task.TinyTask(s))
+    lean = Engine(s, tmp_path / "lean", progress=False, resumable=False, plots=False).fit(ddp_task.TinyTask(s))
+    assert not (tmp_path / "lean" / "last").exists() and not (tmp_path / "lean" / "learning_curve.png").exists()
+    assert (tmp_path / "full" / "learning_curve.png").exists()
+    assert lean.metrics.equals(full.metrics) and lean.best_epoch == full.best_epoch
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "lean")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    with pytest.raises(InvalidArgumentError, match="resumable=False"):
+        Engine(s, tmp_path / "lean", progress=False, resumable=False).fit(ddp_task.TinyTask(s), resume=True)

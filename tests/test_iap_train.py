@@ -26,6 +26,7 @@ def trained(tmp_path_factory):
     return cache, run, result
 
 
+@pytest.mark.slow
 def test_run_folder_is_self_describing(trained):
     cache, run, result = trained
     for name in ("model.safetensors", "config.json", "labels.json", "preprocess.json", "metrics.csv",
@@ -41,6 +42,7 @@ def test_run_folder_is_self_describing(trained):
     assert load_file(str(run / "model.safetensors"))["head.weight"].shape[0] == 3 + 3 + 4 + 1
 
 
+@pytest.mark.slow
 def test_learns_a_learnable_problem(trained):
     cache, run, _ = trained
     report = evaluate(run, split="test", progress=False)
@@ -54,6 +56,7 @@ def test_learns_a_learnable_problem(trained):
     assert "manufacturer" in report.to_markdown()
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_identical_predictions(trained, tmp_path):
     cache, run, _ = trained
     images = np.asarray(open_cache(cache).images[:12], dtype=np.float32)
@@ -65,10 +68,15 @@ def test_checkpoint_round_trip_identical_predictions(trained, tmp_path):
         np.testing.assert_array_equal(pa[k], pb[k])
     df = b.predict(images, top_k=2, preprocessed=True)
     assert len(df) == 12 and {"manufacturer", "manufacturer_prob", "manufacturer_top2", "tr_ms"} <= set(df.columns)
-    assert b.embed(images, preprocessed=True).shape[0] == 12
-    logits = b.predict_logits(images, preprocessed=True)["manufacturer"]
+    out = b.forward(images)                     # one pass: probabilities, logits, values, features
+    assert out.features.shape[0] == 12 and len(out) == 12
+    temp = b.temperatures["manufacturer"]      # train() calibrated the run: probabilities = softmax(logits / T)
+    assert temp > 0 and a.temperatures == b.temperatures
+    logits = out.logits["manufacturer"] / temp
     e = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(e / e.sum(1, keepdims=True), pb["manufacturer"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.probabilities["manufacturer"], pb["manufacturer"], rtol=1e-6)
+    np.testing.assert_allclose(out.continuous["tr"], pb["tr"], rtol=1e-6)
 
 
 def test_unfitted_predictor_says_so():
@@ -76,6 +84,7 @@ def test_unfitted_predictor_says_so():
         IAPPredictor(preset="cpu").predict(np.zeros((1, 8, 8)))
 
 
+@pytest.mark.slow
 def test_schema_mismatch_refused(trained, tmp_path):
     cache, run, _ = trained
     other = make_cache(tmp_path / "other", n=16, iaps=[s for s in IAPS if s["name"] != "field_strength"])
@@ -86,6 +95,7 @@ def test_schema_mismatch_refused(trained, tmp_path):
         train(other, run, resume=True, epochs=7, progress=False)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_saved_epoch(tmp_path):
     cache = make_cache(tmp_path / "cache", n=48, size=16)
     # "Interrupted" here means trained with epochs=2, which would also shorten a cosine schedule;
@@ -134,6 +144,7 @@ def _write_dicom(path, pixels):
     pydicom.dcmwrite(str(path), ds, enforce_file_format=True)
 
 
+@pytest.mark.slow
 def test_predict_files_skips_the_corrupt_one(trained, tmp_path):
     import nibabel as nib
     from PIL import Image
@@ -164,3 +175,29 @@ def test_predict_files_skips_the_corrupt_one(trained, tmp_path):
     assert (dicom_rows["true_manufacturer"] == "GE").all()
     res_json = predict_paths(run, [png], out=tmp_path / "p.json", progress=False)
     assert json.loads((tmp_path / "p.json").read_text())[0]["level"] == "slice" and not res_json.skipped
+
+
+@pytest.mark.slow
+def test_run_knows_its_domain_and_abstains_on_real_scanner_files(trained, tmp_path):
+    """Trained on synthetic slices, the run calls pydicom's real Toshiba / Philips / Siemens MR files
+    out of its domain, keeps held-out slices of its own kind in, and abstains when asked."""
+    from pydicom.data import get_testdata_file
+
+    _, run, _ = trained
+    assert (run / "domain.json").exists() and (run / "calibration.json").exists()
+    real = [get_testdata_file(n) for n in ("MR_small.dcm", "MR2_J2KR.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm")]
+    res = predict_paths(run, real, out=tmp_path / "real.csv", progress=False, abstain=True)
+    assert res.n_out_of_domain == 3
+    series = res.series
+    assert (series["manufacturer"] == "unknown").all() and series["tr_ms"].isna().all()
+    toshiba = series[series["source"].str.endswith("MR_small.dcm")].iloc[0]
+    assert "manufacturer=TOSHIBA not in the training vocabulary" in toshiba["header_unseen"]
+    assert "OUTSIDE the training domain" in res.summary()
+    # held-out slices drawn like the training ones (another seed) stay inside
+    from test_iap_utils import synthetic_images
+
+    rng = np.random.default_rng(11)
+    own = synthetic_images(np.array(["GE", "SIEMENS"] * 10), np.array(["FFP"] * 10 + ["HFP"] * 10), 32, rng)
+    p = IAPPredictor.load(run)
+    out = p.forward(own)
+    assert out.in_domain.mean() >= 0.9

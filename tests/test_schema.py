@@ -228,9 +228,11 @@ def test_load_config_defaults_to_all(tmp_path: Path) -> None:
     [
         ("iaps: [manufacturer, vendor]\n", "unknown IAP name(s) ['vendor']"),
         ("extra:\n  - {name: seq, keyword: NotAKeyword}\n", "'NotAKeyword' is not a DICOM keyword"),
-        ("extra:\n  - {name: seq, keyword: SeriesDescription, kind: ordinal}\n", "kind must be"),
+        ("extra:\n  - {name: seq, keyword: SeriesDescription, kind: ordinal}\n", "field 'extra.0.kind'"),
         ("iaps: [tr]\nextra:\n  - {name: tr, keyword: RepetitionTime}\n", "appears twice"),
-        ("iap: [tr]\n", "unknown config key"),
+        ("iap: [tr]\n", "field 'iap': unknown field"),
+        ("extra: {name: seq}\n", "field 'extra'"),
+        ("- tr\n", "expected a mapping of fields"),
         ("iaps: [tr\n", "not valid YAML"),
     ],
 )

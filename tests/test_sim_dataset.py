@@ -216,10 +216,38 @@ def test_same_seed_gives_identical_files_also_in_parallel(tmp_path):
 def test_bad_preset_gives_a_clear_error(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("scanners:\n  - manufacturer: GE\n    model: X\n")
-    with pytest.raises(SchemaMismatchError, match="bad.yaml: scanners\\[0\\]: missing key"):
+    with pytest.raises(SchemaMismatchError, match="bad.yaml: field 'scanners.0.field_strength': Field required"):
         load_preset(bad)
     with pytest.raises(SchemaMismatchError, match="no such YAML"):
         load_preset(tmp_path / "nope.yaml")
     bad.write_text(TINY.replace("'48 X 40'", "'48 by 40'"))
     with pytest.raises(SchemaMismatchError, match="FREQ X PHASE"):
         load_preset(bad)
+    # every problem names the file, the entry and the field, in one line
+    for text, fragment in (("manufacturer: GE", "manufacturer: TOSHIBA"), ("model:", "modell:")):
+        bad.write_text(TINY.replace(text, fragment, 1))
+        with pytest.raises(SchemaMismatchError) as err:
+            load_preset(bad)
+        assert "bad.yaml: field 'scanners.0." in str(err.value) and "\n" not in str(err.value)
+
+
+def test_features_sheet_has_the_stage_with_dbcs_codes(dbc_sim):
+    """Staging T / N / M (DBC's integer codes) agree with the manifest and with each lesion's size
+    and invasion by AJCC rules."""
+    from mridomain.sim.phantom import t_stage_from
+    with open(dbc_sim.features_csv, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, data = rows[1], rows[3:]
+    col = {n: i for i, n in enumerate(header)}
+    pre = dbc_sim.manifest[dbc_sim.manifest["phase"] == 0].set_index("patient_id")
+    for r in data:
+        m = pre.loc[r[0]]
+        t = int(r[col["Staging(Tumor Size)# [T]"]])
+        assert t == m["t_stage"]
+        assert int(r[col["Staging(Nodes)#(Nx replaced by -1)[N]"]]) == m["n_stage"]
+        assert int(r[col["Staging(Metastasis)#(Mx -replaced by -1)[M]"]]) == m["m_stage"]
+        assert int(r[col["Pec/Chest Involvement"]]) == (m["tumor_invasion"] == "chest wall")
+        if m["tumor_present"]:
+            assert t == t_stage_from(m["tumor_diameter_mm"], m["tumor_invasion"])
+        else:
+            assert t == 0

@@ -156,7 +156,9 @@ def test_rss_coil_combination_gives_noncentral_chi_noise_floor(phantom):
     channel count (Constantinides et al., MRM 1997); N = 1 is the Rayleigh floor 1.2533 sigma."""
     floors = {}
     for n_ch in (1, 8):
-        p = small(manufacturer="SIEMENS", scan_options="FS", coil_channels=n_ch)
+        # a wide FOV leaves air around the body to measure the floor in
+        p = small(manufacturer="SIEMENS", scan_options="FS", coil_channels=n_ch, fov=440.0, acq_freq=128,
+                  acq_phase=128)
         p = dataclasses.replace(p, recon=dataclasses.replace(p.recon, shading_correction=0.0))
         assert p.acceleration == 1 and p.partial_fourier == 1.0 and p.recon.filter == "none"
         ctx = acq.exam_context(phantom, p, np.random.default_rng(0))

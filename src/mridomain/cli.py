@@ -8,18 +8,85 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from mridomain.errors import InvalidArgumentError, MridomainError
 from mridomain.synth.cli import app as synth_app
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _Commands(TyperGroup):
+    """The one error handler of every command (sub-apps included): a :class:`MridomainError` is
+    printed as one red line and the command exits with code 1, never with a traceback."""
+
+    def invoke(self, ctx):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except MridomainError as err:
+            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="mridomain: the acquisition domain of MRI.")
 app.add_typer(synth_app, name="synth")
 
+from mridomain.shift.cli import app as shift_app  # noqa: E402  (the sub-app registers below)
 
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
+app.add_typer(shift_app, name="shift")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mridomain {version('mridomain')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (for logs).")) -> None:
+    """mridomain: the acquisition domain of MRI."""
+    if quiet:
+        from mridomain.progress import set_quiet
+
+        set_quiet()
+
+
+def _file_out(path: Path, option: str) -> Path:
+    """An output that must be a file: a one-line error, before any work, when it cannot be."""
+    from mridomain.files import check_output_file
+
+    return check_output_file(path, f"{option} output")
+
+
+def _folder_out(path: Path, option: str) -> Path:
+    """An output that must be a folder: a one-line error, before any work, when it cannot be."""
+    from mridomain.files import check_output_folder
+
+    return check_output_folder(path, f"{option} output")
+
+
+def _at_least(value: Optional[float], option: str, minimum: float) -> None:
+    """A one-line error for a number below what the option accepts (None: not given)."""
+    if value is not None and value < minimum:
+        raise InvalidArgumentError(f"{option} {value}: must be at least {minimum}")
+
+
+def _numbers(text: str, option: str, count: int | None = None) -> tuple[float, ...]:
+    """``"0.7,0.15,0.15"`` -> floats, with a one-line error naming the option."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise InvalidArgumentError(f"{option} {text!r}: expected comma-separated numbers") from None
+    if count is not None and len(values) != count:
+        raise InvalidArgumentError(f"{option} {text!r}: expected {count} numbers, got {len(values)}")
+    return values
+
+
+_KEEP_KIND_HELP = ("Also read images of this kind (phase | derived | localizer | secondary capture), "
+                   "skipped by default; repeat.")
 
 
 @app.command()
@@ -28,19 +95,19 @@ def index(
     out: Path = typer.Option(Path("index.parquet"), "-o", "--out", help="Parquet table to write."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
     iap_config: Optional[Path] = typer.Option(None, help="YAML choosing IAPs / adding header fields."),
+    keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
 ) -> None:
-    """Read the headers of an archive: one row of acquisition parameters per series.
+    """Read the headers of an archive: one row of acquisition parameters per series (volume).
 
     Python: ``mridomain.data.build_index``.
     """
     from mridomain.data import build_index, print_index_summary
     from mridomain.data.schema import DEFAULT_IAPS, load_iap_config
 
-    try:
-        iaps = load_iap_config(iap_config) if iap_config else DEFAULT_IAPS
-        result = build_index(archive, out=out, workers=workers, iaps=iaps)
-    except MridomainError as err:
-        _fail(err)
+    _file_out(out, "--out")
+    _at_least(workers, "--workers", 1)
+    iaps = load_iap_config(iap_config) if iap_config else DEFAULT_IAPS
+    result = build_index(archive, out=out, workers=workers, iaps=iaps, keep_kinds=keep_kind)
     print_index_summary(result, out)
 
 
@@ -62,13 +129,15 @@ def prepare(
     """
     from mridomain.data import prepare_cache
 
-    try:
-        frac = tuple(float(x) for x in fractions.split(","))
-        cache = prepare_cache(index_path, out, slices_per_series=slices_per_series or None, size=size,
-                              normalization=normalization, seed=seed, fractions=frac,
-                              annotations=annotations, workers=workers)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    frac = _numbers(fractions, "--fractions", 3)
+    _at_least(seed, "--seed", 0)
+    _at_least(size, "--size", 1)
+    _at_least(slices_per_series, "--slices-per-series", 0)
+    _at_least(workers, "--workers", 1)
+    cache = prepare_cache(index_path, out, slices_per_series=slices_per_series or None, size=size,
+                          normalization=normalization, seed=seed, fractions=frac,
+                          annotations=annotations, workers=workers)
     typer.echo(cache.summary())
 
 
@@ -81,6 +150,8 @@ def simulate(
     preset: str = typer.Option("dbc", help="Protocol preset name, or a YAML file of protocols."),
     phases: int = typer.Option(1, help="DCE phases per patient (1 = pre-contrast only)."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+    slab: str = typer.Option("spread", help="spread: cover the breasts; tumor: contiguous slices "
+                                            "centred on the lesion (e.g. --slices 5 for a 3-D crop)."),
 ) -> None:
     """Simulate multi-vendor breast MRI and write it as real DICOM in DBC's layout.
 
@@ -88,11 +159,12 @@ def simulate(
     """
     from mridomain.sim import simulate as run_simulation
 
-    try:
-        result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
-                                phases=phases, workers=workers)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    for value, option in ((patients, "--patients"), (slices, "--slices"), (phases, "--phases"), (workers, "--workers")):
+        _at_least(value, option, 1)
+    _at_least(seed, "--seed", 0)
+    result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
+                            phases=phases, workers=workers, slab=slab)
     typer.echo(result.summary())
 
 
@@ -112,10 +184,11 @@ def train(
     """
     from mridomain.iap import train as run_training
 
-    try:
-        run_training(cache, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    _at_least(epochs, "--epochs", 1)
+    _at_least(seed, "--seed", 0)
+    result = run_training(cache, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device)
+    typer.echo(result.summary())
 
 
 @app.command()
@@ -132,15 +205,11 @@ def evaluate(
     """
     from mridomain.iap import evaluate as run_evaluation
 
-    try:
-        report = run_evaluation(run, cache=cache, split=split, out=out)
-        if html:
-            from mridomain.analysis import evaluation_report_html
-
-            evaluation_report_html(report.out, Path(report.out) / "report.html")
-    except MridomainError as err:
-        _fail(err)
+    if out is not None:
+        _folder_out(out, "--out")
+    report = run_evaluation(run, cache=cache, split=split, out=out, html=html)
     typer.echo(report.to_markdown())
+    typer.echo(f"wrote {report.out}")
 
 
 @app.command()
@@ -150,18 +219,48 @@ def predict(
     out: Path = typer.Option(Path("predictions.csv"), "-o", "--out", help="CSV (or .json) to write."),
     top_k: int = typer.Option(2, help="How many ranked values to report per categorical IAP."),
     figure: Optional[Path] = typer.Option(None, help="Also draw slices with their predicted IAPs."),
+    abstain: bool = typer.Option(False, "--abstain", help="Answer 'unknown' for images outside the training domain."),
+    combinations: Optional[Path] = typer.Option(None, help="CSV of allowed IAP combinations for the joint answer "
+                                                         "(default: the combinations seen in training)."),
+    keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
+
+    Every row says whether the image lies inside the run's training domain. PATHS may be archive
+    folders: every series (and every volume of a multi-volume series) in them is predicted.
+    Exits with code 1 when nothing could be read.
 
     Python: ``mridomain.iap.predict_paths``.
     """
     from mridomain.iap import predict_paths
 
-    try:
-        result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure)
-    except MridomainError as err:
-        _fail(err)
+    _file_out(out, "--out")
+    if figure is not None:
+        _file_out(figure, "--figure")
+    _at_least(top_k, "--top-k", 1)
+    result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
+                           combinations=combinations, keep_kinds=keep_kind)
     typer.echo(result.summary())
+
+
+@app.command()
+def calibrate(
+    run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
+    cache: Optional[Path] = typer.Option(None, help="Cache to calibrate on (default: the training cache)."),
+) -> None:
+    """Fit temperatures, the training domain and the seen IAP combinations into a run folder.
+
+    `train` does this at the end of every run; use it on runs trained before.
+    Python: ``mridomain.iap.calibrate``.
+    """
+    from mridomain.iap import calibrate as run_calibration
+
+    summary = run_calibration(run, cache=cache)
+    for head, h in summary["heads"].items():
+        typer.echo(f"{head}: T = {h['temperature']:.3f}, ECE {100 * h['ece_before']:.2f}% -> "
+                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']})")
+    typer.echo(summary["domain"]["note"])
+    typer.echo(f"wrote {run}/calibration.json, domain.json, domain.safetensors, combinations.json")
 
 
 @app.command()
@@ -179,10 +278,11 @@ def demo(
     """
     from mridomain.demo import run_demo
 
-    try:
-        run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    for value, option in ((patients, "--patients"), (slices, "--slices"), (epochs, "--epochs")):
+        _at_least(value, option, 1)
+    _at_least(seed, "--seed", 0)
+    run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
 
 
 @app.command()
@@ -198,10 +298,8 @@ def analyze(
     """
     from mridomain.analysis import analyze as run_analysis
 
-    try:
-        result = run_analysis(source, out, split_column=split_column, html=html)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    result = run_analysis(source, out, split_column=split_column, html=html)
     typer.echo(result.to_markdown())
 
 
@@ -213,23 +311,20 @@ def route(
     key: str = typer.Option("manufacturer", help="IAP whose predicted value picks the model."),
     default: Optional[str] = typer.Option(None, help="Model VALUE for predicted values without a model."),
     out: Path = typer.Option(Path("routed.csv"), "-o", "--out", help="CSV to write."),
+    abstain: bool = typer.Option(False, "--abstain", help="Send images outside the IAP run's training domain nowhere."),
 ) -> None:
     """Send each image to the downstream model of its predicted acquisition domain.
 
     Python: ``mridomain.analysis.route``.
     """
     from mridomain.analysis import route as run_route
+    from mridomain.analysis.routing import parse_model_specs
 
-    try:
-        if any("=" not in m for m in model):
-            raise InvalidArgumentError(f"--model takes VALUE=FOLDER, got {model}")
-        models = dict(m.split("=", 1) for m in model)
-        table = run_route(paths, run, models, key_iap=key, default=default,
-                          unknown="error" if default else "most_likely")
-    except MridomainError as err:
-        _fail(err)
-    table.to_csv(out, index=False)
+    _file_out(out, "--out")
+    table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
+                      unknown="error" if default else "most_likely", out=out, abstain=abstain)
     typer.echo(table["model"].value_counts().to_string())
+    typer.echo(f"wrote {out}")
 
 
 @app.command("route-experiment")
@@ -250,12 +345,13 @@ def route_experiment(
     """
     from mridomain.analysis import run_routing_experiment
 
-    try:
-        exp = run_routing_experiment(cache, run, out, key_iap=key, domains=tuple(domains.split(",")),
-                                     preset=preset, seed=seed, epochs=epochs, device=device)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    _at_least(epochs, "--epochs", 1)
+    _at_least(seed, "--seed", 0)
+    exp = run_routing_experiment(cache, run, out, key_iap=key, domains=tuple(domains.split(",")),
+                                 preset=preset, seed=seed, epochs=epochs, device=device)
     typer.echo(exp.to_markdown())
+    typer.echo(f"wrote {out}")
 
 
 @app.command()
@@ -273,10 +369,10 @@ def compare(
     """
     from mridomain.analysis import compare as run_compare
 
-    try:
-        res = run_compare(train_cache, new, run, out, feature_score=feature_score, quantile=quantile)
-    except MridomainError as err:
-        _fail(err)
+    _folder_out(out, "--out")
+    if not 0.0 < quantile < 1.0:
+        raise InvalidArgumentError(f"--quantile {quantile}: must lie strictly between 0 and 1")
+    res = run_compare(train_cache, new, run, out, feature_score=feature_score, quantile=quantile)
     typer.echo(res.to_markdown())
 
 

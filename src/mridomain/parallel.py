@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.errors import MridomainError
 
@@ -64,7 +64,7 @@ def parallel_map(func: Callable[[Any], T], items: Iterable[Any], *, workers: int
     n_workers = default_workers(workers)
     if total is not None:
         n_workers = min(n_workers, max(1, total))
-    bar = tqdm(total=total, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True, smoothing=0.05)
+    bar = progress_bar(total=total, desc=desc, unit=unit, enabled=progress, dynamic_ncols=True, smoothing=0.05)
     step = advance or (lambda _result: 1)
     try:
         if n_workers == 1:

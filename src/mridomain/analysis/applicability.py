@@ -9,25 +9,29 @@ IAP combinations with the training set's, and score every image for being out of
   Mahalanobis with a Ledoit-Wolf covariance (Lee et al. 2018) and the k-th nearest-neighbour
   distance of L2-normalised features (Sun et al. 2022).
 
-Every score is oriented so that higher means more out of distribution; each gets a threshold at
-the 95th percentile of its values on held-out in-distribution images (the val split, else train),
-so by construction about 5% of in-distribution images exceed any one threshold.
+Every score is oriented so that higher means more out of distribution; each gets a threshold at a
+95 %-confidence upper bound of the 95th percentile of its values on in-distribution images the
+scorers were not fitted on (the val split, else a held-out quarter of the train sample), so at most
+about 5 % of in-distribution images exceed any one threshold; a small calibration set widens the
+bound (``iap.domain.quantile_upper_bound``) and the summary says so.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (MISSING, as_category_strings, call_predictor,
-                                        categorical_probabilities, iap_kinds, images_from_paths, load_predictor, open_cache, prediction_column,
-                                        predictor_logits)
-from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.analysis._common import MISSING, as_category_strings, open_cache
+from mridomain.report import Section, colored_table, df_to_markdown, figure_grid, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
+from mridomain.iap.domain import MahalanobisScorer, quantile_upper_bound
+
+if TYPE_CHECKING:
+    from mridomain.iap.predictor import Predictor, PredictorOutput
 
 __all__ = ["CompareResult", "compare", "head_outputs", "msp_score", "energy_score",
            "MahalanobisScorer", "KNNScorer"]
@@ -48,20 +52,6 @@ def energy_score(logits: Sequence[np.ndarray]) -> np.ndarray:
     from scipy.special import logsumexp
 
     return np.mean([-logsumexp(np.asarray(lg, float), axis=1) for lg in logits], axis=0)
-
-
-class MahalanobisScorer:
-    """Mahalanobis distance to the training features under one shared Ledoit-Wolf covariance."""
-
-    def fit(self, feats: np.ndarray) -> "MahalanobisScorer":
-        from sklearn.covariance import LedoitWolf
-
-        feats = np.asarray(feats, np.float64)
-        self.cov = LedoitWolf().fit(feats)
-        return self
-
-    def score(self, feats: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.maximum(self.cov.mahalanobis(np.asarray(feats, np.float64)), 0.0))
 
 
 class KNNScorer:
@@ -88,36 +78,26 @@ class KNNScorer:
         return dist[:, self.k] if exclude_self else dist[:, self.k - 1]
 
 
-# ------------------------------------------------------------------------- predictor adapters
-def head_outputs(predictor: Any, images: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Categorical heads: {iap: {"probs": (N,C), "vocab": [..], "logits": (N,C) or None}}.
-
-    Reads ``predict_proba`` in the shapes an IAP predictor may return (dict of arrays with a
-    vocabulary dict, dict of (array, vocab) pairs, or dict of {"proba"|"probs", "vocab"}), and
-    logits from ``predict_logits`` when the predictor has it (energy needs logits: softmax
-    probabilities lose the logsumexp).
-    """
-    logits_all = predictor_logits(predictor, images)
-    out: dict[str, dict[str, Any]] = {}
-    for iap, (arr, vocab) in categorical_probabilities(predictor, images).items():
-        if vocab is None:
-            vocab = [str(i) for i in range(arr.shape[1])]
-        lg = None
-        if isinstance(logits_all, Mapping) and iap in logits_all:
-            lg = np.asarray(logits_all[iap], float)
-        out[iap] = {"probs": arr, "vocab": vocab, "logits": lg}
+# ------------------------------------------------------------------------- one forward pass
+def head_outputs(output: "PredictorOutput") -> dict[str, dict[str, Any]]:
+    """Categorical heads: {iap: {"probs": (N,C), "vocab": [..], "logits": (N,C) or None}}."""
+    out = {iap: {"probs": p, "vocab": list(output.classes[iap]), "logits": output.logits.get(iap)}
+           for iap, p in output.probabilities.items()}
     if not out:
         raise SchemaMismatchError("IAP predictor returned no categorical probabilities")
     return out
 
 
-def _predict_all(predictor: Any, images: np.ndarray) -> tuple[pd.DataFrame, dict, np.ndarray]:
-    pred = call_predictor(predictor, "predict", images).reset_index(drop=True)
-    heads = head_outputs(predictor, images)
-    feats = np.asarray(call_predictor(predictor, "embed", images), np.float64)
+def _predict_all(predictor: "Predictor", images: np.ndarray) -> tuple[pd.DataFrame, dict, np.ndarray, dict]:
+    """Predicted values, head outputs, features and value columns from ONE forward pass."""
+    output = predictor.forward(images)
+    feats = np.asarray(output.features, np.float64)
     if feats.ndim != 2 or len(feats) != len(images):
-        raise SchemaMismatchError(f"embed returned shape {feats.shape} for {len(images)} images")
-    return pred, heads, feats
+        raise SchemaMismatchError(f"the predictor's features have shape {feats.shape} for {len(images)} images")
+    from mridomain.iap.predictor import value_column
+
+    cont_cols = {iap: value_column(iap, output.units.get(iap)) for iap in output.continuous}
+    return output.table(1), head_outputs(output), feats, cont_cols
 
 
 def _subsample(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
@@ -126,7 +106,7 @@ def _subsample(idx: np.ndarray, n: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(idx, n, replace=False))
 
 
-def _load_new(new_source: Any, predictor: Any, progress: bool) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
+def _load_new(new_source: Any, predictor: "Predictor", progress: bool) -> tuple[np.ndarray, pd.DataFrame, pd.DataFrame]:
     if isinstance(new_source, np.ndarray):
         imgs = new_source if new_source.ndim == 3 else new_source[None]
         return imgs, pd.DataFrame({"image": np.arange(len(imgs))}), pd.DataFrame(columns=["path", "reason"])
@@ -138,8 +118,26 @@ def _load_new(new_source: Any, predictor: Any, progress: bool) -> tuple[np.ndarr
         return np.asarray(images, np.float32), table[cols].reset_index(drop=True), pd.DataFrame(columns=["path", "reason"])
     if hasattr(new_source, "images") and hasattr(new_source, "table"):
         return np.asarray(new_source.images, np.float32), new_source.table.reset_index(drop=True)[[]], pd.DataFrame(columns=["path", "reason"])
+    from mridomain.data.inputs import read_inputs
+
     paths = [new_source] if isinstance(new_source, (str, Path)) else list(new_source)
-    return images_from_paths(paths, predictor, progress=progress)
+    inputs = read_inputs(paths, predictor.preprocess, progress=progress)
+    return inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
+
+
+def series_summary(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """One row per series (or input file): slice counts per verdict and the series' verdict, the
+    most severe one that at least half of its slices have ("out" before "uncertain" before "in")."""
+    key = next((c for c in ("series_uid", "source") if c in verdicts.columns), None)
+    if key is None:
+        return pd.DataFrame()
+    counts = pd.crosstab(verdicts[key], verdicts["verdict"]).reindex(columns=["in", "uncertain", "out"], fill_value=0)
+    n = counts.sum(axis=1)
+    verdict = np.where(counts["out"] >= n / 2, "out",
+                       np.where(counts["out"] + counts["uncertain"] >= n / 2, "uncertain", "in"))
+    table = counts.assign(n_slices=n, verdict=verdict).reset_index()
+    return table[[key, "n_slices", "in", "uncertain", "out", "verdict"]].sort_values(
+        ["verdict", key], key=lambda c: c.map({"out": 0, "uncertain": 1, "in": 2}) if c.name == "verdict" else c)
 
 
 # ------------------------------------------------------------------------------------ result
@@ -153,6 +151,7 @@ class CompareResult:
     thresholds: dict[str, float]
     summary: dict[str, Any]
     reference_scores: pd.DataFrame  # calibration images' scores
+    series: pd.DataFrame = field(default_factory=pd.DataFrame)   # per series / input: slice verdict counts
     out: Path | None = None
     files: dict[str, Path] = field(default_factory=dict)
     skipped: pd.DataFrame | None = None
@@ -162,6 +161,10 @@ class CompareResult:
         head = (f"{s['n_new']} new images: {s['n_in']} in distribution, {s['n_uncertain']} uncertain, "
                 f"{s['n_out']} out of distribution; {s['share_combination_seen'] * 100:.1f}% have a predicted "
                 f"IAP combination that also occurs among predictions on training images.")
+        if len(self.series):
+            v = self.series["verdict"].value_counts()
+            head += (f" Per series: {int(v.get('in', 0))} in, {int(v.get('uncertain', 0))} uncertain, "
+                     f"{int(v.get('out', 0))} out of {len(self.series)}.")
         return head + "\n\n" + df_to_markdown(self.iap_shift)
 
 
@@ -175,8 +178,8 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         train_source: the training slice cache (folder or SliceCache); its ``train`` split is the
             reference, its ``val`` split (else train) calibrates the thresholds.
         new_source: a slice cache folder, an (N,H,W) array, or image files / series folders.
-        iap_run: IAP run folder or predictor (``predict``, ``predict_proba``, ``embed``; energy also
-            needs ``predict_logits``).
+        iap_run: IAP run folder or a :class:`mridomain.iap.Predictor` (one forward pass per image
+            set gives the probabilities, logits and features every score needs).
         out: folder for verdicts.csv, iap_shift.csv, distribution.csv, scores.csv,
             thresholds.json and report.html; None computes only.
         feature_score: "mahalanobis" or "knn": the feature distance that decides the verdict.
@@ -194,49 +197,59 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     """
     if feature_score not in ("mahalanobis", "knn"):
         raise InvalidArgumentError(f"feature_score {feature_score!r}: choose mahalanobis or knn")
-    predictor = load_predictor(iap_run)
+    from mridomain.iap.predictor import as_predictor
+
+    predictor = as_predictor(iap_run)
     table, images, meta = open_cache(train_source)
     table = table.reset_index(drop=True)
-    kinds = iap_kinds(meta)
     split = table["split"].astype(str).to_numpy() if "split" in table.columns else np.array(["train"] * len(table))
     tr_idx = _subsample(np.flatnonzero(split == "train"), max_reference, seed)
     if len(tr_idx) < 3:
         raise EmptyInputError(Path(str(train_source)), "training reference needs at least 3 train slices")
     cal_idx = _subsample(np.flatnonzero(split == "val"), max_reference, seed + 1)
-    calibrate_on_train = len(cal_idx) < 20
     tr_images = np.asarray(images[tr_idx], np.float32)
-    tr_pred, tr_heads, tr_feats = _predict_all(predictor, tr_images)
+    tr_pred, tr_heads, tr_feats, _ = _predict_all(predictor, tr_images)
+    # Scores of the slices a scorer was fitted on are optimistic (in-sample distances are small),
+    # so thresholds always come from slices it has not seen: the val split, else a quarter of train.
+    fit_rows = np.arange(len(tr_idx))
+    held_out = None
+    if len(cal_idx) < 20:
+        order = np.random.default_rng(seed + 2).permutation(len(tr_idx))
+        n_held = max(3, len(tr_idx) // 4)
+        held_out, fit_rows = np.sort(order[:n_held]), np.sort(order[n_held:])
+    maha = MahalanobisScorer().fit(tr_feats[fit_rows])
+    knn = KNNScorer(knn_k).fit(tr_feats[fit_rows])
 
-    maha = MahalanobisScorer().fit(tr_feats)
-    knn = KNNScorer(knn_k).fit(tr_feats)
-
-    def scores(heads: dict, feats: np.ndarray, on_train: bool = False) -> pd.DataFrame:
+    def scores(heads: dict, feats: np.ndarray) -> pd.DataFrame:
         d = {"msp_score": msp_score([h["probs"] for h in heads.values()])}
         if all(h["logits"] is not None for h in heads.values()):
             d["energy_score"] = energy_score([h["logits"] for h in heads.values()])
         d["mahalanobis"] = maha.score(feats)
-        d["knn_distance"] = knn.score(feats, exclude_self=on_train)
+        d["knn_distance"] = knn.score(feats)
         return pd.DataFrame(d)
 
-    if calibrate_on_train:
-        cal_scores = scores(tr_heads, tr_feats, on_train=True)
-        cal_name = "train"
+    if held_out is not None:
+        cal_heads = {k: {kk: (vv[held_out] if isinstance(vv, np.ndarray) else vv) for kk, vv in h.items()}
+                     for k, h in tr_heads.items()}
+        cal_scores = scores(cal_heads, tr_feats[held_out])
+        cal_name = "held-out train"
     else:
-        _, cal_heads, cal_feats = _predict_all(predictor, np.asarray(images[cal_idx], np.float32))
+        _, cal_heads, cal_feats, _ = _predict_all(predictor, np.asarray(images[cal_idx], np.float32))
         cal_scores = scores(cal_heads, cal_feats)
         cal_name = "val"
-    thresholds = {c: float(np.quantile(cal_scores[c], quantile)) for c in cal_scores.columns}
+    # an upper confidence bound of the quantile: a small calibration set widens it, as predict's does
+    bounds = {c: quantile_upper_bound(cal_scores[c], quantile) for c in cal_scores.columns}
+    thresholds = {c: b[0] for c, b in bounds.items()}
+    widened = any(b[1] for b in bounds.values())
 
     new_images, new_rows, skipped = _load_new(new_source, predictor, progress)
     if len(new_images) == 0:
         raise EmptyInputError(Path(str(new_source)), "no new images to compare")
-    new_pred, new_heads, new_feats = _predict_all(predictor, new_images)
+    new_pred, new_heads, new_feats, cont_cols = _predict_all(predictor, new_images)
     new_scores = scores(new_heads, new_feats)
 
     # Training reference values: labels where the cache has them, else the predictions on train.
     cat_iaps = [i for i in new_heads if i in new_pred.columns]
-    cont_cols = {i: prediction_column(new_pred, i) for i, k in kinds.items() if k == "continuous"}
-    cont_cols = {i: c for i, c in cont_cols.items() if c is not None}
     cont_iaps = list(cont_cols)
     ref_values: dict[str, set] = {}
     ref_dist: dict[str, pd.Series] = {}
@@ -270,7 +283,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
             if v > thresholds[c]:
                 flags.append(c)
                 if c in ("msp_score", "energy_score", feat_col):
-                    reasons.append(f"{c} {v:.3g} > {thresholds[c]:.3g} (95th pct of {cal_name})")
+                    reasons.append(f"{c} {v:.3g} > {thresholds[c]:.3g} ({100 * quantile:g}th pct of {cal_name})")
         unseen = []
         for iap in cat_iaps:
             v = new_cat[iap].iat[i]
@@ -328,28 +341,27 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
                "n_uncertain": int((verdicts.verdict == "uncertain").sum()),
                "n_out": int((verdicts.verdict == "out").sum()),
                "share_combination_seen": float(combo_seen.mean()), "n_reference": int(len(tr_idx)),
-               "calibration": cal_name, "n_calibration": int(len(cal_scores)), "feature_score": feature_score,
+               "calibration": cal_name, "n_calibration": int(len(cal_scores)), "thresholds_widened": widened,
+               "feature_score": feature_score,
                "quantile": quantile, "energy_available": "energy_score" in new_scores.columns,
                "n_skipped": int(len(skipped))}
     result = CompareResult(verdicts=verdicts, iap_shift=iap_shift, distribution=distribution,
                            thresholds=thresholds, summary=summary, reference_scores=cal_scores,
-                           out=Path(out) if out else None, skipped=skipped)
+                           series=series_summary(verdicts), out=Path(out) if out else None, skipped=skipped)
     if out is not None:
         _write_compare(result, new_scores)
     return result
 
 
 def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     out = res.out
     assert out is not None
     out.mkdir(parents=True, exist_ok=True)
     res.verdicts.to_csv(out / "verdicts.csv", index=False)
     res.iap_shift.to_csv(out / "iap_shift.csv", index=False)
+    if len(res.series):
+        res.series.to_csv(out / "series.csv", index=False)
     res.distribution.to_csv(out / "distribution.csv", index=False)
     pd.concat([res.reference_scores.assign(set=res.summary["calibration"]), new_scores.assign(set="new")]
               ).to_csv(out / "scores.csv", index=False)
@@ -361,24 +373,22 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
                      thresholds=out / "thresholds.json")
 
     cols = list(new_scores.columns)
-    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
-    for ax, c in zip(axes[0], cols):
+    fig, axes = figure_grid(len(cols), len(cols), 4, 3.2)
+    for ax, c in zip(axes, cols):
         a, b = res.reference_scores[c].to_numpy(), new_scores[c].to_numpy()
         bins = np.histogram_bin_edges(np.concatenate([a, b]), bins=30)
         ax.hist(a, bins=bins, alpha=0.6, density=True, label=f"{res.summary['calibration']} (in-distribution)")
         ax.hist(b, bins=bins, alpha=0.6, density=True, label="new")
         ax.axvline(res.thresholds[c], color="k", ls="--", lw=1, label="threshold")
         ax.set_title(c)
-    axes[0][0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     score_png = figure_to_png(fig)
     (out / "scores.png").write_bytes(score_png)
 
     iaps = list(res.distribution["iap"].unique())
-    ncol = 4
-    nrow = max(1, int(np.ceil(len(iaps) / ncol)))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.0 * nrow), squeeze=False)
-    for ax, iap in zip(axes.ravel(), iaps):
+    fig, axes = figure_grid(len(iaps), 4, 4.2, 3.0)
+    for ax, iap in zip(axes, iaps):
         d = res.distribution[res.distribution.iap == iap]
         x = np.arange(len(d))
         ax.bar(x - 0.2, d.train_share, width=0.4, label="train")
@@ -386,9 +396,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
         ax.set_xticks(x)
         ax.set_xticklabels([str(v)[:14] for v in d.value], rotation=60, ha="right", fontsize=7)
         ax.set_title(iap, fontsize=9)
-    for ax in axes.ravel()[len(iaps):]:
-        ax.axis("off")
-    axes.ravel()[0].legend(fontsize=7)
+    if axes:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     dist_png = figure_to_png(fig)
     (out / "distribution.png").write_bytes(dist_png)
@@ -398,13 +407,15 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
             f"\n\nReference: {s['n_reference']} training slices; thresholds at the {s['quantile'] * 100:.0f}th "
             f"percentile of {s['n_calibration']} {s['calibration']} slices. Verdict uses the {s['feature_score']} "
             f"feature distance." + ("" if s["energy_available"] else " Energy score unavailable: the predictor "
-                                    "exposes no logits (predict_logits).")),
+                                    "gives no logits.")),
                 tables=[("thresholds", res.thresholds)]),
         Section("Per-IAP shift", text="share_new_unseen: share of new images whose predicted value never occurs "
                 "in training (TR/TE: more than 2% outside the range predicted on training images); total_variation: half the L1 "
                 "distance between the training and the new (predicted) value distributions.",
                 tables=[res.iap_shift], figures=[("value shares, train vs new", dist_png)]),
         Section("Out-of-distribution scores", figures=[("score histograms with thresholds", score_png)]),
-        Section("Verdicts (first 300 images)", tables=[res.verdicts.drop(columns=[c for c in res.verdicts.columns
-                                                                                  if c.startswith("pred_")]).head(300)]),
+        Section("Verdicts per series", text="A series' verdict is the most severe one that at least half "
+                "of its slices have.", tables=[colored_table(res.series, "verdict")] if len(res.series) else []),
+        Section("Verdicts (first 300 images)", tables=[colored_table(res.verdicts.drop(
+            columns=[c for c in res.verdicts.columns if c.startswith("pred_")]).head(300), "verdict")]),
     ])

@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (as_category_strings, call_predictor, categorical_probabilities,
-                                        images_from_paths, load_predictor, open_cache, wilson_interval)
-from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.analysis._common import as_category_strings, open_cache
+from mridomain.statistics import wilson_interval
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
+from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 
-__all__ = ["route", "predicted_domains", "evaluate_routing", "RoutingExperiment",
+if TYPE_CHECKING:
+    from mridomain.iap.predictor import PredictorOutput
+
+__all__ = ["route", "parse_model_specs", "predicted_domains", "evaluate_routing", "RoutingExperiment",
            "run_routing_experiment", "model_outputs"]
 
 
@@ -61,10 +64,9 @@ def _match_key(value: str, keys: Sequence[str]) -> str | None:
     return low.get(str(value).casefold())
 
 
-def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys: Sequence[str],
-                      unknown: str = "error", default: str | None = None
-                      ) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Predict ``key_iap`` and map each value to one of ``keys``.
+def predicted_domains(output: "PredictorOutput", key_iap: str, keys: Sequence[str], unknown: str = "error",
+                      default: str | None = None) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Map each slice's predicted ``key_iap`` (from one forward pass) to one of ``keys``.
 
     Returns (predicted value, chosen key, how: "predicted" | "most_likely" | "default").
 
@@ -74,11 +76,10 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
     """
     if unknown not in ("error", "most_likely"):
         raise InvalidArgumentError(f"unknown={unknown!r}: choose error or most_likely")
-    pred = call_predictor(iap_predictor, "predict", images)
-    if key_iap not in pred.columns:
-        raise InvalidArgumentError(f"key IAP {key_iap!r}: the IAP predictor has no such output "
-                                   f"(has: {', '.join(map(str, pred.columns))})")
-    values = as_category_strings(pred[key_iap]).reset_index(drop=True)
+    if key_iap not in output.probabilities:
+        raise InvalidArgumentError(f"key IAP {key_iap!r}: the IAP predictor has no categorical output of "
+                                   f"that name (has: {', '.join(output.categorical_iaps)})")
+    values = as_category_strings(pd.Series(output.predicted(key_iap)))
     chosen = values.map(lambda v: _match_key(v, keys))
     how = pd.Series(np.where(chosen.notna(), "predicted", ""), dtype=object)
     missing = chosen.isna().to_numpy()
@@ -88,8 +89,8 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
                 raise InvalidArgumentError(f"default model {default!r} is not among the models ({', '.join(keys)})")
             chosen[missing] = _match_key(default, keys)
             how[missing] = "default"
-        elif unknown == "most_likely" and hasattr(iap_predictor, "predict_proba"):
-            probs, vocab = _proba_for(iap_predictor, images[np.flatnonzero(missing)], key_iap)
+        elif unknown == "most_likely":
+            probs, vocab = output.probabilities[key_iap][missing], list(output.classes[key_iap])
             cols = [(k, vocab.index(m)) for k in keys for m in [_match_key(k, vocab)] if m is not None]
             if not cols:
                 raise InvalidArgumentError(f"none of the models ({', '.join(keys)}) is a value the predictor knows for {key_iap}")
@@ -104,21 +105,19 @@ def predicted_domains(images: np.ndarray, iap_predictor: Any, key_iap: str, keys
     return values, chosen.astype(object), how
 
 
-def _proba_for(predictor: Any, images: np.ndarray, key_iap: str) -> tuple[np.ndarray, list[str]]:
-    """(probabilities (N, C), vocabulary) of one categorical IAP head."""
-    heads = categorical_probabilities(predictor, images)
-    if key_iap not in heads:
-        raise SchemaMismatchError(f"IAP predictor gave no categorical probabilities for {key_iap}")
-    probs, vocab = heads[key_iap]
-    if vocab is None:
-        raise SchemaMismatchError(f"IAP predictor gave no vocabulary for {key_iap}")
-    return probs, vocab
-
-
 # ------------------------------------------------------------------------------------ route
+def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
+    """``["GE=models/ge", "SIEMENS=models/siemens"]`` -> ``{"GE": "models/ge", ...}``."""
+    bad = [m for m in specs if "=" not in m or not m.split("=", 1)[0] or not m.split("=", 1)[1]]
+    if bad or not specs:
+        raise InvalidArgumentError(f"models take VALUE=FOLDER, got {list(specs)}")
+    return dict(m.split("=", 1) for m in specs)
+
+
 def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
           models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
-          unknown: str = "error", progress: bool = True) -> pd.DataFrame:
+          unknown: str = "error", progress: bool = True, out: str | Path | None = None,
+          abstain: bool = False) -> pd.DataFrame:
     """Send each image to the downstream model keyed by its predicted IAP value.
 
     Args:
@@ -134,6 +133,9 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
         unknown: without ``default``: "error" (raise) or "most_likely" (the most probable value
             among those that have a model).
         progress: show a progress bar while reading paths.
+        out: also write the table there as CSV (and the skipped inputs beside it).
+        abstain: images outside the IAP run's training domain go to no model (``routed_by`` =
+            "out_of_domain"): their predicted domain is not to be trusted.
 
     Returns:
         One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
@@ -142,18 +144,27 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     """
     if not models:
         raise EmptyInputError(Path("<models>"), "no downstream models given")
+    from mridomain.data.inputs import read_inputs
+    from mridomain.iap.predictor import as_predictor
+
     models = {k: _load_model(m) for k, m in models.items()}
-    predictor = load_predictor(iap_predictor)
+    predictor = as_predictor(iap_predictor)
     if isinstance(images_or_paths, np.ndarray):
         images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[None]
         rows = pd.DataFrame({"image": np.arange(len(images))})
         skipped = pd.DataFrame(columns=["path", "reason"])
     else:
-        images, rows, skipped = images_from_paths(list(images_or_paths), predictor, progress=progress)
+        inputs = read_inputs(list(images_or_paths), predictor.preprocess, progress=progress)
+        images, rows, skipped = inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
     if len(images) == 0:
         raise EmptyInputError(Path("<images>"), "no images to route")
     keys = [str(k) for k in models]
-    values, chosen, how = predicted_domains(images, predictor, key_iap, keys, unknown=unknown, default=default)
+    output = predictor.forward(images)
+    inside = output.in_domain
+    values, chosen, how = predicted_domains(output, key_iap, keys, unknown=unknown, default=default)
+    if abstain and inside is not None:
+        chosen[~inside] = None
+        how[~inside] = "out_of_domain"
     prediction = np.full(len(images), np.nan)
     probability = np.full(len(images), np.nan)
     for k in keys:
@@ -167,7 +178,16 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     result = rows.reset_index(drop=True).assign(**{f"predicted_{key_iap}": values.to_numpy(),
                                                    "model": chosen.to_numpy(), "routed_by": how.to_numpy(),
                                                    "prediction": prediction, "probability": probability})
+    if inside is not None:
+        result["domain_score"] = output.domain_score
+        result["in_domain"] = inside
     result.attrs["skipped"] = skipped
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(out, index=False)
+        if len(skipped):
+            skipped.to_csv(out.with_name(out.stem + "_skipped.csv"), index=False)
     return result
 
 
@@ -188,8 +208,11 @@ def evaluate_routing(images: np.ndarray, labels: np.ndarray, true_domain: Sequen
     true_key = true_domain.map(lambda v: _match_key(v, keys))
     if true_key.isna().any():
         raise SchemaMismatchError(f"test images of domain(s) {sorted(set(true_domain[true_key.isna()]))} have no model")
+    from mridomain.iap.predictor import as_predictor
+
     preds = {k: model_outputs(models[k], images)[0].astype(np.int64) for k in keys}
-    values, chosen, how = predicted_domains(images, iap_predictor, key_iap, keys, unknown=unknown)
+    output = as_predictor(iap_predictor).forward(images)
+    values, chosen, how = predicted_domains(output, key_iap, keys, unknown=unknown)
     per = pd.DataFrame({"label": labels, f"true_{key_iap}": true_key.to_numpy(),
                         f"predicted_{key_iap}": values.to_numpy(), "routed_to": chosen.to_numpy(),
                         "routed_by": how.to_numpy()})
@@ -350,7 +373,9 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
     te = np.flatnonzero(labelled & (split == "test") & dom.notna().to_numpy())
     if len(te) == 0:
         raise EmptyInputError(Path(str(cache)), f"no labelled test slices of {key_iap} in {list(domains)}")
-    predictor = load_predictor(iap_run)
+    from mridomain.iap.predictor import as_predictor
+
+    predictor = as_predictor(iap_run)
     test_images = np.asarray(images[te], dtype=np.float32)
     table2, cross, per, key_acc = evaluate_routing(test_images, tumor.to_numpy()[te], dom.to_numpy()[te],
                                                    predictor, models, key_iap)
@@ -367,10 +392,7 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
 
 
 def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     out = exp.out
     assert out is not None
@@ -385,20 +407,33 @@ def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset:
     exp.per_image.to_csv(out / "per_image.csv", index=False)
     exp.files.update(table2=out / "table2.csv", table2_json=out / "table2.json", table2_md=out / "table2.md",
                      cross=out / "cross_domain.csv", per_image=out / "per_image.csv")
-    fig, ax = plt.subplots(figsize=(9, 3.6))
     vals = exp.table2.iloc[0]
-    ax.bar(range(len(vals)), vals.to_numpy(float), color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c", "#8fc98f"][:len(vals)])
-    ax.set_xticks(range(len(vals)))
-    ax.set_xticklabels([c.replace(" (", "\n(") for c in vals.index], fontsize=7)
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(0, 100)
-    for i, v in enumerate(vals):
-        ax.text(i, v + 1, f"{v:.1f}", ha="center", fontsize=8)
+    true_col = f"true_{exp.key_iap}"
+    n_all = len(exp.per_image)
+    sizes = []
+    for col in vals.index:                  # "<D> model (only <D> images)" counts only domain D's images
+        own = next((k for k in exp.n_train if col == f"{k} model (only {k} images)"), None)
+        sizes.append(int((exp.per_image[true_col] == own).sum()) if own is not None else n_all)
+    acc = vals.to_numpy(float)
+    bounds = np.array([wilson_interval(int(round(a * n / 100)), n) for a, n in zip(acc, sizes)]) * 100
+    err = np.abs(np.stack([acc - bounds[:, 0], bounds[:, 1] - acc]))
+    fig = Figure(figsize=(8.5, 0.55 * len(vals) + 1.2))
+    ax = fig.subplots()
+    y = np.arange(len(vals))[::-1]          # Table 2's order from the top
+    ax.barh(y, acc, xerr=err, capsize=3, color=["#4a6fa5", "#9db4d6", "#a55a4a", "#d6a99d", "#3c8d3c",
+                                                   "#8fc98f"][:len(vals)])
+    ax.set_yticks(y, [f"{c} (n={n})" for c, n in zip(vals.index, sizes)], fontsize=8)
+    ax.set_xlabel("tumor-vs-normal accuracy (%), 95% Wilson intervals")
+    ax.set_xlim(0, 105)
+    for yi, v, hi in zip(y, acc, bounds[:, 1]):
+        ax.text(min(hi + 1, 100), yi, f"{v:.1f}", va="center", fontsize=8)
+    fig.tight_layout()
     bar_png = figure_to_png(fig)
     figs = [("Table 2 as bars", bar_png)]
     hist = {k: getattr(m, "history", []) for k, m in models.items()}
     if any(h and "val_accuracy" in h[0] for h in hist.values()):
-        fig, ax = plt.subplots(figsize=(6, 3.2))
+        fig = Figure(figsize=(6, 3.2))
+        ax = fig.subplots()
         for k, h in hist.items():
             if h and "val_accuracy" in h[0]:
                 ax.plot([r["epoch"] for r in h], [r["val_accuracy"] * 100 for r in h], label=f"{k} model (val, own domain)")

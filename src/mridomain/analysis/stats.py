@@ -15,7 +15,7 @@ import pandas as pd
 
 from mridomain.analysis._common import (MISSING, as_category_strings, iap_kinds, load_source,
                                         ordinal_codes, sorted_categories, split_names)
-from mridomain.analysis.html import Section, df_to_markdown, figure_to_png, write_html_report
+from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError
 
 __all__ = ["AnalysisResult", "analyze", "value_counts", "spearman_matrix", "combination_keys",
@@ -180,15 +180,10 @@ def imbalance_summary(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str
 # ----------------------------------------------------------------------------------- figures
 def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[str, str],
                  categories: dict[str, list], bins: dict[str, np.ndarray]):
-    import matplotlib
+    from mridomain.report import figure_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ncol = 4
-    nrow = int(math.ceil(len(iaps) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 3.2 * nrow), squeeze=False)
-    for ax, iap in zip(axes.ravel(), iaps):
+    fig, axes = figure_grid(len(iaps), 4, 4.2, 3.2)
+    for ax, iap in zip(axes, iaps):
         if kinds.get(iap) == "continuous":
             vals = _continuous(table[iap]).dropna().to_numpy()
             ax.hist(vals, bins=bins[iap], color="#4a6fa5", edgecolor="white")
@@ -203,21 +198,17 @@ def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[s
             ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
         ax.set_title(iap, fontsize=10)
         ax.set_ylabel("count", fontsize=8)
-    for ax in axes.ravel()[len(iaps):]:
-        ax.axis("off")
     fig.suptitle(f"IAP value distributions: {split} (n={len(table)})")
     fig.tight_layout()
     return fig
 
 
 def _corr_figure(corr: pd.DataFrame, split: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     k = len(corr)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.62 * k, 0.6 + 0.55 * k))
+    fig = Figure(figsize=(1.0 + 0.62 * k, 0.6 + 0.55 * k))
+    ax = fig.subplots()
     im = ax.imshow(corr.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set_xticks(range(k))
     ax.set_xticklabels(corr.columns, rotation=60, ha="right", fontsize=8)

@@ -5,9 +5,10 @@ every element into objects and converts values through hooks and validators, ~1-
 header; this reader walks the element headers of the common case (DICM preamble, little-endian
 explicit or implicit VR) with :mod:`struct`, skips unwanted values without reading them, and
 converts only the wanted ones. Anything unusual (deflate, big endian, enhanced multi-frame
-functional groups, non-ASCII text, undefined-length UN, a wanted sequence, odd structure) raises
-:class:`Fallback` and the caller reads the file with pydicom instead, so the fast path never has
-to be complete, only right where it answers. Tests compare it field by field with pydicom.
+functional groups, non-ASCII text, undefined-length UN, a wanted sequence, odd structure, and any
+file that ends inside an element: damaged files are judged by one reader) raises :class:`Fallback`
+and the caller reads the file with pydicom instead, so the fast path never has to be complete,
+only right where it answers. Tests compare it field by field with pydicom.
 """
 from __future__ import annotations
 
@@ -15,15 +16,13 @@ import os
 import struct
 from typing import Any
 
+from mridomain.io.headers import pixel_fragments
+
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
                        b"SV", b"UV"})
-_TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM",
-                       "UC", "UI", "UR", "UT"})
-_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
-_EXPLICIT_LE = "1.2.840.10008.1.2.1"
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _NOT_LE_EXPLICIT = frozenset({_IMPLICIT_LE, "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
 #: Enhanced MR keeps TR, TE, flip angle... in functional groups (5200,9229/9230), and
@@ -35,6 +34,9 @@ _VALID_VRS = frozenset(v.encode() for v in (
     "AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN", "SH", "SL", "SS",
     "ST", "TM", "UI", "UL", "US")) | _LONG_VRS
 _HH, _H, _I = struct.Struct("<HH"), struct.Struct("<H"), struct.Struct("<I")
+#: What pydicom's decoders read (io.headers.pixel_data_problem): odd values there are pydicom's call.
+_PIXEL_KEYWORDS = frozenset({"Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PlanarConfiguration",
+                             "PhotometricInterpretation", "BitsAllocated", "BitsStored", "PixelRepresentation"})
 
 
 class Fallback(Exception):
@@ -104,39 +106,19 @@ def _skip_sequence(r: _Reader, pos: int, explicit: bool, depth: int = 0) -> int:
                 pos = start + length
 
 
-def _convert(vr: str, raw: bytes, keyword: str, always_list: frozenset[str]) -> Any:
-    if vr in _BINARY:
-        fmt = _BINARY[vr]
-        n = len(raw) // struct.calcsize(fmt)
-        values: list[Any] = list(struct.unpack(f"<{n}{fmt}", raw[: n * struct.calcsize(fmt)]))
-    elif vr in _TEXT_VRS:
-        if not raw.isascii():
-            raise Fallback("non-ASCII text")
-        text = raw.decode("ascii").rstrip("\x00 ")
-        if vr in ("LT", "ST", "UT", "UR"):  # single-valued: backslash is a character there
-            return text.strip()
-        if text == "" and vr in ("DS", "IS"):
-            return [] if keyword in always_list else None
-        parts = [p.strip(" \x00") for p in text.split("\\")]
-        if vr == "DS":
-            values = [float(p) if p else None for p in parts]
-        elif vr == "IS":
-            values = [int(float(p)) if p else None for p in parts]
-        else:
-            values = parts
-        if text == "" and keyword not in always_list:
-            return ""
-        if text == "":
-            values = []
-    else:
-        raise Fallback(f"VR {vr} not converted by the fast reader")
-    if keyword in always_list or len(values) > 1:
-        return values
-    return values[0] if values else None
+def _convert(vr: str, raw: bytes, keyword: str) -> Any:
+    """The field value of one wanted element, through the package's one value decoder."""
+    from mridomain.io.headers import decode_value, field_value
+
+    if not raw.isascii() and vr not in ("US", "SS", "UL", "SL", "FL", "FD"):
+        raise Fallback("non-ASCII text: the character set decides")
+    done, value = decode_value(vr, raw)
+    if not done:
+        raise Fallback(f"VR {vr} needs pydicom")
+    return field_value(keyword, value)
 
 
-def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list: frozenset[str]
-                     ) -> tuple[dict[str, Any] | None, str | None]:
+def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]]) -> tuple[dict[str, Any] | None, str | None]:
     """Fields ``{keyword: value}`` of the wanted top-level tags, or (None, reason) for a file
     that cannot hold a usable image. ``wanted`` maps tag -> (keyword, dictionary VR).
 
@@ -158,6 +140,8 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
                 if length == _UNDEFINED:
                     raise Fallback("undefined length in file meta")
                 if tag == 0x00020010:
+                    if vr != b"UI":
+                        raise Fallback("transfer syntax element with a wrong VR")
                     transfer = r.get(start, length).decode("ascii", "replace").rstrip("\x00 ")
                 pos = start + length
             if transfer is None:
@@ -176,11 +160,16 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
                 if o < 0 or o + 12 > len(buf):
                     if pos + 8 > size:
                         if pos != size:
-                            return None, "truncated or corrupt: file ends inside an element header"
+                            raise Fallback("file ends inside an element header")
                         if "Rows" not in fields or "Columns" not in fields:
                             sop = fields.get("SOPClassUID") or "unknown SOP class"
                             return None, f"not an image (no Rows/Columns, no pixel data; SOP class {sop})"
-                        return None, "truncated: the image header ends before the pixel data"
+                        # The last element ends exactly at the end of the file: a header whose
+                        # pixel data were stripped (a header dump), not a cut download.
+                        fields.setdefault("ContrastBolusAgent", None)
+                        fields["_pixel_length"], fields["_pixel_room"] = None, 0
+                        fields["_transfer_syntax"], fields["_fragments"] = transfer, None
+                        return fields, None
                     fh.seek(pos)
                     base, buf, o = pos, fh.read(_CHUNK), 0
                 group, elem = unpack_hh(buf, o)
@@ -189,7 +178,7 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
                     vr = buf[o + 4:o + 6]
                     if vr in long_vrs:
                         if o + 12 > len(buf):
-                            return None, "truncated or corrupt: file ends inside an element header"
+                            raise Fallback("file ends inside an element header")
                         length, start = unpack_i(buf, o + 8)[0], pos + 12
                     elif vr in _VALID_VRS:
                         length, start = unpack_h(buf, o + 6)[0], pos + 8
@@ -203,6 +192,8 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
                     fields.setdefault("ContrastBolusAgent", None)
                     fields["_pixel_length"] = length
                     fields["_pixel_room"] = size - start
+                    fields["_transfer_syntax"] = transfer
+                    fields["_fragments"] = pixel_fragments(fh, start, size, length, transfer)
                     return fields, None
                 if tag in fallback_tags:
                     raise Fallback("enhanced MR / derived fields: io handles these")
@@ -212,25 +203,28 @@ def read_fields_fast(path: str, wanted: dict[int, tuple[str, str]], always_list:
                     pos = _skip_sequence(_Reader(fh, size), start, explicit)
                     continue
                 if start + length > size:
-                    return None, (f"truncated or corrupt: element ({group:04X},{elem:04X}) "
-                                  f"needs {length} bytes, {size - start} left")
+                    raise Fallback(f"element ({group:04X},{elem:04X}) needs {length} bytes, {size - start} left")
                 spec = wanted.get(tag)
                 if spec is not None:
                     keyword, dict_vr = spec
                     use_vr = vr.decode() if vr is not None else dict_vr
                     if use_vr in ("UN", "SQ") or " or " in use_vr:
                         raise Fallback("value needs pydicom")
+                    if use_vr != dict_vr and keyword in _PIXEL_KEYWORDS:
+                        raise Fallback("a pixel description element with an unexpected VR")
                     so = start - base
                     if so + length <= len(buf):
                         raw = buf[so:so + length]
                     else:
                         fh.seek(start)
                         raw = fh.read(length)
-                    value = _convert(use_vr, raw, keyword, always_list)
+                    value = _convert(use_vr, raw, keyword)
+                    if value is None and keyword in _PIXEL_KEYWORDS and raw.strip(b"\x00 "):
+                        raise Fallback("an unreadable pixel description value: pydicom decides")
                     if not (keyword == "NumberOfFrames" and value in ("", None)):
                         fields[keyword] = value
                 pos = start + length
-        except EOFError:
-            return None, "truncated or corrupt: file ends inside the DICOM header"
-        except (struct.error, UnicodeDecodeError, ValueError) as err:
+        except EOFError as err:
+            raise Fallback("file ends inside the DICOM header") from err
+        except (struct.error, UnicodeDecodeError, ValueError, OverflowError) as err:
             raise Fallback(str(err)) from err

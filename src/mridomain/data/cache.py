@@ -5,7 +5,8 @@ Layout (docs/architecture.md)::
     images.npy      float16 (N, H, W), written incrementally with ``open_memmap`` (may exceed RAM)
     slices.parquet  one row per slice, row i <-> images[i]
     meta.json       version, size, normalization, iaps, seed, fractions, source_index, ...
-    skipped.csv     slices that could not be read (only when any)
+    skipped.csv     slices that could not be read, and series without pixel data (slice_index
+                    empty), only when any
 """
 from __future__ import annotations
 
@@ -275,7 +276,12 @@ class SliceCache:
             lines.append(f"  tumor: {int((t['tumor'] == 1).sum())} positive, "
                          f"{int((t['tumor'] == 0).sum())} negative, {int(t['tumor'].isna().sum())} unlabeled")
         if len(self.skipped):
-            lines.append(f"  skipped {len(self.skipped)} unreadable slices (see {self.path / 'skipped.csv'})")
+            whole = (self.skipped["slice_index"].isna() if "slice_index" in self.skipped.columns
+                     else pd.Series(False, index=self.skipped.index))
+            parts = [f"{int((~whole).sum())} unreadable slices"]
+            if whole.any():
+                parts.append(f"{int(whole.sum())} series without pixel data (header only)")
+            lines.append(f"  skipped {' and '.join(parts)} (see {self.path / 'skipped.csv'})")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -287,7 +293,7 @@ class SliceCache:
 
 #: Identification columns of ``slices.parquet`` and their value when a caller has none.
 TABLE_DEFAULTS: dict[str, Any] = {
-    "patient_id": "P0", "study_uid": "S0", "series_uid": "SER0", "file": "", "frame": 0,
+    "patient_id": "P0", "study_uid": "S0", "series_uid": "SER0", "volume": 0, "file": "", "frame": 0,
     "slice_index": 0, "n_slices_in_series": 1, "series_description": "", "tumor": np.nan,
 }
 
@@ -423,7 +429,11 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     """
     from numpy.lib.format import open_memmap
 
-    out = Path(out)
+    from mridomain.files import check_output_folder, write_skip_report
+
+    out = check_output_folder(out, "cache")
+    if int(seed) < 0:
+        raise InvalidArgumentError(f"seed {seed}: must be 0 or more")
     source: str | None
     if isinstance(index, pd.DataFrame):
         df, source = index.copy(), None
@@ -455,23 +465,33 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     splits = split_patients(df["patient_id"], fractions, seed)
 
     tasks, series_rows = [], []
+    skipped: list[tuple[str, Any, str]] = []
     for pos, row in enumerate(df.itertuples(index=False)):
         files = [str(f) for f in row.files]
         n = int(row.n_slices) if len(files) == 1 else len(files)
-        chosen = sample_slice_indices(n, slices_per_series, seed, str(row.series_uid), sampling)
+        series_rows.append((row, n))
+        if not bool(getattr(row, "has_pixels", True)):
+            # A header dump: the index keeps its acquisition parameters, a cache needs pixels.
+            skipped.append((files[0] if files else str(row.series_uid), None,
+                            f"series {row.series_uid}: no pixel data in its {len(files)} file(s) (header only)"))
+            continue
+        volume = int(getattr(row, "volume", 0) or 0)
+        key = str(row.series_uid) if volume == 0 else f"{row.series_uid}#{volume}"
+        chosen = sample_slice_indices(n, slices_per_series, seed, key, sampling)
         plan = _plan_series(files, n, chosen)
         if plan:
             tasks.append((pos, plan, size, norm))
-        series_rows.append((row, n))
     n_alloc = sum(len(t[1]) for t in tasks)
     if n_alloc == 0:
-        raise EmptyInputError(source or "index", "no slices to cache")
+        reason = "no slices to cache"
+        if skipped:
+            reason += f": {len(skipped)} of {len(df)} series have no pixel data (header only)"
+        raise EmptyInputError(source or "index", reason)
 
     out.mkdir(parents=True, exist_ok=True)
     images_path = out / "images.npy"
     images = open_memmap(images_path, mode="w+", dtype=np.float16, shape=(n_alloc, size, size))
     records: list[dict[str, Any]] = []
-    skipped: list[tuple[str, int, str]] = []
     iap_names = [i["name"] for i in iap_info]
     n = 0
     for pos, results in parallel_map(_load_series_slices, tasks, total=len(tasks), workers=workers,
@@ -486,6 +506,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
             images[n] = img
             rec = {"slice_id": n, "patient_id": str(rowd["patient_id"]),
                    "study_uid": str(rowd["study_uid"]), "series_uid": str(rowd["series_uid"]),
+                   "volume": int(rowd.get("volume", 0) or 0),
                    "file": path, "frame": frame, "slice_index": slice_index,
                    "n_slices_in_series": n_in_series, "split": splits[str(rowd["patient_id"])],
                    "series_description": str(rowd.get("series_description") or "")}
@@ -497,8 +518,9 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     images.flush()
     del images
     if n == 0:
+        unread = next(s for s in skipped if s[1] is not None)
         raise EmptyInputError(source or "index", f"none of the {n_alloc} planned slices could be read "
-                                                 f"(e.g. {skipped[0][0]}: {skipped[0][2]})")
+                                                 f"(e.g. {unread[0]}: {unread[2]})")
     _finish_npy(images_path, n, n_alloc, (size, size))
 
     table = pd.DataFrame.from_records(records)
@@ -511,15 +533,12 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
         table["tumor"] = tumor_labels(table["patient_id"], table["slice_index"].to_numpy() + 1, boxes)
     table["tumor"] = table["tumor"].astype(float)
 
-    skipped_path = out / "skipped.csv"
-    if skipped:
-        pd.DataFrame(skipped, columns=["path", "slice_index", "reason"]).to_csv(skipped_path, index=False)
-    elif skipped_path.exists():
-        skipped_path.unlink()
+    write_skip_report(skipped, out / "skipped.csv", columns=("path", "slice_index", "reason"))
     _write_table_and_meta(
         out, table, size=(size, size), normalization=norm, iaps=iap_info, seed=seed, fractions=fractions,
         source_index=source or "<DataFrame>", slices_per_series=slices_per_series, sampling=sampling,
-        dtype="float16", n_slices=n, n_skipped=len(skipped),
+        dtype="float16", n_slices=n, n_skipped=sum(1 for s in skipped if s[1] is not None),
+        n_series_without_pixels=sum(1 for s in skipped if s[1] is None),
         tumor_convention="DBC Start/End Slice (1-based) vs slice_index + 1; 1 inside, 0 >= 5 "
                          "slices away, NaN otherwise" if boxes is not None else None)
     return SliceCache(out)

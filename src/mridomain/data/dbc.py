@@ -438,6 +438,9 @@ def read_annotation_boxes(path: str | Path) -> pd.DataFrame:
     if not path.exists():
         raise EmptyInputError(path, "file not found")
     df = _read_table(path, header=0)
+    if len(df) == 0:
+        # A user who passes annotations expects tumor labels: a header alone is a wrong file.
+        raise EmptyInputError(path, "no annotation boxes: the file holds only a header")
     # Some exports carry a second header row of units/notes: drop rows without a patient id.
     df = df.rename(columns={c: _BOX_COLUMNS.get(canon(c), c) for c in df.columns})
     missing = [v for v in _BOX_COLUMNS.values() if v not in df.columns]

@@ -1,12 +1,14 @@
 """Archive indexer: one row of acquisition parameters per DICOM series, from headers only.
 
 The walk streams directory entries with :func:`os.scandir` (no per-file ``stat``); headers are
-read in a process pool (chunked ``imap_unordered``). Plain little-endian files go through
-:mod:`mridomain.data._fastheader`, which walks element headers with :mod:`struct` and converts only
-the wanted tags (about 4x cheaper than a full ``pydicom.dcmread``); everything else (enhanced MR,
-big endian, deflate, preamble-less, odd files) goes through ``mridomain.io.read_header_fields``.
-Pixel data is never read, but its announced length is checked against the file size, so a
-truncated download is reported at index time. Every unusable file is recorded with its one-line
+read with :func:`mridomain.parallel.parallel_map`. Plain little-endian files go through
+:mod:`mridomain.data._fastheader`, which walks element headers with :mod:`struct` and decodes only
+the wanted tags, through io's one value decoder (``bench/index_bench.py``: 2-3x faster than the
+pydicom path inside ``build_index`` with a cold and with a warm page cache); everything else
+(enhanced MR, big endian, deflate, preamble-less, odd files) goes through
+``mridomain.io.read_header_fields``. Pixel data is never read, but its announced length is checked
+against the file size by io's one truncation check, so a truncated download is reported at index
+time. Every unusable file is recorded with its one-line
 reason instead of stopping the run.
 """
 from __future__ import annotations
@@ -24,10 +26,13 @@ import pandas as pd
 
 from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
 from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
-from mridomain.io.headers import _LIST_KEYWORDS, HEADER_KEYWORDS, iter_file_paths
+from mridomain.files import write_skip_report
+from mridomain.io.headers import HEADER_KEYWORDS, VOLUME_KEYWORDS, iter_file_paths
 from mridomain.parallel import default_workers, parallel_map
 
 INDEX_VERSION = 1
+#: series_uid of an image that has no SeriesInstanceUID: this prefix, then its path.
+NO_SERIES_UID = "no-series-uid:"
 
 #: Header fields every index reads: the ``read_header_fields`` contract of docs/architecture.md.
 BASE_KEYWORDS: tuple[str, ...] = HEADER_KEYWORDS
@@ -82,8 +87,6 @@ def iter_files(root: str | Path) -> Iterator[str]:
 _EXTRA: tuple[str, ...] = ()  # keywords beyond the io contract, for the pydicom path
 _KEY_INTERN: dict[tuple, tuple] = {}
 _WANTED: dict[int, tuple[str, str]] | None = None  # fast reader: tag -> (keyword, VR)
-#: Multi-valued by nature: always lists, as ``read_header_fields`` gives them.
-_ALWAYS_LIST = _LIST_KEYWORDS
 
 
 _CONFIGURED: tuple | None = None
@@ -114,10 +117,12 @@ class _RecordReader:
 
     keywords: tuple[str, ...]
     extra: tuple[str, ...]
+    fast: bool = True
+    keep_kinds: tuple[str, ...] = ()
 
     def __call__(self, path: str) -> tuple[str, tuple | None, str | None]:
-        configure_reader(self.keywords, self.extra)
-        return _read_record(path)
+        configure_reader(self.keywords, self.extra, self.fast)
+        return _read_record(path, self.keep_kinds)
 
 
 def _slice_position(fields: dict[str, Any]) -> float | None:
@@ -134,16 +139,28 @@ def _slice_position(fields: dict[str, Any]) -> float | None:
         return None
 
 
-def _read_record(path: str) -> tuple[str, tuple | None, str | None]:
+def _read_record(path: str, keep_kinds: Sequence[str] = ()) -> tuple[str, tuple | None, str | None]:
     """Worker task: (path, record, None) or (path, None, reason).
 
     The record is what grouping needs, computed here so the single main process only does dict
-    lookups: (series_uid, sop_uid, instance, position, frames, key) where ``key`` is a hashable,
-    sorted tuple of the series-level fields (identical for most slices of a series).
+    lookups: (series_uid, sop_uid, instance, position, frames, has_pixels, key) where ``key`` is a
+    hashable, sorted tuple of the series-level fields (identical for most slices of a series).
+    Phase, derived, localizer and secondary-capture images are refused here (with their reason)
+    unless their kind is in ``keep_kinds``.
     """
+    from mridomain.io.headers import is_mosaic, kind_problem
+
     path, fields, reason = _read_one(path)
     if fields is None:
         return path, None, reason
+    problem = kind_problem(fields, keep_kinds)
+    if problem is not None:
+        return path, None, problem
+    has_pixels = bool(fields.pop("has_pixels", True))
+    series_uid = str(fields.get("SeriesInstanceUID") or "")
+    if not series_uid:
+        # An image without the (type 1) SeriesInstanceUID is still an image: its own series.
+        series_uid = fields["SeriesInstanceUID"] = f"{NO_SERIES_UID}{path}"
     key = tuple((k, _hashable(v)) for k, v in sorted(fields.items())
                 if k not in _PER_SLICE and not k.startswith("_"))
     # One object per distinct key: pickle's memo then sends it once per chunk of results (slices
@@ -151,18 +168,22 @@ def _read_record(path: str) -> tuple[str, tuple | None, str | None]:
     key = _KEY_INTERN.setdefault(key, key)
     if len(_KEY_INTERN) > 100_000:
         _KEY_INTERN.clear()
-    return path, (str(fields["SeriesInstanceUID"]), str(fields.get("SOPInstanceUID") or ""),
-                  _as_int(fields.get("InstanceNumber")), fields.get("_position"),
-                  _as_int(fields.get("NumberOfFrames")) or 1, key), None
+    frames = _as_int(fields.get("NumberOfImagesInMosaic")) or _as_int(fields.get("NumberOfFrames")) or 1
+    # Every mosaic of a series is one whole volume, all at the position of its first tile.
+    position = 0.0 if is_mosaic(fields) else fields.get("_position")
+    return path, (series_uid, str(fields.get("SOPInstanceUID") or ""), _as_int(fields.get("InstanceNumber")),
+                  position, max(frames, 1), has_pixels, key), None
 
 
 def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
     """Header of one file -> (path, fields, None) or (path, None, reason). Never raises."""
+    from mridomain.io.headers import is_mosaic
+
     if _WANTED is not None:
         from mridomain.data._fastheader import Fallback, read_fields_fast
 
         try:
-            fields, reason = read_fields_fast(path, _WANTED, _ALWAYS_LIST)
+            fields, reason = read_fields_fast(path, _WANTED)
         except Fallback:
             pass
         except OSError as err:
@@ -170,25 +191,25 @@ def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
         else:
             if fields is None:
                 return path, None, reason
-            return _check_fields(path, fields)
+            if not is_mosaic(fields):  # a mosaic's slice count is in its private CSA header: pydicom
+                return _check_fields(path, fields)
     return _read_one_pydicom(path)
 
 
 def _check_fields(path: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
     """Shared checks of the fast reader's fields (pixel bookkeeping included)."""
+    from mridomain.io.headers import pixel_data_problem
+
     length, room = fields.pop("_pixel_length"), fields.pop("_pixel_room")
-    if not fields.get("SeriesInstanceUID"):
-        return path, None, "no SeriesInstanceUID (not an image series object)"
+    transfer, fragments = fields.pop("_transfer_syntax"), fields.pop("_fragments")
     if not fields.get("Rows") or not fields.get("Columns"):
         sop = fields.get("SOPClassUID") or "unknown SOP class"
         return path, None, f"not an image (no Rows/Columns; SOP class {sop})"
-    if length != 0xFFFFFFFF:
-        if length > room:
-            return path, None, f"truncated: PixelData needs {length} bytes, only {room} present"
-        if length == 0:
-            return path, None, "no pixel data (PixelData element is empty)"
-    elif room <= 0:
-        return path, None, "truncated: empty encapsulated PixelData"
+    fields["has_pixels"] = length is not None
+    if length is not None:
+        problem = pixel_data_problem(length, room, fields, transfer, fragments)
+        if problem is not None:
+            return path, None, problem
     for kw in _EXTRA:
         fields.setdefault(kw, None)
     fields["_position"] = _slice_position(fields)
@@ -205,14 +226,12 @@ def _read_one_pydicom(path: str) -> tuple[str, dict[str, Any] | None, str | None
         # recorded instead, and the filter is local to this read (never the caller's process)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fields = read_header_fields(path, extra=_EXTRA)
+            fields = read_header_fields(path, extra=_EXTRA, require_pixels=False)
     except MridomainError as err:
         return path, None, getattr(err, "reason", None) or str(err)
     except Exception as err:  # noqa: BLE001 - a corrupt file may raise anything; record and go on
         msg = " ".join(str(err).split())
         return path, None, f"corrupt DICOM header ({type(err).__name__}: {msg})"[:300]
-    if not fields.get("SeriesInstanceUID"):
-        return path, None, "no SeriesInstanceUID (not an image series object)"
     fields["_position"] = _slice_position(fields)
     return path, fields, None
 
@@ -256,6 +275,31 @@ class _FileRec:
     frames: int
     sop: str
     key: tuple
+    has_pixels: bool = True
+
+
+def _usable_files(recs: list[_FileRec], skipped: list[tuple[str, str]]) -> list[_FileRec]:
+    """The files of one series that count: one per SOPInstanceUID (a copy with pixels before a
+    header-only one, then the first path), and only those with pixels when any has them. The
+    others go to ``skipped`` with their reason."""
+    # Files whose pixel data cannot be decoded never get here (read time refuses them), so among
+    # copies of one instance the one kept has complete pixel bookkeeping.
+    seen: dict[str, str] = {}
+    unique = []
+    for r in sorted(recs, key=lambda r: (not r.has_pixels, r.path)):
+        if r.sop and r.sop in seen:
+            skipped.append((r.path, f"duplicate SOPInstanceUID of {seen[r.sop]}"))
+            continue
+        if r.sop:
+            seen[r.sop] = r.path
+        unique.append(r)
+    if any(r.has_pixels for r in unique) and not all(r.has_pixels for r in unique):
+        for r in unique:
+            if not r.has_pixels:
+                skipped.append((r.path, "no pixel data (a header without its pixels, in a series "
+                                        "whose other files have them)"))
+        unique = [r for r in unique if r.has_pixels]
+    return unique
 
 
 def _sort_files(recs: list[_FileRec]) -> list[_FileRec]:
@@ -276,8 +320,9 @@ def _as_int(value: Any) -> int | None:
 
 def build_index(archive: str | Path, out: str | Path | None = None, workers: int | None = None,
                 progress: bool = True, iaps: Sequence[IAPSpec] = DEFAULT_IAPS,
-                extra: Sequence[str] = ()) -> IndexResult:
-    """Read the headers of every file below ``archive`` into one row of IAPs per series.
+                extra: Sequence[str] = (), fast_reader: bool = True,
+                keep_kinds: Sequence[str] = ()) -> IndexResult:
+    """Read the headers of every file below ``archive`` into one row of IAPs per series volume.
 
     Args:
         archive: folder tree (any depth) or a single file.
@@ -288,24 +333,42 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
         progress: show tqdm progress bars.
         iaps: IAP specs to compute (``mridomain.data.schema``).
         extra: additional DICOM keywords to keep as ``raw_<Keyword>`` columns.
+        fast_reader: read ordinary little-endian files with the struct-based header walker
+            (``bench/index_bench.py``: faster on cold and warm disks); False reads every file
+            with pydicom.
+        keep_kinds: image kinds to index although they are not anatomical images
+            (``mridomain.io.IMAGE_KINDS``: phase, derived, localizer, secondary capture); by
+            default they are skipped with their reason.
+
+    A series whose images repeat slice positions (DWI b-values, DCE time points, echoes,
+    repeated acquisitions, Siemens mosaics) gives one row per volume (``io.volume_labels``). Image
+    headers without pixel data (header dumps) are rows with ``has_pixels`` False, which
+    ``prepare_cache`` skips; a copy of an instance (same SOPInstanceUID) is dropped in favour of
+    one with pixels.
 
     Returns:
-        :class:`IndexResult`; rows sorted by (patient_id, series_uid), files in slice order.
+        :class:`IndexResult`; rows sorted by (patient_id, series_uid, volume), files in slice order.
 
     Raises:
         EmptyInputError: the archive does not exist, holds no files, or no readable DICOM image.
     """
+    from mridomain.files import check_output_file
+    from mridomain.io.headers import check_keep_kinds, volume_labels
+
     archive = Path(archive)
     if not archive.exists():
         raise EmptyInputError(archive, "no such file or folder")
+    if out is not None:
+        check_output_file(out, "index")
+    keep_kinds = check_keep_kinds(keep_kinds)
     iaps = tuple(iaps)
     used_keywords = _used_keywords(iaps, extra)
     read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords))
 
-    from tqdm.auto import tqdm
+    from mridomain.progress import progress_bar
 
     files = []
-    for f in tqdm(iter_files(archive), desc="scanning", unit=" files", disable=not progress,
+    for f in progress_bar(iter_files(archive), desc="scanning", unit=" files", enabled=progress,
                   dynamic_ncols=True):
         files.append(f)
     if not files:
@@ -318,17 +381,17 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     normalized_cache: dict[tuple, dict[str, Any]] = {}
     key_fields: dict[tuple, dict[str, Any]] = {}  # key -> {keyword: hashable value}
 
-    for path, rec, reason in parallel_map(_RecordReader(read_keywords, tuple(extra)), files, total=len(files),
-                                          workers=n_workers, progress=progress, desc="reading headers",
-                                          unit=" files"):
+    reader = _RecordReader(read_keywords, tuple(extra), fast_reader, keep_kinds)
+    for path, rec, reason in parallel_map(reader, files, total=len(files), workers=n_workers,
+                                          progress=progress, desc="reading headers", unit=" files"):
         if rec is None:
             skipped.append((path, reason or "unreadable"))
             continue
-        uid, sop, instance, position, frames, key = rec
+        uid, sop, instance, position, frames, has_pixels, key = rec
         if key not in key_fields:
             key_fields[key] = dict(key)
         series[uid].append(_FileRec(path=path, position=position, instance=instance, frames=frames,
-                                    sop=sop, key=key))
+                                    sop=sop, key=key, has_pixels=has_pixels))
 
     if not series:
         first = sorted(skipped)[0] if skipped else ("", "nothing readable")
@@ -339,52 +402,53 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     summary_keywords = tuple(dict.fromkeys(("PatientID", "StudyInstanceUID", "SeriesDescription",
                                             "Modality") + used_keywords))
     for uid, recs in series.items():
-        # The same instance copied twice would count twice in n_slices and the cache.
-        seen: dict[str, str] = {}
-        unique = []
-        for r in sorted(recs, key=lambda r: r.path):
-            if r.sop and r.sop in seen:
-                skipped.append((r.path, f"duplicate SOPInstanceUID of {seen[r.sop]}"))
-                continue
-            if r.sop:
-                seen[r.sop] = r.path
-            unique.append(r)
-        recs = _sort_files(unique)
-        # Distinct header keys in slice order with their slice counts: modes are weighted tallies
-        # over a handful of keys instead of per-file work.
-        key_counts: dict[tuple, int] = {}
-        for r in recs:
-            key_counts[r.key] = key_counts.get(r.key, 0) + 1
-        for key in key_counts:
-            if key not in normalized_cache:
-                normalized_cache[key] = normalize_iaps({k: _unhash(v) for k, v in key}, iaps)
-        raw_modes = {kw: _unhash(_weighted_mode([(key_fields[k].get(kw), n)
-                                                 for k, n in key_counts.items()])[0])
-                     for kw in summary_keywords}
-        row: dict[str, Any] = {
-            "patient_id": str(raw_modes["PatientID"] or ""),
-            "study_uid": str(raw_modes["StudyInstanceUID"] or ""),
-            "series_uid": uid,
-            "series_description": str(raw_modes["SeriesDescription"] or ""),
-            "modality": str(raw_modes["Modality"] or ""),
-            "n_slices": int(sum(r.frames for r in recs)),
-            "files": [r.path for r in recs],
-        }
-        for kw in used_keywords:
-            row[f"raw_{kw}"] = raw_modes[kw]
-        for spec in iaps:
-            chosen, counts = _weighted_mode([(_hashable(normalized_cache[k].get(spec.name)), n)
-                                             for k, n in key_counts.items()])
-            if len(counts) > 1:
-                warn_rows.append({
-                    "series_uid": uid, "patient_id": row["patient_id"], "iap": spec.name,
-                    "chosen": _fmt(chosen),
-                    "values": "; ".join(f"{_fmt(v)} x{n}" for v, n in
-                                        sorted(counts.items(), key=lambda kv: (-kv[1], _fmt(kv[0]))))})
-            row[spec.name] = _unhash(chosen)
-        rows.append(row)
+        recs = _usable_files(recs, skipped)
+        labels, volume_by = volume_labels([r.position for r in recs],
+                                          [{**key_fields[r.key], "InstanceNumber": r.instance} for r in recs])
+        n_volumes = max(labels) + 1
+        for volume in range(n_volumes):
+            members = _sort_files([r for r, v in zip(recs, labels) if v == volume])
+            # Distinct header keys in slice order with their slice counts: modes are weighted
+            # tallies over a handful of keys instead of per-file work.
+            key_counts: dict[tuple, int] = {}
+            for r in members:
+                key_counts[r.key] = key_counts.get(r.key, 0) + 1
+            for key in key_counts:
+                if key not in normalized_cache:
+                    normalized_cache[key] = normalize_iaps({k: _unhash(v) for k, v in key}, iaps)
+            raw_modes = {kw: _unhash(_weighted_mode([(key_fields[k].get(kw), n)
+                                                     for k, n in key_counts.items()])[0])
+                         for kw in summary_keywords}
+            by_value = _unhash(key_fields[members[0].key].get(volume_by)) if volume_by in VOLUME_KEYWORDS else None
+            row: dict[str, Any] = {
+                "patient_id": str(raw_modes["PatientID"] or ""),
+                "study_uid": str(raw_modes["StudyInstanceUID"] or ""),
+                "series_uid": uid,
+                "series_description": str(raw_modes["SeriesDescription"] or ""),
+                "modality": str(raw_modes["Modality"] or ""),
+                "n_slices": int(sum(r.frames for r in members)),
+                "files": [r.path for r in members],
+                "has_pixels": all(r.has_pixels for r in members),
+                "volume": volume,
+                "n_volumes": n_volumes,
+                "volume_key": (f"{volume_by}={_fmt(by_value)}" if volume_by in VOLUME_KEYWORDS
+                               else f"{volume_by} {volume + 1}" if volume_by else ""),
+            }
+            for kw in used_keywords:
+                row[f"raw_{kw}"] = raw_modes[kw]
+            for spec in iaps:
+                chosen, counts = _weighted_mode([(_hashable(normalized_cache[k].get(spec.name)), n)
+                                                 for k, n in key_counts.items()])
+                if len(counts) > 1:
+                    warn_rows.append({
+                        "series_uid": uid, "patient_id": row["patient_id"], "iap": spec.name,
+                        "chosen": _fmt(chosen),
+                        "values": "; ".join(f"{_fmt(v)} x{n}" for v, n in
+                                            sorted(counts.items(), key=lambda kv: (-kv[1], _fmt(kv[0]))))})
+                row[spec.name] = _unhash(chosen)
+            rows.append(row)
 
-    table = pd.DataFrame(rows).sort_values(["patient_id", "series_uid"], kind="stable")
+    table = pd.DataFrame(rows).sort_values(["patient_id", "series_uid", "volume"], kind="stable")
     table = table.reset_index(drop=True)
     for spec in iaps:
         if spec.kind == "continuous":
@@ -455,10 +519,7 @@ def write_index(result: IndexResult, out: str | Path) -> Path:
     pq.write_table(table, out)
     skipped_path, warnings_path = report_paths(out)
     for df, path in ((result.skipped, skipped_path), (result.warnings, warnings_path)):
-        if len(df):
-            df.to_csv(path, index=False)
-        elif path.exists():
-            path.unlink()  # a stale report from an earlier run would mislead
+        write_skip_report(df, path)  # removes a stale report from an earlier run when empty
     return out
 
 
@@ -519,6 +580,8 @@ def print_index_summary(result: IndexResult, out: str | Path | None = None, max_
             table.add_column(col, overflow="fold")
         for _, r in t.iterrows():
             desc = r["series_description"] or r["series_uid"][-12:]
+            if r.get("volume_key"):
+                desc = f"{desc} [{r['volume_key']}]"
             table.add_row(str(r["patient_id"]), str(desc), str(r["n_slices"]),
                           *[_show(r[n]) for n in iap_names])
         console.print(table)
@@ -539,6 +602,9 @@ def print_index_summary(result: IndexResult, out: str | Path | None = None, max_
                     text += f", ... {len(counts) - 12} more"
             table.add_row(name, text)
         console.print(table)
+    if "has_pixels" in t.columns and not t["has_pixels"].all():
+        console.print(f"[yellow]{int((~t['has_pixels'].astype(bool)).sum())} series have no pixel data "
+                      f"(header dumps): indexed, left out by prepare[/yellow]")
     if len(result.warnings):
         console.print(f"[yellow]{len(result.warnings)} IAP disagreements between slices of a series "
                       f"(most common value kept)[/yellow]")

@@ -19,11 +19,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
+from mridomain.config import Settings
 from mridomain.errors import SchemaMismatchError
 
 __all__ = [
@@ -403,8 +405,42 @@ def _extra_normalizer(keyword: str, kind: Kind) -> Callable[[Mapping[str, Any]],
     return _categorical
 
 
+class ExtraIAPConfig(Settings):
+    """One header field of the user's own, learned like an IAP."""
+
+    name: str = Field(min_length=1)
+    keyword: str
+    kind: Literal["categorical", "continuous"] = "categorical"
+    unit: Optional[str] = None
+
+    @field_validator("keyword")
+    @classmethod
+    def _is_dicom_keyword(cls, keyword: str) -> str:
+        from pydicom.datadict import tag_for_keyword
+
+        if tag_for_keyword(keyword) is None:
+            raise ValueError(f"{keyword!r} is not a DICOM keyword")
+        return keyword
+
+
+class IAPSelectionConfig(Settings):
+    """The YAML file of ``mridomain index --iap-config`` (every key optional)."""
+
+    iaps: Optional[list[str]] = None       # subset of the 12, in this order (default: all)
+    field_strength_bins: bool = False      # 1.494 -> "1.5", 2.8936 -> "3"
+    extra: list[ExtraIAPConfig] = []
+
+    @field_validator("iaps")
+    @classmethod
+    def _known_names(cls, names: list[str] | None) -> list[str] | None:
+        unknown = [n for n in names or [] if n not in IAP_NAMES]
+        if unknown:
+            raise ValueError(f"unknown IAP name(s) {unknown}; known: {', '.join(IAP_NAMES)}")
+        return names
+
+
 def load_iap_config(path: str | Path) -> tuple[IAPSpec, ...]:
-    """IAP schema from a YAML file. All keys are optional::
+    """IAP schema from a YAML file (:class:`IAPSelectionConfig`). All keys are optional::
 
         iaps: [manufacturer, field_strength, tr, te]    # subset, in this order (default: all 12)
         field_strength_bins: true                       # 1.494 -> "1.5", 2.8936 -> "3"
@@ -412,56 +448,24 @@ def load_iap_config(path: str | Path) -> tuple[IAPSpec, ...]:
           - {name: sequence, keyword: SeriesDescription, kind: categorical}
           - {name: bandwidth, keyword: PixelBandwidth, kind: continuous, unit: Hz}
 
-    Raises :class:`SchemaMismatchError` (one line, naming the file) for unknown IAP names,
-    unknown DICOM keywords, bad kinds, duplicate names or a malformed file.
+    Raises :class:`SchemaMismatchError` (one line, naming the file and the field) for unknown
+    keys, IAP names or DICOM keywords, bad kinds, duplicate names or a malformed file.
     """
     import yaml
-    from pydicom.datadict import tag_for_keyword
 
     path = Path(path)
     try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise SchemaMismatchError(f"{path}: IAP config file not found") from None
     except yaml.YAMLError as exc:
         raise SchemaMismatchError(f"{path}: not valid YAML ({' '.join(str(exc).split())[:200]})") from None
-    if not isinstance(config, dict):
-        raise SchemaMismatchError(f"{path}: expected a mapping with keys 'iaps' and/or 'extra'")
-    unknown_keys = set(config) - {"iaps", "extra", "field_strength_bins"}
-    if unknown_keys:
-        raise SchemaMismatchError(
-            f"{path}: unknown config key(s) {sorted(unknown_keys)}; allowed: iaps, extra, field_strength_bins"
-        )
-
-    base = {spec.name: spec for spec in make_iaps(bool(config.get("field_strength_bins", False)))}
-    names = config.get("iaps")
-    if names is None:
-        names = list(IAP_NAMES)
-    if isinstance(names, str) or not isinstance(names, list):
-        raise SchemaMismatchError(f"{path}: 'iaps' must be a list of IAP names")
-    unknown = [n for n in names if n not in base]
-    if unknown:
-        raise SchemaMismatchError(
-            f"{path}: unknown IAP name(s) {unknown}; known: {', '.join(IAP_NAMES)}"
-        )
-    specs: list[IAPSpec] = [base[n] for n in names]
-
-    extras = config.get("extra") or []
-    if not isinstance(extras, list):
-        raise SchemaMismatchError(f"{path}: 'extra' must be a list of {{name, keyword, kind}} mappings")
-    for i, item in enumerate(extras):
-        if not isinstance(item, dict) or "name" not in item or "keyword" not in item:
-            raise SchemaMismatchError(f"{path}: extra[{i}] needs at least 'name' and 'keyword'")
-        name, keyword = str(item["name"]), str(item["keyword"])
-        kind = item.get("kind", "categorical")
-        if kind not in ("categorical", "continuous"):
-            raise SchemaMismatchError(f"{path}: extra[{i}] ({name}): kind must be categorical or continuous, got {kind!r}")
-        if tag_for_keyword(keyword) is None:
-            raise SchemaMismatchError(f"{path}: extra[{i}] ({name}): {keyword!r} is not a DICOM keyword")
-        unit = item.get("unit")
-        specs.append(IAPSpec(name, kind, (keyword,), None if unit is None else str(unit),
-                             _extra_normalizer(keyword, kind), f"header field {keyword}"))
-
+    config = IAPSelectionConfig.from_dict(raw, where=str(path))
+    base = {spec.name: spec for spec in make_iaps(config.field_strength_bins)}
+    specs: list[IAPSpec] = [base[n] for n in (config.iaps if config.iaps is not None else IAP_NAMES)]
+    for item in config.extra:
+        specs.append(IAPSpec(item.name, item.kind, (item.keyword,), item.unit,
+                             _extra_normalizer(item.keyword, item.kind), f"header field {item.keyword}"))
     seen: set[str] = set()
     for spec in specs:
         if spec.name in seen:

@@ -4,19 +4,12 @@ Tensors (weights, optimizer moments, RNG states) are safetensors; everything els
 hyper-parameters, epoch counters, configs, schemas) is JSON. Nothing is ever unpickled, so a
 checkpoint from an untrusted source cannot run code when it is loaded.
 
-Every file is written to a temporary name in its folder, flushed to disk and renamed over the
-old one (``os.replace`` is atomic on POSIX), and a checkpoint *folder* is written to a temporary
-folder and swapped in by :func:`write_folder_atomic`: a process killed at any moment leaves either
-the previous checkpoint or the new one, never a mix of both.
+Every file and checkpoint folder is written all-or-nothing (:mod:`mridomain.files`): a process
+killed at any moment leaves either the previous checkpoint or the new one, never a mix of both.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mridomain.errors import EmptyInputError, SchemaMismatchError
+from mridomain.files import (atomic_write, dump_json, read_json, resolve_folder, write_folder_atomic,  # noqa: F401
+                             write_json_atomic)
 
 __all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "weights_file", "dump_json", "save_weights", "load_weights",
            "read_tensors", "save_optimizer", "load_optimizer", "save_rng_state", "load_rng_state",
@@ -37,90 +32,6 @@ CHECKPOINT_VERSION = 1
 def weights_file(name: str) -> str:
     """File name of a module's weights: ``model`` -> ``model.safetensors``."""
     return f"{name}.safetensors"
-
-
-# ---- atomic files -------------------------------------------------------------------------------
-
-def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def dump_json(data: Any, path: str | Path | None = None) -> str:
-    """Indented JSON text of ``data`` (numpy scalars as floats); also written all-or-nothing to
-    ``path`` when given. The one JSON writer of run folders (configs, schemas, reports, states)."""
-    text = json.dumps(data, indent=2, default=float)
-    if path is not None:
-        _atomic_write(path, lambda tmp: tmp.write_text(text))
-    return text
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """:func:`dump_json` to ``path``; returns the path."""
-    dump_json(data, path)
-    return Path(path)
-
-
-def read_json(path: str | Path) -> Any:
-    """Parsed JSON; a missing, empty or malformed file is a one-line error naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise EmptyInputError(path, "file missing")
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        raise SchemaMismatchError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
-    if not text.strip():
-        raise SchemaMismatchError(f"{path}: empty file (a write was interrupted?)")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SchemaMismatchError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
-
-
-def write_folder_atomic(folder: str | Path, fill: Callable[[Path], None]) -> Path:
-    """Write a folder all-or-nothing: ``fill(tmp)`` writes into a fresh temporary folder beside it,
-    which then replaces ``folder``.
-
-    The old folder is first renamed to ``<folder>.old`` and removed only after the new one is in
-    place; :func:`resolve_folder` falls back to ``.old`` when a kill came between the two renames.
-    """
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
-    old = folder.with_name(folder.name + ".old")
-    try:
-        fill(tmp)
-        if old.exists() and folder.exists():
-            shutil.rmtree(old)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
-def resolve_folder(folder: str | Path) -> Path | None:
-    """The complete checkpoint folder written by :func:`write_folder_atomic`: ``folder``, else
-    ``<folder>.old`` (a kill between the swap's two renames), else None."""
-    folder = Path(folder)
-    for candidate in (folder, folder.with_name(folder.name + ".old")):
-        if (candidate / "state.json").exists():
-            return candidate
-    return None
 
 
 # ---- tensors --------------------------------------------------------------------------------------
@@ -144,7 +55,7 @@ def _state_to_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_weights(module: torch.nn.Module, path: str | Path) -> Path:
     """A module's state dict as safetensors, written all-or-nothing."""
     state = _state_to_cpu(module)
-    _atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
     return Path(path)
 
 
@@ -182,7 +93,7 @@ def save_optimizer(optimizer: torch.optim.Optimizer, folder: str | Path, name: s
                 tensors[f"{idx}.{key}"] = val.detach().to("cpu").contiguous().clone()
             else:
                 scalars.setdefault(str(idx), {})[key] = val
-    _atomic_write(folder / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(folder / f"{name}.safetensors", lambda tmp: save_file(tensors, str(tmp)))
     write_json_atomic(folder / f"{name}.json", {"param_groups": sd["param_groups"], "scalars": scalars})
 
 
@@ -213,7 +124,7 @@ def save_rng_state(path: str | Path) -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"cuda{i}"] = s
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
 
 
 def load_rng_state(path: str | Path) -> None:

@@ -1,89 +1,16 @@
-"""Typed, validated settings shared by every training config of mridomain.
-
-Each system's config (``IAPConfig``, ``TumorClassifierConfig``, the shift and synthesis configs)
-subclasses :class:`TrainSettings`: pydantic validates every field when the config is built, so a
-bad value is a one-line error naming the field before anything is written to a run folder.
+"""The settings every training config shares (``IAPConfig``, ``TumorClassifierConfig``, the shift
+and synthesis configs subclass :class:`TrainSettings`): validated by pydantic before anything is
+written to a run folder (see :mod:`mridomain.config`).
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from mridomain.errors import InvalidArgumentError, SchemaMismatchError
-
-S = TypeVar("S", bound="Settings")
+from mridomain.config import Settings, validated, validation_message  # noqa: F401  (re-exported)
 
 __all__ = ["Settings", "TrainSettings", "validation_message", "validated"]
-
-
-def validation_message(err: ValidationError, where: str) -> str:
-    """One line from a pydantic error: ``where: field 'lr_schedule': Input should be ...``."""
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e.get("loc", ())) or "(config)"
-        msg = e.get("msg", "invalid")
-        if e.get("type") == "extra_forbidden":
-            msg = "unknown field"
-        parts.append(f"field {loc!r}: {msg}")
-    return f"{where}: " + "; ".join(parts)
-
-
-class Settings(BaseModel):
-    """A frozen-schema config: unknown fields are refused, values are validated on assignment.
-
-    ``to_json`` / ``from_json`` round-trip through a run folder's JSON; ``updated`` returns a
-    validated copy with some fields replaced.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """Serialize to JSON text; also write it atomically to ``path`` when given."""
-        from mridomain.engine.checkpoint import dump_json
-
-        return dump_json(self.to_dict(), path)
-
-    @classmethod
-    def from_dict(cls: type[S], data: Any, where: str = "config") -> S:
-        """Build and validate; a bad or unknown field is a :class:`SchemaMismatchError`."""
-        if not isinstance(data, dict):
-            raise SchemaMismatchError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        try:
-            return cls.model_validate(data)
-        except ValidationError as err:
-            raise SchemaMismatchError(validation_message(err, where)) from None
-
-    @classmethod
-    def from_json(cls: type[S], text_or_path: str | Path) -> S:
-        """Read a config from JSON text or from a ``config.json`` path."""
-        from mridomain.engine.checkpoint import read_json
-
-        text = str(text_or_path)
-        if text.lstrip().startswith("{"):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise SchemaMismatchError(f"config: not valid JSON ({err})") from None
-            return cls.from_dict(data)
-        return cls.from_dict(read_json(text_or_path), where=str(text_or_path))
-
-    def updated(self: S, **overrides: Any) -> S:
-        """A validated copy with some fields replaced; a bad value is an :class:`InvalidArgumentError`."""
-        return validated(type(self), {**self.model_dump(), **overrides}, where=type(self).__name__)
-
-
-def validated(cls: type[S], data: dict[str, Any], where: str) -> S:
-    """``cls(**data)`` with one-line :class:`InvalidArgumentError` on bad user input."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as err:
-        raise InvalidArgumentError(validation_message(err, where)) from None
 
 
 class TrainSettings(Settings):

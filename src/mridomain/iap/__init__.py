@@ -6,16 +6,20 @@ CPUs), one linear layer with sum(C_k) + M outputs, loss lambda * sum CE + eta * 
     train(cache, out, preset="cpu")            -> TrainResult   (CLI: mridomain train)
     evaluate(run, split="test")                -> EvalReport    (CLI: mridomain evaluate)
     predict_paths(run, paths, out="preds.csv") -> PredictionResult (CLI: mridomain predict)
+    calibrate(run)                             -> summary       (CLI: mridomain calibrate; train does it)
     IAPPredictor(preset="cpu").fit(cache).predict(images); IAPPredictor.load(run); load_run(run)
+    Predictor / PredictorOutput                 the one predictor interface (forward)
 """
+from mridomain.iap.calibration import calibrate
 from mridomain.iap.config import DENSE_CATEGORICAL_IAPS, PRESETS, IAPConfig, get_preset
 from mridomain.iap.evaluation import EvalReport, compute_report, evaluate
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 from mridomain.iap.model import IAPNet, build_model, iap_loss
 from mridomain.iap.prediction import IAPPredictor, NotFittedError, PredictionResult, load_run, predict_paths
+from mridomain.iap.predictor import Predictor, PredictorOutput
 from mridomain.iap.training import TrainResult, train
 
 __all__ = ["IAPConfig", "PRESETS", "DENSE_CATEGORICAL_IAPS", "get_preset", "LabelEncoder", "IGNORE_INDEX",
            "OTHER", "IAPNet", "build_model", "iap_loss", "train", "TrainResult", "evaluate", "EvalReport",
            "compute_report", "predict_paths", "PredictionResult", "IAPPredictor", "NotFittedError",
-           "load_run"]
+           "load_run", "calibrate", "Predictor", "PredictorOutput"]

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mridomain.engine.checkpoint import load_weights, read_json, save_weights, weights_file, write_json_atomic
-from mridomain.errors import EmptyInputError, SchemaMismatchError
+from mridomain.errors import EmptyInputError
 from mridomain.iap.config import IAPConfig
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.model import IAPNet, build_model

@@ -7,21 +7,26 @@ each series before taking the argmax: the answer a user wants for a whole volume
 """
 from __future__ import annotations
 
+import html as html_lib
+import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from mridomain.iap.cache import cache_iaps, open_cache, split_indices
-from mridomain.iap.checkpoint import load_model
-from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
 from mridomain.engine.checkpoint import dump_json
+from mridomain.errors import EmptyInputError
+from mridomain.report import Section, write_html_report
+from mridomain.statistics import wilson_interval
+from mridomain.iap.cache import cache_iaps, open_cache, split_indices
+from mridomain.iap.calibration import expected_calibration_error, plot_reliability, reliability_table, softmax_t
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 
 RELATIVE_TOLERANCE = 0.02   # Fig. 2: TE / TR count as correct within 2 % relative error
+SMALL_SPLIT_SERIES = 30     # below this many series a report says its intervals are wide
 
 
 # ---- metric functions (pure numpy, tested against hand calculations) ---------------------------
@@ -110,6 +115,7 @@ class EvalReport:
     cache: str = ""
     out: str | None = None
     notes: list[str] = field(default_factory=list)
+    in_domain: float | None = None      # share of the split's slices inside the training domain
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows)
@@ -161,7 +167,8 @@ class EvalReport:
 
 def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: LabelEncoder,
                    split: str = "test", series_column: str = "series_uid") -> EvalReport:
-    """Metrics from decoded predictions (``decode_outputs``) against ``table``'s labels.
+    """Metrics from predictions ({categorical iap: probabilities, continuous iap: values}, as
+    :class:`~mridomain.iap.predictor.PredictorOutput` holds them) against ``table``'s labels.
 
     Separate from :func:`evaluate` so it can be checked on a made-up prediction set.
     """
@@ -183,8 +190,10 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
         _, st = series_targets(t, groups)
         s_top1, s_n = topk_accuracy(sp, st, 1)
         unseen = int((t == h.classes.index(OTHER)).sum())
+        lo, hi = wilson_interval(int(round(top1 * n)), n) if n else (float("nan"), float("nan"))
         rows.append({"iap": h.name, "kind": "categorical", "unit": h.unit, "n": n,
-                     "n_classes": h.n_seen_classes, "top1": top1, "top2": top2, "baseline_top1": baseline,
+                     "n_classes": h.n_seen_classes, "top1": top1, "top1_low": lo, "top1_high": hi,
+                     "top2": top2, "baseline_top1": baseline,
                      "majority_class": h.classes[majority] if h.n_seen_classes else None,
                      "series_top1": s_top1, "series_n": s_n, "n_unseen_values": unseen})
     for j, h in enumerate(encoder.continuous):
@@ -200,22 +209,51 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
     return EvalReport(split=split, n_slices=len(table), n_series=len(np.unique(groups)), rows=rows)
 
 
+def _wrap_label(text: str, width: int = 18) -> str:
+    """Long class names (scan options: "FAST_GEMS\\SAT_GEMS\\PFP\\FS") broken over lines, not cut."""
+    import textwrap
+
+    parts = str(text).replace("\\", "\\ ").split(" ")
+    return "\n".join(textwrap.wrap(" ".join(parts), width=width, break_long_words=True)).replace("\\ ", "\\")
+
+
+def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, encoder: LabelEncoder,
+                            path: str | Path) -> None:
+    """Predicted against true value of each continuous IAP (TR, TE), the identity and +-2 % lines."""
+    from mridomain.report import figure_grid
+
+    heads = encoder.continuous
+    if not heads:
+        return
+    fig, axes = figure_grid(len(heads), len(heads), 4.2, 4.0)
+    for ax, (j, h) in zip(axes, enumerate(heads)):
+        t, p = truth[:, j], np.asarray(pred[h.name], float)
+        m = np.isfinite(t) & np.isfinite(p)
+        ax.scatter(t[m], p[m], s=8, alpha=0.5)
+        if m.any():
+            lo, hi = float(min(t[m].min(), p[m].min())), float(max(t[m].max(), p[m].max()))
+            line = np.array([lo, hi])
+            ax.plot(line, line, color="k", linewidth=1, label="identity")
+            for f in (1 - RELATIVE_TOLERANCE, 1 + RELATIVE_TOLERANCE):
+                ax.plot(line, line * f, color="#999", linewidth=0.8, linestyle="--")
+        unit = f" ({h.unit})" if h.unit else ""
+        ax.set(xlabel=f"true {h.name}{unit}", ylabel=f"predicted {h.name}{unit}", title=f"{h.name} (N={int(m.sum())})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarray, encoder: LabelEncoder,
                             path: str | Path) -> None:
     """One grid figure: a row-normalized confusion matrix per categorical IAP (counts written in)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
+
+    from mridomain.report import figure_grid
 
     heads = encoder.categorical
     if not heads:
         return
-    ncol = min(3, len(heads))
-    nrow = int(np.ceil(len(heads) / ncol))
-    fig, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 4.8 * nrow), squeeze=False)
-    for ax, (j, h) in zip(axes.flat, enumerate(heads)):
+    fig, axes = figure_grid(len(heads), 3, 6.4, 6.0)
+    for ax, (j, h) in zip(axes, enumerate(heads)):
         t = cat_targets[:, j]
         m = t != IGNORE_INDEX
         pred = probs[h.name].argmax(1)
@@ -223,10 +261,11 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
         used = np.unique(np.concatenate([t[m], pred[m]])) if m.any() else np.arange(0)
         cm = confusion_matrix(t[m], pred[m], labels=used) if m.any() else np.zeros((0, 0))
         norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        names = [h.classes[i][:14] for i in used]
-        ax.set_xticks(range(len(used)), names, rotation=60, ha="right", fontsize=7)
-        ax.set_yticks(range(len(used)), names, fontsize=7)
+        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+        names = [_wrap_label(h.classes[i]) for i in used]
+        ax.set_xticks(range(len(used)), names, rotation=60, ha="right", fontsize=6.5)
+        ax.set_yticks(range(len(used)), names, fontsize=6.5)
         if len(used) <= 12:
             for a in range(len(used)):
                 for b in range(len(used)):
@@ -234,26 +273,28 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
                         ax.text(b, a, str(cm[a, b]), ha="center", va="center", fontsize=7,
                                 color="white" if norm[a, b] > 0.5 else "black")
         ax.set(title=f"{h.name} (N={int(m.sum())})", xlabel="predicted", ylabel="true")
-    for ax in list(axes.flat)[len(heads):]:
-        ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str | Path | None = None,
-             progress: bool = True, device: str | None = None, batch_size: int | None = None) -> EvalReport:
+             progress: bool = True, device: str | None = None, batch_size: int | None = None,
+             html: bool = True) -> EvalReport:
     """Evaluate a run on a cache split: Table 1, baselines, per-series accuracy, confusion matrices.
 
     Args:
         run: run folder from :func:`train`.
         cache: cache to evaluate on (default: the cache the run was trained on).
         split: "train" | "val" | "test" | "all".
-        out: folder for report.md, report.json, confusion_matrices.png (default ``run/eval_<split>``).
+        out: folder for report.md, report.json, confusion_matrices.png and report.html (default
+            ``run/eval_<split>``).
+        html: also write the self-contained ``report.html``.
     """
+    from mridomain.iap.prediction import IAPPredictor
+
     run = Path(run)
-    dev = resolve_device(device)
-    model, config, encoder, preprocess = load_model(run, device=dev)
+    predictor = IAPPredictor.load(run, device=device)
+    encoder, preprocess = predictor.encoder, predictor.preprocess
     cache = open_cache(cache if cache is not None else preprocess.get("source_cache"))
     cache_path = str(getattr(cache, "path", ""))
     encoder.check_schema(cache_iaps(cache), where=f"{cache_path}/meta.json", mine=f"{run}/labels.json")
@@ -264,13 +305,10 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
         warnings.warn(notes[-1])
     idx = split_indices(cache, split)
     if len(idx) == 0:
-        from mridomain.errors import EmptyInputError
-
         raise EmptyInputError(cache_path, f"no slices in split {split!r}")
-    outputs = forward_all(model, cache.images, idx, batch_size=batch_size or config.eval_batch_size,
-                          device=dev, amp=config.amp, channels_last=config.channels_last,
-                          progress=progress, desc=f"evaluate {split}")
-    probs = decode_outputs(outputs, encoder)
+    output = predictor.forward(cache.images, indices=idx, batch_size=batch_size, progress=progress,
+                               desc=f"evaluate {split}")
+    probs = {**output.probabilities, **output.continuous}
     table = cache.table.iloc[idx].reset_index(drop=True)
     report = compute_report(probs, table, encoder, split=split)
     report.run, report.cache, report.notes = str(run), cache_path, notes
@@ -278,7 +316,123 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
     out.mkdir(parents=True, exist_ok=True)
     report.out = str(out)
     cat_t, _ = encoder.encode(table)
+    reliability = {}
+    for j, h in enumerate(encoder.categorical):
+        raw = softmax_t(output.logits[h.name])
+        row = report.row(h.name)
+        row["temperature"] = predictor.temperatures.get(h.name, 1.0)
+        row["ece_raw"] = expected_calibration_error(raw, cat_t[:, j])
+        row["ece"] = expected_calibration_error(output.probabilities[h.name], cat_t[:, j])
+        reliability[h.name] = (reliability_table(raw, cat_t[:, j]),
+                               reliability_table(output.probabilities[h.name], cat_t[:, j]))
+    if not predictor.temperatures:
+        report.notes.append("the run has no calibration.json (trained before calibration existed): "
+                            "probabilities are the raw softmax; `mridomain calibrate RUN` adds it")
+    if output.in_domain is not None:
+        report.in_domain = float(np.mean(output.in_domain))
+        report.notes.append(f"{100 * report.in_domain:.1f}% of the {split} slices are inside the training "
+                            f"domain ({predictor.domain.note})")
+    if report.n_series < SMALL_SPLIT_SERIES:
+        report.notes.append(f"small {split} split: {report.n_series} series; the 95% intervals are wide")
     plot_confusion_matrices(probs, cat_t, encoder, out / "confusion_matrices.png")
+    plot_reliability(reliability, out / "reliability.png", f"Reliability on the {split} split")
+    plot_regression_scatter(output.continuous, encoder.truth_units(table), encoder, out / "tr_te_scatter.png")
     (out / "report.md").write_text(report.to_markdown() + "\n")
     report.to_json(out / "report.json")
+    if html:
+        evaluation_report_html(out, out / "report.html")
     return report
+
+
+def _pct(v: Any) -> str:
+    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{100 * v:.1f}"
+
+
+def table1_frames(report: EvalReport) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 1 as two display tables: categorical IAPs (top-1 with its Wilson 95 % interval,
+    top-2, majority baseline, per-series top-1, calibration error raw -> calibrated) and
+    continuous IAPs (MSE, MAE, within 2 %, mean-predictor MSE, per-series)."""
+    cat, cont = [], []
+    for r in report.rows:
+        if r["kind"] == "categorical":
+            ci = (f"{_pct(r.get('top1'))} [{_pct(r.get('top1_low'))}, {_pct(r.get('top1_high'))}]"
+                  if r.get("top1_low") is not None else _pct(r.get("top1")))
+            ece = (f"{_pct(r['ece_raw'])} -> {_pct(r['ece'])}" if "ece" in r else "")
+            cat.append({"IAP": r["iap"], "classes": r["n_classes"], "N": r["n"], "top-1 % [95% CI]": ci,
+                        "top-2 %": _pct(r.get("top2")), "majority %": _pct(r.get("baseline_top1")),
+                        "series top-1 % (N)": f"{_pct(r.get('series_top1'))} ({r.get('series_n')})",
+                        "ECE % raw -> calibrated": ece, "unseen values": r.get("n_unseen_values", 0)})
+        else:
+            unit = r.get("unit") or ""
+            cont.append({"IAP": f"{r['iap']} ({unit})" if unit else r["iap"], "N": r["n"],
+                         "MSE": f"{r['mse']:.4g}", "MAE": f"{r['mae']:.4g}", "within 2 %": _pct(r.get("within2")),
+                         "mean-predictor MSE": f"{r['baseline_mse']:.4g}",
+                         "series within 2 % (N)": f"{_pct(r.get('series_within2'))} ({r.get('series_n')})"})
+    return pd.DataFrame(cat), pd.DataFrame(cont)
+
+
+def evaluation_report_html(report: EvalReport | str | Path | Mapping[str, Any], out: str | Path,
+                           title: str = "IAP evaluation") -> Path:
+    """One self-contained HTML file for an evaluation.
+
+    ``report`` is an :class:`EvalReport`, or the folder ``mridomain evaluate`` wrote (its
+    ``report.json`` becomes Table 1 with Wilson 95 % intervals and calibration errors; the
+    confusion matrices, reliability diagrams and TR/TE scatter plots become figures; any other
+    ``*.csv`` a table), or a dict mapping names to DataFrames, figures, PNG paths or scalars.
+
+    Args:
+        report: evaluation, its folder, or a dict.
+        out: HTML file to write, or a folder (then ``<out>/report.html``).
+        title: page heading.
+    """
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        out = out / "report.html"
+    sections: list[Section] = []
+    folder = None
+    if isinstance(report, (str, Path)):
+        folder = Path(report)
+        if not folder.is_dir():
+            raise EmptyInputError(folder, "evaluation report folder does not exist")
+        if (folder / "report.json").exists():
+            from mridomain.files import read_json
+
+            data = read_json(folder / "report.json")
+            report = EvalReport(**{k: v for k, v in data.items() if k in EvalReport.__dataclass_fields__})
+    if isinstance(report, EvalReport):
+        cat, cont = table1_frames(report)
+        text = (f"{report.split} split: {report.n_slices} slices in {report.n_series} series. Run {report.run}, "
+                f"cache {report.cache}. top-1 intervals are Wilson 95% intervals over slices (slices of one "
+                "series are not independent, so the true uncertainty is larger); ECE: expected calibration "
+                "error (15 bins) of the raw softmax and after the run's temperature scaling.")
+        notes = " ".join(report.notes) if report.notes else None
+        sections.append(Section("Table 1: categorical IAPs", text=text, tables=[cat], note=notes))
+        if len(cont):
+            sections.append(Section("Table 1: continuous IAPs", text="MSE in the unit squared; within 2 %: "
+                                    "relative error below 2 % (the paper's Fig. 2 criterion).", tables=[cont]))
+    elif isinstance(report, Mapping):
+        scalars: dict[str, Any] = {}
+        for key, val in report.items():
+            if isinstance(val, (pd.DataFrame, pd.Series)):
+                sections.append(Section(str(key), tables=[val]))
+            elif hasattr(val, "savefig") or (isinstance(val, (str, Path)) and str(val).endswith(".png")):
+                sections.append(Section(str(key), figures=[val]))
+            elif isinstance(val, (dict, list)):
+                sections.append(Section(str(key), html=f"<pre>{html_lib.escape(json.dumps(val, indent=1, default=str))}</pre>"))
+            else:
+                scalars[str(key)] = val
+        if scalars:
+            sections.insert(0, Section("Summary", tables=[scalars]))
+    if folder is not None:
+        for p in sorted(folder.glob("*.csv")):
+            sections.append(Section(p.name, tables=[pd.read_csv(p).head(500)]))
+        captions = {"confusion_matrices.png": "Confusion matrices (rows: true class, row-normalized)",
+                    "reliability.png": "Reliability: accuracy against confidence, raw and calibrated",
+                    "tr_te_scatter.png": "Predicted against true TR / TE (dashed: +-2 %)"}
+        pngs = sorted(folder.glob("*.png"))
+        if pngs:
+            sections.append(Section("Figures", figures=[(captions.get(p.name, p.name), p) for p in pngs]))
+    if not sections:
+        raise EmptyInputError(Path(str(report)) if not isinstance(report, Mapping) else Path("<dict>"),
+                              "nothing to report (no report.json, csv or png found)")
+    return write_html_report(out, title, sections)

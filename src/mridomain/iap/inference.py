@@ -6,24 +6,11 @@ from typing import Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
-from mridomain.errors import InvalidArgumentError
+from mridomain.engine import resolve_device
 from mridomain.iap.labels import LabelEncoder
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> cuda when available, else cpu; a name torch does not know, or cuda on a machine
-    without it, is an :class:`InvalidArgumentError`."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise InvalidArgumentError(f"device {device!r}: not a torch device (cpu, cuda, cuda:0, ...)") from err
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidArgumentError(f"device {device!r}: CUDA is not available on this machine")
-    return dev
+from mridomain.iap.predictor import PredictorOutput
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -40,11 +27,12 @@ def batches(n: int, batch_size: int) -> Iterable[slice]:
 
 
 @torch.no_grad()
-def forward_all(model: torch.nn.Module, images: np.ndarray, indices: np.ndarray | None = None,
-                batch_size: int = 256, device: str | torch.device | None = "cpu", amp: bool = False,
-                channels_last: bool = False, embed: bool = False, progress: bool = False,
-                desc: str = "predict") -> np.ndarray:
-    """Network outputs (or penultimate features with ``embed``) for ``images[indices]`` as float32.
+def forward_batches(model: torch.nn.Module, images: np.ndarray, indices: np.ndarray | None = None,
+                    batch_size: int = 256, device: str | torch.device | None = "cpu", amp: bool = False,
+                    channels_last: bool = False, progress: bool = False, desc: str = "predict"
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(network outputs (N, sum C_k + M), penultimate features (N, D)) for ``images[indices]``,
+    both from one pass of the backbone, as float32.
 
     Indices are visited in sorted order so a memmap is read sequentially; results come back in
     the order of ``indices``.
@@ -54,19 +42,23 @@ def forward_all(model: torch.nn.Module, images: np.ndarray, indices: np.ndarray 
     idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
     order = np.argsort(idx, kind="stable")
     sorted_idx = idx[order]
-    chunks = []
-    for sl in tqdm(list(batches(len(sorted_idx), batch_size)), desc=desc, disable=not progress, leave=False):
+    outs, feats = [], []
+    for sl in progress_bar(list(batches(len(sorted_idx), batch_size)), desc=desc, enabled=progress, leave=False):
         x = torch.from_numpy(np.asarray(images[sorted_idx[sl]], dtype=np.float32)).to(device)
         x = x.unsqueeze(1)
         if channels_last and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            y = model.embed(x) if embed else model(x)
-        chunks.append(y.float().cpu().numpy())
-    out = np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
-    result = np.empty_like(out)
-    result[order] = out
-    return result
+            f = model.embed(x)
+            y = model.head(f)
+        outs.append(y.float().cpu().numpy())
+        feats.append(f.float().cpu().numpy())
+    if not outs:
+        return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
+    out, feat = np.concatenate(outs), np.concatenate(feats)
+    result_out, result_feat = np.empty_like(out), np.empty_like(feat)
+    result_out[order], result_feat[order] = out, feat
+    return result_out, result_feat
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -75,18 +67,23 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def decode_outputs(outputs: np.ndarray, encoder: LabelEncoder) -> dict[str, np.ndarray]:
-    """{categorical iap: probabilities (N, C_k); continuous iap: value in its unit (N,)}."""
-    res: dict[str, np.ndarray] = {}
-    cont_z = []
+def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncoder,
+                  temperatures: dict[str, float] | None = None) -> PredictorOutput:
+    """Raw network outputs -> per-head raw logits and (temperature-scaled) probabilities,
+    continuous values in their units."""
+    temperatures = temperatures or {}
+    logits, probs, cont_z = {}, {}, []
     for h in encoder.heads:
         s = encoder.slices[h.name]
         if h.kind == "categorical":
-            res[h.name] = softmax(outputs[:, s].astype(np.float64))
+            logits[h.name] = outputs[:, s].astype(np.float64)
+            probs[h.name] = softmax(logits[h.name] / temperatures.get(h.name, 1.0))
         else:
             cont_z.append(outputs[:, s.start])
+    continuous = {}
     if cont_z:
         units = encoder.to_units(np.stack(cont_z, axis=1))
-        for j, h in enumerate(encoder.continuous):
-            res[h.name] = units[:, j]
-    return res
+        continuous = {h.name: units[:, j] for j, h in enumerate(encoder.continuous)}
+    return PredictorOutput(probabilities=probs, logits=logits, continuous=continuous, features=features,
+                           classes={h.name: list(h.classes) for h in encoder.categorical},
+                           units={h.name: h.unit for h in encoder.continuous})

@@ -1,7 +1,6 @@
 """Prediction of IAPs from image files (CLI ``predict``) and the Python API twin ``IAPPredictor``."""
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -11,25 +10,22 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
+from mridomain.data.inputs import iter_inputs, read_inputs
+from mridomain.files import write_skip_report
 from mridomain.data.schema import normalize_iaps
+from mridomain.engine import resolve_device
 from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError
 from mridomain.iap.cache import preprocess_slices
 from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
 from mridomain.iap.config import IAPConfig, get_preset
 from mridomain.iap.evaluation import RELATIVE_TOLERANCE
-from mridomain.iap.inference import decode_outputs, forward_all, resolve_device
+from mridomain.iap.inference import forward_batches, split_outputs
 from mridomain.iap.labels import LabelEncoder, category_string, is_missing
-from mridomain.io import read_image
-
-
-# ---- reading ---------------------------------------------------------------------------------
-
-def _read_image(path: Path) -> tuple[np.ndarray, dict[str, Any], list[Path]]:
-    """(pixels (S, H, W) float32, header meta, per-slice files) through ``mridomain.io.read_image``."""
-    img = read_image(path)
-    return np.asarray(img.pixels, dtype=np.float32), dict(img.meta), [Path(f) for f in img.files]
+from mridomain.iap.calibration import read_temperatures
+from mridomain.iap.decoding import read_combinations
+from mridomain.iap.domain import DomainModel
+from mridomain.iap.predictor import UNKNOWN, PredictorOutput, value_column
 
 
 def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
@@ -46,26 +42,7 @@ def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
 # ---- turning outputs into rows ------------------------------------------------------------------
 
 def _column(h: Any) -> str:
-    return f"{h.name}_{h.unit}" if h.kind == "continuous" and h.unit else h.name
-
-
-def rows_from_probs(decoded: dict[str, np.ndarray], encoder: LabelEncoder, top_k: int) -> list[dict[str, Any]]:
-    """Per row: top-k values and probabilities of each categorical IAP, value of each continuous one."""
-    n = len(next(iter(decoded.values()))) if decoded else 0
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    for h in encoder.heads:
-        v = decoded[h.name]
-        if h.kind == "categorical":
-            order = np.argsort(-v, axis=1, kind="stable")[:, :top_k]
-            for i in range(n):
-                for r, c in enumerate(order[i], 1):
-                    suffix = "" if r == 1 else f"_top{r}"
-                    rows[i][f"{h.name}{suffix}"] = h.classes[c]
-                    rows[i][f"{h.name}_prob{'' if r == 1 else r}"] = float(v[i, c])
-        else:
-            for i in range(n):
-                rows[i][_column(h)] = float(v[i])
-    return rows
+    return value_column(h.name, h.unit) if h.kind == "continuous" else h.name
 
 
 def _is_correct(h: Any, pred: Any, truth: Any) -> bool:
@@ -84,6 +61,16 @@ class PredictionResult:
     out: Path | None = None
     figure: Path | None = None
     iaps: list[str] = field(default_factory=list)
+    domain_note: str | None = None      # how the in-domain threshold was calibrated (None: no domain model)
+    abstained: bool = False
+
+    @property
+    def n_out_of_domain(self) -> int | None:
+        """Inputs (series rows) outside the training domain; None when the run has no domain model."""
+        s = self.series
+        if "in_domain" not in s.columns:
+            return None
+        return int((~s["in_domain"].astype(bool)).sum())
 
     @property
     def series(self) -> pd.DataFrame:
@@ -98,11 +85,22 @@ class PredictionResult:
         lines = [f"predicted {len(self.slices)} slices in {len(s)} inputs"
                  + (f"; skipped {len(self.skipped)} unreadable" if self.skipped else "")
                  + (f"; wrote {self.out}" if self.out else "") + (f" and {self.figure}" if self.figure else "")]
+        n_out = self.n_out_of_domain
+        if n_out is None:
+            lines.append("  no domain model in this run (trained before it existed): `mridomain calibrate RUN` adds one")
+        else:
+            lines.append(f"  {n_out} of {len(s)} inputs are OUTSIDE the training domain"
+                         + (" (answered 'unknown')" if self.abstained and n_out else
+                            " (their answers are not to be trusted; --abstain answers 'unknown')" if n_out else ""))
         show = [n for n in self.iaps if n in s.columns][:4]
         cont = [c for c in s.columns if c.startswith(("tr_", "te_")) and not c.startswith("true_")]
         for _, r in s.head(10).iterrows():
-            parts = [f"{n}={r[n]} ({100 * r[n + '_prob']:.0f}%)" for n in show]
-            parts += [f"{c}={r[c]:.3g}" for c in cont]
+            parts = [f"{n}={r[n]}" + ("" if r[n] == UNKNOWN else f" ({100 * r[n + '_prob']:.0f}%)") for n in show]
+            parts += [f"{c}={r[c]:.3g}" for c in cont if not pd.isna(r[c])]
+            if "in_domain" in r and not bool(r["in_domain"]):
+                parts.insert(0, "OUT OF DOMAIN")
+            if isinstance(r.get("header_unseen"), str) and r["header_unseen"]:
+                parts.append(f"header: {r['header_unseen']}")
             lines.append(f"  {Path(str(r['source'])).name}: " + ", ".join(parts))
         if len(s) > 10:
             lines.append(f"  ... {len(s) - 10} more")
@@ -121,10 +119,7 @@ def _write_table(table: pd.DataFrame, out: Path) -> None:
 
 def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path) -> None:
     """A grid like the paper's Fig. 2: one slice per input, predicted IAPs below, green right / red wrong."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     if not panels:
         return
@@ -134,7 +129,7 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
     title_h, img_h, line_h = 0.3, 2.5, 0.19          # inches
     row_h = title_h + img_h + line_h * len(encoder.heads) + 0.15
     fig_h, col_w = nrow * row_h, 2.6
-    fig = plt.figure(figsize=(col_w * ncol, fig_h))
+    fig = Figure(figsize=(col_w * ncol, fig_h))
     for k, p in enumerate(panels):
         r, c = divmod(k, ncol)
         top = fig_h - r * row_h                        # inches from the bottom
@@ -157,78 +152,116 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
             y -= line_h
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
-def _predict_arrays(model: torch.nn.Module, images: np.ndarray, config: IAPConfig, device: torch.device,
-                    batch_size: int | None, embed: bool = False) -> np.ndarray:
-    return forward_all(model, images, batch_size=batch_size or config.eval_batch_size, device=device,
-                       amp=config.amp, channels_last=config.channels_last, embed=embed)
+class _Rows:
+    """Table rows gathered input by input: every ``chunk`` rows become a DataFrame block, so the
+    memory a long run holds grows with its output table, not with python dicts of numpy scalars
+    (several times larger)."""
+
+    def __init__(self, chunk: int = 128):
+        self.chunk, self.rows, self.blocks = chunk, [], []
+
+    def append(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= self.chunk:
+            self.blocks.append(pd.DataFrame(self.rows))
+            self.rows = []
+
+    def frame(self) -> pd.DataFrame:
+        blocks = self.blocks + ([pd.DataFrame(self.rows)] if self.rows else [])
+        return pd.concat(blocks, ignore_index=True, sort=False) if blocks else pd.DataFrame()
 
 
 def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path | None = "predictions.csv",
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
-                  progress: bool = True, device: str | None = None) -> PredictionResult:
-    """Predict the IAPs of DICOM files / series folders, NIfTI volumes and PNG/JPG images.
+                  progress: bool = True, device: str | None = None, abstain: bool = False,
+                  combinations: str | Path | pd.DataFrame | None = None,
+                  keep_kinds: Sequence[str] = ()) -> PredictionResult:
+    """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
+    PNG/JPG images.
 
-    Each input is read with ``mridomain.io.read_image``, every slice is preprocessed exactly as the
-    run's ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
+    Each input is read through :mod:`mridomain.data.inputs` (a folder holding many series gives one
+    input per series volume; phase, derived, localizer and secondary-capture images are skipped
+    unless ``keep_kinds`` names their kind), every slice is preprocessed exactly as the run's
+    ``preprocess.json`` says, and the network runs in batches. The table has one row per slice
     (``level == "slice"``) and one per input (``level == "series"``: slice probabilities averaged,
-    continuous values averaged), the top-k values and probabilities of each categorical IAP, TR/TE
-    in ms, and ``true_<iap>`` where the DICOM header holds the value. Unreadable inputs are
-    reported in ``skipped`` and the rest finishes. ``out``: .csv or .json (None: write nothing).
+    continuous values averaged), the series identity (``series_uid``, ``patient_id``,
+    ``series_description``, ``volume``), the top-k values and probabilities of each categorical
+    IAP (``<iap>_p_other``: the probability of a value unseen in training), TR/TE in ms, and
+    ``true_<iap>`` where the DICOM header holds the value. Where the run has a domain model
+    (``domain.json``, written by training), every row has ``domain_score`` and ``in_domain``
+    (series: the median slice), and ``header_unseen`` lists header values outside the training
+    vocabulary or range. Where it has ``combinations.json``, ``joint_<iap>`` is the most probable
+    combination of scanner-related IAPs seen in training (or allowed by ``combinations``, a table
+    of allowed combinations), next to the per-head answers. Unreadable inputs are reported in
+    ``skipped`` (and ``<out stem>_skipped.csv``) and the rest finishes.
+
+    Args:
+        abstain: answer "unknown" (continuous: NaN) for every IAP of an out-of-domain row.
+        combinations: CSV / parquet (or DataFrame) of allowed IAP combinations for joint decoding.
+        out: .csv or .json (None: write nothing); checked before any work, as ``figure`` is.
+        keep_kinds: image kinds to predict although they are not anatomical images.
+
+    Raises:
+        EmptyInputError: none of the inputs could be read (the skipped report is written first).
     """
+    from mridomain.files import check_output_file
+    from mridomain.iap.decoding import joint_decode, load_combination_table
+
     if top_k < 1:
         raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
-    run = Path(run)
-    dev = resolve_device(device)
-    model, config, encoder, preprocess = load_model(run, device=dev)
+    out_path = check_output_file(out, "predictions table") if out is not None else None
+    fig_path = check_output_file(figure, "figure") if figure is not None else None
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
-    rows: list[dict[str, Any]] = []
+    predictor = IAPPredictor.load(run, device=device)
+    encoder, domain = predictor.encoder, predictor.domain
+    combos = predictor.combinations
+    if combinations is not None:
+        combos = combinations if isinstance(combinations, pd.DataFrame) else load_combination_table(combinations)
+    rows = _Rows()
     skipped: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = []
-    for path in tqdm(paths, desc="predict", disable=not progress, unit="input"):
-        try:
-            pixels, meta, files = _read_image(path)
-            if pixels.size == 0:
-                raise EmptyInputError(path, "no pixels")
-            x = preprocess_slices(pixels, preprocess)
-        except MridomainError as err:
-            skipped.append((str(path), getattr(err, "reason", None) or str(err)))
-            continue
-        except Exception as err:  # noqa: BLE001 - an unreadable file may raise anything: skip, report
-            skipped.append((str(path), f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"))
-            continue
-        outputs = _predict_arrays(model, x, config, dev, batch_size)
-        decoded = decode_outputs(outputs, encoder)
-        truth = true_values(meta, encoder)
-        truth_cols = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
-                      for k, v in truth.items()}
-        for i, r in enumerate(rows_from_probs(decoded, encoder, top_k)):
-            f = files[i] if len(files) == len(x) else files[0]
-            rows.append({"source": str(path), "level": "slice", "slice": i, "file": str(f), **r, **truth_cols})
-        mean = {k: (v.mean(axis=0, keepdims=True) if v.ndim == 2 else np.array([v.mean()]))
-                for k, v in decoded.items()}
-        series_row = rows_from_probs(mean, encoder, top_k)[0]
-        rows.append({"source": str(path), "level": "series", "slice": None, "file": str(path),
-                     "n_slices": len(x), **series_row, **truth_cols})
-        panels.append({"source": path, "image": x[len(x) // 2], "row": series_row, "truth": truth})
-    table = pd.DataFrame(rows)
+    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict",
+                            keep_kinds=keep_kinds):
+        output = predictor.forward(item.slices, batch_size=batch_size)
+        truth = true_values(item.meta, encoder)
+        truth_cols: dict[str, Any] = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical"
+                                                    else float(v)) for k, v in truth.items()}
+        if domain is not None and truth:
+            truth_cols["header_unseen"] = "; ".join(domain.header_outside(
+                {k: truth_cols[f"true_{k}"] for k in truth}))
+        identity = item.identity
+        slice_table = output.table(top_k, abstain=abstain)
+        series_output = output.mean()
+        series_table = series_output.table(top_k, abstain=abstain)
+        if combos is not None and not combos.empty:
+            slice_table = pd.concat([slice_table, joint_decode(output, combos)], axis=1)
+            series_table = pd.concat([series_table, joint_decode(series_output, combos)], axis=1)
+        for i, r in enumerate(slice_table.to_dict("records")):
+            rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
+                         **identity, **r, **truth_cols})
+        series_row = series_table.iloc[0].to_dict()
+        rows.append({"source": str(item.source), "level": "series", "slice": None, "file": str(item.source),
+                     "n_slices": len(item.slices), **identity, **series_row, **truth_cols})
+        if figure is not None and len(panels) < 12:   # only what the figure shows is kept
+            panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
+                           "row": series_row, "truth": truth})
+    table = rows.frame()
+    if out_path is not None:
+        write_skip_report(skipped, out_path.with_name(out_path.stem + "_skipped.csv"))
     if len(table) == 0:
-        table = pd.DataFrame(columns=["source", "level", "slice", "file"])
-    out_path = Path(out) if out is not None else None
+        first = f" (e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise EmptyInputError(paths[0], f"nothing to predict: none of the {len(paths)} inputs could be read{first}")
     if out_path is not None:
         _write_table(table, out_path)
-        if skipped:
-            pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(
-                out_path.with_name(out_path.stem + "_skipped.csv"), index=False)
-    fig_path = Path(figure) if figure is not None else None
     if fig_path is not None:
-        _draw_figure(panels[:12], encoder, fig_path)
+        _draw_figure(panels, encoder, fig_path)
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
-                            iaps=[h.name for h in encoder.heads if h.kind == "categorical"])
+                            iaps=[h.name for h in encoder.heads if h.kind == "categorical"],
+                            domain_note=domain.note if domain is not None else None, abstained=abstain)
 
 
 # ---- Python API twin ------------------------------------------------------------------------------
@@ -251,6 +284,12 @@ class IAPPredictor:
         self.encoder: LabelEncoder | None = None
         self.preprocess: dict[str, Any] | None = None
         self.run: Path | None = None
+        #: per-head temperatures (calibration.json); {} = raw softmax
+        self.temperatures: dict[str, float] = {}
+        #: the training domain in feature space (domain.json); None = no in-domain verdicts
+        self.domain: DomainModel | None = None
+        #: combinations of hierarchical IAPs seen in training (combinations.json)
+        self.combinations: pd.DataFrame | None = None
 
     # -- fitting / persistence --
     def fit(self, cache: Any, out: str | Path | None = None, progress: bool = True) -> "IAPPredictor":
@@ -265,6 +304,9 @@ class IAPPredictor:
     def _load(self, run: Path) -> None:
         self.model, self.config, self.encoder, self.preprocess = load_model(run, device=self.device)
         self.run = Path(run)
+        self.temperatures = read_temperatures(run)
+        self.domain = DomainModel.load(run)
+        self.combinations = read_combinations(run)
 
     @classmethod
     def load(cls, run: str | Path, device: str | None = None) -> "IAPPredictor":
@@ -280,7 +322,8 @@ class IAPPredictor:
         save_run_metadata(folder, self.config, self.encoder, self.preprocess)
         save_weights(self.model, folder / WEIGHTS)
         if self.run is not None:
-            for extra in ("metrics.csv", "learning_curve.png"):
+            for extra in ("metrics.csv", "learning_curve.png", "calibration.json", "domain.json",
+                          "domain.safetensors", "combinations.json"):
                 if (self.run / extra).exists() and (self.run / extra).resolve() != (folder / extra).resolve():
                     shutil.copy(self.run / extra, folder / extra)
         return folder
@@ -291,14 +334,11 @@ class IAPPredictor:
 
     # -- inference --
     def _images(self, images: Any, preprocessed: bool) -> np.ndarray:
+        self._check()
         if isinstance(images, (str, Path)) or (isinstance(images, (list, tuple)) and images
                                                 and isinstance(images[0], (str, Path))):
             paths = [images] if isinstance(images, (str, Path)) else list(images)
-            arrays = []
-            for p in paths:
-                pixels, _, _ = _read_image(Path(p))
-                arrays.append(preprocess_slices(pixels, self.preprocess))
-            return np.concatenate(arrays)
+            return read_inputs(paths, self.preprocess, progress=False).images
         x = np.asarray(images, dtype=np.float32)
         if x.ndim == 2:
             x = x[None]
@@ -306,28 +346,29 @@ class IAPPredictor:
             raise EmptyInputError("images", f"expected an array (N, H, W), got shape {x.shape}")
         return x if preprocessed else preprocess_slices(x, self.preprocess)
 
+    def forward(self, images: np.ndarray, indices: np.ndarray | None = None, batch_size: int | None = None,
+                progress: bool = False, desc: str = "predict") -> PredictorOutput:
+        """One pass over preprocessed slices (N, H, W) (or ``images[indices]`` of a memmapped
+        cache, read in sorted batches): probabilities, logits, continuous values and features."""
+        self._check()
+        outputs, features = forward_batches(self.model, images, indices,
+                                            batch_size=batch_size or self.config.eval_batch_size,
+                                            device=self.device, amp=self.config.amp,
+                                            channels_last=self.config.channels_last, progress=progress, desc=desc)
+        out = split_outputs(outputs, features, self.encoder, self.temperatures)
+        if self.domain is not None and len(features):
+            out.domain_score = self.domain.score(features)
+            out.domain_threshold = self.domain.threshold
+        return out
+
     def predict_proba(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
         """{categorical iap: probabilities (N, C_k) in ``classes`` order; continuous iap: value (N,) in its unit}."""
-        self._check()
-        x = self._images(images, preprocessed)
-        return decode_outputs(_predict_arrays(self.model, x, self.config, self.device, None), self.encoder)
-
-    def predict_logits(self, images: Any, preprocessed: bool = False) -> dict[str, np.ndarray]:
-        """{categorical iap: raw logits (N, C_k)} (e.g. for energy-based out-of-distribution scores)."""
-        self._check()
-        x = self._images(images, preprocessed)
-        out = _predict_arrays(self.model, x, self.config, self.device, None)
-        return {h.name: out[:, self.encoder.slices[h.name]] for h in self.encoder.categorical}
+        out = self.forward(self._images(images, preprocessed))
+        return {**out.probabilities, **out.continuous}
 
     def predict(self, images: Any, top_k: int = 1, preprocessed: bool = False) -> pd.DataFrame:
         """One row per slice: predicted value (+ probability, + top-k) of every IAP; TR/TE in ms."""
-        return pd.DataFrame(rows_from_probs(self.predict_proba(images, preprocessed), self.encoder, top_k))
-
-    def embed(self, images: Any, preprocessed: bool = False) -> np.ndarray:
-        """Penultimate-layer features (N, D), e.g. for applicability / out-of-distribution checks."""
-        self._check()
-        x = self._images(images, preprocessed)
-        return _predict_arrays(self.model, x, self.config, self.device, None, embed=True)
+        return self.forward(self._images(images, preprocessed)).table(top_k)
 
     @property
     def classes(self) -> dict[str, list[str]]:
@@ -342,9 +383,3 @@ class IAPPredictor:
 def load_run(run: str | Path, device: str | None = None) -> IAPPredictor:
     """Shortcut for :meth:`IAPPredictor.load`."""
     return IAPPredictor.load(run, device=device)
-
-
-def describe_run(run: str | Path) -> dict[str, Any]:
-    """config + labels + preprocessing of a run as one dict (JSON only)."""
-    run = Path(run)
-    return {name: json.loads((run / f"{name}.json").read_text()) for name in ("config", "labels", "preprocess")}

@@ -1,6 +1,7 @@
 """Training of the IAP network on a slice cache (paper Sec. 4.2), seeded and resumable."""
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Iterable
@@ -12,7 +13,6 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from mridomain.engine import Engine, StepContext, TrainTask, epoch_batches
 from mridomain.errors import EmptyInputError, SchemaMismatchError
@@ -260,6 +260,8 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     The loop, checkpoints, logs and DDP are :class:`mridomain.engine.Engine`'s; this function
     builds the label encoder and preprocessing record from the cache and hands an :class:`IAPTask`
     to the engine. Launched with ``torchrun --nproc_per_node N``, it trains on N processes.
+    After training, :func:`mridomain.iap.calibration.calibrate` stores temperatures, the training
+    domain and the seen IAP combinations in the run folder.
 
     Args:
         cache: cache folder (or an open ``SliceCache``) from ``mridomain prepare``.
@@ -306,5 +308,9 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
                       "source_cache": str(Path(cache_path).resolve())}
     task = IAPTask(cache, config, encoder, preprocess, resume=resume)
     fit = Engine(config, out, progress=progress).fit(task, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:    # under torchrun, rank 0 alone writes the run folder
+        from mridomain.iap.calibration import calibrate
+
+        calibrate(out, cache, progress=progress)
     return TrainResult(run=out, best_epoch=fit.best_epoch, best_val_loss=fit.best_metric,
                        epochs_run=fit.epochs_run, seconds=time.perf_counter() - t_start, metrics=fit.metrics)

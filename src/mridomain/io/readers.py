@@ -6,8 +6,12 @@ the modality's units (DICOM rescale applied) and with MONOCHROME1 already invert
 """
 from __future__ import annotations
 
+import math
+import os
+import warnings
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,16 +21,31 @@ from pydicom.dataset import Dataset
 
 from mridomain.errors import EmptyInputError, ImageReadError
 from mridomain.io.headers import (
+    VOLUME_KEYWORDS,
     _first_item,
+    _is_image_header,
     _one_line,
+    _open_dicom,
     header_fields_from_dataset,
+    is_mosaic,
     iter_candidate_files,
+    kind_problem,
+    mosaic_fields,
     open_dicom,
+    pixel_data_problem,
+    pixel_fields,
     to_python,
+    transfer_syntax,
+    transfer_syntax_uid,
+    volume_labels,
 )
 
 __all__ = [
+    "DicomVolume",
     "ImageData",
+    "read_dicom_volume",
+    "scan_dicom_files",
+    "scan_dicom_folder",
     "read_image",
     "read_dicom",
     "read_dicom_series",
@@ -101,56 +120,68 @@ def _frame_rescale(ds: Dataset, n_frames: int) -> tuple[np.ndarray, np.ndarray] 
     intercepts = np.zeros(n_frames, dtype=np.float64)
     found = False
     if "RescaleSlope" in ds or "RescaleIntercept" in ds:
-        slopes[:] = float(ds.get("RescaleSlope", 1.0) or 1.0)
-        intercepts[:] = float(ds.get("RescaleIntercept", 0.0) or 0.0)
+        slopes[:] = _float(ds, "RescaleSlope", 1.0)
+        intercepts[:] = _float(ds, "RescaleIntercept", 0.0)
         found = True
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     shared_item = _first_item(shared, "PixelValueTransformationSequence") if shared is not None else None
     if shared_item is not None:
-        slopes[:] = float(shared_item.get("RescaleSlope", 1.0) or 1.0)
-        intercepts[:] = float(shared_item.get("RescaleIntercept", 0.0) or 0.0)
+        slopes[:] = _float(shared_item, "RescaleSlope", 1.0)
+        intercepts[:] = _float(shared_item, "RescaleIntercept", 0.0)
         found = True
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) == n_frames:
         for i, groups in enumerate(per_frame):
             item = _first_item(groups, "PixelValueTransformationSequence")
             if item is not None:
-                slopes[i] = float(item.get("RescaleSlope", 1.0) or 1.0)
-                intercepts[i] = float(item.get("RescaleIntercept", 0.0) or 0.0)
+                slopes[i] = _float(item, "RescaleSlope", 1.0)
+                intercepts[i] = _float(item, "RescaleIntercept", 0.0)
                 found = True
     return (slopes, intercepts) if found else None
 
 
-def _expected_pixel_bytes(ds: Dataset) -> int:
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    bits = int(ds.get("BitsAllocated", 16))
-    n = int(ds.Rows) * int(ds.Columns) * frames * int(ds.get("SamplesPerPixel", 1))
-    return (n * bits + 7) // 8
+def _float(ds: Dataset, keyword: str, default: float) -> float:
+    """A DS value as float; the default when absent, empty, malformed or not finite."""
+    try:
+        value = float(ds.get(keyword, default) or default)
+    except (TypeError, ValueError, OverflowError):
+        return default
+    return value if np.isfinite(value) else default
 
 
 def dataset_pixels(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
     """Float32 ``(S, H, W)`` pixels of an open dataset: decoded (pylibjpeg handles JPEG,
     JPEG-LS, JPEG 2000; pydicom RLE), rescaled with RescaleSlope/Intercept (per frame for
-    enhanced MR) or the Modality LUT, MONOCHROME1 inverted, colour converted to luminance.
+    enhanced MR) or the Modality LUT, MONOCHROME1 inverted, colour converted to luminance, and a
+    Siemens mosaic unpacked into its slices (count from the CSA header).
     """
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageReadError(path, "no pixel data")
     if "Rows" not in ds or "Columns" not in ds:
         raise ImageReadError(path, "corrupt DICOM header: pixel data without Rows/Columns")
-    ts = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", None)
-    if "PixelData" in ds and ts is not None:
-        if not ts.is_compressed:
-            have = len(ds.PixelData)
-            need = _expected_pixel_bytes(ds)
-            if have < need:
-                raise ImageReadError(path, f"truncated file: pixel data has {have} bytes, expected {need}")
+    transfer = transfer_syntax(ds)
+    ts = transfer_syntax_uid(transfer) if transfer else None
+    if "PixelData" in ds:
+        try:
+            raw = ds["PixelData"]
+        except Exception as exc:  # noqa: BLE001 - pydicom converts it on access: a wrong VR raises
+            raise ImageReadError(path, f"cannot decode pixel data: {_one_line(exc)}") from None
+        length = 0xFFFFFFFF if raw.is_undefined_length else len(raw.value)
+        # The one pixel data check (io.headers): 4:2:2 subsampling, frame counts, group 0028 values
+        # (the fragments of encapsulated data pydicom checks itself as it decodes them).
+        problem = pixel_data_problem(length, len(raw.value), pixel_fields(ds), transfer)
+        if problem is not None:
+            raise ImageReadError(path, problem)
     try:
-        arr = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, TypeError, AttributeError, KeyError, zlib.error) as exc:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # excess padding and similar: pydicom copes
+            arr = ds.pixel_array
+    except MemoryError:
+        raise ImageReadError(path, "cannot decode pixel data: more than the memory holds") from None
+    except Exception as exc:  # noqa: BLE001 - decoders of damaged data raise anything (StopIteration too)
         ts_name = ts.name if ts is not None else "unknown transfer syntax"
-        raise ImageReadError(path, f"cannot decode pixel data ({ts_name}): {_one_line(exc)}") from None
+        raise ImageReadError(path, f"cannot decode pixel data ({ts_name}): {_one_line(exc) or type(exc).__name__}") from None
 
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     samples = int(ds.get("SamplesPerPixel", 1))
     if samples > 1:
@@ -161,13 +192,14 @@ def dataset_pixels(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
         arr = arr[np.newaxis]
     elif arr.ndim != 3:
         raise ImageReadError(path, f"unexpected pixel array shape {arr.shape}")
-    if arr.shape[0] != n_frames and n_frames > 1:
-        raise ImageReadError(path, f"pixel data holds {arr.shape[0]} frames, header says {n_frames}")
 
     if samples == 1 and "ModalityLUTSequence" in ds:
         from pydicom.pixels import apply_modality_lut
 
-        out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+        try:
+            out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - a damaged LUT may raise anything
+            raise ImageReadError(path, f"cannot apply the modality LUT: {_one_line(exc)}") from None
     else:
         out = arr.astype(np.float32, copy=True)
         rescale = _frame_rescale(ds, out.shape[0]) if samples == 1 else None
@@ -178,7 +210,34 @@ def dataset_pixels(ds: Dataset, path: str | Path = "<dataset>") -> np.ndarray:
         # MONOCHROME1: the minimum value is white. Mirror inside the stored range so that
         # bright means high signal, as for MONOCHROME2; the value range is kept.
         out = (out.max() + out.min()) - out
+    if is_mosaic({"ImageType": _image_type(ds)}):
+        out = _unpack_mosaic(out, mosaic_fields(ds).get("NumberOfImagesInMosaic"), path)
     return out
+
+
+def _image_type(ds: Dataset) -> list[Any]:
+    try:
+        return list(to_python(ds.get("ImageType")) or [])
+    except Exception:  # noqa: BLE001 - an unreadable ImageType says nothing
+        return []
+
+
+def _unpack_mosaic(pixels: np.ndarray, count: int | None, path: str | Path) -> np.ndarray:
+    """The ``count`` tiles of a Siemens mosaic, row by row on a ceil(sqrt(count)) square grid
+    (the layout nibabel.nicom and dcm2niix read), as slices ``(count, h, w)``."""
+    if count is None:
+        raise ImageReadError(path, "Siemens mosaic without a readable slice count "
+                                   "(NumberOfImagesInMosaic in the CSA image header)")
+    if pixels.shape[0] != 1:
+        raise ImageReadError(path, f"Siemens mosaic with {pixels.shape[0]} frames (one expected)")
+    grid = math.ceil(math.sqrt(count))
+    rows, cols = pixels.shape[1:]
+    if rows % grid or cols % grid:
+        raise ImageReadError(path, f"Siemens mosaic of {rows}x{cols} pixels cannot hold {count} tiles "
+                                   f"on a {grid}x{grid} grid")
+    h, w = rows // grid, cols // grid
+    tiles = pixels[0].reshape(grid, h, grid, w).transpose(0, 2, 1, 3).reshape(grid * grid, h, w)
+    return np.ascontiguousarray(tiles[:count])
 
 
 def _frame_positions(ds: Dataset, n_frames: int) -> list[list[float]] | None:
@@ -190,8 +249,36 @@ def _frame_positions(ds: Dataset, n_frames: int) -> list[list[float]] | None:
         item = _first_item(groups, "PlanePositionSequence")
         if item is None or "ImagePositionPatient" not in item:
             return None
-        positions.append([float(v) for v in item.ImagePositionPatient])
+        try:
+            positions.append([float(v) for v in item.ImagePositionPatient])
+        except (TypeError, ValueError, OverflowError):
+            return None
     return positions
+
+
+#: Per-frame values that tell the volumes inside one enhanced multi-frame file apart
+#: (functional group, keyword): PS3.3 C.7.6.16.2.2 (frame content), C.8.13.5.9 (diffusion), C.8.13.5.2 (echo).
+_FRAME_VOLUME_KEYS = (("FrameContentSequence", "TemporalPositionIndex"),
+                      ("MRDiffusionSequence", "DiffusionBValue"),
+                      ("MREchoSequence", "EffectiveEchoTime"))
+
+
+def _frame_volume_values(ds: Dataset, n_frames: int) -> list[dict[str, Any]] | None:
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is None or len(per_frame) != n_frames:
+        return None
+    values = []
+    for groups in per_frame:
+        row: dict[str, Any] = {}
+        for group, keyword in _FRAME_VOLUME_KEYS:
+            item = _first_item(groups, group)
+            if item is not None and keyword in item:
+                try:
+                    row[keyword] = to_python(item[keyword].value)
+                except (TypeError, ValueError, OverflowError):
+                    pass
+        values.append(row)
+    return values
 
 
 def _spacing_from_fields(fields: dict[str, Any], slice_spacing: float | None = None) -> tuple[float, float, float] | None:
@@ -206,12 +293,22 @@ def _spacing_from_fields(fields: dict[str, Any], slice_spacing: float | None = N
         return None
 
 
+_READ_EXTRA = ("SpacingBetweenSlices", "PhotometricInterpretation")
+
+
 def read_dicom(path: str | Path) -> ImageData:
-    """One DICOM file (single- or multi-frame, any transfer syntax pylibjpeg can decode)."""
+    """One DICOM file (single- or multi-frame, any transfer syntax pylibjpeg can decode; a
+    Siemens mosaic comes back as its slices). A multi-frame file whose frames repeat slice
+    positions records the volume of each frame in ``meta["FrameVolumes"]`` (what tells them
+    apart in ``meta["FrameVolumesBy"]``)."""
     path = Path(path)
     ds = open_dicom(path)
-    pixels = dataset_pixels(ds, path)
-    fields = header_fields_from_dataset(ds, extra=("SpacingBetweenSlices", "PhotometricInterpretation"))
+    with warnings.catch_warnings():
+        # pydicom converts values on access and warns about every odd one; what makes a file
+        # unreadable is raised as a one-line reason instead
+        warnings.simplefilter("ignore")
+        pixels = dataset_pixels(ds, path)
+        fields = header_fields_from_dataset(ds, extra=_READ_EXTRA)
     fields["source_format"] = "dicom"
     slice_spacing = None
     positions = _frame_positions(ds, pixels.shape[0])
@@ -219,11 +316,17 @@ def read_dicom(path: str | Path) -> ImageData:
         fields["FramePositions"] = positions
         orientation = fields.get("ImageOrientationPatient")
         if orientation and len(orientation) == 6 and len(positions) > 1:
-            proj = np.array([slice_sort_key(p, orientation) for p in positions])
-            steps = np.abs(np.diff(proj))
+            labels, by = _frame_volumes(ds, fields)
+            if labels is not None:
+                fields["FrameVolumes"], fields["FrameVolumesBy"] = labels, by
+            proj = [slice_sort_key(p, orientation) for p, v in zip(positions, labels or [0] * len(positions))
+                    if v == 0]
+            steps = np.abs(np.diff(np.sort(np.array(proj))))
             steps = steps[steps > 1e-6]
             if steps.size:
                 slice_spacing = float(np.median(steps))
+    if is_mosaic(fields):
+        fields["n_slices"] = int(pixels.shape[0])
     return ImageData(pixels, fields, path, _spacing_from_fields(fields, slice_spacing), [path])
 
 
@@ -237,105 +340,247 @@ def slice_sort_key(position: Any, orientation: Any) -> float:
     return float(np.dot(np.asarray(position, dtype=np.float64), normal))
 
 
+@dataclass
+class _Member:
+    """One DICOM image file found in a folder: its header fields, read without pixels."""
+
+    path: Path
+    fields: dict[str, Any]
+    frame_volumes: list[int] | None = None     # volume of each frame (multi-frame files)
+    frame_volumes_by: str = ""
+
+    @property
+    def position(self) -> float | None:
+        if is_mosaic(self.fields):
+            return 0.0  # every mosaic is a whole volume: its files repeat one position
+        position, orientation = self.fields.get("ImagePositionPatient"), self.fields.get("ImageOrientationPatient")
+        try:
+            if not position or not orientation or len(position) != 3 or len(orientation) != 6:
+                return None
+            return slice_sort_key(position, orientation)
+        except (TypeError, ValueError):
+            return None
+
+
+@dataclass
+class DicomVolume:
+    """One volume of one series found in a folder (:func:`scan_dicom_folder`), read with
+    :func:`read_dicom_volume`. ``volume`` counts from 0; ``volume_key`` says what sets it apart
+    (``"EchoNumbers=2"``; ``""`` for a series of one volume)."""
+
+    series_uid: str
+    volume: int
+    n_volumes: int
+    volume_key: str
+    files: list[Path]                       # in slice order
+    fields: dict[str, Any]                  # header fields of the first file
+    positions: list[float | None] = field(default_factory=list)   # mm along the normal, per file
+    frames: list[int] | None = None         # the frames of a multi-frame file (None: all)
+
+
+def scan_dicom_folder(folder: str | Path, progress: bool = False,
+                      skipped: list[tuple[str, str]] | None = None,
+                      keep_kinds: Iterable[str] | None = None) -> list[DicomVolume]:
+    """Every DICOM image below ``folder`` (any depth), grouped into series and each series into
+    its volumes (:func:`mridomain.io.volume_labels`: images that repeat a slice position by
+    temporal position, b-value, echo or acquisition; one volume per Siemens mosaic; the volumes
+    inside an enhanced multi-frame file by their frame content), files in slice order.
+
+    Headers only (no pixels are decoded; pixel data checked as the index checks them). Files that
+    are not readable DICOM images go to ``skipped`` as ``(path, reason)``; with ``keep_kinds``
+    (not None) so do images of a kind not kept (``io.image_kind``: phase, derived, localizer,
+    secondary capture). Volumes come sorted by (PatientID, SeriesInstanceUID, volume).
+    """
+    folder = Path(folder)
+    return scan_dicom_files(list(iter_candidate_files(folder)), progress=progress, skipped=skipped,
+                            keep_kinds=keep_kinds, desc=f"reading headers in {folder.name}")
+
+
+def scan_dicom_files(files: Iterable[str | Path], progress: bool = False,
+                     skipped: list[tuple[str, str]] | None = None,
+                     keep_kinds: Iterable[str] | None = None, desc: str = "reading headers") -> list[DicomVolume]:
+    """:func:`scan_dicom_folder` of a list of files."""
+    files = [Path(f) for f in files]
+    skipped = skipped if skipped is not None else []
+    iterator: Iterable[Path] = files
+    if progress:
+        from mridomain.progress import progress_bar
+
+        iterator = progress_bar(files, desc=desc, unit="file")
+    groups: dict[str, list[_Member]] = defaultdict(list)
+    for f in iterator:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a real archive's odd values: reasons are recorded instead
+                ds, has_pixels = _open_dicom(f, stop_before_pixels=True)
+                fields = header_fields_from_dataset(ds, extra=_READ_EXTRA)
+        except ImageReadError as exc:
+            skipped.append((str(f), exc.reason))
+            continue
+        if not has_pixels:
+            skipped.append((str(f), "no pixel data (an image header without its pixels)"
+                            if _is_image_header(ds) else "no pixel data (not an image)"))
+            continue
+        if keep_kinds is not None:
+            problem = kind_problem(fields, keep_kinds)
+            if problem is not None:
+                skipped.append((str(f), problem))
+                continue
+        groups[str(fields.get("SeriesInstanceUID") or "")].append(_Member(f, fields, *_frame_volumes(ds, fields)))
+    volumes = []
+    for uid, members in groups.items():
+        volumes.extend(_series_volumes(uid, members))
+    volumes.sort(key=lambda v: (str(v.fields.get("PatientID") or ""), v.series_uid, v.volume))
+    return volumes
+
+
+def _frame_volumes(ds: Dataset, fields: dict[str, Any]) -> tuple[list[int] | None, str]:
+    """(volume of each frame, what tells them apart) of a multi-frame file whose frames repeat a
+    slice position; (None, "") otherwise."""
+    try:
+        n_frames = int(fields.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        return None, ""
+    orientation = fields.get("ImageOrientationPatient")
+    positions = _frame_positions(ds, n_frames) if n_frames > 1 else None
+    if positions is None or not orientation or len(orientation) != 6:
+        return None, ""
+    projected = [slice_sort_key(p, orientation) for p in positions]
+    values = _frame_volume_values(ds, n_frames) or [{} for _ in positions]
+    labels, by = volume_labels(projected, values, keywords=[k for _, k in _FRAME_VOLUME_KEYS])
+    return (labels, by) if by else (None, "")
+
+
+def _series_volumes(uid: str, members: list[_Member]) -> list[DicomVolume]:
+    if len(members) == 1 and members[0].frame_volumes is not None:
+        only = members[0]
+        labels = only.frame_volumes
+        n_volumes = max(labels) + 1
+        return [DicomVolume(uid, v, n_volumes, f"{only.frame_volumes_by} {v + 1}", [only.path], only.fields,
+                            [only.position], [i for i, label in enumerate(labels) if label == v])
+                for v in range(n_volumes)]
+    labels, by = volume_labels([m.position for m in members], [m.fields for m in members])
+    n_volumes = max(labels) + 1
+    out = []
+    for volume in range(n_volumes):
+        chosen = _sort_members([m for m, v in zip(members, labels) if v == volume])
+        if by in VOLUME_KEYWORDS:
+            key = f"{by}={chosen[0].fields.get(by)}"
+        else:
+            key = f"{by} {volume + 1}" if by else ""
+        out.append(DicomVolume(uid, volume, n_volumes, key, [m.path for m in chosen], chosen[0].fields,
+                               [m.position for m in chosen]))
+    return out
+
+
+def _sort_members(members: list[_Member]) -> list[_Member]:
+    """Along the slice normal when every file has a distinct position, else by InstanceNumber,
+    else by file name."""
+    keys = [m.position for m in members]
+    if all(k is not None for k in keys) and len(set(keys)) == len(keys):
+        order = sorted(range(len(members)), key=lambda i: (keys[i], str(members[i].path)))
+        return [members[i] for i in order]
+
+    def instance(member: _Member) -> tuple[int, int, str]:
+        number = member.fields.get("InstanceNumber")
+        if isinstance(number, int):
+            return (0, number, str(member.path))
+        return (1, 0, str(member.path))
+
+    return sorted(members, key=instance)
+
+
+def read_dicom_volume(volume: DicomVolume, source: str | Path | None = None) -> ImageData:
+    """The pixels of a :class:`DicomVolume` as one ImageData: slices in order, ``meta`` the first
+    file's header fields plus ``n_slices``, ``volume``, ``n_volumes`` and ``volume_key``.
+    ``source`` defaults to the folder holding its files (the file itself for a one-file volume)."""
+    stacks, slice_files, meta = [], [], None
+    for f in volume.files:
+        image = read_dicom(f)
+        pixels = image.pixels if volume.frames is None else image.pixels[volume.frames]
+        stacks.append(pixels)
+        slice_files.extend([f] * pixels.shape[0])
+        meta = meta if meta is not None else image.meta
+    shapes = {s.shape[1:] for s in stacks}
+    if len(shapes) > 1:
+        raise ImageReadError(_common_folder(volume.files), f"slices of series {volume.series_uid} have "
+                                                           f"different sizes {sorted(shapes)}")
+    pixels = np.concatenate(stacks, axis=0)
+    fields = dict(meta or {})
+    fields.update(n_slices=int(pixels.shape[0]), volume=volume.volume, n_volumes=volume.n_volumes,
+                  volume_key=volume.volume_key)
+    slice_spacing = None
+    if len(volume.files) > 1 and all(p is not None for p in volume.positions):
+        steps = np.abs(np.diff(np.array(volume.positions, dtype=np.float64)))
+        steps = steps[steps > 1e-6]
+        if steps.size:
+            slice_spacing = float(np.median(steps))
+    elif volume.frames is not None:
+        slice_spacing = None if image.spacing is None else image.spacing[0]
+    if source is None:
+        source = volume.files[0] if len(volume.files) == 1 else _common_folder(volume.files)
+    return ImageData(pixels, fields, Path(source), _spacing_from_fields(fields, slice_spacing), slice_files)
+
+
+def _common_folder(files: list[Path]) -> Path:
+    return Path(os.path.commonpath([str(f.parent) for f in files]))
+
+
 def read_dicom_series(
     folder: str | Path,
     series_uid: str | None = None,
     progress: bool = False,
+    volume: int | None = None,
 ) -> ImageData:
     """All slices of one DICOM series in a folder (searched recursively), in spatial order.
 
     Slices are sorted by the projection of ImagePositionPatient on the slice normal when every
-    slice has position and orientation, else by InstanceNumber, else by file name. Files that
-    are not DICOM are ignored (listed in ``meta["skipped"]``). A folder holding several series
-    raises unless ``series_uid`` names one.
+    slice has position and orientation, else by InstanceNumber, else by file name. A series of
+    several volumes (:func:`scan_dicom_folder`) gives them one after the other (``meta["n_volumes"]``,
+    ``meta["volume_keys"]``), or only the one numbered ``volume``. Files that are not DICOM images
+    are ignored (listed in ``meta["skipped"]``). A folder holding several series raises unless
+    ``series_uid`` names one (``mridomain.data.inputs`` reads every series of a folder).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageReadError(folder, "not a folder")
-    files = list(iter_candidate_files(folder))
-    if not files:
+    if next(iter(iter_candidate_files(folder)), None) is None:
         raise EmptyInputError(folder, "empty folder: no files")
-
-    iterator = files
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(files, desc=f"reading {folder.name}", unit="file")
-    groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     skipped: list[tuple[str, str]] = []
-    for f in iterator:
-        try:
-            # defer_size keeps pixel bytes on disk until decoded, so unwanted series cost little.
-            ds = open_dicom(f, defer_size="64 KB")
-        except ImageReadError as exc:
-            skipped.append((str(f), exc.reason))
-            continue
-        if "PixelData" not in ds:
-            skipped.append((str(f), "no pixel data"))
-            continue
-        groups[str(ds.get("SeriesInstanceUID", "") or "")].append((f, ds))
-    if not groups:
+    volumes = scan_dicom_folder(folder, progress=progress, skipped=skipped)
+    if not volumes:
         first = f"; first: {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
         raise EmptyInputError(folder, f"no DICOM images found ({len(skipped)} files skipped{first})")
+    files_per_series: dict[str, set[Path]] = defaultdict(set)
+    for v in volumes:
+        files_per_series[v.series_uid].update(v.files)
     if series_uid is not None:
-        if series_uid not in groups:
-            raise ImageReadError(folder, f"series {series_uid} not found; folder holds {len(groups)} series")
-        members = groups[series_uid]
-    elif len(groups) > 1:
-        listing = ", ".join(f"{uid or '<no UID>'} ({len(v)} files)" for uid, v in sorted(groups.items()))
+        if series_uid not in files_per_series:
+            raise ImageReadError(folder, f"series {series_uid} not found; folder holds {len(files_per_series)} series")
+    elif len(files_per_series) > 1:
+        listing = ", ".join(f"{uid or '<no UID>'} ({len(v)} files)" for uid, v in sorted(files_per_series.items()))
         raise ImageReadError(
-            folder, f"folder holds {len(groups)} series ({listing}); pass series_uid= to choose one"
+            folder, f"folder holds {len(files_per_series)} series ({listing}); pass series_uid= to choose one"
         )
     else:
-        members = next(iter(groups.values()))
-
-    members = _sort_slices(members)
-    stacks = []
-    for f, ds in members:
-        stacks.append(dataset_pixels(ds, f))
-    shapes = {s.shape[1:] for s in stacks}
-    if len(shapes) > 1:
-        raise ImageReadError(folder, f"slices of the series have different sizes {sorted(shapes)}")
-    pixels = np.concatenate(stacks, axis=0)
-    slice_files = [f for (f, ds), s in zip(members, stacks) for _ in range(s.shape[0])]
-
-    fields = header_fields_from_dataset(members[0][1], extra=("SpacingBetweenSlices", "PhotometricInterpretation"))
-    fields["source_format"] = "dicom"
-    fields["n_slices"] = int(pixels.shape[0])
+        series_uid = volumes[0].series_uid
+    chosen = [v for v in volumes if v.series_uid == series_uid]
+    if volume is not None:
+        chosen = [v for v in chosen if v.volume == volume]
+        if not chosen:
+            raise ImageReadError(folder, f"series {series_uid} has no volume {volume}")
+    images = [read_dicom_volume(v, source=folder) for v in chosen]
+    image = images[0]
+    if len(images) > 1:
+        pixels = np.concatenate([i.pixels for i in images], axis=0)
+        meta = dict(image.meta)
+        for key in ("volume", "volume_key"):
+            meta.pop(key, None)
+        meta.update(n_slices=int(pixels.shape[0]), volume_keys=[i.meta["volume_key"] for i in images])
+        image = ImageData(pixels, meta, folder, image.spacing, [f for i in images for f in i.files])
     if skipped:
-        fields["skipped"] = skipped
-    slice_spacing = None
-    keys = [_position_key(ds) for _, ds in members]
-    if len(members) > 1 and all(k is not None for k in keys):
-        steps = np.abs(np.diff(np.array(keys, dtype=np.float64)))
-        steps = steps[steps > 1e-6]
-        if steps.size:
-            slice_spacing = float(np.median(steps))
-    return ImageData(pixels, fields, folder, _spacing_from_fields(fields, slice_spacing), slice_files)
-
-
-def _position_key(ds: Dataset) -> float | None:
-    position = ds.get("ImagePositionPatient")
-    orientation = ds.get("ImageOrientationPatient")
-    if position is None or orientation is None or len(position) != 3 or len(orientation) != 6:
-        return None
-    return slice_sort_key(to_python(position), to_python(orientation))
-
-
-def _sort_slices(members: list[tuple[Path, Dataset]]) -> list[tuple[Path, Dataset]]:
-    keys = [_position_key(ds) for _, ds in members]
-    if all(k is not None for k in keys) and len(set(keys)) == len(keys):
-        order = sorted(range(len(members)), key=lambda i: (keys[i], str(members[i][0])))
-        return [members[i] for i in order]
-
-    def instance(item: tuple[Path, Dataset]) -> tuple[int, int, str]:
-        number = item[1].get("InstanceNumber")
-        try:
-            return (0, int(number), str(item[0]))
-        except (TypeError, ValueError):
-            return (1, 0, str(item[0]))
-
-    return sorted(members, key=instance)
+        image.meta["skipped"] = skipped
+    return image
 
 
 # ----------------------------------------------------------------------------- NIfTI

@@ -8,9 +8,13 @@ from mridomain.sim.acquisition import ExamContext, acquire, acquire_slice, exam_
 from mridomain.sim.phantom import Phantom, make_phantom, phantom_parameters
 from mridomain.sim.protocols import Protocol, load_preset, make_protocol, sample_protocols, validate_preset
 from mridomain.sim.simulate import SimulationResult, patient_phantom, simulate
+from mridomain.sim.attribution import FACTORS, AcquiredSeries, acquire_series, replace_factors
+from mridomain.sim.realism import dicom_kspace_ratio, kspace_window_ratio, power_law_beta
 
 __all__ = [
     "simulate", "SimulationResult", "make_phantom", "Phantom", "phantom_parameters", "patient_phantom",
     "Protocol", "make_protocol", "sample_protocols", "load_preset", "validate_preset",
     "acquire", "acquire_slice", "exam_context", "ExamContext", "noise_sigma", "to_stored",
+    "FACTORS", "AcquiredSeries", "acquire_series", "replace_factors",
+    "kspace_window_ratio", "dicom_kspace_ratio", "power_law_beta",
 ]

@@ -74,13 +74,18 @@ def exam_context(ph: Phantom, p: Protocol, rng: np.random.Generator) -> ExamCont
     t1, t2s, pd = physics.tissue_relaxation("fgt", p.b0)
     ref = float(physics.spgr_signal(pd, t1, t2s, p.tr, p.te, p.flip_angle)) * p.b0 / 1.5
     style = p.recon
+    # every draw is made whatever the protocol, so two protocols of one patient share the FOV
+    # margin and the noise stream (clean one-factor-at-a-time comparisons, mridomain.sim.attribution)
+    step_jitter = rng.normal(0, 0.35)
+    scale_jitter = rng.uniform(0.9, 1.1)
+    noise_key = int(rng.integers(0, 2 ** 62))
     if style.bits_stored >= 16:
-        steps = np.round((np.log2(style.target_max / ref) + rng.normal(0, 0.35)) * 4) / 4
+        steps = np.round((np.log2(style.target_max / ref) + step_jitter) * 4) / 4
         gain = float(2.0 ** steps)
     else:
-        gain = float(style.target_max / ref * rng.uniform(0.9, 1.1))
+        gain = float(style.target_max / ref * scale_jitter)
     return ExamContext(y_center=y_center, gain=gain, coil_pos=pos, shade_norm=shade_norm,
-                       noise_key=int(rng.integers(0, 2 ** 62)))
+                       noise_key=noise_key)
 
 
 def pixel_grid(p: Protocol, ctx: ExamContext) -> tuple[np.ndarray, np.ndarray]:
@@ -178,8 +183,7 @@ def _coarse_maps(p: Protocol, ctx: ExamContext, n: int):
     shade = vendors.smooth_zoom(shade, (n, n))
     g = vendors.smooth_zoom(g, (n, n)) if g is not None else None
     corr = float(p.recon.shading_correction)
-    # vendor intensity correction divides by max(shade, 0.05) ** corr; x ** -corr is decreasing, so
-    # per slice that is min(shade0 ** -corr * falloff ** -corr, 0.05 ** -corr)
+    # vendor intensity correction multiplies by shade ** -corr, softly capped per slice
     inv = np.power(np.maximum(shade, np.float32(1e-12)), np.float32(-corr)) if corr > 0 else None
     return shade, g, inv
 
@@ -265,7 +269,11 @@ def acquire_slice(ph: Phantom, p: Protocol, ctx: ExamContext, z: float, slice_in
     t3 = time.perf_counter()
     if inv_shade0 is not None:
         corr = float(p.recon.shading_correction)
-        img *= np.minimum(inv_shade0 * np.float32(falloff ** -corr), np.float32(0.05 ** -corr))
+        # a smooth, capped gain (vendors.SHADING_GAIN_MAX): the map is estimated from a
+        # low-resolution reference and cannot lift regions the receive array barely sees
+        graw = inv_shade0 * np.float32(falloff ** -corr)
+        gmax = np.float32(vendors.SHADING_GAIN_MAX)
+        img *= graw / np.sqrt(1 + (graw / gmax) ** 2)
     tumor = fractions[physics.TISSUES.index("tumor")] + fractions[physics.TISSUES.index("tumor_core")]
     if p.patient_position.startswith("HF"):
         # head-first prone: the stored image is mirrored left-right relative to feet-first prone

@@ -1,28 +1,46 @@
-"""Procedural prone bilateral breast phantoms, evaluated lazily on any slice grid.
+"""Procedural prone bilateral breast phantoms: 3-D anatomy evaluated lazily on any slice grid.
 
 Coordinates are DICOM patient coordinates (LPS, mm): +x towards the patient's left, +y posterior,
-+z towards the head. The anterior surface of the chest wall passes through y = 0 at the midline and
-the (prone, pendant) breasts hang towards -y. The heart sits left of the midline (+x), so a stored
-image that is mirrored left-right (HFP vs FFP) is physically distinguishable.
++z towards the head. The anterior surface of the torso passes through y = 0 at the midline and the
+(prone, pendant) breasts hang towards -y. Everything is a function of (x, y, z), so every slice of
+a series cuts the same 3-D body:
 
-Smooth anatomy (body outline, breasts, chest wall, thorax, tumour) is analytic and evaluated at the
-pixel grid asked for; fine texture (fibroglandular tissue, vessels) lives on a per-patient 3D grid
-(``grid_mm``) that is box-filtered along z for each slice thickness and then interpolated, so slice
-thickness acts as true partial-volume averaging.
+- **body**: a superellipse torso whose outline and layers (skin, subcutaneous fat, muscle, ribs and
+  intercostal muscle, thoracic cavity) are measured by depth below the skin; breasts are pendant
+  superquadrics attached to the curved chest by a smooth union (a fillet, no straight cut), with a
+  nipple and a thicker areola;
+- **chest**: pectoralis major (a crescent following the chest wall, widening towards the axilla in
+  cranial slices) and minor, ribs sloping caudally towards the sternum (fatty marrow, dark cortex,
+  costal cartilage anteriorly) with intercostal muscle between them, sternum, vertebra with spinal
+  canal and paraspinal muscles, lungs, the heart left of the midline, the descending aorta left of
+  the spine, ascending aorta and pulmonary trunk above the heart, the liver on the right in caudal
+  slices and axillary fat with lymph nodes in cranial ones, so every slice carries left-right cues;
+- **fibroglandular tissue**: a power-law Gaussian random field (slice spectrum 1/f^1.8, the breast-CT
+  value of Chen et al. 2012) sampled in coordinates that converge on the nipple (structures run
+  along lines to the nipple and shrink towards it), weighted towards the central glandular cone and
+  thresholded to the patient's FGT fraction, plus lactiferous ducts from the nipple and Cooper's
+  ligaments as thin sheets (zero sets of a smooth field) in the fat;
+- **tumour**: lobulated / spiculated / oval lesion whose size, margin, necrosis, kinetics and
+  chest-wall or skin invasion are drawn jointly with its AJCC stage (see :func:`draw_stage`).
+
+Nothing is drawn as a marker: every label reaches the image through this geometry and physics.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage, optimize, special
+from scipy import special
 
-from mridomain.sim.physics import TISSUES
 from mridomain.errors import InvalidArgumentError
+from mridomain.sim.physics import TISSUES
 
-#: BI-RADS-like density classes: population weights and fibroglandular volume fraction of the breast
-#: interior (fatty <25 %, scattered 25-50 %, heterogeneous 50-75 %, extremely dense >75 % of the
-#: glandular zone; expressed here as fraction of the whole breast interior).
+TI = {t: i for i, t in enumerate(TISSUES)}
+
+#: BI-RADS density classes: population weights (screening populations, FIELD.md section 5:
+#: a 10 %, b 40 %, c 40 %, d 10 %) and the fibroglandular volume fraction of the breast interior.
+#: The volumetric ranges (fraction of the breast interior) are ordered like BI-RADS a-d; see
+#: docs/simulator.md for the reference values they are compared with.
 DENSITY_CLASSES: dict[str, tuple[float, tuple[float, float]]] = {
     "fatty": (0.10, (0.04, 0.10)),
     "scattered": (0.40, (0.10, 0.22)),
@@ -30,10 +48,17 @@ DENSITY_CLASSES: dict[str, tuple[float, tuple[float, float]]] = {
     "extremely dense": (0.10, (0.40, 0.60)),
 }
 
+#: texture field: a periodic 128^3 grid of 0.75 mm voxels (96 mm period), made once per process
+TEXTURE_N = 128
+TEXTURE_MM = 0.75
+#: anatomical-noise exponent of a 2-D slice of the glandular field: breast CT axial 1.79 (Chen 2012);
+#: a 3-D isotropic field with spectrum f^-(beta + 1) has slices with spectrum f^-beta
+ANATOMICAL_BETA = 1.8
+
 
 @dataclass
 class Tumor:
-    """An irregular or spiculated lesion. Radii in mm, centre in patient coordinates."""
+    """A breast carcinoma. Sizes in mm, centre in patient coordinates, stage by AJCC rules."""
 
     center: np.ndarray
     diameter_mm: float
@@ -46,6 +71,10 @@ class Tumor:
     spike_dirs: np.ndarray     # (J, 3) unit vectors
     spike_len: np.ndarray      # (J,) in units of the radius
     necrotic: bool
+    t_stage: int = 1           # AJCC T: 1 <= 20 mm, 2 <= 50 mm, 3 > 50 mm, 4 chest wall / skin
+    n_stage: int = 0           # regional nodes 0-3
+    m_stage: int = 0           # distant metastasis 0 / 1
+    invasion: str = ""         # "" | "chest wall" | "skin" (T4a / T4b)
 
     @property
     def radius(self) -> float:
@@ -59,46 +88,126 @@ class Tumor:
 
 
 @dataclass
+class Breast:
+    """One pendant breast: a superquadric hanging from the chest (mm, patient coordinates)."""
+
+    side: int                  # -1 right, +1 left
+    cx: float                  # |x| of the base centre
+    zc: float                  # z of the base centre
+    rx: float                  # lateral half-width at the base
+    rz: float                  # cranio-caudal half-height at the base
+    proj: float                # projection in front of the chest (base -> nipple)
+    shape_k: float             # depth exponent: 2 = half ellipsoid, lower = more pendant / conical
+    tilt: float                # lateral deviation of the axis (rad): nipples point outwards
+    droop: float               # caudal deviation of the axis (rad)
+    nipple_r: float
+    nipple_len: float
+    areola_r: float
+    tex_offset: np.ndarray     # texture-field offset (voxels) of this breast
+    tex_rot: float             # rotation of the texture about the breast axis
+    ducts: np.ndarray          # (K, 2) lactiferous duct directions in nipple-cone coordinates
+    vessels: np.ndarray        # (V, 2) vessel directions in nipple-cone coordinates
+
+
+@dataclass
 class Phantom:
-    """One patient's anatomy and physiology (all sizes in mm). Build with :func:`make_phantom`."""
+    """One patient's anatomy and physiology (all sizes in mm). Build with :func:`make_phantom`.
+
+    The phantom is a deterministic function of the generator it was drawn from and never of the
+    protocol that images it: :func:`mridomain.sim.patient_phantom` (seed, i) gives patient i.
+    """
 
     patient_index: int
     seed: int
     density: str
     fgt_fraction: float
-    torso_w: float          # half-width of the torso
-    torso_ty: float         # half AP depth of the torso
-    breast_cx: float        # |x| of each breast centre
-    breast_rx: tuple[float, float]   # (right, left) lateral radius
-    breast_p: tuple[float, float]    # (right, left) anterior projection
-    breast_rz: float        # cranio-caudal radius
+    torso_w: float           # half-width of the torso
+    torso_ty: float          # half AP depth of the torso
+    torso_p: float           # superellipse exponent of the torso outline
+    breasts: tuple[Breast, Breast]
     skin_mm: float
-    subcut_mm: float        # subcutaneous fat over the chest and inside the breast skin
-    retro_mm: float         # retromammary fat in front of the pectoralis
-    pec_mm: float           # pectoralis thickness
-    chestwall_mm: float     # ribs + intercostal muscle
-    heart_c: tuple[float, float, float]
+    subcut_mm: float         # subcutaneous fat over the chest; premammary fat in the breast
+    retro_mm: float          # retromammary fat in front of the pectoralis
+    pec_mm: float            # pectoralis major maximal thickness
+    pec_minor_mm: float
+    chestwall_mm: float      # ribs + intercostal muscle
+    lat_muscle_mm: float     # serratus / latissimus over the lateral ribs
+    heart_c: tuple[float, float, float]   # x, depth behind the chest wall, z
     heart_r: tuple[float, float, float]
+    heart_angle: float       # long axis rotation towards the left-anterior apex (rad)
+    aorta_x: float           # descending aorta, left of the spine
+    aorta_r: float
+    liver_dome_z: float      # right hemidiaphragm dome height
+    vertebra_r: float
     weight_kg: float
     tumor: Tumor | None
+    nodes: np.ndarray        # (K, 5): x, y, z, radius, malignant (axillary lymph nodes)
     kinetics: dict[str, float]
-    b0_coef: np.ndarray     # shim residual polynomial (ppm): 1, x, y, z, x^2, y^2, xy
-    b0_suscept_ppm: float   # off-resonance at the breast tip from tissue-air susceptibility
-    b1_coef: np.ndarray     # transmit field shape: L-R gradient, AP gradient, quadratic
-    grid_mm: float = 1.5
-    _grid: dict = field(default_factory=dict, repr=False)
-    _smooth: dict = field(default_factory=dict, repr=False)
+    b0_coef: np.ndarray      # shim residual polynomial (ppm): 1, x, y, z, x^2, y^2, xy
+    b0_suscept_ppm: float    # off-resonance at the breast tip from tissue-air susceptibility
+    b1_coef: np.ndarray      # transmit field shape: L-R gradient, AP gradient, quadratic
+    _texture_thr: tuple[float, float] | None = field(default=None, repr=False)
+    _static: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def texture_thr(self) -> tuple[float, float]:
+        """Glandular score threshold per breast (right, left), computed on first use: only
+        rendering needs it, so drawing a phantom for its parameters stays cheap."""
+        if self._texture_thr is None:
+            self._texture_thr = tuple(
+                _fgt_threshold(self, b, self.fgt_fraction,
+                               np.random.default_rng([self.seed, self.patient_index, 7, k]))
+                for k, b in enumerate(self.breasts))
+        return self._texture_thr
 
     # ---- geometry -----------------------------------------------------------------------------
     @property
+    def breast_cx(self) -> float:
+        return float(np.mean([b.cx for b in self.breasts]))
+
+    @property
+    def breast_p(self) -> tuple[float, float]:
+        """(right, left) projection of the breasts in front of the chest (nipple included)."""
+        return tuple(b.proj + b.nipple_len for b in self.breasts)
+
+    @property
+    def breast_rx(self) -> tuple[float, float]:
+        return tuple(b.rx for b in self.breasts)
+
+    @property
+    def breast_rz(self) -> float:
+        return float(max(b.rz + abs(b.zc) for b in self.breasts))
+
+    @property
     def z_extent(self) -> tuple[float, float]:
         """Cranio-caudal extent of the breasts (mm)."""
-        return -self.breast_rz, self.breast_rz
+        lo = min(b.zc - b.rz for b in self.breasts)
+        hi = max(b.zc + b.rz for b in self.breasts)
+        return float(lo), float(hi)
 
     def torso_surface_y(self, x):
-        """Anterior surface of the torso (y) at lateral position x: an ellipse through y = 0."""
+        """Anterior surface of the torso (y) at lateral position x (superellipse through y = 0)."""
         u = np.clip(np.abs(x) / self.torso_w, 0, 0.999)
-        return self.torso_ty * (1 - np.sqrt(1 - u * u))
+        p = self.torso_p
+        return self.torso_ty * (1 - (1 - u ** p) ** (1 / p))
+
+    def slab(self, n_slices: int, thickness: float, spacing: float | None = None,
+             mode: str = "spread") -> np.ndarray:
+        """Slice centre z positions (mm, ascending).
+
+        ``mode="spread"`` (default, :meth:`default_slab`): contiguous once the slab covers the
+        breasts, else spread over 80 % of their height with one slice through the lesion centre.
+        ``mode="tumor"``: ``n_slices`` contiguous slices (spacing = thickness unless given) centred
+        on the lesion (the breast centre without one): a slab through the tumour, e.g. the 5 slices
+        of a 47 x 47 x 5 crop.
+        """
+        if mode == "spread":
+            return self.default_slab(n_slices, thickness, spacing)
+        if mode != "tumor":
+            raise InvalidArgumentError(f"unknown slab mode {mode!r}; use 'spread' or 'tumor'")
+        spacing = thickness if spacing is None else spacing
+        center = float(self.tumor.center[2]) if self.tumor is not None else float(np.mean(self.z_extent))
+        return (center + spacing * (np.arange(n_slices) - (n_slices - 1) / 2)).astype(np.float64)
 
     def default_slab(self, n_slices: int, thickness: float, spacing: float | None = None) -> np.ndarray:
         """Slice centre z positions (mm, ascending) covering the lesion (or the breast centre).
@@ -111,8 +220,7 @@ class Phantom:
         if spacing is None:
             spacing = max(thickness, 0.8 * (zmax - zmin) / max(n_slices, 1))
         span = spacing * (n_slices - 1)
-        center = float(self.tumor.center[2]) if self.tumor is not None else 0.0
-        # one slice passes through the lesion centre whenever the slab can stay inside the breasts
+        center = float(self.tumor.center[2]) if self.tumor is not None else 0.5 * (zmin + zmax)
         lo = center - spacing * ((n_slices - 1) // 2)
         lo_c = float(np.clip(lo, zmin + 2, max(zmin + 2, zmax - 2 - span)))
         if lo_c != lo:
@@ -120,404 +228,500 @@ class Phantom:
             lo = lo if lo + span <= zmax + spacing else lo_c
         return (lo + spacing * np.arange(n_slices)).astype(np.float64)
 
-    # ---- 3D texture grid ----------------------------------------------------------------------
-    # The texture (fibroglandular tissue, vessels) is defined on a 1.5 mm 3D grid but only the grid
-    # planes a slice profile touches are ever built: the fine noise has one random stream per plane
-    # and a separable Gaussian filter, so any plane can be made without the rest of the volume.
-    def _texture(self) -> dict:
-        if self._grid:
-            return self._grid
-        h = self.grid_mm
-        rng = np.random.default_rng([self.seed, self.patient_index, 7])
-        xr = self.breast_cx + max(self.breast_rx) + 10
-        pmax = max(self.breast_p) + 10
-        x = np.arange(-xr, xr + h, h, dtype=np.float32)
-        y = np.arange(-pmax, self.torso_surface_y(self.breast_cx + max(self.breast_rx)) + 8 + h, h,
-                      dtype=np.float32)
-        z = np.arange(-self.breast_rz - 3, self.breast_rz + 3 + h, h, dtype=np.float32)
-        # coarse component (central clustering of glandular tissue): smooth, so drawn on a 4x
-        # coarser grid spanning the same extent and interpolated linearly per plane
-        small = (max(len(z) // 4, 2), max(len(y) // 4, 2), max(len(x) // 4, 2))
-        coarse = ndimage.gaussian_filter(rng.standard_normal(small, dtype=np.float32),
-                                         sigma=(9 / h / 4, 12 / h / 4, 9 / h / 4))
-        coarse /= coarse.std() + 1e-6
-        cz = np.linspace(z[0], z[-1], small[0], dtype=np.float32)
-        cy = np.linspace(y[0], y[-1], small[1], dtype=np.float32)
-        cx = np.linspace(x[0], x[-1], small[2], dtype=np.float32)
-        # fine ductal-lobular component elongated towards the nipple (1.6 x 3.5 x 1.6 mm)
-        kz, ky, kx = (_gauss_kernel(s / h) for s in (1.6, 3.5, 1.6))
-        fine_std = float(np.sqrt((kz ** 2).sum() * (ky ** 2).sum() * (kx ** 2).sum()))
-        # threshold so that the expected glandular share of the breast interior is fgt_fraction:
-        # the fine field is N(0, 1) at every voxel, so P(score > thr) = Phi((0.5 c + 1.6 inner - thr)
-        # / 0.65), averaged over the breast interior sampled on the coarse grid
-        CZ, CY, CX = np.meshgrid(cz, cy, cx, indexing="ij")
-        inner_c = self._breast_inner(CX, CY, CZ)
-        sel = inner_c > 0.05
-        if sel.any():
-            base = (0.5 * coarse[sel] + 1.6 * inner_c[sel]).astype(np.float64)
-            target = self.fgt_fraction
-            thr = optimize.brentq(lambda t: special.ndtr((base - t) / 0.65).mean() - target, -20, 20,
-                                  xtol=1e-5)
-        else:
-            thr = 1e9
-        vessels = self._vessel_points(rng, x, y, z)
-        self._grid = {"x": x, "y": y, "z": z, "coarse": coarse, "cz": cz, "cy": cy, "cx": cx,
-                      "kernels": (kz, ky, kx), "fine_std": fine_std, "thr": float(thr),
-                      "vessel_pts": vessels, "noise": {}, "planes": {}}
-        return self._grid
+    # ---- implicit shapes ----------------------------------------------------------------------
+    def _torso_sd(self, X, Y):
+        """Approximate signed distance (mm, negative inside) to the torso outline."""
+        W, T, p = self.torso_w, self.torso_ty, self.torso_p
+        ax, ay = np.abs(X) / W, np.abs(Y - T) / T
+        F = ax ** p + ay ** p
+        gx = p * ax ** (p - 1) / W
+        gy = p * ay ** (p - 1) / T
+        return (F - 1) / (np.sqrt(gx * gx + gy * gy) + 1e-6)
 
-    def _noise_plane(self, iz: int) -> np.ndarray:
-        """White noise of grid plane ``iz``, padded in-plane by the fine filter radius."""
-        g = self._grid
-        if iz not in g["noise"]:
-            _, ky, kx = g["kernels"]
-            shape = (len(g["y"]) + len(ky) - 1, len(g["x"]) + len(kx) - 1)
-            rng = np.random.default_rng([self.seed, self.patient_index, 8, iz + 100000])
-            g["noise"][iz] = rng.standard_normal(shape, dtype=np.float32)
-        return g["noise"][iz]
+    def _breast_frame(self, b: Breast, X, Y, z: float):
+        """(t, u, w): depth in front of the chest surface, lateral and cranio-caudal offsets from
+        the (tilted, drooping) breast axis."""
+        t = self.torso_surface_y(X) - Y
+        tp = np.maximum(t, 0)
+        u = X - b.side * (b.cx + tp * np.tan(b.tilt))
+        w = np.asarray(z - b.zc, dtype=np.float32) + tp * np.float32(np.tan(b.droop))
+        return t, u, w
 
-    def _plane(self, iz: int) -> np.ndarray:
-        """(fgt, vessel) fractions of the breast-fat compartment on texture grid plane ``iz``."""
-        g = self._texture()
-        if iz in g["planes"]:
-            return g["planes"][iz]
-        x, y, z = g["x"], g["y"], g["z"]
-        out = np.zeros((2, len(y), len(x)), dtype=np.float32)
-        if 0 <= iz < len(z):
-            zz = np.float32(z[iz])
-            inner = self._breast_inner(x[None, :], y[:, None], zz)
-            if (inner > 0).any():
-                kz, ky, kx = g["kernels"]
-                rz = len(kz) // 2
-                acc = np.zeros_like(self._noise_plane(iz))
-                for k, w in enumerate(kz):
-                    acc += np.float32(w) * self._noise_plane(iz + k - rz)
-                # valid-mode separable in-plane filter: the padding holds real noise, no edge effects
-                acc = ndimage.correlate1d(acc, ky, axis=0, mode="constant")[len(ky) // 2:len(ky) // 2 + len(y)]
-                fine = ndimage.correlate1d(acc, kx, axis=1, mode="constant")[:, len(kx) // 2:len(kx) // 2 + len(x)]
-                fine *= np.float32(1.0 / g["fine_std"])
-                fz = float(np.interp(zz, g["cz"], np.arange(len(g["cz"]))))
-                i0 = min(int(fz), len(g["cz"]) - 2) if len(g["cz"]) > 1 else 0
-                wz = np.float32(fz - i0)
-                cplane = (1 - wz) * g["coarse"][i0] + wz * g["coarse"][min(i0 + 1, len(g["cz"]) - 1)]
-                ys = np.interp(y, g["cy"], np.arange(len(g["cy"]), dtype=np.float32))
-                xs = np.interp(x, g["cx"], np.arange(len(g["cx"]), dtype=np.float32))
-                coarse = _bilinear_separable(cplane[None], ys, xs)[0]
-                score = 0.65 * fine + 0.5 * coarse + 1.6 * inner
-                out[0] = special.expit((score - np.float32(g["thr"])) / np.float32(0.12)) * (inner > 0)
-            out[1] = self._vessel_plane(iz)
-        g["planes"][iz] = out
-        return out
+    def _breast_sd(self, b: Breast, X, Y, z: float):
+        """Signed distance (mm) to one breast's surface and its frame (t, u, w)."""
+        t, u, w = self._breast_frame(b, X, Y, z)
+        tp = np.maximum(t, 0) / b.proj
+        k = b.shape_k
+        F = (u / b.rx) ** 2 + (w / b.rz) ** 2 + tp ** k
+        g2 = (2 * u / b.rx ** 2) ** 2 + (2 * w / b.rz ** 2) ** 2 + (k * tp ** (k - 1) / b.proj) ** 2
+        return (F - 1) / (np.sqrt(g2) + 1e-6), t, u, w
 
-    def _breast_inner(self, X, Y, Z) -> np.ndarray:
-        """0..1 closeness to the breast axis inside the glandular zone, 0 outside it (broadcasts)."""
-        out = None
-        for k, s in enumerate((-1, 1)):
-            rx, p = self.breast_rx[k] - self.subcut_mm, self.breast_p[k] - self.subcut_mm
-            f = np.sqrt(np.clip(1 - (Z / np.float32(self.breast_rz - self.subcut_mm)) ** 2, 0, 1))
-            # the glandular zone ends at the retromammary fat, which follows the curved chest wall
-            ya = self.torso_surface_y(X) - np.float32(self.retro_mm)
-            lv = ((X - np.float32(s * self.breast_cx)) / (rx * f + np.float32(1e-3))) ** 2 + \
-                 (np.maximum(ya - Y, 0) / (p * f + np.float32(1e-3))) ** 2
-            inside = (lv < 1) & (Y < ya)
-            v = np.where(inside, 1 - np.sqrt(np.minimum(lv, 1)), 0)
-            out = v if out is None else np.maximum(out, v)
-        return out.astype(np.float32)
+    def _nipple(self, b: Breast, z: float):
+        """Patient coordinates of the nipple tip base (where the nipple leaves the breast mound)."""
+        t = b.proj
+        xn = b.side * (b.cx + t * np.tan(b.tilt))
+        zn = b.zc - t * np.tan(b.droop)
+        yn = float(self.torso_surface_y(xn)) - t
+        return xn, yn, zn
 
-    def _vessel_points(self, rng, x, y, z) -> np.ndarray:
-        """Grid indices (iz, iy, ix) of points along random vessel centre lines, sorted by iz."""
-        h = self.grid_mm
-        ds = 0.5
-        pts_all = []
-        for k, s in enumerate((-1, 1)):
-            for _ in range(int(rng.integers(4, 9))):
-                ya = self.torso_surface_y(s * self.breast_cx)
-                p0 = np.array([s * self.breast_cx + rng.uniform(-0.6, 0.6) * self.breast_rx[k],
-                               ya - 2, rng.uniform(-0.6, 0.6) * self.breast_rz])
-                p1 = np.array([s * self.breast_cx + rng.uniform(-0.25, 0.25) * self.breast_rx[k],
-                               ya - rng.uniform(0.5, 0.9) * self.breast_p[k],
-                               p0[2] * rng.uniform(0.2, 0.7)])
-                length = float(np.linalg.norm(p1 - p0))
-                t = np.linspace(0, 1, max(int(length / ds), 2))[:, None]
-                wig = rng.uniform(3, 8) * np.sin(np.pi * t * rng.uniform(1, 3) + rng.uniform(0, 6))
-                pts = p0 + (p1 - p0) * t
-                pts[:, 0] += wig[:, 0]
-                pts[:, 2] += 0.5 * wig[:, 0]
-                iz = np.clip(np.round((pts[:, 2] - z[0]) / h).astype(int), 0, len(z) - 1)
-                iy = np.clip(np.round((pts[:, 1] - y[0]) / h).astype(int), 0, len(y) - 1)
-                ix = np.clip(np.round((pts[:, 0] - x[0]) / h).astype(int), 0, len(x) - 1)
-                pts_all.append(np.stack([iz, iy, ix], axis=1))
-        idx = np.concatenate(pts_all)
-        return idx[np.argsort(idx[:, 0], kind="stable")]
+    # ---- texture ------------------------------------------------------------------------------
+    def _texture_coords(self, b: Breast, X, Y, z: float):
+        """Texture-field coordinates (voxels) in nipple-converging coordinates, and the distance
+        from the nipple along the axis (mm). Lines through the nipple map to lines of constant
+        lateral coordinate, so the structures run towards the nipple and converge on it."""
+        xn, yn, zn = self._nipple(b, z)
+        dn = np.maximum(Y - yn, 0) + 1e-3                 # depth behind the nipple
+        scale = (b.proj + 15.0) / (dn + 15.0)             # 1 at the chest, > 1 towards the nipple
+        u = (X - xn) * scale
+        w = np.asarray(z - zn, dtype=np.float32) * scale
+        c, s = np.cos(b.tex_rot), np.sin(b.tex_rot)
+        ur, wr = c * u - s * w, s * u + c * w
+        # elongated 2.5x along the duct direction (ductal-lobular units line up towards the nipple)
+        return np.stack([wr / TEXTURE_MM + b.tex_offset[0], dn / (2.5 * TEXTURE_MM) + b.tex_offset[1],
+                         ur / TEXTURE_MM + b.tex_offset[2]]), dn, u, w
 
-    def _vessel_plane(self, iz: int) -> np.ndarray:
-        """Vessel fraction on plane ``iz``: the centre lines blurred by a 3D Gaussian tube profile."""
-        g = self._grid
-        h = self.grid_mm
-        sig = 1.1 / h  # vessel radius ~1.1-1.5 mm as a Gaussian tube
-        ds = 0.5
-        kern = _gauss_kernel(sig)
-        r = len(kern) // 2
-        pts = g["vessel_pts"]
-        lo, hi = np.searchsorted(pts[:, 0], [iz - r, iz + r + 1])
-        acc = np.zeros((len(g["y"]), len(g["x"])), dtype=np.float32)
-        if hi > lo:
-            p = pts[lo:hi]
-            np.add.at(acc, (p[:, 1], p[:, 2]), kern[p[:, 0] - iz + r].astype(np.float32))
-            acc = ndimage.correlate1d(acc, kern, axis=0, mode="constant")
-            acc = ndimage.correlate1d(acc, kern, axis=1, mode="constant")
-        # a line of linear density 1/ds (per mm) blurred by a 3D Gaussian peaks at h/(ds 2 pi sig^2)
-        peak = h / (ds * 2 * np.pi * sig * sig)
-        return np.clip(2.0 * acc / np.float32(peak) - np.float32(0.6), 0, 1)
+    def _gland_score(self, b: Breast, X, Y, z: float, sd, t):
+        """Glandular score (field + anatomical prior) and Cooper-ligament sheet fraction."""
+        coords, dn, u, w = self._texture_coords(b, X, Y, z)
+        g, lig = _texture_lookup(coords)
+        # prior: glandular tissue fills a cone behind the nipple and thins towards the
+        # subcutaneous and retromammary fat
+        inner = np.clip(-sd / np.float32(0.35 * min(b.rx, b.rz, b.proj)), 0, 1)
+        cone = np.exp(-((u * u + w * w) / np.float32((0.55 * max(b.rx, b.rz)) ** 2)))
+        prior = 1.2 * inner + 0.8 * cone
+        return g + prior, lig
 
-    def _texture_slice(self, X, Y, z: float, thickness: float) -> tuple[np.ndarray, np.ndarray]:
-        """(fgt, vessel) fractions on the pixel grid, averaged over the slice profile (partial volume).
-
-        The profile is a box of ``thickness`` mm; the grid field is linear between planes, so each
-        plane's weight is the exact integral of its hat function over the box.
-        """
-        g = self._texture()
-        h = self.grid_mm
-        zc = (z - float(g["z"][0])) / h  # slice centre in plane units
-        half = max(thickness, 1e-3) / (2 * h)
-        js = np.arange(int(np.floor(zc - half)) - 1, int(np.ceil(zc + half)) + 2)
-        w = (_hat_integral(zc + half - js) - _hat_integral(zc - half - js)) / (2 * half)
-        keep = w > 1e-7
-        plane = np.zeros((2, len(g["y"]), len(g["x"])), dtype=np.float32)
-        for j, wj in zip(js[keep], w[keep]):
-            if 0 <= j < len(g["z"]):
-                plane += np.float32(wj) * self._plane(int(j))
-        # pixel grids are axis-aligned: interpolate separably on the 1-D row / column coordinates
-        ys = (Y[:, 0] - g["y"][0]) / h
-        xs = (X[0, :] - g["x"][0]) / h
-        out = _bilinear_separable(plane, ys, xs)
-        return out[0], out[1]
+    # ---- static anatomy (z-independent, per pixel grid) ---------------------------------------
+    def _static_maps(self, x: np.ndarray, y: np.ndarray, pix: float) -> dict:
+        key = (len(x), len(y), float(x[0]), float(x[-1]), float(y[0]), float(y[-1]), float(pix))
+        if key in self._static:
+            return self._static[key]
+        X, Y = x[None, :], y[:, None]
+        W, T = self.torso_w, self.torso_ty
+        sd = self._torso_sd(X, Y)
+        depth = -sd                                         # mm below the skin
+        theta = np.arctan2(X, T - Y)                        # 0 anterior midline, +-pi posterior
+        ath = np.abs(theta)
+        skin, sub = self.skin_mm, self.subcut_mm
+        # muscle layer thickness by angle: pectoralis major crescent anteriorly (thin at the
+        # sternal border, thickest over the upper ribs, thinning towards the axilla), serratus /
+        # latissimus laterally, thin trapezius posteriorly
+        ax = np.abs(X) / W
+        pec = self.pec_mm * np.clip(np.sin(np.pi * np.clip((ax - 0.1) / 0.62, 0, 1)), 0, 1) ** 0.7
+        lat = self.lat_muscle_mm * np.clip((ath - 0.7) / 0.5, 0, 1) * np.clip((2.6 - ath) / 0.4, 0, 1)
+        post = 6.0 * np.clip((ath - 2.4) / 0.3, 0, 1)
+        mus = np.where(ath < 1.0, pec, 0) + lat + post
+        l0 = skin + sub
+        l1 = l0 + mus
+        l2 = l1 + self.chestwall_mm
+        cav = _band(depth, l2, 1e9, pix)                  # thoracic cavity (lungs, mediastinum)
+        layer_sub = _band(depth, skin, l0, pix)
+        layer_mus = _band(depth, l0, l1, pix)
+        layer_cw = _band(depth, l1, l2, pix)
+        body = _soft(sd, pix)
+        body_in = _soft(sd + skin, pix)
+        st = {"sd": sd, "depth": depth, "theta": theta, "body": body, "body_in": body_in,
+              "sub": layer_sub, "mus": layer_mus, "cw": layer_cw, "cav": cav, "l1": l1, "l2": l2}
+        # sternum: midline, in the chest-wall band and the (absent) muscle layer above it
+        ster = (np.abs(X) < 16) * _band(depth, l0, l0 + 13, pix) * (ath < 0.5)
+        st["sternum"] = ster
+        # spine: vertebral body, canal (CSF) and posterior elements; paraspinal muscles
+        yv = 2 * T - 62.0                                   # vertebral body centre
+        rv = self.vertebra_r
+        vb = _ellipse(X, Y, 0.0, yv, rv, 0.9 * rv, pix)
+        canal = _ellipse(X, Y, 0.0, yv + rv + 8, 7.5, 7.5, pix)
+        post_el = _ellipse(X, Y, 0.0, yv + rv + 20, 6.0, 14.0, pix) * (1 - canal)
+        para = sum(_ellipse(X, Y, s * 38.0, yv + 26, 24.0, 22.0, pix) for s in (-1, 1))
+        st.update(vb=vb, canal=canal, post_el=post_el, para=np.clip(para, 0, 1), yv=yv)
+        # descending aorta: left of the spine, anterior-lateral to the vertebral body
+        st["aorta_d"] = _ellipse(X, Y, self.aorta_x, yv - 0.6 * rv, self.aorta_r, self.aorta_r, pix)
+        # internal mammary vessels along the sternal border, behind the costal cartilages
+        st["ima"] = sum(_ellipse(X, Y, s * 24.0, self.torso_surface_y(24.0) + l2 + 2, 2.0, 2.0, pix)
+                        for s in (-1, 1))
+        # pixels of the rib band (for the per-slice ribs) as flat indices with their angle
+        idx = np.flatnonzero(layer_cw.ravel() > 0)
+        st["cw_idx"] = idx
+        st["cw_theta"] = np.broadcast_to(theta, sd.shape).ravel()[idx]
+        # z-independent tissue fractions of the torso (each slice starts from a copy): layers,
+        # intercostal muscle over the whole rib band (ribs replace it per slice), sternum, spine,
+        # descending aorta, mediastinal fat; the rest of the cavity is lung
+        base = np.zeros((len(TISSUES),) + sd.shape, dtype=np.float32)
+        base[TI["skin"]] = body - body_in
+        base[TI["fat"]] = layer_sub * body_in + ster * 0.65
+        base[TI["muscle"]] = (layer_mus * body_in + layer_cw) * (1 - ster)
+        base[TI["bone"]] = ster * 0.35
+        cav_in = cav * body_in
+        spine = np.clip(vb + canal + post_el, 0, 1)
+        para_m = st["para"] * (1 - spine)
+        base[TI["bone"]] += cav_in * (0.3 * vb + post_el)
+        base[TI["fat"]] += cav_in * 0.7 * vb                 # vertebral marrow
+        base[TI["csf"]] += cav_in * canal
+        base[TI["muscle"]] += cav_in * para_m
+        free = cav_in * (1 - spine) * (1 - para_m)
+        aorta = st["aorta_d"] * free
+        base[TI["blood"]] += aorta + st["ima"] * body_in
+        free = free - aorta
+        cw_y = self.subcut_mm + self.skin_mm + self.chestwall_mm + 4.0   # inner chest wall, midline
+        med = _ellipse(X, Y, 0.0, cw_y + 0.45 * (yv - cw_y), 28.0, 0.5 * (yv - cw_y), pix)
+        base[TI["fat"]] += free * med                         # mediastinal fat
+        base[TI["lung"]] = free * (1 - med)
+        st.update(base=base, free=free, med=np.broadcast_to(med, sd.shape), cw_y=cw_y)
+        # liver dome height (the liver fills the lung below it, right of x = 60 mm)
+        st["dome"] = (self.liver_dome_z - 0.004 * (X + 70.0) ** 2 - 0.002 * (Y - T) ** 2
+                      + np.where(X < 60, 0.0, -1e6)).astype(np.float32)
+        st["dome_rows"] = st["dome"].max(axis=1)
+        st["dome_cols"] = st["dome"].max(axis=0)
+        if len(self._static) >= 4:
+            self._static.pop(next(iter(self._static)))
+        self._static[key] = st
+        return st
 
     # ---- rendering ----------------------------------------------------------------------------
     def render(self, X: np.ndarray, Y: np.ndarray, z: float, thickness: float,
                pixel_mm: float, n_sub: int | None = None) -> np.ndarray:
         """Tissue fractions (len(TISSUES), *X.shape), float32, summing to <= 1 (air = remainder).
 
-        ``X``, ``Y``: in-plane patient coordinates of the pixel centres (mm); ``z`` the slice centre;
-        smooth anatomy is averaged over ``n_sub`` positions through the slice, texture over the exact
-        slice profile; edges are anti-aliased over one pixel (``pixel_mm``).
+        ``X``, ``Y``: in-plane patient coordinates of the pixel centres (mm, an axis-aligned grid);
+        ``z`` the slice centre. The anatomy is averaged over ``n_sub`` planes through the slice
+        profile (partial volume along z); edges are anti-aliased over one pixel (``pixel_mm``).
         """
         if n_sub is None:
-            # large smooth structures change little within a slice; two samples suffice for thick ones
-            n_sub = 2 if thickness > 1.5 else 1
+            n_sub = int(np.clip(np.ceil(thickness / 1.0), 1, 3))  # one texture plane per mm
+        # smooth anatomy at the slice centre; the fine glandular texture, which partial volume
+        # changes most, averaged over n_sub planes through the slice profile
         zs = z + thickness * ((np.arange(n_sub) + 0.5) / n_sub - 0.5)
         acc = np.zeros((len(TISSUES),) + X.shape, dtype=np.float32)
-        for zz in zs:
-            self._render_smooth(X, Y, float(zz), pixel_mm, out=acc, weight=1.0 / n_sub)
-        ti = {t: i for i, t in enumerate(TISSUES)}
-        # texture inside the breast: glandular and vascular fractions of the breast-fat compartment
-        breast_fat = acc[ti["fat"]] * self._smooth_static(X[0, :], Y[:, 0], pixel_mm)["breast_w"]
-        fgt, ves = self._texture_slice(X, Y, z, thickness)
-        v = breast_fat * ves
-        gl = (breast_fat - v) * fgt
-        acc[ti["fat"]] -= v + gl
-        acc[ti["blood"]] += v
-        acc[ti["fgt"]] += gl
-        if self.tumor is not None:
-            self._render_tumor(acc, X, Y, z, thickness, pixel_mm, ti)
+        self._render_plane(X[0, :], Y[:, 0], float(z), pixel_mm, acc, zs)
         return acc
 
-    def _breast_weight(self, X, Y, z):
-        """1 where the breast-fat compartment lies (in front of the chest wall), 0 in the torso."""
-        return (Y < self.torso_surface_y(X) + 2).astype(np.float32)
-
-    @staticmethod
-    def _soft(level, radius, pixel_mm, inset: float = 0.0):
-        """Area fraction inside an implicit ellipse-like level set (level = (r/R)^2), 1-pixel ramp.
-
-        ``radius`` converts the level to an approximate signed distance (mm); ``inset`` moves the
-        boundary inwards by that many mm (skin and wall layers)."""
-        d = (np.sqrt(np.maximum(level, 0)) - 1.0) * radius + inset
-        return np.clip(0.5 - d / pixel_mm, 0, 1).astype(np.float32)
-
-    def _smooth_static(self, x: np.ndarray, y: np.ndarray, pix: float) -> dict:
-        """The z-independent part of the smooth anatomy on one pixel grid (torso, chest wall layers,
-        lungs, great vessels, spine), combined into the per-tissue terms :meth:`_render_smooth` needs.
-        Cached per grid: every slice of a series shares it."""
-        key = (len(x), len(y), float(x[0]), float(x[-1]), float(y[0]), float(y[-1]), float(pix))
-        if key in self._smooth:
-            return self._smooth[key]
+    def _render_plane(self, x, y, z: float, pix: float, acc: np.ndarray, zs: np.ndarray) -> None:
+        st = self._static_maps(x, y, pix)
         X, Y = x[None, :], y[:, None]
-        W, T = self.torso_w, self.torso_ty
-        # torso: ellipse (W, T) centred at (0, T); anterior surface through y = 0
-        tl = (X / W) ** 2 + ((Y - T) / T) ** 2
-        torso = self._soft(tl, min(W, T), pix)
-        torso_in = self._soft(tl, min(W, T), pix, self.skin_mm)
-        # inside the torso: layers by depth below the anterior surface
-        surf = self.torso_surface_y(x)
-        d = Y - surf[None, :]
-        lateral = np.abs(x) / W
-        sub = self.subcut_mm
-        pec = (d > sub) & (d < sub + self.pec_mm) & ((lateral > 0.12) & (lateral < 0.75))[None, :]
-        cw0, cw1 = sub + self.pec_mm, sub + self.pec_mm + self.chestwall_mm
-        cwall = (d > cw0 - (lateral <= 0.12)[None, :] * self.pec_mm) & (d < cw1)
-        thorax = d >= cw1
-        lung = np.zeros(d.shape, dtype=np.float32)
-        for s in (-1, 1):
-            ll = ((X - s * 0.52 * W) / (0.36 * W)) ** 2 + ((Y - (cw1 + 0.75 * T)) / (0.72 * T)) ** 2
-            lung = np.maximum(lung, self._soft(ll, 0.36 * W, pix))
-        aorta = self._soft(((X - 22) / 12) ** 2 + ((Y - 1.55 * T) / 12) ** 2, 12, pix)
-        spine = self._soft((X / 20) ** 2 + ((Y - 1.72 * T) / 18) ** 2, 18, pix)
-        ima = sum(self._soft(((X - s * 28) / 2.0) ** 2 + ((Y - cw1 - 2) / 2.0) ** 2, 2.0, pix)
-                  for s in (-1, 1))  # internal mammary vessels behind the sternum edge
-        inner = torso_in
-        muscle = inner * (pec | (cwall & (lateral > 0.12)[None, :]) | (thorax & (lateral > 0.85)[None, :]))
-        muscle_cw = muscle * cwall       # the part of the muscle that ribs replace
-        half_cw = 0.5 * inner * cwall    # rib bone fraction per unit rib_frac
-        bone = inner * thorax * spine * 0.4
-        th = inner * thorax * (lateral <= 0.85)[None, :]
-        lung_t = th * lung * (1 - aorta) * (1 - spine)
-        blood = th * aorta + inner * ima * (d < cw1 + 6)
-        st = {"torso": torso, "torso_in": torso_in, "muscle": muscle, "muscle_cw": muscle_cw,
-              "rib_used": half_cw - muscle_cw, "half_cw": half_cw, "bone": bone, "th": th,
-              "th_aorta": th * aorta, "lung": lung_t, "blood": blood,
-              # what a unit of heart adds to the used fraction: myocardium/pool replace lung and aorta
-              "heart_used": th * (1 - aorta) - lung_t,
-              "used": muscle + bone + lung_t + blood, "lateral": lateral, "cw1": cw1,
-              "breast_w": (Y < surf[None, :] + 2).astype(np.float32)}
-        if len(self._smooth) >= 4:  # a few protocols per phantom at most (in-memory studies)
-            self._smooth.pop(next(iter(self._smooth)))
-        self._smooth[key] = st
-        return st
+        f = {t: acc[TI[t]] for t in TISSUES}             # views: tissues are built in place
+        zr = (z - np.mean(self.z_extent)) / max(self.breast_rz, 1.0)  # ~-1 caudal .. +1 cranial
+        np.copyto(acc, st["base"])
+        # chest wall band: ribs (marrow fat + cortex) or costal cartilage, intercostal muscle between
+        self._ribs(st, z, f, pix)
+        self._mediastinum(X, Y, z, f, st, pix)
+        self._liver(z, f, st)
+        # axillary fat with lymph nodes, cranial-lateral (between pectoralis and latissimus)
+        self._axilla(X, Y, z, zr, f, st, pix)
+        # breasts on the anterior chest
+        for b in self.breasts:
+            self._breast(b, x, y, z, f, st, pix, zs)
+        if self.tumor is not None:
+            self._render_tumor(f, X, Y, z, pix, st)
+        np.clip(acc, 0, 1, out=acc)
 
-    @staticmethod
-    def _box(x: np.ndarray, y: np.ndarray, xlo, xhi, ylo, yhi) -> tuple[slice, slice] | None:
-        """Row and column slices of the pixels with xlo < x < xhi and ylo < y < yhi (1-D grids)."""
-        cols = np.nonzero((x > xlo) & (x < xhi))[0]
-        rows = np.nonzero((y > ylo) & (y < yhi))[0]
-        if not len(cols) or not len(rows):
-            return None
-        return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
+    def _ribs(self, st, z: float, f, pix: float) -> None:
+        """Ribs cut obliquely by the axial plane: each rib descends ~45 mm from its vertebral end
+        to the costal cartilage, so a slice meets short segments of several ribs; their cross
+        section is ~13 mm tall along z (dark cortex, fatty marrow) with intercostal muscle between."""
+        idx, th = st["cw_idx"], st["cw_theta"]
+        cw = st["cw"].ravel()[idx]
+        ath = np.abs(th)
+        zr = z + 45.0 * (1 - ath / np.pi) ** 1.2          # rib height rises towards the spine
+        pitch = 24.0
+        ph = (zr / pitch + 0.31 * (th < 0)) % 1.0          # left and right ribs are offset slightly
+        dz = np.abs(ph - 0.5) * pitch                     # mm from the nearest rib centre line
+        rib = np.clip((6.5 - dz) / max(pix, 0.5) + 0.5, 0, 1).astype(np.float32)
+        cart = (ath < 0.45).astype(np.float32)             # costal cartilage near the sternum
+        bone_part = rib * cw * (1 - cart)
+        # costal cartilage (muscle relaxation: no FIELD.md value) and intercostal muscle stay muscle
+        f["muscle"].ravel()[idx] -= bone_part
+        f["bone"].ravel()[idx] += 0.3 * bone_part
+        f["fat"].ravel()[idx] += 0.7 * bone_part           # rib marrow
 
-    def _render_smooth(self, X, Y, z: float, pix: float, out: np.ndarray | None = None,
-                       weight: float = 1.0) -> np.ndarray:
-        """Smooth anatomy at height z (fractions per tissue); added times ``weight`` into ``out``.
-
-        Pixel grids are axis-aligned, so only the row ``X[0]`` and column ``Y[:, 0]`` are used; the
-        z-independent anatomy comes from :meth:`_smooth_static`, the breasts and the heart are
-        evaluated only inside their bounding boxes."""
-        ti = {t: i for i, t in enumerate(TISSUES)}
-        x, y = X[0, :], Y[:, 0]
-        if out is None:
-            out = np.zeros((len(TISSUES),) + X.shape, dtype=np.float32)
-        st = self._smooth_static(x, y, pix)
-        body, body_in = st["torso"].copy(), st["torso_in"].copy()
-        for k, s in enumerate((-1, 1)):
-            f = np.sqrt(max(0.0, 1 - (z / self.breast_rz) ** 2))
-            if f <= 0.02:
-                continue
-            rx, p = self.breast_rx[k] * f, self.breast_p[k] * f
-            ya = self.torso_surface_y(s * self.breast_cx) + 5
-            r_eff = min(rx, p)
-            grow = 1 + 2 * pix / r_eff  # the soft edge reaches at most pix/2 beyond the level set
-            box = self._box(x, y, s * self.breast_cx - rx * grow - 2 * pix,
-                            s * self.breast_cx + rx * grow + 2 * pix, ya - p * grow - 2 * pix, ya + 10)
-            if box is None:
-                continue
-            xb, yb = x[box[1]][None, :], y[box[0]][:, None]
-            lv = ((xb - s * self.breast_cx) / rx) ** 2 + (np.maximum(ya - yb, 0) / p) ** 2
-            np.maximum(body[box], self._soft(lv, r_eff, pix), out=body[box])
-            np.maximum(body_in[box], self._soft(lv, r_eff, pix, self.skin_mm), out=body_in[box])
-        skin = np.clip(body - body_in, 0, 1)
-        # ribs: ~2 cm pitch along z, marrow is fatty, cortex dark (a function of x only per slice)
-        rib = 0.5 + 0.5 * np.cos(2 * np.pi * (z / 24.0 + 0.3 * st["lateral"]))
-        rib_frac = np.clip((rib - 0.55) * 4, 0, 1).astype(np.float32)[None, :]
-        w = np.float32(weight)
-        out[ti["skin"]] += w * skin
-        out[ti["muscle"]] += w * (st["muscle"] - st["muscle_cw"] * rib_frac)
-        out[ti["bone"]] += w * (st["half_cw"] * rib_frac + st["bone"])
-        used = skin + st["used"] + st["rib_used"] * rib_frac
-        lung, blood = st["lung"], st["blood"]
-        out[ti["lung"]] += w * lung
-        out[ti["blood"]] += w * blood
-        # thorax contents: heart left-anterior (+x), displacing lung and the aorta's place
-        hx, hy, hz = self.heart_c
+    def _mediastinum(self, X, Y, z, f, st, pix) -> None:
+        """Heart (left of the midline, caudal) and great vessels (cranial) in the mediastinum."""
+        cw_y = st["cw_y"]
+        hx, hd, hz = self.heart_c
         rhx, rhy, rhz = self.heart_r
         fh = np.sqrt(max(0.0, 1 - ((z - hz) / rhz) ** 2))
-        if fh > 0.05:
-            cy = st["cw1"] + hy
-            grow = 1 + 2 * pix / (rhy * fh)
-            box = self._box(x, y, hx - rhx * fh * grow - 2 * pix, hx + rhx * fh * grow + 2 * pix,
-                            cy - rhy * fh * grow - 2 * pix, cy + rhy * fh * grow + 2 * pix)
-            if box is not None:
-                xb, yb = x[box[1]][None, :], y[box[0]][:, None]
-                hl = ((xb - hx) / (rhx * fh)) ** 2 + ((yb - cy) / (rhy * fh)) ** 2
-                heart = self._soft(hl, rhy * fh, pix)
-                pool = self._soft(hl, rhy * fh, pix, 9.0)
-                th = st["th"][box]
-                out[ti["lung"]][box] -= w * (lung[box] * heart)
-                out[ti["myocardium"]][box] += w * (th * (heart - pool))
-                out[ti["blood"]][box] += w * (th * pool - st["th_aorta"][box] * heart)
-                used[box] += heart * st["heart_used"][box]
-        # remaining interior is fat (subcutaneous, breast, mediastinal, marrow); skin counts twice in
-        # ``used`` as it always has (the outer skin layer leaves a thin signal-free rim inside it)
-        out[ti["fat"]] += w * np.clip(body - skin - used, 0, 1)
-        return out
+        top = hz + rhz
+        has_heart, has_vessels = fh > 0.05, z > top - 15
+        if not (has_heart or has_vessels):
+            return
+        cy = cw_y + hd
+        xlo, xhi, ylo, yhi = 1e9, -1e9, 1e9, -1e9
+        if has_heart:
+            r = rhx * fh + 8
+            xlo, xhi, ylo, yhi = hx - r, hx + r, cy - r, cy + r
+        if has_vessels:
+            xlo, xhi = min(xlo, -46.0), max(xhi, 30.0)
+            ylo, yhi = min(ylo, cw_y + 5), max(yhi, cw_y + 52)
+        box = _box(X[0], Y[:, 0], xlo, xhi, ylo, yhi)
+        if box is None:
+            return
+        xb, yb = X[0, box[1]][None, :], Y[box[0], 0][:, None]
+        free, med = st["free"][box], st["med"][box]
+        heart = np.zeros(free.shape, dtype=np.float32)
+        if has_heart:
+            c, s = np.cos(self.heart_angle), np.sin(self.heart_angle)
+            u, v = c * (xb - hx) + s * (yb - cy), -s * (xb - hx) + c * (yb - cy)
+            hl = (u / (rhx * fh)) ** 2 + (v / (rhy * fh)) ** 2
+            heart = _soft_level(hl, rhy * fh, pix)
+            pool = _soft_level(hl, rhy * fh, pix, 10.0)
+            f["myocardium"][box] += free * (heart - pool)
+            f["blood"][box] += free * pool
+        vessels = np.zeros_like(heart)
+        if has_vessels:  # ascending aorta (right of the midline), pulmonary trunk (left), SVC
+            a = _ellipse(xb, yb, -12.0, cw_y + 30, 15.0, 15.0, pix)
+            pt = _ellipse(xb, yb, 14.0, cw_y + 22, 13.0, 13.0, pix) * (z < top + 25)
+            svc = _ellipse(xb, yb, -34.0, cw_y + 40, 9.0, 9.0, pix)
+            vessels = np.clip(a + pt + svc, 0, 1) * (1 - heart)
+            f["blood"][box] += free * vessels
+        medf = np.clip(med - heart - vessels, 0, 1)
+        f["fat"][box] += free * (medf - med)
+        f["lung"][box] = free * (1 - np.clip(heart + vessels + medf, 0, 1))
 
-    def _render_tumor(self, acc, X, Y, z, thickness, pix, ti) -> None:
+    def _liver(self, z, f, st) -> None:
+        """Liver under the right hemidiaphragm: the dome rises highest on the right (-x) side."""
+        if z > self.liver_dome_z + 2:
+            return
+        rows = np.flatnonzero(st["dome_rows"] > z - 2)
+        cols = np.flatnonzero(st["dome_cols"] > z - 2)
+        if not len(rows) or not len(cols):
+            return
+        box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        liver = np.clip((st["dome"][box] - z) / 2.0 + 0.5, 0, 1)
+        take = f["lung"][box] * liver
+        f["liver"][box] += take
+        f["lung"][box] -= take
+
+    def _axilla(self, X, Y, z, zr, f, st, pix) -> None:
+        """Axillary fat pads bulging lateral to the chest wall in cranial slices, with lymph nodes."""
+        grow = float(np.clip((zr + 0.1) / 0.9, 0, 1))
+        if grow <= 0:
+            return
+        W, T = self.torso_w, self.torso_ty
+        for s in (-1, 1):
+            cx, cy = s * 0.86 * W, 0.62 * T
+            rx, ry = 0.16 * W * grow + 1, 0.30 * T * grow + 1
+            box = _box(X[0], Y[:, 0], cx - rx - 2, cx + rx + 2, cy - ry - 2, cy + ry + 2)
+            if box is None:
+                continue
+            xb, yb = X[0, box[1]][None, :], Y[box[0], 0][:, None]
+            inside = _ellipse(xb, yb, cx, cy, rx, ry, pix) * st["body_in"][box]
+            for t in ("muscle", "lung", "bone", "blood", "csf", "myocardium", "liver", "fat"):
+                f[t][box] *= 1 - inside
+            f["fat"][box] += inside
+            for nd in self.nodes:
+                if np.sign(nd[0]) != s or abs(z - nd[2]) > nd[3]:
+                    continue
+                rz = np.sqrt(max(nd[3] ** 2 - (z - nd[2]) ** 2, 0.0))
+                node = _ellipse(xb, yb, nd[0], nd[1], rz, 0.7 * rz, pix) * inside
+                hilum = _ellipse(xb, yb, nd[0] - s * 0.3 * rz, nd[1], 0.45 * rz, 0.3 * rz, pix) * (nd[4] < 0.5)
+                cortex = node * (1 - hilum)
+                f["fat"][box] -= cortex
+                f["node"][box] += cortex
+
+    def _breast(self, b: Breast, x, y, z: float, f, st, pix: float, zs: np.ndarray) -> None:
+        """Breast mound (fat, glandular tissue, ducts, vessels, ligaments), skin, nipple, areola."""
+        zlo, zhi = b.zc - b.rz - 6, b.zc + b.rz + 6
+        if not (zlo < z < zhi + b.proj * np.tan(abs(b.droop)) + 6):
+            return
+        xn, yn, zn = self._nipple(b, z)
+        reach = b.rx + b.proj * abs(np.tan(b.tilt)) + 14
+        box = _box(x, y, b.side * b.cx - reach, b.side * b.cx + reach, yn - b.nipple_len - 6,
+                   float(self.torso_surface_y(b.cx)) + 25)
+        if box is None:
+            return
+        X = x[box[1]][None, :]
+        Y = y[box[0]][:, None]
+        sd_b, t, u, w = self._breast_sd(b, X, Y, z)
+        # nipple: a rounded papilla (half-ellipsoid) on the tip, blended into the areola
+        hl = 0.5 * b.nipple_len + 2.0
+        ln = ((X - xn) / b.nipple_r) ** 2 + ((Y - (yn - b.nipple_len + hl)) / hl) ** 2 + \
+            (np.float32(z - zn) / b.nipple_r) ** 2
+        sd_n = (np.sqrt(ln) - 1.0) * min(b.nipple_r, hl)
+        sd_torso = st["sd"][box]
+        sd = _smin(_smin(sd_torso, sd_b, 12.0), sd_n, 3.0)
+        # skin: 1.5-2.5 mm, thickened over the areola (and by tumour edema for T4b)
+        dn = np.sqrt((X - xn) ** 2 + (Y - yn) ** 2 + np.float32(z - zn) ** 2)
+        skin = self.skin_mm + 1.2 * np.exp(-(dn / b.areola_r) ** 4)
+        tm = self.tumor
+        if tm is not None and tm.invasion == "skin" and (tm.side == "L") == (b.side > 0):
+            de = np.sqrt((X - tm.center[0]) ** 2 + (Y - tm.center[1]) ** 2 + np.float32(z - tm.center[2]) ** 2)
+            skin = skin + 3.5 * np.exp(-(de / (tm.radius + 20.0)) ** 2)
+        body = _soft(sd, pix)
+        body_in = _soft(sd + skin, pix)
+        # replace the torso's outer layers inside the box by the union's
+        old_in = st["body_in"][box]
+        extra = np.clip(body_in - old_in, 0, 1)            # breast tissue in front of the chest
+        fs = {k: v[box] for k, v in f.items()}
+        fs["skin"][...] = np.clip(body - body_in, 0, 1)
+        nip = _soft(sd_n + 0.3, pix) * extra                # nipple: dense dermis / smooth muscle
+        region = extra - nip
+        fs["skin"] += nip
+        if not region.any():
+            return
+        # glandular zone: behind the premammary fat and in front of the retromammary fat
+        gland_w = _soft(sd_b + self.subcut_mm, pix) * np.clip((t - self.retro_mm) / 2.0 + 0.5, 0, 1)
+        sel = np.flatnonzero((region.ravel() > 0))
+        fgt = np.zeros(region.shape, dtype=np.float32)
+        lig = np.zeros(region.shape, dtype=np.float32)
+        ves = np.zeros(region.shape, dtype=np.float32)
+        if len(sel):
+            Xs = np.broadcast_to(X, region.shape).ravel()[sel]
+            Ys = np.broadcast_to(Y, region.shape).ravel()[sel]
+            thr = np.float32(self.texture_thr[0 if b.side < 0 else 1])
+            gw = gland_w.ravel()[sel]
+            sds, ts = sd_b.ravel()[sel], t.ravel()[sel]
+            g = np.zeros(len(sel), dtype=np.float32)
+            sheet = np.zeros(len(sel), dtype=np.float32)
+            for zz in zs:  # partial volume of the texture over the slice profile
+                score, sh = self._gland_score(b, Xs, Ys, float(zz), sds, ts)
+                g += special.expit((score - thr) / np.float32(0.08)).astype(np.float32)
+                sheet += sh
+            g *= gw / np.float32(len(zs))
+            sheet /= np.float32(len(zs))
+            # lactiferous ducts: tubes from the nipple along the nipple-cone directions
+            _, dnip, uu, ww = self._texture_coords(b, Xs, Ys, z)
+            scale = (b.proj + 15.0) / (dnip + 15.0)
+            near = np.flatnonzero(dnip < 0.6 * b.proj)
+            duct = np.zeros_like(g)
+            if len(near):
+                du = (uu[near, None] - b.ducts[None, :, 0] * b.rx) ** 2 + (ww[near, None] - b.ducts[None, :, 1] * b.rz) ** 2
+                dist = np.sqrt(du.min(axis=1)) / scale[near]
+                duct[near] = np.clip(1.2 - dist / 0.9, 0, 1)
+            far = np.flatnonzero(dnip > 0.25 * b.proj)
+            if len(far):
+                dv = (uu[far, None] - b.vessels[None, :, 0] * b.rx) ** 2 + (ww[far, None] - b.vessels[None, :, 1] * b.rz) ** 2
+                dist = np.sqrt(dv.min(axis=1)) / scale[far]
+                ves.ravel()[sel[far]] = np.clip(1.3 - dist / 0.8, 0, 1)
+            g = np.maximum(g, duct.astype(np.float32))
+            fgt.ravel()[sel] = g
+            lig.ravel()[sel] = sheet * (1 - g)
+        ves = ves * (1 - fgt) * region
+        fgt = fgt * region
+        lig = np.clip(lig * region - ves, 0, 1)
+        fs["fgt"] += fgt + lig                               # Cooper's ligaments: fibrous stroma
+        fs["blood"] += ves
+        fs["fat"] += np.clip(region - fgt - lig - ves, 0, 1)
+        for k in f:
+            f[k][box] = fs[k]
+
+    def _render_tumor(self, f, X, Y, z, pix, st) -> None:
         tm = self.tumor
         ext = tm.extent_mm
         cx, cy, cz = tm.center
-        if abs(z - cz) > ext + thickness:
+        if abs(z - cz) > ext:
             return
-        sel = (np.abs(X - cx) < ext + pix) & (np.abs(Y - cy) < ext + pix)
-        if not sel.any():
+        box = _box(X[0], Y[:, 0], cx - ext - pix, cx + ext + pix, cy - ext - pix, cy + ext + pix)
+        if box is None:
             return
-        rows = np.where(sel.any(axis=1))[0]
-        cols = np.where(sel.any(axis=0))[0]
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-        xs, ys = X[r0:r1, c0:c1], Y[r0:r1, c0:c1]
-        n_sub = 5
-        frac = np.zeros(xs.shape, dtype=np.float32)
-        core = np.zeros(xs.shape, dtype=np.float32)
-        for zz in z + thickness * ((np.arange(n_sub) + 0.5) / n_sub - 0.5):
-            f, c = tumor_fraction(tm, xs, ys, float(zz), pix)
-            frac += f
-            core += c
-        frac /= n_sub
-        core /= n_sub
-        region = acc[:, r0:r1, c0:c1]
-        # the lesion displaces whatever breast tissue was there
-        host = region[[ti["fat"], ti["fgt"], ti["blood"]]].sum(axis=0) + 1e-6
+        xs, ys = X[0, box[1]][None, :], Y[box[0], 0][:, None]
+        xs, ys = np.broadcast_arrays(xs, ys)
+        frac, core = tumor_fraction(tm, xs, ys, z, pix)
+        # the lesion displaces breast tissue; an invasive (T4) one also the chest wall or skin
+        hosts = ["fat", "fgt", "blood"]
+        if tm.invasion == "chest wall":
+            hosts += ["muscle", "bone"]
+        elif tm.invasion == "skin":
+            hosts += ["skin"]
+        host = sum(f[t][box] for t in hosts) + 1e-6
         take = np.minimum(frac, host)
-        for t in ("fat", "fgt", "blood"):
-            region[ti[t]] -= region[ti[t]] / host * take
+        for t in hosts:
+            f[t][box] -= f[t][box] / host * take
         core_take = np.minimum(core, take)
-        region[ti["tumor"]] += take - core_take
-        region[ti["tumor_core"]] += core_take
+        f["tumor"][box] += take - core_take
+        f["tumor_core"][box] += core_take
 
 
-def _bilinear_separable(plane: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``plane`` (..., H, W) at the outer product of row coords ``ys`` and
-    column coords ``xs`` (grid units); zero outside."""
-    def weights(c, n):
-        i = np.floor(c).astype(np.int64)
-        f = (c - i).astype(np.float32)
-        valid0 = (i >= 0) & (i < n)
-        valid1 = (i + 1 >= 0) & (i + 1 < n)
-        return np.clip(i, 0, n - 1), np.clip(i + 1, 0, n - 1), (1 - f) * valid0, f * valid1
-    r0, r1, wr0, wr1 = weights(ys, plane.shape[-2])
-    c0, c1, wc0, wc1 = weights(xs, plane.shape[-1])
-    rows = plane[..., r0, :] * wr0[:, None] + plane[..., r1, :] * wr1[:, None]
-    return (rows[..., c0] * wc0 + rows[..., c1] * wc1).astype(np.float32)
+# ---- shared texture field -------------------------------------------------------------------------
+_TEXTURE: dict = {}
 
 
-def _gauss_kernel(sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """Normalised 1-D Gaussian weights (the kernel scipy.ndimage.gaussian_filter uses)."""
-    r = int(truncate * sigma + 0.5)
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    return k / k.sum()
+def texture_field() -> np.ndarray:
+    """(N, N, N, 2) float32: a periodic power-law Gaussian field (glandular texture, 3-D spectrum
+    f^-(beta + 1), unit variance) and a smooth field normalised by its gradient (its zero sets are
+    the Cooper-ligament sheets). Made once per process from a fixed seed (deterministic)."""
+    if "f" in _TEXTURE:
+        return _TEXTURE["f"]
+    n = TEXTURE_N
+    rng = np.random.default_rng(20121)
+    k = np.fft.fftfreq(n, d=TEXTURE_MM).astype(np.float32)
+    kr = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :n // 2 + 1] ** 2)
+    kr[0, 0, 0] = 1.0
+    white = np.fft.rfftn(rng.standard_normal((n, n, n), dtype=np.float32))
+    amp = kr ** (-(ANATOMICAL_BETA + 1) / 2)
+    amp[0, 0, 0] = 0.0
+    g = np.fft.irfftn(white * amp, s=(n, n, n), axes=(0, 1, 2)).astype(np.float32)
+    g /= g.std()
+    # ligament field: Gaussian spectrum (~6 mm correlation), distance to its zero set ~ |h| / |grad h|
+    smooth = np.exp(-0.5 * (kr * 2 * np.pi * 6.0) ** 2)
+    smooth[0, 0, 0] = 0.0
+    h = np.fft.irfftn(np.fft.rfftn(rng.standard_normal((n, n, n), dtype=np.float32)) * smooth,
+                      s=(n, n, n), axes=(0, 1, 2)).astype(np.float32)
+    grad = np.sqrt(sum(np.gradient(h, TEXTURE_MM, axis=a) ** 2 for a in range(3)))
+    dist = np.abs(h) / (grad + 1e-6 * grad.mean())
+    # sheet of ~0.6 mm thickness; partial volume over one texture voxel
+    sheet = np.clip(1.0 - (dist - 0.3) / TEXTURE_MM, 0, 1).astype(np.float32) * 0.8
+    _TEXTURE["f"] = np.ascontiguousarray(np.stack([g, sheet], axis=-1))
+    return _TEXTURE["f"]
 
 
-def _hat_integral(u: np.ndarray) -> np.ndarray:
-    """Antiderivative of the linear-interpolation hat max(0, 1 - |u|), from -inf."""
-    u = np.clip(u, -1.0, 1.0)
-    return np.where(u < 0, 0.5 * (u + 1) ** 2, 1 - 0.5 * (1 - u) ** 2)
+def _texture_lookup(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Trilinear, periodic lookup of both texture channels at (3, M) voxel coordinates."""
+    fld = texture_field()
+    n = fld.shape[0]
+    flat = fld.reshape(-1, 2)                            # both channels in one gather
+    c0f = np.floor(coords)
+    fr = (coords - c0f).astype(np.float32)
+    c0 = c0f.astype(np.int32) % n
+    c1 = (c0 + 1) % n
+    zs = (c0[0] * (n * n), c1[0] * (n * n))
+    ys = (c0[1] * n, c1[1] * n)
+    xs = (c0[2], c1[2])
+    wz = (1 - fr[0], fr[0])
+    wy = (1 - fr[1], fr[1])
+    wx = (1 - fr[2], fr[2])
+    out = np.zeros((coords.shape[1], 2), dtype=np.float32)
+    for a in (0, 1):
+        for b in (0, 1):
+            zy = zs[a] + ys[b]
+            wzy = wz[a] * wy[b]
+            for c in (0, 1):
+                out += flat[zy + xs[c]] * (wzy * wx[c])[:, None]
+    return out[:, 0], out[:, 1]
+
+
+# ---- small geometric helpers --------------------------------------------------------------------
+def _soft(sd, pix: float) -> np.ndarray:
+    """Area fraction inside a surface of signed distance ``sd`` (mm), one-pixel ramp."""
+    return np.clip(0.5 - sd / np.float32(pix), 0, 1).astype(np.float32)
+
+
+def _soft_level(level, radius, pix, inset: float = 0.0):
+    d = (np.sqrt(np.maximum(level, 0)) - 1.0) * radius + inset
+    return np.clip(0.5 - d / pix, 0, 1).astype(np.float32)
+
+
+def _band(depth, d0: float, d1, pix: float) -> np.ndarray:
+    """Fraction of a pixel between depths d0 and d1 (mm below the skin)."""
+    return np.clip(np.clip((depth - d0) / pix + 0.5, 0, 1) - np.clip((depth - d1) / pix + 0.5, 0, 1),
+                   0, 1).astype(np.float32)
+
+
+def _ellipse(X, Y, cx, cy, rx, ry, pix) -> np.ndarray:
+    lv = ((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2
+    return _soft_level(lv, min(rx, ry), pix)
+
+
+def _smin(a, b, k: float):
+    """Polynomial smooth minimum: the union of two shapes with a fillet of radius ~k (mm)."""
+    h = np.clip(0.5 + 0.5 * (b - a) / k, 0, 1)
+    return b * (1 - h) + a * h - k * h * (1 - h)
+
+
+def _box(x: np.ndarray, y: np.ndarray, xlo, xhi, ylo, yhi) -> tuple[slice, slice] | None:
+    """Row and column slices of the pixels with xlo < x < xhi and ylo < y < yhi (1-D grids)."""
+    cols = np.nonzero((x > xlo) & (x < xhi))[0]
+    rows = np.nonzero((y > ylo) & (y < yhi))[0]
+    if not len(cols) or not len(rows):
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def tumor_fraction(tm: Tumor, X, Y, z: float, pix: float) -> tuple[np.ndarray, np.ndarray]:
@@ -526,8 +730,7 @@ def tumor_fraction(tm: Tumor, X, Y, z: float, pix: float) -> tuple[np.ndarray, n
     r = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-6
     u = np.stack([dx / r, dy / r, np.broadcast_to(dz / r, r.shape)], axis=-1)
     rad = np.ones_like(r)
-    # lobulation: smooth radial modulation along a few random directions
-    cosang = u @ tm.lobe_dirs.T  # (..., K)
+    cosang = u @ tm.lobe_dirs.T  # (..., K) lobulation: smooth radial modulation
     rad += (tm.lobe_amp * np.cos(tm.lobe_freq * cosang * np.pi + tm.lobe_phase)).sum(axis=-1)
     if len(tm.spike_dirs):
         c = np.clip(u @ tm.spike_dirs.T, 0, 1)
@@ -545,19 +748,78 @@ def _unit(rng, n: int) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+# ---- clinical stage ------------------------------------------------------------------------------
+#: AJCC 8th edition T categories by size (mm): T1 <= 20, T2 <= 50, T3 > 50; T4 any size with direct
+#: extension to the chest wall (not pectoralis alone) or the skin.
+T_SIZE_LIMITS_MM = (20.0, 50.0)
+#: Nodal positivity rises with tumour size: ~20-30 % for tumours < 2 cm, ~45 % for 2-5 cm, ~70 %
+#: for > 5 cm (Carter, Allen, Henson, Cancer 1989;63:181, 24,740 cases); T4 taken as > 5 cm.
+P_NODE_POSITIVE = {1: 0.27, 2: 0.45, 3: 0.70, 4: 0.75}
+#: Among node-positive cases N1 (1-3 nodes) dominates; N2 (4-9) and N3 (>= 10 or infraclavicular)
+#: make up the rest (assumed split 0.65 / 0.22 / 0.13; no DBC-specific figure is available).
+N_SPLIT = (0.65, 0.22, 0.13)
+#: de novo metastatic disease: ~6 % of breast cancers at diagnosis (SEER), higher with T4 / N3
+P_METASTATIC = {1: 0.02, 2: 0.05, 3: 0.10, 4: 0.20}
+#: locally advanced (T4) share of invasive cancers at diagnosis (assumption: a few percent)
+P_T4 = 0.04
+
+
+def t_stage_from(diameter_mm: float, invasion: str) -> int:
+    """AJCC T category from the largest diameter and direct chest-wall / skin extension."""
+    if invasion:
+        return 4
+    if diameter_mm <= T_SIZE_LIMITS_MM[0]:
+        return 1
+    if diameter_mm <= T_SIZE_LIMITS_MM[1]:
+        return 2
+    return 3
+
+
+def draw_stage(rng: np.random.Generator) -> dict:
+    """Size, invasion, margin, necrosis and kinetics of a carcinoma drawn jointly with its stage.
+
+    Size: log-normal, median 21 mm, sigma 0.55 (gives T1 ~46 %, T2 ~48 %, T3 ~6 %; an assumption in
+    the range of cohorts referred for breast MRI). T4 (chest wall or skin extension) in ``P_T4``.
+    Larger tumours are more often irregular / spiculated and necrotic (rim enhancing)."""
+    diam = float(np.clip(rng.lognormal(np.log(21.0), 0.55), 5.0, 110.0))
+    invasion = ""
+    if rng.random() < P_T4:
+        invasion = "chest wall" if rng.random() < 0.5 else "skin"
+        diam = max(diam, float(rng.uniform(25, 60)))
+    t = t_stage_from(diam, invasion)
+    big = np.clip((diam - 10) / 40, 0, 1)
+    p_shape = np.array([0.50, 0.35, 0.15]) * np.array([1 + 0.3 * big, 1 + 0.3 * big, 1 - 0.8 * big])
+    shape = str(rng.choice(["irregular", "spiculated", "oval"], p=p_shape / p_shape.sum()))
+    necrotic = bool(rng.random() < 0.1 + 0.6 * big)
+    n = 0
+    if rng.random() < P_NODE_POSITIVE[t]:
+        n = 1 + int(rng.choice(3, p=N_SPLIT))
+    m = int(rng.random() < P_METASTATIC[t] + (0.1 if n == 3 else 0.0))
+    return {"diameter_mm": diam, "invasion": invasion, "t": t, "n": n, "m": m, "shape": shape,
+            "necrotic": necrotic}
+
+
+# ---- drawing a patient ---------------------------------------------------------------------------
+def draw_density(rng: np.random.Generator) -> str:
+    """A BI-RADS density class with the population weights of :data:`DENSITY_CLASSES` (one draw)."""
+    names = list(DENSITY_CLASSES)
+    w = np.array([DENSITY_CLASSES[n][0] for n in names])
+    return names[int(rng.choice(len(names), p=w / w.sum()))]
+
+
 def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0,
                  density: str | None = None, tumor: bool | None = None,
-                 tumor_diameter_mm: float | None = None, grid_mm: float = 1.5) -> Phantom:
+                 tumor_diameter_mm: float | None = None, tumor_invasion: str | None = None) -> Phantom:
     """Draw one patient's anatomy from ``rng`` (deterministic given the generator state).
 
-    ``density``, ``tumor`` and ``tumor_diameter_mm`` force those properties (for controlled studies);
-    otherwise they are drawn: density from BI-RADS-like frequencies, a lesion in 90 % of patients
-    with a log-normal diameter clipped to 5-40 mm.
+    ``density``, ``tumor``, ``tumor_diameter_mm`` and ``tumor_invasion`` ("", "chest wall", "skin")
+    force those properties (for controlled studies); otherwise they are drawn: density from the
+    BI-RADS frequencies, a carcinoma in 90 % of patients with its stage (:func:`draw_stage`).
+    The number of draws never depends on the forced values, so forcing one leaves the rest alone.
     """
     names = list(DENSITY_CLASSES)
-    if density is None:
-        w = np.array([DENSITY_CLASSES[n][0] for n in names])
-        density = names[int(rng.choice(len(names), p=w / w.sum()))]
+    drawn_density = draw_density(rng)
+    density = drawn_density if density is None else density
     if density not in DENSITY_CLASSES:
         raise InvalidArgumentError(f"unknown density class {density!r}; use one of {names}")
     lo, hi = DENSITY_CLASSES[density][1]
@@ -566,70 +828,147 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
     size = (weight / 75) ** 0.5
     torso_w = float(np.clip(rng.normal(160, 12) * size ** 0.6, 130, 200))
     torso_ty = float(np.clip(rng.normal(105, 9) * size ** 0.5, 85, 135))
-    # fattier breasts are larger on average (breast volume correlates with BMI and with lower density)
+    torso_p = float(rng.uniform(2.05, 2.45))
+    # fattier breasts are larger on average (breast volume correlates with BMI and lower density)
     fat_boost = {"fatty": 1.15, "scattered": 1.05, "heterogeneous": 0.95, "extremely dense": 0.85}[density]
-    rx = float(np.clip(rng.normal(68, 9) * size ** 0.5 * fat_boost, 45, 95))
-    p = float(np.clip(rng.normal(95, 22) * size * fat_boost, 45, 170))
-    asym = rng.uniform(0.93, 1.07, size=2)
-    breast_rx = (rx * asym[0], rx / asym[0])
-    breast_p = (p * asym[1], p / asym[1])
-    breast_cx = float(np.clip(rng.normal(0.58 * torso_w, 6), 70, 125))
-    breast_rz = float(np.clip(rng.normal(75, 9) * size ** 0.4, 55, 100))
-    skin = float(rng.uniform(1.4, 2.4))
+    rx = float(np.clip(rng.normal(60, 7) * size ** 0.5 * fat_boost, 42, 85))
+    rz = float(np.clip(rng.normal(66, 8) * size ** 0.4, 50, 90))
+    proj = float(np.clip(rng.normal(100, 22) * size * fat_boost, 50, 170))
+    shape_k = float(rng.uniform(1.3, 2.0))
+    cx = float(np.clip(rng.normal(0.55 * torso_w, 6), 68, 120))
+    asym = rng.uniform(0.94, 1.06, size=3)
+    breasts = []
+    for k, s in enumerate((-1, 1)):
+        a = asym if k == 0 else 1 / asym
+        breasts.append(Breast(
+            side=s, cx=cx, zc=float(rng.uniform(-8, 4)), rx=rx * a[0], rz=rz * a[2], proj=proj * a[1],
+            shape_k=shape_k, tilt=float(np.deg2rad(rng.uniform(3, 10))), droop=float(np.deg2rad(rng.uniform(0, 12))),
+            nipple_r=float(rng.uniform(4.0, 6.5)), nipple_len=float(rng.uniform(3.0, 8.0)),
+            areola_r=float(rng.uniform(15, 24)),
+            tex_offset=rng.uniform(0, TEXTURE_N, 3).astype(np.float32), tex_rot=float(rng.uniform(0, 2 * np.pi)),
+            ducts=rng.uniform(-0.35, 0.35, (int(rng.integers(8, 14)), 2)).astype(np.float32),
+            vessels=rng.uniform(-0.7, 0.7, (int(rng.integers(4, 8)), 2)).astype(np.float32)))
+    skin = float(rng.uniform(1.5, 2.5))
     subcut = float(rng.uniform(4, 10)) * size
+    retro = float(rng.uniform(3, 7))
     pec = float(rng.uniform(8, 16))
-    cw = float(rng.uniform(10, 15))
-    heart_c = (float(rng.uniform(25, 50)), float(rng.uniform(50, 70)), float(rng.uniform(-45, -15)))
-    heart_r = (float(rng.uniform(48, 60)), float(rng.uniform(38, 48)), float(rng.uniform(55, 70)))
+    pec_minor = float(rng.uniform(4, 8))
+    cw = float(rng.uniform(11, 16))
+    lat_m = float(rng.uniform(7, 13))
+    heart_c = (float(rng.uniform(30, 50)), float(rng.uniform(48, 62)), float(rng.uniform(-60, -25)))
+    heart_r = (float(rng.uniform(50, 60)), float(rng.uniform(36, 44)), float(rng.uniform(50, 62)))
+    heart_angle = float(np.deg2rad(rng.uniform(-45, -25)))  # long axis towards the left-anterior apex
+    aorta_x = float(rng.uniform(14, 26))
+    aorta_r = float(rng.uniform(10, 13))
+    liver_dome = float(rng.uniform(-75, -25))
+    vert_r = float(rng.uniform(15, 19))
     kin = {
         "tumor_amp": float(rng.uniform(0.35, 0.8)),
         "tumor_kin": float(rng.uniform(1.5, 4.0)),
-        # washout (type III), plateau (II) or persistent (I) curve
+        # washout (type III) 57 %, plateau (II) 34 %, persistent (I) 9 % of cancers (Kuhl 1999)
         "tumor_kout": float(rng.choice([rng.uniform(0.08, 0.2), rng.uniform(0.0, 0.04), -0.03],
-                                       p=[0.55, 0.35, 0.10])),
+                                       p=[0.57, 0.34, 0.09])),
         "bpe_amp": float(rng.uniform(0.03, 0.2)),
     }
     b0_coef = rng.normal(0, [0.0, 0.25, 0.25, 0.15, 0.3, 0.2, 0.15]).astype(np.float32)
     b0_sus = float(rng.uniform(0.6, 1.6))
     b1_coef = rng.normal(0, 1, size=3).astype(np.float32)
-    tm = None
-    has_tumor = bool(rng.random() < 0.9) if tumor is None else bool(tumor)
-    # the lesion is drawn regardless so the remaining draws do not depend on the tumour switch
-    diam = float(np.clip(rng.lognormal(np.log(18), 0.45), 5, 40))
+    # the carcinoma (drawn regardless, so later draws do not depend on the tumour switch)
+    has_tumor = bool(rng.random() < 0.9)
+    has_tumor = has_tumor if tumor is None else bool(tumor)
+    stage = draw_stage(rng)
+    if tumor_invasion is not None:
+        stage["invasion"] = tumor_invasion
     if tumor_diameter_mm is not None:
-        diam = float(tumor_diameter_mm)
+        stage["diameter_mm"] = float(tumor_diameter_mm)
+    diam = stage["diameter_mm"]
     side = "L" if rng.random() < 0.5 else "R"
-    k = 1 if side == "L" else 0
-    s = 1 if side == "L" else -1
-    # inside the glandular zone: 25-65 % of the projection in front of the chest wall
-    ya = breast_p[k] * rng.uniform(0.25, 0.6)
-    center = np.array([s * breast_cx + rng.uniform(-0.35, 0.35) * breast_rx[k],
-                       -ya + 0.0, rng.uniform(-0.45, 0.45) * breast_rz])
-    shape = str(rng.choice(["irregular", "spiculated", "oval"], p=[0.5, 0.35, 0.15]))
+    bi = breasts[1 if side == "L" else 0]
+    depth_frac = float(rng.uniform(0.25, 0.6))
+    lat_off = float(rng.uniform(-0.35, 0.35))
+    z_off = float(rng.uniform(-0.4, 0.4))
     nl = 6
+    shape = stage["shape"]
     lobe_amp = rng.uniform(0.04, 0.12 if shape != "oval" else 0.04, size=nl) / 2
     spikes = int(rng.integers(6, 14)) if shape == "spiculated" else 0
-    tm_obj = Tumor(center=center, diameter_mm=diam, side=side, shape=shape,
+    tm_obj = Tumor(center=np.zeros(3), diameter_mm=diam, side=side, shape=shape,
                    lobe_dirs=_unit(rng, nl).astype(np.float32), lobe_amp=lobe_amp.astype(np.float32),
                    lobe_freq=rng.uniform(1, 3, nl).astype(np.float32),
                    lobe_phase=rng.uniform(0, 2 * np.pi, nl).astype(np.float32),
                    spike_dirs=_unit(rng, spikes).astype(np.float32),
                    spike_len=rng.uniform(0.5, 1.3, spikes).astype(np.float32),
-                   necrotic=bool(diam > 25 and rng.random() < 0.6))
-    if has_tumor:
-        tm = tm_obj
+                   necrotic=stage["necrotic"], t_stage=t_stage_from(diam, stage["invasion"]),
+                   n_stage=stage["n"], m_stage=stage["m"], invasion=stage["invasion"])
+    # axillary lymph nodes: a few normal ones per side (small, fatty hilum); node-positive patients
+    # have enlarged (>= 10 mm short axis), hilum-less nodes on the tumour side
+    node_rows = []
+    for s in (-1, 1):
+        for _ in range(int(rng.integers(2, 5))):
+            node_rows.append([s * torso_w * rng.uniform(0.80, 0.92), torso_ty * rng.uniform(0.45, 0.8),
+                              rng.uniform(0.45, 0.95) * rz, rng.uniform(3.0, 5.0), 0.0])
+    n_bad = {0: 0, 1: int(rng.integers(1, 4)), 2: int(rng.integers(4, 7)), 3: int(rng.integers(6, 9))}[stage["n"]]
+    s_t = 1 if side == "L" else -1
+    for _ in range(9):  # fixed number of draws
+        row = [s_t * torso_w * rng.uniform(0.80, 0.92), torso_ty * rng.uniform(0.45, 0.8),
+               rng.uniform(0.4, 0.95) * rz, rng.uniform(6.0, 11.0), 1.0]
+        if has_tumor and n_bad > 0:
+            node_rows.append(row)
+            n_bad -= 1
     ph = Phantom(patient_index=patient_index, seed=seed, density=density, fgt_fraction=fgt_fraction,
-                 torso_w=torso_w, torso_ty=torso_ty, breast_cx=breast_cx, breast_rx=breast_rx,
-                 breast_p=breast_p, breast_rz=breast_rz, skin_mm=skin, subcut_mm=subcut,
-                 retro_mm=float(rng.uniform(3, 7)), pec_mm=pec, chestwall_mm=cw, heart_c=heart_c,
-                 heart_r=heart_r, weight_kg=weight, tumor=tm, kinetics=kin, b0_coef=b0_coef,
-                 b0_suscept_ppm=b0_sus, b1_coef=b1_coef, grid_mm=grid_mm)
-    # the tumour sits in front of the chest wall: shift its y to the attachment of its breast
-    if tm is not None:
-        tm.center[1] = ph.torso_surface_y(tm.center[0]) - ph.retro_mm - ya
+                 torso_w=torso_w, torso_ty=torso_ty, torso_p=torso_p, breasts=tuple(breasts),
+                 skin_mm=skin, subcut_mm=subcut, retro_mm=retro, pec_mm=pec, pec_minor_mm=pec_minor,
+                 chestwall_mm=cw, lat_muscle_mm=lat_m, heart_c=heart_c, heart_r=heart_r,
+                 heart_angle=heart_angle, aorta_x=aorta_x, aorta_r=aorta_r, liver_dome_z=liver_dome,
+                 vertebra_r=vert_r, weight_kg=weight, tumor=None, nodes=np.asarray(node_rows, dtype=np.float64).reshape(-1, 5),
+                 kinetics=kin, b0_coef=b0_coef, b0_suscept_ppm=b0_sus, b1_coef=b1_coef)
+    # lesion centre: inside the glandular zone of its breast; T4 lesions reach the chest wall or skin
+    t_c = bi.proj * depth_frac
+    if tm_obj.invasion == "chest wall":
+        t_c = 0.45 * tm_obj.radius                        # straddles retromammary fat and pectoralis
+    xb = bi.side * (bi.cx + t_c * np.tan(bi.tilt)) + lat_off * bi.rx * 0.6
+    zb = bi.zc - t_c * np.tan(bi.droop) + z_off * bi.rz * 0.6
+    if tm_obj.invasion == "skin":
+        # towards the skin: the lesion reaches the surface of the breast at its widest point
+        t_c = bi.proj * 0.35
+        prof = (1 - (t_c / bi.proj) ** bi.shape_k) ** 0.5
+        xb = bi.side * (bi.cx + t_c * np.tan(bi.tilt)) + np.sign(lat_off or 1) * (bi.rx * prof - 0.6 * tm_obj.radius)
+        zb = bi.zc - t_c * np.tan(bi.droop)
+    tm_obj.center = np.array([xb, float(ph.torso_surface_y(xb)) - t_c, zb])
+    if has_tumor:
+        ph.tumor = tm_obj
     return ph
 
-    
+
+def _fgt_threshold(ph: Phantom, b: Breast, fraction: float, rng: np.random.Generator) -> float:
+    """Score threshold that makes ``fraction`` of the breast interior glandular: a Monte Carlo
+    estimate over points of the breast volume, with the soft threshold as rendered."""
+    m = 6000
+    t = rng.uniform(0, b.proj, m)
+    u = rng.uniform(-1.1, 1.1, m) * b.rx
+    w = rng.uniform(-1.1, 1.1, m) * b.rz
+    z = (b.zc + w - t * np.tan(b.droop)).astype(np.float32)
+    xb = (b.side * (b.cx + t * np.tan(b.tilt)) + u).astype(np.float32)
+    yb = (ph.torso_surface_y(xb) - t).astype(np.float32)
+    sd, tt, _, _ = ph._breast_sd(b, xb, yb, z)
+    inside = sd < -ph.skin_mm
+    if not inside.any():
+        return 1e9
+    gw = _soft(sd[inside] + ph.subcut_mm, 1.0) * np.clip((tt[inside] - ph.retro_mm) / 2.0 + 0.5, 0, 1)
+    sc, _ = ph._gland_score(b, xb[inside], yb[inside], z[inside], sd[inside], tt[inside])
+
+    def share(thr):
+        return float((special.expit((sc - thr) / 0.08) * gw).mean()) - fraction
+
+    lo, hi = -10.0, 10.0
+    for _ in range(40):  # bisection: share() decreases with the threshold
+        mid = 0.5 * (lo + hi)
+        if share(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def phantom_parameters(ph: Phantom) -> dict:
     """Flat ground-truth parameters of a phantom for the manifest."""
     t = ph.tumor
@@ -644,6 +983,10 @@ def phantom_parameters(ph: Phantom) -> dict:
         "tumor_side": t.side if t is not None else "",
         "tumor_shape": t.shape if t is not None else "",
         "tumor_necrotic": bool(t.necrotic) if t is not None else False,
+        "tumor_invasion": t.invasion if t is not None else "",
+        "t_stage": int(t.t_stage) if t is not None else 0,
+        "n_stage": int(t.n_stage) if t is not None else 0,
+        "m_stage": int(t.m_stage) if t is not None else 0,
         "tumor_x_mm": float(t.center[0]) if t is not None else np.nan,
         "tumor_y_mm": float(t.center[1]) if t is not None else np.nan,
         "tumor_z_mm": float(t.center[2]) if t is not None else np.nan,

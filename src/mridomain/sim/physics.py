@@ -12,7 +12,7 @@ import numpy as np
 
 #: Tissue classes of the phantom, in the order of the fraction stack the phantom returns.
 TISSUES: tuple[str, ...] = ("fat", "fgt", "muscle", "skin", "blood", "myocardium", "lung",
-                            "tumor", "tumor_core", "bone")
+                            "tumor", "tumor_core", "bone", "liver", "csf", "node")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ TISSUE_PROPS: dict[str, TissueProps] = {
     # necrotic / cystic core of large tumours: more free water, longer T1 and T2 than viable tumour
     "tumor_core": TissueProps(1500, 1700, 120, 110, 0.85),
     "bone": TissueProps(500, 600, 1, 1, 0.05),
+    # liver: de Bazelaire et al., Radiology 2004;230:652 (T1 586 / 809 ms, T2 46 / 34 ms at 1.5 / 3 T);
+    # PD from its ~71 % water content
+    "liver": TissueProps(586, 809, 46, 34, 0.71),
+    # cerebrospinal fluid in the spinal canal: FIELD.md section 6 (T1 4000-4500 ms, T2 ~2000 ms)
+    "csf": TissueProps(4300, 4300, 2000, 2000, 1.0),
+    # axillary lymph node cortex: solid soft tissue with the invasive-tumour relaxation of the FIELD.md
+    # table (no separate node values are in it); a normal node's fatty hilum is rendered as fat
+    "node": TissueProps(1200, 1400, 70, 70, 0.80),
 }
 
 #: Reversible dephasing R2' (1/ms) at 1.5 T, scaling linearly with B0: 1/T2* = 1/T2 + R2'.
@@ -177,7 +185,8 @@ def concentration_mM(kind: str, t_s: float, params: dict[str, float]) -> float:
     if kind == "fgt":
         return float(dose * params["bpe_amp"] * (1 - np.exp(-0.25 * t_s / 60)))
     rates = {"muscle": (0.25, 0.4), "skin": (0.35, 0.8), "myocardium": (1.5, 3.0),
-             "lung": (0.6, 2.0), "fat": (0.02, 0.5), "bone": (0.02, 0.5)}
+             "lung": (0.6, 2.0), "fat": (0.02, 0.5), "bone": (0.02, 0.5),
+             "liver": (0.45, 1.5), "csf": (0.0, 1.0), "node": (0.3, 1.5)}
     amp, k = rates.get(kind, (0.0, 1.0))
     return float(dose * amp * (1 - np.exp(-k * t_s / 60)))
 

@@ -12,11 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import yaml
+from pydantic import Field, field_validator
 
+from mridomain.config import Settings
 from mridomain.errors import SchemaMismatchError
 from mridomain.sim.vendors import COIL_CHANNELS, MANUFACTURER_DICOM, VENDOR_RECON, ReconStyle
 
@@ -108,12 +110,6 @@ def derive(p: Protocol) -> Protocol:
 
 
 # ---- presets ------------------------------------------------------------------------------------
-_REQUIRED = ("manufacturer", "model", "field_strength", "scan_options", "patient_position",
-             "contrast_agent", "acquisition_matrix", "slice_thickness", "flip_angle", "fov", "tr", "te")
-_OPTIONAL = ("weight", "name", "recon_matrix", "coil_channels", "hidden_agent", "series_description",
-             "recon", "readout_coupling")
-
-
 def load_preset(preset: str | Path) -> dict:
     """Load the named built-in preset ("dbc") or a YAML file, validated; raises SchemaMismatchError."""
     if isinstance(preset, str) and preset == "dbc":
@@ -133,39 +129,90 @@ def load_preset(preset: str | Path) -> dict:
     return data
 
 
+class ScannerEntry(Settings):
+    """One scanner entry of a preset. Every IAP is a fixed value, a ``{value: weight}`` mapping, a
+    normal ``{mean, sd[, min, max]}`` or a uniform ``{min, max}`` distribution."""
+
+    manufacturer: str
+    model: str
+    field_strength: Any
+    scan_options: Any
+    patient_position: Any
+    contrast_agent: Any
+    acquisition_matrix: Any
+    slice_thickness: Any
+    flip_angle: Any
+    fov: Any
+    tr: Any
+    te: Any
+    weight: float = Field(1.0, ge=0)
+    name: Optional[str] = None
+    recon_matrix: Any = None
+    coil_channels: Any = None
+    hidden_agent: Any = None
+    series_description: Any = None
+    recon: Optional[dict[str, Any]] = None
+    readout_coupling: Any = None
+
+    @field_validator("manufacturer")
+    @classmethod
+    def _known_vendor(cls, value: str) -> str:
+        if value not in MANUFACTURER_DICOM:
+            raise ValueError(f"must be one of {sorted(MANUFACTURER_DICOM)}")
+        return value
+
+    @field_validator("field_strength", "scan_options", "patient_position", "contrast_agent", "acquisition_matrix",
+                     "slice_thickness", "flip_angle", "fov", "tr", "te")
+    @classmethod
+    def _distribution(cls, spec: Any) -> Any:
+        problem = _spec_problem(spec)
+        if problem:
+            raise ValueError(problem)
+        return spec
+
+    @field_validator("acquisition_matrix")
+    @classmethod
+    def _matrices(cls, spec: Any) -> Any:
+        for v in _values(spec):
+            _parse_matrix(v)
+        return spec
+
+    @field_validator("contrast_agent")
+    @classmethod
+    def _agents(cls, spec: Any) -> Any:
+        bad = [v for v in _values(spec) if str(v) not in AGENT_LABELS]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not one of {AGENT_LABELS}")
+        return spec
+
+    @field_validator("patient_position")
+    @classmethod
+    def _positions(cls, spec: Any) -> Any:
+        bad = [v for v in _values(spec) if str(v) not in ("FFP", "HFP", "HFS", "FFS")]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not FFP/HFP/HFS/FFS")
+        return spec
+
+    @field_validator("recon")
+    @classmethod
+    def _recon_keys(cls, recon: dict[str, Any] | None) -> dict[str, Any] | None:
+        bad = set(recon or {}) - {f.name for f in dataclasses.fields(ReconStyle)}
+        if bad:
+            raise ValueError(f"unknown key(s) {', '.join(sorted(bad))}")
+        return recon
+
+
+class PresetConfig(Settings):
+    """A simulator preset file: a name and a non-empty list of scanner entries."""
+
+    name: Optional[str] = None
+    scanners: list[ScannerEntry] = Field(min_length=1)
+
+
 def validate_preset(data: Any, source: str = "preset") -> None:
-    """Check a preset's structure, naming the first problem found."""
-    if not isinstance(data, dict) or not isinstance(data.get("scanners"), list) or not data["scanners"]:
-        raise SchemaMismatchError(f"{source}: a preset needs a non-empty 'scanners' list")
-    for i, sc in enumerate(data["scanners"]):
-        where = f"{source}: scanners[{i}]"
-        if not isinstance(sc, dict):
-            raise SchemaMismatchError(f"{where}: must be a mapping")
-        missing = [k for k in _REQUIRED if k not in sc]
-        if missing:
-            raise SchemaMismatchError(f"{where}: missing key(s) {', '.join(missing)}")
-        unknown = [k for k in sc if k not in _REQUIRED + _OPTIONAL]
-        if unknown:
-            raise SchemaMismatchError(f"{where}: unknown key(s) {', '.join(map(str, unknown))}")
-        if sc["manufacturer"] not in MANUFACTURER_DICOM:
-            raise SchemaMismatchError(f"{where}: manufacturer must be one of {sorted(MANUFACTURER_DICOM)}")
-        for k in _REQUIRED[2:]:
-            _check_spec(sc[k], f"{where}.{k}")
-        for v in _values(sc["acquisition_matrix"]):
-            _parse_matrix(v, f"{where}.acquisition_matrix")
-        for v in _values(sc["contrast_agent"]):
-            if str(v) not in AGENT_LABELS:
-                raise SchemaMismatchError(f"{where}.contrast_agent: {v!r} is not one of {AGENT_LABELS}")
-        for v in _values(sc["patient_position"]):
-            if str(v) not in ("FFP", "HFP", "HFS", "FFS"):
-                raise SchemaMismatchError(f"{where}.patient_position: {v!r} is not FFP/HFP/HFS/FFS")
-        if "recon" in sc:
-            bad = set(sc["recon"]) - {f.name for f in dataclasses.fields(ReconStyle)}
-            if bad:
-                raise SchemaMismatchError(f"{where}.recon: unknown key(s) {', '.join(sorted(bad))}")
-        w = sc.get("weight", 1.0)
-        if not isinstance(w, (int, float)) or w < 0:
-            raise SchemaMismatchError(f"{where}.weight: must be a non-negative number")
+    """Check a preset (:class:`PresetConfig`), naming the file, the entry and the field of the
+    first problem: ``my.yaml: field 'scanners.0.acquisition_matrix': ...``."""
+    PresetConfig.from_dict(data, where=source)
 
 
 def _values(spec) -> list:
@@ -174,28 +221,30 @@ def _values(spec) -> list:
     return [spec] if not isinstance(spec, dict) else []
 
 
-def _check_spec(spec, where: str) -> None:
+def _spec_problem(spec: Any) -> str | None:
+    """Why ``spec`` is not a value or a distribution, or None."""
     if isinstance(spec, dict):
         if not spec:
-            raise SchemaMismatchError(f"{where}: empty distribution")
+            return "empty distribution"
         if {"mean", "min", "max"} & set(spec):
             if "mean" in spec and "sd" not in spec:
-                raise SchemaMismatchError(f"{where}: a normal distribution needs 'mean' and 'sd'")
+                return "a normal distribution needs 'mean' and 'sd'"
             if "mean" not in spec and not {"min", "max"} <= set(spec):
-                raise SchemaMismatchError(f"{where}: a uniform distribution needs 'min' and 'max'")
-            return
+                return "a uniform distribution needs 'min' and 'max'"
+            return None
         ws = list(spec.values())
         if not all(isinstance(w, (int, float)) and w >= 0 for w in ws) or sum(ws) <= 0:
-            raise SchemaMismatchError(f"{where}: weights must be non-negative numbers with a positive sum")
+            return "weights must be non-negative numbers with a positive sum"
     elif isinstance(spec, list):
-        raise SchemaMismatchError(f"{where}: use a mapping {{value: weight}}, not a list")
+        return "use a mapping {value: weight}, not a list"
+    return None
 
 
-def _parse_matrix(v, where: str) -> tuple[int, int]:
+def _parse_matrix(v: Any) -> tuple[int, int]:
     try:
         a, b = (int(t) for t in str(v).upper().split("X"))
     except ValueError:
-        raise SchemaMismatchError(f"{where}: {v!r} is not 'FREQ X PHASE' (e.g. '448 X 381')") from None
+        raise ValueError(f"{v!r} is not 'FREQ X PHASE' (e.g. '448 X 381')") from None
     return a, b
 
 
@@ -246,7 +295,7 @@ def protocol_from_entry(sc: dict, rng: np.random.Generator, body_width_mm: float
         agent = "MAGNEVIST"
     else:
         agent = str(_draw(hidden, rng))
-    freq, phase = _parse_matrix(_draw(sc["acquisition_matrix"], rng), "acquisition_matrix")
+    freq, phase = _parse_matrix(_draw(sc["acquisition_matrix"], rng))
     recon_spec = sc.get("recon_matrix", None)
     recon = int(_draw(recon_spec, rng)) if recon_spec is not None else int(max(freq, phase))
     recon = max(recon, freq, phase)

@@ -53,6 +53,10 @@ class SimulationResult:
                 lines.append(f"  {col}: " + ", ".join(f"{k} {v}" for k, v in vc.items()))
             lines.append(f"  tumours: {int(pre['tumor_present'].sum())}/{len(pre)}; density: "
                          + ", ".join(f"{k} {v}" for k, v in pre['density'].value_counts().items()))
+            if "t_stage" in pre:
+                t = pre.loc[pre["tumor_present"], "t_stage"].value_counts().sort_index()
+                lines.append("  T stage: " + ", ".join(f"T{k} {v}" for k, v in t.items())
+                             + f"; node positive {int((pre['n_stage'] > 0).sum())}, M1 {int(pre['m_stage'].sum())}")
         for s, why in self.skipped:
             lines.append(f"  skipped {s}: {why}")
         lines.append(f"  features: {self.features_csv.name}, boxes: {self.annotations_csv.name}, "
@@ -102,10 +106,13 @@ def _series_infos(seed: int, i: int, ph: Phantom, p: Protocol, ctx: acq.ExamCont
     return out
 
 
-def _exam(seed: int, i: int, p: Protocol, slices: int):
+SLAB_MODES = ("spread", "tumor")
+
+
+def _exam(seed: int, i: int, p: Protocol, slices: int, slab: str = "spread"):
     ph = patient_phantom(seed, i)
     ctx = acq.exam_context(ph, p, np.random.default_rng([seed, i, 1]))
-    z = ph.default_slab(slices, p.slice_thickness)
+    z = ph.slab(slices, p.slice_thickness, mode=slab)
     # written order ascends along the slice normal (+z for FFP storage, -z for mirrored HFP storage)
     z_written = z[::-1].copy() if p.patient_position.startswith("HF") else z
     return ph, ctx, z_written
@@ -117,7 +124,7 @@ def _run_task(task: dict) -> dict:
     out = Path(task["out"])
     t0 = time.perf_counter()
     try:
-        ph, ctx, z_written = _exam(seed, i, p, slices)
+        ph, ctx, z_written = _exam(seed, i, p, slices, task.get("slab", "spread"))
         infos = _series_infos(seed, i, ph, p, ctx, z_written, phases)
         boxes = []
         written = 0
@@ -181,6 +188,18 @@ def _nearest_code(value: float, labels: dict[str, str]) -> str:
     return labels[keys[0]] if keys else ""
 
 
+#: features-sheet columns (DBC's exact names) filled from each patient's stage
+STAGE_COLUMNS = {
+    "Staging(Tumor Size)# [T]": "t_stage",
+    "Staging(Nodes)#(Nx replaced by -1)[N]": "n_stage",
+    "Staging(Metastasis)#(Mx -replaced by -1)[M]": "m_stage",
+    "Metastatic at Presentation (Outside of Lymph Nodes)": "m_stage",
+    "Lymphadenopathy or Suspicious Nodes": "node_positive",
+    "Skin/Nipple Invovlement": "skin_involvement",
+    "Pec/Chest Involvement": "chest_involvement",
+}
+
+
 def write_features_csv(path: Path, rows: list[dict]) -> None:
     """DBC-style Clinical_and_Other_Features: group row, column names, category-code row, patients."""
     names, maps, codes = _code_maps()
@@ -228,20 +247,30 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
             if r["tumor_side"]:
                 line["Tumor Location"] = r["tumor_side"]
                 line["Tumor Size (cm)"] = f"{r['tumor_diameter_mm'] / 10:.1f}"
+            # clinical stage with DBC's codes: T 0-4 (0 = no primary tumour), N 0-3, M 0/1, and
+            # the involvement flags that decide T4 ({0 = no, 1 = yes})
+            for col, key in STAGE_COLUMNS.items():
+                if col in line:
+                    line[col] = str(int(r[key]))
             w.writerow([r["patient_id"]] + [line[n] for n in names])
 
 
 def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int = 16,
              preset: str | Path = "dbc", phases: int = 1, workers: int | None = None,
-             progress: bool = True) -> SimulationResult:
+             progress: bool = True, slab: str = "spread") -> SimulationResult:
     """Simulate ``n_patients`` DCE breast MRI exams and write them in DBC's TCIA layout.
 
     Each patient gets one protocol sampled from ``preset`` ("dbc" or a YAML file) and ``phases``
     series (phase 0 pre-contrast, then post-contrast). Writes ``out/dicom/...``,
     ``Clinical_and_Other_Features.csv``, ``Annotation_Boxes.csv`` and ``manifest.parquet``.
     Slices are processed in parallel and written as soon as they are reconstructed.
+    ``slab``: "spread" (default) spreads a small series over the breasts with one slice through
+    the lesion; "tumor" writes ``slices`` contiguous slices (spacing = thickness) centred on the
+    lesion, e.g. ``slices=5`` for a 47 x 47 x 5 crop around the tumour box.
     """
     t_start = time.perf_counter()
+    if slab not in SLAB_MODES:
+        raise InvalidArgumentError(f"unknown slab {slab!r}; use one of {SLAB_MODES}")
     if n_patients < 1 or slices < 1 or phases < 1:
         raise InvalidArgumentError(f"n_patients, slices and phases must be >= 1 (got {n_patients}, {slices}, {phases})")
     out = Path(out)
@@ -257,7 +286,7 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     n_chunks = max(1, min(slices, -(-2 * workers // n_patients))) if workers > 1 else 1
     bounds = np.linspace(0, slices, n_chunks + 1).astype(int)
     tasks = [{"seed": seed, "i": i, "protocol": protocols[i], "slices": slices, "phases": phases,
-              "out": str(out), "indices": list(range(bounds[c], bounds[c + 1]))}
+              "out": str(out), "indices": list(range(bounds[c], bounds[c + 1])), "slab": slab}
              for i in range(n_patients) for c in range(n_chunks) if bounds[c + 1] > bounds[c]]
     results = list(parallel_map(_run_task, tasks, workers=workers, total=len(tasks), batch_size=1,
                                 progress=progress, desc="simulate", unit="img",
@@ -282,7 +311,7 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
             continue
         ph, p = phantoms[i], protocols[i]
         ctx = acq.exam_context(ph, p, np.random.default_rng([seed, i, 1]))
-        z = ph.default_slab(slices, p.slice_thickness)
+        z = ph.slab(slices, p.slice_thickness, mode=slab)
         z_written = z[::-1].copy() if p.patient_position.startswith("HF") else z
         infos = _series_infos(seed, i, ph, p, ctx, z_written, phases)
         params = phantom_parameters(ph)
@@ -303,7 +332,11 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
             manifest_rows.append(row)
         feature_rows.append({"patient_id": patient_id(i), "protocol": p, "volume_ml": vol,
                              "density": ph.density, "tumor_side": params["tumor_side"],
-                             "tumor_diameter_mm": params["tumor_diameter_mm"]})
+                             "tumor_diameter_mm": params["tumor_diameter_mm"],
+                             "t_stage": params["t_stage"], "n_stage": params["n_stage"],
+                             "m_stage": params["m_stage"], "node_positive": int(params["n_stage"] > 0),
+                             "skin_involvement": int(params["tumor_invasion"] == "skin"),
+                             "chest_involvement": int(params["tumor_invasion"] == "chest wall")})
         b = boxes.get(i, [])
         if b:
             a = np.array(b)

@@ -37,6 +37,13 @@ VENDOR_RECON: dict[str, ReconStyle] = {
     "SIEMENS": ReconStyle("none", 1.0, 0.0, 0.75, 12, 1100.0),
 }
 
+#: Largest gain the intensity correction applies (a smooth soft cap, g / sqrt(1 + (g / max)^2)).
+#: The correction map comes from a low-resolution reference (body coil vs array, prescan); where
+#: the breast array barely receives (posterior thorax, 2-5 % of the breasts' sensitivity) the map
+#: cannot restore the signal, and real fat-saturated series keep the posterior body and the air
+#: darker than the breasts. No vendor publishes its limit: 2 is an assumption (docs/simulator.md).
+SHADING_GAIN_MAX = 2.0
+
 #: Breast-coil channel counts per scanner model (typical product coils of each generation).
 COIL_CHANNELS: dict[str, int] = {
     "Signa HDxt": 8, "SIGNA HDx": 8, "SIGNA EXCITE": 4, "Optima MR450w": 16,
@@ -133,16 +140,6 @@ def kspace_filter(shape: tuple[int, int], style: ReconStyle) -> np.ndarray | Non
         a = style.filter_width
         return (1 - a + a * np.cos(np.pi * np.clip(kr, 0, 1))).astype(np.float32)
     raise InvalidArgumentError(f"unknown k-space filter {style.filter!r}")
-
-
-def autoscale_gain(img: np.ndarray, style: ReconStyle, rng: np.random.Generator) -> float:
-    """Vendor intensity scaling. GE's prescan sets the receive gain in discrete steps (values vary
-    by exam); Siemens scales to a fixed range and clips at 2**12 - 1."""
-    ref = float(np.percentile(img, 99.0)) + 1e-6
-    if style.bits_stored == 16:
-        steps = np.round(np.log2(style.target_max / ref) * 4 + rng.normal(0, 1.5)) / 4
-        return float(2.0 ** steps)
-    return float(style.target_max / ref * rng.uniform(0.9, 1.1))
 
 
 def smooth_zoom(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

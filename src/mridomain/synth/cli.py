@@ -7,8 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from mridomain.errors import MridomainError
-
+# errors: the top-level command group (mridomain.cli) prints every MridomainError as one line
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Seq2Seq multi-sequence synthesis: any sequence to any other, sequence contribution "
                        "ranking (C_t, C_d) and imaging-differentiation maps (M_d).")
@@ -20,11 +19,6 @@ def _passive_threads() -> None:
     policy and 0.55 s with this one at a load average of 9 on 2 cores. Read once, when torch loads,
     so it is set before the library is imported; a value the user set is kept."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def _fail(err: Exception) -> None:
-    typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
 
 
 @app.command()
@@ -41,10 +35,7 @@ def brain(
     """
     from mridomain.sim.brain import simulate_brains
 
-    try:
-        result = simulate_brains(out, n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, workers=workers)
-    except MridomainError as err:
-        _fail(err)
+    result = simulate_brains(out, n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, workers=workers)
     typer.echo(result.summary())
 
 
@@ -62,10 +53,7 @@ def toy(
     _passive_threads()
     from mridomain.synth.toy import run_toy_experiment
 
-    try:
-        result = run_toy_experiment(out, preset=preset, seed=seed, device=device)
-    except MridomainError as err:
-        _fail(err)
+    result = run_toy_experiment(out, preset=preset, seed=seed, device=device)
     typer.echo(result.to_markdown())
 
 
@@ -89,12 +77,9 @@ def train(
     _passive_threads()
     from mridomain.synth.training import train as run_training
 
-    try:
-        extra = {"perceptual_weights": str(perceptual_weights)} if perceptual_weights else {}
-        result = run_training(data, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device,
-                              allow_missing=allow_missing, cache=cache, **extra)
-    except MridomainError as err:
-        _fail(err)
+    extra = {"perceptual_weights": str(perceptual_weights)} if perceptual_weights else {}
+    result = run_training(data, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device,
+                          allow_missing=allow_missing, cache=cache, **extra)
     typer.echo(result.summary())
 
 
@@ -114,11 +99,8 @@ def evaluate(
     _passive_threads()
     from mridomain.synth.evaluation import evaluate as run_evaluation
 
-    try:
-        result = run_evaluation(run, data=data, split=split, out=out, lpips_weights=lpips_weights,
-                                lpips_lin=lpips_lin)
-    except MridomainError as err:
-        _fail(err)
+    result = run_evaluation(run, data=data, split=split, out=out, lpips_weights=lpips_weights,
+                            lpips_lin=lpips_lin)
     typer.echo(result.to_markdown())
 
 
@@ -136,11 +118,8 @@ def contribution(
     _passive_threads()
     from mridomain.synth.contribution import rank_sequences
 
-    try:
-        table, note = rank_sequences(run, split=split, normalization=normalization, out=out)
-    except MridomainError as err:
-        _fail(err)
-    from mridomain.analysis.html import df_to_markdown
+    table, note = rank_sequences(run, split=split, normalization=normalization, out=out)
+    from mridomain.report import df_to_markdown
 
     typer.echo(note)
     typer.echo(df_to_markdown(table.round(3)))
@@ -159,10 +138,7 @@ def dmap(
     _passive_threads()
     from mridomain.synth.apply import dmap as run_dmap
 
-    try:
-        paths = run_dmap(run, subject, out)
-    except MridomainError as err:
-        _fail(err)
+    paths = run_dmap(run, subject, out)
     typer.echo("\n".join(str(p) for p in paths))
 
 
@@ -180,10 +156,7 @@ def generate(
     _passive_threads()
     from mridomain.synth.apply import generate as run_generate
 
-    try:
-        result = run_generate(run, inputs, to, out)
-    except MridomainError as err:
-        _fail(err)
+    result = run_generate(run, inputs, to, out)
     typer.echo(result.summary())
 
 
@@ -201,8 +174,5 @@ def demo(
     _passive_threads()
     from mridomain.synth.demo import run_demo
 
-    try:
-        result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs)
-    except MridomainError as err:
-        _fail(err)
+    result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs)
     typer.echo(result.summary())

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.errors import (EmptyInputError, ImageReadError, InvalidArgumentError, MridomainError,
                               SchemaMismatchError)
@@ -275,7 +275,7 @@ def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool
     folders = _subject_folders(root, sequences)
     subjects, skipped = [], []
     cache_dir = Path(cache) if cache is not None else None
-    for folder in tqdm(folders, desc="load subjects", unit="subject", disable=not progress):
+    for folder in progress_bar(folders, desc="load subjects", unit="subject", enabled=progress):
         try:
             sub = _cached_subject(folder, sequences, allow_missing, cache_dir) if cache_dir else None
             if sub is None:

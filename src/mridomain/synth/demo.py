@@ -34,7 +34,7 @@ class DemoResult:
     seconds: float
 
     def summary(self) -> str:
-        from mridomain.analysis.html import df_to_markdown
+        from mridomain.report import df_to_markdown
 
         c = self.check
         lines = [f"demo finished in {self.seconds:.0f} s (load average {c['load_average_start']} at the start, "
@@ -57,7 +57,7 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
              steps_per_epoch: int | None = None, voxel_mm: float = 2.0, device: str | None = None,
              progress: bool = True) -> DemoResult:
     """Python twin of ``mridomain synth demo``: the whole study on simulated brains at cpu size."""
-    from mridomain.analysis.html import Section
+    from mridomain.report import Section
     from mridomain.sim.brain import simulate_brains
     from mridomain.synth.evaluation import evaluate, evaluation_html
     from mridomain.synth.model import load_run

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from mridomain.progress import progress_bar
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.synth.contribution import contribution_table, plot_contribution
@@ -101,7 +101,7 @@ class SynthEvaluation:
     dmap_files: list[Path] = field(default_factory=list)
 
     def to_markdown(self) -> str:
-        from mridomain.analysis.html import df_to_markdown
+        from mridomain.report import df_to_markdown
 
         parts = ["Table 1 (per source -> target pair, mean over subjects):", df_to_markdown(self.pairs.round(4)),
                  "Overall: " + ", ".join(f"{k} {v:.4f}" for k, v in self.overall.items()),
@@ -152,7 +152,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     if not r.schema.get("perceptual"):
         notes.append("trained without the VGG19 perceptual term (no weights given)")
     rows, check_rows, example, dmap_files = [], [], None, []
-    for n, full in enumerate(tqdm(subjects, desc="evaluate", unit="subject", disable=not progress)):
+    for n, full in enumerate(progress_bar(subjects, desc="evaluate", unit="subject", enabled=progress)):
         # 2-D / 2.5-D runs are scored on the slices that hold the head (as they were trained)
         zs = full.head_slices() if r.config.network.ndims == 2 else np.arange(full.shape[0])
         sub = full.take_slices(zs)
@@ -209,7 +209,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
 def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra_sections: list | None = None,
                     subtitle: str | None = None) -> Path:
     """The self-contained HTML report of an evaluation (plus any extra sections first)."""
-    from mridomain.analysis.html import Section, write_html_report
+    from mridomain.report import Section, write_html_report
 
     sections = list(extra_sections or [])
     sections.append(Section("Table 1: generation quality per source -> target pair",

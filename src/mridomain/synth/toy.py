@@ -193,7 +193,7 @@ class ToyResult:
     seconds: float
 
     def to_markdown(self) -> str:
-        from mridomain.analysis.html import df_to_markdown
+        from mridomain.report import df_to_markdown
 
         return df_to_markdown(self.curve.round(4))
 
@@ -205,7 +205,7 @@ def run_toy_experiment(out: str | Path, preset: str = "cpu", seed: int = 0, devi
     Writes ``toy_{train,val,test}.npz``, ``synth_run/``, ``fig3_examples.png``, ``fig4.csv``,
     ``fig4.png`` and ``report.html`` to ``out``.
     """
-    from mridomain.analysis.html import Section, write_html_report
+    from mridomain.report import Section, write_html_report
     from mridomain.synth.config import make_config
     from mridomain.synth.differentiation import overlay_figure
     from mridomain.synth.model import load_run

@@ -1,0 +1,179 @@
+"""All-or-nothing file and folder writes, and the one JSON writer / reader of run folders.
+
+Every file is written to a temporary name in its folder, flushed to disk and renamed over the old
+one (``os.replace`` is atomic on POSIX); a folder is written to a temporary folder and swapped in
+by :func:`write_folder_atomic`. A process killed at any moment leaves either the old version or
+the new one, never a mix. No torch here: the data layer uses it too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mridomain.errors import EmptyInputError, SchemaMismatchError
+
+__all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "dump_json",
+           "read_json", "resolve_folder", "write_folder_atomic", "write_json_atomic", "write_skip_report"]
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_json(data: Any, path: str | Path | None = None) -> str:
+    """Indented JSON text of ``data`` (numpy scalars as floats); also written all-or-nothing to
+    ``path`` when given. The one JSON writer of run folders (configs, schemas, reports, states)."""
+    text = json.dumps(data, indent=2, default=float)
+    if path is not None:
+        atomic_write(path, lambda tmp: tmp.write_text(text))
+    return text
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """:func:`dump_json` to ``path``; returns the path."""
+    dump_json(data, path)
+    return Path(path)
+
+
+def read_json(path: str | Path) -> Any:
+    """Parsed JSON; a missing, empty or malformed file is a one-line error naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise EmptyInputError(path, "file missing")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise SchemaMismatchError(f"{path}: unreadable ({type(err).__name__}: {err})") from None
+    if not text.strip():
+        raise SchemaMismatchError(f"{path}: empty file (a write was interrupted?)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SchemaMismatchError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def write_folder_atomic(folder: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Write a folder all-or-nothing: ``fill(tmp)`` writes into a fresh temporary folder beside it,
+    which then replaces ``folder``.
+
+    The old folder is first renamed to ``<folder>.old`` and removed only after the new one is in
+    place; :func:`resolve_folder` falls back to ``.old`` when a kill came between the two renames.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    old = folder.with_name(folder.name + ".old")
+    try:
+        fill(tmp)
+        if old.exists() and folder.exists():
+            shutil.rmtree(old)
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def resolve_folder(folder: str | Path) -> Path | None:
+    """The complete checkpoint folder written by :func:`write_folder_atomic`: ``folder``, else
+    ``<folder>.old`` (a kill between the swap's two renames), else None."""
+    folder = Path(folder)
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "state.json").exists():
+            return candidate
+    return None
+
+
+# ---- output paths and skip reports ---------------------------------------------------------------
+
+def _first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def check_output_file(path: str | Path, what: str = "output") -> Path:
+    """``path`` can be written as a file: it is not a folder, and no file stands where one of its
+    parent folders must be. Raises a one-line :class:`InvalidArgumentError` otherwise, before any
+    work is done (instead of IsADirectoryError / FileExistsError once the work is over)."""
+    from mridomain.errors import InvalidArgumentError
+
+    path = Path(path)
+    if path.is_dir():
+        raise InvalidArgumentError(f"{path}: is a folder, but the {what} is a file; name a file")
+    blocker = _first_existing(path.parent)
+    if not blocker.is_dir():
+        raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    return path
+
+
+def check_output_folder(path: str | Path, what: str = "output") -> Path:
+    """``path`` can be made a folder: it is not an existing file, nor inside one. Raises a
+    one-line :class:`InvalidArgumentError` otherwise, before any work is done."""
+    from mridomain.errors import InvalidArgumentError
+
+    path = Path(path)
+    blocker = _first_existing(path)
+    if not blocker.is_dir():
+        if blocker == path:
+            raise InvalidArgumentError(f"{path}: is a file, but the {what} is a folder; name a folder")
+        raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    return path
+
+
+#: Longest reason a skip report keeps (the rest is cut and marked).
+MAX_REASON = 300
+
+
+def clean_reason(reason: Any, limit: int = MAX_REASON) -> str:
+    """One printable line of at most ``limit`` characters: control characters (a ``\\r`` from raw
+    header bytes, NUL, tabs, newlines) are written as escapes, so the reason survives a CSV."""
+    text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in str(reason))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def write_skip_report(rows: Any, path: str | Path, columns: tuple[str, ...] = ("path", "reason")) -> Path | None:
+    """The one writer of skip reports (index, prepare, predict, ...): ``rows`` (a DataFrame or
+    tuples in ``columns`` order) as a CSV with every text field quoted and every ``reason``
+    cleaned by :func:`clean_reason`, so ``pandas.read_csv`` gives back the same table whatever the
+    reasons held. Written all-or-nothing; with no rows any old report is removed (it would
+    mislead) and None is returned."""
+    import csv
+
+    import pandas as pd
+
+    path = Path(path)
+    table = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=list(columns))
+    if len(table) == 0:
+        path.unlink(missing_ok=True)
+        return None
+    for column in table.columns:
+        if column == "reason":
+            table[column] = [clean_reason(r) for r in table[column]]
+        elif not pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = [v if not isinstance(v, str) else clean_reason(v, limit=10_000) for v in table[column]]
+    atomic_write(path, lambda tmp: table.to_csv(tmp, index=False, quoting=csv.QUOTE_NONNUMERIC,
+                                                lineterminator="\n"))
+    return path

@@ -1,0 +1,188 @@
+"""Calibrated probabilities: per-head temperature scaling fitted on the validation split.
+
+A network trained to low cross-entropy is usually over-confident: its top probability is higher
+than its accuracy. Temperature scaling (Guo et al., ICML 2017) divides each head's logits by one
+scalar T_k fitted to minimize the validation negative log-likelihood; it changes no argmax, only how
+sure the answer says it is. The run stores the temperatures (``calibration.json``) with the expected
+calibration error (ECE, 15 equal-width confidence bins) before and after on the validation split.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mridomain.files import dump_json, read_json
+from mridomain.iap.labels import IGNORE_INDEX
+
+__all__ = ["fit_temperature", "expected_calibration_error", "reliability_table", "softmax_t",
+           "CALIBRATION_JSON", "read_temperatures", "write_calibration", "plot_reliability"]
+
+CALIBRATION_JSON = "calibration.json"
+
+
+def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _nll(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    from scipy.special import logsumexp
+
+    z = logits / temperature
+    return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(z)), targets]))
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """T > 0 minimizing the mean NLL of ``softmax(logits / T)`` on the labelled rows (targets
+    IGNORE_INDEX are left out); 1.0 when nothing is labelled."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, np.float64)
+    targets = np.asarray(targets)
+    m = targets != IGNORE_INDEX
+    if not m.any():
+        return 1.0
+    lg, t = logits[m], targets[m].astype(np.int64)
+    res = minimize_scalar(lambda log_t: _nll(lg, t, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
+                          method="bounded", options={"xatol": 1e-4})
+    return float(np.exp(res.x))
+
+
+def reliability_table(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
+    """Per confidence bin (equal width on [0, 1]): count, mean confidence, accuracy."""
+    targets = np.asarray(targets)
+    m = targets != IGNORE_INDEX
+    p = np.asarray(probs, np.float64)[m]
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    correct = pred == targets[m]
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        sel = which == b
+        rows.append({"bin": b, "low": edges[b], "high": edges[b + 1], "count": int(sel.sum()),
+                     "confidence": float(conf[sel].mean()) if sel.any() else float("nan"),
+                     "accuracy": float(correct[sel].mean()) if sel.any() else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over confidence bins (NaN if unlabelled)."""
+    t = reliability_table(probs, targets, n_bins)
+    n = t["count"].sum()
+    if n == 0:
+        return float("nan")
+    used = t[t["count"] > 0]
+    return float((used["count"] * (used["accuracy"] - used["confidence"]).abs()).sum() / n)
+
+
+def read_temperatures(run: str | Path) -> dict[str, float]:
+    """Per-head temperatures of a run ({} for a run without calibration)."""
+    path = Path(run) / CALIBRATION_JSON
+    if not path.exists():
+        return {}
+    data = read_json(path)
+    temps = data.get("temperatures", {}) if isinstance(data, dict) else {}
+    return {str(k): float(v) for k, v in temps.items() if float(v) > 0}
+
+
+def write_calibration(run: str | Path, summary: dict[str, Any]) -> Path:
+    path = Path(run) / CALIBRATION_JSON
+    dump_json({"version": 1, **summary}, path)
+    return path
+
+
+def plot_reliability(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], path: str | Path,
+                     title: str = "") -> None:
+    """Reliability diagrams, one panel per head: accuracy against confidence before and after
+    temperature scaling (the diagonal is perfect calibration; marker area ~ slices per bin)."""
+    from mridomain.report import figure_grid
+
+    if not tables:
+        return
+    fig, axes = figure_grid(len(tables), 4, 3.4, 3.2)
+    for ax, (name, (before, after)) in zip(axes, tables.items()):
+        ax.plot([0, 1], [0, 1], color="#999", linewidth=1)
+        for table, label, style in ((before, "raw", "--"), (after, "calibrated", "-")):
+            used = table[table["count"] > 0]
+            line, = ax.plot(used["confidence"], used["accuracy"], style, linewidth=1, label=label)
+            # marker area ~ slices in the bin: a bin of two slices is a coin toss, not a finding
+            ax.scatter(used["confidence"], used["accuracy"], s=6 + 60 * used["count"] / max(used["count"].max(), 1),
+                       color=line.get_color(), alpha=0.7)
+        ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title=name)
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, quantile: float = 0.99,
+              progress: bool = True) -> dict[str, Any]:
+    """Fit what makes a run's answers trustworthy, from its cache, and store it in the run folder:
+
+    - ``calibration.json``: per-head temperatures fitted on the validation split (else train), with
+      the expected calibration error before and after on that split;
+    - ``domain.safetensors`` / ``domain.json``: the training domain in feature space
+      (:class:`~mridomain.iap.domain.DomainModel`: up to ``max_reference`` training slices as the
+      reference, the validation slices as calibration of the in-domain threshold at ``quantile``),
+      with the training vocabularies and TR/TE ranges that header values are checked against;
+    - ``combinations.json``: the combinations of the hierarchical IAPs seen in training.
+
+    ``train`` calls it at the end of every run; call it on a run trained before it existed.
+    Returns the calibration summary.
+    """
+    from mridomain.iap.cache import open_cache, split_indices
+    from mridomain.iap.decoding import HIERARCHY, training_combinations, write_combinations
+    from mridomain.iap.domain import DomainModel
+    from mridomain.iap.labels import OTHER
+    from mridomain.iap.prediction import IAPPredictor
+
+    run = Path(run)
+    predictor = IAPPredictor.load(run)
+    predictor.temperatures, predictor.domain = {}, None      # fit on the raw network
+    encoder = predictor.encoder
+    cache = open_cache(cache if cache is not None else predictor.preprocess.get("source_cache"))
+    train_idx, cal_idx = split_indices(cache, "train"), split_indices(cache, "val")
+    cal_split = "val"
+    if len(cal_idx) == 0:
+        cal_idx, cal_split = train_idx, "train"
+    rng = np.random.default_rng(0)
+    ref_idx = np.sort(rng.choice(train_idx, min(len(train_idx), max_reference), replace=False))
+    cal_idx = np.sort(rng.choice(cal_idx, min(len(cal_idx), max_reference), replace=False))
+    cal = predictor.forward(cache.images, indices=cal_idx, progress=progress, desc=f"calibrate ({cal_split})")
+    cal_table = cache.table.iloc[cal_idx].reset_index(drop=True)
+    targets, _ = encoder.encode(cal_table)
+    heads: dict[str, Any] = {}
+    temperatures: dict[str, float] = {}
+    for j, h in enumerate(encoder.categorical):
+        t = targets[:, j]
+        temp = fit_temperature(cal.logits[h.name], t)
+        temperatures[h.name] = temp
+        heads[h.name] = {"temperature": temp, "n": int((t != IGNORE_INDEX).sum()),
+                         "ece_before": expected_calibration_error(softmax_t(cal.logits[h.name]), t),
+                         "ece_after": expected_calibration_error(softmax_t(cal.logits[h.name], temp), t)}
+    summary = {"split": cal_split, "n_slices": int(len(cal_idx)), "temperatures": temperatures, "heads": heads}
+    write_calibration(run, summary)
+
+    ref = predictor.forward(cache.images, indices=ref_idx, progress=progress, desc="domain reference")
+    train_table = cache.table.iloc[train_idx]
+    truth = encoder.truth_units(train_table)
+    ranges = {h.name: (float(np.nanmin(truth[:, j])), float(np.nanmax(truth[:, j])))
+              for j, h in enumerate(encoder.continuous) if np.isfinite(truth[:, j]).any()}
+    vocabularies = {h.name: [c for c in h.classes if c != OTHER] for h in encoder.categorical}
+    n_patients = int(cal_table["patient_id"].nunique()) if "patient_id" in cal_table else len(cal_idx)
+    domain = DomainModel.fit(ref.features, cal.features, n_patients, cal_split, quantile, ranges, vocabularies)
+    domain.save(run)
+    summary["domain"] = {"threshold": domain.threshold, "note": domain.note,
+                         "in_domain_calibration": float((domain.score(cal.features) <= domain.threshold).mean())}
+    combos = training_combinations(train_table, [h for h in HIERARCHY if h in encoder.slices])
+    if not combos.empty:
+        write_combinations(run, combos)
+    return summary

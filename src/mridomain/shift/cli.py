@@ -1,0 +1,227 @@
+"""``mridomain shift ...``: the domain-shift study's commands. They parse and call the library.
+
+| command | Python |
+| --- | --- |
+| ``shift manifest`` | ``manifest_from_index`` / ``manifest_from_dbc`` / ``manifest_from_simulation`` |
+| ``shift study`` | ``mridomain.shift.run_study`` |
+| ``shift mixing`` | ``mridomain.shift.run_mixing`` |
+| ``shift noise`` | ``mridomain.shift.run_noise`` |
+| ``shift attribute`` | ``mridomain.shift.attribution.run_attribution`` |
+| ``shift report`` | ``mridomain.shift.render_report`` |
+| ``shift demo`` | ``mridomain.shift.demo.run_shift_demo`` |
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mridomain.errors import InvalidArgumentError
+
+# errors: the top-level command group (mridomain.cli) prints every MridomainError as one line
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Scanner domain-shift study: train per scanner domain, test across domains, over seeds.")
+
+
+def _pair(text: Optional[str], what: str = "--domains") -> Optional[tuple[str, str]]:
+    if not text:
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if len(parts) != 2:
+        raise InvalidArgumentError(f"{what} takes two comma-separated values, got {text!r}")
+    return parts[0], parts[1]
+
+
+def _numbers(text: Optional[str], what: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"{what} takes comma-separated numbers, got {text!r}") from None
+
+
+def _seeds(text: str) -> int | list[int]:
+    try:
+        return int(text) if "," not in text else [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise InvalidArgumentError(f"--seeds takes a count (10) or a list (0,3,7), got {text!r}") from None
+
+
+_MANIFEST = typer.Argument(..., help="Manifest (parquet or CSV) from `mridomain shift manifest`.")
+_OUT = typer.Option(..., "-o", "--out", help="Study folder (resumed when it exists).")
+_PRESET = typer.Option(None, help="paper | cpu (default: the folder's config, else cpu).")
+_MODEL = typer.Option(None, help="auto | mrnet2d | nodulex | densenet121 | package.module:callable")
+_DOMAINS = typer.Option(None, help="The two domains to compare, e.g. GE,SIEMENS (default: the two present).")
+_EPOCHS = typer.Option(None, help="Override the preset's epochs.")
+_WORKERS = typer.Option(None, help="Runs trained at once (default: all cores; 1 = in this process).")
+_BACKEND = typer.Option("process", help="process (local pool) | ray (pip install 'mridomain[distributed]').")
+_RAY = typer.Option(None, "--ray-address", help="Ray cluster address (default: a running one, else local).")
+_DEVICE = typer.Option(None, help="cpu | cuda (default: cuda when available).")
+
+
+def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, model, domains, epochs, workers,
+                backend, ray_address, device, **settings) -> None:
+    import mridomain.shift as shift
+
+    settings = {k: _numbers(v, f"--{k}") for k, v in settings.items()}
+    func = getattr(shift, func_name)
+    result = func(manifest, out, seeds=_seeds(seeds), preset=preset, model=model, domains=_pair(domains),
+                  workers=workers, backend=backend, ray_address=ray_address, epochs=epochs, device=device,
+                  **settings)
+    typer.echo(result.summary())
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command()
+def manifest(
+    source: Path = typer.Argument(..., help="index parquet (--kind index), DBC folder (dbc) or simulated archive (sim)."),
+    out: Path = typer.Option(Path("manifest.parquet"), "-o", "--out", help="Manifest to write (.parquet or .csv)."),
+    kind: str = typer.Option("index", help="index | dbc | sim"),
+    labels: Optional[Path] = typer.Option(None, help="index: table with label + series_uid or patient_id."),
+    label_column: str = typer.Option("label", help="index: the labels table's label column."),
+    domain_column: str = typer.Option("manufacturer", help="index: the index column defining the domain."),
+    domains: Optional[str] = typer.Option(None, help="The two domains kept, e.g. GE,SIEMENS."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset name written into the manifest."),
+    features: Optional[Path] = typer.Option(None, help="dbc: Clinical_and_Other_Features (.xlsx/.csv)."),
+    boxes: Optional[Path] = typer.Option(None, help="dbc: Annotation_Boxes (.xlsx/.csv)."),
+    series_pattern: Optional[str] = typer.Option(None, help="dbc: regex of the series folder to crop."),
+    phase: Optional[int] = typer.Option(None, help="sim: DCE phase to crop (default: first post-contrast)."),
+    threshold: int = typer.Option(2, help="dbc/sim: label = T stage > threshold (the paper: 2)."),
+) -> None:
+    """Build a study manifest from an index + labels, a DBC download or a simulated archive.
+
+    Python: ``mridomain.shift.manifest_from_index`` / ``manifest_from_dbc`` / ``manifest_from_simulation``.
+    """
+    from mridomain.shift import manifest_from_dbc, manifest_from_index, manifest_from_simulation, write_manifest
+
+    pair = _pair(domains)
+    if kind == "index":
+        if labels is None:
+            raise InvalidArgumentError("--kind index needs --labels")
+        build = manifest_from_index(source, labels, domain_column=domain_column, domains=pair,
+                                    label_column=label_column, dataset=dataset or "dataset")
+    elif kind == "dbc":
+        kwargs = {"series_pattern": series_pattern} if series_pattern else {}
+        build = manifest_from_dbc(source, features, boxes, threshold=threshold, domains=pair or ("GE", "SIEMENS"),
+                                  dataset=dataset or "MRI-Breast", **kwargs)
+    elif kind == "sim":
+        build = manifest_from_simulation(source, phase=phase, threshold=threshold,
+                                         domains=pair or ("GE", "SIEMENS"),
+                                         dataset=dataset or "MRI-Breast (simulated)")
+    else:
+        raise InvalidArgumentError(f"--kind {kind!r}: choose index, dbc or sim")
+    write_manifest(build.table, out)
+    typer.echo(build.summary())
+    typer.echo(f"manifest: {out}")
+
+
+@app.command()
+def study(manifest: Path = _MANIFEST, out: Path = _OUT,
+          seeds: str = typer.Option("10", help="Seed count (10 = seeds 0..9) or a list (0,3,7)."),
+          preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
+          epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
+          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+    """The main experiment: Table 2 and Delta (per-seed paired, bootstrap CI, Wilcoxon p).
+
+    Python: ``mridomain.shift.run_study``.
+    """
+    _experiment("run_study", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
+                device)
+
+
+@app.command()
+def mixing(manifest: Path = _MANIFEST, out: Path = _OUT,
+           fractions: str = typer.Option("0.1,0.2,0.3,0.4,0.5", help="Target-domain fractions f of the training set."),
+           seeds: str = typer.Option("3", help="Seed count or list (the paper: 3)."),
+           preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
+           epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
+           ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+    """Appendix A.1: mix target-domain training samples into the training set (Figure 4).
+
+    Python: ``mridomain.shift.run_mixing``.
+    """
+    _experiment("run_mixing", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
+                device, fractions=fractions)
+
+
+@app.command()
+def noise(manifest: Path = _MANIFEST, out: Path = _OUT,
+          alphas: str = typer.Option("1,2,3,4,5,7,10,15,30,50", help="Noise standard deviations (stored units)."),
+          seeds: str = typer.Option("3", help="Seed count or list (the paper: 3)."),
+          preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
+          epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
+          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+    """Appendix A.2: Gaussian noise on the training images (Figure 5).
+
+    Python: ``mridomain.shift.run_noise``.
+    """
+    _experiment("run_noise", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
+                device, alphas=alphas)
+
+
+@app.command()
+def report(out: Path = typer.Argument(..., help="Study folder.")) -> None:
+    """Re-render every table, figure and report.html of a study folder (no training).
+
+    Python: ``mridomain.shift.render_report``.
+    """
+    from mridomain.shift import render_report
+
+    res = render_report(out)
+    typer.echo(res.summary())
+
+
+@app.command()
+def attribute(
+    study_dir: Path = typer.Argument(..., metavar="STUDY", help="Study folder whose main experiment ran."),
+    archive: Path = typer.Option(..., help="The simulated archive the study's manifest was built from."),
+    sim_seed: int = typer.Option(0, help="Seed the archive was simulated with."),
+    preset: str = typer.Option("dbc", help="Protocol preset the archive was simulated with."),
+    seeds: Optional[str] = typer.Option(None, help="Main seeds to attribute (default: all with kept models)."),
+    factors: Optional[str] = typer.Option(None, help="Comma-separated factors (default: recon, coil, "
+                                                     "field_strength, timing, matrix, fat_suppression, contrast_agent)."),
+    targets: str = typer.Option("test", help="test: each seed's target test set (acquired = R_jk); all: every "
+                                             "target-domain patient (more positives)."),
+    workers: Optional[int] = _WORKERS,
+) -> None:
+    """Re-image the target test patients with one acquisition factor switched: how much of Delta each recovers.
+
+    Python: ``mridomain.shift.attribution.run_attribution``.
+    """
+    from mridomain.shift.attribution import PIXEL_FACTORS, run_attribution
+    from mridomain.shift.report import render_report
+
+    seed_values = None if seeds is None else _seeds(seeds)
+    if isinstance(seed_values, int):
+        seed_values = list(range(seed_values))
+    names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
+    res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
+                          target_set=targets, workers=workers)
+    render_report(study_dir)
+    typer.echo(res.summary.to_string(index=False))
+    for line in res.findings:
+        typer.echo(f"- {line}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("shift_demo"), "-o", "--out", help="Folder for the archive, study and report."),
+    patients: int = typer.Option(200, help="Simulated patients (about 9% have a T3/T4 tumour)."),
+    seed: int = typer.Option(0, help="Simulation seed."),
+    main_seeds: int = typer.Option(5, help="Seeds of the main experiment (the paper: 10)."),
+    extra_seeds: int = typer.Option(2, help="Seeds of the mixing and noise experiments (the paper: 3)."),
+    attribution_seeds: int = typer.Option(1, help="Main seeds whose models are attributed."),
+    threshold: int = typer.Option(2, help="Label = T stage > threshold (the paper: 2)."),
+    epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epochs."),
+    workers: Optional[int] = _WORKERS,
+) -> None:
+    """Simulate a two-vendor DBC-like archive with tumour stage and run the whole study at cpu sizes.
+
+    Python: ``mridomain.shift.demo.run_shift_demo``.
+    """
+    from mridomain.shift.demo import run_shift_demo
+
+    run_shift_demo(out, patients=patients, seed=seed, main_seeds=main_seeds, extra_seeds=extra_seeds,
+                   attribution_seeds=attribution_seeds, threshold=threshold, epochs=epochs, workers=workers)

@@ -1,0 +1,109 @@
+"""Answers users can trust: temperature scaling, calibration error, the in-domain model and its
+threshold, joint (hierarchical) decoding, and predict's out-of-domain verdicts and abstention."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mridomain.iap.calibration import expected_calibration_error, fit_temperature, reliability_table, softmax_t
+from mridomain.iap.decoding import joint_decode, training_combinations
+from mridomain.iap.domain import DomainModel, quantile_upper_bound
+from mridomain.iap.labels import IGNORE_INDEX
+from mridomain.iap.predictor import UNKNOWN, PredictorOutput
+
+
+def test_temperature_recovers_the_scale_of_overconfident_logits():
+    rng = np.random.default_rng(0)
+    n, c = 4000, 4
+    true_logits = rng.normal(0, 1.5, (n, c))
+    p = softmax_t(true_logits)
+    targets = np.array([rng.choice(c, p=row) for row in p])
+    # the network's logits are the true ones times 3: over-confident by T = 3
+    temp = fit_temperature(3.0 * true_logits, targets)
+    assert temp == pytest.approx(3.0, rel=0.1)
+    before = expected_calibration_error(softmax_t(3.0 * true_logits), targets)
+    after = expected_calibration_error(softmax_t(3.0 * true_logits, temp), targets)
+    assert after < before / 2
+    # unlabelled rows are left out; nothing labelled -> T = 1
+    assert fit_temperature(true_logits[:5], np.full(5, IGNORE_INDEX)) == 1.0
+
+
+def test_ece_by_hand():
+    # two rows at confidence 0.9 (one right, one wrong), one at 0.6 (right): bins differ
+    probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6]])
+    targets = np.array([0, 1, 1])
+    # bin of 0.9: |0.5 - 0.9| = 0.4 over 2 rows; bin of 0.6: |1 - 0.6| = 0.4 over 1 row -> 0.4
+    assert expected_calibration_error(probs, targets) == pytest.approx(0.4)
+    table = reliability_table(probs, targets)
+    assert table["count"].sum() == 3 and set(table.loc[table["count"] > 0, "accuracy"]) == {0.5, 1.0}
+
+
+def test_quantile_bound_by_hand():
+    scores = np.arange(1, 1001, dtype=float)        # 1..1000
+    # k = smallest with P(Bin(1000, 0.99) <= k - 1) >= 0.95; by the normal approximation
+    # 990 + 1.645 * sqrt(9.9) ~ 995.2, so k is 996 or 997: the bound sits just above the 0.99 quantile
+    thr, widened = quantile_upper_bound(scores, 0.99)
+    assert not widened and 995 <= thr <= 998
+    # 50 scores cannot bound the 99th percentile: max + (max - median) / 2
+    small = np.arange(1, 51, dtype=float)
+    thr, widened = quantile_upper_bound(small, 0.99)
+    assert widened and thr == pytest.approx(50 + 0.5 * (50 - 25.5))
+
+
+def test_domain_model_separates_far_features_and_flags_header_values(tmp_path):
+    rng = np.random.default_rng(1)
+    ref, cal = rng.normal(0, 1, (400, 6)), rng.normal(0, 1, (320, 6))
+    dm = DomainModel.fit(ref, cal, n_calibration_patients=100, quantile=0.99, ranges={"tr": (3.0, 6.0)},
+                         vocabularies={"manufacturer": ["GE", "SIEMENS"]})
+    assert not dm.small
+    inside = dm.score(rng.normal(0, 1, (500, 6))) <= dm.threshold
+    far = dm.score(rng.normal(6, 1, (50, 6))) <= dm.threshold
+    assert inside.mean() > 0.95 and far.mean() == 0
+    flags = dm.header_outside({"manufacturer": "TOSHIBA", "tr": 4000.0})
+    assert flags == ["manufacturer=TOSHIBA not in the training vocabulary",
+                     "tr=4000 outside the training range 3-6"]
+    assert dm.header_outside({"manufacturer": "GE", "tr": 5.9}) == []
+    dm.save(tmp_path)
+    back = DomainModel.load(tmp_path)
+    np.testing.assert_allclose(back.score(ref[:5]), dm.score(ref[:5]), rtol=1e-5)
+    assert back.threshold == dm.threshold and "95% confidence" in back.note
+    small = DomainModel.fit(ref, cal[:40], n_calibration_patients=10)
+    assert small.small and "small calibration set" in small.note
+
+
+def _output(probs: dict[str, np.ndarray], classes: dict[str, list[str]], score=None, thr=None) -> PredictorOutput:
+    n = len(next(iter(probs.values())))
+    return PredictorOutput(probabilities=probs, logits={k: np.log(v) for k, v in probs.items()},
+                           continuous={"tr": np.full(n, 5.0)}, features=np.zeros((n, 1)), classes=classes,
+                           units={"tr": "ms"}, domain_score=score, domain_threshold=thr)
+
+
+def test_joint_decoding_picks_the_most_probable_seen_combination():
+    classes = {"manufacturer": ["GE", "SIEMENS", "other"], "scanner_model": ["Signa", "TrioTim", "other"]}
+    # per head: GE (0.6) and TrioTim (0.55): a combination no scanner has
+    probs = {"manufacturer": np.array([[0.6, 0.35, 0.05]]), "scanner_model": np.array([[0.4, 0.55, 0.05]])}
+    combos = training_combinations(pd.DataFrame({"manufacturer": ["GE", "SIEMENS", "GE"],
+                                                 "scanner_model": ["Signa", "TrioTim", "Signa"]}),
+                                   ["manufacturer", "scanner_model"])
+    assert len(combos) == 2 and combos["count"].tolist() == [2, 1]
+    joint = joint_decode(_output(probs, classes), combos)
+    # log(0.6 * 0.4) = -1.43 > log(0.35 * 0.55) = -1.65: GE Signa
+    assert joint.loc[0, "joint_manufacturer"] == "GE" and joint.loc[0, "joint_scanner_model"] == "Signa"
+    assert joint.loc[0, "joint_log_prob"] == pytest.approx(math.log(0.6 * 0.4))
+    assert not joint.loc[0, "joint_agrees"]
+
+
+def test_table_reports_other_and_abstains_out_of_domain():
+    classes = {"manufacturer": ["GE", "SIEMENS", "other"]}
+    probs = {"manufacturer": np.array([[0.7, 0.1, 0.2], [0.2, 0.7, 0.1]])}
+    out = _output(probs, classes, score=np.array([1.0, 9.0]), thr=2.0)
+    t = out.table(1)
+    assert t["manufacturer_p_other"].tolist() == [0.2, 0.1]
+    assert t["in_domain"].tolist() == [True, False]
+    a = out.table(1, abstain=True)
+    assert a["manufacturer"].tolist() == ["GE", UNKNOWN] and np.isnan(a.loc[1, "tr_ms"])
+    series = out.mean().table(1)
+    assert series.loc[0, "domain_score"] == 5.0 and not series.loc[0, "in_domain"]
