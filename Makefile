@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(PY) bench/train_bench.py
 	$(PY) bench/predict_bench.py
 	$(PY) bench/shift_bench.py
+	$(PY) bench/synth_bench.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

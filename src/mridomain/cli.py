@@ -11,6 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from mridomain.errors import InvalidArgumentError, MridomainError
+from mridomain.synth.cli import app as synth_app
 
 
 class _Commands(TyperGroup):
@@ -27,6 +28,7 @@ class _Commands(TyperGroup):
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
                   help="mridomain: the acquisition domain of MRI.")
+app.add_typer(synth_app, name="synth")
 
 from mridomain.shift.cli import app as shift_app  # noqa: E402  (the sub-app registers below)
 

@@ -1,0 +1,122 @@
+"""Typed configuration of a synthesis run, with the paper's preset and a fast CPU preset.
+
+``SynthConfig`` is saved as ``config.json`` next to every checkpoint together with the sequence set,
+so a run folder rebuilds its networks from JSON alone.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mridomain.engine import Settings, TrainSettings, validated
+from mridomain.errors import InvalidArgumentError
+
+__all__ = ["NetworkConfig", "SynthConfig", "PRESETS", "make_config", "BRATS_SEQUENCES"]
+
+#: BraTS' four sequences, in the order of the paper's tables (file suffixes of the BraTS layout).
+BRATS_SEQUENCES: tuple[str, ...] = ("t1", "t1ce", "t2", "flair")
+
+Mode = Literal["2d", "2.5d", "3d"]
+
+
+class NetworkConfig(Settings):
+    """Generator and discriminator shapes. ``mode``: ``2d`` (one slice), ``2.5d`` (three adjacent
+    slices as channels, the paper's BraTS setting) or ``3d`` (volumes)."""
+
+    mode: Mode = "2.5d"
+    code_dim: int = Field(64, ge=1)          # length of the one-hot sequence code (c_s)
+    bank_dim: int = Field(16, ge=1)          # HyperConv weight-bank dimension (c_w)
+    enc_channels: tuple[int, int, int] = (64, 128, 256)
+    enc_kernels: tuple[int, int, int] = (7, 3, 3)
+    dec_channels: tuple[int, int] = (128, 64)
+    dec_kernels: tuple[int, int, int] = (3, 3, 7)
+    n_res_enc: int = Field(6, ge=0)
+    n_res_dec: int = Field(6, ge=0)
+    lstm_layers: int = Field(3, ge=0)        # 0: no ConvLSTM (4-D inputs are then only averaged)
+    norm: Literal["instance", "none"] = "instance"
+    disc_channels: int = Field(64, ge=1)     # first PatchGAN layer's channels
+    disc_layers: int = Field(3, ge=1)
+
+    @property
+    def ndims(self) -> int:
+        return 3 if self.mode == "3d" else 2
+
+    @property
+    def in_channels(self) -> int:
+        return 3 if self.mode == "2.5d" else 1
+
+
+class SynthConfig(TrainSettings):
+    """Everything that defines a synthesis training run.
+
+    Losses (section 3.4): ``lambda_rec`` x L1 for every available source/target pair (eq. 1),
+    ``lambda_cyc`` x the cycle L1 (eq. 3), ``lambda_adv`` x the LSGAN loss with one patch
+    discriminator per sequence (eq. 2), and ``lambda_per`` x the VGG19 perceptual term only when
+    ``perceptual_weights`` names a weight file (nothing is downloaded).
+    """
+
+    sequences: tuple[str, ...] = BRATS_SEQUENCES
+    network: NetworkConfig = NetworkConfig()
+    epochs: int = Field(1000, ge=1)
+    steps_per_epoch: int = Field(1000, ge=1)  # paper: 1,000,000 steps of batch 1
+    batch_size: int = Field(1, ge=1)
+    crop: tuple[int, ...] | None = (192, 192)  # training crop (H, W) or (D, H, W); None: whole slice
+    lr: float = Field(2e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)   # not stated in the paper; PyTorch's default, as the authors' code
+    lambda_rec: float = Field(10.0, ge=0)
+    lambda_cyc: float = Field(10.0, ge=0)
+    lambda_adv: float = Field(1.0, ge=0)
+    lambda_per: float = Field(0.01, ge=0)
+    perceptual_weights: str | None = None      # VGG19 weights file; None: perceptual term off
+    silence: tuple[int, int] = (1, 3)         # silence min..max sequences per training subject
+    fractions: tuple[float, float, float] = (0.664, 0.074, 0.262)  # train/val/test by subject (830/93/328 of 1,251)
+    val_subjects: int = Field(8, ge=1)        # validation subjects evaluated after every epoch
+    val_slices: int = Field(16, ge=1)         # slices per validation subject (evenly spaced)
+
+    @field_validator("sequences")
+    @classmethod
+    def _sequences_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(v) < 2 or len(set(v)) != len(v):
+            raise ValueError(f"need at least two distinct sequences, got {list(v)}")
+        return tuple(s.lower() for s in v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SynthConfig":
+        lo, hi = self.silence
+        if not 0 <= lo <= hi < len(self.sequences):
+            raise ValueError(f"silence {self.silence}: must satisfy 0 <= min <= max < {len(self.sequences)} "
+                             "(every subject keeps at least one sequence)")
+        if len(self.sequences) > self.network.code_dim:
+            raise ValueError(f"{len(self.sequences)} sequences do not fit a code of length "
+                             f"{self.network.code_dim}")
+        if self.crop is not None and len(self.crop) != self.network.ndims:
+            raise ValueError(f"crop {self.crop} must have {self.network.ndims} sizes in mode {self.network.mode}")
+        if self.crop is not None and any(c % 4 for c in self.crop):
+            raise ValueError(f"crop {self.crop}: sizes must be multiples of 4 (two 2x downsamplings)")
+        return self
+
+
+#: ``paper``: the published setting (authors' released widths, batch 1, 10^6 steps, 192 x 192 crops,
+#: random silencing of 1-3 sequences). ``cpu``: same layout, narrow and short, for 2 CPU cores.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "cpu": {
+        "network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (12, 24, 48), "dec_channels": (24, 12),
+                    "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 1, "disc_channels": 16, "disc_layers": 2},
+        # a few hundred steps instead of 10^6: the larger rate learns faster in that budget
+        "epochs": 6, "steps_per_epoch": 40, "batch_size": 4, "crop": None, "lr": 1e-3,
+        "fractions": (0.7, 0.1, 0.2), "val_subjects": 3, "val_slices": 8,
+    },
+}
+
+
+def make_config(preset: str = "cpu", **overrides) -> SynthConfig:
+    """A preset's config with ``overrides`` applied (``network={...}`` updates the network fields)."""
+    if preset not in PRESETS:
+        raise InvalidArgumentError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[preset].items()}
+    net_over = overrides.pop("network", None) or {}
+    data.setdefault("network", {}).update(net_over)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return validated(SynthConfig, data, where=f"synthesis config ({preset} preset)")

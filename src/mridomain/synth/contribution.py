@@ -1,0 +1,131 @@
+"""Sequence contribution (eq. 4): the adjacency A_ij and the degree centralities C_t and C_d.
+
+``A_ij = nPSNR_ij + nSSIM_ij - nLPIPS_ij`` scores how well sequence i generates sequence j (LPIPS only
+when it was measured; without it the two-term form, and the output says so). The paper's Table 2
+values (C_t of -2.72, C_d of 2.74) lie outside what min-max normalized metrics allow ([-1, 2]), and
+the authors' code z-scores every metric over all (subject, source, target) rows; ``zscore`` (the
+default) does that, ``minmax`` scales the pair means to [0, 1] over the pairs.
+
+``C_t(i) = (1/S) sum_{j != i} A_ij`` (totipotency: how well i generates the others) and
+``C_d(i) = -(1/S) sum_{j != i} A_ji`` (imaging differentiation: how hard i is to generate); rank 1 is
+the highest value.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mridomain.errors import EmptyInputError, InvalidArgumentError
+
+__all__ = ["adjacency", "centrality", "contribution_table", "plot_contribution", "rank_sequences"]
+
+
+def _normalized_pair_means(rows: pd.DataFrame, metric: str, normalization: str) -> pd.Series:
+    values = rows[metric].astype(float)
+    means = rows.assign(_v=values).groupby(["source", "target"])["_v"].mean()
+    if normalization == "zscore":
+        std = float(values.std(ddof=0))
+        return (means - float(values.mean())) / (std + 1e-9)
+    lo, hi = float(means.min()), float(means.max())
+    return (means - lo) / ((hi - lo) or 1.0)
+
+
+def adjacency(rows: pd.DataFrame, sequences: Sequence[str],
+              normalization: Literal["zscore", "minmax"] = "zscore") -> tuple[pd.DataFrame, list[str]]:
+    """``A`` (sources as rows, targets as columns, NaN on the diagonal) from per-subject metric rows
+    with columns ``source, target, psnr, ssim`` and optionally ``lpips``; also the terms used."""
+    if normalization not in ("zscore", "minmax"):
+        raise InvalidArgumentError(f"normalization must be 'zscore' or 'minmax', got {normalization!r}")
+    rows = rows[rows["source"] != rows["target"]]
+    if rows.empty:
+        raise EmptyInputError("pairs", "no source -> target metrics to build the adjacency from")
+    terms = [("psnr", 1.0), ("ssim", 1.0)]
+    if "lpips" in rows and rows["lpips"].notna().any():
+        terms.append(("lpips", -1.0))
+    total = sum(sign * _normalized_pair_means(rows, m, normalization) for m, sign in terms)
+    a = pd.DataFrame(np.nan, index=list(sequences), columns=list(sequences))
+    for (src, tgt), v in total.items():
+        a.loc[src, tgt] = float(v)
+    a.index.name, a.columns.name = "source", "target"
+    return a, [m for m, _ in terms]
+
+
+def centrality(a: pd.DataFrame) -> pd.DataFrame:
+    """C_t (row sums) and C_d (negated column sums) of an adjacency, divided by S (eq. 4)."""
+    s = len(a)
+    values = a.to_numpy(dtype=float)
+    off = ~np.eye(s, dtype=bool)
+    filled = np.where(off & np.isfinite(values), values, 0.0)
+    c_t = filled.sum(axis=1) / s
+    c_d = -filled.sum(axis=0) / s
+    out = pd.DataFrame({"sequence": list(a.index), "c_t": c_t, "c_d": c_d})
+    out["rank_t"] = out["c_t"].rank(ascending=False, method="min").astype(int)
+    out["rank_d"] = out["c_d"].rank(ascending=False, method="min").astype(int)
+    return out
+
+
+def contribution_table(rows: pd.DataFrame, sequences: Sequence[str],
+                       normalization: Literal["zscore", "minmax"] = "zscore"
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """``(table, adjacency, note)``: Table 2 columns ``sequence, c_t, c_d, rank_t, rank_d``."""
+    a, terms = adjacency(rows, sequences, normalization)
+    form = " + ".join(f"n{t.upper()}" if t != "lpips" else "- nLPIPS" for t in terms).replace("+ -", "-")
+    note = (f"A_ij = {form} ({normalization} normalization"
+            + ("" if "lpips" in terms else "; LPIPS not measured: the two-term form") + ")")
+    return centrality(a), a, note
+
+
+def plot_contribution(a: pd.DataFrame, table: pd.DataFrame, title: str = ""):
+    """Heat map of A_ij and bars of C_t / C_d (a matplotlib Figure)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    ax1, ax2 = fig.subplots(1, 2)
+    im = ax1.imshow(a.to_numpy(dtype=float), cmap="viridis")
+    ax1.set_xticks(range(len(a.columns)), a.columns)
+    ax1.set_yticks(range(len(a.index)), a.index)
+    ax1.set(xlabel="target j", ylabel="source i", title="A_ij (higher: easier to generate)")
+    for r in range(len(a)):
+        for c in range(len(a)):
+            v = a.iat[r, c]
+            if np.isfinite(v):
+                ax1.text(c, r, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+    fig.colorbar(im, ax=ax1, fraction=0.046)
+    x = np.arange(len(table))
+    ax2.bar(x - 0.2, table["c_t"], 0.4, label="C_t (totipotency)")
+    ax2.bar(x + 0.2, table["c_d"], 0.4, label="C_d (imaging differentiation)")
+    ax2.set_xticks(x, table["sequence"])
+    ax2.axhline(0, color="k", linewidth=0.6)
+    ax2.legend(fontsize=8)
+    ax2.set_title(title or "Degree centrality (eq. 4)")
+    fig.tight_layout()
+    return fig
+
+
+def rank_sequences(run: str | Path, split: str = "test", normalization: Literal["zscore", "minmax"] = "zscore",
+                   out: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+    """Table 2 of a run (Python twin of ``mridomain synth contribution``).
+
+    Uses ``RUN/eval_<split>/pairs_subjects.csv`` when :func:`mridomain.synth.evaluate` wrote it, else
+    evaluates first. Writes the table (``out``, default ``RUN/eval_<split>/contribution_<norm>.csv``)
+    and its heat map beside it; returns ``(table, note)``.
+    """
+    from mridomain.synth.model import load_run
+
+    run = Path(run)
+    rows_path = run / f"eval_{split}" / "pairs_subjects.csv"
+    if not rows_path.exists():
+        from mridomain.synth.evaluation import evaluate
+
+        evaluate(run, split=split)
+    r = load_run(run)
+    rows = pd.read_csv(rows_path)
+    table, a, note = contribution_table(rows, r.sequences, normalization)
+    out = Path(out) if out is not None else rows_path.parent / f"contribution_{normalization}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    plot_contribution(a, table, note).savefig(out.with_suffix(".png"), dpi=90)
+    return table, note

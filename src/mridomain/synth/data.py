@@ -1,0 +1,345 @@
+"""Multi-sequence subjects in the BraTS folder layout, normalized, split and sampled for synthesis.
+
+A subject is a folder ``<root>/<id>/`` holding one NIfTI volume per sequence, named
+``<id>_<sequence>.nii.gz`` (BraTS: ``_t1``, ``_t1ce``, ``_t2``, ``_flair``; ``-t1n`` style dashes are
+accepted too); ``<id>_seg`` and the simulator's ``<id>_truth`` are read when present. Volumes are
+read with :func:`mridomain.io.read_nifti` (so ``(S, H, W)`` stacks of axial slices for BraTS and the
+brain simulator), clipped to their 0.5 / 99.5 percentiles inside the head and scaled to [0, 1]
+(the paper: "normalized to [0, 1] after min-max clipping"). A 4-D sequence (DCE phases, DWI b-values)
+has a leading time axis: every volume is ``(T, S, H, W)``, ``T = 1`` for a 3-D sequence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from mridomain.progress import progress_bar
+
+from mridomain.errors import (EmptyInputError, ImageReadError, InvalidArgumentError, MridomainError,
+                              SchemaMismatchError)
+
+__all__ = ["Subject", "SynthData", "find_subject_files", "load_subject", "subject_from_files", "load_dataset",
+           "normalize_volume", "split_subjects", "silence_mask", "fit_slices", "slice_stack",
+           "NORMALIZATION", "BRAIN_FRACTION"]
+
+#: intensity normalization of every volume (recorded in each run's schema)
+NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
+#: a slice is used for training when at least this fraction of it is inside the head
+BRAIN_FRACTION = 0.05
+
+
+def normalize_volume(volume: np.ndarray, low: float = NORMALIZATION["low"],
+                     high: float = NORMALIZATION["high"]) -> tuple[np.ndarray, tuple[float, float]]:
+    """Clip to the ``low`` / ``high`` percentiles of the non-zero voxels and scale to [0, 1].
+
+    Returns the normalized float32 volume and the ``(lo, hi)`` intensities that map to 0 and 1.
+    """
+    v = np.asarray(volume, dtype=np.float32)
+    inside = v[v != 0]
+    if inside.size == 0:
+        return np.zeros_like(v), (0.0, 1.0)
+    lo, hi = (float(x) for x in np.percentile(inside, [low, high]))
+    lo = min(lo, 0.0)  # keep the (skull-stripped) background at 0
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (lo, hi)
+
+
+@dataclass
+class Subject:
+    """One subject's normalized volumes. ``volumes[seq]`` is ``(T, S, H, W)`` in [0, 1]."""
+
+    subject_id: str
+    volumes: dict[str, np.ndarray]
+    affine: np.ndarray | None = None
+    folder: Path | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+    scale: dict[str, tuple[float, float]] = field(default_factory=dict)
+    truth: np.ndarray | None = None     # (S, H, W) dominant-tissue labels (simulator only)
+    seg: np.ndarray | None = None       # (S, H, W) BraTS labels
+
+    @property
+    def available(self) -> tuple[str, ...]:
+        return tuple(self.volumes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(S, H, W) shared by every sequence of the subject."""
+        return tuple(next(iter(self.volumes.values())).shape[1:])  # type: ignore[return-value]
+
+    def head_mask(self) -> np.ndarray:
+        """Voxels inside the head: non-zero in any sequence, (S, H, W)."""
+        return np.any(np.stack([v.max(axis=0) > 0 for v in self.volumes.values()]), axis=0)
+
+    def head_slices(self, min_fraction: float = BRAIN_FRACTION) -> np.ndarray:
+        """Slices with at least ``min_fraction`` of their pixels inside the head."""
+        return np.flatnonzero(self.head_mask().mean(axis=(1, 2)) >= min_fraction)
+
+    def take_slices(self, slices: Sequence[int]) -> "Subject":
+        """The same subject restricted to ``slices`` (volumes, truth and segmentation)."""
+        idx = np.asarray(slices, dtype=np.int64)
+        return Subject(self.subject_id, {s: v[:, idx] for s, v in self.volumes.items()}, self.affine, self.folder,
+                       self.files, self.scale, None if self.truth is None else self.truth[idx],
+                       None if self.seg is None else self.seg[idx])
+
+
+def _sequence_file(folder: Path, sequence: str) -> Path | None:
+    stems = [f"{folder.name}_{sequence}", f"{folder.name}-{sequence}"]
+    for stem in stems:
+        for suffix in (".nii.gz", ".nii"):
+            p = folder / f"{stem}{suffix}"
+            if p.is_file():
+                return p
+    matches = sorted(p for p in folder.iterdir() if p.is_file() and any(
+        p.name.lower().endswith(f"{sep}{sequence}{suf}") for sep in "_-" for suf in (".nii.gz", ".nii")))
+    return matches[0] if matches else None
+
+
+def find_subject_files(folder: str | Path, sequences: Sequence[str]) -> dict[str, Path | None]:
+    """``{sequence: file or None}`` for one subject folder (BraTS naming)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EmptyInputError(folder, "subject folder does not exist")
+    return {s: _sequence_file(folder, s) for s in sequences}
+
+
+def _read_stack(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from mridomain.io import read_nifti
+
+    img = read_nifti(path)
+    return img.pixels, np.asarray(img.meta["affine"], dtype=np.float64)
+
+
+def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | None = None) -> Subject:
+    """Read and normalize the given sequence files of one subject; they must share one grid (a
+    different shape is an :class:`ImageReadError` naming the file). ``folder``'s ``_truth`` and
+    ``_seg`` maps are read when present."""
+    volumes, scale, affine, ref = {}, {}, None, None
+    for seq, path in files.items():
+        pixels, aff = _read_stack(Path(path))
+        if ref is None:
+            ref, affine = (seq, pixels.shape), aff
+        elif pixels.shape != ref[1]:
+            raise ImageReadError(path, f"shape {pixels.shape} differs from {ref[0]}'s {ref[1]} "
+                                       "(sequences of a subject must be co-registered on one grid)")
+        vol, scale[seq] = normalize_volume(pixels)
+        volumes[seq] = vol[np.newaxis]
+    if not volumes:
+        raise ImageReadError(folder or Path(subject_id), "no sequence file given")
+    extras = {}
+    for name in ("truth", "seg"):
+        p = _sequence_file(folder, name) if folder is not None else None
+        if p is not None:
+            arr, _ = _read_stack(p)
+            if arr.shape != ref[1]:
+                raise ImageReadError(p, f"shape {arr.shape} differs from {ref[0]}'s {ref[1]}")
+            extras[name] = np.rint(arr).astype(np.uint8)
+    return Subject(subject_id, volumes, affine, folder, {s: Path(p) for s, p in files.items()}, scale,
+                   extras.get("truth"), extras.get("seg"))
+
+
+def load_subject(folder: str | Path, sequences: Sequence[str], allow_missing: bool = False) -> Subject:
+    """Read and normalize one subject folder.
+
+    A missing sequence file is an :class:`ImageReadError` naming the file expected, unless
+    ``allow_missing`` (an incomplete protocol: the sequence is then simply unavailable).
+    """
+    folder = Path(folder)
+    files = find_subject_files(folder, sequences)
+    missing = [s for s, p in files.items() if p is None]
+    if missing and not allow_missing:
+        raise ImageReadError(folder / f"{folder.name}_{missing[0]}.nii.gz",
+                             f"missing sequence file ({', '.join(missing)} not found in {folder.name})")
+    present = {s: p for s, p in files.items() if p is not None}
+    if not present:
+        raise ImageReadError(folder, f"no sequence file of {list(sequences)} found")
+    return subject_from_files(present, folder.name, folder)
+
+
+def _subject_folders(root: Path, sequences: Sequence[str]) -> list[Path]:
+    if not root.is_dir():
+        raise EmptyInputError(root, "data folder does not exist")
+    if any(_sequence_file(root, s) for s in sequences):
+        return [root]  # the folder is itself one subject
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [p for p in folders if any(_sequence_file(p, s) for s in sequences)]
+
+
+@dataclass
+class SynthData:
+    """Subjects of one sequence set, plus what could not be read (``skipped``: (path, reason))."""
+
+    sequences: tuple[str, ...]
+    subjects: list[Subject]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    root: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    @property
+    def timepoints(self) -> dict[str, int]:
+        """Time points of each sequence (1 for 3-D sequences), the same in every subject."""
+        out: dict[str, int] = {}
+        for sub in self.subjects:
+            for seq, vol in sub.volumes.items():
+                if out.setdefault(seq, vol.shape[0]) != vol.shape[0]:
+                    raise SchemaMismatchError(f"{sub.subject_id}: {seq} has {vol.shape[0]} time points, "
+                                              f"other subjects {out[seq]}")
+        return {s: out.get(s, 1) for s in self.sequences}
+
+    def subset(self, ids: Iterable[str]) -> "SynthData":
+        keep = set(ids)
+        return SynthData(self.sequences, [s for s in self.subjects if s.subject_id in keep], [], self.root)
+
+    def by_id(self, subject_id: str) -> Subject:
+        for s in self.subjects:
+            if s.subject_id == subject_id:
+                return s
+        raise InvalidArgumentError(f"no subject {subject_id!r} in {self.root}")
+
+    def summary(self) -> str:
+        n_avail = {s: sum(s in sub.volumes for sub in self.subjects) for s in self.sequences}
+        lines = [f"{len(self.subjects)} subjects from {self.root}; available: "
+                 + ", ".join(f"{s} {n}" for s, n in n_avail.items())]
+        lines += [f"  skipped {p}: {why}" for p, why in self.skipped]
+        return "\n".join(lines)
+
+
+def _cache_subject(sub: Subject, cache: Path) -> Subject:
+    """Write the subject's freshly read volumes as float16 ``.npy`` under ``cache`` and swap them for
+    memory maps of those files."""
+    cache.mkdir(parents=True, exist_ok=True)
+    for seq, vol in list(sub.volumes.items()):
+        path = cache / f"{sub.subject_id}_{seq}.npy"
+        tmp = path.with_name(f".{path.name}.tmp.npy")
+        np.save(tmp, vol.astype(np.float16))
+        tmp.replace(path)
+        sub.volumes[seq] = np.load(path, mmap_mode="r")
+    return sub
+
+
+def _cached_subject(folder: Path, sequences: Sequence[str], allow_missing: bool, cache: Path) -> Subject | None:
+    """A subject whose normalized volumes are all in ``cache`` already, without re-reading NIfTI."""
+    import json
+
+    meta = cache / f"{folder.name}.json"
+    if not meta.exists():
+        return None
+    try:
+        info = json.loads(meta.read_text())
+    except ValueError:
+        return None
+    if info.get("sequences") != list(sequences) or info.get("allow_missing") != allow_missing:
+        return None
+    if info.get("stamps") != _stamps(find_subject_files(folder, sequences)):
+        return None   # a source file changed, appeared or vanished since it was cached
+    vols = {s: np.load(cache / f"{folder.name}_{s}.npy", mmap_mode="r") for s in info["available"]}
+    extras = {k: np.load(cache / f"{folder.name}_{k}.npy") for k in ("truth", "seg")
+              if (cache / f"{folder.name}_{k}.npy").exists()}
+    return Subject(folder.name, vols, np.asarray(info["affine"]), folder,
+                   {s: Path(p) for s, p in info["files"].items()},
+                   {s: tuple(v) for s, v in info["scale"].items()}, extras.get("truth"), extras.get("seg"))
+
+
+def _stamps(files: dict[str, Path | None]) -> dict[str, list | None]:
+    return {s: None if p is None else [p.stat().st_size, p.stat().st_mtime_ns] for s, p in files.items()}
+
+
+def _write_cache_meta(sub: Subject, sequences: Sequence[str], allow_missing: bool, cache: Path) -> None:
+    import json
+
+    for k in ("truth", "seg"):
+        if getattr(sub, k) is not None:
+            np.save(cache / f"{sub.subject_id}_{k}.npy", getattr(sub, k))
+    (cache / f"{sub.subject_id}.json").write_text(json.dumps({
+        "sequences": list(sequences), "allow_missing": allow_missing, "available": list(sub.available),
+        "affine": np.asarray(sub.affine).tolist(), "files": {s: str(p) for s, p in sub.files.items()},
+        "scale": sub.scale, "stamps": _stamps(find_subject_files(sub.folder, sequences))}))
+
+
+def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool = False,
+                 progress: bool = True, cache: str | Path | None = None) -> SynthData:
+    """Every subject folder under ``root`` (or ``root`` itself when it is one subject).
+
+    A subject that cannot be read (a missing sequence file unless ``allow_missing``, a corrupt file,
+    mismatched shapes) is skipped and reported in ``skipped``; the others load. No readable subject
+    at all is an :class:`EmptyInputError`. With ``cache`` (a folder) the normalized volumes are kept
+    there as float16 ``.npy`` files and memory-mapped, so a dataset larger than memory trains (the
+    operating system pages slices in); later loads reuse the cache without reading the NIfTI again.
+    """
+    root = Path(root)
+    sequences = tuple(s.lower() for s in sequences)
+    folders = _subject_folders(root, sequences)
+    subjects, skipped = [], []
+    cache_dir = Path(cache) if cache is not None else None
+    for folder in progress_bar(folders, desc="load subjects", unit="subject", enabled=progress):
+        try:
+            sub = _cached_subject(folder, sequences, allow_missing, cache_dir) if cache_dir else None
+            if sub is None:
+                sub = load_subject(folder, sequences, allow_missing=allow_missing)
+                if cache_dir is not None:
+                    sub = _cache_subject(sub, cache_dir)
+                    _write_cache_meta(sub, sequences, allow_missing, cache_dir)
+            subjects.append(sub)
+        except MridomainError as err:
+            skipped.append((str(getattr(err, "path", folder)), getattr(err, "reason", str(err))))
+    if not subjects:
+        detail = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise EmptyInputError(root, f"no subject with sequence files {list(sequences)}{detail}")
+    return SynthData(sequences, subjects, skipped, root)
+
+
+def split_subjects(ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),
+                   seed: int = 0) -> dict[str, list[str]]:
+    """Deterministic subject split (``mridomain.data.split_patients``), as lists per split."""
+    from mridomain.data.splits import split_patients
+
+    assignment = split_patients(ids, fractions, seed)
+    return {name: sorted(i for i, s in assignment.items() if s == name) for name in ("train", "val", "test")}
+
+
+def silence_mask(n_subjects: int, n_sequences: int, silence: tuple[int, int], seed: int,
+                 available: np.ndarray | None = None) -> np.ndarray:
+    """``(N, S)`` availability after silencing ``silence[0]..silence[1]`` sequences per subject.
+
+    The paper's incomplete-protocol setting: each subject loses a uniformly drawn number of its
+    sequences, once (a fixed incomplete subset, not a per-step augmentation). A subject always keeps
+    at least one of the sequences it had.
+    """
+    rng = np.random.default_rng([seed, 11])
+    avail = np.ones((n_subjects, n_sequences), bool) if available is None else np.asarray(available, bool).copy()
+    lo, hi = silence
+    for n in range(n_subjects):
+        have = np.flatnonzero(avail[n])
+        k = int(rng.integers(lo, hi + 1))
+        k = min(k, len(have) - 1)
+        if k > 0:
+            avail[n, rng.choice(have, size=k, replace=False)] = False
+    return avail
+
+
+def fit_slices(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop or zero-pad the last two axes of ``x`` to ``size``."""
+    out = x
+    for axis, want in zip((-2, -1), size):
+        have = out.shape[axis]
+        if have > want:
+            start = (have - want) // 2
+            out = np.take(out, np.arange(start, start + want), axis=axis)
+        elif have < want:
+            pad = [(0, 0)] * out.ndim
+            before = (want - have) // 2
+            pad[axis] = (before, want - have - before)
+            out = np.pad(out, pad)
+    return out
+
+
+def slice_stack(volume: np.ndarray, z: int, channels: int) -> np.ndarray:
+    """``(T, channels, H, W)`` around slice ``z`` of a ``(T, S, H, W)`` volume: one slice (2-D) or
+    the three adjacent slices (2.5-D), repeating the edge slice at the ends of the volume."""
+    half = channels // 2
+    idx = np.clip(np.arange(z - half, z + half + 1), 0, volume.shape[1] - 1)
+    return volume[:, idx]

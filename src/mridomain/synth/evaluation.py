@@ -1,0 +1,237 @@
+"""Table 1 (PSNR / SSIM / LPIPS per source -> target pair), Table 2 (C_t, C_d) and the M_d check.
+
+One pass over the held-out subjects translates every available sequence into every other; the
+same translations give the metrics, the adjacency of eq. 4 and the maps of eq. 5, so the three
+reports describe the same generated images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from mridomain.progress import progress_bar
+
+from mridomain.errors import EmptyInputError, InvalidArgumentError
+from mridomain.synth.contribution import contribution_table, plot_contribution
+from mridomain.synth.data import SynthData, load_dataset
+from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subject_dmaps, summarize_dmap_check,
+                                             write_dmaps)
+from mridomain.synth.model import SynthRun, load_run, to_model_range
+from mridomain.synth.network import profile_config, profile_generator
+
+__all__ = ["SynthEvaluation", "evaluate", "image_metrics", "pair_summary", "model_profiles",
+           "evaluation_subjects"]
+
+
+def image_metrics(generated: np.ndarray, target: np.ndarray, lpips: Any = None) -> dict[str, float]:
+    """PSNR over the volume and SSIM averaged over its slices (torchmetrics, data range 1), and
+    LPIPS averaged over slices when an LPIPS model is given. Arrays are ``(..., H, W)`` in [0, 1]."""
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    g = torch.from_numpy(np.ascontiguousarray(generated, dtype=np.float32)).reshape(-1, 1, *generated.shape[-2:])
+    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)).reshape(-1, 1, *target.shape[-2:])
+    out = {"psnr": float(peak_signal_noise_ratio(g, t, data_range=1.0)),
+           "ssim": float(structural_similarity_index_measure(g, t, data_range=1.0))}
+    if lpips is not None:
+        with torch.no_grad():
+            out["lpips"] = float(lpips(to_model_range(g), to_model_range(t)).mean())
+    return out
+
+
+def pair_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and std per (source, target) of the per-subject metric rows (Table 1 per pair)."""
+    metrics = [m for m in ("psnr", "ssim", "lpips") if m in rows and rows[m].notna().any()]
+    g = rows.groupby(["source", "target"], sort=False)[metrics]
+    out = g.mean()
+    std = g.std(ddof=0).add_suffix("_std")
+    res = pd.concat([out, std], axis=1).reset_index()
+    res["subjects"] = g.size().to_numpy()
+    return res
+
+
+def model_profiles(run: SynthRun) -> pd.DataFrame:
+    """Parameters and GMACs of this run's generator (at its training size) and of the paper preset
+    (BraTS 2.5-D 192 x 192, as Table 1), counted in full and as the paper's THOP profile counts."""
+    from mridomain.synth.config import make_config
+
+    size = tuple(run.schema.get("training_size") or (192, 192))
+    rows = []
+    for label, prof, spatial in (
+            (f"this run ({run.config.network.mode}, input {'x'.join(map(str, size))})",
+             profile_generator(run.generator, size), size),
+            ("paper preset (2.5-D, 192x192)", profile_config(make_config("paper").network, (192, 192)), (192, 192))):
+        rows.append({"model": label, "params_M": round(prof["params_m"], 3),
+                     "params_M_paper_count": round(prof["params_leaf_m"], 3), "GMACs": round(prof["gmacs"], 3),
+                     "GMACs_paper_count": round(prof["gmacs_modules"], 3)})
+    return pd.DataFrame(rows)
+
+
+def evaluation_subjects(run: SynthRun, data: SynthData, split: str) -> SynthData:
+    """The run's ``split`` subjects present in ``data`` (``all``: every subject of ``data``)."""
+    if split == "all":
+        return data
+    if split not in ("train", "val", "test"):
+        raise InvalidArgumentError(f"split must be train, val, test or all, got {split!r}")
+    ids = run.schema.get("splits", {}).get(split, [])
+    chosen = data.subset(ids)
+    if not len(chosen):
+        raise EmptyInputError(data.root or Path("."), f"none of the run's {len(ids)} {split} subjects is in "
+                                                     "this data (use split='all' for new data)")
+    return chosen
+
+
+@dataclass
+class SynthEvaluation:
+    """What :func:`evaluate` measured and wrote to ``out``."""
+
+    out: Path
+    rows: pd.DataFrame          # one row per (subject, source, target)
+    pairs: pd.DataFrame         # Table 1 per pair (mean, std)
+    overall: dict[str, float]
+    contribution: pd.DataFrame  # Table 2
+    adjacency: pd.DataFrame
+    contribution_note: str
+    dmap_check: pd.DataFrame | None
+    profiles: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+    dmap_files: list[Path] = field(default_factory=list)
+
+    def to_markdown(self) -> str:
+        from mridomain.report import df_to_markdown
+
+        parts = ["Table 1 (per source -> target pair, mean over subjects):", df_to_markdown(self.pairs.round(4)),
+                 "Overall: " + ", ".join(f"{k} {v:.4f}" for k, v in self.overall.items()),
+                 "", f"Table 2 ({self.contribution_note}):", df_to_markdown(self.contribution.round(3))]
+        if self.dmap_check is not None and len(self.dmap_check):
+            parts += ["", "M_d check (ROC AUC, voxels pooled over subjects):",
+                      df_to_markdown(self.dmap_check[["map", "region", "auc", "auc_subject_mean",
+                                                      "auc_target_intensity", "subjects"]].round(3))]
+        parts += ["", "Model profile:", df_to_markdown(self.profiles)] + [f"note: {n}" for n in self.notes]
+        return "\n".join(parts)
+
+
+def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = None, split: str = "test",
+             out: str | Path | None = None, lpips_weights: str | Path | None = None,
+             lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
+             normalization: str = "zscore", max_subjects: int | None = None, html: bool = True,
+             dmap_dir: str | Path | None = None, dmap_subjects: int = 1) -> SynthEvaluation:
+    """Evaluate a run on held-out subjects (Python twin of ``mridomain synth evaluate``).
+
+    Writes to ``out`` (default ``RUN/eval_<split>``): ``pairs_subjects.csv``, ``pairs.csv``,
+    ``table1.md``, ``contribution.csv``, ``adjacency.csv``, ``contribution.png``, ``dmap_check.csv``
+    (subjects with simulator truth only), ``dmap_example.png``, ``metrics.json`` and ``report.html``.
+    Metrics of 2-D / 2.5-D runs cover the slices that hold the head (at least 5% of the slice).
+    ``dmap_dir``: also write the M_d NIfTI maps and overlay of the first ``dmap_subjects`` subjects.
+    """
+    from mridomain.engine import write_json_atomic
+
+    r = run if isinstance(run, SynthRun) else load_run(run, device=device)
+    if data is None:
+        data = r.schema.get("data")
+        if not data:
+            raise InvalidArgumentError(f"{r.path}: the run does not record its data folder; pass data=")
+    dataset = data if isinstance(data, SynthData) else load_dataset(data, r.sequences, allow_missing=True,
+                                                                     progress=progress)
+    subjects = evaluation_subjects(r, dataset, split).subjects[:max_subjects]
+    out = Path(out) if out is not None else r.path / f"eval_{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    notes = []
+    lpips = None
+    if lpips_weights is not None:
+        from mridomain.synth.perceptual import LPIPS
+
+        lpips = LPIPS(lpips_weights, lin_weights=lpips_lin)
+        if not lpips.calibrated:
+            notes.append("LPIPS without its learned layer weights: the uncalibrated baseline distance")
+    else:
+        notes.append("LPIPS not measured (no backbone weights given): A_ij uses nPSNR + nSSIM")
+    if not r.schema.get("perceptual"):
+        notes.append("trained without the VGG19 perceptual term (no weights given)")
+    rows, check_rows, example, dmap_files = [], [], None, []
+    for n, full in enumerate(progress_bar(subjects, desc="evaluate", unit="subject", enabled=progress)):
+        # 2-D / 2.5-D runs are scored on the slices that hold the head (as they were trained)
+        zs = full.head_slices() if r.config.network.ndims == 2 else np.arange(full.shape[0])
+        sub = full.take_slices(zs)
+        translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None)
+        for (src, tgt), gen in translations.items():
+            rows.append({"subject": sub.subject_id, "source": src, "target": tgt,
+                         **image_metrics(gen, sub.volumes[tgt], lpips)})
+        maps = subject_dmaps(sub, translations)
+        check_rows += dmap_auc_rows(sub, maps, translations)
+        if example is None and maps:
+            example = overlay_figure(sub, maps)
+        if dmap_dir is not None and n < dmap_subjects and full.affine is not None:
+            whole = {s: np.zeros(full.shape, np.float32) for s in maps}
+            for s, m in maps.items():
+                whole[s][zs] = m
+            dmap_files += write_dmaps(full, whole, dmap_dir)
+    if not rows:
+        raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
+    table = pd.DataFrame(rows)
+    order = {s: k for k, s in enumerate(r.sequences)}
+    table = table.sort_values(["subject", "source", "target"],
+                              key=lambda c: c.map(order) if c.name != "subject" else c)
+    pairs = pair_summary(table)
+    metrics = [m for m in ("psnr", "ssim", "lpips") if m in table]
+    overall = {}
+    for m in metrics:
+        overall[m] = float(table[m].mean())
+        overall[f"{m}_std"] = float(table[m].std(ddof=0))
+    contrib, adj, note = contribution_table(table, r.sequences, normalization)
+    check = summarize_dmap_check(check_rows) if check_rows else None
+    profiles = model_profiles(r)
+
+    table.to_csv(out / "pairs_subjects.csv", index=False)
+    pairs.to_csv(out / "pairs.csv", index=False)
+    contrib.to_csv(out / "contribution.csv", index=False)
+    adj.to_csv(out / "adjacency.csv")
+    plot_contribution(adj, contrib).savefig(out / "contribution.png", dpi=90)
+    if example is not None:
+        example.savefig(out / "dmap_example.png", dpi=90)
+    if check is not None:
+        check.to_csv(out / "dmap_check.csv", index=False)
+    result = SynthEvaluation(out, table, pairs, overall, contrib, adj, note, check, profiles, notes, dmap_files)
+    (out / "table1.md").write_text(result.to_markdown() + "\n")
+    write_json_atomic(out / "metrics.json", {
+        "run": str(r.path), "split": split, "subjects": len(subjects), "overall": overall,
+        "pairs": pairs.to_dict("records"), "contribution": contrib.to_dict("records"),
+        "contribution_note": note, "dmap_check": None if check is None else check.to_dict("records"),
+        "profiles": profiles.to_dict("records"), "notes": notes})
+    if html:
+        evaluation_html(result, out / "report.html", title=f"Seq2Seq evaluation ({split}, {len(subjects)} subjects)")
+    return result
+
+
+def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra_sections: list | None = None,
+                    subtitle: str | None = None) -> Path:
+    """The self-contained HTML report of an evaluation (plus any extra sections first)."""
+    from mridomain.report import Section, write_html_report
+
+    sections = list(extra_sections or [])
+    sections.append(Section("Table 1: generation quality per source -> target pair",
+                            text="PSNR over the volume and SSIM averaged over its slices (torchmetrics, images "
+                                 "normalized to [0, 1]; 2-D runs: the slices holding the head); mean and "
+                                 "standard deviation over subjects.",
+                            tables=[result.pairs.round(4), ("overall", pd.DataFrame([result.overall]).round(4))],
+                            note="; ".join(result.notes) or None))
+    sections.append(Section("Table 2: sequence contribution (eq. 4)", text=result.contribution_note,
+                            tables=[result.contribution.round(3), ("adjacency A_ij", result.adjacency.round(3))],
+                            figures=[("A_ij and degree centralities", result.out / "contribution.png")]))
+    if result.dmap_check is not None:
+        sections.append(Section("Imaging-differentiation maps against the simulator's ground truth (eq. 5)",
+                                text="ROC AUC of each map's voxel values for the region against the rest of the "
+                                     "brain (pooled over the held-out subjects; per-subject mean and std beside).",
+                                tables=[result.dmap_check.round(3)]))
+    if (result.out / "dmap_example.png").exists():
+        sections.append(Section("M_d example",
+                                figures=[("each sequence and its M_d", result.out / "dmap_example.png")]))
+    sections.append(Section("Model profile", text=(
+        "params_M / GMACs: every tensor and every multiply-accumulate (torch.utils.flop_counter); "
+        "*_paper_count: leaf-module parameters and nn.Module convolutions only, as the THOP profiler "
+        "counts, which leaves out the HyperConv weight banks: this reproduces the paper's 35.8 M / 83.4 GMACs."),
+                            tables=[result.profiles]))
+    return write_html_report(path, title, sections, subtitle=subtitle)

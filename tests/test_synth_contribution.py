@@ -1,0 +1,98 @@
+"""C_t / C_d (eq. 4) and M_d (eq. 5) on hand-made cases; the M_d check's AUC summary."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from mridomain.errors import EmptyInputError, InvalidArgumentError
+from mridomain.synth.contribution import adjacency, centrality, contribution_table
+from mridomain.synth.data import Subject
+from mridomain.synth.differentiation import differentiation_map, subject_dmaps, summarize_dmap_check
+
+
+def test_centralities_of_a_hand_made_adjacency():
+    a = pd.DataFrame([[np.nan, 1.0, 2.0], [0.0, np.nan, -1.0], [3.0, 1.0, np.nan]],
+                     index=["x", "y", "z"], columns=["x", "y", "z"])
+    t = centrality(a).set_index("sequence")
+    # C_t(i) = row sum / S, C_d(i) = -column sum / S, S = 3
+    assert t.loc["x", "c_t"] == pytest.approx(1.0)
+    assert t.loc["y", "c_t"] == pytest.approx(-1 / 3)
+    assert t.loc["z", "c_t"] == pytest.approx(4 / 3)
+    assert t.loc["x", "c_d"] == pytest.approx(-1.0)
+    assert t.loc["y", "c_d"] == pytest.approx(-2 / 3)
+    assert t.loc["z", "c_d"] == pytest.approx(-1 / 3)
+    assert t["rank_t"].to_dict() == {"x": 2, "y": 3, "z": 1}
+    assert t["rank_d"].to_dict() == {"x": 3, "y": 2, "z": 1}
+
+
+def _rows():
+    # two sequences, two subjects; p->q is generated better than q->p in both metrics
+    return pd.DataFrame({"subject": ["s1", "s1", "s2", "s2"], "source": ["p", "q", "p", "q"],
+                         "target": ["q", "p", "q", "p"], "psnr": [30.0, 20.0, 32.0, 22.0],
+                         "ssim": [0.9, 0.5, 0.7, 0.5]})
+
+
+def test_adjacency_zscore_by_hand():
+    a, terms = adjacency(_rows(), ["p", "q"], "zscore")
+    assert terms == ["psnr", "ssim"]
+    psnr = np.array([30, 20, 32, 22.0])
+    ssim = np.array([0.9, 0.5, 0.7, 0.5])
+    z = lambda v, m: (m - v.mean()) / v.std()   # noqa: E731 - the z-score over all rows
+    assert a.loc["p", "q"] == pytest.approx(z(psnr, 31.0) + z(ssim, 0.8), rel=1e-6)
+    assert a.loc["q", "p"] == pytest.approx(z(psnr, 21.0) + z(ssim, 0.5), rel=1e-6)
+    assert np.isnan(a.loc["p", "p"])
+
+
+def test_adjacency_minmax_and_lpips_sign():
+    rows = _rows().assign(lpips=[0.1, 0.3, 0.1, 0.3])
+    a, terms = adjacency(rows, ["p", "q"], "minmax")
+    assert terms == ["psnr", "ssim", "lpips"]
+    assert a.loc["p", "q"] == pytest.approx(1 + 1 - 0)     # best PSNR, best SSIM, lowest LPIPS
+    assert a.loc["q", "p"] == pytest.approx(0 + 0 - 1)
+    table, _, note = contribution_table(rows, ["p", "q"], "minmax")
+    # p is the hard one to generate (q -> p is the worst pair), so p ranks first in C_d
+    assert "nLPIPS" in note and table.set_index("sequence").loc["p", "rank_d"] == 1
+    _, _, note2 = contribution_table(_rows(), ["p", "q"])
+    assert "two-term" in note2
+
+
+def test_adjacency_bad_input():
+    with pytest.raises(InvalidArgumentError):
+        adjacency(_rows(), ["p", "q"], "rank")
+    with pytest.raises(EmptyInputError):
+        adjacency(_rows().assign(target=_rows()["source"]), ["p", "q"])
+
+
+def test_dmap_is_eq5_on_a_hand_made_case():
+    x = np.array([[0.0, 0.5], [1.0, 0.2]])
+    g1 = np.array([[0.1, 0.5], [0.0, 0.2]])
+    g2 = np.array([[0.0, 0.1], [1.0, 0.6]])
+    expected = (np.abs(g1 - x) + np.abs(g2 - x)) / 2
+    assert np.allclose(differentiation_map(x, [g1, g2]), expected)
+    with pytest.raises(InvalidArgumentError):
+        differentiation_map(x, [])
+    with pytest.raises(InvalidArgumentError):
+        differentiation_map(x, [np.zeros(3)])
+
+
+def test_subject_dmaps_average_the_other_sequences_only():
+    vol = {s: np.full((1, 1, 2, 2), v, np.float32) for s, v in (("a", 0.5), ("b", 0.2), ("c", 0.9))}
+    sub = Subject("s", vol)
+    tr = {(src, tgt): np.full((1, 1, 2, 2), g, np.float32)
+          for (src, tgt), g in {("b", "a"): 0.4, ("c", "a"): 0.8, ("a", "a"): 0.5,
+                                ("a", "b"): 0.2, ("a", "c"): 0.0}.items()}
+    maps = subject_dmaps(sub, tr)
+    assert np.allclose(maps["a"], (0.1 + 0.3) / 2)       # the self-translation a->a is left out
+    assert np.allclose(subject_dmaps(sub, tr, include_self=True)["a"], (0.1 + 0.3 + 0.0) / 3)
+    assert np.allclose(maps["c"], 0.9)
+
+
+def test_dmap_check_auc():
+    rng = np.random.default_rng(0)
+    rows = [{"subject": f"s{k}", "map": "m", "region": "r", "pos": rng.uniform(0.5, 1, 50),
+             "neg": rng.uniform(0, 0.5, 80), "base_pos": rng.uniform(0, 1, 50), "base_neg": rng.uniform(0, 1, 80)}
+            for k in range(2)]
+    out = summarize_dmap_check(rows)
+    assert out.loc[0, "auc"] == pytest.approx(1.0)
+    assert 0.3 < out.loc[0, "auc_target_intensity"] < 0.7
+    flipped = [dict(r, pos=r["neg"][:50], neg=r["pos"]) for r in rows]
+    assert summarize_dmap_check(flipped).loc[0, "auc"] == pytest.approx(0.0)

@@ -1,0 +1,113 @@
+"""Seq2Seq network: HyperConv (Algorithm 1), ConvLSTM over time points, generator shapes, profile."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mridomain.errors import InvalidArgumentError
+from mridomain.synth.config import make_config
+from mridomain.synth.network import (ConvLSTM, HyperConv, Seq2SeqGenerator, build_discriminator, one_hot_code,
+                                     profile_config)
+
+
+def _mixed_kernel(layer: HyperConv, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # Algorithm 1 written out: f = W s + b, kernel = sum_k bank[..., k] f_k
+    f = layer.mix.weight @ code.reshape(-1) + layer.mix.bias
+    fb = layer.bias_mix.weight @ code.reshape(-1) + layer.bias_mix.bias
+    return (layer.bank * f).sum(-1), (layer.bias_bank * fb).sum(-1)
+
+
+@pytest.mark.parametrize("ndims", [2, 3])
+def test_hyperconv_equals_plain_convolution_with_the_mixed_kernel(ndims):
+    torch.manual_seed(0)
+    layer = HyperConv(code_dim=5, in_channels=3, out_channels=4, kernel_size=3, ndims=ndims, padding=1, bank_dim=6)
+    torch.nn.init.normal_(layer.bias_bank)  # the bias bank starts at zero; make the bias path count
+    x = torch.randn(2, 3, *([8] * ndims))
+    code = one_hot_code(2, 5)
+    kernel, bias = _mixed_kernel(layer, code)
+    conv = F.conv2d if ndims == 2 else F.conv3d
+    expected = conv(x, kernel, bias, padding=1)
+    assert torch.allclose(layer(x, code), expected, atol=1e-5)
+
+
+def test_switching_the_code_switches_the_kernel():
+    torch.manual_seed(1)
+    layer = HyperConv(code_dim=4, in_channels=2, out_channels=3, kernel_size=3, bank_dim=5)
+    k0, _ = layer.kernel(one_hot_code(0, 4))
+    k1, _ = layer.kernel(one_hot_code(1, 4))
+    assert not torch.allclose(k0, k1)
+    # the one-hot code for sequence 1 selects column 1 of the Linear map (plus its bias)
+    f1 = layer.mix.weight[:, 1] + layer.mix.bias
+    assert torch.allclose(k1, (layer.bank * f1).sum(-1), atol=1e-6)
+    x = torch.randn(1, 2, 6, 6)
+    assert not torch.allclose(layer(x, one_hot_code(0, 4)), layer(x, one_hot_code(1, 4)))
+
+
+def test_convlstm_keeps_time_points_and_is_causal():
+    torch.manual_seed(2)
+    lstm = ConvLSTM(channels=4, layers=2)
+    x = torch.randn(2, 5, 4, 6, 6)
+    y = lstm(x)
+    assert y.shape == (2, 5, 4, 6, 6)
+    x2 = x.clone()
+    x2[:, 3:] = torch.randn(2, 2, 4, 6, 6)       # change only the later time points
+    y2 = lstm(x2)
+    assert torch.allclose(y[:, :3], y2[:, :3])   # earlier outputs cannot see the future
+    assert not torch.allclose(y[:, 3:], y2[:, 3:])
+
+
+def _small(**kw):
+    args = dict(code_dim=4, bank_dim=3, enc_channels=(4, 8, 8), dec_channels=(8, 4), n_res_enc=1, n_res_dec=1,
+                lstm_layers=1)
+    args.update(kw)
+    return Seq2SeqGenerator(**args)
+
+
+def test_generator_4d_in_and_out_shapes():
+    torch.manual_seed(3)
+    g = _small(in_channels=3)
+    x = torch.randn(2, 3, 3, 16, 12)               # 3 time points (e.g. DCE phases), 2.5-D channels
+    z = g.encode(x)
+    assert z.shape == (2, 1, 8, 4, 3)              # fused over time, 4x down
+    y = g.decode(z, one_hot_code(1, 4), n_out=4)
+    assert y.shape == (2, 4, 3, 16, 12)            # copied to 4 target time points
+    assert float(y.detach().abs().max()) <= 1.0    # tanh output
+    fake, self_rec, cycle = g(x, one_hot_code(1, 4), n_out=4, source_code=one_hot_code(0, 4))
+    assert fake.shape == (2, 4, 3, 16, 12) and self_rec.shape == x.shape and cycle.shape == x.shape
+
+
+def test_generator_3d_mode():
+    g = _small(in_channels=1, ndims=3)
+    y = g(torch.randn(1, 1, 1, 8, 8, 8), one_hot_code(0, 4))
+    assert y.shape == (1, 1, 1, 8, 8, 8)
+
+
+def test_generator_refuses_bad_shapes():
+    g = _small(in_channels=3)
+    with pytest.raises(InvalidArgumentError, match="multiple of 4"):
+        g(torch.randn(1, 1, 3, 10, 12), one_hot_code(0, 4))
+    with pytest.raises(InvalidArgumentError, match=r"\(B, T, 3"):
+        g(torch.randn(1, 1, 1, 12, 12), one_hot_code(0, 4))
+    with pytest.raises(InvalidArgumentError):
+        one_hot_code(4, 4)
+
+
+def test_discriminator_scores_patches():
+    net = make_config("cpu").network
+    d = build_discriminator(net)
+    assert d(torch.randn(2, net.in_channels, 64, 64)).shape[:2] == (2, 1)
+
+
+def test_paper_preset_reproduces_table1_profile_as_thop_counts():
+    """Seq2Seq-C of Table 1: 35.8 MPa and 83.4 GMACs at 192 x 192 (2.5-D). THOP skips parameters of
+    non-leaf modules (the HyperConv weight banks) and functional convolutions; counted in full the
+    same network has 155 M parameters and 105 GMACs, the paper's Seq2Seq-A figure."""
+    prof = profile_config(make_config("paper").network, (192, 192))
+    assert prof["params_leaf_m"] == pytest.approx(35.8, abs=0.05)
+    assert prof["gmacs_modules"] == pytest.approx(83.4, abs=0.3)
+    assert prof["params_m"] > 4 * prof["params_leaf_m"]
+    assert prof["gmacs"] == pytest.approx(105.5, abs=0.3)
+
+
+def test_cpu_preset_is_small():
+    prof = profile_config(make_config("cpu").network, (100, 80))
+    assert prof["params_m"] < 5 and prof["gmacs"] < 1
