@@ -197,7 +197,7 @@ def pydicom_decodes(path: Path) -> bool:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            pydicom.dcmread(path, force=True).pixel_array
+            _ = pydicom.dcmread(path, force=True).pixel_array
         except Exception:  # noqa: BLE001 - whatever pydicom cannot decode
             return False
     return not any("End of file reached before delimiter" in str(w.message) for w in caught)

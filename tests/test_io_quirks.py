@@ -52,7 +52,7 @@ def _raw(ds, tag: int, vr: str, value: bytes) -> None:
 
 def _pydicom_decodes(path: Path) -> bool:
     try:
-        pydicom.dcmread(path).pixel_array
+        _ = pydicom.dcmread(path).pixel_array
     except Exception:  # noqa: BLE001 - the oracle: anything pydicom cannot decode
         return False
     return True

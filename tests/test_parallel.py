@@ -58,5 +58,5 @@ def test_build_index_leaves_the_callers_warning_filters_alone(tmp_path):
     build_index(tmp_path, workers=1, progress=False)
     assert warnings.filters == before
     with warnings.catch_warnings(record=True) as caught:     # the filters as they are, not reset
-        warnings.warn("still heard", UserWarning)
+        warnings.warn("still heard", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["still heard"]

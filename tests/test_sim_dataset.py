@@ -143,7 +143,7 @@ def test_features_sheet_codes_decode_to_manifest_values(dbc_sim):
                    "ContrastBolusAgent Tag Absent": "absent"}
     for r in data:
         m = pre.loc[r[0]]
-        get = lambda name: dec[name][r[col[name]]]  # noqa: E731
+        get = lambda name: dec[name][r[col[name]]]  # noqa: E731, B023 (used in this iteration only)
         assert get("Manufacturer") == {"GE": "GE MEDICAL SYSTEMS", "SIEMENS": "SIEMENS"}[m["manufacturer"]]
         assert get("Manufacturer Model Name") == m["scanner_model"]
         assert get("Scan Options") == m["scan_options"]

@@ -184,10 +184,10 @@ class TrainTask(abc.ABC):
     def validate(self, ctx: StepContext) -> dict[str, float]:
         """Validation metrics; must contain the settings' ``monitor``."""
 
-    def save_metadata(self, out: Path) -> None:
+    def save_metadata(self, out: Path) -> None:  # noqa: B027 (optional hook: doing nothing is the default)
         """Write what makes the run folder self-describing (config, schema) before epoch 1."""
 
-    def plot(self, metrics: pd.DataFrame, out: Path) -> None:
+    def plot(self, metrics: pd.DataFrame, out: Path) -> None:  # noqa: B027 (optional hook)
         """Extra figures from the metrics table (the learning curve is drawn by the engine)."""
 
     def progress_postfix(self, row: dict[str, Any]) -> dict[str, str]:

@@ -302,7 +302,7 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
     norm = cache.meta.get("normalization")
     if norm and preprocess.get("normalization") and norm != preprocess["normalization"]:
         notes.append(f"the cache's normalization {norm} differs from the run's {preprocess['normalization']}")
-        warnings.warn(notes[-1])
+        warnings.warn(notes[-1], stacklevel=2)
     idx = split_indices(cache, split)
     if len(idx) == 0:
         raise EmptyInputError(cache_path, f"no slices in split {split!r}")

@@ -199,7 +199,7 @@ class IAPTask(TrainTask):
         if len(self.train_idx) == 0:
             raise EmptyInputError(cache_path, "no slices in the train split")
         if len(self.val_idx) == 0:
-            warnings.warn(f"{cache_path}: no validation split; the best checkpoint is chosen on training loss")
+            warnings.warn(f"{cache_path}: no validation split; the best checkpoint is chosen on training loss", stacklevel=2)
             self.val_idx = self.train_idx
         self.cat, self.cont = encoder.encode(cache.table)
         self.mirror = mirror_relabeling(encoder) if config.mirror_augment else None

@@ -184,7 +184,7 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     crops: dict[tuple[str, str], np.ndarray] = {(str(p), "acquired"): np.asarray(data.images[i])
                                                 for i, p in enumerate(table["patient_id"])}
     tasks, seen, reused = [], set(), 0
-    for (seed, source), pids in targets.items():
+    for (_seed, source), pids in targets.items():
         for pid in pids:
             partner = by_domain[source][int(np.random.default_rng(stable_seed("partner", pid)).integers(len(by_domain[source])))]
             phantom, own = exams[pid]

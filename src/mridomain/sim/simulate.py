@@ -220,7 +220,7 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
             p: Protocol = r["protocol"]
             line = {n: "" for n in names}
 
-            def code(col, label):
+            def code(col, label, line=line):
                 m = maps.get(col, {})
                 line[col] = m.get(label, "")
 

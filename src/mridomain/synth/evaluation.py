@@ -60,7 +60,7 @@ def model_profiles(run: SynthRun) -> pd.DataFrame:
 
     size = tuple(run.schema.get("training_size") or (192, 192))
     rows = []
-    for label, prof, spatial in (
+    for label, prof, _spatial in (
             (f"this run ({run.config.network.mode}, input {'x'.join(map(str, size))})",
              profile_generator(run.generator, size), size),
             ("paper preset (2.5-D, 192x192)", profile_config(make_config("paper").network, (192, 192)), (192, 192))):

@@ -243,7 +243,7 @@ def run_toy_experiment(out: str | Path, preset: str = "cpu", seed: int = 0, devi
     rows = []
     for n in cfg.train_sizes:
         for label, with_md in (("X1+X2", False), ("X1+X2+M_d", True)):
-            def inputs(name: str, count: int | None = None) -> np.ndarray:
+            def inputs(name: str, count: int | None = None, with_md: bool = with_md) -> np.ndarray:
                 x = parts[name][0][:count]
                 return np.concatenate([x, maps[name][:count]], axis=1) if with_md else x
             clf_task = ToyClassifierTask(cfg, inputs("train", n), parts["train"][1][:n], inputs("val"),
