@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy.special import expit
 from pydantic import Field
 
 from mridomain.engine.engine import StepContext, TrainTask, epoch_batches
@@ -111,7 +112,7 @@ class BinaryArrayTask(TrainTask):
     def validate(self, ctx: StepContext) -> dict[str, float]:
         logits = predict_logits(ctx.unwrapped("model"), self.val_images, self.prepare, ctx.device,
                                 self.eval_batch_size)
-        metrics = binary_metrics(self.val_labels, 1.0 / (1.0 + np.exp(-logits)))
+        metrics = binary_metrics(self.val_labels, expit(logits))
         return {f"val_{k}": v for k, v in metrics.items()}
 
 
@@ -239,7 +240,7 @@ class ArrayClassifier:
 
     def predict_proba(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """P(label 1) per sample, shape (N,)."""
-        return (1.0 / (1.0 + np.exp(-self.decision_function(images, batch_size)))).astype(np.float32)
+        return expit(self.decision_function(images, batch_size)).astype(np.float32)
 
     def predict(self, images: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """0/1 label per sample."""

@@ -112,10 +112,6 @@ class StepContext:
         return self.fabric.global_rank
 
     @property
-    def world_size(self) -> int:
-        return self.fabric.world_size
-
-    @property
     def is_main(self) -> bool:
         return self.fabric.is_global_zero
 

@@ -24,10 +24,10 @@ CALIBRATION_JSON = "calibration.json"
 
 
 def softmax_t(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / temperature
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    """Row-wise softmax of ``logits / temperature`` in float64."""
+    from scipy.special import softmax
+
+    return softmax(np.asarray(logits, np.float64) / temperature, axis=1)
 
 
 def _nll(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
@@ -72,13 +72,19 @@ def reliability_table(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) 
 
 
 def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> float:
-    """ECE: the count-weighted mean |accuracy - confidence| over confidence bins (NaN if unlabelled)."""
-    t = reliability_table(probs, targets, n_bins)
-    n = t["count"].sum()
-    if n == 0:
+    """ECE: the count-weighted mean |accuracy - confidence| over ``n_bins`` equal-width confidence bins
+    (torchmetrics' multiclass calibration error, L1 norm); rows labelled IGNORE_INDEX are left out,
+    NaN when none is labelled."""
+    import torch
+    from torchmetrics.functional.classification import multiclass_calibration_error
+
+    targets = np.asarray(targets)
+    labelled = targets != IGNORE_INDEX
+    if not labelled.any():
         return float("nan")
-    used = t[t["count"] > 0]
-    return float((used["count"] * (used["accuracy"] - used["confidence"]).abs()).sum() / n)
+    p = torch.as_tensor(np.asarray(probs, np.float64)[labelled])
+    return float(multiclass_calibration_error(p, torch.as_tensor(targets[labelled]), num_classes=p.shape[1],
+                                              n_bins=n_bins, norm="l1"))
 
 
 def read_temperatures(run: str | Path) -> dict[str, float]:

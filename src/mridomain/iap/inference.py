@@ -5,6 +5,7 @@ import contextlib
 from typing import Iterable
 
 import numpy as np
+from scipy.special import softmax
 import torch
 from mridomain.progress import progress_bar
 
@@ -61,12 +62,6 @@ def forward_batches(model: torch.nn.Module, images: np.ndarray, indices: np.ndar
     return result_out, result_feat
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncoder,
                   temperatures: dict[str, float] | None = None) -> PredictorOutput:
     """Raw network outputs -> per-head raw logits and (temperature-scaled) probabilities,
@@ -77,7 +72,7 @@ def split_outputs(outputs: np.ndarray, features: np.ndarray, encoder: LabelEncod
         s = encoder.slices[h.name]
         if h.kind == "categorical":
             logits[h.name] = outputs[:, s].astype(np.float64)
-            probs[h.name] = softmax(logits[h.name] / temperatures.get(h.name, 1.0))
+            probs[h.name] = softmax(logits[h.name] / temperatures.get(h.name, 1.0), axis=1)
         else:
             cont_z.append(outputs[:, s.start])
     continuous = {}

@@ -25,7 +25,6 @@ import numpy as np
 from mridomain.errors import InvalidArgumentError
 from mridomain.sim import acquisition as acq
 from mridomain.sim.phantom import Phantom
-from mridomain.sim.physics import TISSUES
 from mridomain.sim.protocols import Protocol
 
 #: Protocol fields by acquisition factor. "recon": vendor reconstruction (k-space filter, intensity
@@ -101,7 +100,3 @@ def acquire_series(ph: Phantom, p: Protocol, slices: int = 5, slab: str = "tumor
                int(a[:, 3].min()), int(a[:, 4].max()))
     return AcquiredSeries(volume=np.stack(vol), tumor_box=box, z_mm=z_written, protocol=p)
 
-
-def tumor_tissues() -> tuple[int, int]:
-    """Indices of the lesion's tissue classes in a fraction stack (viable rim, necrotic core)."""
-    return TISSUES.index("tumor"), TISSUES.index("tumor_core")

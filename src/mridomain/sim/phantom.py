@@ -171,10 +171,6 @@ class Phantom:
         return tuple(b.proj + b.nipple_len for b in self.breasts)
 
     @property
-    def breast_rx(self) -> tuple[float, float]:
-        return tuple(b.rx for b in self.breasts)
-
-    @property
     def breast_rz(self) -> float:
         return float(max(b.rz + abs(b.zc) for b in self.breasts))
 
