@@ -18,7 +18,7 @@ from typing import Any
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
 __all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "dump_json",
-           "read_json", "resolve_folder", "write_folder_atomic", "write_json_atomic", "write_skip_report"]
+           "read_json", "read_versioned_json", "resolve_folder", "write_npy_atomic", "write_folder_atomic", "write_json_atomic", "write_skip_report"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -67,6 +67,47 @@ def read_json(path: str | Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise SchemaMismatchError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_versioned_json(path: str | Path, version: int, *, key: str = "format", expect: str | None = None,
+                        what: str = "file") -> dict[str, Any]:
+    """The JSON object at ``path`` written by this or an older mridomain: one-line errors when it is not
+    an object, when its ``key`` field is not ``expect`` (checked when given), or when its ``version`` is
+    newer than ``version`` (a file from a later release this one cannot read).
+
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "state.json"
+    >>> _ = dump_json({"format": "demo-state", "version": 3}, p)
+    >>> read_versioned_json(p, 2, expect="demo-state")
+    Traceback (most recent call last):
+    ...
+    mridomain.errors.SchemaMismatchError: ...state.json: version 3 is newer than this mridomain reads (2)
+    """
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise SchemaMismatchError(f"{path}: not a JSON object (a {type(data).__name__})")
+    if expect is not None and data.get(key) != expect:
+        raise SchemaMismatchError(f"{path}: not a {expect} {what} ({key} {data.get(key)!r})")
+    try:
+        found = int(data.get("version", 0))
+    except (TypeError, ValueError):
+        raise SchemaMismatchError(f"{path}: version {data.get('version')!r} is not a number") from None
+    if found > version:
+        raise SchemaMismatchError(f"{path}: version {found} is newer than this mridomain reads ({version})")
+    return data
+
+
+def write_npy_atomic(path: str | Path, array: Any) -> Path:
+    """``np.save`` of ``array`` to ``path`` (the name kept as given, no ``.npy`` appended), all-or-nothing."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+    atomic_write(path, write)
+    return Path(path)
 
 
 def write_folder_atomic(folder: str | Path, fill: Callable[[Path], None]) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.parallel import parallel_map
+from mridomain.files import atomic_write
 from mridomain.data.splits import SPLIT_NAMES, check_fractions, split_patients
 from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError, SchemaMismatchError
 
@@ -399,13 +400,15 @@ def _finish_npy(path: Path, n_written: int, n_alloc: int, shape: tuple[int, int]
         os.truncate(path, old_header_len + n_written * item)
         return
     src = np.load(path, mmap_mode="r")
-    tmp = path.with_suffix(".tmp.npy")
-    dst = npf.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_written, *shape))
-    for start in range(0, n_written, 1024):
-        dst[start:start + 1024] = src[start:start + 1024]
-    dst.flush()
-    del dst, src
-    os.replace(tmp, path)
+
+    def copy_rows(tmp: Path) -> None:
+        dst = npf.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(n_written, *shape))
+        for start in range(0, n_written, 1024):
+            dst[start:start + 1024] = src[start:start + 1024]
+        dst.flush()
+        del dst
+
+    atomic_write(path, copy_rows)
 
 
 def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_series: int | None = 16,

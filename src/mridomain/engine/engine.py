@@ -31,10 +31,11 @@ import torch
 from mridomain.progress import progress_bar
 
 from mridomain.engine.checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, finite, load_optimizer,
-                                         load_rng_state, load_weights, read_json, resolve_folder,
+                                         load_rng_state, load_weights, resolve_folder,
                                          save_optimizer, save_rng_state, save_weights, weights_file,
                                          write_folder_atomic, write_json_atomic)
 from mridomain.engine.settings import TrainSettings
+from mridomain.files import atomic_write, read_versioned_json
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
 __all__ = ["Engine", "TrainTask", "StepContext", "FitResult", "epoch_batches", "resolve_device",
@@ -257,9 +258,7 @@ class _Log:
     def append(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         frame = pd.DataFrame(self.rows)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda tmp: frame.to_csv(tmp, index=False))
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -338,12 +337,8 @@ class Engine:
         folder = resolve_folder(self.out / LAST)
         if folder is None:
             raise EmptyInputError(self.out, f"nothing to resume (no {LAST}/state.json)")
-        state = read_json(folder / "state.json")
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise SchemaMismatchError(f"{folder / 'state.json'}: not a {CHECKPOINT_FORMAT} state")
-        if int(state.get("version", 0)) > CHECKPOINT_VERSION:
-            raise SchemaMismatchError(f"{folder / 'state.json'}: checkpoint version {state.get('version')} "
-                                      f"is newer than this mridomain reads ({CHECKPOINT_VERSION})")
+        state = read_versioned_json(folder / "state.json", CHECKPOINT_VERSION, expect=CHECKPOINT_FORMAT,
+                                    what="state")
         return folder, state
 
     # -- the loop ---------------------------------------------------------------------------------

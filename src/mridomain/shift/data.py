@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
+from mridomain.files import write_npy_atomic
 from mridomain.shift.manifest import CROP_CENTER, CROP_SIZE, ManifestError
 
 __all__ = ["StudyData", "crop_volume", "read_sample", "load_samples", "dataset_folder"]
@@ -130,10 +131,7 @@ class StudyData:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".images.npy.tmp"
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(self.images, dtype=np.float32))
-        tmp.replace(folder / "images.npy")
+        write_npy_atomic(folder / "images.npy", np.ascontiguousarray(self.images, dtype=np.float32))
         self.table.to_parquet(folder / "samples.parquet", index=False)
         return folder
 

@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 from mridomain.progress import progress_bar
+from mridomain.files import write_npy_atomic
 
 from mridomain.errors import (EmptyInputError, ImageReadError, InvalidArgumentError, MridomainError,
                               SchemaMismatchError)
@@ -214,9 +215,7 @@ def _cache_subject(sub: Subject, cache: Path) -> Subject:
     cache.mkdir(parents=True, exist_ok=True)
     for seq, vol in list(sub.volumes.items()):
         path = cache / f"{sub.subject_id}_{seq}.npy"
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        np.save(tmp, vol.astype(np.float16))
-        tmp.replace(path)
+        write_npy_atomic(path, vol.astype(np.float16))
         sub.volumes[seq] = np.load(path, mmap_mode="r")
     return sub
 

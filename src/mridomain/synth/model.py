@@ -146,18 +146,14 @@ class SynthRun:
 
 def load_run(run: str | Path, device: str | torch.device | None = None, which: str = "best") -> SynthRun:
     """Rebuild a run folder's generator from ``config.json`` and load its weights (best or last)."""
-    from mridomain.engine import load_weights, read_json, resolve_device
+    from mridomain.engine import load_weights, resolve_device
+    from mridomain.files import read_versioned_json
 
     run = Path(run)
     if not (run / "config.json").exists() or not (run / "schema.json").exists():
         raise EmptyInputError(run, "not a synthesis run folder (config.json / schema.json missing)")
     config = SynthConfig.from_json(run / "config.json")
-    schema = read_json(run / "schema.json")
-    if not isinstance(schema, dict) or schema.get("format") != SCHEMA_FORMAT:
-        raise SchemaMismatchError(f"{run / 'schema.json'}: not a {SCHEMA_FORMAT} file")
-    if int(schema.get("version", 0)) > SCHEMA_VERSION:
-        raise SchemaMismatchError(f"{run / 'schema.json'}: version {schema.get('version')} is newer than "
-                                  f"this mridomain reads ({SCHEMA_VERSION})")
+    schema = read_versioned_json(run / "schema.json", SCHEMA_VERSION, expect=SCHEMA_FORMAT)
     if list(schema.get("sequences", [])) != list(config.sequences):
         raise SchemaMismatchError(f"{run}: schema.json and config.json disagree on the sequence set")
     dev = resolve_device(device)
