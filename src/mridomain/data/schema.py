@@ -168,6 +168,9 @@ def normalize_manufacturer(fields: Mapping[str, Any]) -> str | None:
     "SIEMENS", "Philips Medical Systems" / "Philips Healthcare" / "Philips" -> "PHILIPS",
     "TOSHIBA_MEC" -> "TOSHIBA", "Canon Medical Systems" -> "CANON"; an unknown vendor is kept,
     upper-cased with runs of whitespace collapsed (e.g. DBC's "MPTronic software").
+
+    >>> [normalize_manufacturer({"Manufacturer": m}) for m in ("GE MEDICAL SYSTEMS", "TOSHIBA_MEC", "MPTronic  software")]
+    ['GE', 'TOSHIBA', 'MPTRONIC SOFTWARE']
     """
     raw = _as_str(fields.get("Manufacturer"))
     if not raw:
@@ -209,6 +212,9 @@ def field_strength_bins(tesla: float, tolerance: float = 0.06) -> float:
     Vendors record the exact B0 of the magnet: Siemens "1.5 T" systems write 1.494, some
     "3 T" ones 2.8936 (both in DBC). 1.494 -> 1.5 (0.4 % off), 2.8936 -> 3.0 (3.5 % off).
     Values farther than ``tolerance`` from every nominal strength are returned unchanged.
+
+    >>> field_strength_bins(1.494), field_strength_bins(2.8936), field_strength_bins(2.0)
+    (1.5, 3.0, 2.0)
     """
     nearest = min(NOMINAL_FIELD_STRENGTHS, key=lambda b: abs(b - tesla))
     return nearest if abs(nearest - tesla) <= tolerance * nearest else tesla

@@ -23,7 +23,11 @@ def check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
 
 
 def split_counts(n: int, fractions: Sequence[float]) -> tuple[int, int, int]:
-    """Patients per split by largest remainder: each count is within one of ``fraction * n``."""
+    """Patients per split by largest remainder: each count is within one of ``fraction * n``.
+
+    >>> split_counts(10, (0.7, 0.15, 0.15))     # 7 + 1.5 + 1.5: the tie for the last patient goes to val
+    (7, 2, 1)
+    """
     fr = check_fractions(fractions)
     exact = np.asarray(fr) * n
     counts = np.floor(exact).astype(int)
@@ -41,6 +45,10 @@ def split_patients(patient_ids: Iterable[str], fractions: Sequence[float] = (0.7
     Deterministic for a seed and independent of the order or repetition of ``patient_ids`` (the
     unique ids are sorted before a seeded permutation). A patient is in exactly one split, and
     each split holds ``round``-ed ``fraction * n_patients`` patients, within one patient.
+
+    >>> splits = split_patients(["p1", "p2", "p1", "p3", "p4"], (0.5, 0.25, 0.25), seed=0)
+    >>> sorted(splits), sorted(splits.values())
+    (['p1', 'p2', 'p3', 'p4'], ['test', 'train', 'train', 'val'])
     """
     unique = sorted({str(p) for p in patient_ids})
     n_train, n_val, _ = split_counts(len(unique), fractions)

@@ -76,6 +76,11 @@ def epoch_batches(indices: np.ndarray | int, batch_size: int, seed: int, epoch: 
     an uninterrupted one. Each global batch of ``batch_size`` is cut into ``world_size`` contiguous
     parts of (nearly) equal size and rank r takes part r; a last global batch with fewer items than
     ranks is dropped (every rank must take the same number of steps).
+
+    >>> [b.tolist() for b in epoch_batches(5, batch_size=2, seed=0, epoch=0, shuffle=False)]
+    [[0, 1], [2, 3], [4]]
+    >>> [b.tolist() for b in epoch_batches(5, 2, 0, 0, shuffle=False, rank=1, world_size=2)]  # the odd one out is dropped
+    [[1], [3]]
     """
     idx = np.arange(indices) if isinstance(indices, (int, np.integer)) else np.asarray(indices, dtype=np.int64)
     if batch_size < 1:

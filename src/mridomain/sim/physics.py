@@ -97,6 +97,11 @@ def spgr_signal(pd, t1, t2s, tr: float, te: float, flip_deg):
     """Steady-state spoiled gradient echo: PD sin(a)(1-E1)/(1-cos(a)E1) exp(-TE/T2*), E1 = exp(-TR/T1).
 
     Arrays broadcast; TR, TE, T1, T2* in ms, flip angle in degrees (may be a B1-scaled map).
+
+    At 90 degrees the steady state is saturation recovery, PD (1 - E1) exp(-TE/T2*):
+
+    >>> round(float(spgr_signal(1.0, 1000.0, 50.0, tr=1000.0, te=0.0, flip_deg=90.0)), 4)   # 1 - 1/e
+    0.6321
     """
     a = np.deg2rad(flip_deg)
     e1 = np.exp(-tr / np.asarray(t1))
@@ -104,7 +109,11 @@ def spgr_signal(pd, t1, t2s, tr: float, te: float, flip_deg):
 
 
 def ernst_angle(tr: float, t1: float) -> float:
-    """Flip angle (degrees) maximising the spoiled GRE signal: arccos(exp(-TR/T1))."""
+    """Flip angle (degrees) maximising the spoiled GRE signal: arccos(exp(-TR/T1)).
+
+    >>> round(ernst_angle(tr=5.0, t1=1000.0), 1)     # a breast DCE protocol's TR on fat-free tissue
+    5.7
+    """
     return float(np.rad2deg(np.arccos(np.exp(-tr / t1))))
 
 

@@ -1,0 +1,24 @@
+"""The ``>>>`` examples in the public entry points' docstrings run and hold."""
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "mridomain.statistics",
+    "mridomain.files",
+    "mridomain.data.splits",
+    "mridomain.data.schema",
+    "mridomain.sim.physics",
+    "mridomain.engine.engine",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no >>> example"
+    assert result.failed == 0
