@@ -185,6 +185,8 @@ def attribute(
     targets: str = typer.Option("test", help="test: each seed's target test set (acquired = R_jk); all: every "
                                              "target-domain patient (more positives)."),
     workers: Optional[int] = _WORKERS,
+    model: Optional[str] = typer.Option(None, help="The study's user model (package.module:callable), repeated: "
+                                                   "a folder never chooses code to run."),
 ) -> None:
     """Re-image the target test patients with one acquisition factor switched: how much of Delta each recovers.
 
@@ -198,7 +200,7 @@ def attribute(
         seed_values = list(range(seed_values))
     names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
     res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
-                          target_set=targets, workers=workers)
+                          target_set=targets, workers=workers, model=model)
     render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:

@@ -58,6 +58,15 @@ class Study:
     fractions: tuple[float, float, float]
     stratify: bool
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the user model (package.module:callable) named on this invocation, if any: the only one
+    #: outside the registry that runs (study.json alone never chooses code to import)
+    trusted_model: str | None = None
+
+    def check_model(self) -> None:
+        """One-line error when study.json names a user model the caller did not repeat."""
+        from mridomain.shift.models import check_model_source
+
+        check_model_source(self.config.model, self.trusted_model, str(self.out / "study.json"))
 
     @property
     def store(self) -> ResultsStore:
@@ -76,19 +85,34 @@ def _comparable(config: ShiftConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
 
 
-def open_study(out: str | Path) -> Study:
-    """Open an existing study folder (one-line errors when it is not one)."""
+def open_study(out: str | Path, model: str | None = None) -> Study:
+    """Open an existing study folder (one-line errors when it is not one).
+
+    ``model``: the user model (``package.module:callable``) you trust this folder to run; a study
+    whose config names another model outside the registry is refused before it trains.
+    """
     from mridomain.files import read_json
 
     out = Path(out)
     meta = read_json(out / "study.json")
     if not isinstance(meta, dict) or meta.get("format") != STUDY_FORMAT:
         raise SchemaMismatchError(f"{out / 'study.json'}: not a shift study")
-    if int(meta.get("version", 0)) > STUDY_VERSION:
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {meta['version']} is newer than this mridomain reads")
-    config = ShiftConfig.from_dict(meta["config"], where=str(out / "study.json"))
-    return Study(out, config, {k: tuple(v) for k, v in meta["domains"].items()}, tuple(meta["fractions"]),
-                 bool(meta["stratify"]), meta)
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version!r} is not a whole number")
+    if version > STUDY_VERSION:
+        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version} is newer than this mridomain reads")
+    config = ShiftConfig.from_dict(meta.get("config"), where=str(out / "study.json"))
+    try:
+        domains = {str(k): (str(v[0]), str(v[1])) for k, v in meta["domains"].items()}
+        fractions = tuple(float(f) for f in meta["fractions"])
+        stratify = meta["stratify"]
+        if len(fractions) != 3 or not isinstance(stratify, bool):
+            raise ValueError("bad fractions or stratify")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise SchemaMismatchError(f"{out / 'study.json'}: damaged study description ({type(err).__name__}: "
+                                  f"{err})") from None
+    return Study(out, config, domains, fractions, stratify, meta, trusted_model=model)
 
 
 def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: ShiftConfig | None = None,
@@ -110,6 +134,7 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     table, chosen, dropped = choose_domains(table, domains, where=where)
     digest = manifest_digest(table)
     existing = open_study(out) if (out / "study.json").exists() else None
+    explicit = config is not None
     if config is None:
         config = existing.config if existing is not None else make_config("cpu")
     fr = tuple(float(f) for f in fractions)
@@ -144,6 +169,8 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
         dump_json(meta, out / "study.json")
     study = open_study(out) if existing is None else existing
     study.config = config
+    if explicit:        # a config object the caller passed is theirs: its model may run
+        study.trusted_model = config.model
     return study
 
 
@@ -198,6 +225,7 @@ def run_experiment(study: Study, experiment: str, seeds: int | Sequence[int], se
     :class:`ManifestError` otherwise). Finished runs in ``OUT/runs.jsonl`` are skipped.
     """
     seeds = seed_list(seeds)
+    study.check_model()
     for ds in study.domains:
         check_splits(study.data(ds).table, ds, seeds, study.fractions, study.stratify, where=str(study.meta.get("manifest")))
     _write_splits(study, seeds)
@@ -219,7 +247,14 @@ def _run(experiment: str, manifest: str | Path | pd.DataFrame, out: str | Path, 
         config = make_config(preset, **changes)
     elif changes:   # on top of the folder's config when it has one, else the cpu preset
         existing = Path(out) / "study.json"
-        config = open_study(out).config.updated(**changes) if existing.exists() else make_config("cpu", **changes)
+        if existing.exists():
+            folder = open_study(out, model=model)
+            folder.check_model()        # the folder's model stays: it must be one the user named
+            config = folder.config.updated(**changes)
+        else:
+            config = make_config("cpu", **changes)
+    elif (Path(out) / "study.json").exists():
+        open_study(out).check_model()
     study = prepare_study(manifest, out, config, domains=domains, workers=workers, progress=progress)
     result = run_experiment(study, experiment, seeds, settings, workers=workers, backend=backend,
                             ray_address=ray_address, progress=progress)
