@@ -50,7 +50,7 @@ def assert_one_line_error(code: int, output: str, *needles: str) -> None:
 
 @pytest.fixture(scope="module")
 def crops(tmp_path_factory) -> Path:
-    return write_crops(tmp_path_factory.mktemp("crops"), n_patients=8, shape=(3, 8, 8))
+    return write_crops(tmp_path_factory.mktemp("crops"), n_patients=24, shape=(3, 8, 8))
 
 
 def _tamper_model(path: Path, spec: str, key=("config",)) -> None:
@@ -101,3 +101,170 @@ def test_tampered_model_folder_cannot_import_code(tmp_path):
         ShiftClassifier.load(tmp_path / "m")
     with pytest.raises(SchemaMismatchError, match="--model os:abort"):
         ShiftClassifier.load(tmp_path / "m", model="shift_fixtures:tiny_net")    # naming another one is no licence
+
+
+# ---- 3 and 4. bad arguments: a one-line error before any work, never a traceback, never exit 0 ----
+
+@pytest.fixture(scope="module")
+def iap_run(tmp_path_factory):
+    """(one-epoch IAP run, its cache, a folder of 3 good DICOM slices)."""
+    from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+    from mridomain.iap import train
+
+    from test_iap_utils import make_cache
+
+    root = tmp_path_factory.mktemp("iap")
+    cache = make_cache(root / "cache", n=48, size=16)
+    train(cache, root / "run", preset="cpu", epochs=1, seed=0, progress=False, input_size=16, width=4, batch_size=16)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_mr_dicom(root / "dicom" / f"{i}.dcm", rng.integers(0, 4000, (32, 32)), patient_id="P",
+                       study_uid="1.2.826.0.1.3680043.10.8", series_uid="1.2.826.0.1.3680043.10.8.1",
+                       instance=i + 1, position=float(i), headers=GE_HEADERS)
+    return root / "run", cache, root / "dicom"
+
+
+def bad_invocations(tmp: Path, crops: Path, run: Path, cache: Path, dicom: Path) -> list[tuple[list, str]]:
+    """Bad command lines over every command, each with a piece of the one-line error it must give
+    (each must fail at once: nothing here may simulate, read a dataset or train first)."""
+    blocker = tmp / "a_file"
+    blocker.write_text("x")
+    under = blocker / "out"                          # a path whose parent is a file: unwritable, even for root
+    nowhere = tmp / "does_not_exist"
+    m = str(crops)
+    counter = iter(range(10_000))
+
+    def new() -> Path:                               # a fresh output folder for each invocation
+        return tmp / f"out{next(counter)}"
+
+    is_file = "is a file, not a folder"
+    return [
+        (["index", nowhere], "does_not_exist"), (["index", dicom, "--workers", "0"], "--workers 0"),
+        (["index", dicom, "-o", under / "i.parquet"], is_file), (["index", dicom, "--iap-config", blocker], "a_file"),
+        (["prepare", nowhere], "does_not_exist"), (["prepare", cache / "slices.parquet", "--size", "0"], ""),
+        (["simulate", "-o", new(), "--patients", "99999999999999999999"], "--patients 99999999999999999999"),
+        (["simulate", "-o", new(), "--patients", "0"], "--patients 0"), (["simulate", "-o", under], is_file),
+        (["simulate", "-o", new(), "--preset", "bogus", "--patients", "1"], "bogus"),
+        (["simulate", "-o", new(), "--slab", "bogus", "--patients", "1"], "bogus"),
+        (["simulate", "-o", new(), "--workers", "0"], "--workers 0"),
+        (["train", cache, "-o", under], is_file), (["train", cache, "-o", new(), "--preset", "bogus"], "bogus"),
+        (["train", cache, "-o", new(), "--device", "bogus"], "bogus"), (["train", nowhere, "-o", new()], "does_not_exist"),
+        (["train", cache, "-o", new(), "--epochs", "0"], "--epochs 0"),
+        (["evaluate", nowhere], "does_not_exist"), (["evaluate", run, "--split", "bogus"], "bogus"),
+        (["evaluate", run, "-o", under], is_file),
+        (["predict", run, nowhere, "-o", tmp / "p.csv"], "does_not_exist"),
+        (["predict", run, dicom, "-o", under / "p.csv"], is_file),
+        (["predict", run, dicom, "-o", tmp / "p.csv", "--top-k", "0"], "--top-k 0"),
+        (["predict", nowhere, dicom, "-o", tmp / "p.csv"], "does_not_exist"),
+        (["predict", run, dicom, "-o", tmp / "p.csv", "--keep-kind", "bogus"], "bogus"),
+        (["predict", run, dicom, "-o", tmp / "p.csv", "--figure", under / "f.png"], is_file),
+        (["calibrate", nowhere], "does_not_exist"), (["calibrate", run, "--cache", nowhere], "does_not_exist"),
+        (["demo", "--out", under], is_file), (["demo", "--out", new(), "--patients", "0"], "--patients 0"),
+        (["analyze", nowhere, "-o", new()], "does_not_exist"), (["analyze", cache, "-o", under], is_file),
+        (["route", run, dicom, "--model", "bogus"], "bogus"),
+        (["route", run, dicom, "--model", f"GE={nowhere}", "-o", under], is_file),
+        (["route-experiment", cache, run, "-o", under], is_file),
+        (["route-experiment", cache, run, "-o", new(), "--epochs", "0"], "--epochs 0"),
+        (["compare", cache, dicom, "--run", run, "-o", under], is_file),
+        (["compare", cache, dicom, "--run", run, "-o", new(), "--quantile", "1.5"], "--quantile 1.5"),
+        (["compare", cache, dicom, "--run", nowhere, "-o", new()], "does_not_exist"),
+        (["compare", cache, dicom, "--run", run, "--feature-score", "bogus", "-o", new()], "bogus"),
+        (["shift", "manifest", nowhere, "-o", new() / "m.csv"], "--labels"),
+        (["shift", "manifest", crops, "--kind", "bogus", "-o", new() / "m.csv"], "bogus"),
+        (["shift", "manifest", tmp, "--kind", "sim", "--threshold", "-1", "-o", new() / "m.csv"], "--threshold -1"),
+        (["shift", "manifest", crops, "--kind", "index", "--labels", nowhere, "-o", under], is_file),
+        (["shift", "study", nowhere, "-o", new()], "does_not_exist"), (["shift", "study", m, "-o", under], is_file),
+        (["shift", "study", m, "-o", blocker], "is a file"), (["shift", "study", m, "-o", new(), "--seeds", "0"], "seeds 0"),
+        (["shift", "study", m, "-o", new(), "--seeds", "x"], "--seeds"),
+        (["shift", "study", m, "-o", new(), "--model", "bogus"], "model 'bogus'"),
+        (["shift", "study", m, "-o", new(), "--device", "bogus"], "device 'bogus'"),
+        (["shift", "study", m, "-o", new(), "--workers", "0"], "--workers 0"),
+        (["shift", "study", m, "-o", new(), "--preset", "bogus"], "preset 'bogus'"),
+        (["shift", "study", m, "-o", new(), "--epochs", "0"], "--epochs 0"),
+        (["shift", "study", m, "-o", new(), "--backend", "bogus"], "backend 'bogus'"),
+        (["shift", "study", m, "-o", new(), "--domains", "A"], "--domains"),
+        (["shift", "mixing", m, "-o", new(), "--fractions", "1.5"], "mixing fraction 1.5"),
+        (["shift", "mixing", m, "-o", new(), "--fractions", "x"], "--fractions"),
+        (["shift", "mixing", m, "-o", new(), "--fractions", ""], "no settings"),
+        (["shift", "noise", m, "-o", new(), "--alphas", "-1"], "noise alpha -1"),
+        (["shift", "noise", m, "-o", new(), "--alphas", "nan"], "finite"),
+        (["shift", "report", nowhere], "does_not_exist"), (["shift", "report", blocker], "a_file"),
+        (["shift", "attribute", nowhere, "--archive", nowhere], "does_not_exist"),
+        (["shift", "attribute", nowhere, "--archive", nowhere, "--workers", "0"], "--workers 0"),
+        (["shift", "demo", "-o", new(), "--main-seeds", "0"], "--main-seeds 0"),
+        (["shift", "demo", "-o", new(), "--patients", "0"], "--patients 0: must be at least 1"), (["shift", "demo", "-o", under], is_file),
+        (["shift", "demo", "-o", new(), "--extra-seeds", "-1"], "--extra-seeds -1"),
+        (["shift", "demo", "-o", new(), "--threshold", "9"], "--threshold 9"),
+        (["shift", "demo", "-o", new(), "--workers", "0"], "--workers 0"),
+        (["synth", "brain", "-o", blocker], "is a file"), (["synth", "brain", "-o", under], is_file),
+        (["synth", "brain", "-o", new(), "--subjects", "0"], "--subjects 0"),
+        (["synth", "brain", "-o", new(), "--voxel-mm", "0"], "voxel_mm"),
+        (["synth", "brain", "-o", new(), "--workers", "0"], "--workers 0"),
+        (["synth", "brain", "-o", new(), "--subjects", "99999999999999999999"], "--subjects 99999999999999999999"),
+        (["synth", "toy", "-o", under], is_file), (["synth", "toy", "-o", new(), "--preset", "bogus"], "bogus"),
+        (["synth", "train", nowhere, "-o", new()], "does_not_exist"), (["synth", "train", tmp, "-o", under], is_file),
+        (["synth", "train", tmp, "-o", new(), "--cache", blocker], "is a file"),
+        (["synth", "train", tmp, "-o", new(), "--preset", "x"], "'x'"),
+        (["synth", "train", tmp, "-o", new(), "--epochs", "0"], "--epochs 0"),
+        (["synth", "train", tmp, "-o", new(), "--device", "x"], "device 'x'"),
+        (["synth", "evaluate", nowhere], "does_not_exist"), (["synth", "evaluate", run, "--split", "bogus"], ""),
+        (["synth", "contribution", nowhere, "--normalization", "bogus"], "--normalization 'bogus'"),
+        (["synth", "contribution", nowhere], "does_not_exist"),
+        (["synth", "dmap", nowhere, nowhere], "does_not_exist"),
+        (["synth", "generate", nowhere, "a.nii.gz", "--to", "flair"], "does_not_exist"),
+        (["synth", "demo", "-o", under], is_file), (["synth", "demo", "-o", new(), "--subjects", "0"], "--subjects 0"),
+        (["synth", "demo", "-o", new(), "--epochs", "0"], "--epochs 0"),
+    ]
+
+
+def test_bad_argument_sweep_gives_one_line_errors(crops, iap_run, tmp_path):
+    """Every bad command line: exit 1 or 2 (never 0, never 3 = an error nobody foresaw), no traceback."""
+    run, cache, dicom = iap_run
+    wrong, tracebacks, unexpected = [], [], []
+    invocations = bad_invocations(tmp_path, crops, run, cache, dicom)
+    off_reason = []
+    for args, needle in invocations:
+        code, output, exc = _cli(*args)
+        label = " ".join(str(a).replace(str(tmp_path), "T") for a in args)
+        if code == 0:
+            wrong.append(label)
+        elif needle not in output:
+            off_reason.append(f"{label}: expected {needle!r} in: {output.strip()[-300:]}")
+        if "Traceback" in output or (exc is not None and not isinstance(exc, SystemExit)):
+            tracebacks.append(f"{label}: {type(exc).__name__}: {exc}")
+        if code == 3:
+            unexpected.append(f"{label}: {output.strip()[-300:]}")
+    print(f"\nbad-argument sweep: {len(invocations)} invocations, {len(tracebacks)} tracebacks, "
+          f"{len(unexpected)} unforeseen errors, {len(wrong)} wrong exit 0s")
+    assert not tracebacks and not unexpected and not wrong, "\n".join(tracebacks + unexpected + wrong)
+    assert not off_reason, "\n".join(off_reason)      # each fails for the reason it was made to fail
+
+
+def test_manifest_rejects_leaks_and_single_class(tmp_path):
+    import pandas as pd
+
+    from mridomain.shift.manifest import ManifestError, validate_manifest
+
+    base = pd.DataFrame({"image": ["a", "b", "c", "d"], "label": [0, 1, 0, 1], "domain": ["A", "A", "B", "B"],
+                         "patient_id": ["1", "2", "3", "4"]})
+    validate_manifest(base, where="m.csv", check_files=False)
+    with pytest.raises(ManifestError, match="row 3: patient '1' is in domains A, B"):
+        validate_manifest(base.assign(patient_id=["1", "2", "1", "4"]), where="m.csv", check_files=False)
+    with pytest.raises(ManifestError, match="every label is 1"):
+        validate_manifest(base.assign(label=1), where="m.csv", check_files=False)
+    with pytest.raises(ManifestError, match="label 2 is not 0 or 1"):
+        validate_manifest(base.assign(label=[0, 1, 2, 1]), where="m.csv", check_files=False)
+
+
+def test_study_whose_every_run_fails_exits_non_zero(crops, tmp_path, monkeypatch):
+    """A study that produced only failed runs says why and exits 1 (the failures stay in runs.jsonl)."""
+    from mridomain.shift import runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure of every run")
+
+    monkeypatch.setattr(runner, "train_and_test", broken)
+    code, output, _ = _cli("shift", "study", crops, "-o", tmp_path / "s", "--seeds", "1", "--workers", "1",
+                           "--model", "nodulex", "--epochs", "1")
+    assert_one_line_error(code, output, "all 2 main runs failed", "simulated failure of every run")
+    assert code == 1 and len((tmp_path / "s" / "runs.jsonl").read_text().splitlines()) == 2

@@ -126,7 +126,16 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
     blocker = _first_existing(path.parent)
     if not blocker.is_dir():
         raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    _check_writable(path, blocker, what)
     return path
+
+
+def _check_writable(path: Path, folder: Path, what: str) -> None:
+    """The nearest existing folder of an output can be written (permissions, a read-only mount)."""
+    from mridomain.errors import InvalidArgumentError
+
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{path}: no permission to write in {folder}, so the {what} cannot go there")
 
 
 def check_output_folder(path: str | Path, what: str = "output") -> Path:
@@ -140,6 +149,7 @@ def check_output_folder(path: str | Path, what: str = "output") -> Path:
         if blocker == path:
             raise InvalidArgumentError(f"{path}: is a file, but the {what} is a folder; name a folder")
         raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    _check_writable(path, blocker, what)
     return path
 
 

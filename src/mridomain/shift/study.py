@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from mridomain.errors import InvalidArgumentError, SchemaMismatchError
+from mridomain.errors import InvalidArgumentError, MridomainError, SchemaMismatchError
 from mridomain.shift.config import ShiftConfig, make_config
 from mridomain.shift.data import StudyData, dataset_folder, load_samples
 from mridomain.shift.manifest import choose_domains, manifest_digest, read_manifest, validate_manifest
@@ -27,7 +27,7 @@ from mridomain.shift.protocol import (MIXING_FRACTIONS, NOISE_ALPHAS, PAPER_FRAC
                                       study_splits)
 from mridomain.shift.runner import ResultsStore, RunContext, execute_runs
 
-__all__ = ["Study", "ExperimentResult", "open_study", "prepare_study", "run_experiment", "run_study",
+__all__ = ["Study", "ExperimentResult", "RunsFailedError", "open_study", "prepare_study", "run_experiment", "run_study",
            "run_mixing", "run_noise", "seed_list", "STUDY_FORMAT"]
 
 STUDY_FORMAT = "mridomain.shift.study"
@@ -174,6 +174,10 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     return study
 
 
+class RunsFailedError(MridomainError):
+    """Every run an experiment started failed (each failure is kept in runs.jsonl)."""
+
+
 @dataclass
 class ExperimentResult:
     """What one :func:`run_experiment` call did."""
@@ -187,6 +191,14 @@ class ExperimentResult:
     @property
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("status") != "ok"]
+
+    def raise_if_all_failed(self) -> None:
+        """A :class:`RunsFailedError` when this call ran runs and every one of them failed (a
+        command that produced only failures must not exit 0)."""
+        if self.records and len(self.failed) == len(self.records):
+            first = self.failed[0]
+            raise RunsFailedError(f"{self.study.out}: all {len(self.records)} {self.experiment} runs failed; "
+                                  f"first: {first['run_id']}: {first.get('error')}")
 
     def summary(self) -> str:
         ran = len(self.records)
@@ -237,10 +249,34 @@ def run_experiment(study: Study, experiment: str, seeds: int | Sequence[int], se
     return ExperimentResult(study, experiment, len(plan), len(plan) - len(todo), records)
 
 
+def _check_arguments(experiment: str, settings: Sequence[float] | None, model: str | None, workers: int | None,
+                     backend: str, device: str | None) -> None:
+    """Every argument checked before any sample is read or any run trains (one-line errors)."""
+    from mridomain.errors import check_choice, check_range
+    from mridomain.shift.protocol import check_settings
+    from mridomain.shift.runner import BACKENDS
+
+    check_settings(experiment, settings)
+    check_range(workers, "workers", 1)
+    check_choice(backend, "backend", BACKENDS)
+    if model is not None:
+        from mridomain.shift.models import resolve_model_name
+
+        resolve_model_name(model, (64, 64))          # a name the registry knows, or package.module:callable
+    if device is not None:
+        from mridomain.engine.engine import resolve_device
+
+        resolve_device(device)
+
+
 def _run(experiment: str, manifest: str | Path | pd.DataFrame, out: str | Path, seeds: int | Sequence[int],
          settings: Sequence[float] | None, preset: str | None, model: str | None, domains: Sequence[str] | None,
          workers: int | None, backend: str, ray_address: str | None, progress: bool, report: bool,
          overrides: dict[str, Any]) -> ExperimentResult:
+    _check_arguments(experiment, settings, model, workers, backend, overrides.get("device"))
+    from mridomain.files import check_output_folder
+
+    check_output_folder(out, "study folder")
     changes = {k: v for k, v in {"model": model, **overrides}.items() if v is not None}
     config = None
     if preset is not None:
