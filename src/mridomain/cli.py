@@ -65,6 +65,20 @@ from mridomain.shift.cli import app as shift_app  # noqa: E402  (the sub-app reg
 app.add_typer(shift_app, name="shift")
 
 
+def _one_line_warnings() -> None:
+    """Warnings that reach the command line (a damaged log line skipped, subjects skipped) are one
+    line each, ``warning: ...``; what libraries say about single files goes into skip reports, and
+    their loggers are kept off the terminal (pydicom logs every failed decoder attempt)."""
+    import logging
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        typer.secho(f"warning: {_one_line(message)}", fg=typer.colors.YELLOW, err=True)
+
+    warnings.showwarning = show
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version
@@ -78,6 +92,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
                                        help="Print the version and exit."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (for logs).")) -> None:
     """mridomain: the acquisition domain of MRI."""
+    _one_line_warnings()
     if quiet:
         from mridomain.progress import set_quiet
 

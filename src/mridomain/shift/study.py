@@ -127,6 +127,9 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     from mridomain.files import dump_json
 
     out = Path(out)
+    from mridomain.files import remove_stale_temporaries
+
+    remove_stale_temporaries(out)                        # what a killed earlier call left half-written
     if isinstance(manifest, pd.DataFrame):
         table, where = validate_manifest(manifest, where="<manifest>"), "<manifest>"
     else:
@@ -209,10 +212,24 @@ class ExperimentResult:
         return line
 
 
+def _read_splits(path: Path) -> pd.DataFrame:
+    """``splits.csv``, or a one-line error naming it when it is damaged (empty, not UTF-8, columns)."""
+    try:
+        table = pd.read_csv(path, dtype={"patient_id": str, "domain": str, "dataset": str}, encoding="utf-8")
+    except (ValueError, OSError) as err:       # EmptyDataError, UnicodeDecodeError, ParserError
+        raise SchemaMismatchError(f"{path}: damaged ({type(err).__name__}: {' '.join(str(err).split())[:120]}); "
+                                  "delete it: the splits follow from the seeds and are written again") from None
+    missing = [c for c in ("dataset", "seed", "domain", "patient_id", "split") if c not in table.columns]
+    if missing:
+        raise SchemaMismatchError(f"{path}: damaged (no column {', '.join(missing)}); delete it: the splits follow "
+                                  "from the seeds and are written again")
+    return table
+
+
 def _write_splits(study: Study, seeds: Sequence[int]) -> None:
     """Append the splits of new seeds to ``splits.csv`` (the split each run's record refers to)."""
     path = study.out / "splits.csv"
-    old = pd.read_csv(path, dtype={"patient_id": str, "domain": str, "dataset": str}) if path.exists() else None
+    old = _read_splits(path) if path.exists() else None
     frames = [old] if old is not None else []
     for ds in study.domains:
         data = study.data(ds)
