@@ -396,3 +396,31 @@ def test_tampered_study_folders(crops, tmp_path):
     (study / ".last.999999999.xyz.tmp").mkdir()
     prepare_study(crops, study, progress=False)
     assert not stale.exists() and not (study / ".last.999999999.xyz.tmp").exists() and live.exists()
+
+
+def test_synth_subjects_with_nan_voxels_are_named_and_refused(tmp_path):
+    """A subject with NaN voxels is skipped and named before any training (and the same reader
+    refuses it for generate and dmap); training reports every skipped subject."""
+    import nibabel as nib
+
+    from mridomain.errors import ImageReadError
+    from mridomain.synth.data import load_dataset, subject_from_files
+
+    rng = np.random.default_rng(0)
+    for k in range(3):                                     # three tiny subjects in the BraTS layout
+        folder = tmp_path / "b" / f"S{k}"
+        folder.mkdir(parents=True)
+        for seq in ("t1", "t1ce", "t2", "flair"):
+            nib.save(nib.Nifti1Image(rng.uniform(0, 100, (10, 10, 10)).astype(np.float32), np.eye(4)),
+                     str(folder / f"S{k}_{seq}.nii.gz"))
+    subject = tmp_path / "b" / "S0"
+    t2 = subject / "S0_t2.nii.gz"
+    data = np.ascontiguousarray(nib.load(str(t2)).get_fdata(dtype=np.float32))
+    data.flat[::100] = np.nan                              # 1 % of the voxels
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(t2))
+    seqs = ("t1", "t1ce", "t2", "flair")
+    dataset = load_dataset(tmp_path / "b", seqs, progress=False)
+    assert len(dataset) == 2 and dataset.skipped == [(str(t2), dataset.skipped[0][1])]
+    assert "are NaN or infinite" in dataset.skipped[0][1] and "(1%)" in dataset.skipped[0][1]
+    with pytest.raises(ImageReadError, match="NaN or infinite"):
+        subject_from_files({"t2": t2}, subject.name)      # what generate and dmap read inputs with
