@@ -14,6 +14,8 @@ succeeds without pydicom reporting that the data end before their delimiter. The
   whose compressed stream is damaged: decoding is what finds that);
 * ``prepare_cache`` caches exactly the decodable files and reports every other one it was given;
 * ``predict_paths`` predicts exactly the decodable files and skips exactly the others;
+* given the corpus as one folder, ``predict`` and ``compare`` account for every file exactly once
+  (read, or one skip row of its own: never a row naming a folder);
 * nothing raises, and every skip reason is one line.
 
 Image kinds are all kept here (``keep_kinds=IMAGE_KINDS``): what is fuzzed is robustness, and
@@ -261,15 +263,24 @@ def test_prepare_caches_exactly_the_decodable_files(corpus, indexed, tmp_path):
     assert np.isfinite(cache.images[:].astype(np.float32)).all()
 
 
-@pytest.mark.slow
-def test_predict_reads_exactly_the_decodable_files(corpus, tmp_path):
-    from mridomain.iap import predict_paths, train
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """(a one-epoch IAP run, its training cache): what predict and compare need, trained once."""
+    from mridomain.iap import train
 
     from test_iap_utils import make_cache
 
-    run = tmp_path / "run"
-    train(make_cache(tmp_path / "cache", n=48, size=16), run, preset="cpu", epochs=1, seed=0, progress=False,
-          input_size=16, width=4, batch_size=16)
+    root = tmp_path_factory.mktemp("run")
+    cache = make_cache(root / "cache", n=48, size=16)
+    train(cache, root / "run", preset="cpu", epochs=1, seed=0, progress=False, input_size=16, width=4, batch_size=16)
+    return root / "run", cache
+
+
+@pytest.mark.slow
+def test_predict_reads_exactly_the_decodable_files(corpus, small_run, tmp_path):
+    from mridomain.iap import predict_paths
+
+    run = small_run[0]
     result = predict_paths(run, corpus["files"], out=tmp_path / "p.csv", progress=False, keep_kinds=IMAGE_KINDS)
     read = set(result.series["source"])
     skipped = [path for path, _ in result.skipped]
@@ -280,3 +291,106 @@ def test_predict_reads_exactly_the_decodable_files(corpus, tmp_path):
     assert report["path"].tolist() == skipped            # the report reads back, row for row
     assert report["reason"].tolist() == [clean_reason(reason) for _, reason in result.skipped]
     print(f"\nfuzz: predict read {len(read)} files, skipped {len(skipped)}")
+
+
+def _accounted_once(given: set[str], read: set[str], skipped: list[str]) -> None:
+    """Every input file is read or skipped, none both, none skipped twice, nothing else named."""
+    assert len(skipped) == len(set(skipped)), "a file is named twice in the skip report"
+    assert not read & set(skipped)
+    assert read | set(skipped) == given, (sorted(given - read - set(skipped))[:5], sorted((read | set(skipped)) - given)[:5])
+
+
+@pytest.mark.slow
+def test_folder_predict_and_compare_account_for_every_file(corpus, small_run, tmp_path):
+    from mridomain.analysis import compare
+    from mridomain.iap import predict_paths
+
+    run, cache = small_run
+    given = {str(f) for f in corpus["files"]}
+    result = predict_paths(run, [corpus["root"]], out=tmp_path / "p.csv", progress=False, keep_kinds=IMAGE_KINDS)
+    read = set(result.table.loc[result.table["level"] == "slice", "file"])
+    skipped = [path for path, _ in result.skipped]
+    _accounted_once(given, read, skipped)
+    assert read == corpus["decodable"]          # the oracle agrees with the folder path too
+    _one_line_reasons(reason for _, reason in result.skipped)
+    report = pd.read_csv(tmp_path / "p_skipped.csv", dtype=str, keep_default_na=False)
+    assert sorted(report["path"]) == sorted(skipped)
+    res = compare(cache, [corpus["root"]], run, out=tmp_path / "cmp", progress=False)
+    read = set(res.verdicts["file"])
+    _accounted_once(given, read, list(res.skipped["path"]))
+    _one_line_reasons(res.skipped["reason"])
+    print(f"\nfuzz (folder): {len(given)} files; predict read {len(set(result.table['file']) & given)}, skipped "
+          f"{len(skipped)}; compare read {len(read)}, skipped {len(res.skipped)}")
+
+
+def _series(folder: Path, n: int = 5, series: int = 0, size=(32, 32)) -> list[Path]:
+    rng = np.random.default_rng(series)
+    return [write_mr_dicom(folder / f"s{series}_{i}.dcm", rng.integers(0, 4000, size), patient_id="P1",
+                           study_uid="1.2.826.0.1.3680043.10.7", series_uid=f"1.2.826.0.1.3680043.10.7.{series}",
+                           instance=i + 1, position=float(i), headers=GE_HEADERS,
+                           sop_uid=f"1.2.826.0.1.3680043.10.7.{series}.{i}") for i in range(n)]
+
+
+def _undecodable_copy(src: Path, dst: Path) -> Path:
+    """``src`` (same SOPInstanceUID) RLE-compressed with a damaged RLE header: its header reads
+    clean, only decoding the pixels fails (the damage headers cannot show)."""
+    from pydicom.encaps import encapsulate, generate_fragmented_frames
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(src)
+    sop = ds.SOPInstanceUID
+    ds.compress(RLELossless)
+    frame = bytearray(b"".join(next(generate_fragmented_frames(ds.PixelData))))
+    frame[0:4] = (15).to_bytes(4, "little")              # 15 RLE segments announced, 2 present
+    ds.PixelData = encapsulate([bytes(frame)])
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = sop
+    ds.save_as(dst)
+    return dst
+
+
+def test_one_damaged_file_never_stops_a_folder(small_run, tmp_path):
+    """The issue's reproduction: ``head -c 143 good.dcm > d/x.dcm`` among good files (pydicom
+    raises BytesLengthException on it), plus a slice of another size, an undecodable slice and
+    an undecodable duplicate of a good slice: each drops only itself, never its series."""
+    from mridomain.iap import predict_paths
+    from mridomain.io import scan_dicom_folder
+
+    d = tmp_path / "d"
+    good = _series(d, series=0) + _series(d, series=1)
+    (d / "x.dcm").write_bytes(good[0].read_bytes()[:143])
+    odd = _series(tmp_path / "odd", n=6, series=1, size=(24, 24))[5]       # slice 5 of series 1, other size
+    (d / "s1_5_odd.dcm").write_bytes(odd.read_bytes())
+    _undecodable_copy(good[2], d / "s0_2_rle.dcm")                         # a duplicate of s0_2 that fails
+    _undecodable_copy(_series(tmp_path / "nine", n=10, series=0)[9], d / "s0_9_rle.dcm")   # a 10th slice that fails
+    given = {str(p) for p in d.iterdir()}
+    skipped: list = []
+    volumes = scan_dicom_folder(d, skipped=skipped)
+    assert [p for p, _ in skipped] == [str(d / "x.dcm")] and "corrupt DICOM header" in skipped[0][1]
+    result = predict_paths(small_run[0], [d], out=tmp_path / "p.csv", progress=False)
+    slices = result.table[result.table["level"] == "slice"]
+    read, reasons = set(slices["file"]), dict(result.skipped)
+    _accounted_once(given, read, [p for p, _ in result.skipped])
+    assert {str(p) for p in good} == read                  # every good slice predicted, in its series
+    assert len(volumes) == 2 and sorted(slices.groupby("series_uid").size()) == [5, 5]
+    assert reasons[str(d / "s0_2_rle.dcm")].startswith("duplicate SOPInstanceUID of")
+    assert "24x24" in reasons[str(d / "s1_5_odd.dcm")]
+    assert "cannot decode pixel data" in reasons[str(d / "s0_9_rle.dcm")]
+    _one_line_reasons(reasons.values())
+
+
+def test_duplicate_keeps_the_copy_that_decodes(tmp_path):
+    """Of two files with one SOPInstanceUID the decodable one is kept, though the other sorts first."""
+    from mridomain.io import read_dicom_volume, scan_dicom_folder
+
+    d = tmp_path / "d"
+    good = _series(d, n=3)
+    bad = _undecodable_copy(good[1], d / "a_first_copy.dcm")
+    res = build_index(d, workers=1, progress=False)
+    kept = {f for files in res.table["files"] for f in files}
+    assert str(good[1]) in kept and str(bad) not in kept
+    assert dict(res.skipped.itertuples(index=False))[str(bad)] == f"duplicate SOPInstanceUID of {good[1]}"
+    skipped: list = []
+    (volume,) = scan_dicom_folder(d, skipped=skipped)
+    image = read_dicom_volume(volume, skipped=skipped)
+    assert [str(f) for f in image.files] == [str(p) for p in good]
+    assert [p for p, _ in skipped] == [str(bad)] and "was read instead" in skipped[0][1]

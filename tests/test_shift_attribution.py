@@ -78,7 +78,10 @@ def test_attribution_end_to_end(archive, tmp_path):
     out = tmp_path / "study"
     run_study(manifest, out, seeds=1, workers=1, progress=False, report=False, preset="cpu",
               model="shift_fixtures:tiny_net", epochs=1, batch_size=2)
-    res = run_attribution(out, archive, sim_seed=3, factors=("recon", "contrast_agent"), workers=1, progress=False)
+    with pytest.raises(SchemaMismatchError, match="repeat it to run it: --model shift_fixtures:tiny_net"):
+        run_attribution(out, archive, sim_seed=3, factors=("recon",), workers=1, progress=False)  # folder alone: refused
+    res = run_attribution(out, archive, sim_seed=3, factors=("recon", "contrast_agent"), workers=1, progress=False,
+                          model="shift_fixtures:tiny_net")
     s = res.summary
     assert set(s["condition"]) == {"acquired", "recon", "contrast_agent", "all"}
     assert set(s["train_domain"]) == {"GE", "SIEMENS"} and (s["n_patients"] == 2).all()

@@ -63,7 +63,9 @@ def test_classifier_fit_save_load_roundtrip(tmp_path):
     model = ShiftClassifier(cfg, (3, 8, 8)).fit(x[:16], y[:16], x[16:], y[16:])
     assert model.best_epoch in (1, 2) and len(model.history) == 2 and "val_auc" in model.history[0]
     model.save(tmp_path / "m")
-    back = ShiftClassifier.load(tmp_path / "m")
+    with pytest.raises(SchemaMismatchError, match="repeat it to run it: --model shift_fixtures:tiny_net"):
+        ShiftClassifier.load(tmp_path / "m")       # a folder alone never chooses code to import
+    back = ShiftClassifier.load(tmp_path / "m", model="shift_fixtures:tiny_net")
     assert np.allclose(back.decision_function(x), model.decision_function(x))
     assert back.config == model.config and back.sample_shape == (3, 8, 8)
     with pytest.raises(SchemaMismatchError, match="expects"):

@@ -9,21 +9,51 @@ from typing import List, Optional
 
 import typer
 from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 from mridomain.errors import InvalidArgumentError, MridomainError
 from mridomain.synth.cli import app as synth_app
 
 
+#: exit code of an error the code did not foresee (a bug); bad input and a failed run exit 1,
+#: a bad command line 2 (click's usage errors)
+EXIT_UNEXPECTED = 3
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
 class _Commands(TyperGroup):
     """The one error handler of every command (sub-apps included): a :class:`MridomainError` is
-    printed as one red line and the command exits with code 1, never with a traceback."""
+    printed as one red line and the command exits with code 1, never with a traceback. An
+    operating-system error (a folder that cannot be written, a full disk) is one line naming the
+    file, also exit 1. Anything else is a bug: one line, exit 3, and the traceback only when
+    ``MRIDOMAIN_DEBUG=1``."""
 
     def invoke(self, ctx):  # type: ignore[override]
+        import os
+
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, TyperException):   # usage errors and exits: typer prints them
+            raise
         except MridomainError as err:
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+            typer.secho(f"error: {_one_line(err)}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
+        except KeyboardInterrupt:
+            typer.secho("error: interrupted (finished work is kept; run again to resume)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=130) from None
+        except OSError as err:
+            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+            typer.secho(f"error: {where}{_one_line(err.strerror or err)}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=1) from None
+        except Exception as err:  # noqa: BLE001 - the last guard: one line, never a traceback
+            if os.environ.get("MRIDOMAIN_DEBUG"):
+                raise
+            typer.secho(f"error: unexpected {type(err).__name__}: {_one_line(err)} (a bug in mridomain: please "
+                        "report it; MRIDOMAIN_DEBUG=1 shows the traceback)", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=EXIT_UNEXPECTED) from None
 
 
 app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True,
@@ -33,6 +63,20 @@ app.add_typer(synth_app, name="synth")
 from mridomain.shift.cli import app as shift_app  # noqa: E402  (the sub-app registers below)
 
 app.add_typer(shift_app, name="shift")
+
+
+def _one_line_warnings() -> None:
+    """Warnings that reach the command line (a damaged log line skipped, subjects skipped) are one
+    line each, ``warning: ...``; what libraries say about single files goes into skip reports, and
+    their loggers are kept off the terminal (pydicom logs every failed decoder attempt)."""
+    import logging
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
+        typer.secho(f"warning: {_one_line(message)}", fg=typer.colors.YELLOW, err=True)
+
+    warnings.showwarning = show
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def _version(value: bool) -> None:
@@ -48,6 +92,7 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
                                        help="Print the version and exit."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars (for logs).")) -> None:
     """mridomain: the acquisition domain of MRI."""
+    _one_line_warnings()
     if quiet:
         from mridomain.progress import set_quiet
 
@@ -68,10 +113,17 @@ def _folder_out(path: Path, option: str) -> Path:
     return check_output_folder(path, f"{option} output")
 
 
-def _at_least(value: Optional[float], option: str, minimum: float) -> None:
-    """A one-line error for a number below what the option accepts (None: not given)."""
-    if value is not None and value < minimum:
-        raise InvalidArgumentError(f"{option} {value}: must be at least {minimum}")
+def _at_least(value: Optional[float], option: str, minimum: float, maximum: float | None = None) -> None:
+    """A one-line error for a number outside what the option accepts (None: not given)."""
+    from mridomain.errors import check_range
+
+    check_range(value, option, minimum, maximum)
+
+
+#: Upper bounds of counts: far above any real run, low enough that a typo fails at once instead
+#: of running until killed (DBC, the largest archive simulated here, has 922 patients).
+MAX_PATIENTS = 100_000
+MAX_SLICES = 4096
 
 
 def _numbers(text: str, option: str, count: int | None = None) -> tuple[float, ...]:
@@ -162,6 +214,9 @@ def simulate(
     _folder_out(out, "--out")
     for value, option in ((patients, "--patients"), (slices, "--slices"), (phases, "--phases"), (workers, "--workers")):
         _at_least(value, option, 1)
+    _at_least(patients, "--patients", 1, MAX_PATIENTS)
+    _at_least(slices, "--slices", 1, MAX_SLICES)
+    _at_least(phases, "--phases", 1, 64)
     _at_least(seed, "--seed", 0)
     result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
                             phases=phases, workers=workers, slab=slab)
@@ -281,6 +336,8 @@ def demo(
     _folder_out(out, "--out")
     for value, option in ((patients, "--patients"), (slices, "--slices"), (epochs, "--epochs")):
         _at_least(value, option, 1)
+    _at_least(patients, "--patients", 1, MAX_PATIENTS)
+    _at_least(slices, "--slices", 1, MAX_SLICES)
     _at_least(seed, "--seed", 0)
     run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
 

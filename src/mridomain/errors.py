@@ -40,3 +40,25 @@ class InvalidArgumentError(MridomainError, ValueError):
     Also a ``ValueError``, so callers that catch ``ValueError`` for bad arguments keep working; the
     CLI reports it, like every :class:`MridomainError`, as one line.
     """
+
+
+def check_range(value: float | None, name: str, minimum: float | None = None, maximum: float | None = None) -> None:
+    """One-line :class:`InvalidArgumentError` for a number outside ``[minimum, maximum]`` or not
+    finite (None: not given, nothing to check). Used before any work starts, so a bad count
+    fails at once instead of after a simulation or a training."""
+    import math
+
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidArgumentError(f"{name} {value}: must be a finite number")
+    if minimum is not None and value < minimum:
+        raise InvalidArgumentError(f"{name} {value}: must be at least {minimum}")
+    if maximum is not None and value > maximum:
+        raise InvalidArgumentError(f"{name} {value}: must be at most {maximum:,}")
+
+
+def check_choice(value: str | None, name: str, choices: tuple[str, ...] | list[str]) -> None:
+    """One-line :class:`InvalidArgumentError` for a value not among ``choices`` (None: not given)."""
+    if value is not None and value not in choices:
+        raise InvalidArgumentError(f"{name} {value!r}: choose {', '.join(choices)}")

@@ -17,15 +17,16 @@ from typing import Any
 
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
-__all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "dump_json",
-           "read_json", "read_versioned_json", "resolve_folder", "write_npy_atomic", "write_folder_atomic", "write_json_atomic", "write_skip_report"]
+__all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "dump_json", "read_json",
+           "read_versioned_json", "remove_stale_temporaries", "resolve_folder", "write_folder_atomic",
+           "write_json_atomic", "write_npy_atomic", "write_skip_report"]
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -119,7 +120,7 @@ def write_folder_atomic(folder: str | Path, fill: Callable[[Path], None]) -> Pat
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", suffix=".tmp", dir=folder.parent))
     old = folder.with_name(folder.name + ".old")
     try:
         fill(tmp)
@@ -133,6 +134,51 @@ def write_folder_atomic(folder: str | Path, fill: Callable[[Path], None]) -> Pat
         raise
     shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+#: a temporary file or folder of another process older than this is left over from a kill
+STALE_SECONDS = 3600
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:            # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove what :func:`atomic_write` and :func:`write_folder_atomic` left in ``folder`` when a
+    kill stopped them (``.<name>.<pid>.<random>.tmp``): those of processes no longer running on
+    this machine, and any older than :data:`STALE_SECONDS` (names without a pid: older versions).
+    Returns what was removed; a file another live process is writing is never touched."""
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    import time
+
+    now = time.time()
+    for entry in folder.iterdir():
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        parts = name[1:-4].split(".")
+        pid = next((int(p) for p in reversed(parts[:-1]) if p.isdigit()), None)
+        try:
+            age = now - entry.lstat().st_mtime
+        except OSError:
+            continue
+        if (pid is not None and pid != os.getpid() and not _pid_alive(pid)) or age > STALE_SECONDS:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def resolve_folder(folder: str | Path) -> Path | None:
@@ -167,7 +213,16 @@ def check_output_file(path: str | Path, what: str = "output") -> Path:
     blocker = _first_existing(path.parent)
     if not blocker.is_dir():
         raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    _check_writable(path, blocker, what)
     return path
+
+
+def _check_writable(path: Path, folder: Path, what: str) -> None:
+    """The nearest existing folder of an output can be written (permissions, a read-only mount)."""
+    from mridomain.errors import InvalidArgumentError
+
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidArgumentError(f"{path}: no permission to write in {folder}, so the {what} cannot go there")
 
 
 def check_output_folder(path: str | Path, what: str = "output") -> Path:
@@ -181,6 +236,7 @@ def check_output_folder(path: str | Path, what: str = "output") -> Path:
         if blocker == path:
             raise InvalidArgumentError(f"{path}: is a file, but the {what} is a folder; name a folder")
         raise InvalidArgumentError(f"{path}: {blocker} is a file, not a folder, so the {what} cannot go there")
+    _check_writable(path, blocker, what)
     return path
 
 

@@ -122,7 +122,7 @@ def _load_new(new_source: Any, predictor: "Predictor", progress: bool) -> tuple[
 
     paths = [new_source] if isinstance(new_source, (str, Path)) else list(new_source)
     inputs = read_inputs(paths, predictor.preprocess, progress=progress)
-    return inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
+    return inputs.images, inputs.rows[["source", "slice", "file"]], inputs.skipped
 
 
 def series_summary(verdicts: pd.DataFrame) -> pd.DataFrame:

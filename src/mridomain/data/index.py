@@ -278,15 +278,34 @@ class _FileRec:
     has_pixels: bool = True
 
 
+def _decodes_among_copies(rec: _FileRec, copies: dict[str, list[_FileRec]]) -> bool:
+    """Whether ``rec``'s pixels decode; True without decoding when it has no copy to choose from."""
+    if not rec.sop or len(copies.get(rec.sop, ())) < 2 or not rec.has_pixels:
+        return True
+    from mridomain.io import read_dicom
+
+    try:
+        read_dicom(rec.path)
+    except Exception:  # noqa: BLE001 - any failure to decode means: prefer another copy
+        return False
+    return True
+
+
 def _usable_files(recs: list[_FileRec], skipped: list[tuple[str, str]]) -> list[_FileRec]:
     """The files of one series that count: one per SOPInstanceUID (a copy with pixels before a
     header-only one, then the first path), and only those with pixels when any has them. The
     others go to ``skipped`` with their reason."""
     # Files whose pixel data cannot be decoded never get here (read time refuses them), so among
     # copies of one instance the one kept has complete pixel bookkeeping.
+    # Headers cannot show damage inside a compressed stream, so among copies of one instance the
+    # pixels are decoded (only here, where copies exist) and the first copy that decodes is kept.
+    copies: dict[str, list[_FileRec]] = {}
+    for r in recs:
+        if r.sop:
+            copies.setdefault(r.sop, []).append(r)
     seen: dict[str, str] = {}
     unique = []
-    for r in sorted(recs, key=lambda r: (not r.has_pixels, r.path)):
+    for r in sorted(recs, key=lambda r: (not r.has_pixels, not _decodes_among_copies(r, copies), r.path)):
         if r.sop and r.sop in seen:
             skipped.append((r.path, f"duplicate SOPInstanceUID of {seen[r.sop]}"))
             continue

@@ -110,7 +110,7 @@ def _images_of_file(path: Path, keep_kinds: tuple[str, ...]) -> Iterator[Any]:
 
 def _images_of_folder(folder: Path, keep_kinds: tuple[str, ...], skipped: list[tuple[str, str]],
                       progress: bool) -> Iterator[tuple[Path, Any]]:
-    """(path to report on failure, ImageData or the exception) for every input in a folder."""
+    """(files to report on failure, ImageData or the exception) for every input in a folder."""
     from mridomain.io import BITMAP_SUFFIXES, NIFTI_SUFFIXES, iter_candidate_files, read_dicom_volume, scan_dicom_files
 
     files = list(iter_candidate_files(folder))
@@ -122,11 +122,16 @@ def _images_of_folder(folder: Path, keep_kinds: tuple[str, ...], skipped: list[t
     volumes = scan_dicom_files([f for f in files if f not in taken], progress=progress, skipped=skipped,
                                keep_kinds=keep_kinds, desc=f"reading headers in {folder.name}")
     for volume in volumes:
-        where = volume.files[0] if len(volume.files) == 1 else volume.files[0].parent
+        # every file is accounted for: read, or one row of its own in the skip report
+        files = [*volume.files, *(c for copies in volume.copies.values() for c in copies)]
+        reported = len(skipped)
         try:
-            yield where, read_dicom_volume(volume)
+            image = read_dicom_volume(volume, skipped=skipped)
         except Exception as err:  # noqa: BLE001 - an unreadable file may raise anything: skip, report
-            yield where, err
+            named = {path for path, _ in skipped[reported:]}
+            yield [f for f in files if str(f) not in named], err
+            continue
+        yield sorted(set(image.files), key=str), image
     for picture in pictures:
         yield from _file_images(picture, keep_kinds)
 
@@ -154,10 +159,12 @@ def iter_inputs(paths: Sequence[str | Path], preprocess: dict[str, Any], skipped
                 if isinstance(image, BaseException):
                     raise image
                 if image.pixels.size == 0:
-                    raise EmptyInputError(where, "no pixels")
+                    raise EmptyInputError(path, "no pixels")
                 x = preprocess_slices(np.asarray(image.pixels, dtype=np.float32), size, normalization)
             except Exception as err:  # noqa: BLE001 - an unreadable file may raise anything: skip, report
-                skipped.append((str(where), skip_reason(err)))
+                # one row per file (a folder's volume lists its files), never one row for a folder
+                for w in (where if isinstance(where, list) else [where]):
+                    skipped.append((str(w), skip_reason(err)))
                 continue
             yield InputImage(source=Path(image.source), slices=x, meta=_with_identity(image.meta),
                              files=[Path(f) for f in image.files])

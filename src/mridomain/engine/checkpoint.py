@@ -42,10 +42,17 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise EmptyInputError(path, "checkpoint file missing")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         msg = " ".join(str(err).split())[:200]
         raise SchemaMismatchError(f"{path}: damaged safetensors file ({msg})") from None
+    # a NaN or infinity in any stored array is damage (or a diverged fit): refused at load, never
+    # carried into scores that are silently NaN
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise SchemaMismatchError(f"{path}: tensor {name} holds NaN or infinite values "
+                                      "(damaged or diverged checkpoint)")
+    return tensors
 
 
 def _state_to_cpu(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,10 +80,6 @@ def load_weights(module: torch.nn.Module, path: str | Path) -> torch.nn.Module:
         want = tuple(own[first].shape) if first in own else "absent"
         raise SchemaMismatchError(f"{path}: weights do not fit the model built from the run's config "
                                   f"({len(bad) + len(extra)} tensors differ, e.g. {first}: {got} vs {want})")
-    for name, tensor in state.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise SchemaMismatchError(f"{path}: tensor {name} holds NaN or infinite values "
-                                      "(damaged or diverged checkpoint)")
     module.load_state_dict(state)
     return module
 

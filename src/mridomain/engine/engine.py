@@ -391,6 +391,10 @@ class Engine:
         main = fabric.is_global_zero
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
+            from mridomain.files import remove_stale_temporaries
+
+            remove_stale_temporaries(self.out)           # what a killed earlier run left half-written
+            remove_stale_temporaries(self.out / LAST)
             task.save_metadata(self.out)
             if not resume:  # a fresh run in an old folder: nothing of the old run may be resumed
                 import shutil

@@ -8,12 +8,14 @@ calibration error (ECE, 15 equal-width confidence bins) before and after on the 
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from mridomain.errors import SchemaMismatchError
 from mridomain.files import dump_json, read_json
 from mridomain.iap.labels import IGNORE_INDEX
 
@@ -93,8 +95,18 @@ def read_temperatures(run: str | Path) -> dict[str, float]:
     if not path.exists():
         return {}
     data = read_json(path)
-    temps = data.get("temperatures", {}) if isinstance(data, dict) else {}
-    return {str(k): float(v) for k, v in temps.items() if float(v) > 0}
+    temps = data.get("temperatures", {}) if isinstance(data, dict) else None
+    if not isinstance(temps, dict):
+        raise SchemaMismatchError(f"{path}: 'temperatures' is not a mapping of head -> temperature")
+    out = {}
+    for head, value in temps.items():
+        # a temperature that is not a positive finite number would silently turn the calibrated
+        # probabilities into raw or NaN ones: the file is damaged, say so
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise SchemaMismatchError(f"{path}: temperature of head {head!r} is {value!r}; it must be a positive "
+                                      "finite number (run `mridomain calibrate` again)")
+        out[str(head)] = float(value)
+    return out
 
 
 def write_calibration(run: str | Path, summary: dict[str, Any]) -> Path:

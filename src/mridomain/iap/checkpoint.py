@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from mridomain.engine.checkpoint import load_weights, read_json, save_weights, weights_file, write_json_atomic
-from mridomain.errors import EmptyInputError
+from mridomain.errors import EmptyInputError, SchemaMismatchError
 from mridomain.iap.config import IAPConfig
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.model import IAPNet, build_model
@@ -49,8 +49,33 @@ def read_run(run: str | Path) -> tuple[IAPConfig, LabelEncoder, dict[str, Any]]:
             raise EmptyInputError(run, f"not a run folder ({name} missing)")
     config = IAPConfig.from_json(run / "config.json")
     encoder = LabelEncoder.from_json(run / "labels.json")
-    preprocess = read_json(run / "preprocess.json")
+    preprocess = check_preprocess(read_json(run / "preprocess.json"), run / "preprocess.json")
     return config, encoder, preprocess
+
+
+def check_preprocess(preprocess: Any, where: str | Path) -> dict[str, Any]:
+    """A run's preprocess.json, validated (one-line :class:`SchemaMismatchError` naming the file):
+    ``size`` one or two positive whole numbers, ``normalization`` a method the cache knows."""
+    from mridomain.data.cache import normalization_spec
+    from mridomain.errors import MridomainError
+
+    if not isinstance(preprocess, dict):
+        raise SchemaMismatchError(f"{where}: expected a mapping of size and normalization, got "
+                                  f"{type(preprocess).__name__}")
+    size = preprocess.get("size")
+    sizes = size if isinstance(size, list) else [size]
+    if size is not None and (not 1 <= len(sizes) <= 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 65536 for v in sizes)):
+        raise SchemaMismatchError(f"{where}: size {size!r} is not one or two positive whole numbers")
+    norm = preprocess.get("normalization")
+    if norm is not None:
+        if not isinstance(norm, (str, dict)):
+            raise SchemaMismatchError(f"{where}: normalization {norm!r} is neither a name nor a mapping")
+        try:
+            normalization_spec(norm)
+        except (MridomainError, TypeError, ValueError) as err:
+            raise SchemaMismatchError(f"{where}: {err}") from None
+    return preprocess
 
 
 def load_model(run: str | Path, which: str = "best", device: str | torch.device = "cpu"

@@ -23,7 +23,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DSfloat, IS, PersonName
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
@@ -890,10 +890,15 @@ def _open_dicom(
             raise ImageReadError(path, f"not a DICOM file ({_one_line(exc)})") from None
         except EOFError as exc:
             raise ImageReadError(path, f"truncated file: {_one_line(exc) or 'unexpected end of file'}") from None
-        except (ValueError, KeyError, TypeError, OverflowError, struct.error, NotImplementedError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError, struct.error, NotImplementedError, AttributeError,
+                BytesLengthException) as exc:
             raise ImageReadError(path, f"corrupt DICOM header: {_one_line(exc)}") from None
+        except RecursionError:
+            raise ImageReadError(path, "corrupt DICOM header: sequences nested too deep to read") from None
         except OSError as exc:
             raise ImageReadError(path, f"cannot read: {_one_line(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever else a damaged file makes pydicom raise
+            raise ImageReadError(path, f"corrupt DICOM header: {type(exc).__name__}: {_one_line(exc)}") from None
         for warning in caught:
             text = str(warning.message)
             if "End of file reached" in text or "unexpected end" in text.lower():

@@ -348,6 +348,7 @@ class _Member:
     fields: dict[str, Any]
     frame_volumes: list[int] | None = None     # volume of each frame (multi-frame files)
     frame_volumes_by: str = ""
+    copies: list[Path] = field(default_factory=list)   # other files of the same SOPInstanceUID
 
     @property
     def position(self) -> float | None:
@@ -376,6 +377,7 @@ class DicomVolume:
     fields: dict[str, Any]                  # header fields of the first file
     positions: list[float | None] = field(default_factory=list)   # mm along the normal, per file
     frames: list[int] | None = None         # the frames of a multi-frame file (None: all)
+    copies: dict[Path, list[Path]] = field(default_factory=dict)   # file -> other files of its SOPInstanceUID
 
 
 def scan_dicom_folder(folder: str | Path, progress: bool = False,
@@ -407,31 +409,56 @@ def scan_dicom_files(files: Iterable[str | Path], progress: bool = False,
         from mridomain.progress import progress_bar
 
         iterator = progress_bar(files, desc=desc, unit="file")
-    groups: dict[str, list[_Member]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[_Member]] = defaultdict(list)
     for f in iterator:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a real archive's odd values: reasons are recorded instead
-                ds, has_pixels = _open_dicom(f, stop_before_pixels=True)
-                fields = header_fields_from_dataset(ds, extra=_READ_EXTRA)
+            member = _scan_file(f, keep_kinds)
         except ImageReadError as exc:
             skipped.append((str(f), exc.reason))
             continue
-        if not has_pixels:
-            skipped.append((str(f), "no pixel data (an image header without its pixels)"
-                            if _is_image_header(ds) else "no pixel data (not an image)"))
+        except Exception as exc:  # noqa: BLE001 - one damaged file must never stop the batch
+            skipped.append((str(f), f"unreadable header: {type(exc).__name__}: {_one_line(exc)}"))
             continue
+        uid = str(member.fields.get("SeriesInstanceUID") or "")
+        # a file without a series UID is a series of its own (nothing says what it belongs with)
+        groups[(uid, "" if uid else str(f))].append(member)
+    volumes = []
+    for (uid, _), members in groups.items():
+        volumes.extend(_series_volumes(uid, _unique_instances(members)))
+    volumes.sort(key=lambda v: (str(v.fields.get("PatientID") or ""), v.series_uid, v.volume))
+    return volumes
+
+
+def _scan_file(f: Path, keep_kinds: Iterable[str] | None) -> _Member:
+    """The header of one file as a series member; ImageReadError with the reason it is skipped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a real archive's odd values: reasons are recorded instead
+        ds, has_pixels = _open_dicom(f, stop_before_pixels=True)
+        fields = header_fields_from_dataset(ds, extra=_READ_EXTRA)
+        if not has_pixels:
+            raise ImageReadError(f, "no pixel data (an image header without its pixels)"
+                                 if _is_image_header(ds) else "no pixel data (not an image)")
         if keep_kinds is not None:
             problem = kind_problem(fields, keep_kinds)
             if problem is not None:
-                skipped.append((str(f), problem))
-                continue
-        groups[str(fields.get("SeriesInstanceUID") or "")].append(_Member(f, fields, *_frame_volumes(ds, fields)))
-    volumes = []
-    for uid, members in groups.items():
-        volumes.extend(_series_volumes(uid, members))
-    volumes.sort(key=lambda v: (str(v.fields.get("PatientID") or ""), v.series_uid, v.volume))
-    return volumes
+                raise ImageReadError(f, problem)
+        return _Member(f, fields, *_frame_volumes(ds, fields))
+
+
+def _unique_instances(members: list[_Member]) -> list[_Member]:
+    """One member per SOPInstanceUID (the first path); the other copies ride along in ``copies``,
+    so that reading can fall back to a copy that decodes when the first one does not."""
+    kept: dict[str, _Member] = {}
+    out = []
+    for m in sorted(members, key=lambda m: str(m.path)):
+        sop = str(m.fields.get("SOPInstanceUID") or "")
+        if sop and sop in kept:
+            kept[sop].copies.append(m.path)
+            continue
+        if sop:
+            kept[sop] = m
+        out.append(m)
+    return out
 
 
 def _frame_volumes(ds: Dataset, fields: dict[str, Any]) -> tuple[list[int] | None, str]:
@@ -457,7 +484,8 @@ def _series_volumes(uid: str, members: list[_Member]) -> list[DicomVolume]:
         labels = only.frame_volumes
         n_volumes = max(labels) + 1
         return [DicomVolume(uid, v, n_volumes, f"{only.frame_volumes_by} {v + 1}", [only.path], only.fields,
-                            [only.position], [i for i, label in enumerate(labels) if label == v])
+                            [only.position], [i for i, label in enumerate(labels) if label == v],
+                            {only.path: only.copies} if only.copies and v == 0 else {})
                 for v in range(n_volumes)]
     labels, by = volume_labels([m.position for m in members], [m.fields for m in members])
     n_volumes = max(labels) + 1
@@ -469,7 +497,7 @@ def _series_volumes(uid: str, members: list[_Member]) -> list[DicomVolume]:
         else:
             key = f"{by} {volume + 1}" if by else ""
         out.append(DicomVolume(uid, volume, n_volumes, key, [m.path for m in chosen], chosen[0].fields,
-                               [m.position for m in chosen]))
+                               [m.position for m in chosen], copies={m.path: m.copies for m in chosen if m.copies}))
     return out
 
 
@@ -490,33 +518,73 @@ def _sort_members(members: list[_Member]) -> list[_Member]:
     return sorted(members, key=instance)
 
 
-def read_dicom_volume(volume: DicomVolume, source: str | Path | None = None) -> ImageData:
+def read_dicom_volume(volume: DicomVolume, source: str | Path | None = None,
+                      skipped: list[tuple[str, str]] | None = None) -> ImageData:
     """The pixels of a :class:`DicomVolume` as one ImageData: slices in order, ``meta`` the first
     file's header fields plus ``n_slices``, ``volume``, ``n_volumes`` and ``volume_key``.
-    ``source`` defaults to the folder holding its files (the file itself for a one-file volume)."""
-    stacks, slice_files, meta = [], [], None
+    ``source`` defaults to the folder holding its files (the file itself for a one-file volume).
+
+    With ``skipped`` (a list), one bad slice drops that slice, not the volume: a file that does not
+    decode, or whose slices are not the size most of the volume's slices have, goes to ``skipped``
+    as ``(file, reason)``; of files sharing a SOPInstanceUID the first that decodes is read and the
+    others are listed as its duplicates. Without it, any bad slice raises."""
+    stacks, slice_files, meta, last_image = [], [], None, None
     for f in volume.files:
-        image = read_dicom(f)
+        image, used = None, None
+        failures: list[tuple[Path, str]] = []
+        for candidate in [f, *volume.copies.get(f, [])]:
+            if image is not None:
+                if skipped is not None:
+                    skipped.append((str(candidate), f"duplicate SOPInstanceUID of {used} (kept)"))
+                continue
+            try:
+                image, used = read_dicom(candidate), candidate
+            except Exception as err:  # noqa: BLE001 - a damaged file may raise anything
+                if skipped is None:
+                    raise
+                failures.append((candidate, err.reason if isinstance(err, ImageReadError)
+                                 else f"{type(err).__name__}: {_one_line(err)}"))
+        for bad, reason in failures:
+            note = f"; its duplicate {used} was read instead" if used is not None else ""
+            skipped.append((str(bad), reason + note))
+        if image is None:
+            continue
         pixels = image.pixels if volume.frames is None else image.pixels[volume.frames]
-        stacks.append(pixels)
-        slice_files.extend([f] * pixels.shape[0])
+        stacks.append((f, used, pixels))
         meta = meta if meta is not None else image.meta
-    shapes = {s.shape[1:] for s in stacks}
-    if len(shapes) > 1:
-        raise ImageReadError(_common_folder(volume.files), f"slices of series {volume.series_uid} have "
-                                                           f"different sizes {sorted(shapes)}")
+        last_image = image
+    shapes = [p.shape[1:] for _, _, p in stacks]
+    if len(set(shapes)) > 1:
+        if skipped is None:
+            raise ImageReadError(_common_folder(volume.files), f"slices of series {volume.series_uid} have "
+                                                               f"different sizes {sorted(set(shapes))}")
+        counts = {shape: shapes.count(shape) for shape in shapes}
+        common = max(counts, key=lambda shape: counts[shape])      # ties: the first slice's size
+        for _, used, p in stacks:
+            if p.shape[1:] != common:
+                skipped.append((str(used), f"slice of size {p.shape[1]}x{p.shape[2]}; the other "
+                                           f"{counts[common]} slices of series {volume.series_uid} are "
+                                           f"{common[0]}x{common[1]}"))
+        stacks = [entry for entry in stacks if entry[2].shape[1:] == common]
+    if not stacks:
+        raise ImageReadError(_common_folder(volume.files), f"no slice of series {volume.series_uid} could be read")
+    for _, used, p in stacks:
+        slice_files.extend([used] * p.shape[0])
+    positions = dict(zip(volume.files, volume.positions))
+    kept_positions = [positions.get(f) for f, _, _ in stacks]
+    stacks = [p for _, _, p in stacks]
     pixels = np.concatenate(stacks, axis=0)
     fields = dict(meta or {})
     fields.update(n_slices=int(pixels.shape[0]), volume=volume.volume, n_volumes=volume.n_volumes,
                   volume_key=volume.volume_key)
     slice_spacing = None
-    if len(volume.files) > 1 and all(p is not None for p in volume.positions):
-        steps = np.abs(np.diff(np.array(volume.positions, dtype=np.float64)))
+    if len(volume.files) > 1 and len(kept_positions) == len(stacks) and all(p is not None for p in kept_positions):
+        steps = np.abs(np.diff(np.array(kept_positions, dtype=np.float64)))
         steps = steps[steps > 1e-6]
         if steps.size:
             slice_spacing = float(np.median(steps))
     elif volume.frames is not None:
-        slice_spacing = None if image.spacing is None else image.spacing[0]
+        slice_spacing = None if last_image.spacing is None else last_image.spacing[0]
     if source is None:
         source = volume.files[0] if len(volume.files) == 1 else _common_folder(volume.files)
     return ImageData(pixels, fields, Path(source), _spacing_from_fields(fields, slice_spacing), slice_files)
@@ -569,7 +637,7 @@ def read_dicom_series(
         chosen = [v for v in chosen if v.volume == volume]
         if not chosen:
             raise ImageReadError(folder, f"series {series_uid} has no volume {volume}")
-    images = [read_dicom_volume(v, source=folder) for v in chosen]
+    images = [read_dicom_volume(v, source=folder, skipped=skipped) for v in chosen]
     image = images[0]
     if len(images) > 1:
         pixels = np.concatenate([i.pixels for i in images], axis=0)

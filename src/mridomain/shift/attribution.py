@@ -115,7 +115,8 @@ class AttributionResult:
 def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 0, preset: str | Path = "dbc",
                     seeds: Sequence[int] | None = None, factors: Sequence[str] = PIXEL_FACTORS,
                     target_set: str = "test", phase: int | None = None, slab: str = "tumor",
-                    workers: int | None = None, progress: bool = True) -> AttributionResult:
+                    workers: int | None = None, progress: bool = True,
+                    model: str | None = None) -> AttributionResult:
     """Attribute the out-of-domain drop of a simulated study's main models to acquisition factors.
 
     ``study_out``: a study folder whose main experiment ran with kept models on a manifest from
@@ -125,6 +126,8 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     ``acquired`` is R_{j,k} itself) or ``all`` (every patient of the target domain: M_j never saw
     one, and more positives give a firmer AUC). Writes ``attribution.csv`` (summary),
     ``attribution_runs.csv`` (per seed), ``fig_attribution.png`` into ``study_out``.
+    ``model``: the user model (``package.module:callable``) the study was run with, repeated (a
+    folder alone never chooses code to import).
     """
     from mridomain.files import dump_json
     from mridomain.parallel import parallel_map
@@ -137,7 +140,8 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     unknown = [f for f in factors if f not in FACTORS]
     if unknown:
         raise InvalidArgumentError(f"unknown acquisition factor(s) {unknown}; choose from {', '.join(FACTORS)}")
-    study = open_study(study_out)
+    study = open_study(study_out, model=model)
+    study.check_model()
     out = Path(study_out)
     if len(study.domains) != 1:
         raise InvalidArgumentError(f"{out}: attribution runs on a study of one simulated dataset "
@@ -162,6 +166,10 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     if not seeds or missing:
         raise EmptyInputError(out / "models", f"no kept main models for seed(s) {missing or 'any'} "
                                               "(run the main experiment first)")
+    # every model is loaded (and its folder checked) before any re-imaging work
+    models = {(seed, source): ShiftClassifier.load(model_folder(out / "models", RunSpec("main", dataset, seed, source,
+                                                                                      target)), model=model)
+              for seed in seeds for source, target in ((d1, d2), (d2, d1))}
     exams = archive_protocols(archive, sim_seed, preset)
     by_domain = {d: sorted(table.loc[table["domain"] == d, "patient_id"].unique()) for d in (d1, d2)}
     labels = dict(zip(table["patient_id"], table["label"]))
@@ -213,11 +221,11 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     rows = []
     for (seed, source), pids in targets.items():
         target = d2 if source == d1 else d1
-        model = ShiftClassifier.load(model_folder(out / "models", RunSpec("main", dataset, seed, source, target)))
+        classifier = models[(seed, source)]
         ok = [p for p in pids if all((p, c) in crops for c in conditions)]   # the same patients in every condition
         y = np.array([labels[p] for p in ok])
         for cond in conditions:
-            scores = model.decision_function(np.stack([crops[(p, cond)] for p in ok])) if ok else np.zeros(0)
+            scores = classifier.decision_function(np.stack([crops[(p, cond)] for p in ok])) if ok else np.zeros(0)
             value = auc(y, scores) if len(set(y.tolist())) == 2 else float("nan")
             rows.append({"dataset": dataset, "seed": seed, "train_domain": source, "test_domain": target,
                          "condition": cond, "auc": value, "n": len(ok), "n_positive": int(y.sum())})

@@ -86,6 +86,26 @@ class ShiftClassifier(ArrayClassifier):
         return {"sample_shape": list(self.sample_shape), "modality": self.modality, "labels": LABELS}
 
     @classmethod
+    def load(cls, folder, device: str | None = None, model: str | None = None) -> "ShiftClassifier":
+        """A model written by :meth:`save`. A folder whose config names a model outside the
+        registry is refused before anything is imported, unless ``model`` repeats that name (the
+        user's own ``package.module:callable``, named on this invocation)."""
+        from pathlib import Path
+
+        from mridomain.files import read_json
+        from mridomain.shift.models import check_model_source
+
+        meta_path = Path(folder) / "config.json"
+        if meta_path.exists():
+            meta = read_json(meta_path)
+            config = meta.get("config") if isinstance(meta, dict) else None
+            named = config.get("model") if isinstance(config, dict) else None
+            if named is not None and not isinstance(named, str):
+                raise SchemaMismatchError(f"{meta_path}: model {named!r} is not a name")
+            check_model_source(named, model, str(meta_path))
+        return super().load(folder, device)
+
+    @classmethod
     def from_metadata(cls, config: ShiftConfig, meta: dict[str, Any], where: str) -> "ShiftClassifier":
         shape = meta.get("sample_shape")
         if not isinstance(shape, list) or len(shape) not in (2, 3):

@@ -17,7 +17,7 @@ from typing import Optional
 
 import typer
 
-from mridomain.errors import InvalidArgumentError
+from mridomain.errors import InvalidArgumentError, check_choice, check_range
 
 # errors: the top-level command group (mridomain.cli) prints every MridomainError as one line
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -64,7 +64,11 @@ _DEVICE = typer.Option(None, help="cpu | cuda (default: cuda when available).")
 def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, model, domains, epochs, workers,
                 backend, ray_address, device, **settings) -> None:
     import mridomain.shift as shift
+    from mridomain.files import check_output_folder
 
+    check_output_folder(out, "study folder")
+    check_range(workers, "--workers", 1)
+    check_range(epochs, "--epochs", 1)
     settings = {k: _numbers(v, f"--{k}") for k, v in settings.items()}
     func = getattr(shift, func_name)
     result = func(manifest, out, seeds=_seeds(seeds), preset=preset, model=model, domains=_pair(domains),
@@ -72,6 +76,7 @@ def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, m
                   **settings)
     typer.echo(result.summary())
     typer.echo(f"report: {out / 'report.html'}")
+    result.raise_if_all_failed()
 
 
 @app.command()
@@ -96,6 +101,12 @@ def manifest(
     """
     from mridomain.shift import manifest_from_dbc, manifest_from_index, manifest_from_simulation, write_manifest
 
+    from mridomain.files import check_output_file
+
+    check_output_file(out, "manifest")
+    check_choice(kind, "--kind", ("index", "dbc", "sim"))
+    if kind != "index":
+        check_range(threshold, "--threshold", 0, 3)   # label = T stage > threshold; T stages run 0..4
     pair = _pair(domains)
     if kind == "index":
         if labels is None:
@@ -185,6 +196,8 @@ def attribute(
     targets: str = typer.Option("test", help="test: each seed's target test set (acquired = R_jk); all: every "
                                              "target-domain patient (more positives)."),
     workers: Optional[int] = _WORKERS,
+    model: Optional[str] = typer.Option(None, help="The study's user model (package.module:callable), repeated: "
+                                                   "a folder never chooses code to run."),
 ) -> None:
     """Re-image the target test patients with one acquisition factor switched: how much of Delta each recovers.
 
@@ -193,12 +206,14 @@ def attribute(
     from mridomain.shift.attribution import PIXEL_FACTORS, run_attribution
     from mridomain.shift.report import render_report
 
+    check_range(workers, "--workers", 1)
+
     seed_values = None if seeds is None else _seeds(seeds)
     if isinstance(seed_values, int):
         seed_values = list(range(seed_values))
     names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
     res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
-                          target_set=targets, workers=workers)
+                          target_set=targets, workers=workers, model=model)
     render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:
@@ -221,7 +236,15 @@ def demo(
 
     Python: ``mridomain.shift.demo.run_shift_demo``.
     """
+    from mridomain.files import check_output_folder
     from mridomain.shift.demo import run_shift_demo
 
+    check_output_folder(out, "--out folder")
+    check_range(patients, "--patients", 1, 100_000)
+    for value, option in ((main_seeds, "--main-seeds"), (extra_seeds, "--extra-seeds"), (workers, "--workers"),
+                          (epochs, "--epochs")):
+        check_range(value, option, 1, 1000)
+    check_range(attribution_seeds, "--attribution-seeds", 0, main_seeds)
+    check_range(threshold, "--threshold", 0, 3)       # label = T stage > threshold; T stages run 0..4
     run_shift_demo(out, patients=patients, seed=seed, main_seeds=main_seeds, extra_seeds=extra_seeds,
                    attribution_seeds=attribution_seeds, threshold=threshold, epochs=epochs, workers=workers)

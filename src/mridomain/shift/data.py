@@ -141,8 +141,9 @@ class StudyData:
         try:
             table = pd.read_parquet(folder / "samples.parquet")
             images = np.load(folder / "images.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
-        except (OSError, ValueError) as err:
-            raise SchemaMismatchError(f"{folder}: study data is damaged or missing ({err}); delete the "
+        except (OSError, ValueError, EOFError) as err:
+            reason = str(err) or f"{type(err).__name__}: empty or cut-short file"
+            raise SchemaMismatchError(f"{folder}: study data is damaged or missing ({reason}); delete the "
                                       "folder to read the manifest again") from None
         if len(images) != len(table):
             raise SchemaMismatchError(f"{folder}: images.npy has {len(images)} samples, samples.parquet {len(table)}")

@@ -179,9 +179,30 @@ def validate_manifest(table: pd.DataFrame, where: str | Path = "<manifest>", roo
             i = absent[0]
             more = f" ({len(absent)} of {len(paths)} images are missing)" if len(absent) > 1 else ""
             fail(i, f"image {paths[i]} does not exist{more}")
+    _check_patients_and_classes(df, where)
     if "sample_id" not in df.columns:
         df.insert(0, "sample_id", np.arange(len(df)))
     return df
+
+
+def _check_patients_and_classes(df: pd.DataFrame, where: str) -> None:
+    """A patient in two domains would leak from one domain's training set into the other's test
+    set; a dataset with one label class has no AUC. Both are refused up front (a domain with one
+    class is refused before training by ``protocol.check_splits``)."""
+    domains = df.groupby(["dataset", "patient_id"], sort=False)["domain"].unique()
+    mixed = domains[domains.map(len) > 1]
+    if len(mixed):
+        (dataset, patient), doms = next(iter(mixed.items()))
+        rows = np.flatnonzero((df["dataset"] == dataset) & (df["patient_id"] == patient))
+        row = int(next(r for r in rows if df["domain"].iat[r] != df["domain"].iat[rows[0]]))   # the second domain
+        raise ManifestError(f"{where}: row {row + 1}: patient {patient!r} is in domains {', '.join(map(str, doms))} "
+                            f"({len(mixed)} patients are in more than one domain); a patient's images would "
+                            "train one domain's model and test the other's: give each patient one domain")
+    for dataset, group in df.groupby("dataset", sort=False):
+        classes = sorted(set(group["label"].tolist()))
+        if len(classes) < 2:
+            raise ManifestError(f"{where}: dataset {dataset!r}: every label is {classes[0]} ({len(group)} rows); "
+                                "the study needs both classes (0 and 1)")
 
 
 def read_manifest(path: str | Path, check_files: bool = True) -> pd.DataFrame:

@@ -14,6 +14,12 @@
 - ``package.module:callable``: a researcher's own network. The callable receives ``input_shape``
   (the shape of one sample, (H, W) or (D, H, W)) and ``spatial_dims`` when its signature names
   them, and must return a ``torch.nn.Module`` mapping (N, 1, *input_shape) to (N, 1) or (N,).
+
+Nothing in a folder names code to run: the built-in networks form a closed registry
+(:data:`MODEL_REGISTRY`), and a user model is imported only when the user names it on that
+invocation (``--model``, a ``model=`` argument, a config object passed in). A study or model folder
+that names a model outside the registry is refused by :func:`check_model_source` until the user
+repeats the name.
 """
 from __future__ import annotations
 
@@ -27,9 +33,8 @@ from torch import nn
 
 from mridomain.errors import InvalidArgumentError
 
-__all__ = ["MRNet2D", "NoduleXNet", "build_model", "resolve_model_name", "model_factory", "BUILTIN_MODELS"]
-
-BUILTIN_MODELS = ("mrnet2d", "nodulex", "densenet121")
+__all__ = ["MRNet2D", "NoduleXNet", "build_model", "resolve_model_name", "model_factory", "BUILTIN_MODELS",
+           "MODEL_REGISTRY", "is_user_model", "check_model_source"]
 
 
 def _ch(n: int, width: float) -> int:
@@ -101,6 +106,24 @@ def resolve_model_name(name: str, input_shape: Sequence[int], modality: str | No
     raise InvalidArgumentError(f"model {name!r}: choose auto, {', '.join(BUILTIN_MODELS)} or package.module:callable")
 
 
+def is_user_model(name: str | None) -> bool:
+    """True when ``name`` is not ``auto`` nor a built-in model: it names code outside the registry."""
+    key = (name or "auto").strip().lower()
+    return key != "auto" and key not in BUILTIN_MODELS
+
+
+def check_model_source(name: str | None, explicit: str | None, where: str) -> None:
+    """Refuse a model named by a folder (``where``: its config file) that is outside the registry,
+    unless the user named the same model on this invocation (``explicit``): a folder shared by a
+    colleague or downloaded must never choose code to import."""
+    from mridomain.errors import SchemaMismatchError
+
+    if is_user_model(name) and (explicit is None or explicit.strip() != str(name).strip()):
+        raise SchemaMismatchError(
+            f"{where}: names the user model {name!r}, which is not built in ({', '.join(BUILTIN_MODELS)}); "
+            f"a folder never chooses code to run, so repeat it to run it: --model {name}")
+
+
 def model_factory(spec: str) -> Callable[..., Any]:
     """Import the callable named by ``package.module:callable`` (one-line errors when it cannot)."""
     module_name, _, attr = spec.partition(":")
@@ -120,27 +143,41 @@ def model_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
+def _mrnet2d(shape: tuple[int, ...], width: float) -> nn.Module:
+    if len(shape) != 2:
+        raise InvalidArgumentError(f"model mrnet2d classifies 2-D images; samples are {shape} (use nodulex)")
+    if min(shape) < MRNet2D.MIN_SIZE:
+        raise InvalidArgumentError(f"model mrnet2d needs images of at least {MRNet2D.MIN_SIZE} px "
+                                   f"(AlexNet's stride 4 stem and three pools); got {shape}: set image_size")
+    return MRNet2D(width)
+
+
+def _nodulex(shape: tuple[int, ...], width: float) -> nn.Module:
+    if len(shape) != 3:
+        raise InvalidArgumentError(f"model nodulex classifies 3-D crops (D, H, W); samples are {shape}")
+    return NoduleXNet(shape[0], width)
+
+
+def _densenet121(shape: tuple[int, ...], width: float) -> nn.Module:
+    from monai.networks.nets import DenseNet121
+
+    return DenseNet121(spatial_dims=len(shape), in_channels=1, out_channels=1)
+
+
+#: The closed registry of built-in networks: name -> builder(sample shape, width).
+MODEL_REGISTRY: dict[str, Callable[[tuple[int, ...], float], nn.Module]] = {
+    "mrnet2d": _mrnet2d, "nodulex": _nodulex, "densenet121": _densenet121}
+BUILTIN_MODELS = tuple(MODEL_REGISTRY)
+
+
 def build_model(name: str, input_shape: Sequence[int], width: float = 1.0, modality: str | None = None) -> nn.Module:
     """The network for samples of ``input_shape`` ((H, W) or (D, H, W)), one input channel, one logit."""
     shape = tuple(int(s) for s in input_shape)
     if len(shape) not in (2, 3):
         raise InvalidArgumentError(f"sample shape {shape}: the study classifies 2-D images or 3-D crops")
     kind = resolve_model_name(name, shape, modality)
-    if kind == "mrnet2d":
-        if len(shape) != 2:
-            raise InvalidArgumentError(f"model mrnet2d classifies 2-D images; samples are {shape} (use nodulex)")
-        if min(shape) < MRNet2D.MIN_SIZE:
-            raise InvalidArgumentError(f"model mrnet2d needs images of at least {MRNet2D.MIN_SIZE} px "
-                                       f"(AlexNet's stride 4 stem and three pools); got {shape}: set image_size")
-        return MRNet2D(width)
-    if kind == "nodulex":
-        if len(shape) != 3:
-            raise InvalidArgumentError(f"model nodulex classifies 3-D crops (D, H, W); samples are {shape}")
-        return NoduleXNet(shape[0], width)
-    if kind == "densenet121":
-        from monai.networks.nets import DenseNet121
-
-        return DenseNet121(spatial_dims=len(shape), in_channels=1, out_channels=1)
+    if kind in MODEL_REGISTRY:
+        return MODEL_REGISTRY[kind](shape, width)
     factory = model_factory(kind)
     params = inspect.signature(factory).parameters
     offered = {"input_shape": shape, "spatial_dims": len(shape)}

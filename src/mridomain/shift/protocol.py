@@ -196,6 +196,25 @@ def add_noise(images: np.ndarray, alpha: float, seed: int, key: Sequence[int | s
     return x + np.float32(alpha) * rng.standard_normal(x.shape, dtype=np.float32)
 
 
+def check_settings(experiment: str, settings: Sequence[float] | None) -> None:
+    """One-line :class:`ManifestError` for settings an experiment cannot run (checked before any
+    work): mixing fractions in [0, 1), noise alphas finite and >= 0, at least one of them."""
+    import math
+
+    if experiment == "main" or settings is None:
+        return
+    values = [float(s) for s in settings]
+    if not values:
+        raise ManifestError(f"experiment {experiment}: no settings to run")
+    for v in values:
+        if not math.isfinite(v):
+            raise ManifestError(f"{experiment} setting {v}: must be a finite number")
+        if experiment == "mixing" and not 0.0 <= v < 1.0:
+            raise ManifestError(f"mixing fraction {v}: must be in [0, 1) (the share of target-domain samples)")
+        if experiment == "noise" and v < 0:
+            raise ManifestError(f"noise alpha {v}: must be >= 0 (a standard deviation)")
+
+
 def plan_runs(experiment: str, datasets: dict[str, tuple[str, str]], seeds: Iterable[int],
               settings: Sequence[float] | None = None) -> list[RunSpec]:
     """Every run of one experiment: seeds x datasets x training domains (x settings)."""

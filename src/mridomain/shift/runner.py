@@ -162,18 +162,26 @@ class ResultsStore:
         A line cut short by a kill is ignored."""
         if not self.path.exists():
             return []
+        import warnings
+
         latest: dict[str, dict[str, Any]] = {}
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
+        damaged = []
+        with open(self.path, "rb") as fh:
+            for number, raw in enumerate(fh, 1):
+                if not raw.strip():
                     continue
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
+                    rec = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError):
+                    damaged.append(number)       # torn by a kill, or a damaged byte: that run reruns
                     continue
-                if isinstance(rec, dict) and "run_id" in rec:
+                if isinstance(rec, dict) and isinstance(rec.get("run_id"), str):
                     latest[rec["run_id"]] = rec
+                else:
+                    damaged.append(number)
+        if damaged:
+            warnings.warn(f"{self.path}: skipped {len(damaged)} damaged line(s) (line {damaged[0]}"
+                          f"{', ...' if len(damaged) > 1 else ''}); their runs count as not finished", stacklevel=2)
         return list(latest.values())
 
     def finished(self) -> set[str]:

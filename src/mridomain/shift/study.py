@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
-from mridomain.errors import InvalidArgumentError, SchemaMismatchError
+from mridomain.errors import InvalidArgumentError, MridomainError, SchemaMismatchError
 from mridomain.shift.config import ShiftConfig, make_config
 from mridomain.shift.data import StudyData, dataset_folder, load_samples
 from mridomain.shift.manifest import choose_domains, manifest_digest, read_manifest, validate_manifest
@@ -27,7 +27,7 @@ from mridomain.shift.protocol import (MIXING_FRACTIONS, NOISE_ALPHAS, PAPER_FRAC
                                       study_splits)
 from mridomain.shift.runner import ResultsStore, RunContext, execute_runs
 
-__all__ = ["Study", "ExperimentResult", "open_study", "prepare_study", "run_experiment", "run_study",
+__all__ = ["Study", "ExperimentResult", "RunsFailedError", "open_study", "prepare_study", "run_experiment", "run_study",
            "run_mixing", "run_noise", "seed_list", "STUDY_FORMAT"]
 
 STUDY_FORMAT = "mridomain.shift.study"
@@ -58,6 +58,15 @@ class Study:
     fractions: tuple[float, float, float]
     stratify: bool
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the user model (package.module:callable) named on this invocation, if any: the only one
+    #: outside the registry that runs (study.json alone never chooses code to import)
+    trusted_model: str | None = None
+
+    def check_model(self) -> None:
+        """One-line error when study.json names a user model the caller did not repeat."""
+        from mridomain.shift.models import check_model_source
+
+        check_model_source(self.config.model, self.trusted_model, str(self.out / "study.json"))
 
     @property
     def store(self) -> ResultsStore:
@@ -76,19 +85,34 @@ def _comparable(config: ShiftConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
 
 
-def open_study(out: str | Path) -> Study:
-    """Open an existing study folder (one-line errors when it is not one)."""
+def open_study(out: str | Path, model: str | None = None) -> Study:
+    """Open an existing study folder (one-line errors when it is not one).
+
+    ``model``: the user model (``package.module:callable``) you trust this folder to run; a study
+    whose config names another model outside the registry is refused before it trains.
+    """
     from mridomain.files import read_json
 
     out = Path(out)
     meta = read_json(out / "study.json")
     if not isinstance(meta, dict) or meta.get("format") != STUDY_FORMAT:
         raise SchemaMismatchError(f"{out / 'study.json'}: not a shift study")
-    if int(meta.get("version", 0)) > STUDY_VERSION:
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {meta['version']} is newer than this mridomain reads")
-    config = ShiftConfig.from_dict(meta["config"], where=str(out / "study.json"))
-    return Study(out, config, {k: tuple(v) for k, v in meta["domains"].items()}, tuple(meta["fractions"]),
-                 bool(meta["stratify"]), meta)
+    version = meta.get("version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version!r} is not a whole number")
+    if version > STUDY_VERSION:
+        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version} is newer than this mridomain reads")
+    config = ShiftConfig.from_dict(meta.get("config"), where=str(out / "study.json"))
+    try:
+        domains = {str(k): (str(v[0]), str(v[1])) for k, v in meta["domains"].items()}
+        fractions = tuple(float(f) for f in meta["fractions"])
+        stratify = meta["stratify"]
+        if len(fractions) != 3 or not isinstance(stratify, bool):
+            raise ValueError("bad fractions or stratify")
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        raise SchemaMismatchError(f"{out / 'study.json'}: damaged study description ({type(err).__name__}: "
+                                  f"{err})") from None
+    return Study(out, config, domains, fractions, stratify, meta, trusted_model=model)
 
 
 def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: ShiftConfig | None = None,
@@ -103,6 +127,9 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     from mridomain.files import dump_json
 
     out = Path(out)
+    from mridomain.files import remove_stale_temporaries
+
+    remove_stale_temporaries(out)                        # what a killed earlier call left half-written
     if isinstance(manifest, pd.DataFrame):
         table, where = validate_manifest(manifest, where="<manifest>"), "<manifest>"
     else:
@@ -110,6 +137,7 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     table, chosen, dropped = choose_domains(table, domains, where=where)
     digest = manifest_digest(table)
     existing = open_study(out) if (out / "study.json").exists() else None
+    explicit = config is not None
     if config is None:
         config = existing.config if existing is not None else make_config("cpu")
     fr = tuple(float(f) for f in fractions)
@@ -144,7 +172,13 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
         dump_json(meta, out / "study.json")
     study = open_study(out) if existing is None else existing
     study.config = config
+    if explicit:        # a config object the caller passed is theirs: its model may run
+        study.trusted_model = config.model
     return study
+
+
+class RunsFailedError(MridomainError):
+    """Every run an experiment started failed (each failure is kept in runs.jsonl)."""
 
 
 @dataclass
@@ -161,6 +195,14 @@ class ExperimentResult:
     def failed(self) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("status") != "ok"]
 
+    def raise_if_all_failed(self) -> None:
+        """A :class:`RunsFailedError` when this call ran runs and every one of them failed (a
+        command that produced only failures must not exit 0)."""
+        if self.records and len(self.failed) == len(self.records):
+            first = self.failed[0]
+            raise RunsFailedError(f"{self.study.out}: all {len(self.records)} {self.experiment} runs failed; "
+                                  f"first: {first['run_id']}: {first.get('error')}")
+
     def summary(self) -> str:
         ran = len(self.records)
         line = (f"{self.experiment}: {self.planned} runs planned, {self.resumed} already finished, {ran} run now"
@@ -170,10 +212,24 @@ class ExperimentResult:
         return line
 
 
+def _read_splits(path: Path) -> pd.DataFrame:
+    """``splits.csv``, or a one-line error naming it when it is damaged (empty, not UTF-8, columns)."""
+    try:
+        table = pd.read_csv(path, dtype={"patient_id": str, "domain": str, "dataset": str}, encoding="utf-8")
+    except (ValueError, OSError) as err:       # EmptyDataError, UnicodeDecodeError, ParserError
+        raise SchemaMismatchError(f"{path}: damaged ({type(err).__name__}: {' '.join(str(err).split())[:120]}); "
+                                  "delete it: the splits follow from the seeds and are written again") from None
+    missing = [c for c in ("dataset", "seed", "domain", "patient_id", "split") if c not in table.columns]
+    if missing:
+        raise SchemaMismatchError(f"{path}: damaged (no column {', '.join(missing)}); delete it: the splits follow "
+                                  "from the seeds and are written again")
+    return table
+
+
 def _write_splits(study: Study, seeds: Sequence[int]) -> None:
     """Append the splits of new seeds to ``splits.csv`` (the split each run's record refers to)."""
     path = study.out / "splits.csv"
-    old = pd.read_csv(path, dtype={"patient_id": str, "domain": str, "dataset": str}) if path.exists() else None
+    old = _read_splits(path) if path.exists() else None
     frames = [old] if old is not None else []
     for ds in study.domains:
         data = study.data(ds)
@@ -198,6 +254,7 @@ def run_experiment(study: Study, experiment: str, seeds: int | Sequence[int], se
     :class:`ManifestError` otherwise). Finished runs in ``OUT/runs.jsonl`` are skipped.
     """
     seeds = seed_list(seeds)
+    study.check_model()
     for ds in study.domains:
         check_splits(study.data(ds).table, ds, seeds, study.fractions, study.stratify, where=str(study.meta.get("manifest")))
     _write_splits(study, seeds)
@@ -209,17 +266,48 @@ def run_experiment(study: Study, experiment: str, seeds: int | Sequence[int], se
     return ExperimentResult(study, experiment, len(plan), len(plan) - len(todo), records)
 
 
+def _check_arguments(experiment: str, settings: Sequence[float] | None, model: str | None, workers: int | None,
+                     backend: str, device: str | None) -> None:
+    """Every argument checked before any sample is read or any run trains (one-line errors)."""
+    from mridomain.errors import check_choice, check_range
+    from mridomain.shift.protocol import check_settings
+    from mridomain.shift.runner import BACKENDS
+
+    check_settings(experiment, settings)
+    check_range(workers, "workers", 1)
+    check_choice(backend, "backend", BACKENDS)
+    if model is not None:
+        from mridomain.shift.models import resolve_model_name
+
+        resolve_model_name(model, (64, 64))          # a name the registry knows, or package.module:callable
+    if device is not None:
+        from mridomain.engine.engine import resolve_device
+
+        resolve_device(device)
+
+
 def _run(experiment: str, manifest: str | Path | pd.DataFrame, out: str | Path, seeds: int | Sequence[int],
          settings: Sequence[float] | None, preset: str | None, model: str | None, domains: Sequence[str] | None,
          workers: int | None, backend: str, ray_address: str | None, progress: bool, report: bool,
          overrides: dict[str, Any]) -> ExperimentResult:
+    _check_arguments(experiment, settings, model, workers, backend, overrides.get("device"))
+    from mridomain.files import check_output_folder
+
+    check_output_folder(out, "study folder")
     changes = {k: v for k, v in {"model": model, **overrides}.items() if v is not None}
     config = None
     if preset is not None:
         config = make_config(preset, **changes)
     elif changes:   # on top of the folder's config when it has one, else the cpu preset
         existing = Path(out) / "study.json"
-        config = open_study(out).config.updated(**changes) if existing.exists() else make_config("cpu", **changes)
+        if existing.exists():
+            folder = open_study(out, model=model)
+            folder.check_model()        # the folder's model stays: it must be one the user named
+            config = folder.config.updated(**changes)
+        else:
+            config = make_config("cpu", **changes)
+    elif (Path(out) / "study.json").exists():
+        open_study(out).check_model()
     study = prepare_study(manifest, out, config, domains=domains, workers=workers, progress=progress)
     result = run_experiment(study, experiment, seeds, settings, workers=workers, backend=backend,
                             ray_address=ray_address, progress=progress)

@@ -7,10 +7,32 @@ from typing import List, Optional
 
 import typer
 
+from mridomain.errors import check_choice, check_range
+
 # errors: the top-level command group (mridomain.cli) prints every MridomainError as one line
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Seq2Seq multi-sequence synthesis: any sequence to any other, sequence contribution "
                        "ranking (C_t, C_d) and imaging-differentiation maps (M_d).")
+
+
+#: far above any real run, low enough that a typo fails at once instead of running until killed
+MAX_SUBJECTS = 100_000
+
+
+def _folder_out(path: Optional[Path], what: str) -> None:
+    """A one-line error, before any work, for an output folder that cannot be made."""
+    if path is not None:
+        from mridomain.files import check_output_folder
+
+        check_output_folder(path, what)
+
+
+def _device(device: Optional[str]) -> None:
+    """A device torch does not know (or CUDA on a machine without it): one line, before any work."""
+    if device is not None:
+        from mridomain.engine.engine import resolve_device
+
+        resolve_device(device)
 
 
 def _passive_threads() -> None:
@@ -35,6 +57,9 @@ def brain(
     """
     from mridomain.sim.brain import simulate_brains
 
+    _folder_out(out, "--out folder")
+    check_range(subjects, "--subjects", 1, MAX_SUBJECTS)
+    check_range(workers, "--workers", 1)
     result = simulate_brains(out, n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, workers=workers)
     typer.echo(result.summary())
 
@@ -53,6 +78,8 @@ def toy(
     _passive_threads()
     from mridomain.synth.toy import run_toy_experiment
 
+    _folder_out(out, "--out folder")
+    _device(device)
     result = run_toy_experiment(out, preset=preset, seed=seed, device=device)
     typer.echo(result.to_markdown())
 
@@ -77,6 +104,10 @@ def train(
     _passive_threads()
     from mridomain.synth.training import train as run_training
 
+    _folder_out(out, "run folder")
+    _folder_out(cache, "--cache folder")
+    check_range(epochs, "--epochs", 1)
+    _device(device)
     extra = {"perceptual_weights": str(perceptual_weights)} if perceptual_weights else {}
     result = run_training(data, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device,
                           allow_missing=allow_missing, cache=cache, **extra)
@@ -118,6 +149,11 @@ def contribution(
     _passive_threads()
     from mridomain.synth.contribution import rank_sequences
 
+    check_choice(normalization, "--normalization", ("zscore", "minmax"))
+    if out is not None:
+        from mridomain.files import check_output_file
+
+        check_output_file(out, "--out table")
     table, note = rank_sequences(run, split=split, normalization=normalization, out=out)
     from mridomain.report import df_to_markdown
 
@@ -138,6 +174,7 @@ def dmap(
     _passive_threads()
     from mridomain.synth.apply import dmap as run_dmap
 
+    _folder_out(out, "--out folder")
     paths = run_dmap(run, subject, out)
     typer.echo("\n".join(str(p) for p in paths))
 
@@ -156,6 +193,10 @@ def generate(
     _passive_threads()
     from mridomain.synth.apply import generate as run_generate
 
+    if out is not None:
+        from mridomain.files import check_output_file
+
+        check_output_file(out, "--out NIfTI")
     result = run_generate(run, inputs, to, out)
     typer.echo(result.summary())
 
@@ -174,5 +215,8 @@ def demo(
     _passive_threads()
     from mridomain.synth.demo import run_demo
 
+    _folder_out(out, "--out folder")
+    check_range(subjects, "--subjects", 1, MAX_SUBJECTS)
+    check_range(epochs, "--epochs", 1)
     result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs)
     typer.echo(result.summary())

@@ -120,6 +120,13 @@ def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | N
     volumes, scale, affine, ref = {}, {}, None, None
     for seq, path in files.items():
         pixels, aff = _read_stack(Path(path))
+        finite = np.isfinite(pixels)
+        if not finite.all():
+            # one NaN spreads through normalization into every loss and every synthesized voxel:
+            # the subject is refused (skipped and named when a dataset loads) before any training
+            bad = int(finite.size - np.count_nonzero(finite))
+            raise ImageReadError(path, f"{bad} of {finite.size} voxels ({100 * bad / finite.size:.2g}%) are NaN "
+                                       "or infinite")
         if ref is None:
             ref, affine = (seq, pixels.shape), aff
         elif pixels.shape != ref[1]:

@@ -320,6 +320,15 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
         splits = None
     dataset = data if isinstance(data, SynthData) else load_dataset(
         data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache)
+    if dataset.skipped:            # named, never dropped silently: a CSV in the run and one line now
+        import warnings
+
+        from mridomain.files import write_skip_report
+
+        report = write_skip_report(dataset.skipped, out / "skipped_subjects.csv")
+        path, reason = dataset.skipped[0]
+        warnings.warn(f"{len(dataset.skipped)} subject(s) skipped (listed in {report}); first: {path}: {reason}",
+                      stacklevel=2)
     if tuple(dataset.sequences) != tuple(config.sequences):
         raise SchemaMismatchError(f"data of sequences {list(dataset.sequences)} for a config of "
                                   f"{list(config.sequences)}")
