@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_task  # noqa: E402
+from multiprocess import infrastructure_error, run_child  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -28,7 +28,7 @@ def _torchrun(out: Path, epochs: int, resume: bool = False) -> None:
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "ddp_task.py"), str(out), str(epochs)] + (["--resume"] if resume else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_child(cmd, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -70,6 +70,14 @@ def test_two_process_gloo_ddp_matches_one_process_and_resumes(tmp_path):
         np.testing.assert_array_equal(c[k], b[k])
     metrics = (tmp_path / "ddp_resumed" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 3      # header + epochs 1 and 2, none twice
+
+
+def test_only_infrastructure_errors_are_retried():
+    assert infrastructure_error("torch.distributed.DistNetworkError: ... EADDRINUSE") == "port in use"
+    assert infrastructure_error("RuntimeError: Gloo connectFullMesh failed with ... refused") == "gloo connect"
+    assert infrastructure_error("[rank1]: AssertionError: weights differ") is None
+    assert infrastructure_error("terminate called without an active exception") is None   # a crash: a bug
+    assert infrastructure_error("FileNotFoundError: learning_curve.png") is None
 
 
 def test_single_process_resume_is_bit_exact(tmp_path):

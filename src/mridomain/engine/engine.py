@@ -242,7 +242,36 @@ def make_fabric(settings: TrainSettings) -> Any:
     fabric = Fabric(accelerator=device.type, devices=devices_arg, num_nodes=num_nodes, strategy=strategy_obj,
                     precision=_precision(settings, device))
     fabric.launch()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        _destroy_process_group_at_exit()
     return fabric
+
+
+_teardown_registered = False
+
+
+def _destroy_process_group_at_exit() -> None:
+    """Destroy the torch.distributed process group when Python exits, while it is still whole.
+
+    Lightning Fabric does this for NCCL only. A gloo group left alive keeps its C++ worker threads
+    into interpreter finalization, where releasing their pending work needs a Python runtime that is
+    already gone: the process aborts with "terminate called without an active exception" (SIGABRT),
+    at random and more often on a loaded machine (pytorch/pytorch#190489). Destroying the group from
+    an ``atexit`` handler joins those threads first. The group is kept until then, not destroyed after
+    each fit: a second ``init_process_group`` in the same process restarts the store keys of the
+    first and can read a peer's stale address (gloo "connectFullMesh failed ... Connection refused").
+    """
+    global _teardown_registered
+    if _teardown_registered:
+        return
+    import atexit
+
+    def destroy() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    atexit.register(destroy)
+    _teardown_registered = True
 
 
 class _Log:
