@@ -41,7 +41,7 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
     from mridomain.iap import evaluate, predict_paths, train
     from mridomain.sim import simulate
 
-    console = Console()
+    console = Console(soft_wrap=True)   # tables are not wrapped mid-row on a pipe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
@@ -95,6 +95,10 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
         console.print(f"{key:>10}: {seconds:6.1f} s")
     console.print(f"Outputs in {out}/: index.parquet, cache/, run/ (checkpoint, metrics.csv, "
                   f"learning_curve.png), eval_test/ (report.md, confusion matrices), predictions.png")
+    if full:
+        for folder in ("analysis", "routing", "compare"):
+            console.print(f"report: {out / folder / 'report.html'}")
+    console.print(f"report: {out / 'eval_test' / 'report.html'}")
     return result
 
 
@@ -111,7 +115,7 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
     from mridomain.data import build_index, prepare_cache
     from mridomain.sim import simulate
 
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     out = Path(out)
     timings: dict[str, float] = {}
 
@@ -139,6 +143,4 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
     checked = compare(out / "cache", out / "cache_routing", out / "run", out / "compare", seed=seed)
     console.print(checked.to_markdown())
     timings["compare"] = time.perf_counter() - t0
-    console.print(f"HTML reports: {out}/analysis/report.html, {out}/routing/report.html, "
-                  f"{out}/compare/report.html")
     return timings
