@@ -326,6 +326,8 @@ def demo(
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
     seed: int = typer.Option(0, help="Random seed."),
     full: bool = typer.Option(False, "--full", help="Also run analyze, the Table 2 routing experiment and compare."),
+    reuse: bool = typer.Option(False, "--reuse", help="With --full: keep the finished demo in OUT (steps 1-5) and "
+                                                     "add only steps 6-8."),
 ) -> None:
     """Simulate a DBC-like dataset, index, prepare, train (cpu preset), evaluate: prints Table 1.
 
@@ -337,7 +339,7 @@ def demo(
     for value, option in ((patients, "--patients"), (slices, "--slices"), (epochs, "--epochs")):
         _at_least(value, option, 1)
     _at_least(seed, "--seed", 0)
-    run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
+    run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full, reuse=reuse)
 
 
 @app.command()

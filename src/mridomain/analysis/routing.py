@@ -362,7 +362,9 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
         y = tumor.to_numpy()[tr]
         if len(tr) == 0 or len(np.unique(y)) < 2:
             raise EmptyInputError(Path(str(cache)), f"no training slices with both tumor classes for {key_iap}={d} "
-                                                    f"(found {len(tr)} labelled train slices)")
+                                                    f"(found {len(tr)} labelled train slices; a demo's "
+                                                    "cache/ holds tumour slices only: `mridomain demo --full "
+                                                    "--reuse` adds cache_routing/, with tumour-negative slices)")
         clf = TumorClassifier(preset=preset, device=device, seed=seed, **overrides)
         clf.fit(np.asarray(images[tr]), y, np.asarray(images[va]) if len(va) else None,
                 tumor.to_numpy()[va] if len(va) else None, progress=progress)
