@@ -349,7 +349,7 @@ def analyze(
     split_column: str = typer.Option("split", help="Split column (absent: one split 'all')."),
     html: bool = typer.Option(True, "--html/--no-html", help="Also write the self-contained report.html."),
 ) -> None:
-    """IAP histograms per split, Spearman correlations, combination overlap (Table 3), imbalance.
+    """IAP histograms per split, associations between IAPs, combination overlap (Table 3), imbalance.
 
     Python: ``mridomain.analysis.analyze``.
     """
