@@ -80,6 +80,21 @@ def test_only_infrastructure_errors_are_retried():
     assert infrastructure_error("FileNotFoundError: learning_curve.png") is None
 
 
+def test_learning_curve_gives_each_unit_its_own_panel(tmp_path):
+    import pandas as pd
+
+    from mridomain.engine.engine import _metric_unit, plot_learning_curve
+
+    m = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.5], "val_loss": [3.1, 2.2, 1.9],
+                      "val_acc_fov": [0.2, 0.3, 0.4], "val_mse_tr": [1.4, 1.2, 1.1], "val_psnr": [18.0, 19.0, 20.0]})
+    units = {c: _metric_unit(c, m[c]) for c in m.columns if c != "epoch"}
+    assert units == {"train_loss": "loss", "val_loss": "loss", "val_acc_fov": "%", "val_mse_tr": "MSE",
+                     "val_psnr": "value"}
+    assert _metric_unit("val_mse_te", pd.Series([0.2, 0.5])) == "MSE"      # an MSE in 0..1 is still no %
+    plot_learning_curve(m, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+
+
 def test_single_process_resume_is_bit_exact(tmp_path):
     ddp_task.fit(str(tmp_path / "straight"), epochs=3)
     ddp_task.fit(str(tmp_path / "resumed"), epochs=1)

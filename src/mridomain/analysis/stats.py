@@ -239,9 +239,9 @@ def imbalance_summary(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str
 # ----------------------------------------------------------------------------------- figures
 def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[str, str],
                  categories: dict[str, list], bins: dict[str, np.ndarray]):
-    from mridomain.report import figure_grid
+    from mridomain.report import figure_grid, wrap_label
 
-    fig, axes = figure_grid(len(iaps), 4, 4.2, 3.2)
+    fig, axes = figure_grid(len(iaps), 4, 4.6, 4.4)
     for ax, iap in zip(axes, iaps):
         if kinds.get(iap) == "continuous":
             vals = _continuous(table[iap]).dropna().to_numpy()
@@ -252,9 +252,8 @@ def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[s
             cats = categories[iap] + ([MISSING] if (vals == MISSING).any() else [])
             counts = vals.value_counts().reindex(cats, fill_value=0)
             ax.bar(range(len(cats)), counts.to_numpy(), color="#4a6fa5")
-            labels = [c if len(c) <= 18 else c[:16] + ".." for c in cats]
             ax.set_xticks(range(len(cats)))
-            ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+            ax.set_xticklabels([wrap_label(c) for c in cats], rotation=60, ha="right", fontsize=8)
         ax.set_title(iap, fontsize=10)
         ax.set_ylabel("count", fontsize=8)
     fig.suptitle(f"IAP value distributions: {split} (n={len(table)})")
