@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mridomain.analysis import Section, analyze, evaluation_report_html, write_html_report
+from browser import chromium, screenshot
 from mridomain.analysis.stats import (association_matrix, combination_keys, combination_overlap, cramers_v,
                                       imbalance_summary, nominal_iaps, spearman_matrix)
 
@@ -155,18 +154,9 @@ def test_evaluation_report_from_folder(tmp_path):
     _assert_self_contained(doc)
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium / chromium-browser not on PATH: "
+@pytest.mark.skipif(chromium() is None, reason="chromium / chromium-browser not on PATH: "
                     "headless screenshot check skipped (apt-get install chromium to run it)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    from PIL import Image
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -177,13 +167,6 @@ def test_report_renders_in_headless_chromium(tmp_path):
     html = write_html_report(tmp_path / "r.html", "Screenshot check",
                              [Section("A table", tables=[pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})],
                                       figures=[("gradient", fig)])])
-    shot = tmp_path / "shot.png"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-           f"file://{html}"]
-    subprocess.run(cmd, capture_output=True, timeout=120)
-    assert shot.exists(), "chromium wrote no screenshot"
-    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    img = screenshot(html, tmp_path / "shot.png", width=1200, height=900)
     assert img.shape == (900, 1200)
     assert img.std() > 5, "screenshot is blank"
