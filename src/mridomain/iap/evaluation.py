@@ -271,7 +271,7 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
             rows.append([])
         rows[-1].append(panel)
     width = max(sum(p[-1] for p in row) for row in rows)
-    heights = [max(p[-1] for p in row) for row in rows]
+    heights = [max(p[-1] for p in row) + 0.7 for row in rows]      # + title and axis label
     fig = Figure(figsize=(width, sum(heights)), layout="constrained")
     subfigs = fig.subfigures(len(rows), 1, height_ratios=heights, squeeze=False)[:, 0]
     for subfig, row in zip(subfigs, rows):
@@ -295,7 +295,7 @@ def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarra
             ax.set_title(f"{h.name} (N={n}, {len(used)} classes)", fontsize=11)
             ax.set_xlabel("predicted", fontsize=9)
             ax.set_ylabel("true", fontsize=9)
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
 
 
 def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str | Path | None = None,
