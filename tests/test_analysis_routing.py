@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -195,6 +196,14 @@ def test_routing_experiment_end_to_end_on_tiny_cache(tmp_path):
         assert (tmp_path / "out" / f).exists(), f
     assert ("NOT" in exp.verdict) == (not exp.ok)
     assert "| GE model |" in exp.to_markdown()
+    doc = (tmp_path / "out" / "report.html").read_text()
+    assert "{&#x27;" not in doc and "{'" not in doc              # no Python dict in the text
+    table_html = doc.split("Routing decisions", 1)[1].split("</table>", 1)[0]
+    header = re.findall(r"<th>([^<]*)</th>", table_html)
+    assert header == ["true manufacturer", "routed to model", "chosen by", "images"]
+    counts = [int(row[-1]) for row in re.findall(r"<tr>\s*((?:<td>[^<]*</td>\s*)+)</tr>", table_html)
+              for row in [re.findall(r"<td>([^<]*)</td>", row)]]
+    assert sum(counts) == n_test
 
 
 class OutOfDomainPredictor(DomainPredictor):

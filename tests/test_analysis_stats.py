@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import math
 import re
-import shutil
-import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from mridomain.analysis import Section, analyze, evaluation_report_html, write_html_report
-from mridomain.analysis.stats import (combination_keys, combination_overlap, imbalance_summary,
-                                      spearman_matrix)
+from browser import chromium, screenshot
+from mridomain.analysis.stats import (association_matrix, combination_keys, combination_overlap, cramers_v,
+                                      imbalance_summary, nominal_iaps, spearman_matrix)
 
 KINDS = {"manufacturer": "categorical", "flip_angle": "categorical", "acquisition_matrix": "categorical",
          "tr": "continuous", "te": "continuous"}
@@ -52,11 +51,42 @@ def test_combination_overlap_by_hand():
     assert ov.loc[("train", "val")].tolist() == [2, 1, 1]
     assert ov.loc[("train", "test")].tolist() == [2, 2, 1]
     assert ov.loc[("val", "test")].tolist() == [1, 2, 1]
-    res = analyze(df)
+    res = analyze(df, combination_iaps=["manufacturer", "tr"])
     comb = res.combinations.set_index("split")
     assert comb.loc["test", "n_unique_combinations"] == 3
     assert comb.loc["test", "combinations_seen_in_train"] == 1
     assert comb.loc["test", "share_rows_with_combination_seen_in_train"] == pytest.approx(1 / 3)
+    # by default a combination is the categorical IAPs only: TR would make almost every series unique
+    default = analyze(df)
+    assert default.combination_iaps == ["manufacturer"]
+    comb = default.combinations.set_index("split")
+    assert comb.loc["test", "n_unique_combinations"] == 2 and comb.loc["test", "combinations_seen_in_train"] == 2
+
+
+def test_nominal_pairs_get_cramers_v_not_spearman_on_codes():
+    # 2 x 2 table [[3, 1], [1, 3]]: chi2 = 8 * (9 - 1)^2 / 4^4 = 2, V = sqrt(2 / (8 * 1)) = 0.5
+    a = pd.Series(["GE"] * 4 + ["SIEMENS"] * 4)
+    b = pd.Series(["FFP", "FFP", "FFP", "HFP", "FFP", "HFP", "HFP", "HFP"])
+    assert cramers_v(a, b) == pytest.approx(0.5)
+    kinds = {**KINDS, "patient_position": "categorical"}
+    df = pd.DataFrame({"manufacturer": a, "patient_position": b, "flip_angle": ["10"] * 4 + ["12"] * 4,
+                       "te": [2.5] * 4 + [1.3] * 4})
+    assert nominal_iaps(df, list(df.columns), kinds) == ["manufacturer", "patient_position"]
+    m = association_matrix(df, list(df.columns), kinds)
+    assert m.loc["manufacturer", "patient_position"] == pytest.approx(0.5)
+    # renaming a nominal value changes its code's rank, not its association; Spearman on codes flips
+    renamed = df.assign(manufacturer=a.map({"GE": "ZETA", "SIEMENS": "ALPHA"}))
+    m2 = association_matrix(renamed, list(df.columns), kinds)
+    assert m2.loc["manufacturer", "te"] == m.loc["manufacturer", "te"] == pytest.approx(1.0)
+    s1, s2 = (spearman_matrix(d, ["manufacturer", "te"], kinds) for d in (df, renamed))
+    assert s1.loc["manufacturer", "te"] == -s2.loc["manufacturer", "te"]
+    # ordered pairs keep Spearman's sign: flip angle rises as TE falls
+    assert m.loc["flip_angle", "te"] == pytest.approx(-1.0)
+
+
+def test_imbalance_has_no_classes_for_continuous_iaps():
+    df = pd.DataFrame({"manufacturer": ["GE", "GE", "SIEMENS"], "tr": [4.1, 4.2, 4.3]})
+    assert imbalance_summary(df, ["manufacturer", "tr"], KINDS)["iap"].tolist() == ["manufacturer"]
 
 
 def test_imbalance_by_hand():
@@ -86,13 +116,13 @@ def test_analyze_writes_tables_figures_and_self_contained_html(tmp_path):
     df.to_parquet(p)
     res = analyze(p, tmp_path / "out")
     assert res.splits == ["train", "val", "test"]
-    # GE has longer TE than Siemens and sorts first: rho(manufacturer, te) = -1 in every split.
+    # TE is set by the manufacturer (two values): Cramér's V = 1 in every split
     for s in res.splits:
-        assert res.correlations[s].loc["manufacturer", "te"] == pytest.approx(-1.0)
+        assert res.correlations[s].loc["manufacturer", "te"] == pytest.approx(1.0)
     counts = res.counts[(res.counts.iap == "manufacturer") & (res.counts.split == "train")]
     assert counts["count"].sum() == (df.split == "train").sum()
-    for name in ("value_counts.csv", "spearman_train.csv", "combination_overlap.csv", "imbalance.csv",
-                 "combinations.md", "histograms_test.png", "spearman_val.png", "report.html"):
+    for name in ("value_counts.csv", "association_train.csv", "combination_overlap.csv", "imbalance.csv",
+                 "combinations.md", "histograms_test.png", "association_val.png", "report.html"):
         assert (tmp_path / "out" / name).exists(), name
     _assert_self_contained((tmp_path / "out" / "report.html").read_text())
 
@@ -124,18 +154,9 @@ def test_evaluation_report_from_folder(tmp_path):
     _assert_self_contained(doc)
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if shutil.which(name):
-            return shutil.which(name)
-    return None
-
-
-@pytest.mark.skipif(_chromium() is None, reason="chromium / chromium-browser not on PATH: "
+@pytest.mark.skipif(chromium() is None, reason="chromium / chromium-browser not on PATH: "
                     "headless screenshot check skipped (apt-get install chromium to run it)")
 def test_report_renders_in_headless_chromium(tmp_path):
-    from PIL import Image
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,13 +167,6 @@ def test_report_renders_in_headless_chromium(tmp_path):
     html = write_html_report(tmp_path / "r.html", "Screenshot check",
                              [Section("A table", tables=[pd.DataFrame({"a": [1, 2], "b": [0.5, 0.25]})],
                                       figures=[("gradient", fig)])])
-    shot = tmp_path / "shot.png"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1200,900",
-           f"file://{html}"]
-    subprocess.run(cmd, capture_output=True, timeout=120)
-    assert shot.exists(), "chromium wrote no screenshot"
-    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    img = screenshot(html, tmp_path / "shot.png", width=1200, height=900)
     assert img.shape == (900, 1200)
     assert img.std() > 5, "screenshot is blank"

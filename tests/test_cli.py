@@ -34,6 +34,43 @@ def test_version():
     assert result.exit_code == 0 and result.output.startswith("mridomain ")
 
 
+def _every_command():
+    """(path, click command) of every command and group, sub-apps included."""
+    import typer
+
+    def walk(command, path):
+        yield path, command
+        for name in getattr(command, "commands", {}):
+            yield from walk(command.commands[name], [*path, name])
+
+    yield from walk(typer.main.get_command(app), [])
+
+
+def test_every_command_help_follows_the_one_convention():
+    """-o/--out for every output, flags without a value type, arguments as RUN / PATHS..., help text
+    shown as written (no Sphinx double backticks, nothing eaten as Rich markup)."""
+    seen = 0
+    for path, command in _every_command():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, (path, result.output)
+        text = result.output
+        where = " ".join(path) or "mridomain"
+        assert "<bool>" not in text, where
+        assert "``" not in text, where
+        usage = next(line for line in text.splitlines() if "Usage:" in line).split("[OPTIONS]")[-1].split()
+        for word in usage:
+            assert word in ("COMMAND", "[ARGS]...") or word.rstrip(".").strip("[]").isupper(), (where, word)
+        for param in command.params:
+            if param.name == "out" and param.param_type_name == "option":
+                assert sorted(param.opts) == ["--out", "-o"], where
+            if param.param_type_name == "argument":
+                assert param.metavar and param.metavar.isupper() and param.metavar in text, (where, param.name)
+        seen += 1
+    assert seen > 25
+    study = runner.invoke(app, ["shift", "study", "--help"], env={"COLUMNS": "200"}).output
+    assert "pip install 'mridomain[distributed]'" in study
+
+
 def test_bad_inputs_are_one_line_errors(tmp_path):
     assert "no such file or folder" in _error_line(runner.invoke(app, ["index", str(tmp_path / "nowhere")]))
     line = _error_line(runner.invoke(app, ["prepare", str(tmp_path / "i.parquet"), "--fractions", "a,b,c"]))

@@ -27,3 +27,15 @@ def test_demo_runs_end_to_end_and_reports_every_iap(tmp_path):
     index = pd.read_parquet(out / "index.parquet")
     assert sorted(index["manufacturer"]) == sorted(manifest["manufacturer"])
     assert (out / "predictions.png").stat().st_size > 0
+    # a finished demo records its parameters; --full --reuse reads them back instead of redoing steps 1-5
+    assert json.loads((out / "demo.json").read_text()) == {"patients": 10, "seed": 3, "slices": 4, "epochs": 1}
+
+
+def test_reuse_needs_full_and_a_finished_demo(tmp_path):
+    from mridomain.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="use it with --full"):
+        run_demo(tmp_path, reuse=True)
+    with pytest.raises(InvalidArgumentError, match="no finished demo to reuse"):
+        run_demo(tmp_path, full=True, reuse=True)
+    assert not any(tmp_path.iterdir())      # refused before any work

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 
 sys.path.insert(0, str(Path(__file__).parent))
 import ddp_task  # noqa: E402
+from multiprocess import infrastructure_error, run_child  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -28,7 +28,7 @@ def _torchrun(out: Path, epochs: int, resume: bool = False) -> None:
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(HERE / "ddp_task.py"), str(out), str(epochs)] + (["--resume"] if resume else [])
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    proc = run_child(cmd, env)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -70,6 +70,29 @@ def test_two_process_gloo_ddp_matches_one_process_and_resumes(tmp_path):
         np.testing.assert_array_equal(c[k], b[k])
     metrics = (tmp_path / "ddp_resumed" / "metrics.csv").read_text().splitlines()
     assert len(metrics) == 3      # header + epochs 1 and 2, none twice
+
+
+def test_only_infrastructure_errors_are_retried():
+    assert infrastructure_error("torch.distributed.DistNetworkError: ... EADDRINUSE") == "port in use"
+    assert infrastructure_error("RuntimeError: Gloo connectFullMesh failed with ... refused") == "gloo connect"
+    assert infrastructure_error("[rank1]: AssertionError: weights differ") is None
+    assert infrastructure_error("terminate called without an active exception") is None   # a crash: a bug
+    assert infrastructure_error("FileNotFoundError: learning_curve.png") is None
+
+
+def test_learning_curve_gives_each_unit_its_own_panel(tmp_path):
+    import pandas as pd
+
+    from mridomain.engine.engine import _metric_unit, plot_learning_curve
+
+    m = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.5], "val_loss": [3.1, 2.2, 1.9],
+                      "val_acc_fov": [0.2, 0.3, 0.4], "val_mse_tr": [1.4, 1.2, 1.1], "val_psnr": [18.0, 19.0, 20.0]})
+    units = {c: _metric_unit(c, m[c]) for c in m.columns if c != "epoch"}
+    assert units == {"train_loss": "loss", "val_loss": "loss", "val_acc_fov": "%", "val_mse_tr": "MSE",
+                     "val_psnr": "value"}
+    assert _metric_unit("val_mse_te", pd.Series([0.2, 0.5])) == "MSE"      # an MSE in 0..1 is still no %
+    plot_learning_curve(m, tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
 
 
 def test_single_process_resume_is_bit_exact(tmp_path):

@@ -275,3 +275,32 @@ def test_bad_device_name_is_an_invalid_argument():
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(InvalidArgumentError, match="'gpu'"):
         resolve_device("gpu")
+
+
+def test_confusion_panels_grow_with_the_class_count_and_keep_labels_whole(tmp_path):
+    """A 20 x 20 slice-thickness matrix gets about a third of an inch per class (readable 9-pt
+    labels); a 2-class head stays small; long scan-option names wrap, they are not cut."""
+    from PIL import Image
+
+    from mridomain.iap.evaluation import confusion_panel_inches, plot_confusion_matrices
+    from mridomain.report import wrap_label
+
+    thick = [f"{1 + 0.1 * i:.1f}" for i in range(20)]
+    opts = ["FAST_GEMS\\SAT_GEMS\\PFP\\FS", "FAST_GEMS\\SAT_GEMS\\ACC_GEMS\\PFP\\FS",
+            "FAST_GEMS\\SAT_GEMS\\MP_GEMS\\PFP\\FS", "FAST_GEMS\\SAT_GEMS\\MP_GEMS\\ACC_GEMS\\PFP\\FS"]
+    n = 40
+    table = pd.DataFrame({"split": "train", "manufacturer": ["GE", "SIEMENS"] * 20,
+                          "slice_thickness": thick * 2, "scan_options": opts * 10})
+    iaps = [{"name": c, "kind": "categorical", "unit": None} for c in ("manufacturer", "slice_thickness", "scan_options")]
+    enc = LabelEncoder.fit(table, iaps)
+    cat, _ = enc.encode(table)
+    rng = np.random.default_rng(0)
+    probs = {h.name: rng.random((n, len(h.classes))) for h in enc.categorical}
+    path = tmp_path / "cm.png"
+    plot_confusion_matrices(probs, cat, enc, path)
+    width, height = Image.open(path).size
+    assert confusion_panel_inches(20) >= 0.3 * 20 > confusion_panel_inches(2) / 2
+    # the 20-class panel alone is at least 0.3 in (27 px at 90 dpi) per class
+    assert height >= 90 * 0.3 * 20 and width >= 90 * 0.3 * 20
+    labels = [wrap_label(o) for o in opts]
+    assert len(set(labels)) == len(opts) and all(lab.replace("\n", "") == o for lab, o in zip(labels, opts))

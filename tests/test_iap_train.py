@@ -178,6 +178,23 @@ def test_predict_files_skips_the_corrupt_one(trained, tmp_path):
 
 
 @pytest.mark.slow
+def test_prediction_figure_marks_out_of_domain_inputs_and_keeps_names_whole(trained, tmp_path):
+    from mridomain.iap import LabelEncoder
+    from mridomain.iap.prediction import _column, _draw_figure
+
+    _, run, _ = trained
+    encoder = LabelEncoder.from_json(run / "labels.json")
+    long_name = "3.000000-t1_fl3d_tra_dynVIEWS_spair_pre-87149"
+    row = {_column(h): ("GE" if h.kind == "categorical" else 5.0) for h in encoder.heads}
+    panels = [{"source": long_name, "image": np.zeros((8, 8)), "row": {**row, "in_domain": True}, "truth": {}},
+              {"source": "MR_small.dcm", "image": np.zeros((8, 8)), "row": {**row, "in_domain": False}, "truth": {}}]
+    fig = _draw_figure(panels, encoder, tmp_path / "f.png")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].replace("\n", "") == long_name                  # wrapped, not cut
+    assert titles[1].startswith("OUT OF DOMAIN") and not titles[0].startswith("OUT OF DOMAIN")
+    assert any("OUT OF DOMAIN" in t.get_text() and "red frame" in t.get_text() for t in fig.texts)   # the legend
+
+
 def test_run_knows_its_domain_and_abstains_on_real_scanner_files(trained, tmp_path):
     """Trained on synthetic slices, the run calls pydicom's real Toshiba / Philips / Siemens MR files
     out of its domain, keeps held-out slices of its own kind in, and abstains when asked."""
@@ -186,8 +203,10 @@ def test_run_knows_its_domain_and_abstains_on_real_scanner_files(trained, tmp_pa
     _, run, _ = trained
     assert (run / "domain.json").exists() and (run / "calibration.json").exists()
     real = [get_testdata_file(n) for n in ("MR_small.dcm", "MR2_J2KR.dcm", "MR-SIEMENS-DICOM-WithOverlays.dcm")]
-    res = predict_paths(run, real, out=tmp_path / "real.csv", progress=False, abstain=True)
+    res = predict_paths(run, real, out=tmp_path / "real.csv", progress=False, abstain=True,
+                        figure=tmp_path / "real.png")
     assert res.n_out_of_domain == 3
+    assert (tmp_path / "real.png").stat().st_size > 0
     series = res.series
     assert (series["manufacturer"] == "unknown").all() and series["tr_ms"].isna().all()
     toshiba = series[series["source"].str.endswith("MR_small.dcm")].iloc[0]

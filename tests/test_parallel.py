@@ -60,3 +60,47 @@ def test_build_index_leaves_the_callers_warning_filters_alone(tmp_path):
     with warnings.catch_warnings(record=True) as caught:     # the filters as they are, not reset
         warnings.warn("still heard", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["still heard"]
+
+
+class _RecordingBar:
+    """Stands in for the progress bar: remembers its total and how far it was moved."""
+
+    made: list["_RecordingBar"] = []
+
+    def __init__(self, total=None, **_):
+        self.total, self.n = total, 0
+        _RecordingBar.made.append(self)
+
+    def update(self, k=1):
+        self.n += k
+
+    def close(self):
+        pass
+
+
+def _two(x: int) -> int:
+    return 2
+
+
+def test_a_bar_that_counts_a_unit_of_its_own_ends_at_its_total(monkeypatch):
+    import mridomain.parallel as parallel
+    from mridomain.errors import InvalidArgumentError
+
+    monkeypatch.setattr(parallel, "progress_bar", _RecordingBar)
+    _RecordingBar.made.clear()
+    list(parallel_map(_two, range(5), workers=1, total=5, advance=lambda r: r, advance_total=10))
+    assert [(b.total, b.n) for b in _RecordingBar.made] == [(10, 10)]
+    with pytest.raises(InvalidArgumentError, match="advance_total"):
+        list(parallel_map(_two, range(5), workers=1, total=5, advance=lambda r: r))
+
+
+def test_simulate_progress_counts_images_to_its_total(monkeypatch, tmp_path):
+    """The simulate bar once counted 1,800 images of a total of 600 (it took patients for images)."""
+    import mridomain.parallel as parallel
+    from mridomain.sim import simulate
+
+    monkeypatch.setattr(parallel, "progress_bar", _RecordingBar)
+    _RecordingBar.made.clear()
+    simulate(tmp_path / "sim", n_patients=2, seed=0, slices=3, preset="dbc", phases=1, workers=1)
+    bars = [b for b in _RecordingBar.made if b.total == 2 * 3]
+    assert bars and all(b.n == b.total for b in bars)

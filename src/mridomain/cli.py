@@ -24,12 +24,65 @@ def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+def _plain_help(text: Optional[str]) -> Optional[str]:
+    """Help text as the reader should see it: `code` in single backticks (docstrings use Sphinx's
+    double ones) and brackets kept (Rich would take ``'mridomain[distributed]'`` for markup and drop
+    ``[distributed]``)."""
+    if not text:
+        return text
+    from rich.markup import escape
+
+    return escape(text.replace("``", "`"))
+
+
+def _house_style(command) -> None:  # noqa: ANN001 (a click command of typer's vendored click)
+    """One convention for every command's help, sub-commands included: no Rich markup in texts,
+    arguments as upper-case names (RUN PATHS...), flags without a value type (see
+    :func:`_conventional_params`)."""
+    command.help = _plain_help(command.help)
+    command.short_help = _plain_help(command.short_help)
+    for param in command.params:
+        param.help = _plain_help(getattr(param, "help", None))
+        if param.param_type_name == "argument" and param.metavar is None:
+            param.metavar = param.name.upper()
+    for sub in getattr(command, "commands", {}).values():
+        _house_style(sub)
+
+
+def _conventional_params() -> None:
+    """Typer (0.2x) prints a flag with a ``<bool>`` value it does not take, and a required argument
+    as ``{run}``; this gives flags no value type and arguments click's ``RUN`` / ``[RUN]`` /
+    ``PATHS...``. tests/test_cli.py walks every command's help to check the convention holds."""
+    from typer import core
+
+    option_type = getattr(core.TyperOption, "display_type_rich", None)
+    if option_type is not None and not getattr(option_type, "_mridomain", False):
+        def display_type_rich(self, ctx):  # noqa: ANN001, ANN202
+            return None if self.is_flag else option_type(self, ctx)
+
+        display_type_rich._mridomain = True  # type: ignore[attr-defined]
+        core.TyperOption.display_type_rich = display_type_rich
+    if hasattr(core.TyperArgument, "_usage_display_name"):
+        def usage_name(self) -> str:  # noqa: ANN001
+            name = self.metavar or self.name.upper()
+            name = name if self.required else f"[{name}]"
+            return name + ("..." if self.nargs != 1 else "")
+
+        core.TyperArgument._usage_display_name = usage_name
+
+
 class _Commands(TyperGroup):
     """The one error handler of every command (sub-apps included): a :class:`MridomainError` is
     printed as one red line and the command exits with code 1, never with a traceback. An
     operating-system error (a folder that cannot be written, a full disk) is one line naming the
     file, also exit 1. Anything else is a bug: one line, exit 3, and the traceback only when
-    ``MRIDOMAIN_DEBUG=1``."""
+    ``MRIDOMAIN_DEBUG=1``. It also gives
+    every command's help the one house style (:func:`_house_style`)."""
+
+    def __init__(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        super().__init__(*args, **kwargs)
+        _conventional_params()
+        _house_style(self)
 
     def invoke(self, ctx):  # type: ignore[override]
         import os
@@ -229,7 +282,7 @@ def train(
     out: Path = typer.Option(..., "-o", "--out", help="Run folder (checkpoint, config, logs)."),
     preset: str = typer.Option("cpu", help="paper | cpu"),
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
-    resume: bool = typer.Option(False, help="Continue from the run folder's last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     seed: int = typer.Option(0, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
 ) -> None:
@@ -265,6 +318,8 @@ def evaluate(
     report = run_evaluation(run, cache=cache, split=split, out=out, html=html)
     typer.echo(report.to_markdown())
     typer.echo(f"wrote {report.out}")
+    if html:
+        typer.echo(f"report: {report.out / 'report.html'}")
 
 
 @app.command()
@@ -320,12 +375,14 @@ def calibrate(
 
 @app.command()
 def demo(
-    out: Path = typer.Option(Path("demo_out"), "--out", help="Folder for everything the demo makes."),
+    out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Folder for everything the demo makes."),
     patients: int = typer.Option(600, help="Simulated patients."),
     slices: int = typer.Option(3, help="Slices per simulated series."),
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
     seed: int = typer.Option(0, help="Random seed."),
     full: bool = typer.Option(False, "--full", help="Also run analyze, the Table 2 routing experiment and compare."),
+    reuse: bool = typer.Option(False, "--reuse", help="With --full: keep the finished demo in OUT (steps 1-5) and "
+                                                     "add only steps 6-8."),
 ) -> None:
     """Simulate a DBC-like dataset, index, prepare, train (cpu preset), evaluate: prints Table 1.
 
@@ -339,7 +396,7 @@ def demo(
     _at_least(patients, "--patients", 1, MAX_PATIENTS)
     _at_least(slices, "--slices", 1, MAX_SLICES)
     _at_least(seed, "--seed", 0)
-    run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full)
+    run_demo(out, patients=patients, seed=seed, slices=slices, epochs=epochs, full=full, reuse=reuse)
 
 
 @app.command()
@@ -349,7 +406,7 @@ def analyze(
     split_column: str = typer.Option("split", help="Split column (absent: one split 'all')."),
     html: bool = typer.Option(True, "--html/--no-html", help="Also write the self-contained report.html."),
 ) -> None:
-    """IAP histograms per split, Spearman correlations, combination overlap (Table 3), imbalance.
+    """IAP histograms per split, associations between IAPs, combination overlap (Table 3), imbalance.
 
     Python: ``mridomain.analysis.analyze``.
     """
@@ -358,6 +415,8 @@ def analyze(
     _folder_out(out, "--out")
     result = run_analysis(source, out, split_column=split_column, html=html)
     typer.echo(result.to_markdown())
+    if html:
+        typer.echo(f"report: {result.files['report']}")
 
 
 @app.command()
@@ -408,7 +467,7 @@ def route_experiment(
     exp = run_routing_experiment(cache, run, out, key_iap=key, domains=tuple(domains.split(",")),
                                  preset=preset, seed=seed, epochs=epochs, device=device)
     typer.echo(exp.to_markdown())
-    typer.echo(f"wrote {out}")
+    typer.echo(f"report: {exp.files['report']}")
 
 
 @app.command()
@@ -431,6 +490,7 @@ def compare(
         raise InvalidArgumentError(f"--quantile {quantile}: must lie strictly between 0 and 1")
     res = run_compare(train_cache, new, run, out, feature_score=feature_score, quantile=quantile)
     typer.echo(res.to_markdown())
+    typer.echo(f"report: {res.files['report']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,8 +21,13 @@ class DemoResult:
     table1_markdown: str = ""
 
 
+#: what a finished demo (steps 1-5) records in its folder, for ``--full --reuse``
+DEMO_RECORD = "demo.json"
+
+
 def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, slices: int = 3,
-             epochs: int | None = None, workers: int | None = None, full: bool = False) -> DemoResult:
+             epochs: int | None = None, workers: int | None = None, full: bool = False,
+             reuse: bool = False) -> DemoResult:
     """Run the whole IAP pipeline on a freshly simulated DBC-like archive and print Table 1.
 
     Args:
@@ -36,15 +41,36 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
         workers: processes for simulation, indexing and preparation (default: all cores).
         full: also run the dataset analysis, the paper's Table 2 routing experiment and the
             applicability check (see :func:`run_domain_tools`).
+        reuse: with ``full``, keep steps 1-5 of a demo that finished in ``out`` and add only
+            steps 6-8 (``patients``, ``seed``, ``slices`` and ``epochs`` are then those the earlier
+            demo recorded in ``out/demo.json``).
     """
     from mridomain.data import build_index, prepare_cache, print_index_summary
     from mridomain.iap import evaluate, predict_paths, train
     from mridomain.sim import simulate
 
-    console = Console()
+    from mridomain.errors import InvalidArgumentError
+    from mridomain.files import dump_json, read_json
+
+    console = Console(soft_wrap=True)   # tables are not wrapped mid-row on a pipe
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     result = DemoResult(out=out)
+    if reuse:
+        if not full:
+            raise InvalidArgumentError("--reuse adds steps 6-8 to a finished demo: use it with --full")
+        if not (out / DEMO_RECORD).exists():
+            raise InvalidArgumentError(f"{out}: no finished demo to reuse (no {DEMO_RECORD}); "
+                                       "run `mridomain demo` into it first")
+        record = read_json(out / DEMO_RECORD)
+        console.print(f"Reusing the finished demo in {out} ({', '.join(f'{k} {v}' for k, v in record.items())}): "
+                      "steps 1-5 are kept.")
+        result.table1_markdown = (out / "eval_test" / "report.md").read_text() \
+            if (out / "eval_test" / "report.md").exists() else ""
+        result.timings.update(run_domain_tools(out, seed=int(record["seed"]), workers=workers, console=console))
+        _finish(console, out, result, full=True)
+        return result
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_RECORD).unlink(missing_ok=True)   # written again once steps 1-5 have finished
 
     def step(name: str, title: str):
         console.rule(f"[bold]{title}")
@@ -86,21 +112,31 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
                                 figure=out / "predictions.png")
     console.print(predictions.summary())
     result.timings[name] = time.perf_counter() - t0
+    dump_json({"patients": patients, "seed": seed, "slices": slices, "epochs": epochs}, out / DEMO_RECORD)
 
     if full:
         result.timings.update(run_domain_tools(out, seed=seed, workers=workers, console=console))
+    _finish(console, out, result, full)
+    return result
 
+
+def _finish(console: Console, out: Path, result: DemoResult, full: bool) -> None:
+    """Timings, then where everything is; the main report's path is the last line."""
     console.rule("[bold]Done")
     for key, seconds in result.timings.items():
         console.print(f"{key:>10}: {seconds:6.1f} s")
     console.print(f"Outputs in {out}/: index.parquet, cache/, run/ (checkpoint, metrics.csv, "
                   f"learning_curve.png), eval_test/ (report.md, confusion matrices), predictions.png")
-    return result
+    if full:
+        for folder in ("analysis", "routing", "compare"):
+            console.print(f"report: {out / folder / 'report.html'}")
+    console.print(f"report: {out / 'eval_test' / 'report.html'}")
 
 
 def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None, patients: int = 120,
                      slices: int = 16, console: Console | None = None) -> dict[str, float]:
-    """Analysis, routing (paper Table 2) and applicability check on top of a finished demo.
+    """Analysis, routing (paper Table 2) and applicability check on top of a finished demo
+    (``mridomain demo --full``, or ``--full --reuse`` to add them to a demo that already ran).
 
     The routing experiment needs tumor-negative slices, which DBC defines as at least 5 slices
     away from the tumor box; the IAP demo's few slices per series are spread too thinly for that,
@@ -111,7 +147,7 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
     from mridomain.data import build_index, prepare_cache
     from mridomain.sim import simulate
 
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     out = Path(out)
     timings: dict[str, float] = {}
 
@@ -139,6 +175,4 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
     checked = compare(out / "cache", out / "cache_routing", out / "run", out / "compare", seed=seed)
     console.print(checked.to_markdown())
     timings["compare"] = time.perf_counter() - t0
-    console.print(f"HTML reports: {out}/analysis/report.html, {out}/routing/report.html, "
-                  f"{out}/compare/report.html")
     return timings

@@ -17,19 +17,55 @@ from typing import Any
 
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 
-__all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "dump_json", "read_json",
-           "read_versioned_json", "remove_stale_temporaries", "resolve_folder", "write_folder_atomic",
+__all__ = ["atomic_write", "check_output_file", "check_output_folder", "clean_reason", "current_umask", "dump_json",
+           "read_json", "read_versioned_json", "remove_stale_temporaries", "resolve_folder", "write_folder_atomic",
            "write_json_atomic", "write_npy_atomic", "write_skip_report"]
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read from /proc where it can be: setting the mask to
+    read it back, the portable way, is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_beside(path: str | Path, folder: bool) -> Path:
+    """A fresh temporary file or folder beside ``path`` with the mode an ordinary ``open`` /
+    ``mkdir`` would give it under the user's umask.
+
+    ``tempfile`` makes its files 0600 and folders 0700 whatever the umask (they are meant to be
+    private); renamed into place they would leave run files that the user's group cannot read.
+    """
+    path = Path(path)
+    if folder:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~current_umask())
+        os.close(fd)
+        tmp = Path(name)
+    return tmp
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path``."""
+    """``write(tmp)`` fills a temporary file beside ``path``, which then replaces ``path``.
+    The file gets the mode of any other new file (0644 under umask 022)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temp_beside(path, folder=False)
     try:
         write(Path(tmp))
+        # again: a writer may replace the file (safetensors writes its own, always 0600)
+        os.chmod(tmp, 0o666 & ~current_umask())
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -113,14 +149,14 @@ def write_npy_atomic(path: str | Path, array: Any) -> Path:
 
 def write_folder_atomic(folder: str | Path, fill: Callable[[Path], None]) -> Path:
     """Write a folder all-or-nothing: ``fill(tmp)`` writes into a fresh temporary folder beside it,
-    which then replaces ``folder``.
+    which then replaces ``folder`` (with the mode of any other new folder: 0755 under umask 022).
 
     The old folder is first renamed to ``<folder>.old`` and removed only after the new one is in
     place; :func:`resolve_folder` falls back to ``.old`` when a kill came between the two renames.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{os.getpid()}.", suffix=".tmp", dir=folder.parent))
+    tmp = _temp_beside(folder, folder=True)
     old = folder.with_name(folder.name + ".old")
     try:
         fill(tmp)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from mridomain.progress import progress_bar
 
-from mridomain.errors import MridomainError
+from mridomain.errors import InvalidArgumentError, MridomainError
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ def default_workers(workers: int | None) -> int:
 def parallel_map(func: Callable[[Any], T], items: Iterable[Any], *, workers: int | None = None,
                  total: int | None = None, ordered: bool = False, batch_size: int | str = "auto",
                  progress: bool = True, desc: str = "", unit: str = "it",
-                 advance: Callable[[T], int] | None = None) -> Iterator[T]:
+                 advance: Callable[[T], int] | None = None, advance_total: int | None = None) -> Iterator[T]:
     """Yield ``func(item)`` for every item, in worker processes when more than one worker is asked.
 
     Args:
@@ -57,14 +57,18 @@ def parallel_map(func: Callable[[Any], T], items: Iterable[Any], *, workers: int
             cost of cheap items (a header read is ~0.1-1 ms, about one pickle round trip).
         progress, desc, unit: the tqdm bar.
         advance: how far one result moves the bar (default 1), e.g. the images it wrote.
+        advance_total: the bar's total in ``advance``'s unit (required with ``advance``: the bar
+            must count to what it says).
 
     Raises:
         WorkerDiedError: a worker process died; the message says which signal where known.
     """
+    if advance is not None and advance_total is None:
+        raise InvalidArgumentError("parallel_map: advance needs advance_total (the bar's total in its unit)")
     n_workers = default_workers(workers)
     if total is not None:
         n_workers = min(n_workers, max(1, total))
-    bar = progress_bar(total=total, desc=desc, unit=unit, enabled=progress, dynamic_ncols=True, smoothing=0.05)
+    bar = progress_bar(total=total if advance is None else advance_total, desc=desc, unit=unit, enabled=progress, dynamic_ncols=True, smoothing=0.05)
     step = advance or (lambda _result: 1)
     try:
         if n_workers == 1:

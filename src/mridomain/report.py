@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["Section", "write_html_report", "figure_to_png", "figure_grid", "png_data_uri", "df_to_markdown", "colored_table",
+__all__ = ["Section", "write_html_report", "figure_to_png", "figure_grid", "wrap_label", "png_data_uri", "df_to_markdown", "colored_table",
            "VERDICT_COLORS"]
 
 _CSS = """
@@ -63,6 +63,16 @@ def figure_to_png(fig: Any, dpi: int = 90) -> bytes:
 
         plt.close(fig)
     return buf.getvalue()
+
+
+def wrap_label(text: Any, width: int = 18) -> str:
+    """A long tick label broken over lines, never cut: scan options such as
+    "FAST_GEMS\\SAT_GEMS\\MP_GEMS\\PFP\\FS" break after a backslash, so labels that differ only
+    at their end stay distinct."""
+    import textwrap
+
+    parts = str(text).replace("\\", "\\ ").split(" ")
+    return "\n".join(textwrap.wrap(" ".join(parts), width=width, break_long_words=True)).replace("\\ ", "\\")
 
 
 def figure_grid(n_panels: int, max_columns: int, panel_width: float, panel_height: float) -> tuple[Any, list[Any]]:

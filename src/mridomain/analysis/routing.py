@@ -362,7 +362,9 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
         y = tumor.to_numpy()[tr]
         if len(tr) == 0 or len(np.unique(y)) < 2:
             raise EmptyInputError(Path(str(cache)), f"no training slices with both tumor classes for {key_iap}={d} "
-                                                    f"(found {len(tr)} labelled train slices)")
+                                                    f"(found {len(tr)} labelled train slices; a demo's "
+                                                    "cache/ holds tumour slices only: `mridomain demo --full "
+                                                    "--reuse` adds cache_routing/, with tumour-negative slices)")
         clf = TumorClassifier(preset=preset, device=device, seed=seed, **overrides)
         clf.fit(np.asarray(images[tr]), y, np.asarray(images[va]) if len(va) else None,
                 tumor.to_numpy()[va] if len(va) else None, progress=progress)
@@ -415,8 +417,10 @@ def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset:
         own = next((k for k in exp.n_train if col == f"{k} model (only {k} images)"), None)
         sizes.append(int((exp.per_image[true_col] == own).sum()) if own is not None else n_all)
     acc = vals.to_numpy(float)
-    bounds = np.array([wilson_interval(int(round(a * n / 100)), n) for a, n in zip(acc, sizes)]) * 100
-    err = np.abs(np.stack([acc - bounds[:, 0], bounds[:, 1] - acc]))
+    # a column with no test images (a domain absent from a small test split) has no accuracy
+    bounds = np.array([wilson_interval(int(round(a * n / 100)), n) if n and np.isfinite(a) else (np.nan, np.nan)
+                       for a, n in zip(acc, sizes)], dtype=float) * 100
+    err = np.nan_to_num(np.abs(np.stack([acc - bounds[:, 0], bounds[:, 1] - acc])))
     fig = Figure(figsize=(8.5, 0.55 * len(vals) + 1.2))
     ax = fig.subplots()
     y = np.arange(len(vals))[::-1]          # Table 2's order from the top
@@ -426,7 +430,8 @@ def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset:
     ax.set_xlabel("tumor-vs-normal accuracy (%), 95% Wilson intervals")
     ax.set_xlim(0, 105)
     for yi, v, hi in zip(y, acc, bounds[:, 1]):
-        ax.text(min(hi + 1, 100), yi, f"{v:.1f}", va="center", fontsize=8)
+        ax.text(min(hi + 1, 100) if np.isfinite(hi) else 1, yi, f"{v:.1f}" if np.isfinite(v) else "no test images",
+                va="center", fontsize=8)
     fig.tight_layout()
     bar_png = figure_to_png(fig)
     figs = [("Table 2 as bars", bar_png)]
@@ -442,12 +447,20 @@ def _write_experiment(exp: RoutingExperiment, models: Mapping[str, Any], preset:
         ax.legend(fontsize=8)
         figs.append(("Validation accuracy while training", figure_to_png(fig)))
     (out / "table2.png").write_bytes(bar_png)
+    decisions = (exp.per_image.groupby([true_col, "routed_to", "routed_by"], dropna=False).size()
+                 .reset_index(name="images")
+                 .rename(columns={true_col: f"true {exp.key_iap}", "routed_to": "routed to model",
+                                  "routed_by": "chosen by"}))
+    n_train = ", ".join(f"{k} {v:,}" for k, v in exp.n_train.items())
     exp.files["report"] = write_html_report(out / "report.html", "Routing by predicted acquisition domain (paper Table 2)", [
         Section("Table 2", note=exp.verdict,
                 text=f"Tumor-vs-normal slice accuracy (%) on the labelled test slices (n={len(exp.per_image)}). "
                      f"{exp.key_iap} predicted correctly for {exp.key_accuracy * 100:.2f}% of them. "
-                     f"Training slices per domain: {exp.n_train}. Classifier preset: {preset}.",
+                     f"Training slices per domain: {n_train}. Classifier preset: {preset}.",
                 tables=[exp.table2.round(2)], figures=figs),
         Section("Every model on every domain", tables=[exp.cross.round(2)]),
-        Section("Routing decisions", tables=[exp.per_image["routed_by"].value_counts().rename("images").to_frame()]),
+        Section("Routing decisions", text=(f"Where each test slice was sent: its true {exp.key_iap}, the model its "
+                                           f"predicted {exp.key_iap} chose, and how (predicted: a model exists for "
+                                           "the predicted value; most_likely: the most probable value that has a "
+                                           "model; default: the default model)."), tables=[decisions]),
     ])

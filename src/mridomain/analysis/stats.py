@@ -1,6 +1,13 @@
-"""Dataset IAP statistics (paper Appendix A.1): per-split distributions (Figs 3-5), Spearman
-correlations between IAPs (Figs 6-8), overlap of unique IAP combinations between splits (Table 3),
-and a class-imbalance summary, written as CSV/markdown/PNG and one self-contained HTML report.
+"""Dataset IAP statistics (paper Appendix A.1): per-split distributions (Figs 3-5), associations
+between IAPs (Figs 6-8), overlap of unique IAP combinations between splits (Table 3), and a
+class-imbalance summary, written as CSV/markdown/PNG and one self-contained HTML report.
+
+The paper correlates every pair of IAPs with Spearman's rho on category codes. That is sound for
+IAPs whose values are numbers (field strength, slice thickness, flip angle, FOV, TR, TE: their codes
+follow the values' order) but not for nominal ones (manufacturer, scanner model, scan options,
+patient position, contrast agent, acquisition matrix): their alphabetical codes have no order, so
+rho depends on how the names happen to sort. Pairs with a nominal IAP get Cramér's V instead
+(0 = independent, 1 = one determines the other; a continuous partner is cut into quantile bins).
 """
 from __future__ import annotations
 
@@ -18,8 +25,8 @@ from mridomain.analysis._common import (MISSING, as_category_strings, iap_kinds,
 from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError
 
-__all__ = ["AnalysisResult", "analyze", "value_counts", "spearman_matrix", "combination_keys",
-           "combination_overlap", "combination_summary", "imbalance_summary"]
+__all__ = ["AnalysisResult", "analyze", "value_counts", "spearman_matrix", "association_matrix", "nominal_iaps",
+           "cramers_v", "combination_keys", "combination_overlap", "combination_summary", "imbalance_summary"]
 
 
 @dataclass
@@ -30,10 +37,12 @@ class AnalysisResult:
     splits: list[str]
     iaps: list[str]
     counts: pd.DataFrame                       # iap, kind, split, value, count, share
-    correlations: dict[str, pd.DataFrame]      # split -> IAP x IAP Spearman rho
+    correlations: dict[str, pd.DataFrame]      # split -> IAP x IAP association (rho, or V for nominal)
     overlap: pd.DataFrame                      # Table 3: split_a, split_b, a_only, b_only, both
     combinations: pd.DataFrame                 # per split: n rows, n unique combos, seen in train
-    imbalance: pd.DataFrame                    # per split x IAP
+    imbalance: pd.DataFrame                    # per split x categorical IAP
+    nominal: list[str] = field(default_factory=list)            # IAPs whose values have no order
+    combination_iaps: list[str] = field(default_factory=list)   # what makes a combination (Table 3)
     files: dict[str, Path] = field(default_factory=dict)
 
     def to_markdown(self) -> str:
@@ -91,6 +100,60 @@ def spearman_matrix(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str],
     return df.corr(method="spearman", min_periods=3)
 
 
+def nominal_iaps(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str]) -> list[str]:
+    """Categorical IAPs whose values are not all numbers ("GE", "FFP", "350 X 350"): their
+    category codes carry no order."""
+    out = []
+    for iap in iaps:
+        if kinds.get(iap, "categorical") == "continuous":
+            continue
+        values = as_category_strings(table[iap])
+        values = values[values != MISSING]
+        if len(values) and pd.to_numeric(values, errors="coerce").isna().any():
+            out.append(iap)
+    return out
+
+
+def cramers_v(a: pd.Series, b: pd.Series) -> float:
+    """Cramér's V of two nominal variables (rows with a missing value dropped); NaN when either
+    takes a single value."""
+    from scipy.stats.contingency import association
+
+    keep = (a != MISSING) & (b != MISSING) & a.notna() & b.notna()
+    table = pd.crosstab(a[keep], b[keep])
+    if table.shape[0] < 2 or table.shape[1] < 2:
+        return float("nan")
+    return float(association(table.to_numpy(), method="cramer"))
+
+
+def _as_nominal(series: pd.Series, kind: str, bins: int = 5) -> pd.Series:
+    """Categories as strings; a continuous IAP cut into (at most ``bins``) quantile bins."""
+    if kind != "continuous":
+        return as_category_strings(series)
+    values = _continuous(series)
+    if values.nunique() <= bins:
+        return values.map(lambda v: MISSING if pd.isna(v) else f"{v:g}")
+    cut = pd.qcut(values, bins, duplicates="drop")
+    return cut.astype(str).where(values.notna(), MISSING)
+
+
+def association_matrix(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str],
+                       categories: dict[str, list] | None = None,
+                       nominal: list[str] | None = None) -> pd.DataFrame:
+    """IAP x IAP association: Spearman's rho where both IAPs are ordered (continuous, or
+    categorical with numeric values), Cramér's V where either is nominal (see the module doc)."""
+    nominal = nominal_iaps(table, iaps, kinds) if nominal is None else nominal
+    matrix = spearman_matrix(table, iaps, kinds, categories)
+    for a, b in itertools.combinations(iaps, 2):
+        if a in nominal or b in nominal:
+            v = cramers_v(_as_nominal(table[a], kinds.get(a, "categorical")),
+                          _as_nominal(table[b], kinds.get(b, "categorical")))
+            matrix.loc[a, b] = matrix.loc[b, a] = v
+    for a in nominal:
+        matrix.loc[a, a] = 1.0 if as_category_strings(table[a]).nunique() > 1 else float("nan")
+    return matrix
+
+
 def combination_keys(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str]) -> pd.Series:
     """One hashable key per row: the tuple of all its IAP values (continuous rounded to 1e-3 ms so
     float noise does not make new combinations)."""
@@ -140,9 +203,10 @@ def imbalance_summary(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str
                       split_column: str = "split") -> pd.DataFrame:
     """Per split and IAP: number of classes, majority class and share, minority share, imbalance
     ratio (majority count / minority count), Shannon entropy in bits and entropy / log2(K)
-    (1 = perfectly balanced). Continuous IAPs are counted per distinct value; missing values are
-    reported, not counted as a class."""
+    (1 = perfectly balanced). Continuous IAPs (TR, TE) have no classes and are left out;
+    missing values are reported, not counted as a class."""
     rows = []
+    iaps = [iap for iap in iaps if kinds.get(iap, "categorical") != "continuous"]
     splits = split_names(table, split_column)
     if len(splits) > 1:
         splits = splits + ["all"]
@@ -150,14 +214,9 @@ def imbalance_summary(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str
         part = table if split == "all" else table[table[split_column].astype(str) == split]
         for iap in iaps:
             kind = kinds.get(iap, "categorical")
-            if kind == "continuous":
-                vals = _continuous(part[iap]).round(4)
-                n_missing = int(vals.isna().sum())
-                vc = vals.dropna().value_counts()
-            else:
-                vals = as_category_strings(part[iap])
-                n_missing = int((vals == MISSING).sum())
-                vc = vals[vals != MISSING].value_counts()
+            vals = as_category_strings(part[iap])
+            n_missing = int((vals == MISSING).sum())
+            vc = vals[vals != MISSING].value_counts()
             n = int(vc.sum())
             k = int(len(vc))
             if n:
@@ -180,9 +239,9 @@ def imbalance_summary(table: pd.DataFrame, iaps: list[str], kinds: dict[str, str
 # ----------------------------------------------------------------------------------- figures
 def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[str, str],
                  categories: dict[str, list], bins: dict[str, np.ndarray]):
-    from mridomain.report import figure_grid
+    from mridomain.report import figure_grid, wrap_label
 
-    fig, axes = figure_grid(len(iaps), 4, 4.2, 3.2)
+    fig, axes = figure_grid(len(iaps), 4, 4.6, 4.4)
     for ax, iap in zip(axes, iaps):
         if kinds.get(iap) == "continuous":
             vals = _continuous(table[iap]).dropna().to_numpy()
@@ -193,9 +252,8 @@ def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[s
             cats = categories[iap] + ([MISSING] if (vals == MISSING).any() else [])
             counts = vals.value_counts().reindex(cats, fill_value=0)
             ax.bar(range(len(cats)), counts.to_numpy(), color="#4a6fa5")
-            labels = [c if len(c) <= 18 else c[:16] + ".." for c in cats]
             ax.set_xticks(range(len(cats)))
-            ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+            ax.set_xticklabels([wrap_label(c) for c in cats], rotation=60, ha="right", fontsize=8)
         ax.set_title(iap, fontsize=10)
         ax.set_ylabel("count", fontsize=8)
     fig.suptitle(f"IAP value distributions: {split} (n={len(table)})")
@@ -203,11 +261,11 @@ def _hist_figure(table: pd.DataFrame, split: str, iaps: list[str], kinds: dict[s
     return fig
 
 
-def _corr_figure(corr: pd.DataFrame, split: str):
+def _corr_figure(corr: pd.DataFrame, split: str, nominal: list[str]):
     from matplotlib.figure import Figure
 
     k = len(corr)
-    fig = Figure(figsize=(1.0 + 0.62 * k, 0.6 + 0.55 * k))
+    fig = Figure(figsize=(1.6 + 0.7 * k, 1.2 + 0.62 * k))
     ax = fig.subplots()
     im = ax.imshow(corr.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu_r")
     ax.set_xticks(range(k))
@@ -218,10 +276,12 @@ def _corr_figure(corr: pd.DataFrame, split: str):
         for j in range(k):
             v = corr.iat[i, j]
             if not np.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                is_v = i != j and (corr.index[i] in nominal or corr.columns[j] in nominal)
+                ax.text(j, i, f"V{v:.2f}" if is_v else f"{v:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if abs(v) > 0.6 else "black")
     fig.colorbar(im, ax=ax, fraction=0.04)
-    ax.set_title(f"Spearman correlation between IAPs: {split}")
+    ax.set_title(f"Association between IAPs: {split}\nSpearman rho; V = Cramér's V (a nominal IAP in the pair)",
+                 fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -239,8 +299,8 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
         split_column: column naming the split; without it everything is one split ``"all"``.
         title: report heading.
         html: also write the self-contained ``report.html``.
-        combination_iaps: IAPs that make up a combination for Table 3 (default: all, as the paper;
-            leave out TR/TE when they vary continuously and would make every row unique).
+        combination_iaps: IAPs that make up a combination for Table 3 (default: the categorical
+            ones; TR and TE vary continuously and would make almost every series unique).
 
     Returns:
         :class:`AnalysisResult` with the tables (and the files written).
@@ -265,18 +325,22 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
             bins[iap] = np.histogram_bin_edges(vals, bins=20) if len(vals) else np.linspace(0, 1, 21)
 
     counts = value_counts(table, iaps, kinds, split_column)
+    nominal = nominal_iaps(table, iaps, kinds)
     correlations = {}
     for split in splits:
         part = table[table[split_column].astype(str) == split]
-        correlations[split] = spearman_matrix(part, iaps, kinds, categories)
-    keys = combination_keys(table, [i for i in iaps if combination_iaps is None or i in combination_iaps], kinds)
+        correlations[split] = association_matrix(part, iaps, kinds, categories, nominal)
+    if combination_iaps is None:
+        combination_iaps = [i for i in iaps if kinds.get(i, "categorical") != "continuous"]
+    combination_iaps = [i for i in iaps if i in combination_iaps]
+    keys = combination_keys(table, combination_iaps, kinds)
     by_split = {s: set(keys[table[split_column].astype(str) == s]) for s in splits}
     overlap = combination_overlap(by_split)
     combos = combination_summary(table, keys, split_column)
     imbalance = imbalance_summary(table, iaps, kinds, split_column)
     result = AnalysisResult(out=Path(out) if out else None, splits=splits, iaps=iaps, counts=counts,
                             correlations=correlations, overlap=overlap, combinations=combos,
-                            imbalance=imbalance)
+                            imbalance=imbalance, nominal=nominal, combination_iaps=combination_iaps)
     if out is None:
         return result
 
@@ -286,9 +350,9 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
     counts.to_csv(out / "value_counts.csv", index=False)
     files["value_counts"] = out / "value_counts.csv"
     for split, corr in correlations.items():
-        p = out / f"spearman_{split}.csv"
+        p = out / f"association_{split}.csv"
         corr.to_csv(p)
-        files[f"spearman_{split}"] = p
+        files[f"association_{split}"] = p
     overlap.to_csv(out / "combination_overlap.csv", index=False)
     combos.to_csv(out / "combinations.csv", index=False)
     imbalance.to_csv(out / "imbalance.csv", index=False)
@@ -314,18 +378,25 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
                             figures=[(f"split {s}", png) for s, png in hist_pngs.items()]))
     corr_figs = []
     for split, corr in correlations.items():
-        png = figure_to_png(_corr_figure(corr, split))
-        (out / f"spearman_{split}.png").write_bytes(png)
-        files[f"spearman_{split}_png"] = out / f"spearman_{split}.png"
+        png = figure_to_png(_corr_figure(corr, split, nominal))
+        (out / f"association_{split}.png").write_bytes(png)
+        files[f"association_{split}_png"] = out / f"association_{split}.png"
         corr_figs.append((f"split {split}", png))
-    sections.append(Section("Spearman correlations between IAPs (paper Figs 6-8)",
-                            text="Categorical IAPs enter as category codes 0..K-1 in natural value order; "
-                                 "blank cells are IAPs that are constant in that split.",
+    ordered = [i for i in iaps if i not in nominal]
+    sections.append(Section("Associations between IAPs (paper Figs 6-8)",
+                            text=("Pairs of ordered IAPs (" + ", ".join(ordered) + "): Spearman's rho, "
+                                  "categorical values entering as codes 0..K-1 in numeric order, as in the paper. "
+                                  "Pairs with a nominal IAP (" + (", ".join(nominal) or "none") + "), whose "
+                                  "codes have no order: Cramér's V (0 = independent, 1 = one determines the "
+                                  "other), marked V, with TR/TE cut into quantile bins. Blank cells: an IAP "
+                                  "constant in that split."),
                             figures=corr_figs,
                             tables=[(f"split {s}", c.round(3)) for s, c in correlations.items()]))
     sections.append(Section("Unique IAP combinations (paper Table 3)",
+                            text="A combination is the tuple of " + ", ".join(combination_iaps) + ".",
                             tables=[("per split", combos), ("overlap between splits", overlap)]))
     sections.append(Section("Class imbalance", text=(
+        "Categorical IAPs only (TR and TE are continuous: they have no classes). "
         "n_classes: distinct values; imbalance_ratio: majority count / minority count; "
         "normalized_entropy: entropy / log2(n_classes), 1 = perfectly balanced."),
         tables=[imbalance]))

@@ -244,7 +244,36 @@ def make_fabric(settings: TrainSettings) -> Any:
     fabric = Fabric(accelerator=device.type, devices=devices_arg, num_nodes=num_nodes, strategy=strategy_obj,
                     precision=_precision(settings, device))
     fabric.launch()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        _destroy_process_group_at_exit()
     return fabric
+
+
+_teardown_registered = False
+
+
+def _destroy_process_group_at_exit() -> None:
+    """Destroy the torch.distributed process group when Python exits, while it is still whole.
+
+    Lightning Fabric does this for NCCL only. A gloo group left alive keeps its C++ worker threads
+    into interpreter finalization, where releasing their pending work needs a Python runtime that is
+    already gone: the process aborts with "terminate called without an active exception" (SIGABRT),
+    at random and more often on a loaded machine (pytorch/pytorch#190489). Destroying the group from
+    an ``atexit`` handler joins those threads first. The group is kept until then, not destroyed after
+    each fit: a second ``init_process_group`` in the same process restarts the store keys of the
+    first and can read a peer's stale address (gloo "connectFullMesh failed ... Connection refused").
+    """
+    global _teardown_registered
+    if _teardown_registered:
+        return
+    import atexit
+
+    def destroy() -> None:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    atexit.register(destroy)
+    _teardown_registered = True
 
 
 class _Log:
@@ -270,30 +299,57 @@ class _Log:
         return pd.DataFrame(self.rows)
 
 
-def plot_learning_curve(metrics: pd.DataFrame, path: Path, monitor: str = "val_loss") -> None:
-    """Losses (train and validation) and the other validation metrics over epochs."""
-    from matplotlib.figure import Figure
+def _metric_unit(name: str, values: pd.Series) -> str:
+    """The axis a validation metric is drawn on: losses, squared errors, absolute errors and
+    shares (accuracy, AUC: 0..1, drawn in %) never share one."""
+    low = name.lower()
+    if low.endswith("loss"):
+        return "loss"
+    if "mse" in low:
+        return "MSE"
+    if "mae" in low:
+        return "MAE"
+    if values.dropna().between(0, 1).all():
+        return "%"
+    return "value"
 
-    loss_cols = [c for c in metrics.columns if c.endswith("loss") and c.startswith(("train_", "val_"))]
-    other = [c for c in metrics.columns if c.startswith("val_") and c not in loss_cols]
-    fig = Figure(figsize=(11 if other else 6, 4))
-    axes = fig.subplots(1, 2 if other else 1, squeeze=False)[0]
-    for c in loss_cols:
-        axes[0].plot(metrics["epoch"], metrics[c], label=c.replace("_", " "),
-                     linestyle="-" if c.startswith("train_") else "--")
-    axes[0].set(xlabel="epoch", ylabel="loss", title="Loss")
-    if loss_cols:
-        axes[0].legend(fontsize=7)
-    if other:
-        percent = all(metrics[c].dropna().between(0, 1).all() for c in other)
-        for c in other:
-            axes[1].plot(metrics["epoch"], (100 if percent else 1) * metrics[c], label=c[4:],
-                         linewidth=2.5 if c == monitor else 1.2)
-        axes[1].set(xlabel="epoch", ylabel="%" if percent else "value", title="Validation metrics")
-        if percent:
-            axes[1].set_ylim(0, 101)
-        axes[1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
+
+def plot_learning_curve(metrics: pd.DataFrame, path: Path, monitor: str = "val_loss") -> None:
+    """Losses (train and validation) and the validation metrics over epochs, one panel per unit
+    (loss, %, MSE, ...), every curve its own colour, legends beside the panels."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    columns = [c for c in metrics.columns
+               if (c.endswith("loss") and c.startswith(("train_", "val_"))) or c.startswith("val_")]
+    panels: dict[str, list[str]] = {}
+    for c in columns:
+        panels.setdefault(_metric_unit(c, metrics[c]), []).append(c)
+    order = sorted(panels, key=["loss", "%", "MSE", "MAE", "value"].index)
+    if not order:
+        return
+    fig = Figure(figsize=(8.5, 3.0 * len(order)), layout="constrained")
+    axes = fig.subplots(len(order), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, unit in zip(axes, order):
+        names = panels[unit]
+        colours = colormaps["tab20" if len(names) > 10 else "tab10"].colors
+        for k, c in enumerate(names):
+            scale = 100 if unit == "%" else 1
+            label = c if unit == "loss" else c[4:]
+            ax.plot(metrics["epoch"], scale * metrics[c], label=label.replace("_", " "), color=colours[k % len(colours)],
+                    linestyle="--" if c.startswith("val_") and unit == "loss" else "-",
+                    linewidth=2.5 if c == monitor else 1.4, marker="o" if len(metrics) < 8 else None, markersize=3)
+        ax.set_ylabel(unit)
+        ax.set_title({"loss": "Loss", "%": "Validation accuracy / score (%)", "MSE": "Validation MSE",
+                      "MAE": "Validation MAE"}.get(unit, "Validation metrics"), fontsize=10)
+        if unit == "%":
+            ax.set_ylim(0, 101)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                  ncol=2 if len(names) > 8 else 1)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("epoch")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.savefig(path, dpi=90)
 
 

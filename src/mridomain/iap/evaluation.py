@@ -209,14 +209,6 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
     return EvalReport(split=split, n_slices=len(table), n_series=len(np.unique(groups)), rows=rows)
 
 
-def _wrap_label(text: str, width: int = 18) -> str:
-    """Long class names (scan options: "FAST_GEMS\\SAT_GEMS\\PFP\\FS") broken over lines, not cut."""
-    import textwrap
-
-    parts = str(text).replace("\\", "\\ ").split(" ")
-    return "\n".join(textwrap.wrap(" ".join(parts), width=width, break_long_words=True)).replace("\\ ", "\\")
-
-
 def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, encoder: LabelEncoder,
                             path: str | Path) -> None:
     """Predicted against true value of each continuous IAP (TR, TE), the identity and +-2 % lines."""
@@ -242,39 +234,68 @@ def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, enco
     fig.savefig(path, dpi=90)
 
 
+def confusion_panel_inches(n_classes: int) -> float:
+    """Side of one confusion-matrix panel: about a third of an inch per class (a 20 x 20 matrix
+    gets 6.8 in, its 9-pt labels and counts readable at the saved 90 dpi) plus room for labels."""
+    return 3.2 + 0.34 * n_classes
+
+
 def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarray, encoder: LabelEncoder,
-                            path: str | Path) -> None:
-    """One grid figure: a row-normalized confusion matrix per categorical IAP (counts written in)."""
+                            path: str | Path, max_width: float = 20.0) -> None:
+    """One figure: a row-normalized confusion matrix per categorical IAP, counts written in.
+
+    Each panel is sized by its class count (:func:`confusion_panel_inches`) and panels fill rows
+    of at most ``max_width`` inches in head order, so a 2-class head stays small and a 20-class
+    one gets the room its labels need; fonts are the same size in every panel.
+    """
+    from matplotlib.figure import Figure
     from sklearn.metrics import confusion_matrix
 
-    from mridomain.report import figure_grid
+    from mridomain.report import wrap_label
 
     heads = encoder.categorical
     if not heads:
         return
-    fig, axes = figure_grid(len(heads), 3, 6.4, 6.0)
-    for ax, (j, h) in zip(axes, enumerate(heads)):
+    panels = []
+    for j, h in enumerate(heads):
         t = cat_targets[:, j]
         m = t != IGNORE_INDEX
         pred = probs[h.name].argmax(1)
         # classes that occur in truth or prediction; the others would only add empty rows
         used = np.unique(np.concatenate([t[m], pred[m]])) if m.any() else np.arange(0)
-        cm = confusion_matrix(t[m], pred[m], labels=used) if m.any() else np.zeros((0, 0))
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-        names = [_wrap_label(h.classes[i]) for i in used]
-        ax.set_xticks(range(len(used)), names, rotation=60, ha="right", fontsize=6.5)
-        ax.set_yticks(range(len(used)), names, fontsize=6.5)
-        if len(used) <= 12:
+        cm = confusion_matrix(t[m], pred[m], labels=used) if m.any() else np.zeros((0, 0), int)
+        panels.append((h, used, cm, int(m.sum()), confusion_panel_inches(len(used))))
+    rows: list[list] = [[]]
+    for panel in panels:
+        if rows[-1] and sum(p[-1] for p in rows[-1]) + panel[-1] > max_width:
+            rows.append([])
+        rows[-1].append(panel)
+    width = max(sum(p[-1] for p in row) for row in rows)
+    heights = [max(p[-1] for p in row) + 0.7 for row in rows]      # + title and axis label
+    fig = Figure(figsize=(width, sum(heights)), layout="constrained")
+    subfigs = fig.subfigures(len(rows), 1, height_ratios=heights, squeeze=False)[:, 0]
+    for subfig, row in zip(subfigs, rows):
+        sizes = [p[-1] for p in row]
+        spare = width - sum(sizes)
+        axes = subfig.subplots(1, len(row) + (spare > 0.1), squeeze=False,
+                               gridspec_kw={"width_ratios": sizes + ([spare] if spare > 0.1 else [])})[0]
+        if spare > 0.1:
+            axes[-1].axis("off")
+        for ax, (h, used, cm, n, _) in zip(axes, row):
+            norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+            ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+            names = [wrap_label(h.classes[i]) for i in used]
+            ax.set_xticks(range(len(used)), names, rotation=60, ha="right", fontsize=9)
+            ax.set_yticks(range(len(used)), names, fontsize=9)
             for a in range(len(used)):
                 for b in range(len(used)):
                     if cm[a, b]:
-                        ax.text(b, a, str(cm[a, b]), ha="center", va="center", fontsize=7,
+                        ax.text(b, a, str(cm[a, b]), ha="center", va="center", fontsize=8,
                                 color="white" if norm[a, b] > 0.5 else "black")
-        ax.set(title=f"{h.name} (N={int(m.sum())})", xlabel="predicted", ylabel="true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
+            ax.set_title(f"{h.name} (N={n}, {len(used)} classes)", fontsize=11)
+            ax.set_xlabel("predicted", fontsize=9)
+            ax.set_ylabel("true", fontsize=9)
+    fig.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
 
 
 def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str | Path | None = None,
@@ -426,7 +447,8 @@ def evaluation_report_html(report: EvalReport | str | Path | Mapping[str, Any], 
     if folder is not None:
         for p in sorted(folder.glob("*.csv")):
             sections.append(Section(p.name, tables=[pd.read_csv(p).head(500)]))
-        captions = {"confusion_matrices.png": "Confusion matrices (rows: true class, row-normalized)",
+        captions = {"confusion_matrices.png": "Confusion matrices: rows are the true class, shade the share of it "
+                                              "predicted as each column (row-normalized), numbers the counts",
                     "reliability.png": "Reliability: accuracy against confidence, raw and calibrated",
                     "tr_te_scatter.png": "Predicted against true TR / TE (dashed: +-2 %)"}
         pngs = sorted(folder.glob("*.png"))

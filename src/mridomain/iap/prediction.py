@@ -117,27 +117,23 @@ def _write_table(table: pd.DataFrame, out: Path) -> None:
         table.to_csv(out, index=False)
 
 
-def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path) -> None:
-    """A grid like the paper's Fig. 2: one slice per input, predicted IAPs below, green right / red wrong."""
+def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path) -> Any:
+    """A grid like the paper's Fig. 2: one slice per input, its name above (wrapped, never cut), the
+    predicted IAPs below (green: the header agrees, red: it does not, black: no header value), a red
+    frame and an "OUT OF DOMAIN" title on inputs outside the run's training domain, and a legend."""
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from mridomain.report import wrap_label
 
     if not panels:
-        return
+        return None
     n = len(panels)
-    ncol = min(n, 6)
+    ncol = min(n, 5)
     nrow = int(np.ceil(n / ncol))
-    title_h, img_h, line_h = 0.3, 2.5, 0.19          # inches
-    row_h = title_h + img_h + line_h * len(encoder.heads) + 0.15
-    fig_h, col_w = nrow * row_h, 2.6
-    fig = Figure(figsize=(col_w * ncol, fig_h))
-    for k, p in enumerate(panels):
-        r, c = divmod(k, ncol)
-        top = fig_h - r * row_h                        # inches from the bottom
-        ax = fig.add_axes([(c + 0.02) / ncol, (top - title_h - img_h) / fig_h, 0.96 / ncol, img_h / fig_h])
-        ax.imshow(p["image"], cmap="gray")
-        ax.set_axis_off()
-        ax.set_title(Path(str(p["source"])).name[:30], fontsize=7)
-        y = top - title_h - img_h - 0.05
+    texts = []
+    for p in panels:
+        lines = []
         for h in encoder.heads:
             pred = p["row"][_column(h)]
             shown = f"{pred:.3f} {h.unit or ''}" if h.kind == "continuous" else str(pred)
@@ -145,13 +141,46 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
             if truth is None:
                 color, mark = "black", ""
             else:
-                ok = _is_correct(h, pred, truth)
-                color, mark = ("green", " \u2713") if ok else ("red", " \u2717")
-            fig.text((c + 0.03) / ncol, y / fig_h, f"{h.name}: {shown}"[:38] + mark, fontsize=6.5,
-                     color=color, va="top")
-            y -= line_h
+                color, mark = ("green", " \u2713") if _is_correct(h, pred, truth) else ("red", " \u2717")
+            lines.append((wrap_label(f"{h.name}: {shown}{mark}", width=40), color))
+        texts.append(lines)
+    title_lines = max(len(wrap_label(Path(str(p["source"])).name, width=34).splitlines()) for p in panels) + 1
+    line_h, img_h, col_w = 0.17, 2.6, 3.0                          # inches
+    text_lines = max(sum(t.count("\n") + 1 for t, _ in lines) for lines in texts)
+    title_h = 0.17 * title_lines + 0.1
+    row_h = title_h + img_h + line_h * text_lines + 0.2
+    legend_h = 0.55
+    fig_h = nrow * row_h + legend_h
+    fig = Figure(figsize=(col_w * ncol, fig_h))
+    for k, (p, lines) in enumerate(zip(panels, texts)):
+        r, c = divmod(k, ncol)
+        top = fig_h - legend_h - r * row_h                         # inches from the bottom
+        ax = fig.add_axes([(c + 0.04) / ncol, (top - title_h - img_h) / fig_h, 0.92 / ncol, img_h / fig_h])
+        ax.imshow(p["image"], cmap="gray")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        outside = "in_domain" in p["row"] and p["row"]["in_domain"] is not None and not bool(p["row"]["in_domain"])
+        name = wrap_label(Path(str(p["source"])).name, width=34)
+        if outside:
+            ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, edgecolor="red", linewidth=5))
+            ax.set_title("OUT OF DOMAIN\n" + name, fontsize=8, color="red", fontweight="bold")
+        else:
+            ax.set_title(name, fontsize=8)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        y = top - title_h - img_h - 0.06
+        for text, color in lines:
+            fig.text((c + 0.04) / ncol, y / fig_h, text, fontsize=7, color=color, va="top")
+            y -= line_h * (text.count("\n") + 1)
+    has_domain = any("in_domain" in p["row"] for p in panels)
+    legend = ("green \u2713: the prediction matches the DICOM header   red \u2717: it does not   "
+              "black: no header value")
+    if has_domain:
+        legend += "\nred frame, OUT OF DOMAIN: the image lies outside the run's training domain (do not trust its answers)"
+    fig.text(0.01, (fig_h - 0.08) / fig_h, legend, fontsize=8, va="top")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
+    return fig
 
 
 class _Rows:

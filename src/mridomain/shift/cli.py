@@ -173,7 +173,7 @@ def noise(manifest: Path = _MANIFEST, out: Path = _OUT,
 
 
 @app.command()
-def report(out: Path = typer.Argument(..., help="Study folder.")) -> None:
+def report(out: Path = typer.Argument(..., metavar="STUDY", help="Study folder.")) -> None:
     """Re-render every table, figure and report.html of a study folder (no training).
 
     Python: ``mridomain.shift.render_report``.
@@ -182,6 +182,7 @@ def report(out: Path = typer.Argument(..., help="Study folder.")) -> None:
 
     res = render_report(out)
     typer.echo(res.summary())
+    typer.echo(f"report: {res.html}")
 
 
 @app.command()
@@ -214,10 +215,11 @@ def attribute(
     names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
     res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
                           target_set=targets, workers=workers, model=model)
-    render_report(study_dir)
+    rendered = render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:
         typer.echo(f"- {line}")
+    typer.echo(f"report: {rendered.html}")
 
 
 @app.command()

@@ -65,7 +65,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     from mridomain.shift.study import run_mixing, run_noise, run_study
     from mridomain.sim import simulate
 
-    console = Console()
+    console = Console(soft_wrap=True)   # tables are not wrapped mid-row on a pipe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ShiftDemoResult(out)
@@ -130,7 +130,8 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     console.rule("[bold]What the simulated study found")
     for line in rep.findings:
         console.print(f"- {line}")
-    console.print(f"Tables and figures: {study_dir}; report: {rep.html}")
     console.print("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items())
                   + f"; load average {load_before} before, {_load()} after")
+    console.print(f"Tables and figures: {study_dir}")
+    console.print(f"report: {rep.html}", soft_wrap=True)
     return result

@@ -290,7 +290,7 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
              for i in range(n_patients) for c in range(n_chunks) if bounds[c + 1] > bounds[c]]
     results = list(parallel_map(_run_task, tasks, workers=workers, total=len(tasks), batch_size=1,
                                 progress=progress, desc="simulate", unit="img",
-                                advance=lambda r: r["n_images"]))
+                                advance=lambda r: r["n_images"], advance_total=n_patients * slices * phases))
 
     skipped, stage = [], {}
     boxes: dict[int, list] = {}

@@ -82,6 +82,7 @@ def toy(
     _device(device)
     result = run_toy_experiment(out, preset=preset, seed=seed, device=device)
     typer.echo(result.to_markdown())
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 @app.command()
@@ -90,10 +91,10 @@ def train(
     out: Path = typer.Option(..., "-o", "--out", help="Run folder."),
     preset: str = typer.Option("cpu", help="paper | cpu"),
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
-    resume: bool = typer.Option(False, help="Continue the run in OUT."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT."),
     seed: int = typer.Option(0, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
-    allow_missing: bool = typer.Option(False, help="Train subjects lacking a sequence file with it unavailable."),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="Train subjects lacking a sequence file with it unavailable."),
     perceptual_weights: Optional[Path] = typer.Option(None, help="VGG19 weights file: turns the perceptual term on."),
     cache: Optional[Path] = typer.Option(None, help="Folder for memory-mapped volumes (data larger than memory)."),
 ) -> None:
@@ -133,6 +134,7 @@ def evaluate(
     result = run_evaluation(run, data=data, split=split, out=out, lpips_weights=lpips_weights,
                             lpips_lin=lpips_lin)
     typer.echo(result.to_markdown())
+    typer.echo(f"report: {result.out / 'report.html'}")
 
 
 @app.command()
@@ -220,3 +222,4 @@ def demo(
     check_range(epochs, "--epochs", 1)
     result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs)
     typer.echo(result.summary())
+    typer.echo(f"report: {result.out / 'report.html'}")
