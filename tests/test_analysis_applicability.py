@@ -82,7 +82,8 @@ def test_compare_flags_noise_and_inverted_images(tmp_path):
     noise = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
     inverted = 1.0 - new_id[:3]
     new = np.concatenate([new_id, noise, inverted])
-    res = compare(tmp_path / "train", new, FeaturePredictor(), tmp_path / "out", progress=False)
+    # a stand-in without a domain model: the verdict is its feature distance, at the quantile asked for
+    res = compare(tmp_path / "train", new, FeaturePredictor(), tmp_path / "out", progress=False, quantile=0.95)
     v = res.verdicts
     ood = np.arange(40, 46)
     # feature distance ranks every obvious outlier above every in-distribution image
@@ -91,7 +92,8 @@ def test_compare_flags_noise_and_inverted_images(tmp_path):
     assert (v["verdict"].iloc[ood] == "out").all()
     # thresholds bound the 95th percentile of val scores: most fresh in-distribution images pass
     assert (v["verdict"].iloc[:40] == "in").mean() >= 0.7
-    assert all(re.search("manufacturer=TOSHIBA never seen in training", r) for r in v["reasons"].iloc[43:46])
+    assert all(re.search("manufacturer=TOSHIBA never seen in training", r) for r in v["notes"].iloc[43:46])
+    assert (v["domain_reason"].iloc[ood] == "image").all()
     assert res.summary["energy_available"] and res.summary["calibration"] == "val"
     # the threshold bounds the 95th percentile of the 100 val scores from above with 95% confidence
     from scipy.stats import binom

@@ -101,9 +101,71 @@ def test_table_reports_other_and_abstains_out_of_domain():
     probs = {"manufacturer": np.array([[0.7, 0.1, 0.2], [0.2, 0.7, 0.1]])}
     out = _output(probs, classes, score=np.array([1.0, 9.0]), thr=2.0)
     t = out.table(1)
-    assert t["manufacturer_p_other"].tolist() == [0.2, 0.1]
+    # the "other" class has no training examples, so its probability says nothing: no column
+    assert not any(c.endswith("_p_other") for c in t.columns)
     assert t["in_domain"].tolist() == [True, False]
     a = out.table(1, abstain=True)
     assert a["manufacturer"].tolist() == ["GE", UNKNOWN] and np.isnan(a.loc[1, "tr_ms"])
     series = out.mean().table(1)
     assert series.loc[0, "domain_score"] == 5.0 and not series.loc[0, "in_domain"]
+
+
+def _header_model(**rule) -> DomainModel:
+    from mridomain.iap.domain import DomainRule
+
+    rng = np.random.default_rng(2)
+    dm = DomainModel.fit(rng.normal(0, 1, (200, 4)), rng.normal(0, 1, (100, 4)), n_calibration_patients=40,
+                         ranges={"tr": (4.0, 6.0), "te": (1.5, 2.5)},
+                         vocabularies={"manufacturer": ["GE", "SIEMENS"], "flip_angle": ["10", "12"],
+                                       "acquisition_matrix": ["256X256"], "scan_options": ["FS"]})
+    dm.rule = DomainRule(**rule)
+    return dm
+
+
+def test_header_evidence_decides_with_the_image_evidence():
+    dm = _header_model()
+    inside, far = np.zeros(4), np.full(4, 50.0)
+    prisma = {"manufacturer": "SIEMENS", "tr": 4150.0, "te": 85.0, "flip_angle": "90"}
+    own = {"manufacturer": "GE", "tr": 5.9, "te": 2.0, "flip_angle": "10.1", "acquisition_matrix": "256X256"}
+    # rows: own header + image in / alien header + image in / alien header + image out / no header + image out
+    v = dm.judge(np.array([0.0, 0.0, 50.0, 50.0]), [own, prisma, prisma, {}])
+    assert v["in_domain"].tolist() == [True, False, False, False]
+    assert v["domain_reason"].tolist() == ["", "header", "image+header", "image"]
+    assert "tr=4150 outside the training range 4-6" in v.loc[1, "header_unseen"]
+    assert "te=85" in v.loc[1, "header_unseen"] and "flip_angle=90 not in" in v.loc[1, "header_unseen"]
+    # 10.1 is within 2 % of 10: a flip angle the training set had; a header of only unchecked IAPs is in
+    assert v.loc[0, "header_unseen"] == "" and dm.judge(inside[:1], [{"scan_options": "ZZ"}])["in_domain"].all()
+    # without headers the image evidence decides alone
+    assert dm.judge(far[:2], [{}, None])["domain_reason"].tolist() == ["image", "image"]
+    assert dm.judge(inside[:2], [{}, None])["in_domain"].all()
+
+
+def test_header_rule_is_configurable():
+    prisma = {"manufacturer": "SIEMENS", "tr": 4150.0}
+    warn = _header_model(header_miss="warn").judge(np.zeros(1), [prisma])
+    assert warn["in_domain"].all() and warn.loc[0, "domain_reason"] == "header (warn)"
+    assert "tr=4150" in warn.loc[0, "header_unseen"]
+    # only the IAPs the rule names count
+    only_vendor = _header_model(header_iaps=("manufacturer",)).judge(np.zeros(1), [prisma])
+    assert only_vendor["in_domain"].all() and only_vendor.loc[0, "header_unseen"] == ""
+    toshiba = _header_model(header_iaps=("manufacturer",)).judge(np.zeros(1), [{"manufacturer": "TOSHIBA"}])
+    assert toshiba.loc[0, "domain_reason"] == "header"
+    # an image out of domain stays out whatever the header says, under either rule
+    assert not _header_model(header_miss="warn").judge(np.full(1, 50.0), [prisma])["in_domain"].any()
+
+
+def test_the_rule_travels_with_the_run_and_abstention_uses_the_whole_verdict(tmp_path):
+    from mridomain.iap.domain import reason_counts
+
+    dm = _header_model(header_miss="warn", header_iaps=("manufacturer", "tr"))
+    dm.save(tmp_path)
+    back = DomainModel.load(tmp_path)
+    assert back.rule == dm.rule
+    v = dm.judge(np.array([0.0, 0.0, 50.0]), [{"manufacturer": "GE"}, {"manufacturer": "X"}, {}])
+    assert reason_counts(v) == {"in": 1, "header (warn)": 1, "image": 1}
+    classes = {"manufacturer": ["GE", "SIEMENS", "other"]}
+    probs = {"manufacturer": np.array([[0.7, 0.2, 0.1], [0.2, 0.7, 0.1]])}
+    # the image evidence calls both in; the header calls the second out: abstention follows the verdict
+    t = _output(probs, classes, score=np.array([1.0, 1.0]), thr=2.0).table(
+        1, abstain=True, in_domain=np.array([True, False]))
+    assert t["manufacturer"].tolist() == ["GE", UNKNOWN] and t["in_domain"].tolist() == [True, False]

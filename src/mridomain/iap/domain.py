@@ -17,19 +17,84 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Sequence
 
 import numpy as np
+import pandas as pd
 
+from mridomain.config import Settings
 from mridomain.errors import SchemaMismatchError
 from mridomain.files import dump_json, read_json
 
-__all__ = ["MahalanobisScorer", "DomainModel", "quantile_upper_bound", "DOMAIN_JSON", "DOMAIN_TENSORS",
-           "SMALL_CALIBRATION_SLICES", "SMALL_CALIBRATION_PATIENTS"]
+__all__ = ["MahalanobisScorer", "DomainModel", "DomainRule", "quantile_upper_bound", "domain_verdict",
+           "reason_counts", "DOMAIN_JSON", "DOMAIN_TENSORS", "SMALL_CALIBRATION_SLICES",
+           "SMALL_CALIBRATION_PATIENTS", "HEADER_IAPS", "VERDICT_COLUMNS"]
 
 DOMAIN_JSON, DOMAIN_TENSORS = "domain.json", "domain.safetensors"
 #: below these a calibration set is called small and the threshold widened
 SMALL_CALIBRATION_SLICES, SMALL_CALIBRATION_PATIENTS = 300, 30
+
+
+#: the IAPs whose header values decide the verdict by default: what a scanner and a protocol are
+HEADER_IAPS = ("manufacturer", "scanner_model", "patient_position", "acquisition_matrix", "flip_angle", "tr", "te")
+#: the columns every verdict adds to a row (``predict``, ``route`` and ``compare`` alike)
+VERDICT_COLUMNS = ("in_domain", "domain_reason", "header_unseen")
+
+
+class DomainRule(Settings):
+    """How the evidence of an input's header enters its in-domain verdict.
+
+    A header value the training set never had (a vendor, a scanner model, a patient position, a
+    matrix outside the training vocabulary; TR / TE / flip angle beyond ``tolerance`` of the
+    training values) is evidence no image score can outweigh: the model was never shown such an
+    acquisition. ``header_miss`` says what it does to the verdict: "out" (the default) makes the
+    input out of domain; "warn" keeps the image verdict and only names the value. Inputs without
+    a header (NIfTI, pictures, stripped DICOM) are judged on their image evidence alone.
+    """
+
+    header_iaps: tuple[str, ...] = HEADER_IAPS
+    header_miss: Literal["out", "warn"] = "out"
+    #: relative tolerance on numeric values (TR, TE, flip angle): 2 %, as the paper's TR/TE accuracy
+    tolerance: float = 0.02
+
+
+def domain_verdict(image_in: np.ndarray | None, header_unseen: Sequence[str | None],
+                   rule: DomainRule) -> pd.DataFrame:
+    """The one in-domain verdict of ``predict``, ``route`` and ``compare``, row by row.
+
+    ``image_in``: per row, the image evidence (score at or below the threshold; None: the run has
+    no image model, every row counts as in). ``header_unseen``: per row, the header values outside
+    the training domain joined by "; " ("" none, None: no header). Returns ``in_domain``,
+    ``domain_reason`` ("" in; "image", "header" or "image+header" out; "header (warn)" in with a
+    warning under ``header_miss="warn"``) and ``header_unseen``.
+    """
+    n = len(header_unseen)
+    image_ok = np.ones(n, bool) if image_in is None else np.asarray(image_in, bool)
+    if len(image_ok) != n:
+        raise SchemaMismatchError(f"domain verdict: {len(image_ok)} image verdicts for {n} header rows")
+    header = np.array([bool(h) for h in header_unseen])
+    header_out = header & (rule.header_miss == "out")
+    reason = np.where(~image_ok & header_out, "image+header",
+                      np.where(~image_ok, "image", np.where(header_out, "header",
+                                                            np.where(header, "header (warn)", ""))))
+    return pd.DataFrame({"in_domain": image_ok & ~header_out, "domain_reason": reason,
+                         "header_unseen": ["" if h is None else str(h) for h in header_unseen]})
+
+
+def reason_counts(verdicts: pd.DataFrame) -> dict[str, int]:
+    """{reason: rows} of a verdict table, "in" for rows without a reason, most frequent first."""
+    if "domain_reason" not in verdicts.columns:
+        return {}
+    reasons = verdicts["domain_reason"].fillna("").replace("", "in")
+    return {str(k): int(v) for k, v in reasons.value_counts().items()}
+
+
+def _as_number(value: Any) -> float | None:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
 
 
 class MahalanobisScorer:
@@ -83,6 +148,7 @@ class DomainModel:
     widened: bool
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)   # continuous IAP: training range
     vocabularies: dict[str, list[str]] = field(default_factory=dict)       # categorical IAP: training values
+    rule: DomainRule = field(default_factory=DomainRule)
 
     @property
     def small(self) -> bool:
@@ -116,19 +182,41 @@ class DomainModel:
         scorer.mean, scorer.precision = self.mean, self.precision
         return scorer.score(feats)
 
-    def header_outside(self, truth: dict[str, Any]) -> list[str]:
-        """The header values a run never saw in training: "manufacturer=TOSHIBA not in the
-        training vocabulary", "tr=4000 outside the training range 3.2-6.1"."""
+    def header_outside(self, truth: dict[str, Any], rule: DomainRule | None = None) -> list[str]:
+        """The header values of the rule's IAPs a run never saw in training: "manufacturer=TOSHIBA
+        not in the training vocabulary", "tr=4000 outside the training range 3.2-6.1". A numeric
+        value of a categorical IAP (flip angle) within the rule's tolerance of a training value
+        counts as seen."""
+        rule = rule or self.rule
+        tol = rule.tolerance
         out = []
         for iap, value in truth.items():
-            if iap in self.vocabularies and str(value) not in self.vocabularies[iap]:
+            if iap not in rule.header_iaps or value is None:
+                continue
+            if iap in self.vocabularies:
+                vocab = self.vocabularies[iap]
+                if str(value) in vocab:
+                    continue
+                v, known = _as_number(value), [_as_number(c) for c in vocab]
+                if v is not None and known and all(k is not None for k in known) and any(
+                        abs(v - k) <= tol * abs(k) for k in known):
+                    continue
                 out.append(f"{iap}={value} not in the training vocabulary")
             elif iap in self.ranges:
                 lo, hi = self.ranges[iap]
-                v = float(value)
-                if v < lo * 0.98 or v > hi * 1.02:
+                v = _as_number(value)
+                if v is not None and (v < lo * (1 - tol) or v > hi * (1 + tol)):
                     out.append(f"{iap}={v:g} outside the training range {lo:g}-{hi:g}")
         return out
+
+    def judge(self, scores: np.ndarray | None, truths: Sequence[dict[str, Any] | None],
+              rule: DomainRule | None = None) -> pd.DataFrame:
+        """:func:`domain_verdict` of rows with image scores (None: no image evidence) and header
+        truths (``{iap: value}``; None or {} where the row has no header)."""
+        rule = rule or self.rule
+        unseen = [None if not t else "; ".join(self.header_outside(t, rule)) for t in truths]
+        image_in = None if scores is None else np.asarray(scores) <= self.threshold
+        return domain_verdict(image_in, unseen, rule)
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, run: str | Path) -> None:
@@ -141,6 +229,7 @@ class DomainModel:
         atomic_write(run / DOMAIN_TENSORS, lambda tmp: save_file(tensors, str(tmp)))
         meta = {k: v for k, v in asdict(self).items() if k not in ("mean", "precision")}
         meta["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        meta["rule"] = self.rule.to_dict()
         dump_json({"version": 1, **meta, "note": self.note}, run / DOMAIN_JSON)
 
     @classmethod
@@ -160,6 +249,7 @@ class DomainModel:
                        n_calibration_patients=int(meta["n_calibration_patients"]),
                        calibration_split=str(meta["calibration_split"]), widened=bool(meta["widened"]),
                        ranges={k: (float(v[0]), float(v[1])) for k, v in meta.get("ranges", {}).items()},
-                       vocabularies={k: list(v) for k, v in meta.get("vocabularies", {}).items()})
+                       vocabularies={k: list(v) for k, v in meta.get("vocabularies", {}).items()},
+                       rule=DomainRule.from_dict(meta.get("rule", {}), f"{run / DOMAIN_JSON}: rule"))
         except (KeyError, TypeError, ValueError) as err:
             raise SchemaMismatchError(f"{run / DOMAIN_JSON}: malformed domain model ({type(err).__name__}: {err})") from None
