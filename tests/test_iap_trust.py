@@ -169,3 +169,21 @@ def test_the_rule_travels_with_the_run_and_abstention_uses_the_whole_verdict(tmp
     t = _output(probs, classes, score=np.array([1.0, 1.0]), thr=2.0).table(
         1, abstain=True, in_domain=np.array([True, False]))
     assert t["manufacturer"].tolist() == ["GE", UNKNOWN] and t["in_domain"].tolist() == [True, False]
+
+
+def test_a_temperature_that_raises_calibration_error_is_not_used():
+    from mridomain.iap.calibration import choose_temperature
+
+    rng = np.random.default_rng(3)
+    n, c = 3000, 4
+    true_logits = rng.normal(0, 1.5, (n, c))
+    targets = np.array([rng.choice(c, p=row) for row in softmax_t(true_logits)])
+    over = choose_temperature(3.0 * true_logits, targets)       # over-confident: scaling helps
+    assert not over["kept_raw"] and over["temperature"] == pytest.approx(3.0, rel=0.1)
+    assert over["ece_after"] < over["ece_before"]
+    # 200 right answers at 99.3 % and two wrong ones at ~100 %: the two wrong rows dominate the
+    # NLL, whose optimum (T ~ 1.8) softens the 200 right answers to ~94 %: ECE 0.3 % -> ~5 %
+    logits = np.array([[5.0, 0.0]] * 200 + [[30.0, 0.0]] * 2)
+    raw = choose_temperature(logits, np.array([0] * 200 + [1] * 2))
+    assert raw["fitted_temperature"] > 1.5 and raw["ece_fitted"] > 10 * raw["ece_before"]
+    assert raw["kept_raw"] and raw["temperature"] == 1.0 and raw["ece_after"] == raw["ece_before"]

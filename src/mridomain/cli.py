@@ -285,8 +285,10 @@ def calibrate(
 
     summary = run_calibration(run, cache=cache)
     for head, h in summary["heads"].items():
+        kept = (f" (fitted T = {h['fitted_temperature']:.3f} raised ECE to {100 * h['ece_fitted']:.2f}%: kept raw)"
+                if h.get("kept_raw") else "")
         typer.echo(f"{head}: T = {h['temperature']:.3f}, ECE {100 * h['ece_before']:.2f}% -> "
-                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']})")
+                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']}){kept}")
     typer.echo(summary["domain"]["note"])
     typer.echo(f"wrote {run}/calibration.json, domain.json, domain.safetensors, combinations.json")
 

@@ -17,7 +17,7 @@ import pandas as pd
 from mridomain.files import dump_json, read_json
 from mridomain.iap.labels import IGNORE_INDEX
 
-__all__ = ["fit_temperature", "expected_calibration_error", "reliability_table", "softmax_t",
+__all__ = ["fit_temperature", "choose_temperature", "expected_calibration_error", "reliability_table", "softmax_t",
            "CALIBRATION_JSON", "read_temperatures", "write_calibration", "plot_reliability"]
 
 CALIBRATION_JSON = "calibration.json"
@@ -51,6 +51,19 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     res = minimize_scalar(lambda log_t: _nll(lg, t, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
                           method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
+
+
+def choose_temperature(logits: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """The temperature a head uses, with the evidence: the NLL-optimal T (:func:`fit_temperature`)
+    unless it raises the expected calibration error on the same rows, which can happen on a small
+    split of few, confident slices; then T = 1 (raw softmax) and ``kept_raw`` says so."""
+    fitted = fit_temperature(logits, targets)
+    before = expected_calibration_error(softmax_t(logits), targets)
+    after = expected_calibration_error(softmax_t(logits, fitted), targets)
+    kept_raw = bool(np.isfinite(before) and np.isfinite(after) and after > before)
+    return {"temperature": 1.0 if kept_raw else fitted, "fitted_temperature": fitted, "kept_raw": kept_raw,
+            "n": int((np.asarray(targets) != IGNORE_INDEX).sum()), "ece_before": before,
+            "ece_after": before if kept_raw else after, "ece_fitted": after}
 
 
 def reliability_table(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
@@ -128,7 +141,8 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
     """Fit what makes a run's answers trustworthy, from its cache, and store it in the run folder:
 
     - ``calibration.json``: per-head temperatures fitted on the validation split (else train), with
-      the expected calibration error before and after on that split;
+      the expected calibration error before and after on that split; a head whose fitted
+      temperature raises that error keeps T = 1 (``kept_raw``, the fitted value beside it);
     - ``domain.safetensors`` / ``domain.json``: the training domain in feature space
       (:class:`~mridomain.iap.domain.DomainModel`: up to ``max_reference`` training slices as the
       reference, the validation slices as calibration of the in-domain threshold at ``quantile``),
@@ -163,11 +177,8 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
     temperatures: dict[str, float] = {}
     for j, h in enumerate(encoder.categorical):
         t = targets[:, j]
-        temp = fit_temperature(cal.logits[h.name], t)
-        temperatures[h.name] = temp
-        heads[h.name] = {"temperature": temp, "n": int((t != IGNORE_INDEX).sum()),
-                         "ece_before": expected_calibration_error(softmax_t(cal.logits[h.name]), t),
-                         "ece_after": expected_calibration_error(softmax_t(cal.logits[h.name], temp), t)}
+        heads[h.name] = choose_temperature(cal.logits[h.name], t)
+        temperatures[h.name] = heads[h.name]["temperature"]
     summary = {"split": cal_split, "n_slices": int(len(cal_idx)), "temperatures": temperatures, "heads": heads}
     write_calibration(run, summary)
 
