@@ -184,7 +184,13 @@ def benchmark(run: Path, cache: Path | None = None, abstain: bool = True) -> tup
         for name, paths in sources(Path(tmp)).items():
             if not paths:
                 continue
-            res = predict_paths(run, paths, out=None, progress=False, abstain=abstain)
+            from mridomain.errors import EmptyInputError
+
+            try:
+                res = predict_paths(run, paths, out=None, progress=False, abstain=abstain)
+            except EmptyInputError as err:          # every file of the source unreadable: say so
+                info.setdefault("skipped", []).append((name, str(err)))
+                continue
             sl, se = res.slices, res.series
             scores = sl["domain_score"].to_numpy(float)
             auc, fpr = auroc_fpr95(in_scores, scores)

@@ -382,7 +382,7 @@ class IAPPredictor:
                                             channels_last=self.config.channels_last, progress=progress, desc=desc)
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
         if self.domain is not None and len(features):
-            out.domain_score = self.domain.score(features)
+            out.domain_score = self.domain.score(features, out.logits)
             out.domain_threshold = self.domain.threshold
         return out
 
