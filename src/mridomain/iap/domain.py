@@ -114,10 +114,29 @@ def combiner_inputs(feats: np.ndarray, logits: dict[str, np.ndarray] | None, blo
     return np.stack(cols, axis=1)
 
 
-def combine(inputs: np.ndarray, combiner: dict[str, Any]) -> np.ndarray:
-    """The logistic combiner's log-odds of "out of domain" for rows of :func:`combiner_inputs`."""
+def _log_odds(inputs: np.ndarray, combiner: dict[str, Any]) -> np.ndarray:
     z = (np.asarray(inputs, np.float64) - np.asarray(combiner["center"])) / np.asarray(combiner["scale"])
     return z @ np.asarray(combiner["weights"], np.float64) + float(combiner["bias"])
+
+
+def _components(inputs: np.ndarray, combiner: dict[str, Any]) -> np.ndarray:
+    """(N, 1 + B): the logistic log-odds and each block's log distance."""
+    inputs = np.asarray(inputs, np.float64)
+    n_blocks = inputs.shape[1] - 1
+    return np.column_stack([_log_odds(inputs, combiner), inputs[:, :n_blocks]])
+
+
+def combine(inputs: np.ndarray, combiner: dict[str, Any]) -> np.ndarray:
+    """The image score of rows of :func:`combiner_inputs`: the largest of the logistic log-odds of
+    "out of domain" and the block distances, each standardized on cross-fitted in-domain rows.
+
+    The logistic model weighs the evidence the outliers it was shown exercise, and may weigh a
+    block those outliers never moved at zero; the block distances keep every block able to call
+    an image out on its own, for outliers unlike any that were made."""
+    if "component_center" not in combiner:
+        return _log_odds(inputs, combiner)
+    z = (_components(inputs, combiner) - np.asarray(combiner["component_center"])) / np.asarray(combiner["component_scale"])
+    return z.max(axis=1)
 
 
 class MahalanobisScorer:
@@ -163,9 +182,10 @@ class DomainModel:
     Two image scores exist. Version 1 (``blocks`` empty): the Mahalanobis distance of the whole
     penultimate feature vector. Version 2 (``blocks``): a Mahalanobis distance per feature block
     (:func:`mridomain.iap.model.feature_blocks`: the pooled map and each stage's statistics) and
-    the energy of the heads, combined by a logistic model fitted with outlier exposure
-    (``combiner``: higher = more out of domain); its threshold is calibrated on cross-fitted
-    in-domain scores (see :func:`mridomain.iap.calibration.calibrate`).
+    the energy of the heads, combined by a logistic model fitted with outlier exposure, the score
+    the largest of its log-odds and the block distances, each standardized (:func:`combine`;
+    higher = more out of domain); its threshold is calibrated on cross-fitted in-domain scores
+    (see :func:`mridomain.iap.calibration.calibrate`).
     """
 
     mean: np.ndarray
@@ -383,5 +403,8 @@ def fit_exposed(in_feats: np.ndarray, in_logits: dict[str, np.ndarray], in_group
     lr.fit((np.r_[in_x, out_x] - center) / scale, np.r_[np.zeros(len(in_x)), np.ones(len(out_x))])
     combiner = {"center": center.tolist(), "scale": scale.tolist(), "weights": lr.coef_[0].tolist(),
                 "bias": float(lr.intercept_[0]), "inputs": [b[0] for b in blocks] + ["energy"]}
+    components = _components(in_x, combiner)
+    combiner["component_center"] = components.mean(0).tolist()
+    combiner["component_scale"] = (components.std(0) + 1e-9).tolist()
     means, precisions = _block_models(in_feats, blocks)
     return ExposedFit(means, precisions, combiner, combine(in_x, combiner), combine(out_x, combiner))
