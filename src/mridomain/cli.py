@@ -275,6 +275,9 @@ def predict(
 def calibrate(
     run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
     cache: Optional[Path] = typer.Option(None, help="Cache to calibrate on (default: the training cache)."),
+    outlier_exposure: bool = typer.Option(True, "--outlier-exposure/--no-outlier-exposure",
+                                          help="The outlier-exposed image score (default) or the single "
+                                               "Mahalanobis distance of earlier runs (docs/ood.md)."),
 ) -> None:
     """Fit temperatures, the training domain and the seen IAP combinations into a run folder.
 
@@ -283,13 +286,16 @@ def calibrate(
     """
     from mridomain.iap import calibrate as run_calibration
 
-    summary = run_calibration(run, cache=cache)
+    summary = run_calibration(run, cache=cache, outlier_exposure=outlier_exposure)
     for head, h in summary["heads"].items():
         kept = (f" (fitted T = {h['fitted_temperature']:.3f} raised ECE to {100 * h['ece_fitted']:.2f}%: kept raw)"
                 if h.get("kept_raw") else "")
         typer.echo(f"{head}: T = {h['temperature']:.3f}, ECE {100 * h['ece_before']:.2f}% -> "
                    f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']}){kept}")
     typer.echo(summary["domain"]["note"])
+    for column, rates in summary["domain"].get("in_domain_by", {}).items():
+        typer.echo(f"cross-fitted in-domain slices kept per {column}: "
+                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in rates.items()))
     typer.echo(f"wrote {run}/calibration.json, domain.json, domain.safetensors, combinations.json")
 
 

@@ -226,7 +226,9 @@ def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: A
     both = PredictorOutput.concat([ref, cal])
     inside = both.subset(np.array([pos[int(i)] for i in pool_idx]))
     table = cache.table.iloc[pool_idx].reset_index(drop=True)
-    groups = (table["patient_id"].astype(str).to_numpy() if "patient_id" in table else pool_idx.astype(str))
+    groups = pool_idx.astype(str)        # without patient IDs, each slice is its own group
+    if "patient_id" in table and table["patient_id"].nunique() >= 2:
+        groups = table["patient_id"].astype(str).to_numpy()
     rng = np.random.default_rng(0)
     # one transformed outlier per in-domain slice of up to 1000, 200 synthetic pictures, simulated brains
     source = np.sort(rng.choice(len(pool_idx), min(len(pool_idx), 1000), replace=False))

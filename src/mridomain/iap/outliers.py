@@ -17,6 +17,7 @@ Every outlier is preprocessed exactly as the run's training slices (its ``prepro
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,15 @@ def synthetic_outliers(n: int, preprocess: dict[str, Any], rng: np.random.Genera
 def brain_outliers(n_subjects: int, per_volume: int, preprocess: dict[str, Any], seed: int = 0
                    ) -> tuple[np.ndarray, list[str]]:
     """Slices of ``n_subjects`` simulated brains: every sequence, axial, sagittal and coronal,
-    ``per_volume`` slices from the middle half of each, as (slices, kinds)."""
+    ``per_volume`` slices from the middle of each, as (slices, kinds)."""
+    raw = _brain_slices(n_subjects, per_volume, seed)
+    out = [preprocess_slices(sl[None], preprocess)[0] for sl in raw]
+    return np.stack(out), ["brain"] * len(out)
+
+
+@lru_cache(maxsize=4)
+def _brain_slices(n_subjects: int, per_volume: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The raw slices of :func:`brain_outliers` (simulating a brain takes seconds: kept per process)."""
     from mridomain.sim.brain import make_subject
 
     out = []
@@ -95,5 +104,5 @@ def brain_outliers(n_subjects: int, per_volume: int, preprocess: dict[str, Any],
                 for k in np.linspace(n * 0.3, n * 0.7, per_volume).astype(int):
                     sl = np.take(volume, k, axis=axis)
                     if sl.max() > 0:
-                        out.append(preprocess_slices(np.rot90(sl).astype(np.float32)[None], preprocess)[0])
-    return np.stack(out), ["brain"] * len(out)
+                        out.append(np.ascontiguousarray(np.rot90(sl), dtype=np.float32))
+    return tuple(out)
