@@ -103,6 +103,9 @@ class PredictionResult:
             lines.append("  no domain model in this run (trained before it existed): `mridomain calibrate RUN` adds one")
         else:
             by = ", ".join(f"{n} {r}" for r, n in reason_counts(s).items())
+            if self.domain_note and "too small to judge" in self.domain_note:
+                lines.append("  WARNING: this run's domain model is too small to judge; in-domain verdicts are "
+                             f"unreliable ({self.domain_note})")
             lines.append(f"  {n_out} of {len(s)} inputs are OUTSIDE the training domain (by reason: {by})"
                          + (" (answered 'unknown')" if self.abstained and n_out else
                             " (their answers are not to be trusted; --abstain answers 'unknown')" if n_out else ""))
