@@ -163,8 +163,10 @@ def auroc_fpr95(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[float, f
     return auc, float(np.mean(out_scores <= np.quantile(in_scores, 0.95)))
 
 
-def test_split_scores(run: Path, cache: Path | None, split: str = "test") -> tuple[np.ndarray, float]:
-    """(domain scores of the run's test split, the share in domain)."""
+def test_split_scores(run: Path, cache: Path | None, split: str = "test") -> tuple[np.ndarray, float, float]:
+    """(image scores of the run's test split, the share in domain by the image, the share in
+    domain by the verdict with the cache's labels as the header values)."""
+    from mridomain.analysis.applicability import cache_headers
     from mridomain.iap import IAPPredictor
     from mridomain.iap.cache import open_cache, split_indices
 
@@ -172,14 +174,16 @@ def test_split_scores(run: Path, cache: Path | None, split: str = "test") -> tup
     cache_obj = open_cache(cache if cache is not None else predictor.preprocess.get("source_cache"))
     idx = split_indices(cache_obj, split)
     out = predictor.forward(cache_obj.images, indices=idx, progress=False)
-    return np.asarray(out.domain_score), float(np.mean(out.in_domain))
+    verdict = predictor.domain.judge(out.domain_score, cache_headers(cache_obj.table.iloc[idx], predictor))
+    return np.asarray(out.domain_score), float(np.mean(out.in_domain)), float(verdict["in_domain"].mean())
 
 
 def benchmark(run: Path, cache: Path | None = None, abstain: bool = True) -> tuple[pd.DataFrame, dict]:
     from mridomain.iap import predict_paths
 
-    in_scores, in_rate = test_split_scores(run, cache)
-    rows, info = [], {"test_split_slices": len(in_scores), "test_split_in_domain": in_rate, "series": []}
+    in_scores, in_rate, verdict_rate = test_split_scores(run, cache)
+    rows, info = [], {"test_split_slices": len(in_scores), "test_split_in_domain": in_rate,
+                      "test_split_in_domain_verdict": verdict_rate, "series": []}
     with tempfile.TemporaryDirectory(prefix="ood_bench_") as tmp:
         for name, paths in sources(Path(tmp)).items():
             if not paths:
@@ -228,7 +232,8 @@ def main() -> None:
         sys.exit(f"{args.run}: no domain model (`mridomain calibrate RUN` adds one)")
     table, info = benchmark(args.run, args.cache)
     print(f"run {args.run}: {domain.note}")
-    print(f"test split: {info['test_split_slices']} slices, {100 * info['test_split_in_domain']:.1f}% in domain")
+    print(f"test split: {info['test_split_slices']} slices, {100 * info['test_split_in_domain']:.1f}% in domain by "
+          f"the image, {100 * info['test_split_in_domain_verdict']:.1f}% by the verdict (labels as headers)")
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
         print(table.to_string(index=False))
     total = table[["series", "slices"]].sum()

@@ -112,3 +112,30 @@ def test_compare_flags_noise_and_inverted_images(tmp_path):
     doc = (tmp_path / "out" / "report.html").read_text()
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', doc))
     assert "https://" not in doc and "http://" not in doc
+
+
+def test_compare_measures_shift_label_free_and_lists_series(tmp_path):
+    """New images drawn like the in-domain ones show no shift above the noise floor, although the
+    stand-in's predictions are wrong on a third of them (model error is on both sides); a new set of
+    only bright images shifts the predicted manufacturer. Series are listed with patient and description."""
+    rng = np.random.default_rng(3)
+    imgs, man = _images(300, rng)
+    split = np.array(["train"] * 200 + ["val"] * 100)
+    _write_cache(tmp_path / "train", imgs, pd.DataFrame({"manufacturer": man, "tr": 5.0, "split": split}))
+    same, _ = _images(60, rng)
+    ids = pd.DataFrame({"manufacturer": "GE", "tr": 5.0, "split": "test", "patient_id": np.repeat(["P1", "P2"], 30),
+                        "series_uid": np.repeat(["1.2.1", "1.2.2"], 30),
+                        "series_description": np.repeat(["ax dyn pre", "ax dyn post"], 30)})
+    _write_cache(tmp_path / "same", same, ids)
+    res = compare(tmp_path / "train", tmp_path / "same", FeaturePredictor(), None, progress=False, quantile=0.95)
+    shift = res.iap_shift.set_index("iap")
+    assert not shift["above_floor"].any(), shift
+    assert res.summary["shift_above_floor"] == [] and "no IAP and no image-feature distance" in res.to_markdown()
+    assert set(res.series["patient_id"]) == {"P1", "P2"}
+    assert set(res.series["series_description"]) == {"ax dyn pre", "ax dyn post"}
+    assert (res.series["n_slices"] == 30).all()
+    # only bright (SIEMENS-like) images: the predicted manufacturer share moves beyond its floor
+    bright = imgs[200:][man[200:] == "SIEMENS"][:40]
+    shifted = compare(tmp_path / "train", bright, FeaturePredictor(), None, progress=False, quantile=0.95)
+    row = shifted.iap_shift.set_index("iap").loc["manufacturer"]
+    assert row["above_floor"] and row["distance"] > row["noise_floor"]

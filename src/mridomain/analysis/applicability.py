@@ -109,10 +109,10 @@ def _load_new(new_source: Any, predictor: "Predictor", progress: bool
         table, images, _ = open_cache(new_source)
         table = table.reset_index(drop=True)
         cols = [c for c in ("patient_id", "series_uid", "series_description", "slice_index", "file") if c in table.columns]
-        return (np.asarray(images, np.float32), table[cols], no_skips, _cache_headers(table, predictor))
+        return (np.asarray(images, np.float32), table[cols], no_skips, cache_headers(table, predictor))
     if hasattr(new_source, "images") and hasattr(new_source, "table"):
         table = new_source.table.reset_index(drop=True)
-        return (np.asarray(new_source.images, np.float32), table[[]], no_skips, _cache_headers(table, predictor))
+        return (np.asarray(new_source.images, np.float32), table[[]], no_skips, cache_headers(table, predictor))
     from mridomain.data.inputs import read_inputs
 
     paths = [new_source] if isinstance(new_source, (str, Path)) else list(new_source)
@@ -126,7 +126,7 @@ def _load_new(new_source: Any, predictor: "Predictor", progress: bool
     return inputs.images, inputs.rows[cols], inputs.skipped, truths
 
 
-def _cache_headers(table: pd.DataFrame, predictor: "Predictor") -> list[dict[str, Any]]:
+def cache_headers(table: pd.DataFrame, predictor: "Predictor") -> list[dict[str, Any]]:
     """A prepared cache's IAP columns are its header values: per row, those the predictor knows."""
     encoder = getattr(predictor, "encoder", None)
     if encoder is None:
