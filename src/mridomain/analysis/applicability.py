@@ -112,7 +112,8 @@ def _load_new(new_source: Any, predictor: "Predictor", progress: bool
         return (np.asarray(images, np.float32), table[cols], no_skips, cache_headers(table, predictor))
     if hasattr(new_source, "images") and hasattr(new_source, "table"):
         table = new_source.table.reset_index(drop=True)
-        return (np.asarray(new_source.images, np.float32), table[[]], no_skips, cache_headers(table, predictor))
+        cols = [c for c in ("patient_id", "series_uid", "series_description", "slice_index", "file") if c in table.columns]
+        return (np.asarray(new_source.images, np.float32), table[cols], no_skips, cache_headers(table, predictor))
     from mridomain.data.inputs import read_inputs
 
     paths = [new_source] if isinstance(new_source, (str, Path)) else list(new_source)
@@ -168,15 +169,30 @@ def _total_variation(a: pd.Series, b: pd.Series) -> float:
     return float(0.5 * np.abs(a.reindex(allv, fill_value=0.0) - b.reindex(allv, fill_value=0.0)).sum())
 
 
-def _tv_floor(reference: pd.Series, n_reference: int, n_new: int, rng: np.random.Generator,
-              draws: int = 200, level: float = 0.95) -> float:
-    """The total variation two samples of these sizes show by chance when both come from the
-    reference distribution (the ``level`` quantile over ``draws`` multinomial draws)."""
-    p = reference.to_numpy(float)
-    p = p / p.sum()
-    a = rng.multinomial(n_reference, p, size=draws) / n_reference
-    b = rng.multinomial(n_new, p, size=draws) / n_new
-    return float(np.quantile(0.5 * np.abs(a - b).sum(axis=1), level))
+def _group_draws(groups: np.ndarray, n_new_groups: int, rng: np.random.Generator, draws: int
+                 ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Pairs of row samples of the in-domain reference, as two in-domain samples of the sizes at
+    hand would be drawn: whole patients with replacement (slices of one patient are alike, so
+    counting them as independent would set the floor too low), as many as the reference and the
+    new set have."""
+    groups = np.asarray(groups).astype(str)
+    names, inverse = np.unique(groups, return_inverse=True)
+    rows_of = [np.flatnonzero(inverse == k) for k in range(len(names))]
+    out = []
+    for _ in range(draws):
+        a = np.concatenate([rows_of[k] for k in rng.integers(len(names), size=len(names))])
+        b = np.concatenate([rows_of[k] for k in rng.integers(len(names), size=max(1, n_new_groups))])
+        out.append((a, b))
+    return out
+
+
+def _floor(values: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], distance, level: float = 0.95) -> float:
+    """The ``level`` quantile of ``distance`` between the sample pairs of :func:`_group_draws`."""
+    return float(np.quantile([distance(values[a], values[b]) for a, b in pairs], level))
+
+
+def _tv_of(a: np.ndarray, b: np.ndarray) -> float:
+    return _total_variation(pd.Series(a).value_counts(normalize=True), pd.Series(b).value_counts(normalize=True))
 
 
 def _ks(a: np.ndarray, b: np.ndarray) -> float:
@@ -186,15 +202,6 @@ def _ks(a: np.ndarray, b: np.ndarray) -> float:
     return float(ks_2samp(a, b).statistic) if len(a) and len(b) else float("nan")
 
 
-def _ks_floor(reference: np.ndarray, n_new: int, rng: np.random.Generator, draws: int = 200,
-              level: float = 0.95) -> float:
-    reference = reference[np.isfinite(reference)]
-    if len(reference) == 0:
-        return float("nan")
-    return float(np.quantile([_ks(rng.choice(reference, len(reference)), rng.choice(reference, n_new))
-                              for _ in range(draws)], level))
-
-
 def _mmd2(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
     from sklearn.metrics.pairwise import rbf_kernel
 
@@ -202,26 +209,23 @@ def _mmd2(x: np.ndarray, y: np.ndarray, gamma: float) -> float:
                  - 2 * rbf_kernel(x, y, gamma=gamma).mean())
 
 
-def feature_shift(reference: np.ndarray, new: np.ndarray, rng: np.random.Generator, n_max: int = 400,
-                  permutations: int = 100, level: float = 0.95) -> tuple[float, float]:
-    """(MMD^2 between standardized reference and new image features (RBF kernel, median-distance
-    bandwidth), its noise floor: the ``level`` quantile of MMD^2 over random relabelings of the
-    pooled features, Gretton et al. 2012). Samples above ``n_max`` are subsampled."""
-    ref = reference[rng.permutation(len(reference))[:n_max]]
-    nw = new[rng.permutation(len(new))[:n_max]]
-    mu, sd = ref.mean(0), ref.std(0) + 1e-9
-    ref, nw = (ref - mu) / sd, (nw - mu) / sd
-    pooled = np.concatenate([ref, nw])
+def feature_shift(reference: np.ndarray, new: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]],
+                  rng: np.random.Generator, n_max: int = 300) -> tuple[float, float]:
+    """(MMD^2 between standardized reference and new image features, RBF kernel with the
+    median-distance bandwidth (Gretton et al. 2012), and its noise floor over the reference sample
+    pairs ``pairs``). Samples above ``n_max`` rows are subsampled."""
+    mu, sd = reference.mean(0), reference.std(0) + 1e-9
+    ref, nw = (reference - mu) / sd, (new - mu) / sd
     from sklearn.metrics.pairwise import euclidean_distances
 
-    d = euclidean_distances(pooled[:200], pooled[:200])
+    probe = ref[rng.permutation(len(ref))[:200]]
+    d = euclidean_distances(probe, probe)
     gamma = 1.0 / max(2 * np.median(d[d > 0]) ** 2, 1e-12) if (d > 0).any() else 1.0
-    stat = _mmd2(ref, nw, gamma)
-    null = []
-    for _ in range(permutations):
-        perm = rng.permutation(len(pooled))
-        null.append(_mmd2(pooled[perm[:len(ref)]], pooled[perm[len(ref):]], gamma))
-    return stat, float(np.quantile(null, level))
+
+    def mmd(x: np.ndarray, y: np.ndarray) -> float:
+        return _mmd2(x[rng.permutation(len(x))[:n_max]], y[rng.permutation(len(y))[:n_max]], gamma)
+
+    return mmd(ref, nw), float(np.quantile([mmd(ref[a], ref[b]) for a, b in pairs[:100]], 0.95))
 
 
 # ------------------------------------------------------------------------------------ result
@@ -288,7 +292,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     Shift is label-free: the distribution of predictions on the new images against predictions on
     the in-domain calibration images (total variation; TR/TE: Kolmogorov-Smirnov), and the image
     features' MMD^2, each with a noise floor (what two in-domain samples of the same sizes show by
-    chance, 95 %), so model error is not read as shift.
+    chance, 95 %; patients resampled whole), so model error is not read as shift.
     """
     if feature_score not in ("mahalanobis", "knn"):
         raise InvalidArgumentError(f"feature_score {feature_score!r}: choose mahalanobis or knn")
@@ -405,13 +409,20 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     # label-free shift: predictions on new images vs predictions on in-domain (calibration) images
     shift_rows, dist_rows = [], []
     n_cal, n_new = len(cal_output), len(new_images)
+    cal_table = table.iloc[tr_idx[held_out] if held_out is not None else cal_idx].reset_index(drop=True)
+    cal_groups = (cal_table["patient_id"].astype(str).to_numpy() if "patient_id" in cal_table
+                  and cal_table["patient_id"].nunique() >= 2 else np.arange(n_cal).astype(str))
+    new_key = next((c for c in ("patient_id", "series_uid", "source") if c in new_rows and new_rows[c].notna().all()), None)
+    n_new_groups = int(new_rows[new_key].nunique()) if new_key else n_new
+    pairs = _group_draws(cal_groups, n_new_groups, rng, draws=200)
     for iap in cat_iaps:
         ref_dist = as_category_strings(cal_pred[iap]).value_counts(normalize=True)
         new_dist = new_cat[iap].value_counts(normalize=True)
         for v in sorted(set(new_dist.index) | set(ref_dist.index), key=str):
             dist_rows.append({"iap": iap, "value": v, "reference_share": float(ref_dist.get(v, 0.0)),
                               "new_share": float(new_dist.get(v, 0.0)), "seen_in_train": v in ref_values[iap]})
-        tv, floor = _total_variation(ref_dist, new_dist), _tv_floor(ref_dist, n_cal, n_new, rng)
+        tv = _total_variation(ref_dist, new_dist)
+        floor = _floor(as_category_strings(cal_pred[iap]).to_numpy(), pairs, _tv_of)
         shift_rows.append({"iap": iap, "kind": "categorical", "measure": "total variation",
                            "share_new_unseen": float((~new_cat[iap].isin(ref_values[iap]) | (new_cat[iap] == "other")).mean()),
                            "most_common_new": new_dist.index[0], "its_reference_share": float(ref_dist.get(new_dist.index[0], 0.0)),
@@ -421,12 +432,12 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         b = pd.to_numeric(new_pred[cont_cols[iap]], errors="coerce").to_numpy(float)
         lo, hi = ranges[iap]
         outside = (b < lo * (1 - _RANGE_TOLERANCE)) | (b > hi * (1 + _RANGE_TOLERANCE))
-        ks, floor = _ks(a, b), _ks_floor(a, n_new, rng)
+        ks, floor = _ks(a, b), _floor(a, pairs, _ks)
         shift_rows.append({"iap": iap, "kind": "continuous", "measure": "Kolmogorov-Smirnov",
                            "share_new_unseen": float(outside.mean()), "most_common_new": f"median {np.nanmedian(b):.3g}",
                            "its_reference_share": np.nan, "distance": ks, "noise_floor": floor,
                            "above_floor": bool(ks > floor)})
-    mmd, floor = feature_shift(cal_feats, new_feats, rng)
+    mmd, floor = feature_shift(cal_feats, new_feats, pairs, rng)
     shift_rows.append({"iap": "image features", "kind": "features", "measure": "MMD^2",
                        "share_new_unseen": float((~judged["in_domain"]).mean()), "most_common_new": "",
                        "its_reference_share": np.nan, "distance": mmd, "noise_floor": floor,
@@ -521,8 +532,8 @@ def _write_compare(res: CompareResult, new_scores: pd.DataFrame) -> None:
         Section("Per-IAP shift", text="Label-free: predictions on the new images against predictions on the "
                 "in-domain calibration images, so the model's own error is on both sides. distance: total variation "
                 "(categorical IAPs), Kolmogorov-Smirnov statistic (TR/TE), MMD^2 of the image features; noise_floor: "
-                "the 95th percentile of that distance between two in-domain samples of the same sizes (multinomial "
-                "draws; bootstrap; permutations); above_floor: a shift beyond chance. share_new_unseen: share of new "
+                "the 95th percentile of that distance between two in-domain samples of the same sizes (the "
+                "calibration images' patients resampled whole, as many as each set has); above_floor: a shift beyond chance. share_new_unseen: share of new "
                 "images whose predicted value never occurs in training (TR/TE: more than 2% outside the range "
                 "predicted on training images; image features: share out of domain).",
                 tables=[res.iap_shift], figures=[("value shares, train vs new", dist_png)]),
