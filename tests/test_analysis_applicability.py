@@ -82,7 +82,8 @@ def test_compare_flags_noise_and_inverted_images(tmp_path):
     noise = rng.uniform(0, 1, (3, 16, 16)).astype(np.float32)
     inverted = 1.0 - new_id[:3]
     new = np.concatenate([new_id, noise, inverted])
-    res = compare(tmp_path / "train", new, FeaturePredictor(), tmp_path / "out", progress=False)
+    # a stand-in without a domain model: the verdict is its feature distance, at the quantile asked for
+    res = compare(tmp_path / "train", new, FeaturePredictor(), tmp_path / "out", progress=False, quantile=0.95)
     v = res.verdicts
     ood = np.arange(40, 46)
     # feature distance ranks every obvious outlier above every in-distribution image
@@ -91,7 +92,8 @@ def test_compare_flags_noise_and_inverted_images(tmp_path):
     assert (v["verdict"].iloc[ood] == "out").all()
     # thresholds bound the 95th percentile of val scores: most fresh in-distribution images pass
     assert (v["verdict"].iloc[:40] == "in").mean() >= 0.7
-    assert all(re.search("manufacturer=TOSHIBA never seen in training", r) for r in v["reasons"].iloc[43:46])
+    assert all(re.search("manufacturer=TOSHIBA never seen in training", r) for r in v["notes"].iloc[43:46])
+    assert (v["domain_reason"].iloc[ood] == "image").all()
     assert res.summary["energy_available"] and res.summary["calibration"] == "val"
     # the threshold bounds the 95th percentile of the 100 val scores from above with 95% confidence
     from scipy.stats import binom
@@ -110,3 +112,30 @@ def test_compare_flags_noise_and_inverted_images(tmp_path):
     doc = (tmp_path / "out" / "report.html").read_text()
     assert all(s.startswith("data:image/png;base64,") for s in re.findall(r'src="([^"]*)"', doc))
     assert "https://" not in doc and "http://" not in doc
+
+
+def test_compare_measures_shift_label_free_and_lists_series(tmp_path):
+    """New images drawn like the in-domain ones show no shift above the noise floor, although the
+    stand-in's predictions are wrong on a third of them (model error is on both sides); a new set of
+    only bright images shifts the predicted manufacturer. Series are listed with patient and description."""
+    rng = np.random.default_rng(3)
+    imgs, man = _images(300, rng)
+    split = np.array(["train"] * 200 + ["val"] * 100)
+    _write_cache(tmp_path / "train", imgs, pd.DataFrame({"manufacturer": man, "tr": 5.0, "split": split}))
+    same, _ = _images(60, rng)
+    ids = pd.DataFrame({"manufacturer": "GE", "tr": 5.0, "split": "test", "patient_id": np.repeat(["P1", "P2"], 30),
+                        "series_uid": np.repeat(["1.2.1", "1.2.2"], 30),
+                        "series_description": np.repeat(["ax dyn pre", "ax dyn post"], 30)})
+    _write_cache(tmp_path / "same", same, ids)
+    res = compare(tmp_path / "train", tmp_path / "same", FeaturePredictor(), None, progress=False, quantile=0.95)
+    shift = res.iap_shift.set_index("iap")
+    assert not shift["above_floor"].any(), shift
+    assert res.summary["shift_above_floor"] == [] and "no IAP and no image-feature distance" in res.to_markdown()
+    assert set(res.series["patient_id"]) == {"P1", "P2"}
+    assert set(res.series["series_description"]) == {"ax dyn pre", "ax dyn post"}
+    assert (res.series["n_slices"] == 30).all()
+    # only bright (SIEMENS-like) images: the predicted manufacturer share moves beyond its floor
+    bright = imgs[200:][man[200:] == "SIEMENS"][:40]
+    shifted = compare(tmp_path / "train", bright, FeaturePredictor(), None, progress=False, quantile=0.95)
+    row = shifted.iap_shift.set_index("iap").loc["manufacturer"]
+    assert row["above_floor"] and row["distance"] > row["noise_floor"]

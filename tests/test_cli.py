@@ -139,9 +139,10 @@ def test_numbers_out_of_range_are_refused_before_any_work(tmp_path):
              "route-experiment": ["route-experiment", some, some, "-o", str(tmp_path / "r")]}
     for name, args in seeds.items():
         assert "--seed -1" in _error_line(runner.invoke(app, [*args, "--seed", "-1"])), name
-    for value in ("2", "0", "1"):
-        line = _error_line(runner.invoke(app, ["compare", some, some, "--run", some, "--quantile", value]))
-        assert "--quantile" in line   # not "not a slice cache": checked before anything is read
+    for name, args in {"compare": ["compare", some, some, "--run", some], "predict": ["predict", some, some],
+                       "route": ["route", some, some, "--model", "GE=x"]}.items():
+        line = _error_line(runner.invoke(app, [*args, "--header-miss", "maybe"]))
+        assert "--header-miss maybe" in line, name   # checked before anything is read
     assert "--epochs 0" in _error_line(runner.invoke(app, ["train", some, "-o", str(tmp_path / "t"), "--epochs", "0"]))
     assert "--patients 0" in _error_line(runner.invoke(app, ["simulate", "-o", str(tmp_path / "s"), "--patients", "0"]))
     assert "--top-k 0" in _error_line(runner.invoke(app, ["predict", some, some, "--top-k", "0"]))

@@ -212,6 +212,13 @@ def test_run_knows_its_domain_and_abstains_on_real_scanner_files(trained, tmp_pa
     toshiba = series[series["source"].str.endswith("MR_small.dcm")].iloc[0]
     assert "manufacturer=TOSHIBA not in the training vocabulary" in toshiba["header_unseen"]
     assert "OUTSIDE the training domain" in res.summary()
+    # the headers alone would do it (TOSHIBA, Philips, SIEMENS values the run never saw) ...
+    assert series["domain_reason"].str.contains("header").all()
+    # ... and so does the image evidence alone: with header misses only a warning, all three stay out
+    from mridomain.iap.domain import DomainRule
+
+    image_only = predict_paths(run, real, out=None, progress=False, rule=DomainRule(header_miss="warn")).series
+    assert (~image_only["in_domain"]).all() and (image_only["domain_reason"] == "image").all()
     # held-out slices drawn like the training ones (another seed) stay inside
     from test_iap_utils import synthetic_images
 

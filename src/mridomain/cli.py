@@ -322,6 +322,30 @@ def evaluate(
         typer.echo(f"report: {report.out / 'report.html'}")
 
 
+_HEADER_MISS_HELP = ("What a header value outside the training domain does: out (the input is out of domain) | "
+                     "warn (only named). Default: the run's rule (out).")
+_HEADER_IAPS_HELP = ("Comma-separated IAPs whose header values count (default: the run's rule: manufacturer, "
+                     "scanner_model, patient_position, acquisition_matrix, flip_angle, tr, te).")
+
+
+def _domain_rule(run: Path, header_miss: Optional[str], header_iaps: Optional[str]):
+    """The run's header rule with the options' changes; None when neither option is given."""
+    if header_miss is None and header_iaps is None:
+        return None
+    from mridomain.iap.domain import DomainModel, DomainRule
+
+    if header_miss is not None and header_miss not in ("out", "warn"):
+        raise InvalidArgumentError(f"--header-miss {header_miss}: choose out or warn")
+    domain = DomainModel.load(run) if run.is_dir() else None
+    rule = domain.rule if domain is not None else DomainRule()
+    changes: dict = {}
+    if header_miss is not None:
+        changes["header_miss"] = header_miss
+    if header_iaps is not None:
+        changes["header_iaps"] = tuple(i.strip() for i in header_iaps.split(",") if i.strip())
+    return rule.updated(**changes)
+
+
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
@@ -333,10 +357,13 @@ def predict(
     combinations: Optional[Path] = typer.Option(None, help="CSV of allowed IAP combinations for the joint answer "
                                                          "(default: the combinations seen in training)."),
     keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
+    header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
+    header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
 
-    Every row says whether the image lies inside the run's training domain. PATHS may be archive
+    Every row says whether the image lies inside the run's training domain, judged on its image and,
+    where it has one, its header, and why not (domain_reason). PATHS may be archive
     folders: every series (and every volume of a multi-volume series) in them is predicted.
     Exits with code 1 when nothing could be read.
 
@@ -348,8 +375,9 @@ def predict(
     if figure is not None:
         _file_out(figure, "--figure")
     _at_least(top_k, "--top-k", 1)
+    rule = _domain_rule(run, header_miss, header_iaps)
     result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
-                           combinations=combinations, keep_kinds=keep_kind)
+                           combinations=combinations, keep_kinds=keep_kind, rule=rule)
     typer.echo(result.summary())
 
 
@@ -357,6 +385,9 @@ def predict(
 def calibrate(
     run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
     cache: Optional[Path] = typer.Option(None, help="Cache to calibrate on (default: the training cache)."),
+    outlier_exposure: bool = typer.Option(True, "--outlier-exposure/--no-outlier-exposure",
+                                          help="The outlier-exposed image score (default) or the single "
+                                               "Mahalanobis distance of earlier runs (docs/ood.md)."),
 ) -> None:
     """Fit temperatures, the training domain and the seen IAP combinations into a run folder.
 
@@ -365,11 +396,16 @@ def calibrate(
     """
     from mridomain.iap import calibrate as run_calibration
 
-    summary = run_calibration(run, cache=cache)
+    summary = run_calibration(run, cache=cache, outlier_exposure=outlier_exposure)
     for head, h in summary["heads"].items():
+        kept = (f" (fitted T = {h['fitted_temperature']:.3f} raised ECE to {100 * h['ece_fitted']:.2f}%: kept raw)"
+                if h.get("kept_raw") else "")
         typer.echo(f"{head}: T = {h['temperature']:.3f}, ECE {100 * h['ece_before']:.2f}% -> "
-                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']})")
+                   f"{100 * h['ece_after']:.2f}% ({summary['split']}, N = {h['n']}){kept}")
     typer.echo(summary["domain"]["note"])
+    for column, rates in summary["domain"].get("in_domain_by", {}).items():
+        typer.echo(f"cross-fitted in-domain slices kept per {column}: "
+                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in rates.items()))
     typer.echo(f"wrote {run}/calibration.json, domain.json, domain.safetensors, combinations.json")
 
 
@@ -428,6 +464,8 @@ def route(
     default: Optional[str] = typer.Option(None, help="Model VALUE for predicted values without a model."),
     out: Path = typer.Option(Path("routed.csv"), "-o", "--out", help="CSV to write."),
     abstain: bool = typer.Option(False, "--abstain", help="Send images outside the IAP run's training domain nowhere."),
+    header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
+    header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
 ) -> None:
     """Send each image to the downstream model of its predicted acquisition domain.
 
@@ -437,9 +475,15 @@ def route(
     from mridomain.analysis.routing import parse_model_specs
 
     _file_out(out, "--out")
+    rule = _domain_rule(run, header_miss, header_iaps)
     table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
-                      unknown="error" if default else "most_likely", out=out, abstain=abstain)
-    typer.echo(table["model"].value_counts().to_string())
+                      unknown="error" if default else "most_likely", out=out, abstain=abstain, rule=rule)
+    typer.echo(table["model"].value_counts(dropna=False).to_string())
+    if "domain_reason" in table.columns:
+        from mridomain.iap.domain import reason_counts
+
+        by = ", ".join(f"{n} {r}" for r, n in reason_counts(table).items())
+        typer.echo(f"in-domain verdicts by reason: {by}")
     typer.echo(f"wrote {out}")
 
 
@@ -476,19 +520,20 @@ def compare(
     new: List[Path] = typer.Argument(..., metavar="NEW", help="A slice cache folder, or image files/folders."),
     run: Path = typer.Option(..., "--run", help="IAP run folder."),
     out: Path = typer.Option(Path("compare"), "-o", "--out", help="Folder for verdicts and report.html."),
-    feature_score: str = typer.Option("mahalanobis", help="mahalanobis | knn"),
-    quantile: float = typer.Option(0.95, help="Threshold quantile of in-distribution (val) scores."),
+    header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
+    header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
 ) -> None:
-    """Applicability check: predicted IAP distribution of NEW vs TRAIN, per-image OOD verdicts.
+    """Applicability check: label-free shift of NEW against in-domain data, and predict's verdict per image.
+
+    The verdict uses the run's one threshold and header rule, as predict and route do.
 
     Python: ``mridomain.analysis.compare``.
     """
     from mridomain.analysis import compare as run_compare
 
     _folder_out(out, "--out")
-    if not 0.0 < quantile < 1.0:
-        raise InvalidArgumentError(f"--quantile {quantile}: must lie strictly between 0 and 1")
-    res = run_compare(train_cache, new, run, out, feature_score=feature_score, quantile=quantile)
+    rule = _domain_rule(run, header_miss, header_iaps)
+    res = run_compare(train_cache, new, run, out, rule=rule)
     typer.echo(res.to_markdown())
     typer.echo(f"report: {res.files['report']}")
 

@@ -117,7 +117,7 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
 def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
           models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
           unknown: str = "error", progress: bool = True, out: str | Path | None = None,
-          abstain: bool = False) -> pd.DataFrame:
+          abstain: bool = False, rule: Any = None) -> pd.DataFrame:
     """Send each image to the downstream model keyed by its predicted IAP value.
 
     Args:
@@ -136,11 +136,14 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
         out: also write the table there as CSV (and the skipped inputs beside it).
         abstain: images outside the IAP run's training domain go to no model (``routed_by`` =
             "out_of_domain"): their predicted domain is not to be trusted.
+        rule: how header evidence counts (:class:`mridomain.iap.domain.DomainRule`; None: the
+            run's). The verdict is predict's: :meth:`mridomain.iap.domain.DomainModel.judge`.
 
     Returns:
         One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
         ``prediction`` and ``probability`` (NaN where the model gives none); ``source``/``slice``
-        columns when paths were given.
+        columns when paths were given; ``domain_score``, ``in_domain``, ``domain_reason`` and
+        ``header_unseen`` where the IAP run has a domain model.
     """
     if not models:
         raise EmptyInputError(Path("<models>"), "no downstream models given")
@@ -149,6 +152,7 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
 
     models = {k: _load_model(m) for k, m in models.items()}
     predictor = as_predictor(iap_predictor)
+    truths: list[dict[str, Any]] | None = None
     if isinstance(images_or_paths, np.ndarray):
         images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[None]
         rows = pd.DataFrame({"image": np.arange(len(images))})
@@ -156,11 +160,21 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     else:
         inputs = read_inputs(list(images_or_paths), predictor.preprocess, progress=progress)
         images, rows, skipped = inputs.images, inputs.rows[["source", "slice"]], inputs.skipped
+        if getattr(predictor, "encoder", None) is not None:
+            from mridomain.iap.prediction import header_truths
+
+            truths = header_truths(inputs.inputs, predictor.encoder)
     if len(images) == 0:
         raise EmptyInputError(Path("<images>"), "no images to route")
     keys = [str(k) for k in models]
     output = predictor.forward(images)
-    inside = output.in_domain
+    domain = getattr(predictor, "domain", None)
+    verdict = None
+    if domain is not None and output.domain_score is not None:
+        verdict = domain.judge(output.domain_score, truths or [{}] * len(images), rule)
+        inside = verdict["in_domain"].to_numpy()
+    else:
+        inside = output.in_domain
     values, chosen, how = predicted_domains(output, key_iap, keys, unknown=unknown, default=default)
     if abstain and inside is not None:
         chosen[~inside] = None
@@ -181,6 +195,9 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     if inside is not None:
         result["domain_score"] = output.domain_score
         result["in_domain"] = inside
+    if verdict is not None:
+        result["domain_reason"] = verdict["domain_reason"].to_numpy()
+        result["header_unseen"] = verdict["header_unseen"].to_numpy()
     result.attrs["skipped"] = skipped
     if out is not None:
         out = Path(out)

@@ -19,7 +19,7 @@ from mridomain.errors import SchemaMismatchError
 from mridomain.files import dump_json, read_json
 from mridomain.iap.labels import IGNORE_INDEX
 
-__all__ = ["fit_temperature", "expected_calibration_error", "reliability_table", "softmax_t",
+__all__ = ["fit_temperature", "choose_temperature", "expected_calibration_error", "reliability_table", "softmax_t",
            "CALIBRATION_JSON", "read_temperatures", "write_calibration", "plot_reliability"]
 
 CALIBRATION_JSON = "calibration.json"
@@ -53,6 +53,19 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     res = minimize_scalar(lambda log_t: _nll(lg, t, float(np.exp(log_t))), bounds=(np.log(0.05), np.log(20.0)),
                           method="bounded", options={"xatol": 1e-4})
     return float(np.exp(res.x))
+
+
+def choose_temperature(logits: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """The temperature a head uses, with the evidence: the NLL-optimal T (:func:`fit_temperature`)
+    unless it raises the expected calibration error on the same rows, which can happen on a small
+    split of few, confident slices; then T = 1 (raw softmax) and ``kept_raw`` says so."""
+    fitted = fit_temperature(logits, targets)
+    before = expected_calibration_error(softmax_t(logits), targets)
+    after = expected_calibration_error(softmax_t(logits, fitted), targets)
+    kept_raw = bool(np.isfinite(before) and np.isfinite(after) and after > before)
+    return {"temperature": 1.0 if kept_raw else fitted, "fitted_temperature": fitted, "kept_raw": kept_raw,
+            "n": int((np.asarray(targets) != IGNORE_INDEX).sum()), "ece_before": before,
+            "ece_after": before if kept_raw else after, "ece_fitted": after}
 
 
 def reliability_table(probs: np.ndarray, targets: np.ndarray, n_bins: int = 15) -> pd.DataFrame:
@@ -142,15 +155,21 @@ def plot_reliability(tables: dict[str, tuple[pd.DataFrame, pd.DataFrame]], path:
 
 
 def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, quantile: float = 0.99,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, outlier_exposure: bool = True, brain_subjects: int = 1) -> dict[str, Any]:
     """Fit what makes a run's answers trustworthy, from its cache, and store it in the run folder:
 
     - ``calibration.json``: per-head temperatures fitted on the validation split (else train), with
-      the expected calibration error before and after on that split;
+      the expected calibration error before and after on that split; a head whose fitted
+      temperature raises that error keeps T = 1 (``kept_raw``, the fitted value beside it);
     - ``domain.safetensors`` / ``domain.json``: the training domain in feature space
-      (:class:`~mridomain.iap.domain.DomainModel`: up to ``max_reference`` training slices as the
-      reference, the validation slices as calibration of the in-domain threshold at ``quantile``),
-      with the training vocabularies and TR/TE ranges that header values are checked against;
+      (:class:`~mridomain.iap.domain.DomainModel`), with the training vocabularies and TR/TE
+      ranges that header values are checked against. With ``outlier_exposure`` (the default): a
+      Mahalanobis model per feature block and an energy score, weighed by a logistic model
+      trained against outliers made from the cache, the brain simulator (``brain_subjects``)
+      and synthetic pictures (:mod:`mridomain.iap.outliers`), its threshold the ``quantile`` of
+      cross-fitted in-domain scores of up to ``max_reference`` training and validation slices
+      (:func:`~mridomain.iap.domain.fit_exposed`), with the expected false-out rate; without:
+      one Mahalanobis distance, thresholded on the validation slices;
     - ``combinations.json``: the combinations of the hierarchical IAPs seen in training.
 
     ``train`` calls it at the end of every run; call it on a run trained before it existed.
@@ -181,11 +200,8 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
     temperatures: dict[str, float] = {}
     for j, h in enumerate(encoder.categorical):
         t = targets[:, j]
-        temp = fit_temperature(cal.logits[h.name], t)
-        temperatures[h.name] = temp
-        heads[h.name] = {"temperature": temp, "n": int((t != IGNORE_INDEX).sum()),
-                         "ece_before": expected_calibration_error(softmax_t(cal.logits[h.name]), t),
-                         "ece_after": expected_calibration_error(softmax_t(cal.logits[h.name], temp), t)}
+        heads[h.name] = choose_temperature(cal.logits[h.name], t)
+        temperatures[h.name] = heads[h.name]["temperature"]
     summary = {"split": cal_split, "n_slices": int(len(cal_idx)), "temperatures": temperatures, "heads": heads}
     write_calibration(run, summary)
 
@@ -197,10 +213,64 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
     vocabularies = {h.name: [c for c in h.classes if c != OTHER] for h in encoder.categorical}
     n_patients = int(cal_table["patient_id"].nunique()) if "patient_id" in cal_table else len(cal_idx)
     domain = DomainModel.fit(ref.features, cal.features, n_patients, cal_split, quantile, ranges, vocabularies)
+    rates: dict[str, Any] = {}
+    if outlier_exposure:
+        rates = _expose(domain, predictor, cache, ref_idx, ref, cal_idx, cal, quantile, brain_subjects, progress)
     domain.save(run)
     summary["domain"] = {"threshold": domain.threshold, "note": domain.note,
-                         "in_domain_calibration": float((domain.score(cal.features) <= domain.threshold).mean())}
+                         "expected_false_out": domain.expected_false_out, "outliers": domain.outliers,
+                         "in_domain_calibration": float((domain.score(cal.features, cal.logits)
+                                                         <= domain.threshold).mean())}
+    if rates:
+        summary["domain"]["in_domain_by"] = rates
     combos = training_combinations(train_table, [h for h in HIERARCHY if h in encoder.slices])
     if not combos.empty:
         write_combinations(run, combos)
     return summary
+
+
+def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: Any, cal_idx: np.ndarray, cal: Any,
+            quantile: float, brain_subjects: int, progress: bool) -> dict[str, dict[str, float]]:
+    """Fit ``domain``'s outlier-exposed image score in place (see :func:`calibrate`); returns the
+    share of cross-fitted in-domain slices kept per manufacturer and scanner model (every vendor
+    and scanner of the run should be kept, not only the majority)."""
+    from mridomain.iap.domain import fit_exposed, quantile_upper_bound
+    from mridomain.iap.model import feature_blocks
+    from mridomain.iap.outliers import brain_outliers, synthetic_outliers, transformed_outliers
+    from mridomain.iap.predictor import PredictorOutput
+
+    pool_idx = np.unique(np.r_[ref_idx, cal_idx])
+    pos = {int(i): k for k, i in enumerate(np.r_[ref_idx, cal_idx])}
+    both = PredictorOutput.concat([ref, cal])
+    inside = both.subset(np.array([pos[int(i)] for i in pool_idx]))
+    table = cache.table.iloc[pool_idx].reset_index(drop=True)
+    groups = pool_idx.astype(str)        # without patient IDs, each slice is its own group
+    if "patient_id" in table and table["patient_id"].nunique() >= 2:
+        groups = table["patient_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(0)
+    # one transformed outlier per in-domain slice of up to 1000, 200 synthetic pictures, simulated brains
+    source = np.sort(rng.choice(len(pool_idx), min(len(pool_idx), 1000), replace=False))
+    parts, kinds, out_groups = [], [], []
+    images, k = transformed_outliers(np.asarray(cache.images[pool_idx[source]]), predictor.preprocess, rng)
+    parts.append(images), kinds.extend(k), out_groups.extend(groups[source])
+    images, k = synthetic_outliers(200, predictor.preprocess, rng)
+    parts.append(images), kinds.extend(k), out_groups.extend(["synthetic"] * len(k))
+    if brain_subjects > 0:
+        images, k = brain_outliers(brain_subjects, 6, predictor.preprocess)
+        parts.append(images), kinds.extend(k), out_groups.extend(["brain"] * len(k))
+    outliers = predictor.forward(np.concatenate(parts), progress=progress, desc="domain outliers")
+    config = predictor.config
+    blocks = feature_blocks(config.backbone, config.width, config.texture_stats)
+    fit = fit_exposed(inside.features, inside.logits, groups, outliers.features, outliers.logits,
+                      np.asarray(out_groups), blocks)
+    threshold, widened = quantile_upper_bound(fit.in_scores, quantile)
+    domain.blocks, domain.block_means, domain.block_precisions = blocks, fit.block_means, fit.block_precisions
+    domain.combiner, domain.threshold, domain.widened = fit.combiner, threshold, widened
+    domain.n_calibration_slices = int(len(pool_idx))
+    domain.n_calibration_patients = int(len(np.unique(groups)))
+    domain.calibration_split = "cross-fitted train + val"
+    domain.expected_false_out = float(np.mean(fit.in_scores > threshold))
+    domain.outliers = {str(k): int(v) for k, v in zip(*np.unique(kinds, return_counts=True))}
+    kept = pd.Series(fit.in_scores <= threshold)
+    return {col: {str(k): float(v) for k, v in kept.groupby(table[col].astype(str)).mean().items()}
+            for col in ("manufacturer", "scanner_model") if col in table}

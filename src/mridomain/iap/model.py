@@ -155,6 +155,25 @@ class IAPNet(nn.Module):
         return self.head(self.embed(x))
 
 
+def feature_blocks(backbone: str, width: int = 32, texture_stats: bool = False) -> list[tuple[str, int, int]]:
+    """The parts of an :class:`IAPNet`'s penultimate features, as (name, start, stop): the pooled
+    last map, then with ``texture_stats`` each stage's channel mean / std. A feature-space
+    detector models each part on its own (Lee et al. 2018 score every layer): the early stages'
+    statistics see texture and contrast, the pooled map the anatomy."""
+    if backbone == "smallcnn":
+        pooled, stages = 8 * width * 4, [2 * width * 2 ** s for s in range(4)]
+    elif backbone == "resnet18":
+        pooled, stages = 512, [2 * c for c in (64, 128, 256, 512)]
+    else:
+        raise InvalidArgumentError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
+    blocks, start = [("pooled", 0, pooled)], pooled
+    if texture_stats:
+        for s, n in enumerate(stages, 1):
+            blocks.append((f"stage{s}", start, start + n))
+            start += n
+    return blocks
+
+
 def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, in_std: float = 1.0) -> IAPNet:
     """The network for ``config`` with an output layer sized from ``encoder`` (sum C_k + M)."""
     return IAPNet(encoder.n_outputs, backbone=config.backbone, input_size=config.input_size,

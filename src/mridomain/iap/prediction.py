@@ -24,7 +24,7 @@ from mridomain.iap.inference import forward_batches, split_outputs
 from mridomain.iap.labels import LabelEncoder, category_string, is_missing
 from mridomain.iap.calibration import read_temperatures
 from mridomain.iap.decoding import read_combinations
-from mridomain.iap.domain import DomainModel
+from mridomain.iap.domain import DomainModel, DomainRule, reason_counts
 from mridomain.iap.predictor import UNKNOWN, PredictorOutput, value_column
 
 
@@ -37,6 +37,18 @@ def true_values(meta: dict[str, Any], encoder: LabelEncoder) -> dict[str, Any]:
         return {}
     vals = normalize_iaps(meta)
     return {h.name: vals.get(h.name) for h in encoder.heads if not is_missing(vals.get(h.name))}
+
+
+def header_truths(inputs: Sequence[Any], encoder: LabelEncoder) -> list[dict[str, Any]]:
+    """Per slice of ``inputs`` (:class:`mridomain.data.inputs.InputImage`, in order): the header
+    values of its input as :meth:`DomainModel.judge` takes them ({} where there is no header)."""
+    out: list[dict[str, Any]] = []
+    for item in inputs:
+        truth = true_values(item.meta, encoder)
+        header = {k: (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
+                  for k, v in truth.items()}
+        out += [header] * len(item.slices)
+    return out
 
 
 # ---- turning outputs into rows ------------------------------------------------------------------
@@ -63,6 +75,7 @@ class PredictionResult:
     iaps: list[str] = field(default_factory=list)
     domain_note: str | None = None      # how the in-domain threshold was calibrated (None: no domain model)
     abstained: bool = False
+    rule: DomainRule | None = None
 
     @property
     def n_out_of_domain(self) -> int | None:
@@ -89,7 +102,11 @@ class PredictionResult:
         if n_out is None:
             lines.append("  no domain model in this run (trained before it existed): `mridomain calibrate RUN` adds one")
         else:
-            lines.append(f"  {n_out} of {len(s)} inputs are OUTSIDE the training domain"
+            by = ", ".join(f"{n} {r}" for r, n in reason_counts(s).items())
+            if self.domain_note and "too small to judge" in self.domain_note:
+                lines.append("  WARNING: this run's domain model is too small to judge; in-domain verdicts are "
+                             f"unreliable ({self.domain_note})")
+            lines.append(f"  {n_out} of {len(s)} inputs are OUTSIDE the training domain (by reason: {by})"
                          + (" (answered 'unknown')" if self.abstained and n_out else
                             " (their answers are not to be trusted; --abstain answers 'unknown')" if n_out else ""))
         show = [n for n in self.iaps if n in s.columns][:4]
@@ -98,7 +115,7 @@ class PredictionResult:
             parts = [f"{n}={r[n]}" + ("" if r[n] == UNKNOWN else f" ({100 * r[n + '_prob']:.0f}%)") for n in show]
             parts += [f"{c}={r[c]:.3g}" for c in cont if not pd.isna(r[c])]
             if "in_domain" in r and not bool(r["in_domain"]):
-                parts.insert(0, "OUT OF DOMAIN")
+                parts.insert(0, f"OUT OF DOMAIN ({r.get('domain_reason', 'image')})")
             if isinstance(r.get("header_unseen"), str) and r["header_unseen"]:
                 parts.append(f"header: {r['header_unseen']}")
             lines.append(f"  {Path(str(r['source'])).name}: " + ", ".join(parts))
@@ -206,7 +223,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
                   progress: bool = True, device: str | None = None, abstain: bool = False,
                   combinations: str | Path | pd.DataFrame | None = None,
-                  keep_kinds: Sequence[str] = ()) -> PredictionResult:
+                  keep_kinds: Sequence[str] = (), rule: DomainRule | None = None) -> PredictionResult:
     """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
     PNG/JPG images.
 
@@ -217,17 +234,20 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     (``level == "slice"``) and one per input (``level == "series"``: slice probabilities averaged,
     continuous values averaged), the series identity (``series_uid``, ``patient_id``,
     ``series_description``, ``volume``), the top-k values and probabilities of each categorical
-    IAP (``<iap>_p_other``: the probability of a value unseen in training), TR/TE in ms, and
+    IAP, TR/TE in ms, and
     ``true_<iap>`` where the DICOM header holds the value. Where the run has a domain model
-    (``domain.json``, written by training), every row has ``domain_score`` and ``in_domain``
-    (series: the median slice), and ``header_unseen`` lists header values outside the training
-    vocabulary or range. Where it has ``combinations.json``, ``joint_<iap>`` is the most probable
+    (``domain.json``, written by training), every row has ``domain_score`` (series: the median
+    slice), ``header_unseen`` (header values outside the training vocabulary or range) and the
+    verdict of all the evidence (:meth:`~mridomain.iap.domain.DomainModel.judge`): ``in_domain``
+    and ``domain_reason`` ("image", "header", "image+header"; "" in). Where it has ``combinations.json``, ``joint_<iap>`` is the most probable
     combination of scanner-related IAPs seen in training (or allowed by ``combinations``, a table
     of allowed combinations), next to the per-head answers. Unreadable inputs are reported in
     ``skipped`` (and ``<out stem>_skipped.csv``) and the rest finishes.
 
     Args:
         abstain: answer "unknown" (continuous: NaN) for every IAP of an out-of-domain row.
+        rule: how header evidence counts (None: the run's ``domain.json`` rule, by default a
+            header value unseen in training makes the input out of domain).
         combinations: CSV / parquet (or DataFrame) of allowed IAP combinations for joint decoding.
         out: .csv or .json (None: write nothing); checked before any work, as ``figure`` is.
         keep_kinds: image kinds to predict although they are not anatomical images.
@@ -247,6 +267,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         raise EmptyInputError("predict", "no input paths given")
     predictor = IAPPredictor.load(run, device=device)
     encoder, domain = predictor.encoder, predictor.domain
+    rule = rule or (domain.rule if domain is not None else None)
     combos = predictor.combinations
     if combinations is not None:
         combos = combinations if isinstance(combinations, pd.DataFrame) else load_combination_table(combinations)
@@ -259,13 +280,19 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         truth = true_values(item.meta, encoder)
         truth_cols: dict[str, Any] = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical"
                                                     else float(v)) for k, v in truth.items()}
-        if domain is not None and truth:
-            truth_cols["header_unseen"] = "; ".join(domain.header_outside(
-                {k: truth_cols[f"true_{k}"] for k in truth}))
         identity = item.identity
-        slice_table = output.table(top_k, abstain=abstain)
         series_output = output.mean()
-        series_table = series_output.table(top_k, abstain=abstain)
+        slice_inside = series_inside = None
+        if domain is not None:
+            header = {k: truth_cols[f"true_{k}"] for k in truth}
+            slice_verdict = domain.judge(output.domain_score, [header] * len(output), rule)
+            series_verdict = domain.judge(series_output.domain_score, [header], rule)
+            slice_inside, series_inside = slice_verdict["in_domain"].to_numpy(), series_verdict["in_domain"].to_numpy()
+        slice_table = output.table(top_k, abstain=abstain, in_domain=slice_inside)
+        series_table = series_output.table(top_k, abstain=abstain, in_domain=series_inside)
+        if domain is not None:
+            slice_table = pd.concat([slice_table, slice_verdict.drop(columns="in_domain")], axis=1)
+            series_table = pd.concat([series_table, series_verdict.drop(columns="in_domain")], axis=1)
         if combos is not None and not combos.empty:
             slice_table = pd.concat([slice_table, joint_decode(output, combos)], axis=1)
             series_table = pd.concat([series_table, joint_decode(series_output, combos)], axis=1)
@@ -290,7 +317,8 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         _draw_figure(panels, encoder, fig_path)
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
                             iaps=[h.name for h in encoder.heads if h.kind == "categorical"],
-                            domain_note=domain.note if domain is not None else None, abstained=abstain)
+                            domain_note=domain.note if domain is not None else None, abstained=abstain,
+                            rule=rule)
 
 
 # ---- Python API twin ------------------------------------------------------------------------------
@@ -386,7 +414,7 @@ class IAPPredictor:
                                             channels_last=self.config.channels_last, progress=progress, desc=desc)
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
         if self.domain is not None and len(features):
-            out.domain_score = self.domain.score(features)
+            out.domain_score = self.domain.score(features, out.logits)
             out.domain_threshold = self.domain.threshold
         return out
 

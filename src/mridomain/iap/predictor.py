@@ -105,14 +105,13 @@ class PredictorOutput:
                                np.concatenate([p.features for p in parts]), first.classes, first.units,
                                score, first.domain_threshold)
 
-    def table(self, top_k: int = 1, abstain: bool = False) -> pd.DataFrame:
+    def table(self, top_k: int = 1, abstain: bool = False, in_domain: np.ndarray | None = None) -> pd.DataFrame:
         """One row per slice: top-k values and probabilities of each categorical IAP
-        (``<iap>``, ``<iap>_prob``, ``<iap>_top2``, ``<iap>_prob2``, ...), the probability of the
-        hidden "other" class (``<iap>_p_other``: a value unseen in training), each continuous
-        value (``tr_ms``), and ``domain_score`` / ``in_domain`` where the run has a domain model.
-        With ``abstain`` the answers of out-of-domain slices are "unknown" (continuous: NaN)."""
-        from mridomain.iap.labels import OTHER
-
+        (``<iap>``, ``<iap>_prob``, ``<iap>_top2``, ``<iap>_prob2``, ...), each continuous value
+        (``tr_ms``), and ``domain_score`` / ``in_domain`` where the run has a domain model.
+        ``in_domain`` replaces the image-only verdict (the verdict of all the evidence,
+        :meth:`mridomain.iap.domain.DomainModel.judge`). With ``abstain`` the answers of
+        out-of-domain rows are "unknown" (continuous: NaN)."""
         cols: dict[str, Any] = {}
         for iap, p in self.probabilities.items():
             vocab = np.asarray(self.classes[iap], dtype=object)
@@ -121,14 +120,13 @@ class PredictorOutput:
                 cols[iap if r == 0 else f"{iap}_top{r + 1}"] = vocab[order[:, r]]
                 cols[f"{iap}_prob" if r == 0 else f"{iap}_prob{r + 1}"] = np.take_along_axis(
                     p, order[:, r:r + 1], axis=1)[:, 0].astype(float)
-            if OTHER in self.classes[iap]:
-                cols[f"{iap}_p_other"] = p[:, list(self.classes[iap]).index(OTHER)].astype(float)
         for iap, v in self.continuous.items():
             cols[value_column(iap, self.units.get(iap))] = np.asarray(v, dtype=float)
         table = pd.DataFrame(cols, index=pd.RangeIndex(len(self)))
-        inside = self.in_domain
-        if inside is not None:
+        inside = self.in_domain if in_domain is None else np.asarray(in_domain, bool)
+        if self.domain_score is not None:
             table["domain_score"] = np.asarray(self.domain_score, dtype=float)
+        if inside is not None:
             table["in_domain"] = inside
             if abstain and not inside.all():
                 out = ~inside
