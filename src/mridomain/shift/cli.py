@@ -51,7 +51,7 @@ def _seeds(text: str) -> int | list[int]:
 
 _MANIFEST = typer.Argument(..., help="Manifest (parquet or CSV) from `mridomain shift manifest`.")
 _OUT = typer.Option(..., "-o", "--out", help="Study folder (resumed when it exists).")
-_PRESET = typer.Option(None, help="paper | cpu (default: the folder's config, else cpu).")
+_PRESET = typer.Option(None, help="paper | cpu (default: the folder's config, else paper with CUDA, cpu without).")
 _MODEL = typer.Option(None, help="auto | mrnet2d | nodulex | densenet121 | package.module:callable")
 _DOMAINS = typer.Option(None, help="The two domains to compare, e.g. GE,SIEMENS (default: the two present).")
 _EPOCHS = typer.Option(None, help="Override the preset's epochs.")
@@ -59,17 +59,19 @@ _WORKERS = typer.Option(None, help="Runs trained at once (default: all cores; 1 
 _BACKEND = typer.Option("process", help="process (local pool) | ray (pip install 'mridomain[distributed]').")
 _RAY = typer.Option(None, "--ray-address", help="Ray cluster address (default: a running one, else local).")
 _DEVICE = typer.Option(None, help="cpu | cuda (default: cuda when available).")
+_STRATIFY = typer.Option(False, "--stratify", help="Split each domain stratified by label (default: the folder's "
+                                                   "split, else random within each domain, as the paper).")
 
 
 def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, model, domains, epochs, workers,
-                backend, ray_address, device, **settings) -> None:
+                backend, ray_address, device, stratify=False, **settings) -> None:
     import mridomain.shift as shift
 
     settings = {k: _numbers(v, f"--{k}") for k, v in settings.items()}
     func = getattr(shift, func_name)
     result = func(manifest, out, seeds=_seeds(seeds), preset=preset, model=model, domains=_pair(domains),
                   workers=workers, backend=backend, ray_address=ray_address, epochs=epochs, device=device,
-                  **settings)
+                  stratify=stratify or None, **settings)
     typer.echo(result.summary())
     typer.echo(f"report: {out / 'report.html'}")
 
@@ -122,13 +124,13 @@ def study(manifest: Path = _MANIFEST, out: Path = _OUT,
           seeds: str = typer.Option("10", help="Seed count (10 = seeds 0..9) or a list (0,3,7)."),
           preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
           epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
-          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE, stratify: bool = _STRATIFY) -> None:
     """The main experiment: Table 2 and Delta (per-seed paired, bootstrap CI, Wilcoxon p).
 
     Python: ``mridomain.shift.run_study``.
     """
     _experiment("run_study", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
-                device)
+                device, stratify)
 
 
 @app.command()
@@ -137,13 +139,13 @@ def mixing(manifest: Path = _MANIFEST, out: Path = _OUT,
            seeds: str = typer.Option("3", help="Seed count or list (the paper: 3)."),
            preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
            epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
-           ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+           ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE, stratify: bool = _STRATIFY) -> None:
     """Appendix A.1: mix target-domain training samples into the training set (Figure 4).
 
     Python: ``mridomain.shift.run_mixing``.
     """
     _experiment("run_mixing", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
-                device, fractions=fractions)
+                device, stratify, fractions=fractions)
 
 
 @app.command()
@@ -152,13 +154,13 @@ def noise(manifest: Path = _MANIFEST, out: Path = _OUT,
           seeds: str = typer.Option("3", help="Seed count or list (the paper: 3)."),
           preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
           epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
-          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE, stratify: bool = _STRATIFY) -> None:
     """Appendix A.2: Gaussian noise on the training images (Figure 5).
 
     Python: ``mridomain.shift.run_noise``.
     """
     _experiment("run_noise", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
-                device, alphas=alphas)
+                device, stratify, alphas=alphas)
 
 
 @app.command()
