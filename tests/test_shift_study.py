@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from mridomain.shift.config import make_config
 from mridomain.shift.manifest import ManifestError
 from mridomain.shift.protocol import RunSpec
 from mridomain.shift.report import render_report
-from mridomain.shift.runner import RunContext, execute_runs, train_and_test
+from mridomain.shift.runner import results_table, train_and_test
 from mridomain.shift.study import open_study, prepare_study, run_experiment, run_study
 from shift_fixtures import one_torch_thread, write_crops  # noqa: F401  (fixture)
 
@@ -156,16 +157,30 @@ def test_single_class_split_stops_before_training(manifest, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_backend_on_a_local_instance(manifest, tmp_path):
-    pytest.importorskip("ray", reason="ray is not installed (pip install 'mridomain[distributed]'); "
-                                      "CI installs only .[test]")
-    study = prepare_study(manifest, tmp_path / "s", make_config("cpu", **FAST), progress=False, stratify=True)
-    specs = [RunSpec("main", "dataset", 0, "A", "B"), RunSpec("main", "dataset", 0, "B", "A")]
-    records = list(execute_runs(specs, study.context(keep_models=()), study.store, workers=2, backend="ray",
-                                progress=False))
-    assert sorted(r["run_id"] for r in records) == sorted(s.run_id for s in specs)
-    assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
-    local = train_and_test(specs[0], study.data("dataset"), study.config, stratify=True)
-    ray_rec = next(r for r in records if r["run_id"] == specs[0].run_id)
-    assert ray_rec["split_digest"] == local["split_digest"] and ray_rec["n_train"] == local["n_train"]
-    assert len(study.store.records()) == 2
+def test_ray_backend_matches_the_process_pool(manifest, tmp_path):
+    """A tiny study on a local Ray instance gives the process pool's result table, run for run."""
+    import ray   # a test dependency (pyproject [test]): never skipped
+
+    seeds = [0, 1]
+    pool = run_study(manifest, tmp_path / "pool", seeds=seeds, workers=2, progress=False, report=False,
+                     stratify=True, **FAST)
+    assert not pool.failed
+    # two CPUs, no dashboard, a small object store: starts on a loaded 2-core machine and in CI
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024 ** 2)
+    try:
+        on_ray = run_study(manifest, tmp_path / "ray", seeds=seeds, workers=2, backend="ray", progress=False,
+                           report=False, stratify=True, **FAST)
+    finally:
+        ray.shutdown()
+    assert not on_ray.failed, [r.get("error") for r in on_ray.failed]
+    assert len(on_ray.records) == len(pool.records) == 4
+    assert {r["pid"] for r in on_ray.records}.isdisjoint({os.getpid()})   # ran in Ray's workers
+
+    def table(out):
+        cols = ["run_id", "test_domain", "auc", "n_test", "n_test_positive", "n_train", "split_digest", "best_epoch",
+                "best_val_auc", "epochs_run"]
+        return results_table(open_study(out).store.records())[cols].sort_values(["run_id", "test_domain"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(table(tmp_path / "ray"), table(tmp_path / "pool"))
+    scores = {r["run_id"]: r["tests"] for r in pool.records}
+    assert all(r["tests"] == scores[r["run_id"]] for r in on_ray.records)   # every test score, exactly
