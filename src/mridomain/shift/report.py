@@ -363,8 +363,18 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
         text = None
         if summary_path.exists():
             text = "\n\n".join(read_json(summary_path).get("findings", []))
-        sections.append(Section("Attribution on the simulator: which acquisition factor causes the drop", text=text,
-                                tables=[att], figures=figs))
+        signs = ("Signs as for Delta: the acquired row's change is the target set's AUC as acquired minus the "
+                 "in-domain AUC (negative: lower on the other scanner). A factor's change is the AUC with that "
+                 "factor of the training domain's protocol minus the AUC as acquired (positive: the factor raised "
+                 "it, undoing a negative gap). Changes are pooled over seeds and source partners; intervals are "
+                 "95% percentile bootstraps over seeds and patients. 'sum of factors' adds the single-factor "
+                 "changes, 'interaction' is the all-factors change minus that sum. The sentences name only the "
+                 "factors whose interval excludes zero.")
+        captions = [("Figure. AUC change per re-imaging condition (bars: mean over seeds and partners; whiskers: "
+                     "95% bootstrap interval; grey: all factors, their sum and the interaction); dashed red: the change "
+                     "that would bring the AUC to the in-domain level.", p) for _, p in figs]
+        sections.append(Section("Attribution on the simulator: which acquisition factor moves the out-of-domain AUC",
+                                text=signs + ("\n\n" + text if text else ""), tables=[att], figures=captions))
     failed = runs[runs["status"] != "ok"].drop_duplicates("run_id")
     if len(failed):
         sections.append(Section("Failed runs", note=f"{len(failed)} run(s) failed and are left out of every table "
