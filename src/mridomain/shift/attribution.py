@@ -50,7 +50,8 @@ def archive_protocols(archive: str | Path, sim_seed: int, preset: str | Path = "
     """The Protocol of every patient of a simulated archive, drawn again as ``simulate`` drew them
     (phantoms of ``(seed, i)``, protocols from ``rng([seed, 99])``), and checked against the
     archive's manifest: a one-line :class:`SchemaMismatchError` when the seed or preset differ."""
-    from mridomain.sim import load_preset, patient_phantom, sample_protocols
+    from mridomain.sim import load_preset
+    from mridomain.sim.simulate import draw_cohort
 
     path = Path(archive) / "manifest.parquet"
     if not path.exists():
@@ -58,9 +59,8 @@ def archive_protocols(archive: str | Path, sim_seed: int, preset: str | Path = "
     sim = pd.read_parquet(path)
     first = sim.drop_duplicates("patient_id")
     n = max(_patient_index(p) for p in first["patient_id"]) + 1
-    phantoms = [patient_phantom(sim_seed, i) for i in range(n)]
-    protocols = sample_protocols(load_preset(preset), n, np.random.default_rng([sim_seed, 99]),
-                                 body_widths_mm=[2 * ph.torso_w for ph in phantoms])
+    cohort = str(sim["cohort"].iloc[0]) if "cohort" in sim.columns else "population"
+    phantoms, protocols, _ = draw_cohort(sim_seed, n, load_preset(preset), cohort)
     out = {}
     for row in first.itertuples(index=False):
         i = _patient_index(row.patient_id)
@@ -446,11 +446,11 @@ def _check_reproduces(exams: dict[str, Any], sites: dict[str, list[tuple[int, st
                       sim_seed: int) -> None:
     """Re-image one patient as acquired: it must give the archive's crops exactly, else the slab,
     phase or seed differ from the archive's and every comparison would be off."""
-    from mridomain.sim import patient_phantom
+    import copy
 
     pid = next(p for p in sites if p in exams)
     own = exams[pid][1]
-    phantom = patient_phantom(sim_seed, _patient_index(pid))   # a fresh copy: the pool's stays small to send
+    phantom = copy.deepcopy(exams[pid][0])   # imaging caches textures in the phantom: the pool's stays small to send
     _, _, again, why = _reimage((pid, "acquired", phantom, own, slices, slab, phase, crop, sites[pid]))
     if again is None or any(not np.array_equal(again[i], acquired[i]) for i, _ in sites[pid]):
         raise SchemaMismatchError(f"{archive}: re-imaging {pid} with its own protocol (seed {sim_seed}, slab {slab!r}, "

@@ -210,16 +210,16 @@ def attribute(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("shift_demo"), "-o", "--out", help="Folder for the archive, study and report."),
-    patients: int = typer.Option(200, help="Simulated patients (about 9% have a T3/T4 tumour)."),
+    patients: int = typer.Option(700, help="Simulated patients of a T-stage case-control cohort (half T3/T4)."),
     seed: int = typer.Option(0, help="Simulation seed."),
-    main_seeds: int = typer.Option(5, help="Seeds of the main experiment (the paper: 10)."),
-    extra_seeds: int = typer.Option(2, help="Seeds of the mixing and noise experiments (the paper: 3)."),
-    attribution_seeds: int = typer.Option(1, help="Main seeds whose models are attributed."),
+    main_seeds: int = typer.Option(10, help="Seeds of the main experiment (the paper: 10)."),
+    extra_seeds: int = typer.Option(1, help="Seeds of the mixing and noise experiments (the paper: 3; 0: none)."),
+    attribution_seeds: int = typer.Option(10, help="Main seeds whose models are attributed (pooled)."),
     threshold: int = typer.Option(2, help="Label = T stage > threshold (the paper: 2)."),
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epochs."),
     workers: Optional[int] = _WORKERS,
 ) -> None:
-    """Simulate a two-vendor DBC-like archive with tumour stage and run the whole study at cpu sizes.
+    """Simulate a two-vendor DBC-like archive and run the whole study on two tasks (T stage, lesion presence).
 
     Python: ``mridomain.shift.demo.run_shift_demo``.
     """
