@@ -184,8 +184,11 @@ def attribute(
     seeds: Optional[str] = typer.Option(None, help="Main seeds to attribute (default: all with kept models)."),
     factors: Optional[str] = typer.Option(None, help="Comma-separated factors (default: recon, coil, "
                                                      "field_strength, timing, matrix, fat_suppression, contrast_agent)."),
-    targets: str = typer.Option("test", help="test: each seed's target test set (acquired = R_jk); all: every "
+    targets: str = typer.Option("test", help="test: the target test patients of the attributed seeds; all: every "
                                              "target-domain patient (more positives)."),
+    partners: int = typer.Option(3, help="Source partners per target patient (changes pooled over them)."),
+    max_patients: Optional[int] = typer.Option(None, help="At most this many target patients per direction "
+                                                          "(half of each class; default: all)."),
     workers: Optional[int] = _WORKERS,
 ) -> None:
     """Re-image the target test patients with one acquisition factor switched: how much of Delta each recovers.
@@ -200,7 +203,7 @@ def attribute(
         seed_values = list(range(seed_values))
     names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
     res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
-                          target_set=targets, workers=workers)
+                          target_set=targets, partners=partners, max_patients=max_patients, workers=workers)
     render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:

@@ -250,8 +250,11 @@ STAGE_COLUMNS = {
 def write_features_csv(path: Path, rows: list[dict]) -> None:
     """DBC-style Clinical_and_Other_Features: group row, column names, category-code row, patients."""
     names, maps, codes = _code_maps()
-    # the simulated cohort design (not a DBC column): how the patients were sampled
-    header = ["Patient ID"] + names + ["Cohort (simulated)"]
+    # a cohort sampled by stage says so in a column of its own (not a DBC column; a population
+    # archive keeps DBC's exact layout)
+    cohort = any(r.get("cohort", "population") != "population" for r in rows)
+    extra = ["Cohort (simulated)"] if cohort else []
+    header = ["Patient ID"] + names + extra
     groups = [""] * len(header)
     groups[0] = "Patient Information"
     groups[1] = "MRI Technical Information"
@@ -263,7 +266,7 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
         w = csv.writer(fh)
         w.writerow(groups)
         w.writerow(header)
-        w.writerow([""] + codes + ["population | t-stage-case-control: case (T>2) | control"])
+        w.writerow([""] + codes + (["t-stage-case-control: case (T > 2) | control (T <= 2)"] if cohort else []))
         for r in rows:
             p: Protocol = r["protocol"]
             line = {n: "" for n in names}
@@ -300,7 +303,7 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
             for col, key in STAGE_COLUMNS.items():
                 if col in line:
                     line[col] = str(int(r[key]))
-            w.writerow([r["patient_id"]] + [line[n] for n in names] + [r.get("cohort", "population")])
+            w.writerow([r["patient_id"]] + [line[n] for n in names] + ([r["cohort"]] if cohort else []))
 
 
 def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int = 16,
