@@ -45,8 +45,9 @@ def timed(manifest: Path, out: Path, seeds: int, workers: int, epochs: int) -> t
     from mridomain.shift import run_study
 
     t0 = time.perf_counter()
+    # stratified: a throughput benchmark must not stop on a random test set without positives
     res = run_study(manifest, out, seeds=seeds, preset="cpu", epochs=epochs, workers=workers, progress=False,
-                    report=False)
+                    report=False, stratify=True)
     if res.failed:
         raise SystemExit(f"{len(res.failed)} runs failed: {res.failed[0].get('error')}")
     return time.perf_counter() - t0, len(res.records)

@@ -76,12 +76,12 @@ def test_single_class_split_is_a_one_line_error(tmp_path):
         check_splits(m, "dataset", seeds=[0], where="m.csv")
     assert _one_line(err).startswith("m.csv: dataset 'dataset', domain 'A', split test (the manifest's split "
                                      "column): only label 0")
-    # random splits: one positive patient cannot be in train, val and test at once
+    # seeded splits (stratified: domain A passes): one positive patient cannot be in train, val and test at once
     few = read_manifest(write_crops(tmp_path / "e", n_patients=12)).drop(columns=[])
     few.loc[(few["domain"] == "B") & (few["label"] == 1), "label"] = 0
     few.loc[few.index[-1], "label"] = 1
     with pytest.raises(ManifestError) as err:
-        check_splits(few, "dataset", seeds=[3], where="m.csv")
+        check_splits(few, "dataset", seeds=[3], stratify=True, where="m.csv")
     assert "domain 'B'" in _one_line(err) and "(seed 3)" in str(err.value)
 
 

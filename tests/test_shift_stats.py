@@ -7,7 +7,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mridomain.errors import InvalidArgumentError
-from mridomain.shift.stats import auc, bootstrap_ci, delta_table, paired_deltas, smallest_p, table2, wilcoxon_p
+from mridomain.shift.stats import (auc, bootstrap_ci, delta_table, paired_deltas, sizes_table, smallest_p, table2,
+                                   wilcoxon_p)
 
 
 def test_auc_hand_computed_and_against_sklearn():
@@ -89,3 +90,25 @@ def test_failed_runs_are_left_out():
     rows = [dict(seed=0, train_domain="A", test_domain="A", auc=0.9), dict(seed=0, train_domain="A", test_domain="B", auc=0.7)]
     runs = pd.concat([_runs(rows), _runs([dict(seed=1, train_domain="A", test_domain=None, auc=np.nan)]).assign(status="failed")])
     assert table2(runs)["n_seeds"].tolist() == [1, 1]
+
+
+def test_power_columns_hand_computed():
+    from scipy.stats import t
+
+    deltas = [-0.10, -0.02, -0.06, -0.04]
+    rows = []
+    for seed, d in enumerate(deltas):
+        n = dict(n_test=40 + seed, n_test_positive=24 + seed, n_test_patients=40 + seed, n_test_positive_patients=24 + seed)
+        rows += [dict(seed=seed, train_domain="A", test_domain="A", auc=0.9, **n),
+                 dict(seed=seed, train_domain="A", test_domain="B", auc=0.9 + d, **n)]
+    d = delta_table(_runs(rows)).iloc[0]
+    sd = np.std(deltas, ddof=1)
+    assert d["detectable_delta"] == pytest.approx((t.ppf(0.975, 3) + t.ppf(0.8, 3)) * sd / 2)
+    assert d["ci_half_width"] == pytest.approx((d["ci_high"] - d["ci_low"]) / 2)
+    # the smallest test set: seed 0, 24 positives and 16 negatives
+    assert (d["min_test_positives"], d["min_test_negatives"]) == (24, 16)
+    assert "only 16 negatives (< 25)" in d["warning"] and "4 seeds cannot give p below 0.125" in d["warning"]
+    sizes = sizes_table(_runs(rows)).set_index("test_domain")
+    assert sizes.loc["B", "positives_min"] == 24 and sizes.loc["B", "positives_max"] == 27
+    assert sizes.loc["B", "negatives_min"] == 16 and sizes.loc["B", "patients_max"] == 43
+    assert sizes.loc["B", "warning"].startswith("fewer than 25")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from mridomain.shift.config import make_config
 from mridomain.shift.manifest import ManifestError
 from mridomain.shift.protocol import RunSpec
 from mridomain.shift.report import render_report
-from mridomain.shift.runner import RunContext, execute_runs, train_and_test
+from mridomain.shift.runner import results_table, train_and_test
 from mridomain.shift.study import open_study, prepare_study, run_experiment, run_study
 from shift_fixtures import one_torch_thread, write_crops  # noqa: F401  (fixture)
 
@@ -32,16 +33,16 @@ def manifest(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_seed_reproduces_a_run_exactly(manifest, tmp_path):
-    study = prepare_study(manifest, tmp_path / "s", make_config("cpu", **FAST), progress=False)
+    study = prepare_study(manifest, tmp_path / "s", make_config("cpu", **FAST), progress=False, stratify=True)
     data = study.data("dataset")
     spec = RunSpec("noise", "dataset", 3, "A", "B", 5.0)
-    a = train_and_test(spec, data, study.config)
-    b = train_and_test(spec, data, study.config)
+    a = train_and_test(spec, data, study.config, stratify=True)
+    b = train_and_test(spec, data, study.config, stratify=True)
     assert a["tests"] == b["tests"] and a["curve"] == b["curve"] and a["split_digest"] == b["split_digest"]
-    c = train_and_test(RunSpec("noise", "dataset", 4, "A", "B", 5.0), data, study.config)
+    c = train_and_test(RunSpec("noise", "dataset", 4, "A", "B", 5.0), data, study.config, stratify=True)
     assert c["split_digest"] != a["split_digest"] and c["tests"]["A"]["score"] != a["tests"]["A"]["score"]
     assert a["n_train"] == 16 and a["n_val"] == 4 and a["tests"]["A"]["n"] == 4 and a["tests"]["B"]["n"] == 4
-    mix = train_and_test(RunSpec("mixing", "dataset", 3, "A", "B", 0.5), data, study.config)
+    mix = train_and_test(RunSpec("mixing", "dataset", 3, "A", "B", 0.5), data, study.config, stratify=True)
     assert (mix["n_train_source"], mix["n_train_target"], mix["n_duplicates"]) == (16, 16, 0)
 
 
@@ -61,7 +62,7 @@ def test_interrupted_study_resumes_without_retraining(manifest, tmp_path, monkey
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    study = prepare_study(manifest, out, make_config("cpu", **FAST), progress=False)
+    study = prepare_study(manifest, out, make_config("cpu", **FAST), progress=False, stratify=True)
     with pytest.raises(KeyboardInterrupt):
         run_experiment(study, "main", seeds=2, workers=1, progress=False, on_result=interrupt_after_two)
     first = {r["run_id"]: r for r in study.store.records()}
@@ -85,7 +86,7 @@ def test_interrupted_study_resumes_without_retraining(manifest, tmp_path, monkey
 @pytest.mark.slow
 def test_pool_study_report_and_cli(manifest, tmp_path):
     out = tmp_path / "study"
-    res = run_study(manifest, out, seeds=2, workers=2, progress=False, report=False, **FAST)
+    res = run_study(manifest, out, seeds=2, workers=2, progress=False, report=False, stratify=True, **FAST)
     assert len(res.records) == 4 and not res.failed
     cli = CliRunner()
     r = cli.invoke(app, ["shift", "mixing", str(manifest), "-o", str(out), "--fractions", "0.5", "--seeds", "1",
@@ -113,10 +114,35 @@ def test_pool_study_report_and_cli(manifest, tmp_path):
         assert (out / f"{name}.png").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert "What the study found" in html and "Delta" in html and 'src="http' not in html
+    # the preset and the split are stated, the per-run table is folded away, figures have captions
+    assert "preset cpu (nodulex" in html and "split stratified by label within each domain" in html
+    assert "<details><summary>Show all" in html and "<figcaption>Figure 2. Test AUC" in html
+    assert {r.get("preset") for r in open_study(out).store.records()} == {"cpu"}
+    assert set(delta.columns) >= {"ci_half_width", "detectable_delta", "min_test_positives", "warning"}
+    sizes = pd.read_csv(out / "test_sets.csv")
+    assert (sizes["positives_min"] == 2).all() and sizes["warning"].str.startswith("fewer than 25").all()
     assert len(pd.read_csv(out / "splits.csv").query("seed == 0")) == 48
     assert (out / "models").is_dir() and len(list((out / "models").iterdir())) == 4   # main models kept
     splits = pd.read_csv(out / "splits.csv")
     assert (splits.groupby(["seed", "patient_id"])["split"].nunique() == 1).all()
+
+
+def test_defaults_paper_split_and_preset_by_hardware(manifest, tmp_path):
+    import torch
+
+    from mridomain.shift.config import default_preset
+
+    expected = "paper" if torch.cuda.is_available() else "cpu"
+    assert default_preset() == expected
+    study = prepare_study(manifest, tmp_path / "s", progress=False)
+    assert study.stratify is False and study.preset == expected and study.config == make_config(expected)
+    assert "split random within each domain (the paper's)" in study.settings_line()
+    assert json.loads((tmp_path / "s" / "study.json").read_text())["preset"] == expected
+    # a later call without a preset keeps the folder's (and its split)
+    again = prepare_study(manifest, tmp_path / "s", progress=False)
+    assert again.preset == expected and again.stratify is False
+    with pytest.raises(SchemaMismatchError, match="split"):
+        prepare_study(manifest, tmp_path / "s", progress=False, stratify=True)
 
 
 @pytest.mark.slow
@@ -131,16 +157,30 @@ def test_single_class_split_stops_before_training(manifest, tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_backend_on_a_local_instance(manifest, tmp_path):
-    pytest.importorskip("ray", reason="ray is not installed (pip install 'mridomain[distributed]'); "
-                                      "CI installs only .[test]")
-    study = prepare_study(manifest, tmp_path / "s", make_config("cpu", **FAST), progress=False)
-    specs = [RunSpec("main", "dataset", 0, "A", "B"), RunSpec("main", "dataset", 0, "B", "A")]
-    records = list(execute_runs(specs, study.context(keep_models=()), study.store, workers=2, backend="ray",
-                                progress=False))
-    assert sorted(r["run_id"] for r in records) == sorted(s.run_id for s in specs)
-    assert all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
-    local = train_and_test(specs[0], study.data("dataset"), study.config)
-    ray_rec = next(r for r in records if r["run_id"] == specs[0].run_id)
-    assert ray_rec["split_digest"] == local["split_digest"] and ray_rec["n_train"] == local["n_train"]
-    assert len(study.store.records()) == 2
+def test_ray_backend_matches_the_process_pool(manifest, tmp_path):
+    """A tiny study on a local Ray instance gives the process pool's result table, run for run."""
+    import ray   # a test dependency (pyproject [test]): never skipped
+
+    seeds = [0, 1]
+    pool = run_study(manifest, tmp_path / "pool", seeds=seeds, workers=2, progress=False, report=False,
+                     stratify=True, **FAST)
+    assert not pool.failed
+    # two CPUs, no dashboard, a small object store: starts on a loaded 2-core machine and in CI
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=80 * 1024 ** 2)
+    try:
+        on_ray = run_study(manifest, tmp_path / "ray", seeds=seeds, workers=2, backend="ray", progress=False,
+                           report=False, stratify=True, **FAST)
+    finally:
+        ray.shutdown()
+    assert not on_ray.failed, [r.get("error") for r in on_ray.failed]
+    assert len(on_ray.records) == len(pool.records) == 4
+    assert {r["pid"] for r in on_ray.records}.isdisjoint({os.getpid()})   # ran in Ray's workers
+
+    def table(out):
+        cols = ["run_id", "test_domain", "auc", "n_test", "n_test_positive", "n_train", "split_digest", "best_epoch",
+                "best_val_auc", "epochs_run"]
+        return results_table(open_study(out).store.records())[cols].sort_values(["run_id", "test_domain"]).reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(table(tmp_path / "ray"), table(tmp_path / "pool"))
+    scores = {r["run_id"]: r["tests"] for r in pool.records}
+    assert all(r["tests"] == scores[r["run_id"]] for r in on_ray.records)   # every test score, exactly

@@ -29,7 +29,7 @@ import pandas as pd
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.shift.data import crop_volume
 from mridomain.shift.protocol import stable_seed, study_splits
-from mridomain.shift.stats import auc, bootstrap_ci
+
 
 __all__ = ["PIXEL_FACTORS", "AttributionResult", "archive_protocols", "run_attribution", "attribution_summary"]
 
@@ -37,11 +37,6 @@ __all__ = ["PIXEL_FACTORS", "AttributionResult", "archive_protocols", "run_attri
 #: vendor reconstruction and filters, coil, field strength, TR/TE/flip, matrix and FOV, fat
 #: suppression, agent); "position" (HFP/FFP mirroring) and "header" (text only) can be added
 PIXEL_FACTORS = ("recon", "coil", "field_strength", "timing", "matrix", "fat_suppression", "contrast_agent")
-
-
-#: below these, the findings do not share the drop out as fractions (AUC steps too coarse / no drop)
-MIN_POSITIVES = 5
-MIN_DROP = 0.02
 
 
 def _patient_index(pid: str) -> int:
@@ -55,7 +50,8 @@ def archive_protocols(archive: str | Path, sim_seed: int, preset: str | Path = "
     """The Protocol of every patient of a simulated archive, drawn again as ``simulate`` drew them
     (phantoms of ``(seed, i)``, protocols from ``rng([seed, 99])``), and checked against the
     archive's manifest: a one-line :class:`SchemaMismatchError` when the seed or preset differ."""
-    from mridomain.sim import load_preset, patient_phantom, sample_protocols
+    from mridomain.sim import load_preset
+    from mridomain.sim.simulate import draw_cohort
 
     path = Path(archive) / "manifest.parquet"
     if not path.exists():
@@ -63,9 +59,8 @@ def archive_protocols(archive: str | Path, sim_seed: int, preset: str | Path = "
     sim = pd.read_parquet(path)
     first = sim.drop_duplicates("patient_id")
     n = max(_patient_index(p) for p in first["patient_id"]) + 1
-    phantoms = [patient_phantom(sim_seed, i) for i in range(n)]
-    protocols = sample_protocols(load_preset(preset), n, np.random.default_rng([sim_seed, 99]),
-                                 body_widths_mm=[2 * ph.torso_w for ph in phantoms])
+    cohort = str(sim["cohort"].iloc[0]) if "cohort" in sim.columns else "population"
+    phantoms, protocols, _ = draw_cohort(sim_seed, n, load_preset(preset), cohort)
     out = {}
     for row in first.itertuples(index=False):
         i = _patient_index(row.patient_id)
@@ -86,25 +81,44 @@ def _acts(factor: str, phase: int) -> bool:
     return not ((factor == "contrast_agent" and phase == 0) or factor == "header")
 
 
-def _reimage(task: tuple[str, str, Any, Any, int, str, int, tuple[int, int, int]]) -> tuple[str, str, np.ndarray | None, str | None]:
-    """Worker: one patient under one condition -> its crop around its own tumor box."""
+def _reimage(task: tuple) -> tuple[str, Any, dict[int, np.ndarray] | None, str | None]:
+    """Worker: one patient under one condition -> the crops of its samples, each cut around the
+    tumor box of the re-imaged series as an annotator would (``contralateral`` samples: the same
+    box mirrored to the other breast, columns ``w - 1 - x``)."""
     from mridomain.sim import acquire_series
 
-    pid, condition, phantom, protocol, slices, slab, phase, crop = task
+    pid, key, phantom, protocol, slices, slab, phase, crop, sites = task
     try:
         series = acquire_series(phantom, protocol, slices=slices, slab=slab, phase=phase)
     except Exception as err:  # noqa: BLE001 - recorded per patient and condition
-        return pid, condition, None, f"{type(err).__name__}: {err}"
+        return pid, key, None, f"{type(err).__name__}: {err}"
     if series.tumor_box is None:
-        return pid, condition, None, "no tumor box in the re-imaged series"
+        return pid, key, None, "no tumor box in the re-imaged series"
     s0, s1, r0, r1, c0, c1 = series.tumor_box
-    centre = ((s0 + s1) / 2, (r0 + r1) / 2, (c0 + c1) / 2)
-    return pid, condition, crop_volume(series.volume, centre, crop), None
+    width = series.volume.shape[2]
+    out = {}
+    for index, site in sites:
+        x = (c0 + c1) / 2
+        if site == "contralateral":
+            x = width - 1 - x
+        out[index] = crop_volume(series.volume, ((s0 + s1) / 2, (r0 + r1) / 2, x), crop)
+    return pid, key, out, None
+
+
+def _sites(table: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
+    """Per patient: (row index, crop site) of its samples (site ``lesion`` unless the manifest's
+    ``crop_site`` column says ``contralateral``)."""
+    site = table["crop_site"].astype(str) if "crop_site" in table.columns else pd.Series("lesion", index=table.index)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for i, (pid, s) in enumerate(zip(table["patient_id"].astype(str), site)):
+        out.setdefault(pid, []).append((i, s))
+    return out
 
 
 @dataclass
 class AttributionResult:
-    """Per-seed AUCs (``table``), their summary over seeds (``summary``) and what was skipped."""
+    """Per (seed, partner, condition) AUCs (``table``), the pooled summary with bootstrap
+    intervals (``summary``) and what was skipped."""
 
     table: pd.DataFrame
     summary: pd.DataFrame
@@ -112,20 +126,38 @@ class AttributionResult:
     findings: list[str] = field(default_factory=list)
 
 
+def _balanced(patients: list[str], positive: dict[str, bool], n: int | None, key: Sequence[int | str]) -> list[str]:
+    """At most ``n`` patients, half of each class where the classes allow (a seeded draw)."""
+    if n is None or len(patients) <= n:
+        return patients
+    rng = np.random.default_rng(stable_seed("targets", *key))
+    pos = [p for p in patients if positive[p]]
+    neg = [p for p in patients if not positive[p]]
+    n_pos = min(len(pos), max(n // 2, n - len(neg)))
+    picked = list(rng.choice(pos, n_pos, replace=False)) + list(rng.choice(neg, n - n_pos, replace=False))
+    return sorted(str(p) for p in picked)
+
+
 def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 0, preset: str | Path = "dbc",
                     seeds: Sequence[int] | None = None, factors: Sequence[str] = PIXEL_FACTORS,
-                    target_set: str = "test", phase: int | None = None, slab: str = "tumor",
+                    target_set: str = "test", partners: int = 3, max_patients: int | None = None,
+                    phase: int | None = None, slab: str = "tumor", n_boot: int = 2000,
                     workers: int | None = None, progress: bool = True,
                     model: str | None = None) -> AttributionResult:
-    """Attribute the out-of-domain drop of a simulated study's main models to acquisition factors.
+    """Attribute the out-of-domain change of a simulated study's main models to acquisition factors.
 
-    ``study_out``: a study folder whose main experiment ran with kept models on a manifest from
-    :func:`mridomain.shift.manifest.manifest_from_simulation`; ``archive``: that archive;
-    ``sim_seed`` / ``preset``: what it was simulated with. ``seeds``: main seeds to attribute
-    (default all with kept models). ``target_set``: ``test`` (the seed's Test_k, so that
-    ``acquired`` is R_{j,k} itself) or ``all`` (every patient of the target domain: M_j never saw
-    one, and more positives give a firmer AUC). Writes ``attribution.csv`` (summary),
-    ``attribution_runs.csv`` (per seed), ``fig_attribution.png`` into ``study_out``.
+    ``study_out``: a study folder whose main experiment ran with kept models on a manifest built
+    from a simulated archive; ``archive``: that archive; ``sim_seed`` / ``preset``: what it was
+    simulated with. The target patients of each direction are fixed: ``target_set="test"`` takes
+    the target domain's test patients of every attributed seed (their union), ``"all"`` every
+    target-domain patient (M_j never saw a patient of the other domain, whatever the seed);
+    ``max_patients`` caps them per direction (a seeded draw, half of each class where possible).
+    Each target patient is re-imaged with ``partners`` source partners (drawn without replacement),
+    once per factor and once with all factors switched, and every attributed seed's model scores
+    every crop: the AUCs are pooled over seeds and partners, and intervals come from a bootstrap
+    over seeds and patients (:func:`attribution_summary`). Writes ``attribution.csv`` (summary,
+    with ``ci_low`` / ``ci_high`` and the ``interaction`` row), ``attribution_runs.csv`` (per seed,
+    partner and condition) and ``fig_attribution.png`` into ``study_out``.
     ``model``: the user model (``package.module:callable``) the study was run with, repeated (a
     folder alone never chooses code to import).
     """
@@ -140,6 +172,10 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     unknown = [f for f in factors if f not in FACTORS]
     if unknown:
         raise InvalidArgumentError(f"unknown acquisition factor(s) {unknown}; choose from {', '.join(FACTORS)}")
+    if partners < 1:
+        raise InvalidArgumentError(f"partners {partners}: need at least one source partner per target patient")
+    if target_set not in ("test", "all"):
+        raise InvalidArgumentError(f"target_set {target_set!r}: choose test or all")
     study = open_study(study_out, model=model)
     study.check_model()
     out = Path(study_out)
@@ -156,6 +192,7 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
         if "phase" not in table.columns:
             raise SchemaMismatchError(f"{out}: the manifest does not say which DCE phase it cropped (pass phase=)")
         phase = int(table["phase"].iloc[0])
+    slices = int(table["n_slices"].iloc[0]) if "n_slices" in table.columns else crop[0]
     runs = results_table(study.store.records())
     main = runs[(runs["experiment"] == "main") & (runs["status"] == "ok")]
     have = sorted({int(s) for s in main["seed"]
@@ -171,91 +208,259 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
                                                                                       target)), model=model)
               for seed in seeds for source, target in ((d1, d2), (d2, d1))}
     exams = archive_protocols(archive, sim_seed, preset)
-    by_domain = {d: sorted(table.loc[table["domain"] == d, "patient_id"].unique()) for d in (d1, d2)}
-    labels = dict(zip(table["patient_id"], table["label"]))
+    pids = table["patient_id"].astype(str).to_numpy()
+    labels = table["label"].to_numpy().astype(np.int64)
+    positive = {p: bool(labels[pids == p].max()) for p in set(pids.tolist())}
+    by_domain = {d: sorted(set(pids[table["domain"].to_numpy() == d].tolist())) for d in (d1, d2)}
+    sites = _sites(table)
 
-    # target patients of every (seed, direction); a partner is drawn once per target patient so the
-    # re-imaged crops serve every seed that tests on that patient
-    if target_set not in ("test", "all"):
-        raise InvalidArgumentError(f"target_set {target_set!r}: choose test or all")
-    targets: dict[tuple[int, str], list[str]] = {}
-    for seed in seeds:
-        splits = study_splits(table, dataset, seed, study.fractions, study.stratify)
-        for source, target in ((d1, d2), (d2, d1)):
-            mask = table["domain"].to_numpy() == target
-            if target_set == "test":
-                mask &= splits == "test"
-            targets[(seed, source)] = sorted(set(table.loc[mask, "patient_id"]))
-    conditions = ["acquired", *factors, "all"]
-    # "acquired" is the archive's own crop (re-imaging with the patient's protocol reproduces it
-    # exactly: tests/test_shift_attribution.py), so only the switched conditions are re-imaged
-    crops: dict[tuple[str, str], np.ndarray] = {(str(p), "acquired"): np.asarray(data.images[i])
-                                                for i, p in enumerate(table["patient_id"])}
-    tasks, seen, reused = [], set(), 0
-    for (_seed, source), pids in targets.items():
-        for pid in pids:
-            partner = by_domain[source][int(np.random.default_rng(stable_seed("partner", pid)).integers(len(by_domain[source])))]
-            phantom, own = exams[pid]
-            _, lent = exams[partner]
-            for cond in conditions[1:]:
-                key = (pid, cond)
-                if key in seen:
-                    continue
-                seen.add(key)
-                p = replace_factors(own, lent, [f for f in factors if _acts(f, phase)] if cond == "all" else cond)
-                if not _acts(cond, phase) or p == own:
-                    # nothing that reaches these pixels changed: the simulator is deterministic, so
-                    # the crop is the acquired one (no need to image it again)
-                    crops[key] = crops[(pid, "acquired")]
-                    reused += 1
-                    continue
-                tasks.append((pid, cond, phantom, p, crop[0], slab, phase, crop))
-    _check_reproduces(exams, crops, slab, phase, crop, archive, sim_seed)
-    skipped = []
-    for pid, cond, arr, why in parallel_map(_reimage, tasks, workers=workers, total=len(tasks), progress=progress,
-                                            desc="re-image", unit="series"):
-        if arr is None:
-            skipped.append({"patient_id": pid, "condition": cond, "reason": why})
+    targets: dict[str, list[str]] = {}
+    for source, target in ((d1, d2), (d2, d1)):
+        if target_set == "all":
+            chosen = by_domain[target]
         else:
-            crops[(pid, cond)] = arr
-    rows = []
-    for (seed, source), pids in targets.items():
+            chosen = set()
+            for seed in seeds:
+                splits = study_splits(table, dataset, seed, study.fractions, study.stratify)
+                chosen |= set(pids[(table["domain"].to_numpy() == target) & (splits == "test")].tolist())
+            chosen = sorted(chosen)
+        targets[source] = _balanced(chosen, positive, max_patients, (dataset, source))
+    conditions = [*factors, "all"]
+    # "acquired" is the archive's own crop (re-imaging with the patient's protocol reproduces it
+    # exactly: checked below), so only the switched conditions are re-imaged
+    acquired = {i: np.asarray(data.images[i]) for i in range(len(table))}
+    crops: dict[tuple[int, str, int], np.ndarray] = {}
+    tasks, reused, partner_of = [], 0, {}
+    for source, chosen in targets.items():
+        pool = by_domain[source]
+        for pid in chosen:
+            rng = np.random.default_rng(stable_seed("partner", pid, source))
+            lent = [str(p) for p in rng.choice(pool, min(partners, len(pool)), replace=False)]
+            partner_of[pid] = lent
+            phantom, own = exams[pid]
+            for r, partner in enumerate(lent):
+                other = exams[partner][1]
+                for cond in conditions:
+                    p = replace_factors(own, other, [f for f in factors if _acts(f, phase)] if cond == "all" else cond)
+                    if not _acts(cond, phase) or p == own:
+                        # nothing that reaches these pixels changed: the simulator is deterministic,
+                        # so the crops are the acquired ones (no need to image them again)
+                        for i, _ in sites[pid]:
+                            crops[(i, cond, r)] = acquired[i]
+                        reused += 1
+                        continue
+                    tasks.append((pid, (cond, r), phantom, p, slices, slab, phase, crop, sites[pid]))
+    _check_reproduces(exams, sites, acquired, slices, slab, phase, crop, archive, sim_seed)
+    skipped = []
+    for pid, (cond, r), got, why in parallel_map(_reimage, tasks, workers=workers, total=len(tasks),
+                                                 progress=progress, desc="re-image", unit="series"):
+        if got is None:
+            skipped.append({"patient_id": pid, "condition": cond, "partner": r, "reason": why})
+        else:
+            for i, arr in got.items():
+                crops[(i, cond, r)] = arr
+    n_partners = min(partners, *(len(v) for v in by_domain.values()))
+    rows, summaries = [], []
+    reference = _reference(main, dataset)
+    for source, chosen in targets.items():
         target = d2 if source == d1 else d1
-        classifier = models[(seed, source)]
-        ok = [p for p in pids if all((p, c) in crops for c in conditions)]   # the same patients in every condition
-        y = np.array([labels[p] for p in ok])
-        for cond in conditions:
-            scores = classifier.decision_function(np.stack([crops[(p, cond)] for p in ok])) if ok else np.zeros(0)
-            value = auc(y, scores) if len(set(y.tolist())) == 2 else float("nan")
-            rows.append({"dataset": dataset, "seed": seed, "train_domain": source, "test_domain": target,
-                         "condition": cond, "auc": value, "n": len(ok), "n_positive": int(y.sum())})
+        idx = [i for p in chosen for i, _ in sites[p]
+               if all((i, c, r) in crops for c in conditions for r in range(n_partners))]
+        if not idx:
+            continue
+        y = labels[idx]
+        groups = pids[idx]
+        acq = np.zeros((len(seeds), len(idx)))
+        switched = np.zeros((len(seeds), len(conditions), n_partners, len(idx)))
+        for k, seed in enumerate(seeds):
+            classifier = models[(seed, source)]
+            acq[k] = classifier.decision_function(np.stack([acquired[i] for i in idx]))
+            stack = np.stack([crops[(i, c, r)] for c in conditions for r in range(n_partners) for i in idx])
+            switched[k] = classifier.decision_function(stack).reshape(len(conditions), n_partners, len(idx))
+        ref = reference[reference["train_domain"] == source].set_index("seed").reindex(seeds)
+        auc_in = ref["auc_in_domain"].to_numpy(dtype=np.float64)
+        a_acq, a_sw = _auc(acq, y), _auc(switched, y)
+        for k, seed in enumerate(seeds):
+            base = {"dataset": dataset, "seed": seed, "train_domain": source, "test_domain": target,
+                    "n": len(idx), "n_positive": int(y.sum()), "auc_in_domain": auc_in[k]}
+            rows.append({**base, "condition": "acquired", "partner": None, "auc": a_acq[k]})
+            for c, cond in enumerate(conditions):
+                for r in range(n_partners):
+                    rows.append({**base, "condition": cond, "partner": r, "auc": a_sw[k, c, r]})
+        summaries.append(attribution_summary(acq, switched, y, groups, conditions, auc_in, n_boot=n_boot).assign(
+            dataset=dataset, train_domain=source, test_domain=target, n_seeds=len(seeds), n_partners=n_partners,
+            n_samples=len(idx), n_positive=int(y.sum()), n_patients=len(set(groups.tolist()))))
     per_seed = pd.DataFrame(rows)
-    per_seed = per_seed.merge(_reference(main, dataset), on=["dataset", "seed", "train_domain"], how="left")
-    summary = attribution_summary(per_seed)
-    result = AttributionResult(per_seed, summary, pd.DataFrame(skipped, columns=["patient_id", "condition", "reason"]))
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    if len(summary):
+        front = ["dataset", "train_domain", "test_domain", "condition"]
+        summary = summary[front + [c for c in summary.columns if c not in front]]
+    result = AttributionResult(per_seed, summary,
+                               pd.DataFrame(skipped, columns=["patient_id", "condition", "partner", "reason"]))
     result.findings = attribution_findings(summary)
     per_seed.to_csv(out / "attribution_runs.csv", index=False)
     summary.to_csv(out / "attribution.csv", index=False)
     if len(result.skipped):
         result.skipped.to_csv(out / "attribution_skipped.csv", index=False)
-    figure_attribution(per_seed, summary).savefig(out / "fig_attribution.png", dpi=100)
+    if len(summary):
+        figure_attribution(summary).savefig(out / "fig_attribution.png", dpi=100)
     dump_json({"sim_seed": sim_seed, "preset": str(preset), "phase": phase, "seeds": seeds, "factors": list(factors),
-               "target_set": target_set, "findings": result.findings, "n_skipped": len(skipped),
-               "n_reimaged": len(tasks), "n_reused": reused}, out / "attribution_summary.json")
+               "target_set": target_set, "partners": n_partners, "max_patients": max_patients,
+               "findings": result.findings, "n_skipped": len(skipped), "n_reimaged": len(tasks),
+               "n_reused": reused}, out / "attribution_summary.json")
     return result
 
 
-def _check_reproduces(exams: dict[str, Any], crops: dict[tuple[str, str], np.ndarray], slab: str, phase: int,
-                      crop: tuple[int, int, int], archive: str | Path, sim_seed: int) -> None:
-    """Re-image one patient as acquired: it must give the archive's crop exactly, else the slab,
-    phase or seed differ from the archive's and every comparison would be off."""
-    from mridomain.sim import patient_phantom
+def _auc(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ROC AUC over the last axis of ``scores`` for labels ``y`` (Mann-Whitney with mid-ranks for
+    ties: the same number as :func:`mridomain.shift.stats.auc`, for many score sets at once)."""
+    from scipy.stats import rankdata
 
-    pid = next(p for p, c in crops if c == "acquired" and p in exams)
+    y = np.asarray(y).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return np.full(scores.shape[:-1], np.nan)
+    ranks = rankdata(scores, axis=-1)
+    return (ranks[..., y].sum(axis=-1) - n1 * (n1 + 1) / 2) / (n1 * n0)
+
+
+def attribution_summary(acquired: np.ndarray, switched: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                        conditions: Sequence[str], auc_in: np.ndarray | None = None, n_boot: int = 2000,
+                        confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Pooled changes with bootstrap intervals.
+
+    ``acquired``: scores (seeds, samples) of the samples as acquired; ``switched``: (seeds,
+    conditions, partners, samples) re-imaged with each condition's factor(s) from each partner;
+    ``y``: labels; ``groups``: each sample's patient (the bootstrap resamples patients, within
+    each class, and seeds); ``auc_in``: per seed, the model's in-domain AUC (Table 2).
+
+    Rows: ``acquired`` (its AUC; ``change`` = ``delta``: acquired minus in-domain AUC, the sign
+    of the study's Delta), one per condition (``change`` = AUC re-imaged minus AUC as acquired,
+    mean over seeds and partners: positive means the factor raised the AUC), ``sum of factors``
+    (the single-factor changes added up: every condition but ``all``) and ``interaction``
+    (``all`` minus that sum). Each with ``ci_low`` / ``ci_high`` (percentile bootstrap) and
+    ``distinguishable`` (the interval excludes zero).
+    """
+    y = np.asarray(y).astype(int)
+    groups = np.asarray(groups).astype(str)
+    conditions = list(conditions)
+    singles = [c for c, name in enumerate(conditions) if name != "all"]
+    has_all = "all" in conditions
+    auc_in = np.full(len(acquired), np.nan) if auc_in is None else np.asarray(auc_in, dtype=np.float64)
+
+    def stats(seed_idx: np.ndarray, sample_idx: np.ndarray) -> np.ndarray:
+        a = _auc(acquired[seed_idx][:, sample_idx], y[sample_idx])                      # (S,)
+        sw = _auc(switched[seed_idx][:, :, :, sample_idx], y[sample_idx])                # (S, C, R)
+        change = (sw - a[:, None, None]).mean(axis=(0, 2))                               # (C,)
+        extra = [float(np.mean(a - auc_in[seed_idx])), float(change[singles].sum())]
+        extra.append(float(change[conditions.index("all")] - change[singles].sum()) if has_all else np.nan)
+        return np.concatenate([[a.mean()], sw.mean(axis=(0, 2)), change, extra])
+
+    everyone = np.arange(len(y))
+    point = stats(np.arange(len(acquired)), everyone)
+    patients = {k: np.unique(groups[y == k]) for k in (0, 1)}
+    members = {g: np.flatnonzero(groups == g) for g in np.unique(groups)}
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        s_idx = rng.integers(0, len(acquired), len(acquired))
+        picked = [members[g] for k in (0, 1) for g in rng.choice(patients[k], len(patients[k]))]
+        boots.append(stats(s_idx, np.concatenate(picked)))
+    boots = np.asarray(boots)
+    q = (1 - confidence) / 2
+    lo, hi = np.nanquantile(boots, q, axis=0), np.nanquantile(boots, 1 - q, axis=0)
+    n_c = len(conditions)
+    rows = []
+
+    def row(name, auc_mean, j):
+        rows.append({"condition": name, "auc_mean": auc_mean, "change": point[j], "ci_low": lo[j], "ci_high": hi[j],
+                     "distinguishable": bool(lo[j] > 0 or hi[j] < 0)})
+
+    row("acquired", point[0], 1 + 2 * n_c)
+    rows[-1]["auc_in_domain"] = float(np.nanmean(auc_in))
+    for c, name in enumerate(conditions):
+        row(name, point[1 + c], 1 + n_c + c)
+    row("sum of factors", np.nan, 2 + 2 * n_c)
+    if has_all:
+        row("interaction", np.nan, 3 + 2 * n_c)
+    return pd.DataFrame(rows)
+
+
+def attribution_findings(summary: pd.DataFrame) -> list[str]:
+    """Sentences from the summary: the gap, the factors whose change is distinguishable from zero
+    (and only those), all factors together, and the interaction."""
+    out = []
+    if not len(summary):
+        return out
+    for (ds, source, target), g in summary.groupby(["dataset", "train_domain", "test_domain"], sort=True):
+        g = g.set_index("condition")
+        acq = g.loc["acquired"]
+
+        def ci(r) -> str:
+            return f"{r.change:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}]"
+
+        text = (f"{ds}, model trained on {source}, {int(acq.n_patients)} {target} patients ({int(acq.n_samples)} "
+                f"samples, {int(acq.n_positive)} positive) re-imaged with {int(acq.n_partners)} {source} partner(s) "
+                f"each, pooled over {int(acq.n_seeds)} seed(s): AUC {acq.auc_mean:.3f} as acquired; acquired minus "
+                f"in-domain AUC {ci(acq)}.")
+        factors = g.drop(index=[c for c in ("acquired", "all", "sum of factors", "interaction") if c in g.index])
+        shown = factors[factors["distinguishable"]]
+        if len(shown):
+            text += " Factors whose change is distinguishable from zero (95% CI): " + ", ".join(
+                f"{name} {ci(r)}" for name, r in shown.sort_values("change").iterrows()) + "."
+        else:
+            text += " No single factor's change is distinguishable from zero."
+        if "all" in g.index:
+            text += (f" All factors switched: {ci(g.loc['all'])}; single-factor changes summed: "
+                     f"{ci(g.loc['sum of factors'])}")
+            inter = g.loc["interaction"]
+            text += (f"; interaction (all minus the sum) {ci(inter)}" if inter.distinguishable else
+                     "; the interaction is not distinguishable from zero") + "."
+        out.append(text)
+    return out
+
+
+def figure_attribution(summary: pd.DataFrame):
+    """Change of AUC per condition (mean over seeds and partners) with its 95% bootstrap interval,
+    against the change that would undo the gap (minus the acquired-minus-in-domain AUC)."""
+    from matplotlib.figure import Figure
+
+    groups = list(summary.groupby(["train_domain", "test_domain"], sort=True))
+    fig = Figure(figsize=(6.5 * max(1, len(groups)), 4.2))
+    axes = fig.subplots(1, max(1, len(groups)), squeeze=False)[0]
+    for ax, ((source, target), g) in zip(axes, groups):
+        gap = float(g.loc[g["condition"] == "acquired", "change"].iloc[0])
+        g = g[g["condition"] != "acquired"]
+        x = np.arange(len(g))
+        colors = ["#555555" if c in ("all", "sum of factors", "interaction") else "#1f77b4" for c in g["condition"]]
+        ax.bar(x, g["change"], color=colors, alpha=0.8)
+        ax.errorbar(x, g["change"], yerr=[g["change"] - g["ci_low"], g["ci_high"] - g["change"]], fmt="none",
+                    color="black", capsize=3)
+        if math.isfinite(gap):
+            ax.axhline(-gap, color="red", linestyle="--", linewidth=1,
+                       label=f"change that would undo the gap: {-gap:+.3f}")
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.set_xticks(x, g["condition"], rotation=35, ha="right", fontsize=8)
+        ax.set_ylabel("AUC change vs. as acquired (95% CI)")
+        ax.set_title(f"M trained on {source}: {target} patients re-imaged\nwith factors of {source} partners' protocols",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _check_reproduces(exams: dict[str, Any], sites: dict[str, list[tuple[int, str]]], acquired: dict[int, np.ndarray],
+                      slices: int, slab: str, phase: int, crop: tuple[int, int, int], archive: str | Path,
+                      sim_seed: int) -> None:
+    """Re-image one patient as acquired: it must give the archive's crops exactly, else the slab,
+    phase or seed differ from the archive's and every comparison would be off."""
+    import copy
+
+    pid = next(p for p in sites if p in exams)
     own = exams[pid][1]
-    phantom = patient_phantom(sim_seed, _patient_index(pid))   # a fresh copy: the pool's stays small to send
-    _, _, again, why = _reimage((pid, "acquired", phantom, own, crop[0], slab, phase, crop))
-    if again is None or not np.array_equal(again, crops[(pid, "acquired")]):
+    phantom = copy.deepcopy(exams[pid][0])   # imaging caches textures in the phantom: the pool's stays small to send
+    _, _, again, why = _reimage((pid, "acquired", phantom, own, slices, slab, phase, crop, sites[pid]))
+    if again is None or any(not np.array_equal(again[i], acquired[i]) for i, _ in sites[pid]):
         raise SchemaMismatchError(f"{archive}: re-imaging {pid} with its own protocol (seed {sim_seed}, slab {slab!r}, "
                                   f"phase {phase}) does not reproduce the archive's crop"
                                   + (f" ({why})" if why else "") + "; was it simulated with --slab tumor?")
@@ -272,92 +477,3 @@ def _reference(main: pd.DataFrame, dataset: str) -> pd.DataFrame:
             rows.append({"dataset": dataset, "seed": int(seed), "train_domain": dom, "auc_in_domain": float(same.iloc[0]),
                          "auc_main_out": float(other.iloc[0])})
     return pd.DataFrame(rows, columns=["dataset", "seed", "train_domain", "auc_in_domain", "auc_main_out"])
-
-
-def attribution_summary(per_seed: pd.DataFrame) -> pd.DataFrame:
-    """Per (training domain, condition): AUC mean ± std over seeds, its paired change from
-    ``acquired`` with a bootstrap CI, and the fraction of the drop (in-domain minus acquired
-    out-of-domain AUC, means over seeds) it recovers."""
-    rows = []
-    for (ds, source, target), g in per_seed.groupby(["dataset", "train_domain", "test_domain"], sort=True):
-        base = g[g["condition"] == "acquired"].set_index("seed")["auc"]
-        drop = float((g[g["condition"] == "acquired"].set_index("seed")["auc_in_domain"] - base).mean())
-        for cond, c in g.groupby("condition", sort=False):
-            a = c.set_index("seed")["auc"]
-            change = (a - base.reindex(a.index)).dropna()
-            lo, hi = bootstrap_ci(change.to_numpy())
-            rows.append({"dataset": ds, "train_domain": source, "test_domain": target, "condition": cond,
-                         "auc_mean": float(a.mean()), "auc_std": float(a.std(ddof=1)) if len(a) > 1 else float("nan"),
-                         "change": float(change.mean()) if len(change) else float("nan"), "change_ci_low": lo,
-                         "change_ci_high": hi, "drop": drop,
-                         "recovered_fraction": float(change.mean() / drop) if abs(drop) > 1e-9 and len(change) else float("nan"),
-                         "n_seeds": int(len(a)), "n_patients": int(c["n"].iloc[0]), "n_positive": int(c["n_positive"].iloc[0])})
-    order = {c: i for i, c in enumerate(["acquired", *PIXEL_FACTORS, "all"])}
-    out = pd.DataFrame(rows)
-    if len(out):
-        out = out.sort_values(["train_domain", "condition"], key=lambda s: s.map(order).fillna(99) if s.name == "condition" else s,
-                              kind="stable").reset_index(drop=True)
-    return out
-
-
-def attribution_findings(summary: pd.DataFrame) -> list[str]:
-    """Sentences from the summary: the drop, what switching everything recovers, the largest factor."""
-    out = []
-    for (ds, source, target), g in summary.groupby(["dataset", "train_domain", "test_domain"], sort=True):
-        g = g.set_index("condition")
-        drop = float(g["drop"].iloc[0])
-        acq = g.loc["acquired"]
-        head = (f"{ds}, model trained on {source}, tested on {target} patients (n = {int(acq.n_patients)}, "
-                f"{int(acq.n_positive)} positive, {int(acq.n_seeds)} seed(s)): AUC {acq.auc_mean:.3f} as acquired; "
-                f"in-domain AUC minus this = {drop:+.3f}.")
-        if "all" in g.index:
-            a = g.loc["all"]
-            head += (f" Re-imaged with every factor switched to {source}'s: AUC {a.auc_mean:.3f} "
-                     f"(change {a.change:+.3f}" + (f", 95% CI {a.change_ci_low:+.3f} to {a.change_ci_high:+.3f}"
-                                                    if math.isfinite(a.change_ci_low) else "") + ").")
-        factors = g.drop(index=[c for c in ("acquired", "all") if c in g.index])
-        if len(factors):
-            best = factors["change"].idxmax()
-            b = factors.loc[best]
-            head += f" Largest single-factor change: {best} ({b.change:+.3f})"
-            if int(acq.n_positive) < MIN_POSITIVES:
-                head += (f"; with {int(acq.n_positive)} positive patient(s) among {int(acq.n_patients)} the AUC "
-                         "is decided by where so few patients rank: too coarse to attribute anything "
-                         "(more seeds, a larger archive or target_set='all' give more).")
-            elif drop < MIN_DROP:
-                head += "; out-of-domain AUC was not lower here, so there is no drop to share out."
-            elif math.isfinite(b.recovered_fraction):
-                head += f", {100 * b.recovered_fraction:.0f}% of the drop."
-        out.append(head)
-    return out
-
-
-def figure_attribution(per_seed: pd.DataFrame, summary: pd.DataFrame):
-    """AUC change from ``acquired`` per condition (bars: mean over seeds; dots: seeds), with the
-    drop to recover (in-domain minus acquired) as a dashed line."""
-    from matplotlib.figure import Figure
-
-    groups = list(summary.groupby(["train_domain", "test_domain"], sort=True))
-    fig = Figure(figsize=(6.5 * max(1, len(groups)), 3.8))
-    axes = fig.subplots(1, max(1, len(groups)), squeeze=False)[0]
-    for ax, ((source, target), g) in zip(axes, groups):
-        g = g[g["condition"] != "acquired"]
-        x = np.arange(len(g))
-        ax.bar(x, g["change"], color=["#1f77b4" if c != "all" else "#555555" for c in g["condition"]], alpha=0.8)
-        base = per_seed[(per_seed["train_domain"] == source) & (per_seed["condition"] == "acquired")].set_index("seed")["auc"]
-        for i, cond in enumerate(g["condition"]):
-            a = per_seed[(per_seed["train_domain"] == source) & (per_seed["condition"] == cond)].set_index("seed")["auc"]
-            ch = (a - base.reindex(a.index)).dropna()
-            ax.scatter(np.full(len(ch), i), ch, s=12, color="black", zorder=3)
-        drop = float(g["drop"].iloc[0]) if len(g) else float("nan")
-        if math.isfinite(drop):
-            ax.axhline(drop, color="red", linestyle="--", linewidth=1,
-                       label=f"in-domain minus acquired AUC {drop:+.3f}")
-        ax.axhline(0, color="grey", linewidth=0.8)
-        ax.set_xticks(x, g["condition"], rotation=35, ha="right", fontsize=8)
-        ax.set_ylabel("AUC change vs. as acquired")
-        ax.set_title(f"M trained on {source}, {target} test patients re-imaged\nwith one factor of {source}'s protocol",
-                     fontsize=9)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig

@@ -51,7 +51,7 @@ def _seeds(text: str) -> int | list[int]:
 
 _MANIFEST = typer.Argument(..., help="Manifest (parquet or CSV) from `mridomain shift manifest`.")
 _OUT = typer.Option(..., "-o", "--out", help="Study folder (resumed when it exists).")
-_PRESET = typer.Option(None, help="paper | cpu (default: the folder's config, else cpu).")
+_PRESET = typer.Option(None, help="paper | cpu (default: the folder's config, else paper with CUDA, cpu without).")
 _MODEL = typer.Option(None, help="auto | mrnet2d | nodulex | densenet121 | package.module:callable")
 _DOMAINS = typer.Option(None, help="The two domains to compare, e.g. GE,SIEMENS (default: the two present).")
 _EPOCHS = typer.Option(None, help="Override the preset's epochs.")
@@ -59,10 +59,12 @@ _WORKERS = typer.Option(None, help="Runs trained at once (default: all cores; 1 
 _BACKEND = typer.Option("process", help="process (local pool) | ray (pip install 'mridomain[distributed]').")
 _RAY = typer.Option(None, "--ray-address", help="Ray cluster address (default: a running one, else local).")
 _DEVICE = typer.Option(None, help="cpu | cuda (default: cuda when available).")
+_STRATIFY = typer.Option(False, "--stratify", help="Split each domain stratified by label (default: the folder's "
+                                                   "split, else random within each domain, as the paper).")
 
 
 def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, model, domains, epochs, workers,
-                backend, ray_address, device, **settings) -> None:
+                backend, ray_address, device, stratify=False, **settings) -> None:
     import mridomain.shift as shift
     from mridomain.files import check_output_folder
 
@@ -73,7 +75,7 @@ def _experiment(func_name: str, manifest: Path, out: Path, seeds: str, preset, m
     func = getattr(shift, func_name)
     result = func(manifest, out, seeds=_seeds(seeds), preset=preset, model=model, domains=_pair(domains),
                   workers=workers, backend=backend, ray_address=ray_address, epochs=epochs, device=device,
-                  **settings)
+                  stratify=stratify or None, **settings)
     typer.echo(result.summary())
     typer.echo(f"report: {out / 'report.html'}")
     result.raise_if_all_failed()
@@ -133,13 +135,13 @@ def study(manifest: Path = _MANIFEST, out: Path = _OUT,
           seeds: str = typer.Option("10", help="Seed count (10 = seeds 0..9) or a list (0,3,7)."),
           preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
           epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
-          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE, stratify: bool = _STRATIFY) -> None:
     """The main experiment: Table 2 and Delta (per-seed paired, bootstrap CI, Wilcoxon p).
 
     Python: ``mridomain.shift.run_study``.
     """
     _experiment("run_study", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
-                device)
+                device, stratify)
 
 
 @app.command()
@@ -148,13 +150,13 @@ def mixing(manifest: Path = _MANIFEST, out: Path = _OUT,
            seeds: str = typer.Option("3", help="Seed count or list (the paper: 3)."),
            preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
            epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
-           ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+           ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE, stratify: bool = _STRATIFY) -> None:
     """Appendix A.1: mix target-domain training samples into the training set (Figure 4).
 
     Python: ``mridomain.shift.run_mixing``.
     """
     _experiment("run_mixing", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
-                device, fractions=fractions)
+                device, stratify, fractions=fractions)
 
 
 @app.command()
@@ -163,13 +165,13 @@ def noise(manifest: Path = _MANIFEST, out: Path = _OUT,
           seeds: str = typer.Option("3", help="Seed count or list (the paper: 3)."),
           preset: Optional[str] = _PRESET, model: Optional[str] = _MODEL, domains: Optional[str] = _DOMAINS,
           epochs: Optional[int] = _EPOCHS, workers: Optional[int] = _WORKERS, backend: str = _BACKEND,
-          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE) -> None:
+          ray_address: Optional[str] = _RAY, device: Optional[str] = _DEVICE, stratify: bool = _STRATIFY) -> None:
     """Appendix A.2: Gaussian noise on the training images (Figure 5).
 
     Python: ``mridomain.shift.run_noise``.
     """
     _experiment("run_noise", manifest, out, seeds, preset, model, domains, epochs, workers, backend, ray_address,
-                device, alphas=alphas)
+                device, stratify, alphas=alphas)
 
 
 @app.command()
@@ -194,8 +196,11 @@ def attribute(
     seeds: Optional[str] = typer.Option(None, help="Main seeds to attribute (default: all with kept models)."),
     factors: Optional[str] = typer.Option(None, help="Comma-separated factors (default: recon, coil, "
                                                      "field_strength, timing, matrix, fat_suppression, contrast_agent)."),
-    targets: str = typer.Option("test", help="test: each seed's target test set (acquired = R_jk); all: every "
+    targets: str = typer.Option("test", help="test: the target test patients of the attributed seeds; all: every "
                                              "target-domain patient (more positives)."),
+    partners: int = typer.Option(3, help="Source partners per target patient (changes pooled over them)."),
+    max_patients: Optional[int] = typer.Option(None, help="At most this many target patients per direction "
+                                                          "(half of each class; default: all)."),
     workers: Optional[int] = _WORKERS,
     model: Optional[str] = typer.Option(None, help="The study's user model (package.module:callable), repeated: "
                                                    "a folder never chooses code to run."),
@@ -214,7 +219,8 @@ def attribute(
         seed_values = list(range(seed_values))
     names = PIXEL_FACTORS if factors is None else tuple(f.strip() for f in factors.split(",") if f.strip())
     res = run_attribution(study_dir, archive, sim_seed=sim_seed, preset=preset, seeds=seed_values, factors=names,
-                          target_set=targets, workers=workers, model=model)
+                          target_set=targets, partners=partners, max_patients=max_patients, workers=workers,
+                          model=model)
     rendered = render_report(study_dir)
     typer.echo(res.summary.to_string(index=False))
     for line in res.findings:
@@ -225,16 +231,16 @@ def attribute(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("shift_demo"), "-o", "--out", help="Folder for the archive, study and report."),
-    patients: int = typer.Option(200, help="Simulated patients (about 9% have a T3/T4 tumour)."),
+    patients: int = typer.Option(700, help="Simulated patients of a T-stage case-control cohort (half T3/T4)."),
     seed: int = typer.Option(0, help="Simulation seed."),
-    main_seeds: int = typer.Option(5, help="Seeds of the main experiment (the paper: 10)."),
-    extra_seeds: int = typer.Option(2, help="Seeds of the mixing and noise experiments (the paper: 3)."),
-    attribution_seeds: int = typer.Option(1, help="Main seeds whose models are attributed."),
+    main_seeds: int = typer.Option(10, help="Seeds of the main experiment (the paper: 10)."),
+    extra_seeds: int = typer.Option(1, help="Seeds of the mixing and noise experiments (the paper: 3; 0: none)."),
+    attribution_seeds: int = typer.Option(10, help="Main seeds whose models are attributed (pooled)."),
     threshold: int = typer.Option(2, help="Label = T stage > threshold (the paper: 2)."),
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epochs."),
     workers: Optional[int] = _WORKERS,
 ) -> None:
-    """Simulate a two-vendor DBC-like archive with tumour stage and run the whole study at cpu sizes.
+    """Simulate a two-vendor DBC-like archive and run the whole study on two tasks (T stage, lesion presence).
 
     Python: ``mridomain.shift.demo.run_shift_demo``.
     """

@@ -1,10 +1,18 @@
-"""``mridomain shift demo``: the whole study on a simulated two-vendor DBC-like archive.
+"""``mridomain shift demo``: the whole study, two tasks, on a simulated two-vendor DBC-like archive.
 
-simulate (tumor-centred 5-slice slabs, AJCC stage in the features sheet) -> the MRI-Breast stage
-task's manifest (T > 2, 47 x 47 x 5 crop on the tumor box, GE vs Siemens) -> main experiment
-(Table 2, Delta) -> target-domain mixing -> training noise -> attribution of the drop to
-acquisition factors by re-imaging the target test patients -> report. Every step is the library
-call a user makes on their own data; only the archive is simulated.
+simulate (a T-stage case-control cohort, tumour-centred 3-slice slabs, AJCC stage in the features
+sheet) -> two tasks, each its own study folder:
+
+- **stage** (the paper's MRI-Breast task): T > 2 from the features sheet, a 47 x 47 x 3 crop on
+  the tumour box; split stratified by label, so that every test set holds its share of cases;
+- **presence** (the shape of the paper's slice-level MRI-Prostate / CT tasks): does a 47 x 47 patch
+  of the lesion's slice show the lesion (label 1) or is it the mirror patch of the other breast
+  (label 0); T1/T2 lesions only; the paper's random split;
+
+-> main experiment of each (Table 2, Delta with CI, p and detectable Delta) -> target-domain mixing
+and training noise (stage task) -> attribution of each task's out-of-domain change to acquisition
+factors by re-imaging target patients -> a report per task. Every step is the library call a user
+makes on their own data; only the archive is simulated.
 """
 from __future__ import annotations
 
@@ -20,8 +28,17 @@ from rich.console import Console
 
 __all__ = ["run_shift_demo", "ShiftDemoResult", "DEMO_SIZES"]
 
-#: cpu-sized demo: what fits 10 minutes on 2 cores (measured: docs/shift.md)
-DEMO_SIZES = dict(patients=200, main_seeds=5, extra_seeds=2, attribution_seeds=1)
+#: cpu-sized demo: what fits 10 minutes on 2 cores (measured: docs/shift.md). 700 patients of the
+#: case-control cohort give the smaller domain (Siemens, ~43 % of the dbc preset's exams) 150 cases
+#: and 150 controls, so a stratified 1/6 test set holds 25 of each (stage task) and the T1/T2
+#: controls give 25 lesion and 25 contralateral patches per test set (presence task); a 3-slice slab
+#: (the paper crops 5) is what the simulation budget allows.
+DEMO_SIZES = dict(patients=700, slices=3, main_seeds=10, extra_seeds=1, attribution_seeds=10, partners=2,
+                  attribution_patients=16)
+#: the demo's mixing fractions and noise levels: two of the paper's grid each (its whole grid is
+#: ``mridomain shift mixing`` / ``noise``), 1 seed: the budget goes to the main experiment's power
+DEMO_MIXING = (0.2, 0.5)
+DEMO_ALPHAS = (5, 50)
 
 
 @dataclass
@@ -42,25 +59,30 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
                    main_seeds: int = DEMO_SIZES["main_seeds"], extra_seeds: int = DEMO_SIZES["extra_seeds"],
                    attribution_seeds: int = DEMO_SIZES["attribution_seeds"], threshold: int = 2,
                    epochs: int | None = None, mixing: Sequence[float] | None = None,
-                   alphas: Sequence[float] | None = None, workers: int | None = None) -> ShiftDemoResult:
-    """Run the domain-shift study end to end on a freshly simulated archive (cpu preset).
+                   alphas: Sequence[float] | None = None, workers: int | None = None,
+                   slices: int = DEMO_SIZES["slices"], partners: int = DEMO_SIZES["partners"],
+                   attribution_patients: int | None = DEMO_SIZES["attribution_patients"]) -> ShiftDemoResult:
+    """Run the domain-shift study end to end on a freshly simulated archive (cpu preset), two tasks.
 
     Args:
-        out: folder for the archive, manifest, study and report (a finished study is resumed).
-        patients: simulated patients (about 9 % of them have a T3/T4 tumour, the positives).
+        out: folder for the archive, manifests, the two studies and their reports (resumed).
+        patients: simulated patients of the T-stage case-control cohort (half T3/T4 cases, half
+            T1/T2 controls within each manufacturer).
         seed: simulation seed (the study's seeds are 0..main_seeds-1).
         main_seeds: seeds of the main experiment (the paper: 10).
-        extra_seeds: seeds of the mixing and noise experiments (the paper: 3).
-        attribution_seeds: main seeds whose models are attributed (each costs a re-imaging of the
-            target test patients under every factor).
-        threshold: label = T stage > threshold (the paper: 2).
+        extra_seeds: seeds of the mixing and noise experiments on the stage task (the paper: 3; 0
+            leaves them out).
+        attribution_seeds: main seeds whose models are attributed (pooled).
+        threshold: stage label = T stage > threshold (the paper: 2).
         epochs: override the cpu preset's epochs.
-        mixing, alphas: the mixing fractions / noise levels (default: the paper's).
+        mixing, alphas: the mixing fractions / noise levels (default: two of the paper's each).
         workers: processes for simulation, training and re-imaging (default: all cores).
+        slices: slices of the tumour slab (the stage crop's depth).
+        partners: source partners per re-imaged target patient.
+        attribution_patients: target patients re-imaged per direction (None: every test patient).
     """
     from mridomain.shift.attribution import run_attribution
-    from mridomain.shift.manifest import manifest_from_simulation, write_manifest
-    from mridomain.shift.protocol import MIXING_FRACTIONS, NOISE_ALPHAS
+    from mridomain.shift.manifest import manifest_from_simulation, presence_manifest_from_simulation, write_manifest
     from mridomain.shift.report import render_report
     from mridomain.shift.study import run_mixing, run_noise, run_study
     from mridomain.sim import simulate
@@ -77,61 +99,83 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
         console.rule(f"[bold]{i}/{n_steps} {title}")
         return time.perf_counter()
 
-    t0 = step(1, f"Simulating {patients} DBC-like patients: a 5-slice slab through each tumour, GE and Siemens")
+    t0 = step(1, f"Simulating {patients} DBC-like patients (T-stage case-control cohort): a {slices}-slice slab "
+                 "through each tumour, GE and Siemens")
     archive = out / "archive"
     if not (archive / "manifest.parquet").exists():
-        sim = simulate(archive, n_patients=patients, seed=seed, slices=5, preset="dbc", phases=1, workers=workers,
-                       slab="tumor")
+        sim = simulate(archive, n_patients=patients, seed=seed, slices=slices, preset="dbc", phases=1,
+                       workers=workers, slab="tumor", cohort="t-stage-case-control")
         console.print(sim.summary())
     else:
         console.print(f"reusing {archive}")
     result.timings["simulate"] = time.perf_counter() - t0
 
-    t0 = step(2, f"Manifest: T stage > {threshold} from the features sheet, 47 x 47 x 5 crop on the tumour box")
-    build = manifest_from_simulation(archive, threshold=threshold)
-    manifest = write_manifest(build.table, out / "manifest.parquet")
-    console.print(build.summary())
+    t0 = step(2, "Manifests: T stage > 2 on a 47 x 47 crop of the slab; lesion presence on 47 x 47 patches")
+    tasks = {}
+    stage = manifest_from_simulation(archive, threshold=threshold, crop=(slices, 47, 47),
+                                     dataset="MRI-Breast T stage (simulated)")
+    presence = presence_manifest_from_simulation(archive, crop=(1, 47, 47))
+    for name, build in (("stage", stage), ("presence", presence)):
+        tasks[name] = write_manifest(build.table, out / f"manifest_{name}.parquet")
+        console.print(build.summary())
     result.timings["manifest"] = time.perf_counter() - t0
 
-    study_dir = out / "study"
     kw = dict(workers=workers, report=False)
-    t0 = step(3, f"Main experiment: M_GE and M_SIEMENS over {main_seeds} seeds, each tested on both domains")
-    res = run_study(manifest, study_dir, seeds=main_seeds, preset="cpu", epochs=epochs, **kw)
-    console.print(res.summary())
+    studies = {name: out / f"study_{name}" for name in tasks}
+    t0 = step(3, f"Main experiment of both tasks: M_GE and M_SIEMENS over {main_seeds} seeds, each tested on both")
+    # the stage task stratifies (the paper splits at random): with 150 cases in the smaller domain a
+    # random 1/6 test set falls below 25 cases in about half the seeds, a stratified one never does
+    for name, stratify in (("stage", True), ("presence", None)):
+        res = run_study(tasks[name], studies[name], seeds=main_seeds, preset="cpu", epochs=epochs, stratify=stratify,
+                        **kw)
+        console.print(res.summary())
     result.timings["main"] = time.perf_counter() - t0
 
-    t0 = step(4, f"Target-domain mixing (Appendix A.1) and training noise (A.2), {extra_seeds} seeds each")
-    console.print(run_mixing(manifest, study_dir, fractions=mixing or MIXING_FRACTIONS, seeds=extra_seeds, **kw).summary())
-    console.print(run_noise(manifest, study_dir, alphas=alphas or NOISE_ALPHAS, seeds=extra_seeds, **kw).summary())
+    t0 = step(4, f"Target-domain mixing (Appendix A.1) and training noise (A.2) on the stage task, {extra_seeds} seed(s)")
+    if extra_seeds > 0:
+        console.print(run_mixing(tasks["stage"], studies["stage"], fractions=mixing or DEMO_MIXING, seeds=extra_seeds,
+                                 **kw).summary())
+        console.print(run_noise(tasks["stage"], studies["stage"], alphas=alphas or DEMO_ALPHAS, seeds=extra_seeds,
+                                **kw).summary())
     result.timings["mixing+noise"] = time.perf_counter() - t0
 
-    t0 = step(5, "Attribution: re-image the target test patients with one acquisition factor switched at a time")
-    att = run_attribution(study_dir, archive, sim_seed=seed, preset="dbc", seeds=list(range(attribution_seeds)),
-                          workers=workers)
-    for line in att.findings:
-        console.print(f"- {line}")
+    t0 = step(5, f"Attribution: re-image target patients with factors of {partners} partners' protocols, pooled over "
+                 f"{attribution_seeds} seeds")
+    att_findings = []
+    for name in tasks:
+        att = run_attribution(studies[name], archive, sim_seed=seed, preset="dbc",
+                              seeds=list(range(min(attribution_seeds, main_seeds))), partners=partners,
+                              max_patients=attribution_patients, workers=workers)
+        for line in att.findings:
+            console.print(f"- {line}")
+        att_findings += att.findings
     result.timings["attribution"] = time.perf_counter() - t0
 
-    t0 = step(6, "Report: Table 2, Delta, Figures 2-5, attribution, report.html")
+    t0 = step(6, "Reports: Table 2, Delta, test sets, figures, attribution, report.html per task")
     command = "mridomain shift demo " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if "demo" in sys.argv else None
     result.timings["total"] = time.perf_counter() - t_all
-    rep = render_report(study_dir, title="Scanner domain-shift study: simulated DBC-like archive",
-                        command=(command or "mridomain.shift.demo.run_shift_demo")
-                        + f" | {result.timings['total']:.0f} s until the report, load average {load_before} before, "
-                          f"{_load()} after")
+    reports = {}
+    for name, title in (("stage", "T stage > 2"), ("presence", "lesion presence")):
+        reports[name] = render_report(
+            studies[name], title=f"Scanner domain-shift study, simulated DBC-like archive: {title}",
+            command=(command or "mridomain.shift.demo.run_shift_demo")
+            + f" | {result.timings['total']:.0f} s until the reports, load average {load_before} before, {_load()} after"
+            + "; cohort: t-stage-case-control (as many T3/T4 cases as T1/T2 controls per manufacturer)")
     result.timings["report"] = time.perf_counter() - t0
     result.timings["total"] = time.perf_counter() - t_all
-    result.findings = rep.findings + att.findings
+    result.findings = [f for r in reports.values() for f in r.findings] + att_findings
     from mridomain.files import dump_json
 
     dump_json({"timings_s": result.timings, "load_average_before": load_before, "load_average_after": _load(),
-               "patients": patients, "seed": seed, "main_seeds": main_seeds, "extra_seeds": extra_seeds,
-               "attribution_seeds": attribution_seeds, "threshold": threshold}, out / "demo_timings.json")
+               "patients": patients, "seed": seed, "slices": slices, "main_seeds": main_seeds,
+               "extra_seeds": extra_seeds, "attribution_seeds": attribution_seeds, "partners": partners,
+               "attribution_patients": attribution_patients, "threshold": threshold,
+               "cohort": "t-stage-case-control"}, out / "demo_timings.json")
     console.rule("[bold]What the simulated study found")
-    for line in rep.findings:
+    for line in result.findings:
         console.print(f"- {line}")
     console.print("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items())
                   + f"; load average {load_before} before, {_load()} after")
-    console.print(f"Tables and figures: {study_dir}")
-    console.print(f"report: {rep.html}", soft_wrap=True)
+    for name, rep in reports.items():
+        console.print(f"{name} report: {rep.html}")
     return result

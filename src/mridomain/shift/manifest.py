@@ -40,7 +40,7 @@ from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismat
 
 __all__ = ["ManifestError", "ManifestBuild", "REQUIRED_COLUMNS", "CROP_CENTER", "CROP_SIZE", "read_manifest",
            "validate_manifest", "write_manifest", "manifest_digest", "manifest_from_index", "manifest_from_dbc",
-           "manifest_from_simulation", "STAGE_COLUMN", "choose_domains"]
+           "manifest_from_simulation", "presence_manifest_from_simulation", "STAGE_COLUMN", "choose_domains"]
 
 REQUIRED_COLUMNS = ("image", "label", "domain", "patient_id")
 CROP_CENTER = ("crop_z", "crop_y", "crop_x")
@@ -489,3 +489,58 @@ def manifest_from_simulation(archive: str | Path, phase: int | None = None, thre
                            "image": [str(archive / f) for f in chosen["folder"]], "phase": int(phase)})
     return _stage_manifest(series, archive / "Clinical_and_Other_Features.csv", archive / "Annotation_Boxes.csv",
                            threshold, crop, domains, dataset, {})
+
+
+def presence_manifest_from_simulation(archive: str | Path, phase: int | None = None, max_t_stage: int = 2,
+                                      crop: Sequence[int] = (1, 47, 47),
+                                      domains: Sequence[str] | None = ("GE", "SIEMENS"),
+                                      dataset: str = "MRI-Breast lesion presence (simulated)") -> ManifestBuild:
+    """Lesion presence on an archive from ``mridomain simulate --slab tumor``: the shape of the
+    paper's slice-level tasks (MRI-Prostate, CT-HNSCC, CT-Kidney: does this slice show the
+    lesion?), on a patch so that a small lesion is not a few pixels of a whole breast slice.
+
+    Per patient with a lesion of T stage <= ``max_t_stage`` (default T1/T2: at most 50 mm, no
+    chest-wall or skin extension) two samples of one slice, the middle slice of its annotation
+    box, of the series of ``phase`` (default: the first post-contrast phase when simulated, else
+    the fat-saturated pre-contrast one): a ``crop`` patch centred on the lesion (label 1,
+    ``crop_site`` lesion) and the patch at the mirror position in the other breast (label 0,
+    ``crop_site`` contralateral: columns ``w - 1 - x``, the images being centred on the patient's
+    midline). Both come from the same image, so the patient's scanner, coil and noise are the same
+    in both; a split by patient keeps them together.
+    """
+    archive = Path(archive)
+    path = archive / "manifest.parquet"
+    if not path.exists():
+        raise EmptyInputError(archive, "no manifest.parquet (not an archive written by mridomain simulate)")
+    sim = pd.read_parquet(path)
+    if phase is None:
+        phase = 1 if (sim["phase"] >= 1).any() else 0
+    chosen = sim[sim["phase"] == phase]
+    if len(chosen) == 0:
+        raise InvalidArgumentError(f"{archive}: no series of phase {phase} (phases: {sorted(sim['phase'].unique())})")
+    reasons: dict[str, list[str]] = {}
+    centres = _box_centres(archive / "Annotation_Boxes.csv")
+    table = chosen.merge(centres, on="patient_id", how="left")
+    no_box = table["crop_z"].isna()
+    reasons["no lesion (no annotation box)"] = list(table.loc[no_box, "patient_id"])
+    table = table[~no_box]
+    big = table["t_stage"] > max_t_stage
+    reasons[f"T stage above {max_t_stage}"] = list(table.loc[big, "patient_id"])
+    table = table[~big]
+    if len(table) == 0:
+        raise EmptyInputError(archive, f"no patient with a lesion of T stage <= {max_t_stage}")
+    base = pd.DataFrame({"patient_id": table["patient_id"].astype(str).to_numpy(),
+                         "image": [str(archive / f) for f in table["folder"]], "domain": table["manufacturer"].to_numpy(),
+                         "phase": int(phase), "n_slices": table["n_slices"].astype(int).to_numpy(),
+                         "crop_z": table["crop_z"].to_numpy(), "crop_y": table["crop_y"].to_numpy(),
+                         "t_stage": table["t_stage"].to_numpy(), "tumor_diameter_mm": table["tumor_diameter_mm"].to_numpy()})
+    lesion = base.assign(crop_x=table["crop_x"].to_numpy(), label=1, crop_site="lesion")
+    mirror = base.assign(crop_x=table["recon_matrix"].to_numpy() - 1 - table["crop_x"].to_numpy(), label=0,
+                         crop_site="contralateral")
+    out = pd.concat([lesion, mirror]).sort_values(["patient_id", "crop_site"], kind="stable").reset_index(drop=True)
+    d, h, w = (int(c) for c in crop)
+    out["crop_d"], out["crop_h"], out["crop_w"] = d, h, w
+    out["dataset"], out["modality"] = dataset, "MRI"
+    out, _, dropped = choose_domains(out, domains or ("GE", "SIEMENS"), where=str(path))
+    out = validate_manifest(out, where=f"{dataset} manifest", check_files=False)
+    return ManifestBuild(out, pd.concat([_dropped(reasons), dropped], ignore_index=True))

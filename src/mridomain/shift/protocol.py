@@ -56,11 +56,12 @@ class RunSpec:
 
 
 def split_domain(patient_labels: pd.Series, seed: int, fractions: Sequence[float] = PAPER_FRACTIONS,
-                 stratify: bool = True, key: Sequence[int | str] = ()) -> dict[str, str]:
+                 stratify: bool = False, key: Sequence[int | str] = ()) -> dict[str, str]:
     """Assign each patient (index of ``patient_labels``) to train / val / test.
 
     The split sizes are exactly :func:`mridomain.data.splits.split_counts` of the patient count
-    (each within one patient of ``fraction * n``). With ``stratify`` the patients of each label
+    (each within one patient of ``fraction * n``). By default the order is plain random, as in the
+    paper. With ``stratify`` the patients of each label
     stratum (the value of ``patient_labels``: a patient's label, or "mixed") are spread evenly over
     the random order before it is cut, so every split gets its share of positives: the paper's
     random split, made less likely to leave a small test set with one class.
@@ -123,7 +124,7 @@ def _patient_strata(table: pd.DataFrame) -> pd.Series:
 
 
 def study_splits(table: pd.DataFrame, dataset: str, seed: int, fractions: Sequence[float] = PAPER_FRACTIONS,
-                 stratify: bool = True) -> np.ndarray:
+                 stratify: bool = False) -> np.ndarray:
     """The split ("train" / "val" / "test") of every row of ``table`` (one dataset) for ``seed``.
 
     A ``split`` column in the manifest is used as it is (the same split for every seed). Domains
@@ -139,7 +140,7 @@ def study_splits(table: pd.DataFrame, dataset: str, seed: int, fractions: Sequen
 
 
 def check_splits(table: pd.DataFrame, dataset: str, seeds: Iterable[int], fractions: Sequence[float] = PAPER_FRACTIONS,
-                 stratify: bool = True, where: str = "manifest") -> None:
+                 stratify: bool = False, where: str = "manifest") -> None:
     """One-line :class:`ManifestError` when any split of any domain and seed lacks a class, or a
     patient appears in two splits of a fixed ``split`` column (AUC needs both labels)."""
     if "split" in table.columns:
@@ -158,7 +159,8 @@ def check_splits(table: pd.DataFrame, dataset: str, seeds: Iterable[int], fracti
                     what = "no samples" if not present else f"only label {present[0]}"
                     fixed = "split" in table.columns
                     origin = "the manifest's split column" if fixed else f"seed {seed}"
-                    fix = "fix the split column" if fixed else "add patients or give a split column"
+                    fix = ("fix the split column" if fixed else "add patients, split with stratify=True (--stratify) "
+                                                                "or give a split column")
                     raise ManifestError(f"{where}: dataset {dataset!r}, domain {dom!r}, split {name} "
                                         f"({origin}): {what} (AUC needs both labels; {fix})")
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.shift.runner import curves_table, results_table
-from mridomain.shift.stats import delta_table, fmt_p, paired_deltas, setting_table, smallest_p, table2
+from mridomain.shift.stats import delta_table, fmt_p, paired_deltas, setting_table, sizes_table, smallest_p, table2
 
 __all__ = ["render_report", "ReportResult", "findings", "PAPER_TABLE2"]
 
@@ -84,10 +84,26 @@ def findings(t2: pd.DataFrame, delta: pd.DataFrame) -> list[str]:
         p_note = fmt_p(r.p_value)
         if r.n_seeds and smallest_p(int(r.n_seeds)) > 0.05:
             p_note += f"; with {r.n_seeds} seeds p cannot fall below {smallest_p(int(r.n_seeds)):.3g}"
+        power = ""
+        if hasattr(r, "detectable_delta"):
+            power = (f" Power: the smallest test set held {r.min_test_positives} positives and "
+                     f"{r.min_test_negatives} negatives; a Delta of ±{_nz(r.detectable_delta)} or more would be "
+                     f"detected with 80% power (CI half-width {_nz(r.ci_half_width)}).")
+            if r.min_test_positives < 25 or r.min_test_negatives < 25:
+                power += " Warning: fewer than 25 of a class in a test set; its AUC moves in coarse steps."
         out.append(f"{r.dataset}, trained on {r.train_domain}: AUC {s.auc_mean:.3f} ± {_nz(s.auc_std)} on "
                    f"{r.train_domain}, {o.auc_mean:.3f} ± {_nz(o.auc_std)} on {o.test_domain}; Delta = "
-                   f"{r.delta:+.3f} ({ci}; Wilcoxon p = {p_note}; {r.n_seeds} seeds): {_verdict(r.ci_low, r.ci_high)}.")
+                   f"{r.delta:+.3f} ({ci}; Wilcoxon p = {p_note}; {r.n_seeds} seeds): {_verdict(r.ci_low, r.ci_high)}."
+                   + power)
     return out
+
+
+def _collapsed(df: pd.DataFrame, summary: str) -> str:
+    """A long table folded into a <details> element (the report stays short until it is opened)."""
+    import html
+
+    body = df.to_html(index=False, escape=True, border=0, na_rep="", float_format=lambda x: f"{x:.4g}")
+    return f"<details><summary>{html.escape(summary)}</summary>\n{body}\n</details>"
 
 
 def _nz(v: float) -> str:
@@ -282,21 +298,36 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
                             text=(f"Study folder: {out}. Manifest: {study.meta.get('manifest')} "
                                   f"({study.meta.get('n_samples')} samples). Domains: "
                                   + "; ".join(f"{ds}: {a} vs {b}" for ds, (a, b) in study.domains.items())
-                                  + f". Model: {study.config.model} (width {study.config.width}), "
-                                    f"{study.config.epochs} epochs, batch {study.config.batch_size}, lr {study.config.lr}."
+                                  + f". Model settings: {study.settings_line()}."
                                   + (f"\n\nCommand: {command}" if command else ""))))
     if len(t2):
         f2 = figure("fig2_auc_bars", figure_auc_bars(runs, t2, delta))
         f3 = figure("fig3_delta_box", figure_delta_box(runs, delta, modality))
-        sections.append(Section("Table 2: test AUC, mean ± std over seeds", tables=[t2], figures=[("Figure 2", f2)]))
+        sizes = table("test_sets", sizes_table(runs))
+        sections.append(Section("Table 2: test AUC, mean ± std over seeds", tables=[t2], figures=[(
+            "Figure 2. Test AUC of each domain's model on its own test set and on the other domain's (bars: mean ± "
+            "std over seeds; dots: single seeds; dotted line: chance); the title gives Delta and its 95% interval.",
+            f2)]))
         sections.append(Section("Delta: out-of-domain minus in-domain AUC, paired per seed",
-                                text="Delta per seed = AUC(M_j, Test_other) − AUC(M_j, Test_j); the interval is a "
-                                     "95% percentile bootstrap over seeds, the p-value a two-sided Wilcoxon "
-                                     "signed-rank test of the per-seed differences.",
-                                tables=[delta], figures=[("Figure 3", f3)]))
+                                text="Delta per seed = AUC(M_j, Test_other) − AUC(M_j, Test_j): negative means the "
+                                     "model scores worse on the other scanner. The interval is a 95% percentile "
+                                     "bootstrap over seeds, the p-value a two-sided Wilcoxon signed-rank test of the "
+                                     "per-seed differences. ci_half_width and detectable_delta say how small a Delta "
+                                     "this study could see: detectable_delta is the Delta a paired test of these seeds "
+                                     "detects with 80% power at alpha 0.05, from the seed-to-seed spread.",
+                                tables=[delta], figures=[(
+                                    "Figure 3. Left: Delta of each setting grouped by modality (box; red line: mean). "
+                                    "Right: per-seed Delta of each (dataset, training domain) (box and dots) with the "
+                                    "mean and its 95% bootstrap interval (red) and the Wilcoxon p under each.", f3)]))
+        sections.append(Section("Test sets: what each AUC rests on",
+                                text="Per (dataset, training domain, test domain), the test sets over seeds: samples, "
+                                     "positives, negatives, patients and positive patients (min and max over seeds; "
+                                     "the split changes with the seed). A warning marks fewer than 25 of a class.",
+                                tables=[sizes]))
         if len(curves):
-            sections.append(Section("Training curves", figures=[("validation AUC per epoch",
-                                                                 figure("learning_curves", figure_learning_curves(curves, runs)))]))
+            sections.append(Section("Training curves", figures=[(
+                "Figure. Validation AUC per epoch of every main run, coloured by training domain; the epoch of best "
+                "validation AUC is the model kept.", figure("learning_curves", figure_learning_curves(curves, runs)))]))
     for exp, setting, xlabel, log, fig_name, caption in (
             ("mixing", "f", "fraction f of the training set from the target domain", False, "fig4_mixing",
              "Appendix A.1: target-domain training samples make up the fraction f of the training set "
@@ -314,8 +345,13 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
             tab["alpha_rel"] = tab["alpha"] / tab["image_std"]
         table(exp, tab)
         path = figure(fig_name, figure_curves(tab, runs, exp, setting, xlabel, log))
+        fig_caption = ("Figure 4. Test AUC against the fraction f of target-domain images in the training set, one "
+                       "panel per training domain, a line per test domain (mean; dotted: ± std; dots: seeds)."
+                       if exp == "mixing" else
+                       "Figure 5. Test AUC against the training noise alpha (stored units, symlog axis), one panel "
+                       "per training domain, a line per test domain (mean; dotted: ± std; dots: seeds).")
         sections.append(Section(f"{'Target-domain mixing' if exp == 'mixing' else 'Training noise'}",
-                                text=caption, tables=[tab], figures=[(fig_name, path)]))
+                                text=caption, tables=[tab], figures=[(fig_caption, path)]))
     attribution = out / "attribution.csv"
     if attribution.exists():
         att = pd.read_csv(attribution)
@@ -327,8 +363,18 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
         text = None
         if summary_path.exists():
             text = "\n\n".join(read_json(summary_path).get("findings", []))
-        sections.append(Section("Attribution on the simulator: which acquisition factor causes the drop", text=text,
-                                tables=[att], figures=figs))
+        signs = ("Signs as for Delta: the acquired row's change is the target set's AUC as acquired minus the "
+                 "in-domain AUC (negative: lower on the other scanner). A factor's change is the AUC with that "
+                 "factor of the training domain's protocol minus the AUC as acquired (positive: the factor raised "
+                 "it, undoing a negative gap). Changes are pooled over seeds and source partners; intervals are "
+                 "95% percentile bootstraps over seeds and patients. 'sum of factors' adds the single-factor "
+                 "changes, 'interaction' is the all-factors change minus that sum. The sentences name only the "
+                 "factors whose interval excludes zero.")
+        captions = [("Figure. AUC change per re-imaging condition (bars: mean over seeds and partners; whiskers: "
+                     "95% bootstrap interval; grey: all factors, their sum and the interaction); dashed red: the change "
+                     "that would bring the AUC to the in-domain level.", p) for _, p in figs]
+        sections.append(Section("Attribution on the simulator: which acquisition factor moves the out-of-domain AUC",
+                                text=signs + ("\n\n" + text if text else ""), tables=[att], figures=captions))
     failed = runs[runs["status"] != "ok"].drop_duplicates("run_id")
     if len(failed):
         sections.append(Section("Failed runs", note=f"{len(failed)} run(s) failed and are left out of every table "
@@ -336,11 +382,11 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
                                 tables=[failed[["run_id", "error"]]]))
     ok = runs[runs["status"] == "ok"]
     if len(ok):
+        every = ok[["run_id", "test_domain", "auc", "n_test", "n_test_positive", "n_train", "n_train_target",
+                    "n_duplicates", "best_epoch", "best_val_auc", "split_digest", "seconds"]]
         sections.append(Section("Every run", text="One row per (run, test domain): seed, split fingerprint, best "
                                                   "epoch and AUC; runs.csv and curves.csv hold them all.",
-                                tables=[ok[["run_id", "test_domain", "auc", "n_test", "n_test_positive", "n_train",
-                                            "n_train_target", "n_duplicates", "best_epoch", "best_val_auc",
-                                            "split_digest", "seconds"]].head(400)]))
+                                html=_collapsed(every, f"Show all {len(every)} rows")))
     sections.append(Section("The paper's Table 2 (real data, for reference)",
                             text="Guo et al., Table 2: mean ± std over 10 seeds on the real datasets. Not "
                                  "comparable number by number with a simulated or another dataset.",

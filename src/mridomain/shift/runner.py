@@ -42,9 +42,10 @@ class RunContext:
     data: dict[str, str]                 # dataset -> folder of StudyData
     config: dict[str, Any]               # ShiftConfig fields (the seed is set per run)
     fractions: tuple[float, float, float] = PAPER_FRACTIONS
-    stratify: bool = True
+    stratify: bool = False
     models_dir: str | None = None        # keep each run's model (and engine run folder) here
     keep_models: Sequence[str] = ()      # experiments whose models are kept (main: for attribution)
+    preset: str | None = None            # the preset the config came from (recorded in every run)
 
 
 _DATA_CACHE: dict[str, StudyData] = {}
@@ -69,7 +70,7 @@ def model_folder(models_dir: str | Path, spec: RunSpec) -> Path:
 
 
 def train_and_test(spec: RunSpec, data: StudyData, config: ShiftConfig, fractions: Sequence[float] = PAPER_FRACTIONS,
-                   stratify: bool = True, out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+                   stratify: bool = False, out: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Train M_{train_domain} for ``spec`` and return its results record (AUC on both test sets).
 
     ``out`` keeps the model and the engine's run folder there (else nothing is written).
@@ -104,7 +105,10 @@ def train_and_test(spec: RunSpec, data: StudyData, config: ShiftConfig, fraction
     for dom in (spec.train_domain, spec.other_domain):
         idx = part(dom, "test")
         scores = model.decision_function(np.asarray(data.images[idx]))
+        pids = table["patient_id"].to_numpy()[idx]
         tests[dom] = {"auc": auc(labels[idx], scores), "n": int(len(idx)), "n_positive": int(labels[idx].sum()),
+                      "n_patients": int(len(set(pids.tolist()))),
+                      "n_positive_patients": int(len(set(pids[labels[idx] == 1].tolist()))),
                       "sample_id": table["sample_id"].to_numpy()[idx].astype(int).tolist(),
                       "score": [round(float(s), 6) for s in scores]}
     curve = [{k: (float(v) if isinstance(v, (int, float, np.floating, np.integer)) else v) for k, v in row.items()}
@@ -128,7 +132,8 @@ def execute_run(job: tuple[RunSpec, RunContext], data: StudyData | None = None) 
         data = data if data is not None else _study_data(ctx.data[spec.dataset])
         out = model_folder(ctx.models_dir, spec) if ctx.models_dir and spec.experiment in ctx.keep_models else None
         config = ShiftConfig.from_dict(ctx.config, where="study config")
-        return train_and_test(spec, data, config, ctx.fractions, ctx.stratify, out=out)
+        record = train_and_test(spec, data, config, ctx.fractions, ctx.stratify, out=out)
+        return {**record, "preset": ctx.preset, "stratify": bool(ctx.stratify)}
     except Exception as err:  # noqa: BLE001 - recorded with its message and traceback, shown in the report
         reason = f"{type(err).__name__}: {err}" if not isinstance(err, MridomainError) else str(err)
         return {**spec.to_dict(), "status": "failed", "error": reason.splitlines()[0] if reason else type(err).__name__,
@@ -202,8 +207,10 @@ def results_table(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
             rows.append({**base, "test_domain": None, "auc": float("nan"), "n_test": 0, "n_test_positive": 0, **extra})
         for dom, t in tests.items():
             rows.append({**base, "test_domain": dom, "auc": float(t["auc"]), "n_test": t["n"],
-                         "n_test_positive": t["n_positive"], **extra})
-    cols = [*base_keys, "test_domain", "auc", "n_test", "n_test_positive", "n_train", "n_train_target",
+                         "n_test_positive": t["n_positive"], "n_test_patients": t.get("n_patients"),
+                         "n_test_positive_patients": t.get("n_positive_patients"), **extra})
+    cols = [*base_keys, "test_domain", "auc", "n_test", "n_test_positive", "n_test_patients",
+            "n_test_positive_patients", "n_train", "n_train_target",
             "n_duplicates", "n_val", "best_epoch", "best_val_auc", "epochs_run", "split_digest", "seconds", "error"]
     df = pd.DataFrame(rows, columns=cols)
     if len(df):

@@ -16,10 +16,14 @@ import numpy as np
 import pandas as pd
 
 from mridomain.errors import InvalidArgumentError
-from mridomain.statistics import bootstrap_ci, smallest_p, wilcoxon_p  # noqa: F401  (re-exported)
+from mridomain.statistics import bootstrap_ci, detectable_difference, smallest_p, wilcoxon_p  # noqa: F401
 
 __all__ = ["auc", "bootstrap_ci", "wilcoxon_p", "table2", "delta_table", "paired_deltas", "setting_table",
-           "smallest_p"]
+           "smallest_p", "sizes_table", "MIN_CLASS"]
+
+#: a test set with fewer samples than this of either class gets a warning: its AUC moves in steps
+#: of at least 1 / (25 * n_other) per rank swap, and one patient changes it visibly
+MIN_CLASS = 25
 
 
 def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
@@ -85,16 +89,59 @@ def paired_deltas(runs: pd.DataFrame, experiment: str = "main") -> pd.DataFrame:
     return wide[cols].reset_index(drop=True)
 
 
+def sizes_table(runs: pd.DataFrame, experiment: str = "main") -> pd.DataFrame:
+    """Per (dataset, train domain, test domain): the test sets' sizes over seeds (min and max of
+    samples, positives, negatives, patients and positive patients) and a warning when any seed's
+    test set holds fewer than :data:`MIN_CLASS` of either class."""
+    cols = ["dataset", "train_domain", "test_domain", "n_seeds", "samples_min", "samples_max", "positives_min",
+            "positives_max", "negatives_min", "negatives_max", "patients_min", "patients_max",
+            "positive_patients_min", "positive_patients_max", "warning"]
+    r = _ok_runs(runs, experiment)
+    if len(r) == 0 or "n_test" not in r.columns:
+        return pd.DataFrame(columns=cols)
+    r = r.assign(n_test_negative=r["n_test"] - r["n_test_positive"])
+    rows = []
+    for (ds, train, test), g in r.groupby(["dataset", "train_domain", "test_domain"], sort=True):
+        row = {"dataset": ds, "train_domain": train, "test_domain": test, "n_seeds": int(g["seed"].nunique())}
+        for name, col in (("samples", "n_test"), ("positives", "n_test_positive"), ("negatives", "n_test_negative"),
+                          ("patients", "n_test_patients"), ("positive_patients", "n_test_positive_patients")):
+            v = pd.to_numeric(g[col], errors="coerce") if col in g else pd.Series(dtype=float)
+            row[f"{name}_min"] = int(v.min()) if v.notna().any() else None
+            row[f"{name}_max"] = int(v.max()) if v.notna().any() else None
+        few = min(row["positives_min"], row["negatives_min"])
+        row["warning"] = (f"fewer than {MIN_CLASS} of a class in a test set ({row['positives_min']} positives, "
+                          f"{row['negatives_min']} negatives at the least): its AUC is coarse" if few < MIN_CLASS else "")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=cols)
+
+
 def delta_table(runs: pd.DataFrame, confidence: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> pd.DataFrame:
-    """dataset, train_domain, delta, ci_low, ci_high, p_value, n_seeds, auc_in, auc_out (main runs)."""
-    cols = ["dataset", "train_domain", "delta", "ci_low", "ci_high", "p_value", "n_seeds", "auc_in", "auc_out"]
+    """dataset, train_domain, delta, ci_low, ci_high, p_value, n_seeds, auc_in, auc_out (main runs),
+    and the power the row had: ``ci_half_width`` (half the bootstrap interval), ``detectable_delta``
+    (the smallest Delta a paired test of these seeds detects with 80 % power at alpha 0.05, from
+    the per-seed spread: :func:`mridomain.statistics.detectable_difference`), the smallest test
+    set's positives and negatives over both domains and seeds, and a warning below
+    :data:`MIN_CLASS` of either class."""
+    cols = ["dataset", "train_domain", "delta", "ci_low", "ci_high", "p_value", "n_seeds", "auc_in", "auc_out",
+            "ci_half_width", "detectable_delta", "min_test_positives", "min_test_negatives", "warning"]
     d = paired_deltas(runs, "main")
+    sizes = sizes_table(runs)
     rows = []
     for (ds, dom), g in d.groupby(["dataset", "train_domain"], sort=True):
         lo, hi = bootstrap_ci(g["delta"], confidence, n_resamples, seed)
+        s = sizes[(sizes["dataset"] == ds) & (sizes["train_domain"] == dom)]
+        pos = int(s["positives_min"].min()) if len(s) else 0
+        neg = int(s["negatives_min"].min()) if len(s) else 0
+        warn = [f"a test set holds only {min(pos, neg)} {'positives' if pos <= neg else 'negatives'} "
+                f"(< {MIN_CLASS})"] if min(pos, neg) < MIN_CLASS else []
+        if len(g) and smallest_p(len(g)) > 0.05:
+            warn.append(f"{len(g)} seeds cannot give p below {smallest_p(len(g)):.3g}")
         rows.append({"dataset": ds, "train_domain": dom, "delta": float(g["delta"].mean()), "ci_low": lo,
                      "ci_high": hi, "p_value": wilcoxon_p(g["delta"]), "n_seeds": int(len(g)),
-                     "auc_in": float(g["auc_in"].mean()), "auc_out": float(g["auc_out"].mean())})
+                     "auc_in": float(g["auc_in"].mean()), "auc_out": float(g["auc_out"].mean()),
+                     "ci_half_width": (hi - lo) / 2 if math.isfinite(lo) else float("nan"),
+                     "detectable_delta": detectable_difference(g["delta"]), "min_test_positives": pos,
+                     "min_test_negatives": neg, "warning": "; ".join(warn)})
     return pd.DataFrame(rows, columns=cols)
 
 

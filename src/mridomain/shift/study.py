@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import sys
+
 import pandas as pd
 
 from mridomain.errors import InvalidArgumentError, MridomainError, SchemaMismatchError
-from mridomain.shift.config import ShiftConfig, make_config
+from mridomain.shift.config import ShiftConfig, default_preset, make_config
 from mridomain.shift.data import StudyData, dataset_folder, load_samples
 from mridomain.shift.manifest import choose_domains, manifest_digest, read_manifest, validate_manifest
 from mridomain.shift.protocol import (MIXING_FRACTIONS, NOISE_ALPHAS, PAPER_FRACTIONS, check_splits, plan_runs,
@@ -75,10 +77,27 @@ class Study:
     def data(self, dataset: str) -> StudyData:
         return StudyData.load(dataset_folder(self.out, dataset))
 
+    @property
+    def preset(self) -> str | None:
+        """The preset the config was made from (``paper`` / ``cpu``; None for a study of an older
+        version or a config given without one)."""
+        return self.meta.get("preset")
+
+    def settings_line(self) -> str:
+        """Preset, model settings and split in one line (printed by every run, stated in the report)."""
+        c = self.config
+        return (f"preset {self.preset or 'not recorded'} ({c.model}, width {c.width:g}, {c.epochs} epochs, "
+                f"batch {c.batch_size}, lr {c.lr:g}); split {self.split_name}")
+
+    @property
+    def split_name(self) -> str:
+        """How each domain was split: the words the report and the console use."""
+        return "stratified by label within each domain" if self.stratify else "random within each domain (the paper's)"
+
     def context(self, keep_models: Sequence[str] = ("main",)) -> RunContext:
         return RunContext(data={ds: str(dataset_folder(self.out, ds)) for ds in self.domains},
                           config=self.config.to_dict(), fractions=self.fractions, stratify=self.stratify,
-                          models_dir=str(self.out / "models"), keep_models=tuple(keep_models))
+                          models_dir=str(self.out / "models"), keep_models=tuple(keep_models), preset=self.preset)
 
 
 def _comparable(config: ShiftConfig) -> dict[str, Any]:
@@ -117,12 +136,16 @@ def open_study(out: str | Path, model: str | None = None) -> Study:
 
 def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: ShiftConfig | None = None,
                   domains: Sequence[str] | None = None, fractions: Sequence[float] = PAPER_FRACTIONS,
-                  stratify: bool = True, workers: int | None = None, progress: bool = True) -> Study:
+                  stratify: bool | None = None, workers: int | None = None, progress: bool = True,
+                  preset: str | None = None) -> Study:
     """Validate the manifest, read its samples once into ``OUT/data`` and write ``study.json``.
 
     Re-opening a folder with the same manifest and settings reuses what is there (a resumed
     study); different ones are a one-line :class:`SchemaMismatchError` naming what differs.
-    ``config=None`` takes the folder's config when there is one, else the ``cpu`` preset.
+    ``config=None`` takes the folder's config when there is one, else the :func:`default_preset`
+    (``paper`` with CUDA, else ``cpu``); ``preset`` names the preset ``config`` was made from (it
+    is recorded in ``study.json`` and every run record). ``stratify=None`` takes the folder's
+    split when there is one, else the paper's random split within each domain.
     """
     from mridomain.files import dump_json
 
@@ -139,7 +162,13 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     existing = open_study(out) if (out / "study.json").exists() else None
     explicit = config is not None
     if config is None:
-        config = existing.config if existing is not None else make_config("cpu")
+        if existing is not None:
+            config, preset = existing.config, preset or existing.preset
+        else:
+            preset = preset or default_preset()
+            config = make_config(preset)
+    if stratify is None:
+        stratify = existing.stratify if existing is not None else False
     fr = tuple(float(f) for f in fractions)
     if existing is not None:
         diffs = []
@@ -167,13 +196,15 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
             dropped.to_csv(out / "dropped.csv", index=False)
     meta = {"format": STUDY_FORMAT, "version": STUDY_VERSION, "manifest": where, "manifest_digest": digest,
             "n_samples": int(len(table)), "domains": {k: list(v) for k, v in chosen.items()}, "fractions": list(fr),
-            "stratify": bool(stratify), "config": config.to_dict()}
+            "stratify": bool(stratify), "preset": preset, "config": config.to_dict()}
     if existing is None:
         dump_json(meta, out / "study.json")
     study = open_study(out) if existing is None else existing
     study.config = config
     if explicit:        # a config object the caller passed is theirs: its model may run
         study.trusted_model = config.model
+    if preset is not None:
+        study.meta["preset"] = preset
     return study
 
 
@@ -206,7 +237,7 @@ class ExperimentResult:
     def summary(self) -> str:
         ran = len(self.records)
         line = (f"{self.experiment}: {self.planned} runs planned, {self.resumed} already finished, {ran} run now"
-                f" ({len(self.failed)} failed)")
+                f" ({len(self.failed)} failed); {self.study.settings_line()}")
         for r in self.failed[:10]:
             line += f"\n  failed {r['run_id']}: {r.get('error')}"
         return line
@@ -289,26 +320,27 @@ def _check_arguments(experiment: str, settings: Sequence[float] | None, model: s
 def _run(experiment: str, manifest: str | Path | pd.DataFrame, out: str | Path, seeds: int | Sequence[int],
          settings: Sequence[float] | None, preset: str | None, model: str | None, domains: Sequence[str] | None,
          workers: int | None, backend: str, ray_address: str | None, progress: bool, report: bool,
-         overrides: dict[str, Any]) -> ExperimentResult:
+         stratify: bool | None, overrides: dict[str, Any]) -> ExperimentResult:
     _check_arguments(experiment, settings, model, workers, backend, overrides.get("device"))
     from mridomain.files import check_output_folder
 
     check_output_folder(out, "study folder")
     changes = {k: v for k, v in {"model": model, **overrides}.items() if v is not None}
+    existing = open_study(out, model=model) if (Path(out) / "study.json").exists() else None
     config = None
     if preset is not None:
         config = make_config(preset, **changes)
-    elif changes:   # on top of the folder's config when it has one, else the cpu preset
-        existing = Path(out) / "study.json"
-        if existing.exists():
-            folder = open_study(out, model=model)
-            folder.check_model()        # the folder's model stays: it must be one the user named
-            config = folder.config.updated(**changes)
-        else:
-            config = make_config("cpu", **changes)
-    elif (Path(out) / "study.json").exists():
-        open_study(out).check_model()
-    study = prepare_study(manifest, out, config, domains=domains, workers=workers, progress=progress)
+    elif existing is not None:   # the folder's config (and preset), with the changes on top
+        existing.check_model()       # the folder's model stays: it must be one the user named
+        preset = existing.preset
+        config = existing.config.updated(**changes) if changes else None
+    else:
+        preset = default_preset()
+        config = make_config(preset, **changes)
+    study = prepare_study(manifest, out, config, domains=domains, workers=workers, progress=progress,
+                          stratify=stratify, preset=preset)
+    if progress:
+        print(f"{experiment}: {study.settings_line()}", file=sys.stderr, flush=True)
     result = run_experiment(study, experiment, seeds, settings, workers=workers, backend=backend,
                             ray_address=ray_address, progress=progress)
     if report:
@@ -321,35 +353,38 @@ def _run(experiment: str, manifest: str | Path | pd.DataFrame, out: str | Path, 
 def run_study(manifest: str | Path | pd.DataFrame, out: str | Path, seeds: int | Sequence[int] = 10,
               preset: str | None = None, model: str | None = None, domains: Sequence[str] | None = None,
               workers: int | None = None, backend: str = "process", ray_address: str | None = None,
-              progress: bool = True, report: bool = True, **overrides: Any) -> ExperimentResult:
+              progress: bool = True, report: bool = True, stratify: bool | None = None,
+              **overrides: Any) -> ExperimentResult:
     """The paper's main experiment (Table 2, Delta) on a manifest, into the study folder ``out``.
 
-    ``preset``: ``paper`` or ``cpu`` (default: the folder's config, else ``cpu``); ``model``: auto,
+    ``preset``: ``paper`` or ``cpu`` (default: the folder's config, else ``paper`` when CUDA is
+    available and ``cpu`` otherwise; printed and recorded in every run); ``stratify``: split each
+    domain stratified by label (default: the folder's, else the paper's random split); ``model``: auto,
     mrnet2d, nodulex, densenet121 or ``package.module:callable``; ``overrides``: any
     :class:`ShiftConfig` field (epochs, lr, batch_size, width, image_size, device, ...).
     Interrupted or repeated calls resume: finished runs are not trained again.
     """
     return _run("main", manifest, out, seeds, None, preset, model, domains, workers, backend, ray_address,
-                progress, report, overrides)
+                progress, report, stratify, overrides)
 
 
 def run_mixing(manifest: str | Path | pd.DataFrame, out: str | Path, fractions: Sequence[float] = MIXING_FRACTIONS,
                seeds: int | Sequence[int] = 3, preset: str | None = None, model: str | None = None,
                domains: Sequence[str] | None = None, workers: int | None = None, backend: str = "process",
                ray_address: str | None = None, progress: bool = True, report: bool = True,
-               **overrides: Any) -> ExperimentResult:
+               stratify: bool | None = None, **overrides: Any) -> ExperimentResult:
     """Appendix A.1: target-domain mixing at fractions f (3 seeds by default, as the paper); f = 0
     is the main experiment's run of the same seed."""
     return _run("mixing", manifest, out, seeds, fractions, preset, model, domains, workers, backend, ray_address,
-                progress, report, overrides)
+                progress, report, stratify, overrides)
 
 
 def run_noise(manifest: str | Path | pd.DataFrame, out: str | Path, alphas: Sequence[float] = NOISE_ALPHAS,
               seeds: int | Sequence[int] = 3, preset: str | None = None, model: str | None = None,
               domains: Sequence[str] | None = None, workers: int | None = None, backend: str = "process",
               ray_address: str | None = None, progress: bool = True, report: bool = True,
-              **overrides: Any) -> ExperimentResult:
+              stratify: bool | None = None, **overrides: Any) -> ExperimentResult:
     """Appendix A.2: Gaussian noise of standard deviation alpha added to the training images, in
     their stored intensity units (the report also gives alpha relative to the images' own spread)."""
     return _run("noise", manifest, out, seeds, alphas, preset, model, domains, workers, backend, ray_address,
-                progress, report, overrides)
+                progress, report, stratify, overrides)

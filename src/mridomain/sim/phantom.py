@@ -805,13 +805,16 @@ def draw_density(rng: np.random.Generator) -> str:
 
 def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0,
                  density: str | None = None, tumor: bool | None = None,
-                 tumor_diameter_mm: float | None = None, tumor_invasion: str | None = None) -> Phantom:
+                 tumor_diameter_mm: float | None = None, tumor_invasion: str | None = None,
+                 forced_stage: dict | None = None) -> Phantom:
     """Draw one patient's anatomy from ``rng`` (deterministic given the generator state).
 
     ``density``, ``tumor``, ``tumor_diameter_mm`` and ``tumor_invasion`` ("", "chest wall", "skin")
     force those properties (for controlled studies); otherwise they are drawn: density from the
     BI-RADS frequencies, a carcinoma in 90 % of patients with its stage (:func:`draw_stage`).
     The number of draws never depends on the forced values, so forcing one leaves the rest alone.
+    ``forced_stage``: a whole :func:`draw_stage` result (size, invasion, margin, necrosis, N, M)
+    used instead of the one drawn here (a cohort sampled by stage: ``mridomain.sim.simulate``).
     """
     names = list(DENSITY_CLASSES)
     drawn_density = draw_density(rng)
@@ -873,6 +876,8 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
     has_tumor = bool(rng.random() < 0.9)
     has_tumor = has_tumor if tumor is None else bool(tumor)
     stage = draw_stage(rng)
+    if forced_stage is not None:
+        stage = dict(forced_stage)
     if tumor_invasion is not None:
         stage["invasion"] = tumor_invasion
     if tumor_diameter_mm is not None:

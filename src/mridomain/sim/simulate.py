@@ -16,7 +16,7 @@ from mridomain.errors import MridomainError, InvalidArgumentError
 from mridomain.parallel import parallel_map
 from mridomain.sim import acquisition as acq
 from mridomain.sim.dicom_writer import SeriesInfo, series_folder_names, uid, write_slice
-from mridomain.sim.phantom import Phantom, make_phantom, phantom_parameters
+from mridomain.sim.phantom import Phantom, draw_stage, make_phantom, phantom_parameters
 from mridomain.sim.physics import AGENT_MOLARITY, STANDARD_DOSE_MMOL_PER_KG
 from mridomain.sim.protocols import Protocol, load_preset, sample_protocols
 
@@ -53,6 +53,9 @@ class SimulationResult:
                 lines.append(f"  {col}: " + ", ".join(f"{k} {v}" for k, v in vc.items()))
             lines.append(f"  tumours: {int(pre['tumor_present'].sum())}/{len(pre)}; density: "
                          + ", ".join(f"{k} {v}" for k, v in pre['density'].value_counts().items()))
+            if "cohort" in pre and (pre["cohort"] != "population").any():
+                g = pre["cohort_group"].value_counts()
+                lines.append(f"  cohort: {pre['cohort'].iloc[0]} (" + ", ".join(f"{k} {v}" for k, v in g.items()) + ")")
             if "t_stage" in pre:
                 t = pre.loc[pre["tumor_present"], "t_stage"].value_counts().sort_index()
                 lines.append("  T stage: " + ", ".join(f"T{k} {v}" for k, v in t.items())
@@ -69,9 +72,53 @@ def patient_id(i: int) -> str:
     return f"Breast_MRI_{i + 1:03d}"
 
 
-def patient_phantom(seed: int, i: int) -> Phantom:
-    """The phantom of patient ``i`` for a given dataset seed (deterministic)."""
-    return make_phantom(np.random.default_rng([seed, i, 0]), patient_index=i, seed=seed)
+def patient_phantom(seed: int, i: int, stage: dict | None = None) -> Phantom:
+    """The phantom of patient ``i`` for a given dataset seed (deterministic); ``stage`` forces a
+    carcinoma of that :func:`~mridomain.sim.phantom.draw_stage` result (a cohort sampled by stage)."""
+    return make_phantom(np.random.default_rng([seed, i, 0]), patient_index=i, seed=seed,
+                        tumor=True if stage is not None else None, forced_stage=stage)
+
+
+#: ``population``: patients as they come (a carcinoma in 90 %, T3/T4 ~9 %: :func:`draw_stage`).
+#: ``t-stage-case-control``: an enriched cohort for the T > 2 task, as case-control studies are
+#: sampled (e.g. Schlesselman, Case-Control Studies, 1982): every patient has a carcinoma, and within
+#: each manufacturer patients alternate between cases (T3/T4) and controls (T1/T2) in index order,
+#: so each scanner domain holds as many cases as controls (within one). Within each group the stage,
+#: size, margin, necrosis and N/M are draw_stage's own distribution (draws from a stream of their
+#: own, [seed, i, 3], kept until the group matches); nothing else about a patient changes.
+COHORTS = ("population", "t-stage-case-control")
+#: the T stage that separates cases from controls in the case-control cohort (the paper's T > 2)
+CASE_CONTROL_T = 2
+
+
+def cohort_stage(seed: int, i: int, case: bool, threshold: int = CASE_CONTROL_T) -> dict:
+    """A stage of draw_stage's distribution restricted to cases (T > threshold) or controls."""
+    rng = np.random.default_rng([seed, i, 3])
+    for _ in range(100000):
+        st = draw_stage(rng)
+        if (st["t"] > threshold) == case:
+            return st
+    raise MridomainError(f"no {'case' if case else 'control'} stage drawn for patient {i}")  # pragma: no cover
+
+
+def draw_cohort(seed: int, n_patients: int, data, cohort: str = "population") -> tuple[list, list, list]:
+    """Phantoms, protocols and cohort group (``case`` / ``control`` / None) of every patient, as
+    :func:`simulate` draws them (also used to image an archive's patients again)."""
+    if cohort not in COHORTS:
+        raise InvalidArgumentError(f"unknown cohort {cohort!r}; use one of {COHORTS}")
+    phantoms = [patient_phantom(seed, i) for i in range(n_patients)]
+    # a forced stage changes no other draw of the phantom, so the body widths (and protocols) stay
+    protocols = sample_protocols(data, n_patients, np.random.default_rng([seed, 99]),
+                                 body_widths_mm=[2 * ph.torso_w for ph in phantoms])
+    groups: list = [None] * n_patients
+    if cohort == "t-stage-case-control":
+        seen: dict[str, int] = {}
+        for i, p in enumerate(protocols):
+            k = seen.get(p.manufacturer, 0)
+            seen[p.manufacturer] = k + 1
+            groups[i] = "case" if k % 2 == 0 else "control"
+            phantoms[i] = patient_phantom(seed, i, cohort_stage(seed, i, groups[i] == "case"))
+    return phantoms, protocols, groups
 
 
 def contrast_volume_ml(p: Protocol, weight_kg: float) -> float:
@@ -109,8 +156,8 @@ def _series_infos(seed: int, i: int, ph: Phantom, p: Protocol, ctx: acq.ExamCont
 SLAB_MODES = ("spread", "tumor")
 
 
-def _exam(seed: int, i: int, p: Protocol, slices: int, slab: str = "spread"):
-    ph = patient_phantom(seed, i)
+def _exam(seed: int, i: int, p: Protocol, slices: int, slab: str = "spread", stage: dict | None = None):
+    ph = patient_phantom(seed, i, stage)
     ctx = acq.exam_context(ph, p, np.random.default_rng([seed, i, 1]))
     z = ph.slab(slices, p.slice_thickness, mode=slab)
     # written order ascends along the slice normal (+z for FFP storage, -z for mirrored HFP storage)
@@ -124,7 +171,7 @@ def _run_task(task: dict) -> dict:
     out = Path(task["out"])
     t0 = time.perf_counter()
     try:
-        ph, ctx, z_written = _exam(seed, i, p, slices, task.get("slab", "spread"))
+        ph, ctx, z_written = _exam(seed, i, p, slices, task.get("slab", "spread"), task.get("stage"))
         infos = _series_infos(seed, i, ph, p, ctx, z_written, phases)
         boxes = []
         written = 0
@@ -203,7 +250,11 @@ STAGE_COLUMNS = {
 def write_features_csv(path: Path, rows: list[dict]) -> None:
     """DBC-style Clinical_and_Other_Features: group row, column names, category-code row, patients."""
     names, maps, codes = _code_maps()
-    header = ["Patient ID"] + names
+    # a cohort sampled by stage says so in a column of its own (not a DBC column; a population
+    # archive keeps DBC's exact layout)
+    cohort = any(r.get("cohort", "population") != "population" for r in rows)
+    extra = ["Cohort (simulated)"] if cohort else []
+    header = ["Patient ID"] + names + extra
     groups = [""] * len(header)
     groups[0] = "Patient Information"
     groups[1] = "MRI Technical Information"
@@ -215,7 +266,7 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
         w = csv.writer(fh)
         w.writerow(groups)
         w.writerow(header)
-        w.writerow([""] + codes)
+        w.writerow([""] + codes + (["t-stage-case-control: case (T > 2) | control (T <= 2)"] if cohort else []))
         for r in rows:
             p: Protocol = r["protocol"]
             line = {n: "" for n in names}
@@ -252,12 +303,12 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
             for col, key in STAGE_COLUMNS.items():
                 if col in line:
                     line[col] = str(int(r[key]))
-            w.writerow([r["patient_id"]] + [line[n] for n in names])
+            w.writerow([r["patient_id"]] + [line[n] for n in names] + ([r["cohort"]] if cohort else []))
 
 
 def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int = 16,
              preset: str | Path = "dbc", phases: int = 1, workers: int | None = None,
-             progress: bool = True, slab: str = "spread") -> SimulationResult:
+             progress: bool = True, slab: str = "spread", cohort: str = "population") -> SimulationResult:
     """Simulate ``n_patients`` DCE breast MRI exams and write them in DBC's TCIA layout.
 
     Each patient gets one protocol sampled from ``preset`` ("dbc" or a YAML file) and ``phases``
@@ -267,6 +318,9 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     ``slab``: "spread" (default) spreads a small series over the breasts with one slice through
     the lesion; "tumor" writes ``slices`` contiguous slices (spacing = thickness) centred on the
     lesion, e.g. ``slices=5`` for a 47 x 47 x 5 crop around the tumour box.
+    ``cohort``: ``population`` (default) or ``t-stage-case-control`` (:data:`COHORTS`: as many
+    T3/T4 cases as T1/T2 controls per manufacturer); written to the manifest (``cohort``,
+    ``cohort_group``) and the features sheet (``Cohort (simulated)``).
     """
     t_start = time.perf_counter()
     if slab not in SLAB_MODES:
@@ -276,9 +330,8 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     out = Path(out)
     (out / "dicom").mkdir(parents=True, exist_ok=True)
     data = load_preset(preset)
-    phantoms = [patient_phantom(seed, i) for i in range(n_patients)]
-    protocols = sample_protocols(data, n_patients, np.random.default_rng([seed, 99]),
-                                 body_widths_mm=[2 * ph.torso_w for ph in phantoms])
+    phantoms, protocols, groups = draw_cohort(seed, n_patients, data, cohort)
+    stages = [None if g is None else cohort_stage(seed, i, g == "case") for i, g in enumerate(groups)]
     workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else int(workers))
     # one task per patient (its texture planes, coil and signal maps are built once and shared by
     # all its slices and phases); only when there are fewer than two patients per worker are a
@@ -286,7 +339,7 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     n_chunks = max(1, min(slices, -(-2 * workers // n_patients))) if workers > 1 else 1
     bounds = np.linspace(0, slices, n_chunks + 1).astype(int)
     tasks = [{"seed": seed, "i": i, "protocol": protocols[i], "slices": slices, "phases": phases,
-              "out": str(out), "indices": list(range(bounds[c], bounds[c + 1])), "slab": slab}
+              "out": str(out), "indices": list(range(bounds[c], bounds[c + 1])), "slab": slab, "stage": stages[i]}
              for i in range(n_patients) for c in range(n_chunks) if bounds[c + 1] > bounds[c]]
     results = list(parallel_map(_run_task, tasks, workers=workers, total=len(tasks), batch_size=1,
                                 progress=progress, desc="simulate", unit="img",
@@ -326,7 +379,8 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
             row.update({"agent_injected": p.agent, "site": p.site, "fatsat_method": p.fatsat,
                         "partial_fourier": p.partial_fourier, "acceleration": p.acceleration,
                         "recon_matrix": p.recon_matrix, "pixel_spacing_mm": p.pixel_mm,
-                        "coil_channels": p.coil_channels, "contrast_volume_ml": vol,
+                        "coil_channels": p.coil_channels, "contrast_volume_ml": vol, "cohort": cohort,
+                        "cohort_group": groups[i],
                         "slice_spacing_mm": float(abs(np.diff(z).mean())) if slices > 1 else p.slice_thickness})
             row.update(params)
             manifest_rows.append(row)
@@ -336,7 +390,8 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
                              "t_stage": params["t_stage"], "n_stage": params["n_stage"],
                              "m_stage": params["m_stage"], "node_positive": int(params["n_stage"] > 0),
                              "skin_involvement": int(params["tumor_invasion"] == "skin"),
-                             "chest_involvement": int(params["tumor_invasion"] == "chest wall")})
+                             "chest_involvement": int(params["tumor_invasion"] == "chest wall"),
+                             "cohort": cohort if groups[i] is None else f"{cohort}: {groups[i]}"})
         b = boxes.get(i, [])
         if b:
             a = np.array(b)
