@@ -118,7 +118,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
              out: str | Path | None = None, lpips_weights: str | Path | None = None,
              lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
              normalization: str = "zscore", max_subjects: int | None = None, html: bool = True,
-             dmap_dir: str | Path | None = None, dmap_subjects: int = 1) -> SynthEvaluation:
+             dmap_dir: str | Path | None = None, dmap_subjects: int = 1,
+             include_self: bool = True) -> SynthEvaluation:
     """Evaluate a run on held-out subjects (Python twin of ``mridomain synth evaluate``).
 
     Writes to ``out`` (default ``RUN/eval_<split>``): ``pairs_subjects.csv``, ``pairs.csv``,
@@ -126,6 +127,9 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     (subjects with simulator truth only), ``dmap_example.png``, ``metrics.json`` and ``report.html``.
     Metrics of 2-D / 2.5-D runs cover the slices that hold the head (at least 5% of the slice).
     ``dmap_dir``: also write the M_d NIfTI maps and overlay of the first ``dmap_subjects`` subjects.
+    ``include_self``: the self-translations i -> i enter C_t / C_d and M_d as eq. 4 and 5 are
+    published (they are measured and kept in ``pairs_subjects.csv`` either way when True; Table 1 and
+    the overall figures cover the i != j pairs only, the paper's generation task).
     """
     from mridomain.engine import write_json_atomic
 
@@ -156,11 +160,12 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         # 2-D / 2.5-D runs are scored on the slices that hold the head (as they were trained)
         zs = full.head_slices() if r.config.network.ndims == 2 else np.arange(full.shape[0])
         sub = full.take_slices(zs)
-        translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None)
+        translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None,
+                                       include_self=include_self)
         for (src, tgt), gen in translations.items():
             rows.append({"subject": sub.subject_id, "source": src, "target": tgt,
                          **image_metrics(gen, sub.volumes[tgt], lpips)})
-        maps = subject_dmaps(sub, translations)
+        maps = subject_dmaps(sub, translations, include_self=include_self)
         check_rows += dmap_auc_rows(sub, maps, translations)
         if example is None and maps:
             example = overlay_figure(sub, maps)
@@ -175,13 +180,18 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     order = {s: k for k, s in enumerate(r.sequences)}
     table = table.sort_values(["subject", "source", "target"],
                               key=lambda c: c.map(order) if c.name != "subject" else c)
-    pairs = pair_summary(table)
+    cross = table[table["source"] != table["target"]]
+    if cross.empty:
+        raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
+    pairs = pair_summary(cross)
     metrics = [m for m in ("psnr", "ssim", "lpips") if m in table]
     overall = {}
     for m in metrics:
-        overall[m] = float(table[m].mean())
-        overall[f"{m}_std"] = float(table[m].std(ddof=0))
-    contrib, adj, note = contribution_table(table, r.sequences, normalization)
+        overall[m] = float(cross[m].mean())
+        overall[f"{m}_std"] = float(cross[m].std(ddof=0))
+    if len(cross) < len(table):
+        overall["psnr_self"] = float(table.loc[table["source"] == table["target"], "psnr"].mean())
+    contrib, adj, note = contribution_table(table, r.sequences, normalization, include_self)
     check = summarize_dmap_check(check_rows) if check_rows else None
     profiles = model_profiles(r)
 
