@@ -118,8 +118,11 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
         figures=[("learning curve", out / "run" / "learning_curve.png")],
         note=(f"C_d ranks {top2[0]} and {top2[1]} first; the paper found t1ce and flair on BraTS"
               + ("" if check["c_d_top2_matches_paper"] else ": this run does NOT reproduce that")))
-    maps = Section("M_d of one test subject (NIfTI + PNG in dmap/)",
-                   figures=[(p.name, p) for p in dmap_files if p.suffix == ".png"])
+    # the evaluation's "M_d example" section already shows this subject's overlay: only name the files
+    nifti = sorted(p.name for p in dmap_files if p.suffix != ".png")
+    if nifti:
+        intro.text = (intro.text or "") + (f"\n\nM_d of the first test subject as NIfTI in {out / 'dmap'}: "
+                                           + ", ".join(nifti))
     evaluation_html(ev, out / "report.html", title="Seq2Seq multi-sequence synthesis demo",
-                    extra_sections=[intro, maps], subtitle=check["command"])
+                    extra_sections=[intro], subtitle=check["command"])
     return DemoResult(out, pairs, ev.contribution, check, seconds)
