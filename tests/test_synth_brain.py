@@ -42,6 +42,29 @@ def test_flair_nulls_csf_and_t2_shows_it_bright(b0):
     assert _signal("t1", "wm", b0) == pytest.approx(float(spin_echo_signal(pd_, t1, t2, 500.0, 12.0)))
 
 
+@pytest.mark.parametrize("b0", [1.5, 3.0])
+def test_vasogenic_edema_is_t1_hypointense_and_t2_flair_hyperintense_to_white_matter(b0):
+    # real vasogenic edema: dark on T1-weighted images, bright on T2 and FLAIR (its extra water lengthens
+    # T1 more than it adds proton density); the uncited PD 0.85 gave 0.297 vs 0.297 at 1.5 T
+    assert _signal("t1", "edema", b0) < 0.93 * _signal("t1", "wm", b0)
+    assert _signal("t1ce", "edema", b0) < _signal("t1ce", "wm", b0)
+    assert _signal("t2", "edema", b0) > 1.5 * _signal("t2", "wm", b0)
+    assert _signal("flair", "edema", b0) > 1.5 * _signal("flair", "wm", b0)
+    t1_edema, _, pd_edema = tissue_values(b0)["edema"]
+    t1_wm, _, pd_wm = tissue_values(b0)["wm"]
+    assert 0.05 <= pd_edema - pd_wm <= 0.08          # microgravimetry: +5-8 % water in peritumoural WM
+    assert pd_edema >= 0.75 and t1_edema > 1.3 * t1_wm   # above the in-vivo oedema threshold (75 %, 850 ms)
+
+
+def test_rendered_edema_is_darker_than_white_matter_on_t1():
+    sub = make_subject(seed=0, i=0, voxel_mm=3.0, noise=False)
+    truth = sub.anatomy.truth_labels()
+    edema, wm = truth == TRUTH_LABELS["edema"], truth == TRUTH_LABELS["wm"]
+    assert edema.sum() > 20
+    assert sub.images["t1"][edema].mean() < sub.images["t1"][wm].mean()
+    assert sub.images["flair"][edema].mean() > sub.images["flair"][wm].mean()
+
+
 def test_rendered_rim_is_bright_only_on_t1gd_and_csf_dark_on_flair():
     sub = make_subject(seed=0, i=0, voxel_mm=3.0, noise=False)
     truth = sub.anatomy.truth_labels()

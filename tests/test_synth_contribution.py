@@ -1,4 +1,6 @@
 """C_t / C_d (eq. 4) and M_d (eq. 5) on hand-made cases; the M_d check's AUC summary."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,15 +76,15 @@ def test_dmap_is_eq5_on_a_hand_made_case():
         differentiation_map(x, [np.zeros(3)])
 
 
-def test_subject_dmaps_average_the_other_sequences_only():
+def test_subject_dmaps_with_and_without_the_self_translation():
     vol = {s: np.full((1, 1, 2, 2), v, np.float32) for s, v in (("a", 0.5), ("b", 0.2), ("c", 0.9))}
     sub = Subject("s", vol)
     tr = {(src, tgt): np.full((1, 1, 2, 2), g, np.float32)
           for (src, tgt), g in {("b", "a"): 0.4, ("c", "a"): 0.8, ("a", "a"): 0.5,
                                 ("a", "b"): 0.2, ("a", "c"): 0.0}.items()}
     maps = subject_dmaps(sub, tr)
-    assert np.allclose(maps["a"], (0.1 + 0.3) / 2)       # the self-translation a->a is left out
-    assert np.allclose(subject_dmaps(sub, tr, include_self=True)["a"], (0.1 + 0.3 + 0.0) / 3)
+    assert np.allclose(maps["a"], (0.1 + 0.3 + 0.0) / 3)  # eq. 5 as published: a->a is averaged in
+    assert np.allclose(subject_dmaps(sub, tr, include_self=False)["a"], (0.1 + 0.3) / 2)
     assert np.allclose(maps["c"], 0.9)
 
 
@@ -96,3 +98,72 @@ def test_dmap_check_auc():
     assert 0.3 < out.loc[0, "auc_target_intensity"] < 0.7
     flipped = [dict(r, pos=r["neg"][:50], neg=r["pos"]) for r in rows]
     assert summarize_dmap_check(flipped).loc[0, "auc"] == pytest.approx(0.0)
+
+
+def _three_sequence_rows():
+    # one subject, all 9 ordered pairs (self-translations included), PSNR only varies by target and
+    # SSIM is constant, so nSSIM is 0 and A_ij is the z-scored PSNR of the pair
+    psnr = {("a", "a"): 40.0, ("a", "b"): 24.0, ("a", "c"): 26.0,
+            ("b", "a"): 25.0, ("b", "b"): 45.0, ("b", "c"): 26.0,
+            ("c", "a"): 25.0, ("c", "b"): 24.0, ("c", "c"): 28.0}
+    return pd.DataFrame([{"subject": "s1", "source": s, "target": t, "psnr": v, "ssim": 0.8}
+                         for (s, t), v in psnr.items()]), psnr
+
+
+def test_eq4_keeps_the_diagonal_in_the_pool_and_the_sums_as_published():
+    rows, psnr = _three_sequence_rows()
+    seqs = ["a", "b", "c"]
+    table, a, note = contribution_table(rows, seqs)
+    # by hand: z-score over all nine rows (the authors' all_psnr keeps i == j), then sums over all j / S
+    pool = np.array(list(psnr.values()))
+    hand = {k: (v - pool.mean()) / pool.std() for k, v in psnr.items()}
+    for (s, t), v in hand.items():
+        assert a.loc[s, t] == pytest.approx(v, abs=1e-6)
+    t = table.set_index("sequence")
+    for i in seqs:
+        assert t.loc[i, "c_t"] == pytest.approx(sum(hand[(i, j)] for j in seqs) / 3, abs=1e-6)
+        assert t.loc[i, "c_d"] == pytest.approx(-sum(hand[(j, i)] for j in seqs) / 3, abs=1e-6)
+    assert "diagonal i = j included" in note
+    # c is the only sequence the model cannot reproduce from itself: it ranks first in C_d as published
+    assert t.loc["c", "rank_d"] == 1
+    # without the diagonal (the documented option), the pool is the six cross pairs and b ranks first
+    off = {k: v for k, v in psnr.items() if k[0] != k[1]}
+    pool_off = np.array(list(off.values()))
+    table_off, a_off, note_off = contribution_table(rows, seqs, include_self=False)
+    assert np.isnan(a_off.loc["a", "a"]) and "excluded" in note_off
+    assert a_off.loc["a", "b"] == pytest.approx((24.0 - pool_off.mean()) / pool_off.std(), abs=1e-6)
+    t_off = table_off.set_index("sequence")
+    assert t_off.loc["b", "rank_d"] == 1 and t_off.loc["c", "rank_d"] == 3
+
+
+def test_subject_dmaps_include_the_self_translation_by_default():
+    vol = {s: np.full((1, 1, 2, 2), v, np.float32) for s, v in (("a", 0.5), ("b", 0.2))}
+    sub = Subject("s", vol)
+    tr = {("b", "a"): np.full((1, 1, 2, 2), 0.4, np.float32), ("a", "a"): np.full((1, 1, 2, 2), 0.2, np.float32),
+          ("a", "b"): np.full((1, 1, 2, 2), 0.2, np.float32)}
+    assert np.allclose(subject_dmaps(sub, tr)["a"], (0.1 + 0.3) / 2)            # eq. 5: (1/S) sum over all j
+    assert np.allclose(subject_dmaps(sub, tr, include_self=False)["a"], 0.1)
+
+
+def test_translate_all_makes_self_pairs_so_include_self_changes_the_map():
+    import torch
+
+    from mridomain.synth.config import make_config
+    from mridomain.synth.model import SynthRun
+    from mridomain.synth.network import build_generator
+
+    torch.manual_seed(0)
+    cfg = make_config("cpu", sequences=("a", "b", "c"), silence=(1, 2),
+                      network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1})
+    run = SynthRun(path=Path("."), config=cfg, schema={}, generator=build_generator(cfg.network).eval(),
+                   device=torch.device("cpu"))
+    rng = np.random.default_rng(0)
+    sub = Subject("s", {s: rng.uniform(0, 1, (1, 4, 8, 8)).astype(np.float32) for s in ("a", "b", "c")})
+    tr = run.translate_all(sub)
+    assert set(tr) == {(s, t) for s in "abc" for t in "abc"}
+    assert set(run.translate_all(sub, include_self=False)) == {(s, t) for s in "abc" for t in "abc" if s != t}
+    with_self = subject_dmaps(sub, tr)["a"]
+    without = subject_dmaps(sub, tr, include_self=False)["a"]
+    assert not np.allclose(with_self, without)
+    expected = np.mean([np.abs(tr[(s, "a")] - sub.volumes["a"]) for s in "abc"], axis=0).mean(axis=0)
+    assert np.allclose(with_self, expected, atol=1e-6)

@@ -93,7 +93,7 @@ def generate(run: str | Path | SynthRun, inputs: Sequence[str | Path], to: str, 
 
 
 def dmap(run: str | Path | SynthRun, subject: str | Path, out: str | Path | None = None,
-         device: str | None = None, include_self: bool = False) -> list[Path]:
+         device: str | None = None, include_self: bool = True) -> list[Path]:
     """M_d of every available sequence of one subject folder (BraTS layout), as NIfTI on the
     subject's grid and an overlay PNG (Python twin of ``mridomain synth dmap``). ``out`` defaults to
     the subject's folder. Missing sequences are left out; fewer than two available is an error."""
@@ -102,5 +102,5 @@ def dmap(run: str | Path | SynthRun, subject: str | Path, out: str | Path | None
     if len(sub.available) < 2:
         raise ImageReadError(Path(subject), f"only {list(sub.available)} of the run's sequences "
                                             f"{list(r.sequences)} found: M_d needs two")
-    maps = subject_dmaps(sub, r.translate_all(sub), include_self=include_self)
+    maps = subject_dmaps(sub, r.translate_all(sub, include_self=include_self), include_self=include_self)
     return write_dmaps(sub, maps, Path(out) if out is not None else Path(subject))

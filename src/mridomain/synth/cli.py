@@ -206,9 +206,11 @@ def generate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("synth_demo"), "-o", "--out", help="Folder for everything the demo makes."),
-    subjects: int = typer.Option(36, help="Simulated subjects (split 75 / 10 / 15 %)."),
+    subjects: Optional[int] = typer.Option(None, help="Simulated subjects (split 75 / 10 / 15 %; default 36, "
+                                                      "60 with --full)."),
     seed: int = typer.Option(0, help="Random seed."),
     epochs: Optional[int] = typer.Option(None, help="Override the cpu preset's epoch count."),
+    full: bool = typer.Option(False, "--full", help="The longer run the docs quote (at most 45 min)."),
 ) -> None:
     """Simulate brains, train (cpu preset), evaluate, rank the sequences and map M_d.
 
@@ -220,6 +222,6 @@ def demo(
     _folder_out(out, "--out folder")
     check_range(subjects, "--subjects", 1, MAX_SUBJECTS)
     check_range(epochs, "--epochs", 1)
-    result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs)
+    result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs, full=full)
     typer.echo(result.summary())
     typer.echo(f"report: {result.out / 'report.html'}")

@@ -6,9 +6,13 @@ values (C_t of -2.72, C_d of 2.74) lie outside what min-max normalized metrics a
 the authors' code z-scores every metric over all (subject, source, target) rows; ``zscore`` (the
 default) does that, ``minmax`` scales the pair means to [0, 1] over the pairs.
 
-``C_t(i) = (1/S) sum_{j != i} A_ij`` (totipotency: how well i generates the others) and
-``C_d(i) = -(1/S) sum_{j != i} A_ji`` (imaging differentiation: how hard i is to generate); rank 1 is
-the highest value.
+``C_t(i) = (1/S) sum_j A_ij`` (totipotency: how well i generates the others) and
+``C_d(i) = -(1/S) sum_j A_ji`` (imaging differentiation: how hard i is to generate); rank 1 is the
+highest value. As eq. 4 is printed and as the authors' ``cal_brats_seq2seq_2d_contribution.py``
+computes it, j runs over *all* sequences: the self-translations i -> i are in the z-score pool and
+in the sums (``include_self=True``, the default). ``include_self=False`` drops them from both (the
+"generated from the other sequences" reading); the two forms can rank sequences differently, because
+a sequence the model cannot even reproduce from itself gains C_d only in the published form.
 """
 from __future__ import annotations
 
@@ -34,14 +38,18 @@ def _normalized_pair_means(rows: pd.DataFrame, metric: str, normalization: str) 
 
 
 def adjacency(rows: pd.DataFrame, sequences: Sequence[str],
-              normalization: Literal["zscore", "minmax"] = "zscore") -> tuple[pd.DataFrame, list[str]]:
-    """``A`` (sources as rows, targets as columns, NaN on the diagonal) from per-subject metric rows
-    with columns ``source, target, psnr, ssim`` and optionally ``lpips``; also the terms used."""
+              normalization: Literal["zscore", "minmax"] = "zscore",
+              include_self: bool = True) -> tuple[pd.DataFrame, list[str]]:
+    """``A`` (sources as rows, targets as columns) from per-subject metric rows with columns
+    ``source, target, psnr, ssim`` and optionally ``lpips``; also the terms used. The diagonal holds
+    the self-translations when the rows have them and ``include_self``; else it is NaN and the
+    self rows stay out of the normalization too."""
     if normalization not in ("zscore", "minmax"):
         raise InvalidArgumentError(f"normalization must be 'zscore' or 'minmax', got {normalization!r}")
-    rows = rows[rows["source"] != rows["target"]]
-    if rows.empty:
-        raise EmptyInputError("pairs", "no source -> target metrics to build the adjacency from")
+    if not include_self:
+        rows = rows[rows["source"] != rows["target"]]
+    if not (rows["source"] != rows["target"]).any():
+        raise EmptyInputError("pairs", "no source -> target metrics (i != j) to build the adjacency from")
     terms = [("psnr", 1.0), ("ssim", 1.0)]
     if "lpips" in rows and rows["lpips"].notna().any():
         terms.append(("lpips", -1.0))
@@ -54,11 +62,11 @@ def adjacency(rows: pd.DataFrame, sequences: Sequence[str],
 
 
 def centrality(a: pd.DataFrame) -> pd.DataFrame:
-    """C_t (row sums) and C_d (negated column sums) of an adjacency, divided by S (eq. 4)."""
+    """C_t (row sums) and C_d (negated column sums) of an adjacency, divided by S (eq. 4). Every
+    finite entry counts, the diagonal included; an unmeasured pair (NaN) adds nothing."""
     s = len(a)
     values = a.to_numpy(dtype=float)
-    off = ~np.eye(s, dtype=bool)
-    filled = np.where(off & np.isfinite(values), values, 0.0)
+    filled = np.where(np.isfinite(values), values, 0.0)
     c_t = filled.sum(axis=1) / s
     c_d = -filled.sum(axis=0) / s
     out = pd.DataFrame({"sequence": list(a.index), "c_t": c_t, "c_d": c_d})
@@ -68,12 +76,19 @@ def centrality(a: pd.DataFrame) -> pd.DataFrame:
 
 
 def contribution_table(rows: pd.DataFrame, sequences: Sequence[str],
-                       normalization: Literal["zscore", "minmax"] = "zscore"
+                       normalization: Literal["zscore", "minmax"] = "zscore", include_self: bool = True
                        ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """``(table, adjacency, note)``: Table 2 columns ``sequence, c_t, c_d, rank_t, rank_d``."""
-    a, terms = adjacency(rows, sequences, normalization)
+    a, terms = adjacency(rows, sequences, normalization, include_self)
     form = " + ".join(f"n{t.upper()}" if t != "lpips" else "- nLPIPS" for t in terms).replace("+ -", "-")
-    note = (f"A_ij = {form} ({normalization} normalization"
+    has_self = bool((rows["source"] == rows["target"]).any())
+    if include_self and has_self:
+        diagonal = "diagonal i = j included, as eq. 4 and the authors' code"
+    elif include_self:
+        diagonal = "no self-translation rows were measured: diagonal absent"
+    else:
+        diagonal = "diagonal i = j excluded"
+    note = (f"A_ij = {form} ({normalization} normalization; {diagonal}"
             + ("" if "lpips" in terms else "; LPIPS not measured: the two-term form") + ")")
     return centrality(a), a, note
 
@@ -106,7 +121,7 @@ def plot_contribution(a: pd.DataFrame, table: pd.DataFrame, title: str = ""):
 
 
 def rank_sequences(run: str | Path, split: str = "test", normalization: Literal["zscore", "minmax"] = "zscore",
-                   out: str | Path | None = None) -> tuple[pd.DataFrame, str]:
+                   out: str | Path | None = None, include_self: bool = True) -> tuple[pd.DataFrame, str]:
     """Table 2 of a run (Python twin of ``mridomain synth contribution``).
 
     Uses ``RUN/eval_<split>/pairs_subjects.csv`` when :func:`mridomain.synth.evaluate` wrote it, else
@@ -123,7 +138,7 @@ def rank_sequences(run: str | Path, split: str = "test", normalization: Literal[
         evaluate(run, split=split)
     r = load_run(run)
     rows = pd.read_csv(rows_path)
-    table, a, note = contribution_table(rows, r.sequences, normalization)
+    table, a, note = contribution_table(rows, r.sequences, normalization, include_self)
     out = Path(out) if out is not None else rows_path.parent / f"contribution_{normalization}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)

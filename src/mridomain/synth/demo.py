@@ -23,6 +23,10 @@ __all__ = ["DemoResult", "run_demo", "DEMO_SUBJECTS"]
 #: subjects simulated by the demo, split 27 / 4 / 5 (train / validation / test)
 DEMO_SUBJECTS = 36
 DEMO_FRACTIONS = (0.75, 0.1, 0.15)
+#: ``--full``: more subjects (45 / 6 / 9) and four times the cpu preset's 1,800 steps (at most 45 minutes
+#: on 2 idle cores by the step time of bench/synth_bench.py; the docs quote its figures)
+FULL_SUBJECTS = 60
+FULL_EPOCHS = 48
 
 
 @dataclass
@@ -53,10 +57,11 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed: int = 0, epochs: int | None = None,
+def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: int = 0, epochs: int | None = None,
              steps_per_epoch: int | None = None, voxel_mm: float = 2.0, device: str | None = None,
-             progress: bool = True) -> DemoResult:
-    """Python twin of ``mridomain synth demo``: the whole study on simulated brains at cpu size."""
+             progress: bool = True, full: bool = False) -> DemoResult:
+    """Python twin of ``mridomain synth demo``: the whole study on simulated brains at cpu size
+    (``full``: the longer run, :data:`FULL_SUBJECTS` subjects and :data:`FULL_EPOCHS` epochs)."""
     from mridomain.report import Section
     from mridomain.sim.brain import simulate_brains
     from mridomain.synth.evaluation import evaluate, evaluation_html
@@ -64,6 +69,10 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
     from mridomain.synth.training import train
 
     out = Path(out)
+    if subjects is None:
+        subjects = FULL_SUBJECTS if full else DEMO_SUBJECTS
+    if epochs is None and full:
+        epochs = FULL_EPOCHS
     out.mkdir(parents=True, exist_ok=True)
     t0, load0 = time.perf_counter(), _load()
     stages = {}
@@ -98,7 +107,7 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
         "load_average_start": load0, "load_average_end": _load(), "cpus": os.cpu_count(),
         "torch_threads": __import__("torch").get_num_threads(), "machine": platform.platform(),
         "command": f"mridomain synth demo -o {out} --subjects {subjects} --seed {seed}"
-                   + (f" --epochs {epochs}" if epochs else ""),
+                   + (" --full" if full else "") + (f" --epochs {epochs}" if epochs else ""),
     }
     write_json_atomic(out / "dmap_check.json", check)
     for name in ("contribution.png", "dmap_example.png"):
@@ -118,8 +127,11 @@ def run_demo(out: str | Path = "synth_demo", subjects: int = DEMO_SUBJECTS, seed
         figures=[("learning curve", out / "run" / "learning_curve.png")],
         note=(f"C_d ranks {top2[0]} and {top2[1]} first; the paper found t1ce and flair on BraTS"
               + ("" if check["c_d_top2_matches_paper"] else ": this run does NOT reproduce that")))
-    maps = Section("M_d of one test subject (NIfTI + PNG in dmap/)",
-                   figures=[(p.name, p) for p in dmap_files if p.suffix == ".png"])
+    # the evaluation's "M_d example" section already shows this subject's overlay: only name the files
+    nifti = sorted(p.name for p in dmap_files if p.suffix != ".png")
+    if nifti:
+        intro.text = (intro.text or "") + (f"\n\nM_d of the first test subject as NIfTI in {out / 'dmap'}: "
+                                           + ", ".join(nifti))
     evaluation_html(ev, out / "report.html", title="Seq2Seq multi-sequence synthesis demo",
-                    extra_sections=[intro, maps], subtitle=check["command"])
+                    extra_sections=[intro], subtitle=check["command"])
     return DemoResult(out, pairs, ev.contribution, check, seconds)

@@ -1,9 +1,10 @@
 """Imaging-differentiation maps (eq. 5) and their check against the simulator's known regions.
 
-``M_d(X_i) = mean over the other available sequences j of |X'_{j->i} - X_i|``: where no other
-sequence can explain X_i, the map is bright. The paper writes the sum over all j with divisor S; the
-text says "generated from the remaining sequences", which is what is averaged here (self-translation
-excluded; ``include_self=True`` adds X'_{i->i} as the authors' code does).
+``M_d(X_i) = (1/S) sum_j |X'_{j->i} - X_i|``: where no other sequence can explain X_i, the map is
+bright. As eq. 5 is printed and as the authors' ``pred_brats_seq2seq_2d_md.py`` computes it, j runs
+over all sequences, the self-translation X'_{i->i} included (``include_self=True``, the default); the
+mean is over the subject's available sources (S when all are there). ``include_self=False`` averages
+only the translations from the other sequences (the text's "generated from the remaining sequences").
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ def differentiation_map(target: np.ndarray, generated: Sequence[np.ndarray]) -> 
 
 
 def subject_dmaps(subject: Subject, translations: dict[tuple[str, str], np.ndarray],
-                  include_self: bool = False) -> dict[str, np.ndarray]:
+                  include_self: bool = True) -> dict[str, np.ndarray]:
     """``{sequence: (S, H, W)}`` M_d of every available sequence of one subject (a 4-D sequence's
-    map is averaged over its time points). ``translations`` is :meth:`SynthRun.translate_all`'s."""
+    map is averaged over its time points). ``translations`` is :meth:`SynthRun.translate_all`'s
+    (made with ``include_self=True`` for the published form)."""
     maps = {}
     for tgt in subject.available:
         gens = [v for (src, t), v in translations.items() if t == tgt and (src != tgt or include_self)]

@@ -99,6 +99,8 @@ class SynthEvaluation:
     profiles: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     dmap_files: list[Path] = field(default_factory=list)
+    oracle: pd.DataFrame | None = None     # learned C_d next to the simulator oracle's unexplained fractions
+    oracle_summary: dict = field(default_factory=dict)
 
     def to_markdown(self) -> str:
         from mridomain.report import df_to_markdown
@@ -109,7 +111,17 @@ class SynthEvaluation:
         if self.dmap_check is not None and len(self.dmap_check):
             parts += ["", "M_d check (ROC AUC, voxels pooled over subjects):",
                       df_to_markdown(self.dmap_check[["map", "region", "auc", "auc_subject_mean",
-                                                      "auc_target_intensity", "subjects"]].round(3))]
+                                                      "auc_target_intensity", "subjects"]
+                                                     + [c for c in self.dmap_check if c.startswith("auc_oracle")]
+                                                     ].round(3))]
+        if self.oracle is not None:
+            parts += ["", "The simulator's known answer (oracle: unexplained fraction of each sequence given the "
+                          "others, 3x3x3 neighbourhoods, gradient boosting; PSNR it reaches):",
+                      df_to_markdown(self.oracle.round(3))]
+            for kind, s in self.oracle_summary.items():
+                parts.append(f"{kind} oracle order {s['oracle_order']}; learned C_d top {s['learned_top']}, "
+                             f"oracle top {s['oracle_top']} -> {'match' if s['top_matches'] else 'NO match'}; "
+                             f"Spearman rho (C_d vs unexplained) {s['spearman']:.2f}")
         parts += ["", "Model profile:", df_to_markdown(self.profiles)] + [f"note: {n}" for n in self.notes]
         return "\n".join(parts)
 
@@ -118,7 +130,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
              out: str | Path | None = None, lpips_weights: str | Path | None = None,
              lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
              normalization: str = "zscore", max_subjects: int | None = None, html: bool = True,
-             dmap_dir: str | Path | None = None, dmap_subjects: int = 1) -> SynthEvaluation:
+             dmap_dir: str | Path | None = None, dmap_subjects: int = 1,
+             include_self: bool = True, oracle: bool = True) -> SynthEvaluation:
     """Evaluate a run on held-out subjects (Python twin of ``mridomain synth evaluate``).
 
     Writes to ``out`` (default ``RUN/eval_<split>``): ``pairs_subjects.csv``, ``pairs.csv``,
@@ -126,6 +139,12 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     (subjects with simulator truth only), ``dmap_example.png``, ``metrics.json`` and ``report.html``.
     Metrics of 2-D / 2.5-D runs cover the slices that hold the head (at least 5% of the slice).
     ``dmap_dir``: also write the M_d NIfTI maps and overlay of the first ``dmap_subjects`` subjects.
+    ``include_self``: the self-translations i -> i enter C_t / C_d and M_d as eq. 4 and 5 are
+    published (they are measured and kept in ``pairs_subjects.csv`` either way when True; Table 1 and
+    the overall figures cover the i != j pairs only, the paper's generation task).
+    ``oracle``: on simulated subjects (truth maps present) also fit the simulator's known answer
+    (:mod:`mridomain.synth.oracle`) on the run's training subjects and report the learned C_d order
+    and M_d AUCs next to it (``oracle.csv``).
     """
     from mridomain.engine import write_json_atomic
 
@@ -156,11 +175,12 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         # 2-D / 2.5-D runs are scored on the slices that hold the head (as they were trained)
         zs = full.head_slices() if r.config.network.ndims == 2 else np.arange(full.shape[0])
         sub = full.take_slices(zs)
-        translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None)
+        translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None,
+                                       include_self=include_self)
         for (src, tgt), gen in translations.items():
             rows.append({"subject": sub.subject_id, "source": src, "target": tgt,
                          **image_metrics(gen, sub.volumes[tgt], lpips)})
-        maps = subject_dmaps(sub, translations)
+        maps = subject_dmaps(sub, translations, include_self=include_self)
         check_rows += dmap_auc_rows(sub, maps, translations)
         if example is None and maps:
             example = overlay_figure(sub, maps)
@@ -175,15 +195,34 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     order = {s: k for k, s in enumerate(r.sequences)}
     table = table.sort_values(["subject", "source", "target"],
                               key=lambda c: c.map(order) if c.name != "subject" else c)
-    pairs = pair_summary(table)
+    cross = table[table["source"] != table["target"]]
+    if cross.empty:
+        raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
+    pairs = pair_summary(cross)
     metrics = [m for m in ("psnr", "ssim", "lpips") if m in table]
     overall = {}
     for m in metrics:
-        overall[m] = float(table[m].mean())
-        overall[f"{m}_std"] = float(table[m].std(ddof=0))
-    contrib, adj, note = contribution_table(table, r.sequences, normalization)
+        overall[m] = float(cross[m].mean())
+        overall[f"{m}_std"] = float(cross[m].std(ddof=0))
+    if len(cross) < len(table):
+        overall["psnr_self"] = float(table.loc[table["source"] == table["target"], "psnr"].mean())
+    contrib, adj, note = contribution_table(table, r.sequences, normalization, include_self)
     check = summarize_dmap_check(check_rows) if check_rows else None
     profiles = model_profiles(r)
+    oracle_table, oracle_summary = None, {}
+    train_ids = r.schema.get("splits", {}).get("train", [])
+    if oracle and check is not None and train_ids and len(dataset.subset(train_ids)):
+        from mridomain.synth.oracle import compare_with_oracle, oracle_auc, oracle_for_run
+
+        oracles = oracle_for_run(dataset.subset(train_ids).subjects, subjects, r.sequences, data_root=dataset.root)
+        oracle_table = compare_with_oracle(contrib, oracles)
+        oracle_summary = oracle_table.attrs.pop("summary")
+        for kind, res in oracles.items():
+            oracle_table[f"psnr_{kind}"] = oracle_table["sequence"].map(res.table.set_index("sequence")["psnr"])
+            aucs = oracle_auc(res, subjects, [(m, g) for m, g in zip(check["map"], check["region"])
+                                              if not m.startswith("pair:")])
+            check[f"auc_oracle_{kind}"] = [aucs.get((m, g), np.nan) for m, g in zip(check["map"], check["region"])]
+        oracle_table.to_csv(out / "oracle.csv", index=False)
 
     table.to_csv(out / "pairs_subjects.csv", index=False)
     pairs.to_csv(out / "pairs.csv", index=False)
@@ -194,13 +233,15 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         example.savefig(out / "dmap_example.png", dpi=90)
     if check is not None:
         check.to_csv(out / "dmap_check.csv", index=False)
-    result = SynthEvaluation(out, table, pairs, overall, contrib, adj, note, check, profiles, notes, dmap_files)
+    result = SynthEvaluation(out, table, pairs, overall, contrib, adj, note, check, profiles, notes, dmap_files,
+                             oracle_table, oracle_summary)
     (out / "table1.md").write_text(result.to_markdown() + "\n")
     write_json_atomic(out / "metrics.json", {
         "run": str(r.path), "split": split, "subjects": len(subjects), "overall": overall,
         "pairs": pairs.to_dict("records"), "contribution": contrib.to_dict("records"),
         "contribution_note": note, "dmap_check": None if check is None else check.to_dict("records"),
-        "profiles": profiles.to_dict("records"), "notes": notes})
+        "profiles": profiles.to_dict("records"), "notes": notes,
+        "oracle": None if oracle_table is None else oracle_table.to_dict("records"), "oracle_summary": oracle_summary})
     if html:
         evaluation_html(result, out / "report.html", title=f"Seq2Seq evaluation ({split}, {len(subjects)} subjects)")
     return result
@@ -226,6 +267,17 @@ def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra
                                 text="ROC AUC of each map's voxel values for the region against the rest of the "
                                      "brain (pooled over the held-out subjects; per-subject mean and std beside).",
                                 tables=[result.dmap_check.round(3)]))
+    if result.oracle is not None:
+        lines = [f"{kind} oracle: order {s['oracle_order']}; learned C_d top {s['learned_top']} vs oracle top "
+                 f"{s['oracle_top']} ({'match' if s['top_matches'] else 'no match'}); Spearman rho {s['spearman']:.2f}"
+                 for kind, s in result.oracle_summary.items()]
+        sections.append(Section("The simulator's known answer (oracle)", text=(
+            "For each target sequence a gradient-boosting regressor predicts its voxels from the other sequences' "
+            "3x3x3 neighbourhoods, fitted on the run's training subjects and scored on the same held-out subjects: "
+            "its unexplained fraction (1 - R^2 over the brain) is the C_d order to expect, its error map the M_d to "
+            "expect (auc_oracle_* columns of the M_d table), and its PSNR what a voxel-wise predictor reaches. "
+            "noise-free: the same subjects re-rendered without noise.\n\n" + "\n\n".join(lines)),
+                                tables=[result.oracle.round(3)]))
     if (result.out / "dmap_example.png").exists():
         sections.append(Section("M_d example",
                                 figures=[("each sequence and its M_d", result.out / "dmap_example.png")]))

@@ -122,23 +122,26 @@ class SynthRun:
     def translate(self, subject: Subject, source: str, targets: Sequence[str] | None = None,
                   batch_slices: int = 16, slices: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """``{target: (T, S, H, W)}`` generated from ``subject``'s ``source`` volume (only ``slices``
-        when given, for 2-D / 2.5-D runs)."""
+        when given, for 2-D / 2.5-D runs). ``targets`` defaults to every other sequence; naming the
+        source among them gives its self-translation X'_{i->i}."""
         check_sequences(subject.available, self.sequences, subject.subject_id)
         if source not in subject.volumes:
             raise InvalidArgumentError(f"{subject.subject_id}: source {source} is not available")
-        targets = [t for t in (targets or self.sequences) if t != source]
+        targets = [t for t in self.sequences if t != source] if targets is None else list(targets)
         tp = self.schema.get("timepoints", {})
         out = synthesize(self.generator, subject.volumes[source], self.index(source),
                          {self.index(t): int(tp.get(t, 1)) for t in targets}, self.config.network.code_dim,
                          self.device, batch_slices, slices=slices)
         return {self.sequences[k]: v for k, v in out.items()}
 
-    def translate_all(self, subject: Subject, batch_slices: int = 16, slices: Sequence[int] | None = None
-                      ) -> dict[tuple[str, str], np.ndarray]:
-        """``{(source, target): (T, S, H, W)}`` for every ordered pair of the subject's sequences."""
+    def translate_all(self, subject: Subject, batch_slices: int = 16, slices: Sequence[int] | None = None,
+                      include_self: bool = True) -> dict[tuple[str, str], np.ndarray]:
+        """``{(source, target): (T, S, H, W)}`` for every ordered pair of the subject's sequences,
+        the self-translations (s, s) included unless ``include_self`` is False (eq. 4 and 5 use them)."""
         pairs = {}
         for src in subject.available:
-            for tgt, vol in self.translate(subject, src, [t for t in subject.available if t != src],
+            for tgt, vol in self.translate(subject, src, [t for t in subject.available
+                                                          if t != src or include_self],
                                            batch_slices, slices).items():
                 pairs[(src, tgt)] = vol
         return pairs

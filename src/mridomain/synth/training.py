@@ -135,6 +135,14 @@ class SynthTask(TrainTask):
         return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=c.lr, betas=c.betas),
                 "discriminator": torch.optim.Adam(disc, lr=c.lr, betas=c.betas)}
 
+    def learning_rates(self, epoch: int) -> dict[str, float] | None:
+        c = self.config
+        if c.lr_schedule == "constant":
+            return None
+        progress = epoch / max(1, c.epochs - 1)
+        lr = c.lr * (c.lr_min_factor + (1 - c.lr_min_factor) * 0.5 * (1 + np.cos(np.pi * progress)))
+        return {"generator": float(lr), "discriminator": float(lr)}
+
     def train_batches(self, epoch: int, rank: int, world_size: int) -> _Batches:
         return _Batches(self, epoch, rank, world_size)
 

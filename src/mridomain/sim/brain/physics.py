@@ -35,14 +35,19 @@ class BrainTissue:
 
 
 # FIELD.md section 6: GM T1 1100-1200 / 1600-1820, T2 95-100 / 99; WM T1 650-800 / 1080, T2 70-80 / 69;
-# CSF T1 4000-4500 / 4200-4500, T2 ~2000; edema T1 1.3-1.6 x WM, T2 100-200, PD 0.85; necrosis T1
+# CSF T1 4000-4500 / 4200-4500, T2 ~2000; edema T1 1.3-1.6 x WM, T2 100-200; necrosis T1
 # 2000-3000, T2 300-1000, PD 0.9-1.0; enhancing tumour (pre-contrast) T1 1.2-1.5 x GM, T2 100-140, PD 0.85.
 # Range midpoints; the lesion T1s are the midpoint multiple (1.45 x WM, 1.35 x GM) at each field.
+# Vasogenic edema (docs/simulator.md, brain section): PD is its water content, WM's 0.70 plus the 5-8
+# points (midpoint 6.5) microgravimetry measured in the peritumoural white matter of glioblastomas; its
+# T1 (1051 ms at 1.5 T) is above the 850 ms that in-vivo relaxometry set as the threshold of WM oedema
+# (>= 75 % water). The former PD 0.85 (uncited) made edema iso-intense to WM on T1 (0.297 vs 0.297).
+EDEMA_WATER_CONTENT = 0.70 + 0.065
 BRAIN_TISSUE_PROPS: dict[str, BrainTissue] = {
     "csf": BrainTissue(4250, 4350, 2000, 2000, 1.00),
     "gm": BrainTissue(1150, 1710, 97.5, 99, 0.80),
     "wm": BrainTissue(725, 1080, 75, 69, 0.70),
-    "edema": BrainTissue(1.45 * 725, 1.45 * 1080, 150, 150, 0.85),
+    "edema": BrainTissue(1.45 * 725, 1.45 * 1080, 150, 150, EDEMA_WATER_CONTENT),
     "enhancing": BrainTissue(1.35 * 1150, 1.35 * 1710, 120, 120, 0.85),
     "necrosis": BrainTissue(2500, 2500, 650, 650, 0.95),
 }

@@ -148,7 +148,9 @@ def _simulate_one(task: dict) -> dict:
         subject = make_subject(task["seed"], task["i"], voxel_mm=task["voxel_mm"], lesion=task["lesion"],
                                field_strengths=task["field_strengths"])
         write_subject(subject, Path(task["out"]))
-        return {"i": task["i"], "row": subject.manifest_row(), "error": None}
+        # seed and index re-render the subject (noise-free with make_subject(..., noise=False))
+        row = {**subject.manifest_row(), "seed": task["seed"], "index": task["i"]}
+        return {"i": task["i"], "row": row, "error": None}
     except (MridomainError, OSError, ValueError) as err:
         return {"i": task["i"], "row": None, "error": f"{type(err).__name__}: {err}"}
 

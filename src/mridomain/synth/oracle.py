@@ -1,0 +1,212 @@
+"""The simulator's known answer: what no generator can know, fitted voxel by voxel.
+
+In the brain simulator every sequence is a function of each voxel's tissue mixture (PD, T1, T2),
+field strength and noise, plus gadolinium, which only T1Gd sees. So how much of a sequence the others
+can supply is computable without any generator: for each target sequence, a well-kept nonparametric
+regressor (scikit-learn's ``HistGradientBoostingRegressor``) learns the target's voxel from the other
+sequences' voxels in a 3 x 3 x 3 neighbourhood on the training subjects, and is scored on held-out
+subjects. Per target it gives
+
+* the **unexplained fraction** ``sum (y - y_hat)^2 / sum (y - mean y)^2`` over the brain (1 - R^2): the
+  expected C_d order, since C_d ranks a sequence by how badly the others generate it;
+* the **oracle map** ``|y - y_hat|``: the voxels the other sequences cannot explain, the expected M_d,
+  scored against the simulator's regions with the same ROC AUC as the learned maps.
+
+It runs on the volumes as written (noisy, which bounds what any model can reach) and, for simulated
+data with a ``manifest.csv``, on the same subjects re-rendered without noise (the unique information
+itself, without the noise floor every sequence shares).
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mridomain.errors import EmptyInputError, InvalidArgumentError
+from mridomain.synth.data import Subject
+
+__all__ = ["neighbourhood_features", "OracleResult", "fit_oracle", "noise_free_subjects", "oracle_for_run",
+           "oracle_auc", "compare_with_oracle"]
+
+#: voxels drawn per training subject to fit one target's regressor
+VOXELS_PER_SUBJECT = 4000
+
+
+def neighbourhood_features(volumes: Sequence[np.ndarray], mask: np.ndarray, radius: int = 1) -> np.ndarray:
+    """``(N, F)`` features of the ``N`` voxels of ``mask``: each ``(S, H, W)`` volume's values at every
+    offset of a ``(2 radius + 1)^3`` neighbourhood (edges repeated), ``F = len(volumes) x (2 radius + 1)^3``."""
+    if not len(volumes):
+        raise InvalidArgumentError("neighbourhood_features needs at least one volume")
+    z, y, x = np.nonzero(mask)
+    ph, pw = mask.shape[1] + 2 * radius, mask.shape[2] + 2 * radius
+    # flat indices into the padded volume: one 1-D take per offset
+    base = (z * ph + y) * pw + x
+    shifts = [(dz * ph + dy) * pw + dx for dz in range(2 * radius + 1) for dy in range(2 * radius + 1)
+              for dx in range(2 * radius + 1)]
+    feats = np.empty((len(z), len(volumes) * len(shifts)), np.float32)
+    for v, vol in enumerate(volumes):
+        padded = np.pad(np.asarray(vol, np.float32), radius, mode="edge").ravel()
+        for k, shift in enumerate(shifts):
+            np.take(padded, base + shift, out=feats[:, v * len(shifts) + k])
+    return feats
+
+
+def _brain(subject: Subject) -> np.ndarray:
+    return subject.truth > 0 if subject.truth is not None else subject.head_mask()
+
+
+def _xy(subject: Subject, target: str, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mask = _brain(subject)
+    x = neighbourhood_features([subject.volumes[s].mean(axis=0) for s in sources], mask)
+    return x, subject.volumes[target].mean(axis=0)[mask], mask
+
+
+@dataclass
+class OracleResult:
+    """Per target sequence: ``table`` (sequence, unexplained fraction, rank) and ``maps``
+    (``{subject_id: {sequence: (S, H, W) |y - y_hat|}}`` of the held-out subjects)."""
+
+    table: pd.DataFrame
+    maps: dict[str, dict[str, np.ndarray]]
+    kind: str
+
+    @property
+    def order(self) -> list[str]:
+        """Sequences from the most to the least unexplained (the expected C_d order)."""
+        return self.table.sort_values("unexplained", ascending=False)["sequence"].tolist()
+
+
+def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
+               kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT) -> OracleResult:
+    """Fit one regressor per target sequence on ``train`` (all other sequences as inputs, 3 x 3 x 3
+    neighbourhoods) and score it on ``test`` (subjects must have every sequence)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    sequences = list(sequences)
+    train = [s for s in train if all(q in s.volumes for q in sequences)]
+    test = [s for s in test if all(q in s.volumes for q in sequences)]
+    if not train or not test:
+        raise EmptyInputError("oracle", "needs training and held-out subjects with every sequence")
+    rng = np.random.default_rng(seed)
+    rows, maps = [], {s.subject_id: {} for s in test}
+    for target in sequences:
+        sources = [s for s in sequences if s != target]
+        xs, ys = [], []
+        for sub in train:
+            x, y, _ = _xy(sub, target, sources)
+            pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
+            xs.append(x[pick])
+            ys.append(y[pick])
+        model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=31,
+                                              early_stopping=False, random_state=seed)
+        model.fit(np.concatenate(xs), np.concatenate(ys))
+        sse, ys_all, psnrs = 0.0, [], []
+        for sub in test:
+            x, y, mask = _xy(sub, target, sources)
+            pred = model.predict(x).astype(np.float32)
+            sq = (y - pred) ** 2
+            sse += float(sq.sum())
+            ys_all.append(y)
+            err = np.zeros(mask.shape, np.float32)
+            err[mask] = np.sqrt(sq)
+            maps[sub.subject_id][target] = err
+            # PSNR as Table 1 computes it (the head's slices, data range 1), outside the brain exact
+            zs = sub.head_slices()
+            psnrs.append(10 * np.log10(1.0 / max(float((err[zs] ** 2).mean()), 1e-12)))
+        y_all = np.concatenate(ys_all)
+        rows.append({"sequence": target, "unexplained": sse / float(((y_all - y_all.mean()) ** 2).sum()),
+                     "rmse_brain": float(np.sqrt(sse / len(y_all))), "psnr": float(np.mean(psnrs))})
+    table = pd.DataFrame(rows)
+    table["rank"] = table["unexplained"].rank(ascending=False, method="min").astype(int)
+    return OracleResult(table, maps, kind)
+
+
+def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], sequences: Sequence[str]
+                        ) -> list[Subject]:
+    """The simulated subjects ``subject_ids`` of ``data_root`` re-rendered without noise (from the
+    seed, index and voxel size in its ``manifest.csv``), loaded and normalized as the data loader does."""
+    from mridomain.sim.brain.simulate import make_subject, write_subject
+    from mridomain.synth.data import load_subject
+
+    manifest_path = Path(data_root) / "manifest.csv"
+    if not manifest_path.exists():
+        raise EmptyInputError(manifest_path, "no simulator manifest: noise-free volumes cannot be re-rendered")
+    manifest = pd.read_csv(manifest_path).set_index("subject_id")
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sid in subject_ids:
+            row = manifest.loc[sid]
+            # manifests written before the seed column existed: the demo's seed 0 and the id's number
+            seed = int(row["seed"]) if "seed" in row and pd.notna(row["seed"]) else 0
+            index = int(row["index"]) if "index" in row and pd.notna(row["index"]) else int(sid.rsplit("_", 1)[-1])
+            clean = make_subject(seed, index, voxel_mm=float(row["voxel_mm"]), noise=False)
+            if clean.subject_id != sid:
+                raise InvalidArgumentError(f"{sid}: re-rendered subject is {clean.subject_id} (seed {seed}?)")
+            out.append(load_subject(write_subject(clean, Path(tmp)), sequences))
+    return out
+
+
+def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str],
+                   data_root: str | Path | None = None, noise_free: bool = True, max_train: int = 12,
+                   max_train_noise_free: int = 6, seed: int = 0) -> dict[str, OracleResult]:
+    """``{"noisy": ..., "noise-free": ...}`` oracles for a run's training and test subjects (at most
+    ``max_train`` training subjects, evenly spaced, and ``max_train_noise_free`` of them re-rendered
+    without noise: rendering costs seconds per subject; noise-free only for simulated data)."""
+    train = [s for s in train if all(q in s.volumes for q in sequences)] or list(train)
+    pick = np.unique(np.linspace(0, len(train) - 1, min(max_train, len(train))).round().astype(int))
+    train = [train[k] for k in pick]
+    out = {"noisy": fit_oracle(train, test, sequences, seed, "noisy")}
+    if noise_free and data_root is not None and (Path(data_root) / "manifest.csv").exists():
+        step = max(1, len(train) // max_train_noise_free)
+        clean_train = noise_free_subjects(data_root, [s.subject_id for s in train[::step][:max_train_noise_free]],
+                                          sequences)
+        clean_test = noise_free_subjects(data_root, [s.subject_id for s in test], sequences)
+        out["noise-free"] = fit_oracle(clean_train, clean_test, sequences, seed, "noise-free")
+    return out
+
+
+def oracle_auc(result: OracleResult, subjects: Sequence[Subject], checks: Sequence[tuple[str, str]]
+               ) -> dict[tuple[str, str], float]:
+    """ROC AUC of the oracle map of each ``(sequence, region)`` check, voxels pooled over ``subjects``
+    (region against the rest of the brain, as the learned maps are scored)."""
+    from sklearn.metrics import roc_auc_score
+
+    from mridomain.synth.differentiation import region_masks
+
+    out = {}
+    for seq, region in checks:
+        pos, neg = [], []
+        for sub in subjects:
+            m = result.maps.get(sub.subject_id, {}).get(seq)
+            if m is None or sub.truth is None:
+                continue
+            r = region_masks(sub.truth)
+            pos.append(m[r[region] & r["brain"]])
+            neg.append(m[r["brain"] & ~r[region]])
+        if pos and sum(map(len, pos)) and sum(map(len, neg)):
+            p, n = np.concatenate(pos), np.concatenate(neg)
+            out[(seq, region)] = float(roc_auc_score(np.r_[np.ones(len(p)), np.zeros(len(n))], np.r_[p, n]))
+    return out
+
+
+def compare_with_oracle(contribution: pd.DataFrame, oracles: dict[str, OracleResult]) -> pd.DataFrame:
+    """Learned C_d next to each oracle's unexplained fraction, with ranks; ``attrs`` hold the
+    Spearman rank correlation and whether the top sequences agree, per oracle."""
+    from scipy.stats import spearmanr
+
+    table = contribution[["sequence", "c_d", "rank_d"]].copy()
+    summary = {}
+    for kind, res in oracles.items():
+        o = res.table.set_index("sequence")
+        table[f"unexplained_{kind}"] = table["sequence"].map(o["unexplained"])
+        table[f"rank_{kind}"] = table["sequence"].map(o["rank"])
+        rho = float(spearmanr(table["c_d"], table[f"unexplained_{kind}"]).statistic)
+        summary[kind] = {"spearman": rho, "learned_top": table.sort_values("c_d", ascending=False)["sequence"].iloc[0],
+                         "oracle_top": res.order[0], "oracle_order": res.order}
+        summary[kind]["top_matches"] = summary[kind]["learned_top"] == summary[kind]["oracle_top"]
+    table.attrs["summary"] = summary
+    return table
