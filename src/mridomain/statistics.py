@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["wilson_interval", "bootstrap_ci", "wilcoxon_p", "smallest_p"]
+__all__ = ["wilson_interval", "bootstrap_ci", "bootstrap_statistic_ci", "wilcoxon_p", "smallest_p"]
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -55,3 +55,24 @@ def wilcoxon_p(values: Sequence[float]) -> float:
 def smallest_p(n: int) -> float:
     """The smallest two-sided exact Wilcoxon p-value n differences can reach (all of one sign)."""
     return min(1.0, 2.0 / 2 ** n) if n >= 1 else float("nan")
+
+
+def bootstrap_statistic_ci(arrays: Sequence[Sequence[float]], statistic, confidence: float = 0.95,
+                           n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*arrays)`` resampling the items of the arrays
+    together (paired: item k of every array stays one unit, e.g. a subject's label and its scores).
+
+    ``statistic`` may return NaN for a resample (an AUC with one class drawn): such resamples are
+    dropped. NaNs when fewer than two items or no finite resample."""
+    cols = [np.asarray(a, dtype=np.float64) for a in arrays]
+    n = len(cols[0])
+    if n < 2 or any(len(c) != n for c in cols):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(*[c[idx] for c in cols])
+                       for idx in (rng.integers(0, n, n) for _ in range(n_resamples))], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))

@@ -122,7 +122,7 @@ SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
     # nnU-Net 3d_fullres on BraTS (Isensee et al., Nature Methods 2021): 128^3 patch, batch 2,
     # 1000 epochs x 250 iterations, SGD (Nesterov 0.99) from 0.01 with poly decay, Dice + CE
     "paper": {},
-    "cpu": {"network": "unet2.5d", "channels": (12, 24, 48, 96), "epochs": 6, "steps_per_epoch": 30,
+    "cpu": {"network": "unet2.5d", "channels": (12, 24, 48, 96), "epochs": 10, "steps_per_epoch": 40,
             "batch_size": 8, "optimizer": "adam", "lr": 3e-3, "poly_power": 0.0, "tumour_fraction": 0.75,
             "deep_supervision": False, "fractions": (0.6, 0.1, 0.3), "val_subjects": 3},
 }
@@ -166,14 +166,16 @@ def score_volume(pred_labels: np.ndarray, true_labels: np.ndarray, spacing: Sequ
     import torch
     from monai.metrics import DiceMetric, HausdorffDistanceMetric, SurfaceDistanceMetric
 
-    # MONAI 1.5 warns about an argument its own metrics pass internally (not ours to change)
-    warnings.filterwarnings("ignore", message=".*always_return_as_numpy.*", category=FutureWarning)
     p = torch.from_numpy(brats_regions(pred_labels)[None].astype(np.float32))
     t = torch.from_numpy(brats_regions(true_labels)[None].astype(np.float32))
     kw = {"spacing": list(spacing)} if spacing is not None else {}
-    dsc = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(p, t)[0].numpy()
-    hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(p, t, **kw)[0].numpy()
-    asd = SurfaceDistanceMetric(include_background=True, symmetric=True, reduction="none")(p, t, **kw)[0].numpy()
+    with warnings.catch_warnings():
+        # MONAI warns of empty masks (handled below by BraTS' convention) and of an argument its
+        # own metrics pass internally in 1.5
+        warnings.simplefilter("ignore")
+        dsc = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(p, t)[0].numpy()
+        hd = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")(p, t, **kw)[0].numpy()
+        asd = SurfaceDistanceMetric(include_background=True, symmetric=True, reduction="none")(p, t, **kw)[0].numpy()
     out = {}
     for i, region in enumerate(REGIONS):
         has_p, has_t = bool(p[0, i].any()), bool(t[0, i].any())
