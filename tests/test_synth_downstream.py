@@ -219,3 +219,15 @@ def test_brats_layout_runs_end_to_end(tmp_path):
     assert sub.info["test_subjects"] >= 2
     for name in ("table3.csv", "table3.png", "report.html", "scores.csv"):
         assert (tmp_path / "t3" / name).exists()
+
+
+def test_fast_auc_equals_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from mridomain.synth.downstream import _auc
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 50)
+    p = np.round(rng.random(50), 1)            # ties included
+    assert _auc(y, p) == pytest.approx(roc_auc_score(y, p))
+    assert np.isnan(_auc(np.ones(5), p[:5]))
