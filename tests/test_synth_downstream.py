@@ -231,3 +231,10 @@ def test_fast_auc_equals_sklearn():
     p = np.round(rng.random(50), 1)            # ties included
     assert _auc(y, p) == pytest.approx(roc_auc_score(y, p))
     assert np.isnan(_auc(np.ones(5), p[:5]))
+
+
+def test_threshold_metrics():
+    from mridomain.synth.downstream import _threshold_metrics
+
+    m = _threshold_metrics(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.8, 0.1, 0.2, 0.7]))
+    assert m == pytest.approx({"sensitivity": 2 / 3, "specificity": 1 / 2, "ppv": 2 / 3, "npv": 1 / 2})

@@ -304,6 +304,14 @@ def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((p >= 0.5) == (y >= 0.5)))
 
 
+def _threshold_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Table 4's other columns at probability 0.5: sensitivity, specificity, PPV, NPV (NaN when undefined)."""
+    y, hit = np.asarray(y) >= 0.5, np.asarray(p) >= 0.5
+    tp, tn, fp, fn = (int(np.sum(a & b)) for a, b in ((y, hit), (~y, ~hit), (~y, hit), (y, ~hit)))
+    ratio = lambda a, b: a / (a + b) if a + b else float("nan")  # noqa: E731
+    return {"sensitivity": ratio(tp, fn), "specificity": ratio(tn, fp), "ppv": ratio(tp, fp), "npv": ratio(tn, fn)}
+
+
 def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, out: Path, cfg: DownstreamConfig,
                    id_column: str | None = None, label_column: str | None = None, device: str | None = None,
                    progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]], tuple[str, ...]]:
@@ -439,7 +447,7 @@ def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: s
                            "auc_fold_std": float(np.nanstd(fold_auc)), "accuracy": _accuracy(yy, pp),
                            "accuracy_ci_low": acc_lo, "accuracy_ci_high": acc_hi,
                            "accuracy_fold_mean": float(np.mean(fold_acc)), "accuracy_fold_std": float(np.std(fold_acc)),
-                           "subjects": len(yy)})
+                           **_threshold_metrics(yy, pp), "subjects": len(yy)})
     table = pd.DataFrame(table_rows)
     table.to_csv(out / "table4.csv", index=False)
     diff_rows = []
