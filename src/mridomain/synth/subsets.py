@@ -515,9 +515,10 @@ def _figure(table: pd.DataFrame):
         for j, region in enumerate(REGIONS):
             means, stds = table[f"{metric}_{region}_mean"], table[f"{metric}_{region}_std"]
             bars = ax.bar(x + (j - 1) * 0.27, means, 0.27, yerr=stds, capsize=2, label=region.upper())
-            for b, mark in zip(bars, table[f"{metric}_{region}_mark"]):
-                if mark:
-                    ax.text(b.get_x() + b.get_width() / 2, b.get_height(), "*", ha="center", va="bottom")
+            for b, mark, sd in zip(bars, table[f"{metric}_{region}_mark"], stds):
+                if mark:   # above the error bar
+                    ax.text(b.get_x() + b.get_width() / 2, b.get_height() + np.nan_to_num(sd), "*", ha="center",
+                            va="bottom", fontsize=12, fontweight="bold")
         ax.set_xticks(x)
         ax.set_xticklabels(table["combination"], rotation=35, ha="right", fontsize=8)
         ax.set_ylabel(label)
