@@ -122,7 +122,7 @@ SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
     # nnU-Net 3d_fullres on BraTS (Isensee et al., Nature Methods 2021): 128^3 patch, batch 2,
     # 1000 epochs x 250 iterations, SGD (Nesterov 0.99) from 0.01 with poly decay, Dice + CE
     "paper": {},
-    "cpu": {"network": "unet2.5d", "channels": (12, 24, 48, 96), "epochs": 20, "steps_per_epoch": 50,
+    "cpu": {"network": "unet2.5d", "channels": (12, 24, 48, 96), "epochs": 10, "steps_per_epoch": 40,
             "batch_size": 8, "optimizer": "adam", "lr": 3e-3, "poly_power": 0.0, "tumour_fraction": 0.75,
             "deep_supervision": False, "fractions": (0.6, 0.1, 0.3), "val_subjects": 3},
 }
