@@ -1,11 +1,13 @@
 """Statistics every system reports with its figures (intervals a reviewer asks for)."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
 
-__all__ = ["wilson_interval", "bootstrap_ci", "wilcoxon_p", "smallest_p", "detectable_difference"]
+__all__ = ["wilson_interval", "bootstrap_ci", "bootstrap_statistic_ci", "wilcoxon_p", "smallest_p",
+           "detectable_difference"]
 
 
 def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -76,3 +78,24 @@ def detectable_difference(values: Sequence[float], alpha: float = 0.05, power: f
         return float("nan")
     df = len(x) - 1
     return float((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * np.std(x, ddof=1) / math.sqrt(len(x)))
+
+
+def bootstrap_statistic_ci(arrays: Sequence[Sequence[float]], statistic, confidence: float = 0.95,
+                           n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(*arrays)`` resampling the items of the arrays
+    together (paired: item k of every array stays one unit, e.g. a subject's label and its scores).
+
+    ``statistic`` may return NaN for a resample (an AUC with one class drawn): such resamples are
+    dropped. NaNs when fewer than two items or no finite resample."""
+    cols = [np.asarray(a, dtype=np.float64) for a in arrays]
+    n = len(cols[0])
+    if n < 2 or any(len(c) != n for c in cols):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    values = np.array([statistic(*[c[idx] for c in cols])
+                       for idx in (rng.integers(0, n, n) for _ in range(n_resamples))], dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    alpha = (1 - confidence) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))

@@ -225,3 +225,80 @@ def demo(
     result = run_demo(out, subjects=subjects, seed=seed, epochs=epochs, full=full)
     typer.echo(result.summary())
     typer.echo(f"report: {result.out / 'report.html'}")
+
+
+def _is_demo(data: Path) -> bool:
+    """``DATA`` given as the word ``demo`` (and no folder of that name here) runs the command's demo."""
+    return str(data) == "demo" and not data.is_dir()
+
+
+@app.command()
+def subsets(
+    data: Path = typer.Argument(..., help="Folder of subjects in the BraTS layout with _seg files, or 'demo'."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for table3.csv/png, report.html, runs/ "
+                                                                  "(demo default: subsets_demo)."),
+    combinations: Optional[List[str]] = typer.Option(None, "--combination", "-c", help=(
+        "Sequence combination such as t1ce+flair (repeatable), or paper (Table 3's five rows), default "
+        "(every single, every pair, all four). All four is always added as the reference.")),
+    preset: str = typer.Option("cpu", help="paper (3-D DynUNet, nnU-Net settings) | cpu (2.5-D UNet)"),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
+    seed: int = typer.Option(0, help="Random seed (the same split and seed for every combination)."),
+    subjects: int = typer.Option(24, help="demo only: simulated subjects."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Table 3: a segmentation network per sequence combination, DSC / HD95 / ASSD per ET, TC, WT, and the
+    one-sided paired t-test of each combination against all four.
+
+    Python: ``mridomain.synth.subsets.run_subsets`` (demo: ``run_subsets_demo``).
+    """
+    _passive_threads()
+    from mridomain.synth.subsets import run_subsets, run_subsets_demo
+
+    if _is_demo(data):
+        result = run_subsets_demo(out or Path("subsets_demo"), subjects=subjects, seed=seed,
+                                  combinations=combinations or ("paper",), epochs=epochs)
+    else:
+        if out is None:
+            raise typer.BadParameter("-o/--out is required", param_hint="--out")
+        result = run_subsets(data, out, combinations=combinations, preset=preset, seed=seed, epochs=epochs,
+                             device=device)
+    typer.echo(result.to_markdown())
+
+
+@app.command()
+def downstream(
+    data: Path = typer.Argument(..., help="Folder of subjects in the BraTS layout, or 'demo'."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="CSV of subject id and 0/1 label "
+                                                                  "(BraTS21_ID,MGMT_value runs as is)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Seq2Seq run folder that computes M_d."),
+    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder for table4.csv, fig7_roc.png, "
+                                                                  "report.html (demo default: downstream_demo)."),
+    preset: str = typer.Option("cpu", help="paper (3-D ResNet-18) | cpu (2-D ResNet-18, quarter width)"),
+    outer_folds: Optional[int] = typer.Option(None, help="Outer folds of the nested CV (default 5)."),
+    inner_folds: Optional[int] = typer.Option(None, help="Inner folds (default 4)."),
+    epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
+    id_column: Optional[str] = typer.Option(None, help="Id column of the labels CSV (default: BraTS21_ID or the first)."),
+    label_column: Optional[str] = typer.Option(None, help="Label column (default: MGMT_value or the second)."),
+    seed: int = typer.Option(0, help="Random seed (the same folds and seeds for every input)."),
+    subjects: int = typer.Option(40, help="demo only: simulated subjects."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Table 4 / Fig. 7: ResNet-18 on T1+T2, T1Gd+FLAIR and All, with and without M_d, in subject-level
+    nested cross-validation; AUC and accuracy with bootstrap intervals and the paired M_d difference.
+
+    Python: ``mridomain.synth.downstream.run_downstream`` (demo: ``run_downstream_demo``).
+    """
+    _passive_threads()
+    from mridomain.synth.downstream import run_downstream, run_downstream_demo
+
+    if _is_demo(data):
+        result = run_downstream_demo(out or Path("downstream_demo"), subjects=subjects, seed=seed,
+                                     outer_folds=outer_folds or 5, inner_folds=inner_folds or 4, epochs=epochs)
+    else:
+        for name, value in (("--labels", labels), ("--run", run), ("--out", out)):
+            if value is None:
+                raise typer.BadParameter(f"{name} is required", param_hint=name)
+        result = run_downstream(data, labels, run, out, preset=preset, seed=seed, epochs=epochs,
+                                outer_folds=outer_folds, inner_folds=inner_folds, id_column=id_column,
+                                label_column=label_column, device=device)
+    typer.echo(result.to_markdown())

@@ -17,13 +17,17 @@ from scipy import ndimage
 from mridomain.sim.brain.physics import BRAIN_TISSUES
 
 __all__ = ["BrainTemplate", "load_template", "SubjectAnatomy", "LesionSpec", "sample_lesion",
-           "make_anatomy", "TRUTH_LABELS", "BRATS_LABELS"]
+           "make_anatomy", "TRUTH_LABELS", "BRATS_LABELS", "GD_TRAIT_THRESHOLD_MM"]
 
 #: Dominant-tissue labels of the ``*_truth.nii.gz`` map (0 = outside the brain).
 TRUTH_LABELS: dict[str, int] = {"background": 0, "csf": 1, "gm": 2, "wm": 3, "edema": 4,
                                 "enhancing": 5, "necrosis": 6}
 #: BraTS segmentation labels: 1 necrotic core (NCR), 2 peritumoral edema (ED), 4 enhancing tumour (ET).
 BRATS_LABELS: dict[str, int] = {"necrosis": 1, "edema": 2, "enhancing": 4}
+#: The per-subject binary trait ``strong_enhancement``: the rim's Gd concentration lies in the upper
+#: half (>= 0.3 mM) of the 0.1-0.5 mM range instead of the lower half. Only T1Gd images Gd, so only
+#: one sequence sees it (the downstream label of ``mridomain synth downstream``; docs/simulator.md).
+GD_TRAIT_THRESHOLD_MM = 0.3
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,13 @@ class LesionSpec:
     r_edema: float
     irregularity: float
     gd_mM: float
+
+    @property
+    def strong_enhancement(self) -> bool:
+        """The binary trait: a fair coin picks the upper or lower half of the Gd range, then the
+        concentration is uniform within it. That is exactly one uniform draw over 0.1-0.5 mM cut at
+        :data:`GD_TRAIT_THRESHOLD_MM`, so it is read off ``gd_mM`` and every seed keeps its images."""
+        return self.gd_mM >= GD_TRAIT_THRESHOLD_MM
 
 
 @dataclass

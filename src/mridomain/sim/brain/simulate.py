@@ -4,7 +4,8 @@
 data reads these the same way; each subject folder adds ``<subject>_truth.nii.gz`` (dominant tissue
 per voxel, :data:`~mridomain.sim.brain.anatomy.TRUTH_LABELS`), which real data does not have and
 which the imaging-differentiation checks use. ``out/manifest.csv`` holds one row of ground truth per
-subject.
+subject, and ``out/labels.csv`` (subject_id, strong_enhancement) the binary trait a downstream
+classifier predicts (:data:`~mridomain.sim.brain.anatomy.GD_TRAIT_THRESHOLD_MM`).
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ class BrainSubject:
             les = a.lesion
             row.update({"lesion_x_mm": les.center_mm[0], "lesion_y_mm": les.center_mm[1],
                         "lesion_z_mm": les.center_mm[2], "r_core_mm": les.r_core, "r_rim_mm": les.r_rim,
-                        "r_edema_mm": les.r_edema, "gd_mM": les.gd_mM})
+                        "r_edema_mm": les.r_edema, "gd_mM": les.gd_mM,
+                        "strong_enhancement": int(les.strong_enhancement)})
         for t in BRAIN_TISSUES:
             row[f"{t}_ml"] = float(a.fractions[t].sum() * a.voxel_mm ** 3 / 1000.0)
         for name, s in self.noise_sigma.items():
@@ -182,4 +184,6 @@ def simulate_brains(out: str | Path, n_subjects: int = 20, seed: int = 0, voxel_
     skipped = [(subject_id(r["i"]), r["error"]) for r in results if r["error"]]
     manifest = pd.DataFrame(rows)
     manifest.to_csv(out / "manifest.csv", index=False)
+    if "strong_enhancement" in manifest:   # the downstream label (mridomain synth downstream --labels)
+        manifest[["subject_id", "strong_enhancement"]].to_csv(out / "labels.csv", index=False)
     return BrainSimulation(out, folders, manifest, time.perf_counter() - t0, skipped)
