@@ -174,7 +174,13 @@ def test_split_scores(run: Path, cache: Path | None, split: str = "test") -> tup
     cache_obj = open_cache(cache if cache is not None else predictor.preprocess.get("source_cache"))
     idx = split_indices(cache_obj, split)
     out = predictor.forward(cache_obj.images, indices=idx, progress=False)
-    verdict = predictor.domain.judge(out.domain_score, cache_headers(cache_obj.table.iloc[idx], predictor))
+    table = cache_obj.table.iloc[idx].reset_index(drop=True)
+    verdict = predictor.domain.judge(out.domain_score, cache_headers(table, predictor))
+    for col in ("manufacturer", "scanner_model"):
+        if col in table:
+            rates = pd.Series(out.in_domain).groupby(table[col].astype(str)).agg(["mean", "size"])
+            print(f"test split in domain (image) per {col}: "
+                  + ", ".join(f"{k} {100 * r['mean']:.1f}% of {int(r['size'])}" for k, r in rates.iterrows()))
     return np.asarray(out.domain_score), float(np.mean(out.in_domain)), float(verdict["in_domain"].mean())
 
 

@@ -66,7 +66,13 @@ def test_compare_route_and_experiment_with_real_predictor(tiny):
     noise = np.random.default_rng(1).uniform(0, 255, (3, 32, 32)).astype(np.float32)
     res = compare(tmp / "cache", np.concatenate([imgs[-8:], noise]), tmp / "run", tmp / "cmp", progress=False)
     assert res.summary["energy_available"]
-    assert len(res.verdicts) == 11 and set(res.verdicts["verdict"]) <= {"in", "uncertain", "out"}
+    assert len(res.verdicts) == 11 and set(res.verdicts["verdict"]) <= {"in", "out"}
+    # the verdict is predict's, with the run's one threshold: the same slices, the same answers
+    from mridomain.iap import IAPPredictor
+
+    same = IAPPredictor.load(tmp / "run").forward(np.concatenate([imgs[-8:], noise])).in_domain
+    assert (res.verdicts["verdict"].eq("in").to_numpy() == same).all()
+    assert res.thresholds["domain_score"] == IAPPredictor.load(tmp / "run").domain.threshold
     assert "tr" in set(res.iap_shift["iap"])  # continuous head found under its "tr_ms" column
     models = {"GE": lambda x: np.zeros(len(x), int), "SIEMENS": lambda x: np.ones(len(x), int)}
     r = route(imgs[:6], tmp / "run", models, unknown="most_likely")
