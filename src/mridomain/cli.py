@@ -264,7 +264,7 @@ def evaluate(
     typer.echo(report.to_markdown())
     typer.echo(f"wrote {report.out}")
     if html:
-        typer.echo(f"report: {report.out / 'report.html'}")
+        typer.echo(f"report: {Path(report.out) / 'report.html'}")
 
 
 @app.command()
