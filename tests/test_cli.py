@@ -226,3 +226,16 @@ def test_predict_on_an_archive_folder_predicts_every_series(tiny_run, tmp_path):
     assert series["n_slices"].tolist() == [2, 3, 4]
     assert series["patient_id"].tolist() == ["P0", "P1", "P2"]
     assert (table["level"] == "slice").sum() == 9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("html", [True, False])
+def test_evaluate_prints_its_report_path_last(tiny_run, tmp_path, html):
+    args = ["evaluate", str(tiny_run), "-o", str(tmp_path / "ev")] + ([] if html else ["--no-html"])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    if html:
+        assert last == f"report: {tmp_path / 'ev' / 'report.html'}" and (tmp_path / "ev" / "report.html").exists()
+    else:
+        assert not last.startswith("report:")

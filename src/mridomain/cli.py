@@ -319,7 +319,7 @@ def evaluate(
     typer.echo(report.to_markdown())
     typer.echo(f"wrote {report.out}")
     if html:
-        typer.echo(f"report: {report.out / 'report.html'}")
+        typer.echo(f"report: {Path(report.out) / 'report.html'}")
 
 
 _HEADER_MISS_HELP = ("What a header value outside the training domain does: out (the input is out of domain) | "

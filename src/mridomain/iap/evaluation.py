@@ -241,12 +241,13 @@ def confusion_panel_inches(n_classes: int) -> float:
 
 
 def plot_confusion_matrices(probs: dict[str, np.ndarray], cat_targets: np.ndarray, encoder: LabelEncoder,
-                            path: str | Path, max_width: float = 20.0) -> None:
+                            path: str | Path, max_width: float = 13.0) -> None:
     """One figure: a row-normalized confusion matrix per categorical IAP, counts written in.
 
     Each panel is sized by its class count (:func:`confusion_panel_inches`) and panels fill rows
     of at most ``max_width`` inches in head order, so a 2-class head stays small and a 20-class
-    one gets the room its labels need; fonts are the same size in every panel.
+    one gets the room its labels need; fonts are the same size in every panel. 13 in at 90 dpi is
+    the width of a report's column (1,180 px), where the figure is then shown unscaled.
     """
     from matplotlib.figure import Figure
     from sklearn.metrics import confusion_matrix
