@@ -183,9 +183,9 @@ class MdClassifier(ArrayClassifier):
         if self.channels is None:
             raise SchemaMismatchError("MdClassifier: channel count unknown before fit")
         dims = 2 if self.config.network == "resnet18_2d" else 3
+        # ResNet-18's own stem (7 x 7 convolution of stride 2, then max pooling) in 2-D and 3-D
         return resnet18(spatial_dims=dims, n_input_channels=self.channels, num_classes=1,
-                         widen_factor=self.config.widen_factor, conv1_t_size=7 if dims == 3 else 7,
-                         conv1_t_stride=2 if dims == 3 else 1, no_max_pool=dims == 2)
+                        widen_factor=self.config.widen_factor, conv1_t_size=7, conv1_t_stride=2)
 
     def flip_axes(self) -> tuple[int, ...]:
         return (1, 2) if self.config.network == "resnet18_2d" else (1, 2, 3)
@@ -508,11 +508,12 @@ def run_downstream_demo(out: str | Path = "downstream_demo", subjects: int = DEM
     """Python twin of ``mridomain synth downstream demo``: simulate brains (with the
     ``strong_enhancement`` trait in ``labels.csv``), train Seq2Seq at the cpu preset on them and run
     :func:`run_downstream` at the cpu preset."""
-    from mridomain.sim.brain import simulate_brains
     from mridomain.synth.training import train
 
+    from mridomain.synth.subsets import simulate_once
+
     out = Path(out)
-    simulate_brains(out / "brains", n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, progress=progress)
+    simulate_once(out / "brains", subjects, seed, voxel_mm, progress)
     if not (out / "run" / "generator.safetensors").exists():
         train(out / "brains", out / "run", preset="cpu", epochs=synth_epochs, seed=seed, progress=progress)
     return run_downstream(out / "brains", out / "brains" / "labels.csv", out / "run", out, preset="cpu", seed=seed,

@@ -630,6 +630,20 @@ def run_subsets(data: str | Path, out: str | Path, combinations: Sequence[str] |
     return SubsetsResult(out, table, scores, skipped, seconds, info)
 
 
+def simulate_once(folder: Path, subjects: int, seed: int, voxel_mm: float, progress: bool) -> None:
+    """Simulate the demo's brains unless ``folder`` already holds this very set (``simulation.json``
+    says so, written last): a demo run again goes straight to its networks."""
+    import json
+
+    from mridomain.sim.brain import simulate_brains
+
+    stamp, want = folder / "simulation.json", {"subjects": subjects, "seed": seed, "voxel_mm": voxel_mm}
+    if stamp.exists() and json.loads(stamp.read_text()) == want:
+        return
+    simulate_brains(folder, n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, progress=progress)
+    stamp.write_text(json.dumps(want))
+
+
 #: the demo's simulated subjects (3 mm voxels keep it inside 10 minutes on 2 cores)
 DEMO_SUBJECTS = 24
 
@@ -639,9 +653,7 @@ def run_subsets_demo(out: str | Path = "subsets_demo", subjects: int = DEMO_SUBJ
                      voxel_mm: float = 3.0, progress: bool = True) -> SubsetsResult:
     """Python twin of ``mridomain synth subsets demo``: simulate brains, then :func:`run_subsets`
     on the paper's five rows at the cpu preset."""
-    from mridomain.sim.brain import simulate_brains
-
     out = Path(out)
-    simulate_brains(out / "brains", n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, progress=progress)
+    simulate_once(out / "brains", subjects, seed, voxel_mm, progress)
     return run_subsets(out / "brains", out, combinations=combinations, preset="cpu", seed=seed, epochs=epochs,
                        progress=progress)
