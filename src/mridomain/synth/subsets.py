@@ -331,7 +331,8 @@ def build_segmentation_network(cfg: SegmentationConfig, in_channels: int, spacin
     kernels, strides = nnunet_kernels_strides(cfg.patch, spacing)
     return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=len(CLASS_LABELS), kernel_size=kernels,
                    strides=strides, upsample_kernel_size=strides[1:], norm_name="instance",
-                   deep_supervision=cfg.deep_supervision, deep_supr_num=2, res_block=False)
+                   deep_supervision=cfg.deep_supervision, deep_supr_num=max(1, min(2, len(strides) - 2)),
+                   res_block=False)
 
 
 # -- the engine task ---------------------------------------------------------------------------------
