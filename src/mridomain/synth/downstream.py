@@ -335,9 +335,14 @@ def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, ou
     matched, missing = match_labels(labels, folders)
     skipped += [(str(labels_csv), f"{len(missing)} labelled ids have no subject folder (e.g. {missing[0]})")] \
         if missing else []
-    if inputs_path.exists() and subjects_path.exists():
-        table = pd.read_csv(subjects_path, dtype={"subject": str})
-        if set(table["subject"]) <= {f.name for f in matched} and len(table):
+    stamp_path = out / "inputs.json"
+    stamp = {"run": str(Path(run).resolve()), "data": str(Path(data).resolve()), "network": cfg.network,
+             "crop": list(cfg.crop), "pixel_mm": cfg.pixel_mm, "labelled": sorted(f.name for f in matched)}
+    if inputs_path.exists() and subjects_path.exists() and stamp_path.exists():
+        import json
+
+        if json.loads(stamp_path.read_text()) == stamp:   # the same inputs: reuse them
+            table = pd.read_csv(subjects_path, dtype={"subject": str})
             return np.load(inputs_path, mmap_mode="r"), table, skipped, sequences
     arrays, rows = [], []
     for folder, label in progress_bar(sorted(matched.items()), desc="M_d per subject", unit="subject",
@@ -363,6 +368,9 @@ def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, ou
     np.save(inputs_path, x)
     table = pd.DataFrame(rows)
     table.to_csv(subjects_path, index=False)
+    from mridomain.engine import write_json_atomic
+
+    write_json_atomic(stamp_path, stamp)
     return x, table, skipped, sequences
 
 

@@ -542,7 +542,7 @@ def run_subsets(data: str | Path, out: str | Path, combinations: Sequence[str] |
     """
     import torch
 
-    from mridomain.engine import Engine, write_json_atomic
+    from mridomain.engine import Engine, resolve_device, write_json_atomic
     from mridomain.engine.checkpoint import load_weights
     from mridomain.progress import progress_bar
     from mridomain.report import Section, write_html_report
@@ -585,7 +585,7 @@ def run_subsets(data: str | Path, out: str | Path, combinations: Sequence[str] |
         Engine(cfg, run, progress=progress, resumable=False).fit(task)
         torch.manual_seed(cfg.seed)
         net = load_weights(build_segmentation_network(cfg, len(combo), train[0].spacing), run / "model.safetensors")
-        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = resolve_device(device)
         net = net.to(dev)
         rows = []
         for vol in test:
