@@ -116,3 +116,10 @@ def test_simulate_brains_writes_the_brats_layout(tmp_path):
     seg = read_nifti(res.subjects[0] / f"{sid}_seg.nii.gz").pixels
     assert set(np.unique(seg)) <= {0, 1, 2, 4} and (seg == 4).any()
     assert "Simulated 2 brains" in res.summary()
+    # the downstream trait: in the manifest and labels.csv, and exactly the upper half of the Gd range
+    import pandas as pd
+
+    labels = pd.read_csv(tmp_path / "b" / "labels.csv")
+    assert list(labels.columns) == ["subject_id", "strong_enhancement"]
+    assert (labels["strong_enhancement"].to_numpy() == (res.manifest["gd_mM"] >= 0.3).astype(int).to_numpy()).all()
+    assert (labels["strong_enhancement"] == res.manifest["strong_enhancement"]).all()

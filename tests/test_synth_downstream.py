@@ -238,3 +238,13 @@ def test_threshold_metrics():
 
     m = _threshold_metrics(np.array([1, 1, 1, 0, 0]), np.array([0.9, 0.8, 0.1, 0.2, 0.7]))
     assert m == pytest.approx({"sensitivity": 2 / 3, "specificity": 1 / 2, "ppv": 2 / 3, "npv": 1 / 2})
+
+
+def test_nnunet_rule_for_the_brats_patch():
+    from mridomain.synth.subsets import nnunet_kernels_strides
+
+    kernels, strides = nnunet_kernels_strides((128, 128, 128), (1.0, 1.0, 1.0))
+    assert strides[0] == [1, 1, 1] and strides[1:] == [[2, 2, 2]] * 5    # 128 -> 4, as nnU-Net on BraTS
+    assert kernels == [[3, 3, 3]] * 6
+    _, aniso = nnunet_kernels_strides((32, 128, 128), (3.0, 1.0, 1.0))
+    assert aniso[1] == [1, 2, 2]                                            # the coarse axis waits

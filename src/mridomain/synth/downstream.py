@@ -183,9 +183,9 @@ class MdClassifier(ArrayClassifier):
         if self.channels is None:
             raise SchemaMismatchError("MdClassifier: channel count unknown before fit")
         dims = 2 if self.config.network == "resnet18_2d" else 3
+        # ResNet-18's own stem (7 x 7 convolution of stride 2, then max pooling) in 2-D and 3-D
         return resnet18(spatial_dims=dims, n_input_channels=self.channels, num_classes=1,
-                         widen_factor=self.config.widen_factor, conv1_t_size=7 if dims == 3 else 7,
-                         conv1_t_stride=2 if dims == 3 else 1, no_max_pool=dims == 2)
+                        widen_factor=self.config.widen_factor, conv1_t_size=7, conv1_t_stride=2)
 
     def flip_axes(self) -> tuple[int, ...]:
         return (1, 2) if self.config.network == "resnet18_2d" else (1, 2, 3)
@@ -335,9 +335,14 @@ def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, ou
     matched, missing = match_labels(labels, folders)
     skipped += [(str(labels_csv), f"{len(missing)} labelled ids have no subject folder (e.g. {missing[0]})")] \
         if missing else []
-    if inputs_path.exists() and subjects_path.exists():
-        table = pd.read_csv(subjects_path, dtype={"subject": str})
-        if set(table["subject"]) <= {f.name for f in matched} and len(table):
+    stamp_path = out / "inputs.json"
+    stamp = {"run": str(Path(run).resolve()), "data": str(Path(data).resolve()), "network": cfg.network,
+             "crop": list(cfg.crop), "pixel_mm": cfg.pixel_mm, "labelled": sorted(f.name for f in matched)}
+    if inputs_path.exists() and subjects_path.exists() and stamp_path.exists():
+        import json
+
+        if json.loads(stamp_path.read_text()) == stamp:   # the same inputs: reuse them
+            table = pd.read_csv(subjects_path, dtype={"subject": str})
             return np.load(inputs_path, mmap_mode="r"), table, skipped, sequences
     arrays, rows = [], []
     for folder, label in progress_bar(sorted(matched.items()), desc="M_d per subject", unit="subject",
@@ -363,6 +368,9 @@ def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, ou
     np.save(inputs_path, x)
     table = pd.DataFrame(rows)
     table.to_csv(subjects_path, index=False)
+    from mridomain.engine import write_json_atomic
+
+    write_json_atomic(stamp_path, stamp)
     return x, table, skipped, sequences
 
 
@@ -508,11 +516,12 @@ def run_downstream_demo(out: str | Path = "downstream_demo", subjects: int = DEM
     """Python twin of ``mridomain synth downstream demo``: simulate brains (with the
     ``strong_enhancement`` trait in ``labels.csv``), train Seq2Seq at the cpu preset on them and run
     :func:`run_downstream` at the cpu preset."""
-    from mridomain.sim.brain import simulate_brains
     from mridomain.synth.training import train
 
+    from mridomain.synth.subsets import simulate_once
+
     out = Path(out)
-    simulate_brains(out / "brains", n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, progress=progress)
+    simulate_once(out / "brains", subjects, seed, voxel_mm, progress)
     if not (out / "run" / "generator.safetensors").exists():
         train(out / "brains", out / "run", preset="cpu", epochs=synth_epochs, seed=seed, progress=progress)
     return run_downstream(out / "brains", out / "brains" / "labels.csv", out / "run", out, preset="cpu", seed=seed,

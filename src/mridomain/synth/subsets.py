@@ -331,7 +331,8 @@ def build_segmentation_network(cfg: SegmentationConfig, in_channels: int, spacin
     kernels, strides = nnunet_kernels_strides(cfg.patch, spacing)
     return DynUNet(spatial_dims=3, in_channels=in_channels, out_channels=len(CLASS_LABELS), kernel_size=kernels,
                    strides=strides, upsample_kernel_size=strides[1:], norm_name="instance",
-                   deep_supervision=cfg.deep_supervision, deep_supr_num=2, res_block=False)
+                   deep_supervision=cfg.deep_supervision, deep_supr_num=max(1, min(2, len(strides) - 2)),
+                   res_block=False)
 
 
 # -- the engine task ---------------------------------------------------------------------------------
@@ -541,7 +542,7 @@ def run_subsets(data: str | Path, out: str | Path, combinations: Sequence[str] |
     """
     import torch
 
-    from mridomain.engine import Engine, write_json_atomic
+    from mridomain.engine import Engine, resolve_device, write_json_atomic
     from mridomain.engine.checkpoint import load_weights
     from mridomain.progress import progress_bar
     from mridomain.report import Section, write_html_report
@@ -584,7 +585,7 @@ def run_subsets(data: str | Path, out: str | Path, combinations: Sequence[str] |
         Engine(cfg, run, progress=progress, resumable=False).fit(task)
         torch.manual_seed(cfg.seed)
         net = load_weights(build_segmentation_network(cfg, len(combo), train[0].spacing), run / "model.safetensors")
-        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = resolve_device(device)
         net = net.to(dev)
         rows = []
         for vol in test:
@@ -630,6 +631,20 @@ def run_subsets(data: str | Path, out: str | Path, combinations: Sequence[str] |
     return SubsetsResult(out, table, scores, skipped, seconds, info)
 
 
+def simulate_once(folder: Path, subjects: int, seed: int, voxel_mm: float, progress: bool) -> None:
+    """Simulate the demo's brains unless ``folder`` already holds this very set (``simulation.json``
+    says so, written last): a demo run again goes straight to its networks."""
+    import json
+
+    from mridomain.sim.brain import simulate_brains
+
+    stamp, want = folder / "simulation.json", {"subjects": subjects, "seed": seed, "voxel_mm": voxel_mm}
+    if stamp.exists() and json.loads(stamp.read_text()) == want:
+        return
+    simulate_brains(folder, n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, progress=progress)
+    stamp.write_text(json.dumps(want))
+
+
 #: the demo's simulated subjects (3 mm voxels keep it inside 10 minutes on 2 cores)
 DEMO_SUBJECTS = 24
 
@@ -639,9 +654,7 @@ def run_subsets_demo(out: str | Path = "subsets_demo", subjects: int = DEMO_SUBJ
                      voxel_mm: float = 3.0, progress: bool = True) -> SubsetsResult:
     """Python twin of ``mridomain synth subsets demo``: simulate brains, then :func:`run_subsets`
     on the paper's five rows at the cpu preset."""
-    from mridomain.sim.brain import simulate_brains
-
     out = Path(out)
-    simulate_brains(out / "brains", n_subjects=subjects, seed=seed, voxel_mm=voxel_mm, progress=progress)
+    simulate_once(out / "brains", subjects, seed, voxel_mm, progress)
     return run_subsets(out / "brains", out, combinations=combinations, preset="cpu", seed=seed, epochs=epochs,
                        progress=progress)
