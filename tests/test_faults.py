@@ -79,13 +79,15 @@ def test_tampered_study_folder_cannot_import_code(crops, tmp_path):
             run_experiment(open_study(out), "main", 1, progress=False)
     assert set(Path(tempfile.gettempdir()).iterdir()) == before       # mkdtemp never ran
     assert not (out / "runs.jsonl").exists()
-    # the CLI, in its own interpreter: a one-line error, exit 1, never exit 134 (abort)
+    # the CLI in its own interpreter (a regression would abort it, exit 134): a one-line error, exit 1
     _tamper_model(out / "study.json", "os:abort")
-    for command in ("study", "mixing", "noise"):
-        proc = _cli_subprocess("shift", command, crops, "-o", out, "--seeds", "1", "--workers", "1")
-        assert proc.returncode == 1, (proc.returncode, proc.stderr)
-        assert "os:abort" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
-        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    proc = _cli_subprocess("shift", "study", crops, "-o", out, "--seeds", "1", "--workers", "1")
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "os:abort" in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for command in ("mixing", "noise"):         # in-process: the check above showed nothing is imported
+        code, output, _ = _cli("shift", command, crops, "-o", out, "--seeds", "1", "--workers", "1")
+        assert_one_line_error(code, output, "names the user model 'os:abort'", "--model os:abort")
 
 
 def test_tampered_model_folder_cannot_import_code(tmp_path):
@@ -290,6 +292,14 @@ def _nan_tensor_file(path: Path) -> None:
     save_file(tensors, str(path))
 
 
+def _scale_tensors(path: Path, factor: float) -> None:
+    """Every floating tensor times ``factor`` (finite, but the network's outputs overflow)."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: (v * factor if v.is_floating_point() else v) for k, v in load_file(str(path)).items()}
+    save_file(tensors, str(path))
+
+
 IAP_TAMPERS = {
     "calibration.json: non-numeric temperature": ("calibration.json", lambda p: _json_edit(p, lambda d: d["temperatures"].update({next(iter(d["temperatures"])): "hot"}))),
     "calibration.json: NaN temperature": ("calibration.json", lambda p: p.write_text(p.read_text().replace('"temperatures": {', '"temperatures": {"x": NaN, ', 1))),
@@ -304,6 +314,7 @@ IAP_TAMPERS = {
     "domain.safetensors: NaN": ("domain.safetensors", _nan_tensor_file),
     "domain.safetensors: truncated": ("domain.safetensors", lambda p: p.write_bytes(p.read_bytes()[:50])),
     "model.safetensors: NaN": ("model.safetensors", _nan_tensor_file),
+    "model.safetensors: huge finite weights": ("model.safetensors", lambda p: _scale_tensors(p, 1e30)),
     "model.safetensors: pickle": ("model.safetensors", lambda p: p.write_bytes(__import__("pickle").dumps({"w": 1}))),
     "config.json: a list": ("config.json", lambda p: p.write_text("[]")),
     "labels.json: damaged": ("labels.json", lambda p: p.write_text('{"heads": 3}')),

@@ -32,13 +32,18 @@ class WorkerDiedError(MridomainError, RuntimeError):
 
 
 def default_workers(workers: int | None) -> int:
-    """All usable cores when ``workers`` is None, else at least 1."""
+    """All usable cores when ``workers`` is None, else ``workers``; fewer than 1 is a one-line
+    :class:`InvalidArgumentError` (a 0 silently read as 1 hides a typo)."""
     if workers is None:
         try:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # pragma: no cover - non-Linux
             return max(1, os.cpu_count() or 1)
-    return max(1, int(workers))
+    if int(workers) < 1:
+        from mridomain.errors import InvalidArgumentError
+
+        raise InvalidArgumentError(f"workers {workers}: must be at least 1")
+    return int(workers)
 
 
 def parallel_map(func: Callable[[Any], T], items: Iterable[Any], *, workers: int | None = None,

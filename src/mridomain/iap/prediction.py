@@ -15,7 +15,7 @@ from mridomain.data.inputs import iter_inputs, read_inputs
 from mridomain.files import write_skip_report
 from mridomain.data.schema import normalize_iaps
 from mridomain.engine import resolve_device
-from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, MridomainError, SchemaMismatchError
 from mridomain.iap.cache import preprocess_slices
 from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
 from mridomain.iap.config import IAPConfig, get_preset
@@ -413,6 +413,15 @@ class IAPPredictor:
                                             device=self.device, amp=self.config.amp,
                                             channels_last=self.config.channels_last, progress=progress, desc=desc)
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
+        for name, values in {**out.probabilities, **out.continuous}.items():
+            finite = np.isfinite(np.asarray(values, dtype=np.float64))
+            if not finite.all():
+                # inputs are normalized, so only the weights can do this (finite but huge ones
+                # overflow): an answer of NaN must never pass for a prediction
+                where = f"{self.run / WEIGHTS}" if self.run is not None else "the network"
+                raise SchemaMismatchError(f"{where}: the {name} output is NaN or infinite for "
+                                          f"{int((~finite).any(axis=-1).sum()) if finite.ndim > 1 else int((~finite).sum())}"
+                                          f" of {len(finite)} slices (damaged weights?); restore or retrain the run")
         if self.domain is not None and len(features):
             out.domain_score = self.domain.score(features, out.logits)
             out.domain_threshold = self.domain.threshold

@@ -87,6 +87,12 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     from mridomain.shift.study import run_mixing, run_noise, run_study
     from mridomain.sim import simulate
 
+    from mridomain.errors import check_range
+
+    for value, name in ((patients, "patients"), (main_seeds, "main_seeds"), (extra_seeds, "extra_seeds")):
+        check_range(value, name, 1)                  # before the simulation, not after it
+    check_range(attribution_seeds, "attribution_seeds", 0, main_seeds)
+    check_range(threshold, "threshold", 0, 3)        # label = T stage > threshold; T stages run 0..4
     console = Console(soft_wrap=True)   # tables are not wrapped mid-row on a pipe
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

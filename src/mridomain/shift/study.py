@@ -29,8 +29,8 @@ from mridomain.shift.protocol import (MIXING_FRACTIONS, NOISE_ALPHAS, PAPER_FRAC
                                       study_splits)
 from mridomain.shift.runner import ResultsStore, RunContext, execute_runs
 
-__all__ = ["Study", "ExperimentResult", "RunsFailedError", "open_study", "prepare_study", "run_experiment", "run_study",
-           "run_mixing", "run_noise", "seed_list", "STUDY_FORMAT"]
+__all__ = ["Study", "ExperimentResult", "RunsFailedError", "open_study", "prepare_study", "run_experiment",
+           "run_study", "run_mixing", "run_noise", "seed_list", "STUDY_FORMAT"]
 
 STUDY_FORMAT = "mridomain.shift.study"
 STUDY_VERSION = 1
@@ -147,11 +147,9 @@ def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: 
     is recorded in ``study.json`` and every run record). ``stratify=None`` takes the folder's
     split when there is one, else the paper's random split within each domain.
     """
-    from mridomain.files import dump_json
+    from mridomain.files import dump_json, remove_stale_temporaries
 
     out = Path(out)
-    from mridomain.files import remove_stale_temporaries
-
     remove_stale_temporaries(out)                        # what a killed earlier call left half-written
     if isinstance(manifest, pd.DataFrame):
         table, where = validate_manifest(manifest, where="<manifest>"), "<manifest>"

@@ -128,8 +128,10 @@ def rank_sequences(run: str | Path, split: str = "test", normalization: Literal[
     evaluates first. Writes the table (``out``, default ``RUN/eval_<split>/contribution_<norm>.csv``)
     and its heat map beside it; returns ``(table, note)``.
     """
+    from mridomain.errors import check_choice
     from mridomain.synth.model import load_run
 
+    check_choice(normalization, "normalization", ("zscore", "minmax"))   # before a minute of evaluation
     run = Path(run)
     rows_path = run / f"eval_{split}" / "pairs_subjects.csv"
     if not rows_path.exists():
