@@ -263,7 +263,7 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
     """Write every table, figure and ``report.html`` of a study folder from its results."""
     from mridomain.report import Section, write_html_report
     from mridomain.files import read_json
-    from mridomain.shift.study import open_study
+    from mridomain.shift.folder import open_study
 
     out = Path(out)
     study = open_study(out)

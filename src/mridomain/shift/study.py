@@ -13,7 +13,7 @@ OUT/fig*.png, report.html   written by mridomain.shift.report.render_report
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -23,17 +23,16 @@ import pandas as pd
 
 from mridomain.errors import InvalidArgumentError, MridomainError, SchemaMismatchError
 from mridomain.shift.config import ShiftConfig, default_preset, make_config
-from mridomain.shift.data import StudyData, dataset_folder, load_samples
+from mridomain.shift.data import dataset_folder, load_samples
 from mridomain.shift.manifest import choose_domains, manifest_digest, read_manifest, validate_manifest
 from mridomain.shift.protocol import (MIXING_FRACTIONS, NOISE_ALPHAS, PAPER_FRACTIONS, check_splits, plan_runs,
                                       study_splits)
-from mridomain.shift.runner import ResultsStore, RunContext, execute_runs
+from mridomain.shift.folder import STUDY_FORMAT, STUDY_VERSION, Study, open_study
+from mridomain.shift.runner import execute_runs
 
 __all__ = ["Study", "ExperimentResult", "RunsFailedError", "open_study", "prepare_study", "run_experiment",
            "run_study", "run_mixing", "run_noise", "seed_list", "STUDY_FORMAT"]
 
-STUDY_FORMAT = "mridomain.shift.study"
-STUDY_VERSION = 1
 #: config fields that may differ between calls on one study folder (they do not change results)
 _FREE_FIELDS = ("seed", "device", "devices", "num_nodes", "strategy")
 
@@ -50,88 +49,8 @@ def seed_list(seeds: int | Sequence[int]) -> list[int]:
     return out
 
 
-@dataclass
-class Study:
-    """An opened study folder (see the module docstring)."""
-
-    out: Path
-    config: ShiftConfig
-    domains: dict[str, tuple[str, str]]
-    fractions: tuple[float, float, float]
-    stratify: bool
-    meta: dict[str, Any] = field(default_factory=dict)
-    #: the user model (package.module:callable) named on this invocation, if any: the only one
-    #: outside the registry that runs (study.json alone never chooses code to import)
-    trusted_model: str | None = None
-
-    def check_model(self) -> None:
-        """One-line error when study.json names a user model the caller did not repeat."""
-        from mridomain.shift.models import check_model_source
-
-        check_model_source(self.config.model, self.trusted_model, str(self.out / "study.json"))
-
-    @property
-    def store(self) -> ResultsStore:
-        return ResultsStore(self.out / "runs.jsonl")
-
-    def data(self, dataset: str) -> StudyData:
-        return StudyData.load(dataset_folder(self.out, dataset))
-
-    @property
-    def preset(self) -> str | None:
-        """The preset the config was made from (``paper`` / ``cpu``; None for a study of an older
-        version or a config given without one)."""
-        return self.meta.get("preset")
-
-    def settings_line(self) -> str:
-        """Preset, model settings and split in one line (printed by every run, stated in the report)."""
-        c = self.config
-        return (f"preset {self.preset or 'not recorded'} ({c.model}, width {c.width:g}, {c.epochs} epochs, "
-                f"batch {c.batch_size}, lr {c.lr:g}); split {self.split_name}")
-
-    @property
-    def split_name(self) -> str:
-        """How each domain was split: the words the report and the console use."""
-        return "stratified by label within each domain" if self.stratify else "random within each domain (the paper's)"
-
-    def context(self, keep_models: Sequence[str] = ("main",)) -> RunContext:
-        return RunContext(data={ds: str(dataset_folder(self.out, ds)) for ds in self.domains},
-                          config=self.config.to_dict(), fractions=self.fractions, stratify=self.stratify,
-                          models_dir=str(self.out / "models"), keep_models=tuple(keep_models), preset=self.preset)
-
-
 def _comparable(config: ShiftConfig) -> dict[str, Any]:
     return {k: v for k, v in config.to_dict().items() if k not in _FREE_FIELDS}
-
-
-def open_study(out: str | Path, model: str | None = None) -> Study:
-    """Open an existing study folder (one-line errors when it is not one).
-
-    ``model``: the user model (``package.module:callable``) you trust this folder to run; a study
-    whose config names another model outside the registry is refused before it trains.
-    """
-    from mridomain.files import read_json
-
-    out = Path(out)
-    meta = read_json(out / "study.json")
-    if not isinstance(meta, dict) or meta.get("format") != STUDY_FORMAT:
-        raise SchemaMismatchError(f"{out / 'study.json'}: not a shift study")
-    version = meta.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version!r} is not a whole number")
-    if version > STUDY_VERSION:
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version} is newer than this mridomain reads")
-    config = ShiftConfig.from_dict(meta.get("config"), where=str(out / "study.json"))
-    try:
-        domains = {str(k): (str(v[0]), str(v[1])) for k, v in meta["domains"].items()}
-        fractions = tuple(float(f) for f in meta["fractions"])
-        stratify = meta["stratify"]
-        if len(fractions) != 3 or not isinstance(stratify, bool):
-            raise ValueError("bad fractions or stratify")
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
-        raise SchemaMismatchError(f"{out / 'study.json'}: damaged study description ({type(err).__name__}: "
-                                  f"{err})") from None
-    return Study(out, config, domains, fractions, stratify, meta, trusted_model=model)
 
 
 def prepare_study(manifest: str | Path | pd.DataFrame, out: str | Path, config: ShiftConfig | None = None,

@@ -27,7 +27,7 @@ _EXPORTS: dict[str, str] = {
     "BRATS_SEQUENCES": "config", "PRESETS": "config", "NetworkConfig": "config", "SynthConfig": "config",
     "make_config": "config",
     "adjacency": "contribution", "centrality": "contribution", "contribution_table": "contribution",
-    "rank_sequences": "contribution",
+    "rank_sequences": "evaluation",
     "SynthData": "data", "Subject": "data", "load_dataset": "data", "load_subject": "data",
     "silence_mask": "data", "split_subjects": "data",
     "load_dce_dataset": "dce", "simulate_dce_dataset": "dce",

@@ -149,7 +149,7 @@ def contribution(
     Python: ``mridomain.synth.rank_sequences``.
     """
     _passive_threads()
-    from mridomain.synth.contribution import rank_sequences
+    from mridomain.synth.evaluation import rank_sequences
 
     check_choice(normalization, "--normalization", ("zscore", "minmax"))
     if out is not None:

@@ -16,7 +16,6 @@ a sequence the model cannot even reproduce from itself gains C_d only in the pub
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
@@ -24,7 +23,7 @@ import pandas as pd
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 
-__all__ = ["adjacency", "centrality", "contribution_table", "plot_contribution", "rank_sequences"]
+__all__ = ["adjacency", "centrality", "contribution_table", "plot_contribution"]
 
 
 def _normalized_pair_means(rows: pd.DataFrame, metric: str, normalization: str) -> pd.Series:
@@ -118,31 +117,3 @@ def plot_contribution(a: pd.DataFrame, table: pd.DataFrame, title: str = ""):
     ax2.set_title(title or "Degree centrality (eq. 4)")
     fig.tight_layout()
     return fig
-
-
-def rank_sequences(run: str | Path, split: str = "test", normalization: Literal["zscore", "minmax"] = "zscore",
-                   out: str | Path | None = None, include_self: bool = True) -> tuple[pd.DataFrame, str]:
-    """Table 2 of a run (Python twin of ``mridomain synth contribution``).
-
-    Uses ``RUN/eval_<split>/pairs_subjects.csv`` when :func:`mridomain.synth.evaluate` wrote it, else
-    evaluates first. Writes the table (``out``, default ``RUN/eval_<split>/contribution_<norm>.csv``)
-    and its heat map beside it; returns ``(table, note)``.
-    """
-    from mridomain.errors import check_choice
-    from mridomain.synth.model import load_run
-
-    check_choice(normalization, "normalization", ("zscore", "minmax"))   # before a minute of evaluation
-    run = Path(run)
-    rows_path = run / f"eval_{split}" / "pairs_subjects.csv"
-    if not rows_path.exists():
-        from mridomain.synth.evaluation import evaluate
-
-        evaluate(run, split=split)
-    r = load_run(run)
-    rows = pd.read_csv(rows_path)
-    table, a, note = contribution_table(rows, r.sequences, normalization, include_self)
-    out = Path(out) if out is not None else rows_path.parent / f"contribution_{normalization}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
-    plot_contribution(a, table, note).savefig(out.with_suffix(".png"), dpi=90)
-    return table, note

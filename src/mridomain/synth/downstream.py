@@ -429,7 +429,7 @@ def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: s
     probs: dict[tuple[str, bool, int], list[np.ndarray]] = {}
     for combo, with_md, split in progress_bar(jobs, desc="nested CV", unit="net", enabled=progress):
         ch = variant_channels(sequences, INPUT_COMBINATIONS[combo], with_md)
-        pick = lambda idx: np.asarray(x[idx][:, ch], np.float32)  # noqa: E731
+        pick = lambda idx, ch=ch: np.asarray(x[idx][:, ch], np.float32)  # noqa: E731
         torch.manual_seed(seed)
         clf = MdClassifier(cfg).fit(pick(split["train"]), y[split["train"]], pick(split["val"]), y[split["val"]],
                                     progress=False)

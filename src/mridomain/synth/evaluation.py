@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +23,7 @@ from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subj
 from mridomain.synth.model import SynthRun, load_run, to_model_range
 from mridomain.synth.network import profile_config, profile_generator
 
-__all__ = ["SynthEvaluation", "evaluate", "image_metrics", "pair_summary", "model_profiles",
+__all__ = ["SynthEvaluation", "evaluate", "rank_sequences", "image_metrics", "pair_summary", "model_profiles",
            "evaluation_subjects"]
 
 
@@ -287,3 +287,28 @@ def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra
         "counts, which leaves out the HyperConv weight banks: this reproduces the paper's 35.8 M / 83.4 GMACs."),
                             tables=[result.profiles]))
     return write_html_report(path, title, sections, subtitle=subtitle)
+
+
+def rank_sequences(run: str | Path, split: str = "test", normalization: Literal["zscore", "minmax"] = "zscore",
+                   out: str | Path | None = None, include_self: bool = True) -> tuple[pd.DataFrame, str]:
+    """Table 2 of a run (Python twin of ``mridomain synth contribution``).
+
+    Uses ``RUN/eval_<split>/pairs_subjects.csv`` when :func:`mridomain.synth.evaluate` wrote it, else
+    evaluates first. Writes the table (``out``, default ``RUN/eval_<split>/contribution_<norm>.csv``)
+    and its heat map beside it; returns ``(table, note)``.
+    """
+    from mridomain.errors import check_choice
+
+    check_choice(normalization, "normalization", ("zscore", "minmax"))   # before a minute of evaluation
+    run = Path(run)
+    rows_path = run / f"eval_{split}" / "pairs_subjects.csv"
+    if not rows_path.exists():
+        evaluate(run, split=split)
+    r = load_run(run)
+    rows = pd.read_csv(rows_path)
+    table, a, note = contribution_table(rows, r.sequences, normalization, include_self)
+    out = Path(out) if out is not None else rows_path.parent / f"contribution_{normalization}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    plot_contribution(a, table, note).savefig(out.with_suffix(".png"), dpi=90)
+    return table, note
