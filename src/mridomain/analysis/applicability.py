@@ -298,7 +298,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     if feature_score not in ("mahalanobis", "knn"):
         raise InvalidArgumentError(f"feature_score {feature_score!r}: choose mahalanobis or knn")
     from mridomain.iap.domain import DomainRule, domain_verdict, reason_counts
-    from mridomain.iap.predictor import as_predictor
+    from mridomain.iap.run import as_predictor
 
     predictor = as_predictor(iap_run)
     domain = getattr(predictor, "domain", None)

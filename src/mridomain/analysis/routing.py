@@ -148,7 +148,7 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     if not models:
         raise EmptyInputError(Path("<models>"), "no downstream models given")
     from mridomain.data.inputs import read_inputs
-    from mridomain.iap.predictor import as_predictor
+    from mridomain.iap.run import as_predictor
 
     models = {k: _load_model(m) for k, m in models.items()}
     predictor = as_predictor(iap_predictor)
@@ -225,7 +225,7 @@ def evaluate_routing(images: np.ndarray, labels: np.ndarray, true_domain: Sequen
     true_key = true_domain.map(lambda v: _match_key(v, keys))
     if true_key.isna().any():
         raise SchemaMismatchError(f"test images of domain(s) {sorted(set(true_domain[true_key.isna()]))} have no model")
-    from mridomain.iap.predictor import as_predictor
+    from mridomain.iap.run import as_predictor
 
     preds = {k: model_outputs(models[k], images)[0].astype(np.int64) for k in keys}
     output = as_predictor(iap_predictor).forward(images)
@@ -392,7 +392,7 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
     te = np.flatnonzero(labelled & (split == "test") & dom.notna().to_numpy())
     if len(te) == 0:
         raise EmptyInputError(Path(str(cache)), f"no labelled test slices of {key_iap} in {list(domains)}")
-    from mridomain.iap.predictor import as_predictor
+    from mridomain.iap.run import as_predictor
 
     predictor = as_predictor(iap_run)
     test_images = np.asarray(images[te], dtype=np.float32)

@@ -9,17 +9,19 @@ CPUs), one linear layer with sum(C_k) + M outputs, loss lambda * sum CE + eta * 
     calibrate(run)                             -> summary       (CLI: mridomain calibrate; train does it)
     IAPPredictor(preset="cpu").fit(cache).predict(images); IAPPredictor.load(run); load_run(run)
     Predictor / PredictorOutput                 the one predictor interface (forward)
+    IAPRun.load(run)                            a run folder as one object (what IAPPredictor adds fit to)
 """
-from mridomain.iap.calibration import calibrate
+from mridomain.iap.trust import calibrate
 from mridomain.iap.config import DENSE_CATEGORICAL_IAPS, PRESETS, IAPConfig, get_preset
 from mridomain.iap.evaluation import EvalReport, compute_report, evaluate
 from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
 from mridomain.iap.model import IAPNet, build_model, iap_loss
-from mridomain.iap.prediction import IAPPredictor, NotFittedError, PredictionResult, load_run, predict_paths
+from mridomain.iap.prediction import IAPPredictor, PredictionResult, load_run, predict_paths
 from mridomain.iap.predictor import Predictor, PredictorOutput
+from mridomain.iap.run import IAPRun, NotFittedError, as_predictor
 from mridomain.iap.training import TrainResult, train
 
 __all__ = ["IAPConfig", "PRESETS", "DENSE_CATEGORICAL_IAPS", "get_preset", "LabelEncoder", "IGNORE_INDEX",
            "OTHER", "IAPNet", "build_model", "iap_loss", "train", "TrainResult", "evaluate", "EvalReport",
            "compute_report", "predict_paths", "PredictionResult", "IAPPredictor", "NotFittedError",
-           "load_run", "calibrate", "Predictor", "PredictorOutput"]
+           "load_run", "calibrate", "Predictor", "PredictorOutput", "IAPRun", "as_predictor"]

@@ -185,7 +185,7 @@ class DomainModel:
     the energy of the heads, combined by a logistic model fitted with outlier exposure, the score
     the largest of its log-odds and the block distances, each standardized (:func:`combine`;
     higher = more out of domain); its threshold is calibrated on cross-fitted in-domain scores
-    (see :func:`mridomain.iap.calibration.calibrate`).
+    (see :func:`mridomain.iap.trust.calibrate`).
     """
 
     mean: np.ndarray

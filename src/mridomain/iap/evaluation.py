@@ -312,10 +312,10 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
             ``run/eval_<split>``).
         html: also write the self-contained ``report.html``.
     """
-    from mridomain.iap.prediction import IAPPredictor
+    from mridomain.iap.run import IAPRun
 
     run = Path(run)
-    predictor = IAPPredictor.load(run, device=device)
+    predictor = IAPRun.load(run, device=device)
     encoder, preprocess = predictor.encoder, predictor.preprocess
     cache = open_cache(cache if cache is not None else preprocess.get("source_cache"))
     cache_path = str(getattr(cache, "path", ""))

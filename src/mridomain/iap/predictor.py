@@ -9,7 +9,6 @@ a stand-in for tests or another model only needs ``classes``, ``preprocess`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -17,7 +16,7 @@ import pandas as pd
 
 from mridomain.errors import SchemaMismatchError
 
-__all__ = ["Predictor", "PredictorOutput", "as_predictor", "value_column", "UNKNOWN"]
+__all__ = ["Predictor", "PredictorOutput", "value_column", "UNKNOWN"]
 
 #: the answer of an abstaining prediction on an image outside the training domain
 UNKNOWN = "unknown"
@@ -153,15 +152,3 @@ class Predictor(Protocol):
     def preprocess(self) -> dict[str, Any]: ...
 
     def forward(self, images: np.ndarray) -> PredictorOutput: ...
-
-
-def as_predictor(source: Any) -> Predictor:
-    """A run folder is loaded with :meth:`IAPPredictor.load`; a :class:`Predictor` passes through."""
-    if isinstance(source, (str, Path)):
-        from mridomain.iap.prediction import IAPPredictor
-
-        return IAPPredictor.load(Path(source))
-    if isinstance(source, Predictor):
-        return source
-    raise SchemaMismatchError(f"{type(source).__name__} is not an IAP predictor (it needs classes, "
-                              "preprocess and forward(images) -> PredictorOutput)")

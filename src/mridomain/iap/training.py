@@ -260,7 +260,7 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     The loop, checkpoints, logs and DDP are :class:`mridomain.engine.Engine`'s; this function
     builds the label encoder and preprocessing record from the cache and hands an :class:`IAPTask`
     to the engine. Launched with ``torchrun --nproc_per_node N``, it trains on N processes.
-    After training, :func:`mridomain.iap.calibration.calibrate` stores temperatures, the training
+    After training, :func:`mridomain.iap.trust.calibrate` stores temperatures, the training
     domain and the seen IAP combinations in the run folder.
 
     Args:
@@ -309,7 +309,7 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     task = IAPTask(cache, config, encoder, preprocess, resume=resume)
     fit = Engine(config, out, progress=progress).fit(task, resume=resume)
     if int(os.environ.get("RANK", "0")) == 0:    # under torchrun, rank 0 alone writes the run folder
-        from mridomain.iap.calibration import calibrate
+        from mridomain.iap.trust import calibrate
 
         calibrate(out, cache, progress=progress)
     return TrainResult(run=out, best_epoch=fit.best_epoch, best_val_loss=fit.best_metric,
