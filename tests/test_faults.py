@@ -168,9 +168,9 @@ def bad_invocations(tmp: Path, crops: Path, run: Path, cache: Path, dicom: Path)
         (["route-experiment", cache, run, "-o", under], is_file),
         (["route-experiment", cache, run, "-o", new(), "--epochs", "0"], "--epochs 0"),
         (["compare", cache, dicom, "--run", run, "-o", under], is_file),
-        (["compare", cache, dicom, "--run", run, "-o", new(), "--quantile", "1.5"], "--quantile 1.5"),
+        (["compare", cache, dicom, "--run", run, "-o", new(), "--header-miss", "bogus"], "--header-miss bogus"),
         (["compare", cache, dicom, "--run", nowhere, "-o", new()], "does_not_exist"),
-        (["compare", cache, dicom, "--run", run, "--feature-score", "bogus", "-o", new()], "bogus"),
+        (["compare", cache, dicom, "--run", run, "--header-iaps", "bogus", "-o", new()], "--header-iaps bogus"),
         (["shift", "manifest", nowhere, "-o", new() / "m.csv"], "--labels"),
         (["shift", "manifest", crops, "--kind", "bogus", "-o", new() / "m.csv"], "bogus"),
         (["shift", "manifest", tmp, "--kind", "sim", "--threshold", "-1", "-o", new() / "m.csv"], "--threshold -1"),
@@ -346,12 +346,10 @@ def test_tampered_iap_run_folders_give_one_line_errors(iap_run, tmp_path):
 def test_tampered_study_folders(crops, tmp_path):
     """Damaged files of a study folder: one-line errors naming the file, or (runs.jsonl) a warning
     and the intact records; stale temporary files of a killed call are removed."""
-    import shutil
 
-    import pandas as pd
 
     from mridomain.shift.config import make_config
-    from mridomain.shift.study import open_study, prepare_study, run_experiment
+    from mridomain.shift.study import prepare_study
 
     study = tmp_path / "study"
     prepare_study(crops, study, make_config("cpu", model="nodulex", width=0.25, epochs=1, batch_size=8),

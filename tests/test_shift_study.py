@@ -5,7 +5,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -16,7 +15,6 @@ from mridomain.shift import runner as runner_module
 from mridomain.shift.config import make_config
 from mridomain.shift.manifest import ManifestError
 from mridomain.shift.protocol import RunSpec
-from mridomain.shift.report import render_report
 from mridomain.shift.runner import results_table, train_and_test
 from mridomain.shift.study import open_study, prepare_study, run_experiment, run_study
 from shift_fixtures import one_torch_thread, write_crops  # noqa: F401  (fixture)

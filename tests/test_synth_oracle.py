@@ -1,7 +1,6 @@
 """The simulator oracle: neighbourhood features by hand, and a constructed case whose answer is known."""
 import numpy as np
 import pandas as pd
-import pytest
 
 from mridomain.synth.data import Subject
 from mridomain.synth.oracle import compare_with_oracle, fit_oracle, neighbourhood_features, oracle_auc

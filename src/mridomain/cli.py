@@ -342,7 +342,16 @@ def _domain_rule(run: Path, header_miss: Optional[str], header_iaps: Optional[st
     if header_miss is not None:
         changes["header_miss"] = header_miss
     if header_iaps is not None:
-        changes["header_iaps"] = tuple(i.strip() for i in header_iaps.split(",") if i.strip())
+        names = tuple(i.strip() for i in header_iaps.split(",") if i.strip())
+        if (run / "labels.json").is_file():      # a name the run does not predict would be ignored silently
+            from mridomain.iap.labels import LabelEncoder
+
+            known = [h.name for h in LabelEncoder.from_json(run / "labels.json").heads]
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise InvalidArgumentError(f"--header-iaps {','.join(unknown)}: not an IAP of {run} "
+                                           f"(choose from {', '.join(known)})")
+        changes["header_iaps"] = names
     return rule.updated(**changes)
 
 
