@@ -47,9 +47,15 @@ class DemoResult:
                  df_to_markdown(self.contribution.round(3)),
                  f"C_d top two: {c['c_d_top2']} (paper on BraTS: t1ce, flair) -> "
                  f"{'as the paper' if c['c_d_top2_matches_paper'] else 'NOT as the paper'}"]
+        for kind, o in c.get("oracle", {}).items():
+            lines.append(f"{kind} oracle (simulator's known answer) C_d order {o['oracle_order']}: learned top "
+                         f"{o['learned_top']} {'matches' if o['top_matches'] else 'does NOT match'}; "
+                         f"Spearman rho {o['spearman']:.2f}")
         for row in c["auc"]:
+            oracle = "".join(f", {k[len('auc_oracle_'):]} oracle map: {v:.3f}" for k, v in row.items()
+                             if k.startswith("auc_oracle_") and v == v)
             lines.append(f"  M_d AUC {row['map']:>15} vs {row['region']:<10}: {row['auc']:.3f} "
-                         f"(target intensity alone: {row['auc_target_intensity']:.3f})")
+                         f"(target intensity alone: {row['auc_target_intensity']:.3f}{oracle})")
         return "\n".join(lines)
 
 
@@ -102,6 +108,7 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
                           "voxels pooled over the test subjects; auc_target_intensity is the AUC of the target "
                           "image's own intensity (what a map that only echoes brightness would reach)",
         "c_d_top2": top2, "c_d_top2_matches_paper": set(top2) == {"t1ce", "flair"},
+        "oracle": ev.oracle_summary,
         "contribution_note": ev.contribution_note, "test_subjects": len(test_ids),
         "seconds": round(seconds, 1), "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "load_average_start": load0, "load_average_end": _load(), "cpus": os.cpu_count(),

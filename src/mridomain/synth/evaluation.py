@@ -214,7 +214,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     if oracle and check is not None and train_ids and len(dataset.subset(train_ids)):
         from mridomain.synth.oracle import compare_with_oracle, oracle_auc, oracle_for_run
 
-        oracles = oracle_for_run(dataset.subset(train_ids).subjects, subjects, r.sequences, data_root=dataset.root)
+        oracles = oracle_for_run(dataset.subset(train_ids).subjects, subjects, r.sequences, data_root=dataset.root,
+                                 progress=progress)
         oracle_table = compare_with_oracle(contrib, oracles)
         oracle_summary = oracle_table.attrs.pop("summary")
         for kind, res in oracles.items():

@@ -81,7 +81,8 @@ class OracleResult:
 
 
 def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
-               kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT) -> OracleResult:
+               kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT, progress: bool = True
+               ) -> OracleResult:
     """Fit one regressor per target sequence on ``train`` (all other sequences as inputs, 3 x 3 x 3
     neighbourhoods) and score it on ``test`` (subjects must have every sequence)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
@@ -93,7 +94,9 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
         raise EmptyInputError("oracle", "needs training and held-out subjects with every sequence")
     rng = np.random.default_rng(seed)
     rows, maps = [], {s.subject_id: {} for s in test}
-    for target in sequences:
+    from mridomain.progress import progress_bar
+
+    for target in progress_bar(sequences, desc=f"oracle ({kind})", unit="sequence", enabled=progress):
         sources = [s for s in sequences if s != target]
         xs, ys = [], []
         for sub in train:
@@ -152,20 +155,20 @@ def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], seque
 
 def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str],
                    data_root: str | Path | None = None, noise_free: bool = True, max_train: int = 12,
-                   max_train_noise_free: int = 6, seed: int = 0) -> dict[str, OracleResult]:
+                   max_train_noise_free: int = 6, seed: int = 0, progress: bool = True) -> dict[str, OracleResult]:
     """``{"noisy": ..., "noise-free": ...}`` oracles for a run's training and test subjects (at most
     ``max_train`` training subjects, evenly spaced, and ``max_train_noise_free`` of them re-rendered
     without noise: rendering costs seconds per subject; noise-free only for simulated data)."""
     train = [s for s in train if all(q in s.volumes for q in sequences)] or list(train)
     pick = np.unique(np.linspace(0, len(train) - 1, min(max_train, len(train))).round().astype(int))
     train = [train[k] for k in pick]
-    out = {"noisy": fit_oracle(train, test, sequences, seed, "noisy")}
+    out = {"noisy": fit_oracle(train, test, sequences, seed, "noisy", progress=progress)}
     if noise_free and data_root is not None and (Path(data_root) / "manifest.csv").exists():
         step = max(1, len(train) // max_train_noise_free)
         clean_train = noise_free_subjects(data_root, [s.subject_id for s in train[::step][:max_train_noise_free]],
                                           sequences)
         clean_test = noise_free_subjects(data_root, [s.subject_id for s in test], sequences)
-        out["noise-free"] = fit_oracle(clean_train, clean_test, sequences, seed, "noise-free")
+        out["noise-free"] = fit_oracle(clean_train, clean_test, sequences, seed, "noise-free", progress=progress)
     return out
 
 

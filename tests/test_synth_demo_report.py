@@ -1,0 +1,59 @@
+"""The synth demo's report shows each figure once (issue 21: the M_d overlay appeared twice).
+
+The demo's simulate / train / evaluate stages are replaced by stand-ins that write what the real ones
+write, so only the report assembly of ``run_demo`` runs."""
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+
+from mridomain.synth.evaluation import SynthEvaluation
+
+
+def _png(path, value):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(1, 1))
+    fig.subplots().imshow(np.full((4, 4), value))
+    fig.savefig(path)
+    return path
+
+
+def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
+    import mridomain.sim.brain as brain
+    import mridomain.synth.evaluation as evaluation
+    import mridomain.synth.model as model
+    import mridomain.synth.training as training
+    from mridomain.synth.demo import run_demo
+
+    out = tmp_path / "demo"
+    ev_out = out / "run" / "eval_test"
+
+    def fake_evaluate(run, data, split, progress, html, dmap_dir):
+        ev_out.mkdir(parents=True, exist_ok=True)
+        _png(ev_out / "contribution.png", 0.1)
+        _png(ev_out / "dmap_example.png", 0.5)
+        dmap_dir.mkdir(parents=True, exist_ok=True)
+        files = [_png(dmap_dir / "S_dmap.png", 0.5), dmap_dir / "S_t1_dmap.nii.gz"]
+        contrib = pd.DataFrame({"sequence": ["t1", "t2"], "c_t": [0.1, -0.1], "c_d": [0.2, -0.2],
+                                "rank_t": [1, 2], "rank_d": [1, 2]})
+        pairs = pd.DataFrame({"source": ["t1"], "target": ["t2"], "psnr": [20.0], "ssim": [0.6]})
+        return SynthEvaluation(ev_out, pairs, pairs, {"psnr": 20.0}, contrib, pd.DataFrame(), "note", None,
+                               pd.DataFrame({"model": ["m"]}), [], files)
+
+    monkeypatch.setattr(brain, "simulate_brains", lambda *a, **k: SimpleNamespace(summary=lambda: "sim"))
+    def fake_train(data, run_dir, **kwargs):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _png(run_dir / "learning_curve.png", 0.9)
+        return SimpleNamespace(epochs_run=1, best_epoch=1)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    monkeypatch.setattr(model, "load_run", lambda *a, **k: SimpleNamespace(
+        schema={"splits": {"train": ["a"], "test": ["b"]}}))
+    monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    run_demo(out, subjects=4, progress=False)
+    html = (out / "report.html").read_text()
+    # the learning curve, contribution.png and the M_d overlay, each once (the overlay used to come
+    # back a second time from dmap/)
+    assert html.count("<img") == 3
+    assert "S_t1_dmap.nii.gz" in html
