@@ -469,13 +469,9 @@ def _find(root: Path, stem: str) -> Path:
     raise EmptyInputError(root, f"no {stem}.xlsx or .csv here or in the parent folder (pass it explicitly)")
 
 
-def manifest_from_simulation(archive: str | Path, phase: int | None = None, threshold: int = 2,
-                             crop: Sequence[int] = PAPER_CROP, domains: Sequence[str] | None = ("GE", "SIEMENS"),
-                             dataset: str = "MRI-Breast (simulated)") -> ManifestBuild:
-    """The MRI-Breast stage task on an archive from ``mridomain simulate`` (its ``manifest.parquet``
-    names each series' folder and DCE phase). ``phase``: the series cropped (default the first
-    post-contrast phase when simulated, else the pre-contrast one)."""
-    archive = Path(archive)
+def _simulated_series(archive: Path, phase: int | None) -> tuple[pd.DataFrame, int]:
+    """The rows of an ``mridomain simulate`` archive's ``manifest.parquet`` of one DCE ``phase``
+    (default: the first post-contrast phase when simulated, else the pre-contrast one)."""
     path = archive / "manifest.parquet"
     if not path.exists():
         raise EmptyInputError(archive, "no manifest.parquet (not an archive written by mridomain simulate)")
@@ -485,6 +481,17 @@ def manifest_from_simulation(archive: str | Path, phase: int | None = None, thre
     chosen = sim[sim["phase"] == phase]
     if len(chosen) == 0:
         raise InvalidArgumentError(f"{archive}: no series of phase {phase} (phases: {sorted(sim['phase'].unique())})")
+    return chosen, int(phase)
+
+
+def manifest_from_simulation(archive: str | Path, phase: int | None = None, threshold: int = 2,
+                             crop: Sequence[int] = PAPER_CROP, domains: Sequence[str] | None = ("GE", "SIEMENS"),
+                             dataset: str = "MRI-Breast (simulated)") -> ManifestBuild:
+    """The MRI-Breast stage task on an archive from ``mridomain simulate`` (its ``manifest.parquet``
+    names each series' folder and DCE phase). ``phase``: the series cropped (default the first
+    post-contrast phase when simulated, else the pre-contrast one)."""
+    archive = Path(archive)
+    chosen, phase = _simulated_series(archive, phase)
     series = pd.DataFrame({"patient_id": chosen["patient_id"].astype(str),
                            "image": [str(archive / f) for f in chosen["folder"]], "phase": int(phase)})
     return _stage_manifest(series, archive / "Clinical_and_Other_Features.csv", archive / "Annotation_Boxes.csv",
@@ -509,15 +516,7 @@ def presence_manifest_from_simulation(archive: str | Path, phase: int | None = N
     in both; a split by patient keeps them together.
     """
     archive = Path(archive)
-    path = archive / "manifest.parquet"
-    if not path.exists():
-        raise EmptyInputError(archive, "no manifest.parquet (not an archive written by mridomain simulate)")
-    sim = pd.read_parquet(path)
-    if phase is None:
-        phase = 1 if (sim["phase"] >= 1).any() else 0
-    chosen = sim[sim["phase"] == phase]
-    if len(chosen) == 0:
-        raise InvalidArgumentError(f"{archive}: no series of phase {phase} (phases: {sorted(sim['phase'].unique())})")
+    chosen, phase = _simulated_series(archive, phase)
     reasons: dict[str, list[str]] = {}
     centres = _box_centres(archive / "Annotation_Boxes.csv")
     table = chosen.merge(centres, on="patient_id", how="left")
@@ -541,6 +540,6 @@ def presence_manifest_from_simulation(archive: str | Path, phase: int | None = N
     d, h, w = (int(c) for c in crop)
     out["crop_d"], out["crop_h"], out["crop_w"] = d, h, w
     out["dataset"], out["modality"] = dataset, "MRI"
-    out, _, dropped = choose_domains(out, domains or ("GE", "SIEMENS"), where=str(path))
+    out, _, dropped = choose_domains(out, domains or ("GE", "SIEMENS"), where=str(archive / "manifest.parquet"))
     out = validate_manifest(out, where=f"{dataset} manifest", check_files=False)
     return ManifestBuild(out, pd.concat([_dropped(reasons), dropped], ignore_index=True))
