@@ -216,6 +216,10 @@ def bad_invocations(tmp: Path, crops: Path, run: Path, cache: Path, dicom: Path)
         (["synth", "generate", nowhere, "a.nii.gz", "--to", "flair"], "does_not_exist"),
         (["synth", "demo", "-o", under], is_file), (["synth", "demo", "-o", new(), "--subjects", "0"], "--subjects 0"),
         (["synth", "demo", "-o", new(), "--epochs", "0"], "--epochs 0"),
+        (["synth", "subsets", "demo", "-o", under], is_file),
+        (["synth", "subsets", "demo", "-o", new(), "--subjects", "0"], "--subjects 0"),
+        (["synth", "downstream", "demo", "-o", new(), "--outer-folds", "1"], "--outer-folds 1"),
+        (["synth", "downstream", "demo", "-o", new(), "--epochs", "0"], "--epochs 0"),
     ]
 
 

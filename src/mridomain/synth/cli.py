@@ -254,15 +254,21 @@ def subsets(
     _passive_threads()
     from mridomain.synth.subsets import run_subsets, run_subsets_demo
 
-    if _is_demo(data):
-        result = run_subsets_demo(out or Path("subsets_demo"), subjects=subjects, seed=seed,
-                                  combinations=combinations or ("paper",), epochs=epochs)
+    demo = _is_demo(data)
+    if not demo and out is None:
+        raise typer.BadParameter("-o/--out is required", param_hint="--out")
+    out = out or Path("subsets_demo")
+    _folder_out(out, "--out folder")            # before any training, as every other command
+    check_range(subjects, "--subjects", 1, MAX_SUBJECTS)
+    check_range(epochs, "--epochs", 1)
+    if demo:
+        result = run_subsets_demo(out, subjects=subjects, seed=seed, combinations=combinations or ("paper",),
+                                  epochs=epochs)
     else:
-        if out is None:
-            raise typer.BadParameter("-o/--out is required", param_hint="--out")
         result = run_subsets(data, out, combinations=combinations, preset=preset, seed=seed, epochs=epochs,
                              device=device)
     typer.echo(result.to_markdown())
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 @app.command()
@@ -291,14 +297,23 @@ def downstream(
     _passive_threads()
     from mridomain.synth.downstream import run_downstream, run_downstream_demo
 
-    if _is_demo(data):
-        result = run_downstream_demo(out or Path("downstream_demo"), subjects=subjects, seed=seed,
-                                     outer_folds=outer_folds or 5, inner_folds=inner_folds or 4, epochs=epochs)
-    else:
+    demo = _is_demo(data)
+    if not demo:
         for name, value in (("--labels", labels), ("--run", run), ("--out", out)):
             if value is None:
                 raise typer.BadParameter(f"{name} is required", param_hint=name)
+    out = out or Path("downstream_demo")
+    _folder_out(out, "--out folder")            # before any training, as every other command
+    check_range(subjects, "--subjects", 1, MAX_SUBJECTS)
+    check_range(epochs, "--epochs", 1)
+    check_range(outer_folds, "--outer-folds", 2)
+    check_range(inner_folds, "--inner-folds", 2)
+    if demo:
+        result = run_downstream_demo(out, subjects=subjects, seed=seed, outer_folds=outer_folds or 5,
+                                     inner_folds=inner_folds or 4, epochs=epochs)
+    else:
         result = run_downstream(data, labels, run, out, preset=preset, seed=seed, epochs=epochs,
                                 outer_folds=outer_folds, inner_folds=inner_folds, id_column=id_column,
                                 label_column=label_column, device=device)
     typer.echo(result.to_markdown())
+    typer.echo(f"report: {out / 'report.html'}")
