@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mridomain.sim import simulate
+from mridomain.sim.breast import simulate
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mridomain.sim import acquisition as acq  # noqa: E402
-from mridomain.sim import load_preset, make_phantom, patient_phantom, physics  # noqa: E402
-from mridomain.sim.phantom import DENSITY_CLASSES  # noqa: E402
+from mridomain.sim.breast import acquisition as acq  # noqa: E402
+from mridomain.sim.breast import load_preset, make_phantom, patient_phantom, physics  # noqa: E402
+from mridomain.sim.breast.phantom import DENSITY_CLASSES  # noqa: E402
 from mridomain.sim.physics import TISSUES  # noqa: E402
-from mridomain.sim.protocols import protocol_from_entry  # noqa: E402
-from mridomain.sim.realism import (acquired_window, dicom_kspace_ratio, entry_kspace_ratio,  # noqa: E402
+from mridomain.sim.breast.protocols import protocol_from_entry  # noqa: E402
+from mridomain.sim.breast.realism import (acquired_window, dicom_kspace_ratio, entry_kspace_ratio,  # noqa: E402
                                    kspace_window_ratio, left_right_asymmetry, power_law_beta)
 
 OUT = Path(__file__).resolve().parent / "figures"
@@ -199,7 +199,7 @@ def kspace_rows(entries: dict, n_patients: int = 4) -> list[tuple[str, str]]:
 
 
 def beta_row() -> tuple[str, str]:
-    from mridomain.sim import make_protocol
+    from mridomain.sim.breast import make_protocol
     p = make_protocol(manufacturer="GE", model="Signa HDxt", field_strength=1.5, acq_freq=512, acq_phase=512,
                       recon_matrix=512, fov=340.0, slice_thickness=1.0, tr=5.5, te=2.4,
                       scan_options="FAST_GEMS\\SAT_GEMS\\FS")
@@ -235,7 +235,7 @@ def density_rows() -> list[tuple[str, str]]:
 
 
 def snr_row() -> tuple[str, str]:
-    from mridomain.sim import make_protocol
+    from mridomain.sim.breast import make_protocol
     ph = make_phantom(np.random.default_rng(5), density="heterogeneous", tumor=False)
     snr = {}
     for b0 in (1.5, 3.0):
@@ -290,7 +290,7 @@ def kinetics_rows() -> list[tuple[str, str]]:
 
 
 def asymmetry_row() -> tuple[str, str]:
-    from mridomain.sim import make_protocol
+    from mridomain.sim.breast import make_protocol
     p = make_protocol(acq_freq=192, acq_phase=192, recon_matrix=256, fov=360.0, slice_thickness=2.0)
     vals = []
     for i in range(6):

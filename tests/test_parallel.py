@@ -97,7 +97,7 @@ def test_a_bar_that_counts_a_unit_of_its_own_ends_at_its_total(monkeypatch):
 def test_simulate_progress_counts_images_to_its_total(monkeypatch, tmp_path):
     """The simulate bar once counted 1,800 images of a total of 600 (it took patients for images)."""
     import mridomain.parallel as parallel
-    from mridomain.sim import simulate
+    from mridomain.sim.breast import simulate
 
     monkeypatch.setattr(parallel, "progress_bar", _RecordingBar)
     _RecordingBar.made.clear()

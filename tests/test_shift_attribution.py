@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    from mridomain.sim import simulate
+    from mridomain.sim.breast import simulate
 
     out = tmp_path_factory.mktemp("sim") / "archive"
     simulate(out, n_patients=14, seed=3, slices=5, phases=1, slab="tumor", workers=2, progress=False)
@@ -72,7 +72,7 @@ def test_reimaging_reproduces_the_archive_and_checks_the_seed(archive):
     assert why is None and np.array_equal(crop, read_sample(row.to_dict()))
     # the agent acts only after injection: switched on a pre-contrast series it changes no pixel,
     # which lets attribution reuse the acquired crop for it at phase 0
-    from mridomain.sim import replace_factors
+    from mridomain.sim.breast import replace_factors
 
     other = next(p for pid, (_, p) in exams.items() if p.agent != own.agent)
     switched = replace_factors(own, other, "contrast_agent")

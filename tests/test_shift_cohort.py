@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mridomain.sim import load_preset
-from mridomain.sim.simulate import draw_cohort
+from mridomain.sim.breast import load_preset
+from mridomain.sim.breast.simulate import draw_cohort
 
 
 def test_case_control_cohort_balances_each_manufacturer_and_changes_nothing_else():
@@ -32,7 +32,7 @@ def test_case_control_cohort_balances_each_manufacturer_and_changes_nothing_else
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    from mridomain.sim import simulate
+    from mridomain.sim.breast import simulate
 
     out = tmp_path_factory.mktemp("cohort") / "archive"
     simulate(out, n_patients=6, seed=2, slices=3, phases=1, slab="tumor", workers=1, progress=False,

@@ -9,9 +9,8 @@ import pydicom
 import pytest
 
 from mridomain.errors import InvalidArgumentError
-from mridomain.sim import (FACTORS, acquire_series, make_protocol, patient_phantom, replace_factors,
-                           simulate)
-from mridomain.sim.protocols import Protocol
+from mridomain.sim.breast import FACTORS, acquire_series, make_protocol, patient_phantom, replace_factors, simulate
+from mridomain.sim.breast.protocols import Protocol
 
 GE = dict(manufacturer="GE", model="SIGNA HDx", field_strength=1.5, scan_options="FAST_GEMS\\SAT_GEMS\\PFP\\FS",
           acq_freq=48, acq_phase=40, recon_matrix=64, fov=340.0, slice_thickness=2.0, tr=5.2, te=2.4)

@@ -13,7 +13,7 @@ import pytest
 from mridomain.data import build_index
 from mridomain.data.dbc import dbc_iap_table
 from mridomain.errors import SchemaMismatchError
-from mridomain.sim import load_preset, simulate
+from mridomain.sim.breast import load_preset, simulate
 
 CATEGORY_MAP = Path(__file__).resolve().parents[1] / "src/mridomain/data/resources/dbc_clinical_feature_categories.csv"
 
@@ -234,7 +234,7 @@ def test_bad_preset_gives_a_clear_error(tmp_path):
 def test_features_sheet_has_the_stage_with_dbcs_codes(dbc_sim):
     """Staging T / N / M (DBC's integer codes) agree with the manifest and with each lesion's size
     and invasion by AJCC rules."""
-    from mridomain.sim.phantom import t_stage_from
+    from mridomain.sim.breast.phantom import t_stage_from
     with open(dbc_sim.features_csv, encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh))
     header, data = rows[1], rows[3:]

@@ -6,9 +6,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from mridomain.sim import acquisition as acq
-from mridomain.sim import make_phantom, make_protocol
-from mridomain.sim.vendors import VENDOR_RECON
+from mridomain.sim.breast import acquisition as acq
+from mridomain.sim.breast import make_phantom, make_protocol
+from mridomain.sim.breast.vendors import VENDOR_RECON
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from mridomain.sim import acquisition as acq
-from mridomain.sim import make_phantom, make_protocol, physics
+from mridomain.sim.breast import acquisition as acq
+from mridomain.sim.breast import make_phantom, make_protocol
+from mridomain.sim import physics
 from mridomain.sim.physics import TISSUES
 
 
@@ -141,7 +142,7 @@ def test_snr_grows_with_voxel_volume(phantom):
 
 
 def test_acceleration_amplifies_noise_by_g_factor():
-    from mridomain.sim.vendors import coil_positions, coil_sensitivities, sense_gfactor
+    from mridomain.sim.breast.vendors import coil_positions, coil_sensitivities, sense_gfactor
     c = np.linspace(-170, 170, 48, dtype=np.float32)
     X, Y = np.meshgrid(c, c)
     sens = coil_sensitivities(X, Y, coil_positions("Signa HDxt", 8, 95, 20))

@@ -8,11 +8,11 @@ import pytest
 from scipy import ndimage
 
 from mridomain.errors import ImageReadError, InvalidArgumentError
-from mridomain.sim import acquisition as acq
-from mridomain.sim import load_preset, make_phantom, make_protocol, patient_phantom
-from mridomain.sim.phantom import DENSITY_CLASSES, draw_density, t_stage_from
+from mridomain.sim.breast import acquisition as acq
+from mridomain.sim.breast import load_preset, make_phantom, make_protocol, patient_phantom
+from mridomain.sim.breast.phantom import DENSITY_CLASSES, draw_density, t_stage_from
 from mridomain.sim.physics import TISSUES
-from mridomain.sim.realism import (acquired_window, dicom_kspace_ratio, entry_kspace_ratio,
+from mridomain.sim.breast.realism import (acquired_window, dicom_kspace_ratio, entry_kspace_ratio,
                                    kspace_window_ratio, left_right_asymmetry, power_law_beta)
 
 TI = {t: i for i, t in enumerate(TISSUES)}

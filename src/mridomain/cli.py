@@ -260,9 +260,9 @@ def simulate(
 ) -> None:
     """Simulate multi-vendor breast MRI and write it as real DICOM in DBC's layout.
 
-    Python: ``mridomain.sim.simulate``.
+    Python: ``mridomain.sim.breast.simulate``.
     """
-    from mridomain.sim import simulate as run_simulation
+    from mridomain.sim.breast import simulate as run_simulation
 
     _folder_out(out, "--out")
     for value, option in ((patients, "--patients"), (slices, "--slices"), (phases, "--phases"), (workers, "--workers")):

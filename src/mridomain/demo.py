@@ -47,7 +47,7 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
     """
     from mridomain.data import build_index, prepare_cache, print_index_summary
     from mridomain.iap import evaluate, predict_paths, train
-    from mridomain.sim import simulate
+    from mridomain.sim.breast import simulate
 
     from mridomain.errors import InvalidArgumentError
     from mridomain.files import dump_json, read_json
@@ -145,7 +145,7 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
     """
     from mridomain.analysis import analyze, compare, run_routing_experiment
     from mridomain.data import build_index, prepare_cache
-    from mridomain.sim import simulate
+    from mridomain.sim.breast import simulate
 
     console = console or Console(soft_wrap=True)
     out = Path(out)

@@ -50,8 +50,8 @@ def archive_protocols(archive: str | Path, sim_seed: int, preset: str | Path = "
     """The Protocol of every patient of a simulated archive, drawn again as ``simulate`` drew them
     (phantoms of ``(seed, i)``, protocols from ``rng([seed, 99])``), and checked against the
     archive's manifest: a one-line :class:`SchemaMismatchError` when the seed or preset differ."""
-    from mridomain.sim import load_preset
-    from mridomain.sim.simulate import draw_cohort
+    from mridomain.sim.breast import load_preset
+    from mridomain.sim.breast.simulate import draw_cohort
 
     path = Path(archive) / "manifest.parquet"
     if not path.exists():
@@ -85,7 +85,7 @@ def _reimage(task: tuple) -> tuple[str, Any, dict[int, np.ndarray] | None, str |
     """Worker: one patient under one condition -> the crops of its samples, each cut around the
     tumor box of the re-imaged series as an annotator would (``contralateral`` samples: the same
     box mirrored to the other breast, columns ``w - 1 - x``)."""
-    from mridomain.sim import acquire_series
+    from mridomain.sim.breast import acquire_series
 
     pid, key, phantom, protocol, slices, slab, phase, crop, sites = task
     try:
@@ -167,7 +167,7 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     from mridomain.shift.protocol import RunSpec
     from mridomain.shift.runner import model_folder, results_table
     from mridomain.shift.study import open_study
-    from mridomain.sim import FACTORS, replace_factors
+    from mridomain.sim.breast import FACTORS, replace_factors
 
     unknown = [f for f in factors if f not in FACTORS]
     if unknown:

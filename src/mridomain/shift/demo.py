@@ -85,7 +85,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     from mridomain.shift.manifest import manifest_from_simulation, presence_manifest_from_simulation, write_manifest
     from mridomain.shift.report import render_report
     from mridomain.shift.study import run_mixing, run_noise, run_study
-    from mridomain.sim import simulate
+    from mridomain.sim.breast import simulate
 
     from mridomain.errors import check_range
 

@@ -1,20 +1,23 @@
-"""mridomain.sim: physics-based multi-vendor breast MRI simulator that writes real DICOM.
+"""mridomain.sim: the physics-based MRI simulators, the project's measuring instruments.
 
-``simulate(out, n_patients, seed, ...)`` writes a DBC-like archive; the building blocks are reusable
-in memory: ``make_phantom`` (anatomy), ``sample_protocols`` / ``make_protocol`` (IAPs),
-``acquire`` (physics + k-space + vendor recon -> pixels). See docs/simulator.md.
+- :mod:`mridomain.sim.breast`: multi-vendor breast DCE-MRI written as real DICOM (IAP and shift work);
+- :mod:`mridomain.sim.brain`: multi-sequence brain MRI written as NIfTI (synthesis work);
+- :mod:`mridomain.sim.physics`: the signal equations and tissue tables both share.
+
+The breast simulator's names are re-exported here, and its modules answer to their pre-0.2 paths
+(``mridomain.sim.phantom`` is ``mridomain.sim.breast.phantom``), for one release. New code imports
+from :mod:`mridomain.sim.breast`. See docs/simulator.md.
 """
-from mridomain.sim.acquisition import ExamContext, acquire, acquire_slice, exam_context, noise_sigma, to_stored
-from mridomain.sim.phantom import Phantom, make_phantom, phantom_parameters
-from mridomain.sim.protocols import Protocol, load_preset, make_protocol, sample_protocols, validate_preset
-from mridomain.sim.simulate import SimulationResult, patient_phantom, simulate
-from mridomain.sim.attribution import FACTORS, AcquiredSeries, acquire_series, replace_factors
-from mridomain.sim.realism import dicom_kspace_ratio, kspace_window_ratio, power_law_beta
+import importlib
+import sys
 
-__all__ = [
-    "simulate", "SimulationResult", "make_phantom", "Phantom", "phantom_parameters", "patient_phantom",
-    "Protocol", "make_protocol", "sample_protocols", "load_preset", "validate_preset",
-    "acquire", "acquire_slice", "exam_context", "ExamContext", "noise_sigma", "to_stored",
-    "FACTORS", "AcquiredSeries", "acquire_series", "replace_factors",
-    "kspace_window_ratio", "dicom_kspace_ratio", "power_law_beta",
-]
+from mridomain.sim.breast import *  # noqa: F401,F403  (the one-release compatibility surface)
+from mridomain.sim.breast import __all__ as _breast_all
+
+# The same module objects under their old names, so old imports see one module, not a copy.
+_MOVED_TO_BREAST = ("acquisition", "attribution", "dicom_writer", "phantom", "protocols", "realism",
+                    "simulate", "vendors")
+for _name in _MOVED_TO_BREAST:
+    sys.modules[f"{__name__}.{_name}"] = importlib.import_module(f"mridomain.sim.breast.{_name}")
+
+__all__ = list(_breast_all)

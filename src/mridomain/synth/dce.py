@@ -6,7 +6,7 @@ real data. Each patient becomes a subject with two sequences: ``pre`` (the pre-c
 sequence) and ``dce`` (the post-contrast phases as time points of one 4-D sequence). All phases of a
 patient share one intensity normalization, so enhancement stays visible as a rise over time.
 
-Only the breast simulator's public entry point (:func:`mridomain.sim.simulate`) and the DICOM it
+Only the breast simulator's public entry point (:func:`mridomain.sim.breast.simulate`) and the DICOM it
 writes are used; its internals are not.
 """
 from __future__ import annotations
@@ -76,8 +76,8 @@ def load_dce_dataset(dicom_root: str | Path, size: tuple[int, int] = (64, 64), p
 
 def simulate_dce_dataset(out: str | Path, n_patients: int = 4, phases: int = 3, slices: int = 4, seed: int = 0,
                          size: tuple[int, int] = (64, 64), progress: bool = True) -> SynthData:
-    """Simulate DBC-like DCE exams with :func:`mridomain.sim.simulate` and load them as 4-D data."""
-    from mridomain.sim import simulate
+    """Simulate DBC-like DCE exams with :func:`mridomain.sim.breast.simulate` and load them as 4-D data."""
+    from mridomain.sim.breast import simulate
 
     result = simulate(out, n_patients=n_patients, seed=seed, slices=slices, phases=phases, progress=progress)
     return load_dce_dataset(result.dicom_root, size=size, progress=progress)

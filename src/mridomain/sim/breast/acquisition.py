@@ -1,7 +1,7 @@
 """From phantom to stored pixels: signal equation, fat suppression, DCE, coils, k-space, noise, recon.
 
 :func:`acquire` is the reusable in-memory entry point: any TR/TE/flip angle/phase/matrix can be set
-on the :class:`~mridomain.sim.protocols.Protocol` (``dataclasses.replace``), so the same patient can
+on the :class:`~mridomain.sim.breast.protocols.Protocol` (``dataclasses.replace``), so the same patient can
 be imaged with several contrasts (synthesis work) or on two scanner domains (domain-shift work).
 """
 from __future__ import annotations
@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft as sfft
 
-from mridomain.sim import physics, vendors
-from mridomain.sim.phantom import Phantom
-from mridomain.sim.protocols import Protocol
+from mridomain.sim.breast import vendors
+from mridomain.sim import physics
+from mridomain.sim.breast.phantom import Phantom
+from mridomain.sim.breast.protocols import Protocol
 
 #: Reference acquisition for the SNR model: 1.5 T, 448 x 448 over 340 mm, 1.1 mm, readout 2.0 ms.
 #: At this reference the fibroglandular signal-to-noise is ~25 before fat suppression losses.
@@ -75,7 +76,7 @@ def exam_context(ph: Phantom, p: Protocol, rng: np.random.Generator) -> ExamCont
     ref = float(physics.spgr_signal(pd, t1, t2s, p.tr, p.te, p.flip_angle)) * p.b0 / 1.5
     style = p.recon
     # every draw is made whatever the protocol, so two protocols of one patient share the FOV
-    # margin and the noise stream (clean one-factor-at-a-time comparisons, mridomain.sim.attribution)
+    # margin and the noise stream (clean one-factor-at-a-time comparisons, mridomain.sim.breast.attribution)
     step_jitter = rng.normal(0, 0.35)
     scale_jitter = rng.uniform(0.9, 1.1)
     noise_key = int(rng.integers(0, 2 ** 62))

@@ -86,9 +86,9 @@ def entry_kspace_ratio(entry: dict, patient: int, seed: int = 0,
     ``geometry`` = (frequency samples, phase steps, stored matrix) replaces the drawn matrix: the
     ratio depends on how much of k-space lies beyond the window and how close to it, so a
     simulated chain is compared with a real file at that file's geometry."""
-    from mridomain.sim import acquisition as acq
-    from mridomain.sim.protocols import protocol_from_entry
-    from mridomain.sim.simulate import patient_phantom
+    from mridomain.sim.breast import acquisition as acq
+    from mridomain.sim.breast.protocols import protocol_from_entry
+    from mridomain.sim.breast.simulate import patient_phantom
 
     ph = patient_phantom(seed, patient)
     rng = np.random.default_rng([11, patient])

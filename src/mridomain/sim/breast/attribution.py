@@ -6,13 +6,13 @@ margin, receive-gain jitter, noise stream) come from ``(seed, i)`` too, in a fix
 the protocol. So re-simulating a test set with one factor switched to another domain's value
 changes exactly that factor::
 
-    from mridomain.sim import patient_phantom, sample_protocols, replace_factors, acquire_series
+    from mridomain.sim.breast import patient_phantom, sample_protocols, replace_factors, acquire_series
     ph = patient_phantom(seed, i)
     ge, siemens = ...                                  # two Protocols (e.g. sample_protocols)
     base = acquire_series(ph, siemens, slices=5)       # volume (5, H, W) + tumour box
     swapped = acquire_series(ph, replace_factors(siemens, ge, "recon"), slices=5)
 
-``FACTORS`` groups every :class:`~mridomain.sim.protocols.Protocol` field into one named
+``FACTORS`` groups every :class:`~mridomain.sim.breast.protocols.Protocol` field into one named
 acquisition factor (each field in exactly one group).
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mridomain.errors import InvalidArgumentError
-from mridomain.sim import acquisition as acq
-from mridomain.sim.phantom import Phantom
-from mridomain.sim.protocols import Protocol
+from mridomain.sim.breast import acquisition as acq
+from mridomain.sim.breast.phantom import Phantom
+from mridomain.sim.breast.protocols import Protocol
 
 #: Protocol fields by acquisition factor. "recon": vendor reconstruction (k-space filter, intensity
 #: correction, scaling, bit depth) and the vendor's partial-Fourier fraction; "coil": receive array
@@ -58,7 +58,7 @@ def replace_factors(protocol: Protocol, source: Protocol, factors: str | list[st
 
 @dataclass
 class AcquiredSeries:
-    """One acquired series in memory, as :func:`mridomain.sim.simulate` would store it.
+    """One acquired series in memory, as :func:`mridomain.sim.breast.simulate` would store it.
 
     ``volume``: (S, H, W) float32 stored pixel values (rounded and clipped like the DICOM), slices
     in written order (ascending along the slice normal). ``tumor_box``: 0-based inclusive
@@ -75,7 +75,7 @@ def acquire_series(ph: Phantom, p: Protocol, slices: int = 5, slab: str = "tumor
                    noise: bool = True) -> AcquiredSeries:
     """Image phantom ``ph`` with protocol ``p`` without writing DICOM.
 
-    Uses the same exam draws as :func:`mridomain.sim.simulate` for this patient (``ph.seed``,
+    Uses the same exam draws as :func:`mridomain.sim.breast.simulate` for this patient (``ph.seed``,
     ``ph.patient_index``), so with the protocol simulate drew, the volume equals the written pixels.
     ``slab="tumor"``: ``slices`` contiguous slices centred on the lesion; "spread": simulate's default.
     """

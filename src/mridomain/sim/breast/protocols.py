@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from mridomain.config import Settings
 from mridomain.errors import SchemaMismatchError
-from mridomain.sim.vendors import COIL_CHANNELS, MANUFACTURER_DICOM, VENDOR_RECON, ReconStyle
+from mridomain.sim.breast.vendors import COIL_CHANNELS, MANUFACTURER_DICOM, VENDOR_RECON, ReconStyle
 
 AGENT_LABELS = ("GADAVIST", "MAGNEVIST", "MMAGNEVIST", "MULTIHANCE", "not stated", "absent")
 
@@ -113,7 +113,7 @@ def derive(p: Protocol) -> Protocol:
 def load_preset(preset: str | Path) -> dict:
     """Load the named built-in preset ("dbc") or a YAML file, validated; raises SchemaMismatchError."""
     if isinstance(preset, str) and preset == "dbc":
-        text = resources.files("mridomain.sim").joinpath("resources/dbc.yaml").read_text()
+        text = resources.files("mridomain.sim.breast").joinpath("resources/dbc.yaml").read_text()
         source = "dbc"
     else:
         path = Path(preset)

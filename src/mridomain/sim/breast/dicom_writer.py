@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
 from mridomain.sim.physics import GAMMA_MHZ_PER_T
-from mridomain.sim.protocols import Protocol
+from mridomain.sim.breast.protocols import Protocol
 
 #: Root for every simulated UID (pydicom's registered example root).
 UID_PREFIX = "1.2.826.0.1.3680043.8.498."

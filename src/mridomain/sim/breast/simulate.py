@@ -14,11 +14,11 @@ import pandas as pd
 
 from mridomain.errors import MridomainError, InvalidArgumentError
 from mridomain.parallel import parallel_map
-from mridomain.sim import acquisition as acq
-from mridomain.sim.dicom_writer import SeriesInfo, series_folder_names, uid, write_slice
-from mridomain.sim.phantom import Phantom, draw_stage, make_phantom, phantom_parameters
+from mridomain.sim.breast import acquisition as acq
+from mridomain.sim.breast.dicom_writer import SeriesInfo, series_folder_names, uid, write_slice
+from mridomain.sim.breast.phantom import Phantom, draw_stage, make_phantom, phantom_parameters
 from mridomain.sim.physics import AGENT_MOLARITY, STANDARD_DOSE_MMOL_PER_KG
-from mridomain.sim.protocols import Protocol, load_preset, sample_protocols
+from mridomain.sim.breast.protocols import Protocol, load_preset, sample_protocols
 
 ORDINALS = ["pre", "1st pass", "2nd pass", "3rd pass", "4th pass", "5th pass", "6th pass"]
 #: mammographic density code of DBC's sheet for each phantom density class
@@ -74,7 +74,7 @@ def patient_id(i: int) -> str:
 
 def patient_phantom(seed: int, i: int, stage: dict | None = None) -> Phantom:
     """The phantom of patient ``i`` for a given dataset seed (deterministic); ``stage`` forces a
-    carcinoma of that :func:`~mridomain.sim.phantom.draw_stage` result (a cohort sampled by stage)."""
+    carcinoma of that :func:`~mridomain.sim.breast.phantom.draw_stage` result (a cohort sampled by stage)."""
     return make_phantom(np.random.default_rng([seed, i, 0]), patient_index=i, seed=seed,
                         tumor=True if stage is not None else None, forced_stage=stage)
 

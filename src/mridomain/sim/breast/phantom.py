@@ -814,7 +814,7 @@ def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0
     BI-RADS frequencies, a carcinoma in 90 % of patients with its stage (:func:`draw_stage`).
     The number of draws never depends on the forced values, so forcing one leaves the rest alone.
     ``forced_stage``: a whole :func:`draw_stage` result (size, invasion, margin, necrosis, N, M)
-    used instead of the one drawn here (a cohort sampled by stage: ``mridomain.sim.simulate``).
+    used instead of the one drawn here (a cohort sampled by stage: ``mridomain.sim.breast.simulate``).
     """
     names = list(DENSITY_CLASSES)
     drawn_density = draw_density(rng)
