@@ -20,7 +20,7 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--cache", type=Path, default=None, help="the run's cache (default: its source_cache)")
     args = ap.parse_args()
-    from mridomain.analysis import compare
+    from mridomain.iap import compare
     from mridomain.iap import IAPPredictor
     from mridomain.iap.cache import open_cache, split_indices
 

@@ -35,7 +35,8 @@ def make_archive(root: Path, n_files: int, rows: int, slices_per_series: int = 6
     import pydicom
     from pydicom.uid import generate_uid
 
-    from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the tests' DICOM factory
+    from dicom_factory import GE_HEADERS, write_mr_dicom
 
     rng = np.random.default_rng(0)
     template = write_mr_dicom(root / "_template.dcm", rng.integers(0, 4000, (rows, rows)),

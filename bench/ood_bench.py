@@ -166,7 +166,7 @@ def auroc_fpr95(in_scores: np.ndarray, out_scores: np.ndarray) -> tuple[float, f
 def test_split_scores(run: Path, cache: Path | None, split: str = "test") -> tuple[np.ndarray, float, float]:
     """(image scores of the run's test split, the share in domain by the image, the share in
     domain by the verdict with the cache's labels as the header values)."""
-    from mridomain.analysis.applicability import cache_headers
+    from mridomain.iap.applicability import cache_headers
     from mridomain.iap import IAPPredictor
     from mridomain.iap.cache import open_cache, split_indices
 

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mridomain.analysis import compare
-from mridomain.analysis.applicability import KNNScorer, energy_score, msp_score
+from mridomain.iap import compare
+from mridomain.iap.applicability import KNNScorer, energy_score, msp_score
 from mridomain.data import write_slice_cache
 from mridomain.iap.predictor import PredictorOutput
 

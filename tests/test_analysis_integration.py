@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from mridomain import iap
-from mridomain.analysis import compare, route, run_routing_experiment
+from mridomain.iap import compare, route, run_routing_experiment
 from mridomain.iap.predictor import Predictor
 from mridomain.data import write_slice_cache
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mridomain.analysis import TumorClassifier, evaluate_routing, route, run_routing_experiment
+from mridomain.iap import TumorClassifier, evaluate_routing, route, run_routing_experiment
 from mridomain.data import write_slice_cache
 from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 from mridomain.iap.predictor import PredictorOutput

@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mridomain.analysis import Section, analyze, evaluation_report_html, write_html_report
+from mridomain.iap import analyze, evaluation_report_html
+from mridomain.report import Section, write_html_report
 from browser import chromium, screenshot
-from mridomain.analysis.stats import (association_matrix, combination_keys, combination_overlap, cramers_v,
+from mridomain.iap.analysis import (association_matrix, combination_keys, combination_overlap, cramers_v,
                                       imbalance_summary, nominal_iaps, spearman_matrix)
 
 KINDS = {"manufacturer": "categorical", "flip_angle": "categorical", "acquisition_matrix": "categorical",

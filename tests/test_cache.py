@@ -19,7 +19,7 @@ from mridomain.data import (
 )
 from mridomain.data.splits import split_counts
 from mridomain.errors import InvalidArgumentError
-from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+from dicom_factory import GE_HEADERS, write_mr_dicom
 
 N_PATIENTS, N_SLICES, SIZE = 5, 12, 32
 

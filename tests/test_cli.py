@@ -151,7 +151,7 @@ def test_numbers_out_of_range_are_refused_before_any_work(tmp_path):
 
 def test_header_only_annotation_file_is_one_line_before_work(tmp_path):
     from mridomain.data import build_index
-    from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+    from dicom_factory import GE_HEADERS, write_mr_dicom
 
     write_mr_dicom(tmp_path / "a" / "1.dcm", np.full((8, 8), 9), patient_id="P1", study_uid="1.2.3",
                    series_uid="1.2.3.4", instance=1, position=0.0, headers=GE_HEADERS)
@@ -165,7 +165,7 @@ def test_header_only_annotation_file_is_one_line_before_work(tmp_path):
 
 
 def test_index_keep_kind_option(tmp_path):
-    from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+    from dicom_factory import GE_HEADERS, write_mr_dicom
 
     for i in range(2):
         write_mr_dicom(tmp_path / "a" / f"{i}.dcm", np.full((8, 8), 9), patient_id="P1", study_uid="1.2.3",
@@ -209,7 +209,7 @@ def test_predict_exits_nonzero_when_nothing_was_read(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_predict_on_an_archive_folder_predicts_every_series(tiny_run, tmp_path):
-    from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+    from dicom_factory import GE_HEADERS, write_mr_dicom
 
     uids = ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
     for k, uid in enumerate(uids):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mridomain.analysis.classifier import TumorClassifier
+from mridomain.iap.tumor_classifier import TumorClassifier
 from mridomain.errors import InvalidArgumentError, SchemaMismatchError
 from mridomain.iap import train
 from mridomain.iap.config import IAPConfig, get_preset

@@ -20,7 +20,7 @@ from mridomain.data.dbc import (
     tumor_label,
     tumor_labels,
 )
-from mridomain.data.synthetic import write_mr_dicom
+from dicom_factory import write_mr_dicom
 from mridomain.errors import SchemaMismatchError
 
 RESOURCE = Path(__file__).resolve().parents[1] / "src/mridomain/data/resources/dbc_clinical_feature_categories.csv"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mridomain.data.schema import IAP_NAMES
-from mridomain.demo import run_demo
+from mridomain.iap.demo import run_demo
 
 
 @pytest.mark.slow

@@ -110,7 +110,7 @@ def test_tampered_model_folder_cannot_import_code(tmp_path):
 @pytest.fixture(scope="module")
 def iap_run(tmp_path_factory):
     """(one-epoch IAP run, its cache, a folder of 3 good DICOM slices)."""
-    from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+    from dicom_factory import GE_HEADERS, write_mr_dicom
     from mridomain.iap import train
 
     from test_iap_utils import make_cache

@@ -2,7 +2,7 @@
 
 The corpus (seeded, identical on every run) is made from pydicom's bundled test files (native,
 big endian, implicit, deflated, RLE, JPEG, JPEG-LS, JPEG 2000, enhanced multi-frame, colour) and
-simulated MR slices (``mridomain.data.synthetic.write_mr_dicom``), each copy with its own SOP and
+simulated MR slices (``tests/dicom_factory.write_mr_dicom``), each copy with its own SOP and
 series UIDs: intact copies, truncations anywhere and near the end, byte flips anywhere and in the
 header, deleted required tags, wrong VRs, wrong and huge element lengths, absurd frame counts, and
 files that are not DICOM at all.
@@ -37,7 +37,7 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from mridomain.data import build_index, prepare_cache
-from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+from dicom_factory import GE_HEADERS, write_mr_dicom
 from mridomain.files import clean_reason
 from mridomain.io import IMAGE_KINDS
 
@@ -302,7 +302,7 @@ def _accounted_once(given: set[str], read: set[str], skipped: list[str]) -> None
 
 @pytest.mark.slow
 def test_folder_predict_and_compare_account_for_every_file(corpus, small_run, tmp_path):
-    from mridomain.analysis import compare
+    from mridomain.iap import compare
     from mridomain.iap import predict_paths
 
     run, cache = small_run

@@ -220,7 +220,7 @@ def test_run_knows_its_domain_and_abstains_on_real_scanner_files(trained, tmp_pa
     image_only = predict_paths(run, real, out=None, progress=False, rule=DomainRule(header_miss="warn")).series
     assert (~image_only["in_domain"]).all() and (image_only["domain_reason"] == "image").all()
     # route judges with the same function: the same files go to no model, with the same reasons
-    from mridomain.analysis import route
+    from mridomain.iap import route
 
     models = {"GE": lambda x: np.zeros(len(x), int), "SIEMENS": lambda x: np.ones(len(x), int)}
     routed = route(real, run, models, unknown="most_likely", abstain=True, progress=False)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mridomain.data import build_index, load_index, print_index_summary
-from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+from dicom_factory import GE_HEADERS, write_mr_dicom
 from mridomain.errors import EmptyInputError
 
 SIEMENS = {

@@ -21,7 +21,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 
 from mridomain.data import build_index, load_index, prepare_cache
 from mridomain.data.inputs import iter_inputs, read_inputs
-from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+from dicom_factory import GE_HEADERS, write_mr_dicom
 from mridomain.errors import EmptyInputError, ImageReadError, InvalidArgumentError
 from mridomain.files import clean_reason, write_skip_report
 from mridomain.io import image_kind, read_header_fields, read_image, volume_labels

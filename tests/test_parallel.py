@@ -49,7 +49,7 @@ def test_build_index_leaves_the_callers_warning_filters_alone(tmp_path):
     import numpy as np
 
     from mridomain.data import build_index
-    from mridomain.data.synthetic import write_mr_dicom
+    from dicom_factory import write_mr_dicom
 
     write_mr_dicom(tmp_path / "a.dcm", np.zeros((8, 8), np.uint16), patient_id="P", study_uid="1.2",
                    series_uid="1.2.3", instance=1, position=0.0)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from mridomain.data import build_index
-from mridomain.data.synthetic import GE_HEADERS, write_mr_dicom
+from dicom_factory import GE_HEADERS, write_mr_dicom
 from mridomain.shift.data import crop_volume, load_samples, read_sample
 from mridomain.shift.manifest import (STAGE_COLUMN, ManifestError, choose_domains, manifest_from_dbc,
                                       manifest_from_index, read_manifest, validate_manifest)

@@ -16,7 +16,7 @@ import os
 import struct
 from typing import Any
 
-from mridomain.io.headers import pixel_fragments
+from mridomain.io.pixel_checks import pixel_fragments
 
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT",
                        b"SV", b"UV"})
@@ -108,7 +108,7 @@ def _skip_sequence(r: _Reader, pos: int, explicit: bool, depth: int = 0) -> int:
 
 def _convert(vr: str, raw: bytes, keyword: str) -> Any:
     """The field value of one wanted element, through the package's one value decoder."""
-    from mridomain.io.headers import decode_value, field_value
+    from mridomain.io.fields import decode_value, field_value
 
     if not raw.isascii() and vr not in ("US", "SS", "UL", "SL", "FL", "FD"):
         raise Fallback("non-ASCII text: the character set decides")

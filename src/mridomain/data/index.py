@@ -27,7 +27,8 @@ import pandas as pd
 from mridomain.data.schema import DEFAULT_IAPS, IAPSpec, normalize_iaps
 from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchError
 from mridomain.files import write_skip_report
-from mridomain.io.headers import HEADER_KEYWORDS, VOLUME_KEYWORDS, iter_file_paths
+from mridomain.io.fields import HEADER_KEYWORDS, VOLUME_KEYWORDS
+from mridomain.io.walk import iter_file_paths
 from mridomain.parallel import default_workers, parallel_map
 
 INDEX_VERSION = 1
@@ -148,7 +149,8 @@ def _read_record(path: str, keep_kinds: Sequence[str] = ()) -> tuple[str, tuple 
     Phase, derived, localizer and secondary-capture images are refused here (with their reason)
     unless their kind is in ``keep_kinds``.
     """
-    from mridomain.io.headers import is_mosaic, kind_problem
+    from mridomain.io.fields import is_mosaic
+    from mridomain.io.kinds import kind_problem
 
     path, fields, reason = _read_one(path)
     if fields is None:
@@ -177,7 +179,7 @@ def _read_record(path: str, keep_kinds: Sequence[str] = ()) -> tuple[str, tuple 
 
 def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
     """Header of one file -> (path, fields, None) or (path, None, reason). Never raises."""
-    from mridomain.io.headers import is_mosaic
+    from mridomain.io.fields import is_mosaic
 
     if _WANTED is not None:
         from mridomain.data._fastheader import Fallback, read_fields_fast
@@ -198,7 +200,7 @@ def _read_one(path: str) -> tuple[str, dict[str, Any] | None, str | None]:
 
 def _check_fields(path: str, fields: dict[str, Any]) -> tuple[str, dict[str, Any] | None, str | None]:
     """Shared checks of the fast reader's fields (pixel bookkeeping included)."""
-    from mridomain.io.headers import pixel_data_problem
+    from mridomain.io.pixel_checks import pixel_data_problem
 
     length, room = fields.pop("_pixel_length"), fields.pop("_pixel_room")
     transfer, fragments = fields.pop("_transfer_syntax"), fields.pop("_fragments")
@@ -372,7 +374,7 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
         EmptyInputError: the archive does not exist, holds no files, or no readable DICOM image.
     """
     from mridomain.files import check_output_file
-    from mridomain.io.headers import check_keep_kinds, volume_labels
+    from mridomain.io.kinds import check_keep_kinds, volume_labels
 
     archive = Path(archive)
     if not archive.exists():

@@ -10,18 +10,46 @@ CPUs), one linear layer with sum(C_k) + M outputs, loss lambda * sum CE + eta * 
     IAPPredictor(preset="cpu").fit(cache).predict(images); IAPPredictor.load(run); load_run(run)
     Predictor / PredictorOutput                 the one predictor interface (forward)
     IAPRun.load(run)                            a run folder as one object (what IAPPredictor adds fit to)
-"""
-from mridomain.iap.trust import calibrate
-from mridomain.iap.config import DENSE_CATEGORICAL_IAPS, PRESETS, IAPConfig, get_preset
-from mridomain.iap.evaluation import EvalReport, compute_report, evaluate
-from mridomain.iap.labels import IGNORE_INDEX, OTHER, LabelEncoder
-from mridomain.iap.model import IAPNet, build_model, iap_loss
-from mridomain.iap.prediction import IAPPredictor, PredictionResult, load_run, predict_paths
-from mridomain.iap.predictor import Predictor, PredictorOutput
-from mridomain.iap.run import IAPRun, NotFittedError, as_predictor
-from mridomain.iap.training import TrainResult, train
 
-__all__ = ["IAPConfig", "PRESETS", "DENSE_CATEGORICAL_IAPS", "get_preset", "LabelEncoder", "IGNORE_INDEX",
-           "OTHER", "IAPNet", "build_model", "iap_loss", "train", "TrainResult", "evaluate", "EvalReport",
-           "compute_report", "predict_paths", "PredictionResult", "IAPPredictor", "NotFittedError",
-           "load_run", "calibrate", "Predictor", "PredictorOutput", "IAPRun", "as_predictor"]
+Dataset analysis and deployment (paper Appendix A.1 and Sec. 5.2):
+
+    analyze(source)                            -> AnalysisResult (CLI: mridomain analyze)
+    route(run, paths, models)                  -> routing table  (CLI: mridomain route)
+    run_routing_experiment(cache, run)         -> RoutingExperiment (CLI: mridomain route-experiment)
+    compare(run, new)                          -> CompareResult  (CLI: mridomain compare)
+    run_demo(out)                              -> Table 1        (CLI: mridomain demo)
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Names resolve lazily (PEP 562) so that ``mridomain --help``, which mounts iap.cli, does not import torch.
+_EXPORTS: dict[str, str] = {
+    "calibrate": "trust",
+    "DENSE_CATEGORICAL_IAPS": "config", "PRESETS": "config", "IAPConfig": "config", "get_preset": "config",
+    "EvalReport": "evaluation", "compute_report": "evaluation", "evaluate": "evaluation",
+    "evaluation_report_html": "evaluation",
+    "IGNORE_INDEX": "labels", "OTHER": "labels", "LabelEncoder": "labels",
+    "IAPNet": "model", "build_model": "model", "iap_loss": "model",
+    "IAPPredictor": "prediction", "PredictionResult": "prediction", "load_run": "prediction",
+    "predict_paths": "prediction",
+    "Predictor": "predictor", "PredictorOutput": "predictor",
+    "IAPRun": "run", "NotFittedError": "run", "as_predictor": "run",
+    "TrainResult": "training", "train": "training",
+    "AnalysisResult": "analysis", "analyze": "analysis",
+    "CompareResult": "applicability", "compare": "applicability",
+    "RoutingExperiment": "routing", "evaluate_routing": "routing", "route": "routing",
+    "run_routing_experiment": "routing",
+    "TumorClassifier": "tumor_classifier", "TumorClassifierConfig": "tumor_classifier",
+    "run_demo": "demo",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'mridomain.iap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"mridomain.iap.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -20,25 +20,12 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from mridomain.errors import EmptyInputError, ImageReadError
-from mridomain.io.headers import (
-    VOLUME_KEYWORDS,
-    _first_item,
-    _is_image_header,
-    _one_line,
-    _open_dicom,
-    header_fields_from_dataset,
-    is_mosaic,
-    iter_candidate_files,
-    kind_problem,
-    mosaic_fields,
-    open_dicom,
-    pixel_data_problem,
-    pixel_fields,
-    to_python,
-    transfer_syntax,
-    transfer_syntax_uid,
-    volume_labels,
-)
+from mridomain.io.fields import (VOLUME_KEYWORDS, _first_item, header_fields_from_dataset, is_mosaic,
+                                 mosaic_fields, to_python, transfer_syntax, transfer_syntax_uid)
+from mridomain.io.headers import _is_image_header, _open_dicom, open_dicom
+from mridomain.io.pixel_checks import _one_line, pixel_data_problem, pixel_fields
+from mridomain.io.walk import iter_candidate_files
+from mridomain.io.kinds import kind_problem, volume_labels
 
 __all__ = [
     "DicomVolume",

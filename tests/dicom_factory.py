@@ -1,4 +1,4 @@
-"""Small, valid MR DICOM files for tests, benchmarks and examples (pydicom only, no physics).
+"""Small, valid MR DICOM files for the tests (pydicom only, no physics): a test fixture, not package code.
 
 The realistic simulator lives in :mod:`mridomain.sim`; this module only writes well-formed MR
 Image Storage objects with chosen header values and pixels, fast.

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import as_category_strings, open_cache
+from mridomain.iap._analysis_common import as_category_strings, open_cache
 from mridomain.statistics import wilson_interval
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
@@ -51,7 +51,7 @@ def model_outputs(model: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def _load_model(model: Any) -> Any:
     """A model object as is; a folder path loads a saved TumorClassifier."""
     if isinstance(model, (str, Path)):
-        from mridomain.analysis.classifier import TumorClassifier
+        from mridomain.iap.tumor_classifier import TumorClassifier
 
         return TumorClassifier.load(model)
     return model
@@ -355,7 +355,7 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
         progress: show progress bars.
         classifier_overrides: further :class:`TumorClassifierConfig` fields.
     """
-    from mridomain.analysis.classifier import TumorClassifier
+    from mridomain.iap.tumor_classifier import TumorClassifier
 
     table, images, _ = open_cache(cache)
     for col in ("tumor", "split", key_iap):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import MISSING, as_category_strings, open_cache
+from mridomain.iap._analysis_common import MISSING, as_category_strings, open_cache
 from mridomain.report import Section, colored_table, df_to_markdown, figure_grid, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.iap.domain import MahalanobisScorer, quantile_upper_bound

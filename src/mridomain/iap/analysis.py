@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mridomain.analysis._common import (MISSING, as_category_strings, iap_kinds, load_source,
+from mridomain.iap._analysis_common import (MISSING, as_category_strings, iap_kinds, load_source,
                                         ordinal_codes, sorted_categories, split_names)
 from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
 from mridomain.errors import EmptyInputError
