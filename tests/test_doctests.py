@@ -13,6 +13,11 @@ MODULES = [
     "mridomain.data.schema",
     "mridomain.sim.physics",
     "mridomain.engine.engine",
+    "mridomain.lazy",
+    "mridomain.arguments",
+    "mridomain.iap.labels",
+    "mridomain.iap.config",
+    "mridomain.synth.contribution",
 ]
 
 

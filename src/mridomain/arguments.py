@@ -37,7 +37,13 @@ MAX_SLICES = 4096
 
 
 def numbers(text: str, option: str, count: int | None = None) -> tuple[float, ...]:
-    """``"0.7,0.15,0.15"`` -> floats, with a one-line error naming the option."""
+    """``"0.7,0.15,0.15"`` -> floats, with a one-line error naming the option.
+
+    >>> numbers("0.7,0.15,0.15", "--fractions", 3)
+    (0.7, 0.15, 0.15)
+    >>> numbers("0.7,0.3", "--fractions", 3)
+    Traceback (most recent call last):
+    mridomain.errors.InvalidArgumentError: --fractions '0.7,0.3': expected 3 numbers, got 2"""
     try:
         values = tuple(float(x) for x in text.split(","))
     except ValueError:

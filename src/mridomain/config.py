@@ -42,6 +42,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON-ready values (what is saved next to a checkpoint)."""
         return self.model_dump(mode="json")
 
     def to_json(self, path: str | Path | None = None) -> str:

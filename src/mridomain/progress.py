@@ -25,6 +25,7 @@ def set_quiet(value: bool = True) -> None:
 
 
 def quiet() -> bool:
+    """True when ``--quiet`` (or :func:`set_quiet`) turned the progress bars off."""
     return os.environ.get(QUIET_VARIABLE, "") not in ("", "0")
 
 

@@ -229,14 +229,17 @@ class SliceCache:
 
     @property
     def iaps(self) -> list[dict[str, Any]]:
+        """The cache's IAP specs (name, kind, unit), in order."""
         return list(self.meta.get("iaps", []))
 
     @property
     def iap_names(self) -> list[str]:
+        """The cache's IAP names, in order."""
         return [i["name"] for i in self.iaps]
 
     @property
     def normalization(self) -> dict[str, Any]:
+        """The intensity normalization the cache was written with."""
         return dict(self.meta["normalization"])
 
     def __len__(self) -> int:

@@ -108,6 +108,7 @@ class DBCCategories:
 
     @classmethod
     def from_rows(cls, names: Sequence[Any], cells: Sequence[Any]) -> "DBCCategories":
+        """The category map from the rows of DBC's category sheet."""
         maps = {}
         for name, cell in zip(names, cells):
             m = parse_category_map(cell)
@@ -116,6 +117,7 @@ class DBCCategories:
         return cls(maps)
 
     def columns(self) -> list[str]:
+        """The feature columns that have category codes."""
         return list(self.maps)
 
     def decode(self, column: str, code: Any) -> str | None:

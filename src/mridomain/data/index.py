@@ -61,10 +61,12 @@ class IndexResult:
 
     @property
     def n_series(self) -> int:
+        """Series (volumes) indexed."""
         return len(self.table)
 
     @property
     def n_patients(self) -> int:
+        """Distinct patients indexed."""
         return int(self.table["patient_id"].nunique()) if len(self.table) else 0
 
 

@@ -48,6 +48,7 @@ class InputImage:
     files: list[Path]                       # one per slice for DICOM series, else [source]
 
     def file_of(self, i: int) -> Path:
+        """The file slice ``i`` came from."""
         return self.files[i] if len(self.files) == len(self.slices) else self.files[0]
 
     @property

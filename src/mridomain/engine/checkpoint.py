@@ -101,6 +101,7 @@ def save_optimizer(optimizer: torch.optim.Optimizer, folder: str | Path, name: s
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, folder: str | Path, name: str = "optimizer") -> None:
+    """Restore an optimizer's state saved by :func:`save_optimizer` (resume); a one-line error when it does not fit."""
     folder = Path(folder)
     tensors = read_tensors(folder / f"{name}.safetensors")
     extra = read_json(folder / f"{name}.json")
@@ -131,6 +132,7 @@ def save_rng_state(path: str | Path) -> None:
 
 
 def load_rng_state(path: str | Path) -> None:
+    """Restore torch's CPU (and, on the same GPU count, CUDA) generator states saved by :func:`save_rng_state`."""
     tensors = read_tensors(path)
     torch.set_rng_state(tensors["cpu"])
     cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda")]

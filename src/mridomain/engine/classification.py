@@ -82,17 +82,21 @@ class BinaryArrayTask(TrainTask):
         self.eval_batch_size = eval_batch_size
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
+        """One module, ``model``, from the classifier's architecture."""
         return {"model": self.build()}
 
     def build_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """Adam with the config's learning rate and weight decay."""
         return {"adam": torch.optim.Adam(modules["model"].parameters(), lr=self.lr, weight_decay=self.weight_decay)}
 
     def train_batches(self, epoch: int, rank: int, world_size: int) -> Iterable[Any]:
+        """This rank's shuffled index batches of the training arrays for ``epoch``."""
         for i, idx in enumerate(epoch_batches(len(self.images), self.batch_size, self.seed, epoch, True,
                                               rank, world_size)):
             yield i, epoch, np.sort(idx)
 
     def training_step(self, batch: Any, ctx: StepContext) -> dict[str, float]:
+        """One binary cross-entropy step on a batch of indices; ``{}`` for an empty batch."""
         i, epoch, idx = batch
         if len(idx) < 2:   # BatchNorm cannot normalize a single sample
             return {}
@@ -110,6 +114,7 @@ class BinaryArrayTask(TrainTask):
         return {"loss": float(loss.detach()), "batch_size": len(idx)}
 
     def validate(self, ctx: StepContext) -> dict[str, float]:
+        """The validation arrays' binary metrics (:func:`binary_metrics`), as ``val_<metric>``."""
         logits = predict_logits(ctx.unwrapped("model"), self.val_images, self.prepare, ctx.device,
                                 self.eval_batch_size)
         metrics = binary_metrics(self.val_labels, expit(logits))
@@ -182,6 +187,7 @@ class ArrayClassifier:
 
     @classmethod
     def from_metadata(cls, config: Any, meta: dict[str, Any], where: str) -> "ArrayClassifier":
+        """A classifier rebuilt from its saved ``config.json`` metadata (weights loaded separately)."""
         return cls(config)
 
     def _device(self) -> torch.device:

@@ -111,14 +111,17 @@ class StepContext:
 
     @property
     def device(self) -> torch.device:
+        """The torch device this rank trains on."""
         return self.fabric.device
 
     @property
     def rank(self) -> int:
+        """This process's rank (0 without DDP)."""
         return self.fabric.global_rank
 
     @property
     def is_main(self) -> bool:
+        """True on rank 0, the process that writes files."""
         return self.fabric.is_global_zero
 
     def unwrapped(self, name: str) -> torch.nn.Module:
@@ -137,6 +140,7 @@ class StepContext:
         opt.zero_grad(set_to_none=True)
 
     def zero_grad(self, name: str | None = None) -> None:
+        """Zero the gradients of the optimizer ``name``, or of all of them."""
         for key, opt in self.optimizers.items():
             if name is None or key == name:
                 opt.zero_grad(set_to_none=True)
@@ -210,6 +214,7 @@ class FitResult:
     monitor: str = "val_loss"
 
     def summary(self) -> str:
+        """One line for the terminal: epochs run, best monitored value and where the run is."""
         return (f"trained {self.epochs_run} epochs in {self.seconds:.0f} s; best {self.monitor} "
                 f"{self.best_metric:.4f} at epoch {self.best_epoch}; run folder {self.run}")
 

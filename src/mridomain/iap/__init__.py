@@ -21,8 +21,7 @@ Dataset analysis and deployment (paper Appendix A.1 and Sec. 5.2):
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mridomain.lazy import lazy_exports
 
 # Names resolve lazily (PEP 562) so that ``mridomain --help``, which mounts iap.cli, does not import torch.
 _EXPORTS: dict[str, str] = {
@@ -46,10 +45,4 @@ _EXPORTS: dict[str, str] = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mridomain.iap' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mridomain.iap.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

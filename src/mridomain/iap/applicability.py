@@ -63,6 +63,7 @@ class KNNScorer:
         self.k = k
 
     def fit(self, feats: np.ndarray) -> "KNNScorer":
+        """Index the reference features (each row scaled to unit length) for nearest-neighbour distances."""
         from sklearn.neighbors import NearestNeighbors
 
         self.k = max(1, min(self.k, len(feats) - 1))
@@ -75,6 +76,7 @@ class KNNScorer:
         return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
 
     def score(self, feats: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+        """Distance of each row to its k-th nearest reference feature (higher: farther from the training domain)."""
         dist, _ = self.nn.kneighbors(self._norm(feats), n_neighbors=self.k + 1)
         # On the fitting set itself the nearest neighbour is the point: skip it.
         return dist[:, self.k] if exclude_self else dist[:, self.k - 1]
@@ -246,6 +248,7 @@ class CompareResult:
     skipped: pd.DataFrame | None = None
 
     def to_markdown(self) -> str:
+        """A Markdown summary (verdict counts by reason, IAPs shifted above their noise floor) and the shift table."""
         s = self.summary
         by = ", ".join(f"{n} {r}" for r, n in s.get("by_reason", {}).items())
         shifted = s.get("shift_above_floor", [])

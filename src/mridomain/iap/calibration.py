@@ -123,6 +123,7 @@ def read_temperatures(run: str | Path) -> dict[str, float]:
 
 
 def write_calibration(run: str | Path, summary: dict[str, Any]) -> Path:
+    """Save the per-head temperatures (``calibration.json``) into the run folder."""
     path = Path(run) / CALIBRATION_JSON
     dump_json({"version": 1, **summary}, path)
     return path

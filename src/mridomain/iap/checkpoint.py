@@ -34,6 +34,7 @@ __all__ = ["WEIGHTS", "save_run_metadata", "read_run", "load_model", "save_weigh
 
 def save_run_metadata(run: str | Path, config: IAPConfig, encoder: LabelEncoder,
                       preprocess: dict[str, Any]) -> None:
+    """Write the run's config, label schema and preprocessing next to its checkpoint."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     config.to_json(run / "config.json")

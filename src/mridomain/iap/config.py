@@ -79,7 +79,13 @@ def learning_rate(config: IAPConfig, epoch: int) -> float:
 
 
 def get_preset(name: str | IAPConfig) -> IAPConfig:
-    """The preset of that name (a fresh copy), or the config itself."""
+    """The preset of that name (a fresh copy), or the config itself.
+
+    >>> get_preset("cpu") is get_preset("cpu")      # a fresh copy each time: edit it freely
+    False
+    >>> get_preset("gpu")
+    Traceback (most recent call last):
+    mridomain.errors.InvalidArgumentError: preset 'gpu': unknown (choose from paper, cpu)"""
     if isinstance(name, IAPConfig):
         return name.model_copy(deep=True)
     if name not in PRESETS:

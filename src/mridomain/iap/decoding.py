@@ -44,11 +44,13 @@ def training_combinations(table: pd.DataFrame, heads: Sequence[str]) -> pd.DataF
 
 
 def write_combinations(run: str | Path, combos: pd.DataFrame) -> None:
+    """Save the IAP combinations seen in training (``combinations.json``) into the run folder."""
     dump_json({"version": 1, "heads": [c for c in combos.columns if c != "count"],
                "combinations": combos.to_dict("records")}, Path(run) / COMBINATIONS_JSON)
 
 
 def read_combinations(run: str | Path) -> pd.DataFrame | None:
+    """The IAP combinations seen in training, from the run folder (None when absent)."""
     path = Path(run) / COMBINATIONS_JSON
     if not path.exists():
         return None

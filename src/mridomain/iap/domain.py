@@ -143,6 +143,7 @@ class MahalanobisScorer:
     """Mahalanobis distance to reference features under one shared Ledoit-Wolf covariance."""
 
     def fit(self, feats: np.ndarray) -> "MahalanobisScorer":
+        """Mean and (shrunk) precision of the in-domain features."""
         from sklearn.covariance import LedoitWolf
 
         feats = np.asarray(feats, np.float64)
@@ -153,6 +154,7 @@ class MahalanobisScorer:
         return self
 
     def score(self, feats: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row to the in-domain features."""
         d = np.asarray(feats, np.float64) - self.mean
         return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
 
@@ -209,11 +211,13 @@ class DomainModel:
 
     @property
     def small(self) -> bool:
+        """True when the calibration set is under 300 slices or 30 patients: its threshold is flagged as uncertain."""
         return (self.n_calibration_slices < SMALL_CALIBRATION_SLICES
                 or self.n_calibration_patients < SMALL_CALIBRATION_PATIENTS)
 
     @property
     def note(self) -> str:
+        """One sentence on how the threshold was set, for reports."""
         how = ("outlier-exposed per-block Mahalanobis + energy score" if self.blocks
                else "Mahalanobis distance of the penultimate features")
         text = (f"in-domain threshold {self.threshold:.4g} ({how}): the {100 * self.quantile:g}th percentile of "
@@ -289,6 +293,7 @@ class DomainModel:
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, run: str | Path) -> None:
+        """Write the domain model into the run folder: its statistics as safetensors, the rest as JSON."""
         from safetensors.numpy import save_file
 
         from mridomain.files import atomic_write

@@ -118,15 +118,19 @@ class EvalReport:
     in_domain: float | None = None      # share of the split's slices inside the training domain
 
     def to_frame(self) -> pd.DataFrame:
+        """Table 1 as a DataFrame: one row per IAP."""
         return pd.DataFrame(self.rows)
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``report.json``)."""
         return asdict(self)
 
     def to_json(self, path: str | Path | None = None) -> str:
+        """The report written as JSON to ``path``."""
         return dump_json(self.to_dict(), path)
 
     def row(self, iap: str) -> dict[str, Any]:
+        """The Table 1 row of one IAP."""
         for r in self.rows:
             if r["iap"] == iap:
                 return r

@@ -23,6 +23,7 @@ def autocast(device: torch.device, enabled: bool):
 
 
 def batches(n: int, batch_size: int) -> Iterable[slice]:
+    """Consecutive index slices covering ``n`` items, at most ``batch_size`` each."""
     for start in range(0, n, batch_size):
         yield slice(start, min(n, start + batch_size))
 

@@ -69,6 +69,7 @@ class Head:
 
     @property
     def size(self) -> int:
+        """Network outputs of this head: the class count, or 1 for a continuous IAP."""
         return len(self.classes) if self.kind == "categorical" else 1
 
     @property
@@ -93,6 +94,18 @@ class LabelEncoder:
         """Learn vocabularies and standardization from the rows of ``split`` (all rows if None).
 
         ``iaps`` is the cache's ``meta["iaps"]`` list (dicts with name, kind, unit), in output order.
+
+        Each categorical head gets the training vocabulary plus ``"other"``; a continuous one the
+        training mean and standard deviation (a value only the validation split holds is not learned):
+
+        >>> table = pd.DataFrame({"split": ["train", "train", "train", "val"],
+        ...                       "manufacturer": ["GE", "SIEMENS", "GE", "Philips"],
+        ...                       "tr_ms": [4.0, 6.0, 5.0, 1.0]})
+        >>> encoder = LabelEncoder.fit(table, [{"name": "manufacturer"}, {"name": "tr_ms", "kind": "continuous"}])
+        >>> encoder.head("manufacturer").classes, encoder.head("manufacturer").counts
+        (['GE', 'SIEMENS', 'other'], [2, 1, 0])
+        >>> encoder.head("tr_ms").mean
+        5.0
         """
         rows = table[table["split"] == split] if split is not None and "split" in table else table
         if len(rows) == 0:
@@ -124,14 +137,17 @@ class LabelEncoder:
     # ---- properties ---------------------------------------------------------------------------
     @property
     def names(self) -> list[str]:
+        """IAP names in output order."""
         return [h.name for h in self.heads]
 
     @property
     def categorical(self) -> list[Head]:
+        """The categorical heads."""
         return [h for h in self.heads if h.kind == "categorical"]
 
     @property
     def continuous(self) -> list[Head]:
+        """The continuous heads."""
         return [h for h in self.heads if h.kind == "continuous"]
 
     @property
@@ -140,6 +156,7 @@ class LabelEncoder:
         return sum(h.size for h in self.heads)
 
     def head(self, name: str) -> Head:
+        """The head of one IAP (a one-line error for an unknown name)."""
         for h in self.heads:
             if h.name == name:
                 return h
@@ -189,10 +206,12 @@ class LabelEncoder:
 
     # ---- persistence --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The label schema as JSON-ready values (``labels.json``)."""
         return {"version": 1, "ignore_index": IGNORE_INDEX, "other": OTHER,
                 "heads": [asdict(h) for h in self.heads]}
 
     def to_json(self, path: str | Path | None = None) -> str:
+        """The label schema written as JSON to ``path``."""
         return dump_json(self.to_dict(), path)
 
     @classmethod
@@ -213,6 +232,7 @@ class LabelEncoder:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "LabelEncoder":
+        """A label schema read back from ``labels.json``."""
         s = str(text_or_path)
         if s.lstrip().startswith("{"):
             return cls.from_dict(json.loads(s), where="labels")

@@ -132,6 +132,7 @@ class IAPRun:
 
     @property
     def classes(self) -> dict[str, list[str]]:
+        """Class names per categorical IAP, in the network's output order."""
         self._check()
         return {h.name: list(h.classes) for h in self.encoder.categorical}
 

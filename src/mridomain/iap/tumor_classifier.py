@@ -70,6 +70,7 @@ class TumorClassifier(ArrayClassifier):
         super().__init__(config)
 
     def architecture(self):
+        """The network: MONAI's 2-D ResNet-18 when ``arch == 'resnet18'``, else a small CNN of ``width`` channels."""
         import torch.nn as nn
 
         cfg = self.config
@@ -99,6 +100,7 @@ class TumorClassifier(ArrayClassifier):
         return t
 
     def before_fit(self, images: np.ndarray) -> None:
+        """Learn the intensity scaling (mean, std) from the training images."""
         # One intensity scale at train and test time, from (a sample of) the training pixels, as
         # the IAP model standardizes its inputs.
         n = len(images)

@@ -69,6 +69,7 @@ class ImageData:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """The pixel array's shape."""
         return tuple(self.pixels.shape)  # type: ignore[return-value]
 
 

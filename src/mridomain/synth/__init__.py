@@ -18,8 +18,7 @@ Commands and their Python twins::
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from mridomain.lazy import lazy_exports
 
 # Names resolve lazily (PEP 562) so that ``mridomain --help`` and the CLI do not import torch.
 _EXPORTS: dict[str, str] = {
@@ -42,10 +41,4 @@ _EXPORTS: dict[str, str] = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'mridomain.synth' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"mridomain.synth.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -62,7 +62,11 @@ def adjacency(rows: pd.DataFrame, sequences: Sequence[str],
 
 def centrality(a: pd.DataFrame) -> pd.DataFrame:
     """C_t (row sums) and C_d (negated column sums) of an adjacency, divided by S (eq. 4). Every
-    finite entry counts, the diagonal included; an unmeasured pair (NaN) adds nothing."""
+    finite entry counts, the diagonal included; an unmeasured pair (NaN) adds nothing.
+
+    >>> a = pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], index=["T1", "T2"], columns=["T1", "T2"])
+    >>> centrality(a)[["sequence", "c_t", "c_d"]].to_dict("list")
+    {'sequence': ['T1', 'T2'], 'c_t': [1.5, 3.5], 'c_d': [-2.0, -3.0]}"""
     s = len(a)
     values = a.to_numpy(dtype=float)
     filled = np.where(np.isfinite(values), values, 0.0)

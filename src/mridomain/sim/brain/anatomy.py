@@ -105,6 +105,7 @@ class SubjectAnatomy:
         return labels
 
     def brats_segmentation(self) -> np.ndarray:
+        """The BraTS label map (0 background, 1 necrosis, 2 edema, 4 enhancing tumour) of this subject."""
         truth = self.truth_labels()
         seg = np.zeros_like(truth)
         for name, code in BRATS_LABELS.items():
