@@ -238,3 +238,15 @@ def test_tumor_classifier_folder_of_the_earlier_flat_format_still_loads(tmp_path
     (tmp_path / "config.json").write_text(json.dumps(flat))
     loaded = TumorClassifier.load(tmp_path, device="cpu")
     assert loaded.config.mean == 10.0 and loaded.predict_proba(np.zeros((2, 16, 16), np.float32)).shape == (2,)
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"kind": "tumor_classifier", "version": 2, "config": {}}, "version 2 is newer than this mridomain reads (1)"),
+    ([1, 2], "not a JSON object"),
+    ({"kind": "tumor_classifier", "version": "two", "config": {}}, "version 'two' is not a number"),
+])
+def test_tumor_classifier_config_from_a_later_release_or_damaged_is_one_line_error(tmp_path, content, message):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps(content))
+    with pytest.raises(SchemaMismatchError, match=re.escape(message)):
+        TumorClassifier.load(tmp_path, device="cpu")

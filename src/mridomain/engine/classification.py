@@ -270,20 +270,18 @@ class ArrayClassifier:
     def load(cls, folder: str | Path, device: str | None = None) -> "ArrayClassifier":
         """A model written by :meth:`save` (one-line errors for another kind of folder)."""
         from mridomain.engine.checkpoint import load_weights
-        from mridomain.files import read_json
+        from mridomain.files import read_json, read_versioned_json
 
         folder = Path(folder)
         meta_path, weights = folder / "config.json", folder / "model.safetensors"
         if not meta_path.exists() or not weights.exists():
             raise SchemaMismatchError(f"{folder}: not a {cls.kind} folder (needs config.json and model.safetensors)")
-        meta = read_json(meta_path)
-        found = meta.get("kind") if isinstance(meta, dict) else None
+        meta = read_versioned_json(meta_path, 1, what="model config")
+        found = meta.get("kind")
         if found in cls.legacy_kinds:
             meta = {"kind": cls.kind, "config": {k: v for k, v in meta.items() if k != "kind"}}
         elif found != cls.kind:
             raise SchemaMismatchError(f"{meta_path}: not a {cls.kind} config (kind {found!r})")
-        if int(meta.get("version", 0)) > 1:
-            raise SchemaMismatchError(f"{meta_path}: model version {meta.get('version')} is newer than this mridomain reads")
         cfg = cls.config_class.from_dict(meta.get("config"), where=str(meta_path))
         if device is not None:
             cfg = cfg.updated(device=device)
