@@ -376,7 +376,7 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
         EmptyInputError: the archive does not exist, holds no files, or no readable DICOM image.
     """
     from mridomain.files import check_output_file
-    from mridomain.io.kinds import check_keep_kinds, volume_labels
+    from mridomain.io.kinds import check_keep_kinds
 
     archive = Path(archive)
     if not archive.exists():
@@ -388,24 +388,48 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
     used_keywords = _used_keywords(iaps, extra)
     read_keywords = tuple(dict.fromkeys(BASE_KEYWORDS + used_keywords))
 
+    files = _scan_files(archive, progress)
+    skipped: list[tuple[str, str]] = []
+    reader = _RecordReader(read_keywords, tuple(extra), fast_reader, keep_kinds)
+    series, key_fields = _read_series(files, reader, default_workers(workers), progress, skipped)
+    if not series:
+        first = sorted(skipped)[0] if skipped else ("", "nothing readable")
+        raise EmptyInputError(archive, f"none of the {len(files)} files is a readable DICOM image "
+                                       f"(e.g. {Path(first[0]).name}: {first[1]})")
+
+    rows, warn_rows = [], []
+    summary_keywords = tuple(dict.fromkeys(("PatientID", "StudyInstanceUID", "SeriesDescription",
+                                            "Modality") + used_keywords))
+    normalized_cache: dict[tuple, dict[str, Any]] = {}
+    for uid, recs in series.items():
+        _series_rows(uid, _usable_files(recs, skipped), key_fields, normalized_cache, iaps, used_keywords,
+                     summary_keywords, rows, warn_rows)
+    result = IndexResult(table=_index_table(rows, iaps), skipped=pd.DataFrame(sorted(skipped), columns=["path", "reason"]),
+                         warnings=_warnings_table(warn_rows), archive=archive.resolve(), n_files=len(files),
+                         iaps=iaps)
+    if out is not None:
+        write_index(result, out)
+    return result
+
+
+def _scan_files(archive: Path, progress: bool) -> list[str]:
+    """Every file below ``archive``, sorted; a one-line error when there is none."""
     from mridomain.progress import progress_bar
 
-    files = []
-    for f in progress_bar(iter_files(archive), desc="scanning", unit=" files", enabled=progress,
-                  dynamic_ncols=True):
-        files.append(f)
+    files = list(progress_bar(iter_files(archive), desc="scanning", unit=" files", enabled=progress,
+                              dynamic_ncols=True))
     if not files:
         raise EmptyInputError(archive, "no files found")
-    files.sort()
+    return sorted(files)
 
-    n_workers = default_workers(workers)
-    skipped: list[tuple[str, str]] = []
+
+def _read_series(files: list[str], reader: "_RecordReader", workers: int, progress: bool,
+                 skipped: list[tuple[str, str]]) -> tuple[dict[str, list["_FileRec"]], dict[tuple, dict[str, Any]]]:
+    """Read every file's header in parallel: the file records of each series, and each distinct
+    header key's fields (``key -> {keyword: hashable value}``). Unreadable files go to ``skipped``."""
     series: dict[str, list[_FileRec]] = defaultdict(list)
-    normalized_cache: dict[tuple, dict[str, Any]] = {}
-    key_fields: dict[tuple, dict[str, Any]] = {}  # key -> {keyword: hashable value}
-
-    reader = _RecordReader(read_keywords, tuple(extra), fast_reader, keep_kinds)
-    for path, rec, reason in parallel_map(reader, files, total=len(files), workers=n_workers,
+    key_fields: dict[tuple, dict[str, Any]] = {}
+    for path, rec, reason in parallel_map(reader, files, total=len(files), workers=workers,
                                           progress=progress, desc="reading headers", unit=" files"):
         if rec is None:
             skipped.append((path, reason or "unreadable"))
@@ -415,76 +439,77 @@ def build_index(archive: str | Path, out: str | Path | None = None, workers: int
             key_fields[key] = dict(key)
         series[uid].append(_FileRec(path=path, position=position, instance=instance, frames=frames,
                                     sop=sop, key=key, has_pixels=has_pixels))
+    return series, key_fields
 
-    if not series:
-        first = sorted(skipped)[0] if skipped else ("", "nothing readable")
-        raise EmptyInputError(archive, f"none of the {len(files)} files is a readable DICOM image "
-                                       f"(e.g. {Path(first[0]).name}: {first[1]})")
 
-    rows, warn_rows = [], []
-    summary_keywords = tuple(dict.fromkeys(("PatientID", "StudyInstanceUID", "SeriesDescription",
-                                            "Modality") + used_keywords))
-    for uid, recs in series.items():
-        recs = _usable_files(recs, skipped)
-        labels, volume_by = volume_labels([r.position for r in recs],
-                                          [{**key_fields[r.key], "InstanceNumber": r.instance} for r in recs])
-        n_volumes = max(labels) + 1
-        for volume in range(n_volumes):
-            members = _sort_files([r for r, v in zip(recs, labels) if v == volume])
-            # Distinct header keys in slice order with their slice counts: modes are weighted
-            # tallies over a handful of keys instead of per-file work.
-            key_counts: dict[tuple, int] = {}
-            for r in members:
-                key_counts[r.key] = key_counts.get(r.key, 0) + 1
-            for key in key_counts:
-                if key not in normalized_cache:
-                    normalized_cache[key] = normalize_iaps({k: _unhash(v) for k, v in key}, iaps)
-            raw_modes = {kw: _unhash(_weighted_mode([(key_fields[k].get(kw), n)
-                                                     for k, n in key_counts.items()])[0])
-                         for kw in summary_keywords}
-            by_value = _unhash(key_fields[members[0].key].get(volume_by)) if volume_by in VOLUME_KEYWORDS else None
-            row: dict[str, Any] = {
-                "patient_id": str(raw_modes["PatientID"] or ""),
-                "study_uid": str(raw_modes["StudyInstanceUID"] or ""),
-                "series_uid": uid,
-                "series_description": str(raw_modes["SeriesDescription"] or ""),
-                "modality": str(raw_modes["Modality"] or ""),
-                "n_slices": int(sum(r.frames for r in members)),
-                "files": [r.path for r in members],
-                "has_pixels": all(r.has_pixels for r in members),
-                "volume": volume,
-                "n_volumes": n_volumes,
-                "volume_key": (f"{volume_by}={_fmt(by_value)}" if volume_by in VOLUME_KEYWORDS
-                               else f"{volume_by} {volume + 1}" if volume_by else ""),
-            }
-            for kw in used_keywords:
-                row[f"raw_{kw}"] = raw_modes[kw]
-            for spec in iaps:
-                chosen, counts = _weighted_mode([(_hashable(normalized_cache[k].get(spec.name)), n)
-                                                 for k, n in key_counts.items()])
-                if len(counts) > 1:
-                    warn_rows.append({
-                        "series_uid": uid, "patient_id": row["patient_id"], "iap": spec.name,
-                        "chosen": _fmt(chosen),
-                        "values": "; ".join(f"{_fmt(v)} x{n}" for v, n in
-                                            sorted(counts.items(), key=lambda kv: (-kv[1], _fmt(kv[0]))))})
-                row[spec.name] = _unhash(chosen)
-            rows.append(row)
+def _series_rows(uid: str, recs: list["_FileRec"], key_fields: dict[tuple, dict[str, Any]],
+                 normalized_cache: dict[tuple, dict[str, Any]], iaps: tuple[IAPSpec, ...],
+                 used_keywords: tuple[str, ...], summary_keywords: tuple[str, ...],
+                 rows: list[dict[str, Any]], warn_rows: list[dict[str, Any]]) -> None:
+    """One index row per volume of a series (appended to ``rows``); an IAP on which the volume's
+    slices disagree adds a row to ``warn_rows``."""
+    from mridomain.io.kinds import volume_labels
 
+    labels, volume_by = volume_labels([r.position for r in recs],
+                                      [{**key_fields[r.key], "InstanceNumber": r.instance} for r in recs])
+    n_volumes = max(labels) + 1
+    for volume in range(n_volumes):
+        members = _sort_files([r for r, v in zip(recs, labels) if v == volume])
+        # Distinct header keys in slice order with their slice counts: modes are weighted
+        # tallies over a handful of keys instead of per-file work.
+        key_counts: dict[tuple, int] = {}
+        for r in members:
+            key_counts[r.key] = key_counts.get(r.key, 0) + 1
+        for key in key_counts:
+            if key not in normalized_cache:
+                normalized_cache[key] = normalize_iaps({k: _unhash(v) for k, v in key}, iaps)
+        raw_modes = {kw: _unhash(_weighted_mode([(key_fields[k].get(kw), n)
+                                                 for k, n in key_counts.items()])[0])
+                     for kw in summary_keywords}
+        by_value = _unhash(key_fields[members[0].key].get(volume_by)) if volume_by in VOLUME_KEYWORDS else None
+        row: dict[str, Any] = {
+            "patient_id": str(raw_modes["PatientID"] or ""),
+            "study_uid": str(raw_modes["StudyInstanceUID"] or ""),
+            "series_uid": uid,
+            "series_description": str(raw_modes["SeriesDescription"] or ""),
+            "modality": str(raw_modes["Modality"] or ""),
+            "n_slices": int(sum(r.frames for r in members)),
+            "files": [r.path for r in members],
+            "has_pixels": all(r.has_pixels for r in members),
+            "volume": volume,
+            "n_volumes": n_volumes,
+            "volume_key": (f"{volume_by}={_fmt(by_value)}" if volume_by in VOLUME_KEYWORDS
+                           else f"{volume_by} {volume + 1}" if volume_by else ""),
+        }
+        for kw in used_keywords:
+            row[f"raw_{kw}"] = raw_modes[kw]
+        for spec in iaps:
+            chosen, counts = _weighted_mode([(_hashable(normalized_cache[k].get(spec.name)), n)
+                                             for k, n in key_counts.items()])
+            if len(counts) > 1:
+                warn_rows.append({
+                    "series_uid": uid, "patient_id": row["patient_id"], "iap": spec.name,
+                    "chosen": _fmt(chosen),
+                    "values": "; ".join(f"{_fmt(v)} x{n}" for v, n in
+                                        sorted(counts.items(), key=lambda kv: (-kv[1], _fmt(kv[0]))))})
+            row[spec.name] = _unhash(chosen)
+        rows.append(row)
+
+
+def _index_table(rows: list[dict[str, Any]], iaps: tuple[IAPSpec, ...]) -> pd.DataFrame:
+    """The index rows sorted by (patient, series, volume), continuous IAPs as floats."""
     table = pd.DataFrame(rows).sort_values(["patient_id", "series_uid", "volume"], kind="stable")
     table = table.reset_index(drop=True)
     for spec in iaps:
         if spec.kind == "continuous":
             table[spec.name] = pd.to_numeric(table[spec.name], errors="coerce").astype(float)
-    skipped_df = pd.DataFrame(sorted(skipped), columns=["path", "reason"])
+    return table
+
+
+def _warnings_table(warn_rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Slices of a series that disagreed on an IAP, sorted by patient, series and IAP."""
     warnings_df = pd.DataFrame(warn_rows, columns=["series_uid", "patient_id", "iap", "chosen", "values"])
-    warnings_df = warnings_df.sort_values(["patient_id", "series_uid", "iap"], kind="stable")
-    warnings_df = warnings_df.reset_index(drop=True)
-    result = IndexResult(table=table, skipped=skipped_df, warnings=warnings_df,
-                         archive=archive.resolve(), n_files=len(files), iaps=iaps)
-    if out is not None:
-        write_index(result, out)
-    return result
+    return warnings_df.sort_values(["patient_id", "series_uid", "iap"], kind="stable").reset_index(drop=True)
 
 
 def _used_keywords(iaps: Iterable[IAPSpec], extra: Sequence[str]) -> tuple[str, ...]:

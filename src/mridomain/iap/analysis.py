@@ -343,23 +343,38 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
                             imbalance=imbalance, nominal=nominal, combination_iaps=combination_iaps)
     if out is None:
         return result
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    _write_tables(result, out)
+    _write_figures_and_report(result, table, out, kinds, categories, bins, split_column, title, html,
+                              source_name=source if not isinstance(source, pd.DataFrame) else "DataFrame")
+    return result
+
+
+def _write_tables(result: AnalysisResult, out: Path) -> None:
+    """The CSV and Markdown tables of an analysis, recorded in ``result.files``."""
     files = result.files
-    counts.to_csv(out / "value_counts.csv", index=False)
+    result.counts.to_csv(out / "value_counts.csv", index=False)
     files["value_counts"] = out / "value_counts.csv"
-    for split, corr in correlations.items():
+    for split, corr in result.correlations.items():
         p = out / f"association_{split}.csv"
         corr.to_csv(p)
         files[f"association_{split}"] = p
-    overlap.to_csv(out / "combination_overlap.csv", index=False)
-    combos.to_csv(out / "combinations.csv", index=False)
-    imbalance.to_csv(out / "imbalance.csv", index=False)
+    result.overlap.to_csv(out / "combination_overlap.csv", index=False)
+    result.combinations.to_csv(out / "combinations.csv", index=False)
+    result.imbalance.to_csv(out / "imbalance.csv", index=False)
     (out / "combinations.md").write_text(result.to_markdown() + "\n")
     files.update(combination_overlap=out / "combination_overlap.csv", combinations=out / "combinations.csv",
                  imbalance=out / "imbalance.csv", combinations_md=out / "combinations.md")
 
+
+def _write_figures_and_report(result: AnalysisResult, table: pd.DataFrame, out: Path, kinds: dict[str, str],
+                              categories: dict[str, list[str]], bins: dict[str, np.ndarray], split_column: str,
+                              title: str, html: bool, source_name: Any) -> None:
+    """Histograms and association heat maps per split (PNG), and the HTML report that gathers them."""
+    files, splits, iaps, nominal = result.files, result.splits, result.iaps, result.nominal
+    correlations, combination_iaps = result.correlations, result.combination_iaps
+    combos, overlap, imbalance = result.combinations, result.overlap, result.imbalance
     sections = [Section("Dataset", text=(
         f"{len(table)} rows ({'slices' if 'slice_index' in table.columns or 'slice_id' in table.columns else 'series'}), "
         f"splits: {', '.join(f'{s} ({int((table[split_column].astype(str) == s).sum())})' for s in splits)}. "
@@ -401,6 +416,4 @@ def analyze(source: Any, out: str | Path | None = None, split_column: str = "spl
         "normalized_entropy: entropy / log2(n_classes), 1 = perfectly balanced."),
         tables=[imbalance]))
     if html:
-        files["report"] = write_html_report(out / "report.html", title, sections,
-                                            subtitle=f"source: {source if not isinstance(source, pd.DataFrame) else 'DataFrame'}")
-    return result
+        files["report"] = write_html_report(out / "report.html", title, sections, subtitle=f"source: {source_name}")
