@@ -355,6 +355,10 @@ def _domain_rule(run: Path, header_miss: Optional[str], header_iaps: Optional[st
     return rule.updated(**changes)
 
 
+_ENGINE_HELP = ("auto | onnx | onnx-int8 | torch: ONNX Runtime on the run's model.onnx, or PyTorch "
+                "(auto: ONNX Runtime where it can run, else PyTorch, and the output says why).")
+
+
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
@@ -368,6 +372,7 @@ def predict(
     keep_kind: List[str] = typer.Option([], "--keep-kind", help=_KEEP_KIND_HELP),
     header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
     header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
+    engine: str = typer.Option("auto", help=_ENGINE_HELP),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
 
@@ -386,7 +391,7 @@ def predict(
     _at_least(top_k, "--top-k", 1)
     rule = _domain_rule(run, header_miss, header_iaps)
     result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
-                           combinations=combinations, keep_kinds=keep_kind, rule=rule)
+                           combinations=combinations, keep_kinds=keep_kind, rule=rule, engine=engine)
     typer.echo(result.summary())
 
 
@@ -475,6 +480,7 @@ def route(
     abstain: bool = typer.Option(False, "--abstain", help="Send images outside the IAP run's training domain nowhere."),
     header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
     header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
+    engine: str = typer.Option("auto", help=_ENGINE_HELP),
 ) -> None:
     """Send each image to the downstream model of its predicted acquisition domain.
 
@@ -486,7 +492,9 @@ def route(
     _file_out(out, "--out")
     rule = _domain_rule(run, header_miss, header_iaps)
     table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
-                      unknown="error" if default else "most_likely", out=out, abstain=abstain, rule=rule)
+                      unknown="error" if default else "most_likely", out=out, abstain=abstain, rule=rule,
+                      engine=engine)
+    typer.echo(table.attrs.get("engine", ""))
     typer.echo(table["model"].value_counts(dropna=False).to_string())
     if "domain_reason" in table.columns:
         from mridomain.iap.domain import reason_counts
@@ -531,6 +539,7 @@ def compare(
     out: Path = typer.Option(Path("compare"), "-o", "--out", help="Folder for verdicts and report.html."),
     header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
     header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
+    engine: str = typer.Option("auto", help=_ENGINE_HELP),
 ) -> None:
     """Applicability check: label-free shift of NEW against in-domain data, and predict's verdict per image.
 
@@ -542,7 +551,7 @@ def compare(
 
     _folder_out(out, "--out")
     rule = _domain_rule(run, header_miss, header_iaps)
-    res = run_compare(train_cache, new, run, out, rule=rule)
+    res = run_compare(train_cache, new, run, out, rule=rule, engine=engine)
     typer.echo(res.to_markdown())
     typer.echo(f"report: {res.files['report']}")
 

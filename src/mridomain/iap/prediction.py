@@ -68,6 +68,7 @@ class PredictionResult:
     domain_note: str | None = None      # how the in-domain threshold was calibrated (None: no domain model)
     abstained: bool = False
     rule: DomainRule | None = None
+    engine: str = ""                    # which engine ran the network, and under auto why (one line)
 
     @property
     def n_out_of_domain(self) -> int | None:
@@ -90,6 +91,8 @@ class PredictionResult:
         lines = [f"predicted {len(self.slices)} slices in {len(s)} inputs"
                  + (f"; skipped {len(self.skipped)} unreadable" if self.skipped else "")
                  + (f"; wrote {self.out}" if self.out else "") + (f" and {self.figure}" if self.figure else "")]
+        if self.engine:
+            lines.append(f"  {self.engine}")
         n_out = self.n_out_of_domain
         if n_out is None:
             lines.append("  no domain model in this run (trained before it existed): `mridomain calibrate RUN` adds one")
@@ -215,7 +218,8 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
                   progress: bool = True, device: str | None = None, abstain: bool = False,
                   combinations: str | Path | pd.DataFrame | None = None,
-                  keep_kinds: Sequence[str] = (), rule: DomainRule | None = None) -> PredictionResult:
+                  keep_kinds: Sequence[str] = (), rule: DomainRule | None = None,
+                  engine: str = "auto") -> PredictionResult:
     """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
     PNG/JPG images.
 
@@ -243,6 +247,9 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         combinations: CSV / parquet (or DataFrame) of allowed IAP combinations for joint decoding.
         out: .csv or .json (None: write nothing); checked before any work, as ``figure`` is.
         keep_kinds: image kinds to predict although they are not anatomical images.
+        engine: "auto" (ONNX Runtime where the run has a usable model.onnx and onnxruntime is
+            installed, else PyTorch; ``result.engine`` and the summary say which and why), "onnx",
+            "onnx-int8" or "torch" (:mod:`mridomain.iap.runtime`).
 
     Raises:
         EmptyInputError: none of the inputs could be read (the skipped report is written first).
@@ -257,7 +264,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
-    predictor = IAPPredictor.load(run, device=device)
+    predictor = IAPPredictor.load(run, device=device, engine=engine)
     encoder, domain = predictor.encoder, predictor.domain
     rule = rule or (domain.rule if domain is not None else None)
     combos = predictor.combinations
@@ -310,7 +317,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
                             iaps=[h.name for h in encoder.heads if h.kind == "categorical"],
                             domain_note=domain.note if domain is not None else None, abstained=abstain,
-                            rule=rule)
+                            rule=rule, engine=predictor.engine_note)
 
 
 # ---- Python API twin ------------------------------------------------------------------------------
@@ -333,6 +340,6 @@ class IAPPredictor(IAPRun):
         return self
 
 
-def load_run(run: str | Path, device: str | None = None) -> IAPPredictor:
+def load_run(run: str | Path, device: str | None = None, engine: str = "torch") -> IAPPredictor:
     """Shortcut for :meth:`IAPPredictor.load`."""
-    return IAPPredictor.load(run, device=device)
+    return IAPPredictor.load(run, device=device, engine=engine)
