@@ -38,6 +38,7 @@ import torch
 from mridomain.errors import InvalidArgumentError, MridomainError, SchemaMismatchError
 
 __all__ = ["ENGINES", "ONNX_FILE", "ONNX_INT8_FILE", "EngineUnavailableError", "ExportCheckError",
+           "ExportUnsupportedError",
            "TorchNetwork", "OnnxNetwork", "open_network", "export_onnx", "check_export", "export_run",
            "quantize_run", "onnx_missing", "input_names"]
 
@@ -58,6 +59,10 @@ class EngineUnavailableError(MridomainError):
 
 class ExportCheckError(MridomainError):
     """ONNX Runtime's outputs differ from PyTorch's beyond :data:`TOLERANCE`."""
+
+
+class ExportUnsupportedError(MridomainError):
+    """The exporter cannot express this network in ONNX (an operator or shape it does not support)."""
 
 
 def onnx_missing(need_export: bool = False) -> str | None:
@@ -287,7 +292,12 @@ def export_run(run: str | Path, cache: Any, split: str = "val", progress: bool =
     os.close(fd)
     tmp = Path(tmp)
     try:
-        record = export_onnx(model, inputs, tmp, weights=run / WEIGHTS)
+        try:
+            record = export_onnx(model, inputs, tmp, weights=run / WEIGHTS)
+        except Exception as err:  # noqa: BLE001 - the exporter raises many types for what it cannot express
+            first = (str(err).splitlines() or [""])[0]
+            raise ExportUnsupportedError(f"{run}: the ONNX exporter cannot export this network "
+                                         f"({type(err).__name__}: {first[:160]})") from None
         where = f"the {split} split of {getattr(cache, 'path', 'the cache')} ({len(rows)} slices)"
         record["check"] = {"split": split, "tolerance": TOLERANCE, **check_export(model, tmp, inputs, where)}
         os.replace(tmp, run / ONNX_FILE)

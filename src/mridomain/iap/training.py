@@ -266,8 +266,8 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     domain and the seen IAP combinations in the run folder, and the network is exported to
     ``model.onnx`` (:func:`mridomain.iap.runtime.export_run`), accepted only when ONNX Runtime
     gives PyTorch's outputs to 1e-4 on the validation split (else
-    :class:`~mridomain.iap.runtime.ExportCheckError`). Without onnx / onnxruntime installed the
-    export is skipped with a one-line warning.
+    :class:`~mridomain.iap.runtime.ExportCheckError`). Without onnx / onnxruntime installed, or
+    for a network the exporter cannot express, the export is skipped with a one-line warning.
 
     Args:
         cache: cache folder (or an open ``SliceCache``) from ``mridomain prepare``.
@@ -328,14 +328,21 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
 def _export_onnx(run: Path, cache: Any) -> str:
     """model.onnx for the run, checked on the validation split; without the export packages a
     one-line warning, and the run is complete without it (predict then runs on PyTorch)."""
-    from mridomain.iap.runtime import ONNX_FILE, export_run, onnx_missing
+    from mridomain.iap.runtime import ONNX_FILE, ExportUnsupportedError, export_run, onnx_missing
 
     missing = onnx_missing(need_export=True)
     if missing is not None:
         note = f"{run / ONNX_FILE} not written: {missing}"
         warnings.warn(note, stacklevel=3)
         return note
-    record = export_run(run, cache)
+    try:
+        record = export_run(run, cache)
+    except ExportUnsupportedError as err:
+        # the network is trained and saved; only the faster engine is missing (predict says so).
+        # A wrong export (ExportCheckError) is not caught: it must stop the run loudly.
+        note = f"{run / ONNX_FILE} not written: {err}"
+        warnings.warn(note, stacklevel=3)
+        return note
     check = record["check"]
     return (f"exported {run / ONNX_FILE}: ONNX Runtime matches PyTorch on the {check['split']} split "
             f"({check['checked_rows']} slices; largest difference {check['max_abs_diff_outputs']:.1e} in outputs, "
