@@ -141,3 +141,36 @@ def test_train_without_export_packages_says_so_and_continues(trained, tmp_path, 
     assert "model.onnx not written: onnxruntime and onnx not installed" in note
     assert [str(w.message) for w in caught] == [note] and "\n" not in note
     assert not (copy / ONNX_FILE).exists()
+
+
+def test_chunked_read_ahead_predict_gives_the_one_input_at_a_time_table(trained, tmp_path):
+    _, run, _, inputs = trained
+    broken = tmp_path / "broken.nii"
+    broken.write_bytes(b"not a nifti file")
+    paths = [inputs[0], broken, *inputs[1:]]
+    # chunk_slices=1 and no read-ahead is predict as it was: every input alone
+    one = predict_paths(run, paths, out=None, progress=False, engine="torch", chunk_slices=1, read_ahead_inputs=0)
+    chunked = predict_paths(run, paths, out=None, progress=False, engine="torch", chunk_slices=12,
+                            read_ahead_inputs=2)
+    assert [p for p, _ in chunked.skipped] == [p for p, _ in one.skipped] == [str(broken)]
+    assert list(chunked.table.columns) == list(one.table.columns)
+    assert (chunked.table.dtypes == one.table.dtypes).all()
+    for col in one.table.columns:
+        if pd.api.types.is_float_dtype(one.table[col]):
+            # the same network on batches of other sizes: float rounding only
+            np.testing.assert_allclose(chunked.table[col], one.table[col], rtol=1e-5, atol=1e-6, err_msg=col)
+        else:
+            assert chunked.table[col].equals(one.table[col]), col
+
+
+def test_route_and_compare_state_their_engine(trained):
+    cache, run, _, _ = trained
+    from mridomain.analysis import compare, route
+
+    images = np.asarray(open_cache(cache).images[:6], dtype=np.float32)
+    routed = route(images, run, {"GE": lambda x: np.zeros(len(x)), "SIEMENS": lambda x: np.ones(len(x))})
+    assert routed.attrs["engine"].startswith("engine: onnx")
+    assert route(images, run, {"GE": lambda x: np.zeros(len(x))}, default="GE",
+                 engine="torch").attrs["engine"] == "engine: torch (PyTorch)"
+    result = compare(cache, images, run, progress=False, engine="onnx")
+    assert "engine: onnx" in result.summary["engine"] and "engine: onnx" in result.to_markdown()
