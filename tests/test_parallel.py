@@ -104,3 +104,36 @@ def test_simulate_progress_counts_images_to_its_total(monkeypatch, tmp_path):
     simulate(tmp_path / "sim", n_patients=2, seed=0, slices=3, preset="dbc", phases=1, workers=1)
     bars = [b for b in _RecordingBar.made if b.total == 2 * 3]
     assert bars and all(b.n == b.total for b in bars)
+
+
+def test_read_ahead_keeps_order_raises_where_the_producer_failed_and_stops_with_the_consumer():
+    import threading
+
+    from mridomain.parallel import read_ahead
+
+    assert list(read_ahead(range(50), depth=3)) == list(range(50)) == list(read_ahead(range(50), depth=0))
+
+    def failing():
+        yield 1
+        yield 2
+        raise ValueError("file 3 is damaged")
+
+    got = []
+    with pytest.raises(ValueError, match="file 3 is damaged"):
+        for item in read_ahead(failing(), depth=2):
+            got.append(item)
+    assert got == [1, 2]
+    produced = []
+
+    def endless():
+        k = 0
+        while True:
+            produced.append(k)
+            yield k
+            k += 1
+
+    reader = read_ahead(endless(), depth=2)
+    assert [next(reader) for _ in range(3)] == [0, 1, 2]
+    reader.close()                                  # the consumer stops: the producer thread ends
+    assert not any(t.name == "read_ahead" for t in threading.enumerate())
+    assert len(produced) <= 3 + 2 + 1

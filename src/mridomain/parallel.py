@@ -24,7 +24,7 @@ from mridomain.errors import InvalidArgumentError, MridomainError
 
 T = TypeVar("T")
 
-__all__ = ["parallel_map", "default_workers", "WorkerDiedError"]
+__all__ = ["parallel_map", "default_workers", "WorkerDiedError", "read_ahead"]
 
 
 class WorkerDiedError(MridomainError, RuntimeError):
@@ -98,3 +98,55 @@ def parallel_map(func: Callable[[Any], T], items: Iterable[Any], *, workers: int
                                       "if it was killed for memory, use fewer workers") from None
     finally:
         bar.close()
+
+
+def read_ahead(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """Yield ``items`` in order while a background thread already produces the next ``depth``.
+
+    For a producer that reads and decodes files and a consumer that computes (a network on ONNX
+    Runtime or PyTorch releases the GIL while it runs): the two overlap instead of taking turns.
+    An exception of the producer is raised in the consumer at the item where it happened; a
+    consumer that stops early stops the producer too. ``depth`` 0 is the plain iteration.
+    """
+    import queue
+    import threading
+
+    if depth < 1:
+        yield from items
+        return
+    done = object()
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            put((done, err))
+            return
+        put((done, None))
+
+    thread = threading.Thread(target=produce, name="read_ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = slots.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()

@@ -259,13 +259,16 @@ class CompareResult:
         if len(self.series):
             v = self.series["verdict"].value_counts()
             head += f" Per series: {int(v.get('in', 0))} in, {int(v.get('out', 0))} out of {len(self.series)}."
+        if s.get("engine"):
+            head += f" ({s['engine']})"
         return head + "\n\n" + df_to_markdown(self.iap_shift)
 
 
 # ----------------------------------------------------------------------------------- compare
 def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | None = None,
             feature_score: str = "mahalanobis", quantile: float = 0.99, max_reference: int | None = 2000,
-            knn_k: int = 5, seed: int = 0, progress: bool = True, rule: Any = None) -> CompareResult:
+            knn_k: int = 5, seed: int = 0, progress: bool = True, rule: Any = None,
+            engine: str = "auto") -> CompareResult:
     """Applicability check of an IAP-aware model on a new, unlabeled image set.
 
     Args:
@@ -286,6 +289,8 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
         seed: sampling seed.
         progress: progress bars while reading paths.
         rule: how header evidence counts (:class:`mridomain.iap.domain.DomainRule`; None: the run's).
+        engine: how a run folder's network runs: "auto" | "onnx" | "onnx-int8" | "torch"
+            (:mod:`mridomain.iap.runtime`); ``summary["engine"]`` says which ran and why.
 
     Verdict per image: ``predict``'s, from one function (:meth:`mridomain.iap.domain.DomainModel.judge`)
     with the run's one threshold: "out" when the image evidence is beyond the run's threshold or a
@@ -303,7 +308,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
     from mridomain.iap.domain import DomainRule, domain_verdict, reason_counts
     from mridomain.iap.run import as_predictor
 
-    predictor = as_predictor(iap_run)
+    predictor = as_predictor(iap_run, engine=engine)
     domain = getattr(predictor, "domain", None)
     rng = np.random.default_rng(seed)
     table, images, meta = open_cache(train_source)
@@ -456,7 +461,7 @@ def compare(train_source: Any, new_source: Any, iap_run: Any, out: str | Path | 
                "calibration": cal_name, "n_calibration": int(n_cal), "thresholds_widened": widened,
                "feature_score": "domain model" if domain is not None else feature_score,
                "quantile": quantile, "energy_available": "energy_score" in new_scores.columns,
-               "n_skipped": int(len(skipped))}
+               "n_skipped": int(len(skipped)), "engine": getattr(predictor, "engine_note", "")}
     result = CompareResult(verdicts=verdicts, iap_shift=iap_shift, distribution=distribution,
                            thresholds=thresholds, summary=summary, reference_scores=cal_scores,
                            series=series_summary(verdicts), out=Path(out) if out else None, skipped=skipped)

@@ -95,6 +95,10 @@ def _domain_rule(run: Path, header_miss: Optional[str], header_iaps: Optional[st
     return rule.updated(**changes)
 
 
+_ENGINE_HELP = ("auto | onnx | onnx-int8 | torch: ONNX Runtime on the run's model.onnx, or PyTorch "
+                "(auto: ONNX Runtime where it can run, else PyTorch, and the output says why).")
+
+
 @app.command()
 def predict(
     run: Path = typer.Argument(..., help="Run folder from `mridomain train`."),
@@ -108,6 +112,7 @@ def predict(
     keep_kind: List[str] = typer.Option([], "--keep-kind", help=KEEP_KIND_HELP),
     header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
     header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
+    engine: str = typer.Option("auto", help=_ENGINE_HELP),
 ) -> None:
     """Predict the acquisition parameters of images from their pixels alone.
 
@@ -126,7 +131,7 @@ def predict(
     at_least(top_k, "--top-k", 1)
     rule = _domain_rule(run, header_miss, header_iaps)
     result = predict_paths(run, paths, out=out, top_k=top_k, figure=figure, abstain=abstain,
-                           combinations=combinations, keep_kinds=keep_kind, rule=rule)
+                           combinations=combinations, keep_kinds=keep_kind, rule=rule, engine=engine)
     typer.echo(result.summary())
 
 
@@ -193,7 +198,7 @@ def analyze(
 ) -> None:
     """IAP histograms per split, associations between IAPs, combination overlap (Table 3), imbalance.
 
-    Python: ``mridomain.analysis.analyze``.
+    Python: ``mridomain.iap.analyze``.
     """
     from mridomain.iap import analyze as run_analysis
 
@@ -215,10 +220,11 @@ def route(
     abstain: bool = typer.Option(False, "--abstain", help="Send images outside the IAP run's training domain nowhere."),
     header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
     header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
+    engine: str = typer.Option("auto", help=_ENGINE_HELP),
 ) -> None:
     """Send each image to the downstream model of its predicted acquisition domain.
 
-    Python: ``mridomain.analysis.route``.
+    Python: ``mridomain.iap.route``.
     """
     from mridomain.iap import route as run_route
     from mridomain.iap.routing import parse_model_specs
@@ -226,7 +232,9 @@ def route(
     file_out(out, "--out")
     rule = _domain_rule(run, header_miss, header_iaps)
     table = run_route(paths, run, parse_model_specs(model), key_iap=key, default=default,
-                      unknown="error" if default else "most_likely", out=out, abstain=abstain, rule=rule)
+                      unknown="error" if default else "most_likely", out=out, abstain=abstain, rule=rule,
+                      engine=engine)
+    typer.echo(table.attrs.get("engine", ""))
     typer.echo(table["model"].value_counts(dropna=False).to_string())
     if "domain_reason" in table.columns:
         from mridomain.iap.domain import reason_counts
@@ -250,7 +258,7 @@ def route_experiment(
 ) -> None:
     """Paper Table 2: per-domain tumor classifiers, each alone vs routed by predicted / true IAP.
 
-    Python: ``mridomain.analysis.run_routing_experiment``.
+    Python: ``mridomain.iap.run_routing_experiment``.
     """
     from mridomain.iap import run_routing_experiment
 
@@ -271,18 +279,19 @@ def compare(
     out: Path = typer.Option(Path("compare"), "-o", "--out", help="Folder for verdicts and report.html."),
     header_miss: Optional[str] = typer.Option(None, help=_HEADER_MISS_HELP),
     header_iaps: Optional[str] = typer.Option(None, help=_HEADER_IAPS_HELP),
+    engine: str = typer.Option("auto", help=_ENGINE_HELP),
 ) -> None:
     """Applicability check: label-free shift of NEW against in-domain data, and predict's verdict per image.
 
     The verdict uses the run's one threshold and header rule, as predict and route do.
 
-    Python: ``mridomain.analysis.compare``.
+    Python: ``mridomain.iap.compare``.
     """
     from mridomain.iap import compare as run_compare
 
     folder_out(out, "--out")
     rule = _domain_rule(run, header_miss, header_iaps)
-    res = run_compare(train_cache, new, run, out, rule=rule)
+    res = run_compare(train_cache, new, run, out, rule=rule, engine=engine)
     typer.echo(res.to_markdown())
     typer.echo(f"report: {res.files['report']}")
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from scipy.special import softmax
 import torch
 from mridomain.progress import progress_bar
 
-from mridomain.engine import resolve_device
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.predictor import PredictorOutput
 
@@ -28,33 +27,34 @@ def batches(n: int, batch_size: int) -> Iterable[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
-@torch.no_grad()
-def forward_batches(model: torch.nn.Module, images: np.ndarray, indices: np.ndarray | None = None,
-                    batch_size: int = 256, device: str | torch.device | None = "cpu", amp: bool = False,
-                    channels_last: bool = False, progress: bool = False, desc: str = "predict"
+def network_inputs(images: np.ndarray | Sequence[np.ndarray], rows: np.ndarray | slice) -> tuple[np.ndarray, ...]:
+    """The inputs the network takes for ``rows``: a float32 array per row-aligned source. Today
+    one source, the preprocessed slices (N, H, W); a network with more views of each slice gets
+    them as further arrays (``images`` a tuple), in the order of its ``input_names``."""
+    sources = tuple(images) if isinstance(images, (tuple, list)) else (images,)
+    return tuple(np.asarray(s[rows], dtype=np.float32) for s in sources)
+
+
+def forward_batches(network: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray, np.ndarray]],
+                    images: np.ndarray | Sequence[np.ndarray], indices: np.ndarray | None = None,
+                    batch_size: int = 256, progress: bool = False, desc: str = "predict"
                     ) -> tuple[np.ndarray, np.ndarray]:
     """(network outputs (N, sum C_k + M), penultimate features (N, D)) for ``images[indices]``,
-    both from one pass of the backbone, as float32.
+    both from one pass of the backbone, as float32. ``network`` is an engine's batch callable
+    (:mod:`mridomain.iap.runtime`: PyTorch or ONNX Runtime).
 
     Indices are visited in sorted order so a memmap is read sequentially; results come back in
     the order of ``indices``.
     """
-    device = resolve_device(device)
-    model.eval()
-    idx = np.arange(len(images)) if indices is None else np.asarray(indices, dtype=np.int64)
+    first = images[0] if isinstance(images, (tuple, list)) else images
+    idx = np.arange(len(first)) if indices is None else np.asarray(indices, dtype=np.int64)
     order = np.argsort(idx, kind="stable")
     sorted_idx = idx[order]
     outs, feats = [], []
     for sl in progress_bar(list(batches(len(sorted_idx), batch_size)), desc=desc, enabled=progress, leave=False):
-        x = torch.from_numpy(np.asarray(images[sorted_idx[sl]], dtype=np.float32)).to(device)
-        x = x.unsqueeze(1)
-        if channels_last and device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            f = model.embed(x)
-            y = model.head(f)
-        outs.append(y.float().cpu().numpy())
-        feats.append(f.float().cpu().numpy())
+        y, f = network(network_inputs(images, sorted_idx[sl]))
+        outs.append(y)
+        feats.append(f)
     if not outs:
         return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
     out, feat = np.concatenate(outs), np.concatenate(feats)

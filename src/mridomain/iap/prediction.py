@@ -4,7 +4,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,7 +16,8 @@ from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.iap.evaluation import RELATIVE_TOLERANCE
 from mridomain.iap.labels import LabelEncoder, category_string, is_missing
 from mridomain.iap.domain import DomainRule, reason_counts
-from mridomain.iap.predictor import UNKNOWN, value_column
+from mridomain.iap.predictor import UNKNOWN, PredictorOutput, value_column
+from mridomain.parallel import read_ahead
 from mridomain.iap.run import IAPRun
 
 
@@ -68,6 +69,7 @@ class PredictionResult:
     domain_note: str | None = None      # how the in-domain threshold was calibrated (None: no domain model)
     abstained: bool = False
     rule: DomainRule | None = None
+    engine: str = ""                    # which engine ran the network, and under auto why (one line)
 
     @property
     def n_out_of_domain(self) -> int | None:
@@ -90,6 +92,8 @@ class PredictionResult:
         lines = [f"predicted {len(self.slices)} slices in {len(s)} inputs"
                  + (f"; skipped {len(self.skipped)} unreadable" if self.skipped else "")
                  + (f"; wrote {self.out}" if self.out else "") + (f" and {self.figure}" if self.figure else "")]
+        if self.engine:
+            lines.append(f"  {self.engine}")
         n_out = self.n_out_of_domain
         if n_out is None:
             lines.append("  no domain model in this run (trained before it existed): `mridomain calibrate RUN` adds one")
@@ -192,6 +196,19 @@ def _draw_figure(panels: list[dict[str, Any]], encoder: LabelEncoder, path: Path
     return fig
 
 
+def _chunks(items: Iterator[Any], min_slices: int) -> Iterator[list[Any]]:
+    """Consecutive inputs gathered until they hold at least ``min_slices`` slices."""
+    chunk, n = [], 0
+    for item in items:
+        chunk.append(item)
+        n += len(item.slices)
+        if n >= min_slices:
+            yield chunk
+            chunk, n = [], 0
+    if chunk:
+        yield chunk
+
+
 class _Rows:
     """Table rows gathered input by input: every ``chunk`` rows become a DataFrame block, so the
     memory a long run holds grows with its output table, not with python dicts of numpy scalars
@@ -215,7 +232,8 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
                   top_k: int = 2, figure: str | Path | None = None, batch_size: int | None = None,
                   progress: bool = True, device: str | None = None, abstain: bool = False,
                   combinations: str | Path | pd.DataFrame | None = None,
-                  keep_kinds: Sequence[str] = (), rule: DomainRule | None = None) -> PredictionResult:
+                  keep_kinds: Sequence[str] = (), rule: DomainRule | None = None,
+                  engine: str = "auto", chunk_slices: int = 256, read_ahead_inputs: int = 4) -> PredictionResult:
     """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
     PNG/JPG images.
 
@@ -243,6 +261,13 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         combinations: CSV / parquet (or DataFrame) of allowed IAP combinations for joint decoding.
         out: .csv or .json (None: write nothing); checked before any work, as ``figure`` is.
         keep_kinds: image kinds to predict although they are not anatomical images.
+        engine: "auto" (ONNX Runtime where the run has a usable model.onnx and onnxruntime is
+            installed, else PyTorch; ``result.engine`` and the summary say which and why), "onnx",
+            "onnx-int8" or "torch" (:mod:`mridomain.iap.runtime`).
+        chunk_slices: inputs are gathered until they hold this many slices, and each such chunk
+            gets one forward pass and one table (1: every input alone, as before issue 28).
+        read_ahead_inputs: inputs a background thread reads and preprocesses while the network
+            runs (0: none, reading and computing take turns).
 
     Raises:
         EmptyInputError: none of the inputs could be read (the skipped report is written first).
@@ -252,12 +277,15 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
 
     if top_k < 1:
         raise InvalidArgumentError(f"top_k {top_k}: must be at least 1")
+    if chunk_slices < 1 or read_ahead_inputs < 0:
+        raise InvalidArgumentError(f"chunk_slices {chunk_slices} / read_ahead_inputs {read_ahead_inputs}: "
+                                   "must be at least 1 / 0")
     out_path = check_output_file(out, "predictions table") if out is not None else None
     fig_path = check_output_file(figure, "figure") if figure is not None else None
     paths = [Path(p) for p in paths]
     if not paths:
         raise EmptyInputError("predict", "no input paths given")
-    predictor = IAPPredictor.load(run, device=device)
+    predictor = IAPPredictor.load(run, device=device, engine=engine)
     encoder, domain = predictor.encoder, predictor.domain
     rule = rule or (domain.rule if domain is not None else None)
     combos = predictor.combinations
@@ -266,19 +294,25 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     rows = _Rows()
     skipped: list[tuple[str, str]] = []
     panels: list[dict[str, Any]] = []
-    for item in iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict",
-                            keep_kinds=keep_kinds):
-        output = predictor.forward(item.slices, batch_size=batch_size)
-        truth = true_values(item.meta, encoder)
-        truth_cols: dict[str, Any] = {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical"
-                                                    else float(v)) for k, v in truth.items()}
-        identity = item.identity
-        series_output = output.mean()
+    items = iter_inputs(paths, predictor.preprocess, skipped, progress=progress, desc="predict",
+                        keep_kinds=keep_kinds)
+    for chunk in _chunks(read_ahead(items, read_ahead_inputs), chunk_slices):
+        # one forward pass, one verdict, one table per chunk of inputs: per-input pandas work
+        # cost more than the network itself on series of a few slices
+        output = predictor.forward(np.concatenate([item.slices for item in chunk]), batch_size=batch_size)
+        bounds = np.cumsum([0] + [len(item.slices) for item in chunk])
+        truths = [true_values(item.meta, encoder) for item in chunk]
+        truth_cols: list[dict[str, Any]] = [
+            {f"true_{k}": (category_string(v) if encoder.head(k).kind == "categorical" else float(v))
+             for k, v in truth.items()} for truth in truths]
+        series_output = PredictorOutput.concat([output.subset(slice(a, b)).mean()
+                                                for a, b in zip(bounds[:-1], bounds[1:])])
         slice_inside = series_inside = None
         if domain is not None:
-            header = {k: truth_cols[f"true_{k}"] for k in truth}
-            slice_verdict = domain.judge(output.domain_score, [header] * len(output), rule)
-            series_verdict = domain.judge(series_output.domain_score, [header], rule)
+            headers = [{k: cols[f"true_{k}"] for k in truth} for truth, cols in zip(truths, truth_cols)]
+            slice_headers = [h for h, item in zip(headers, chunk) for _ in range(len(item.slices))]
+            slice_verdict = domain.judge(output.domain_score, slice_headers, rule)
+            series_verdict = domain.judge(series_output.domain_score, headers, rule)
             slice_inside, series_inside = slice_verdict["in_domain"].to_numpy(), series_verdict["in_domain"].to_numpy()
         slice_table = output.table(top_k, abstain=abstain, in_domain=slice_inside)
         series_table = series_output.table(top_k, abstain=abstain, in_domain=series_inside)
@@ -288,15 +322,18 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         if combos is not None and not combos.empty:
             slice_table = pd.concat([slice_table, joint_decode(output, combos)], axis=1)
             series_table = pd.concat([series_table, joint_decode(series_output, combos)], axis=1)
-        for i, r in enumerate(slice_table.to_dict("records")):
-            rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
-                         **identity, **r, **truth_cols})
-        series_row = series_table.iloc[0].to_dict()
-        rows.append({"source": str(item.source), "level": "series", "slice": None, "file": str(item.source),
-                     "n_slices": len(item.slices), **identity, **series_row, **truth_cols})
-        if figure is not None and len(panels) < 12:   # only what the figure shows is kept
-            panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
-                           "row": series_row, "truth": truth})
+        slice_records = slice_table.to_dict("records")
+        for k, item in enumerate(chunk):
+            identity = item.identity
+            for i, r in enumerate(slice_records[bounds[k]:bounds[k + 1]]):
+                rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
+                             **identity, **r, **truth_cols[k]})
+            series_row = series_table.iloc[k].to_dict()
+            rows.append({"source": str(item.source), "level": "series", "slice": None, "file": str(item.source),
+                         "n_slices": len(item.slices), **identity, **series_row, **truth_cols[k]})
+            if figure is not None and len(panels) < 12:   # only what the figure shows is kept
+                panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
+                               "row": series_row, "truth": truths[k]})
     table = rows.frame()
     if out_path is not None:
         write_skip_report(skipped, out_path.with_name(out_path.stem + "_skipped.csv"))
@@ -310,7 +347,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
     return PredictionResult(table=table, skipped=skipped, out=out_path, figure=fig_path,
                             iaps=[h.name for h in encoder.heads if h.kind == "categorical"],
                             domain_note=domain.note if domain is not None else None, abstained=abstain,
-                            rule=rule)
+                            rule=rule, engine=predictor.engine_note)
 
 
 # ---- Python API twin ------------------------------------------------------------------------------
@@ -333,6 +370,6 @@ class IAPPredictor(IAPRun):
         return self
 
 
-def load_run(run: str | Path, device: str | None = None) -> IAPPredictor:
+def load_run(run: str | Path, device: str | None = None, engine: str = "torch") -> IAPPredictor:
     """Shortcut for :meth:`IAPPredictor.load`."""
-    return IAPPredictor.load(run, device=device)
+    return IAPPredictor.load(run, device=device, engine=engine)

@@ -117,7 +117,7 @@ def parse_model_specs(specs: Sequence[str]) -> dict[str, str]:
 def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any,
           models: Mapping[str, Any], key_iap: str = "manufacturer", default: str | None = None,
           unknown: str = "error", progress: bool = True, out: str | Path | None = None,
-          abstain: bool = False, rule: Any = None) -> pd.DataFrame:
+          abstain: bool = False, rule: Any = None, engine: str = "auto") -> pd.DataFrame:
     """Send each image to the downstream model keyed by its predicted IAP value.
 
     Args:
@@ -138,6 +138,8 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
             "out_of_domain"): their predicted domain is not to be trusted.
         rule: how header evidence counts (:class:`mridomain.iap.domain.DomainRule`; None: the
             run's). The verdict is predict's: :meth:`mridomain.iap.domain.DomainModel.judge`.
+        engine: how a run folder's network runs: "auto" | "onnx" | "onnx-int8" | "torch"
+            (:mod:`mridomain.iap.runtime`); ``result.attrs["engine"]`` says which ran and why.
 
     Returns:
         One row per image (per slice for volumes): ``predicted_<key_iap>``, ``model``, ``routed_by``,
@@ -151,7 +153,7 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
     from mridomain.iap.run import as_predictor
 
     models = {k: _load_model(m) for k, m in models.items()}
-    predictor = as_predictor(iap_predictor)
+    predictor = as_predictor(iap_predictor, engine=engine)
     truths: list[dict[str, Any]] | None = None
     if isinstance(images_or_paths, np.ndarray):
         images = images_or_paths if images_or_paths.ndim == 3 else images_or_paths[None]
@@ -199,6 +201,7 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
         result["domain_reason"] = verdict["domain_reason"].to_numpy()
         result["header_unseen"] = verdict["header_unseen"].to_numpy()
     result.attrs["skipped"] = skipped
+    result.attrs["engine"] = getattr(predictor, "engine_note", "")
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from mridomain.iap.config import IAPConfig, get_preset
 from mridomain.iap.decoding import read_combinations
 from mridomain.iap.domain import DomainModel
 from mridomain.iap.inference import forward_batches, split_outputs
+from mridomain.iap.runtime import ONNX_FILE, ONNX_INT8_FILE, open_network
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.predictor import Predictor, PredictorOutput
 
@@ -37,10 +38,16 @@ class IAPRun:
     :class:`~mridomain.iap.prediction.IAPPredictor` adds ``fit``.
     """
 
-    def __init__(self, config: IAPConfig | None = None, preset: str = "cpu", device: str | None = None):
+    def __init__(self, config: IAPConfig | None = None, preset: str = "cpu", device: str | None = None,
+                 engine: str = "torch"):
         self.config = config if config is not None else get_preset(preset)
         self.device = resolve_device(device or self.config.device)
         self.model: torch.nn.Module | None = None
+        #: the engine asked for (``mridomain.iap.runtime.ENGINES``) and the batch callable that runs
+        #: the network; ``engine_note`` says in one line which engine runs and, under auto, why
+        self.engine = engine
+        self.network: Any = None
+        self.engine_note = ""
         self.encoder: LabelEncoder | None = None
         self.preprocess: dict[str, Any] | None = None
         self.run: Path | None = None
@@ -55,14 +62,20 @@ class IAPRun:
     def _load(self, run: Path) -> None:
         self.model, self.config, self.encoder, self.preprocess = load_model(run, device=self.device)
         self.run = Path(run)
+        self.network, self.engine_note = open_network(self.model, self.run, self.engine, self.device,
+                                                      amp=self.config.amp, channels_last=self.config.channels_last)
         self.temperatures = read_temperatures(run)
         self.domain = DomainModel.load(run)
         self.combinations = read_combinations(run)
 
     @classmethod
-    def load(cls, run: str | Path, device: str | None = None) -> "IAPRun":
-        """A predictor from a run folder (JSON + safetensors; nothing is unpickled)."""
-        p = cls(device=device)
+    def load(cls, run: str | Path, device: str | None = None, engine: str = "torch") -> "IAPRun":
+        """A predictor from a run folder (JSON + safetensors; nothing is unpickled).
+
+        ``engine``: "torch" (PyTorch), "onnx" / "onnx-int8" (ONNX Runtime on the run's
+        model.onnx / model.int8.onnx; a one-line error when it cannot run) or "auto" (ONNX Runtime
+        where it can run, else PyTorch; ``engine_note`` says which and why)."""
+        p = cls(device=device, engine=engine)
         p._load(Path(run))
         return p
 
@@ -74,7 +87,8 @@ class IAPRun:
         save_weights(self.model, folder / WEIGHTS)
         if self.run is not None:
             for extra in ("metrics.csv", "learning_curve.png", "calibration.json", "domain.json",
-                          "domain.safetensors", "combinations.json"):
+                          "domain.safetensors", "combinations.json", ONNX_FILE, ONNX_FILE + ".json",
+                          ONNX_INT8_FILE, ONNX_INT8_FILE + ".json"):
                 if (self.run / extra).exists() and (self.run / extra).resolve() != (folder / extra).resolve():
                     shutil.copy(self.run / extra, folder / extra)
         return folder
@@ -102,10 +116,9 @@ class IAPRun:
         """One pass over preprocessed slices (N, H, W) (or ``images[indices]`` of a memmapped
         cache, read in sorted batches): probabilities, logits, continuous values and features."""
         self._check()
-        outputs, features = forward_batches(self.model, images, indices,
+        outputs, features = forward_batches(self.network, images, indices,
                                             batch_size=batch_size or self.config.eval_batch_size,
-                                            device=self.device, amp=self.config.amp,
-                                            channels_last=self.config.channels_last, progress=progress, desc=desc)
+                                            progress=progress, desc=desc)
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
         for name, values in {**out.probabilities, **out.continuous}.items():
             finite = np.isfinite(np.asarray(values, dtype=np.float64))
@@ -141,11 +154,11 @@ class IAPRun:
         return f"{type(self).__name__}(backbone={self.config.backbone}, {state})"
 
 
-def as_predictor(source: Any) -> Predictor:
-    """A run folder is loaded with :meth:`IAPRun.load`; a :class:`~mridomain.iap.predictor.Predictor`
-    passes through."""
+def as_predictor(source: Any, engine: str = "torch") -> Predictor:
+    """A run folder is loaded with :meth:`IAPRun.load` on ``engine``; a
+    :class:`~mridomain.iap.predictor.Predictor` passes through (its engine is its own)."""
     if isinstance(source, (str, Path)):
-        return IAPRun.load(Path(source))
+        return IAPRun.load(Path(source), engine=engine)
     if isinstance(source, Predictor):
         return source
     raise SchemaMismatchError(f"{type(source).__name__} is not an IAP predictor (it needs classes, "

@@ -116,10 +116,12 @@ class TrainResult:
     epochs_run: int
     seconds: float
     metrics: pd.DataFrame = field(repr=False)
+    onnx: str = ""          # what became of model.onnx (exported and checked, or why not)
 
     def summary(self) -> str:
         return (f"trained {self.epochs_run} epochs in {self.seconds:.0f} s; best validation loss "
-                f"{self.best_val_loss:.4f} at epoch {self.best_epoch}; run folder {self.run}")
+                f"{self.best_val_loss:.4f} at epoch {self.best_epoch}; run folder {self.run}"
+                + (f"\n{self.onnx}" if self.onnx else ""))
 
 
 def _input_stats(images: np.ndarray, indices: np.ndarray, seed: int) -> tuple[float, float]:
@@ -261,7 +263,11 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     builds the label encoder and preprocessing record from the cache and hands an :class:`IAPTask`
     to the engine. Launched with ``torchrun --nproc_per_node N``, it trains on N processes.
     After training, :func:`mridomain.iap.trust.calibrate` stores temperatures, the training
-    domain and the seen IAP combinations in the run folder.
+    domain and the seen IAP combinations in the run folder, and the network is exported to
+    ``model.onnx`` (:func:`mridomain.iap.runtime.export_run`), accepted only when ONNX Runtime
+    gives PyTorch's outputs to 1e-4 on the validation split (else
+    :class:`~mridomain.iap.runtime.ExportCheckError`). Without onnx / onnxruntime installed, or
+    for a network the exporter cannot express, the export is skipped with a one-line warning.
 
     Args:
         cache: cache folder (or an open ``SliceCache``) from ``mridomain prepare``.
@@ -308,9 +314,36 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
                       "source_cache": str(Path(cache_path).resolve())}
     task = IAPTask(cache, config, encoder, preprocess, resume=resume)
     fit = Engine(config, out, progress=progress).fit(task, resume=resume)
+    onnx_note = ""
     if int(os.environ.get("RANK", "0")) == 0:    # under torchrun, rank 0 alone writes the run folder
         from mridomain.iap.trust import calibrate
 
         calibrate(out, cache, progress=progress)
+        onnx_note = _export_onnx(out, cache)
     return TrainResult(run=out, best_epoch=fit.best_epoch, best_val_loss=fit.best_metric,
-                       epochs_run=fit.epochs_run, seconds=time.perf_counter() - t_start, metrics=fit.metrics)
+                       epochs_run=fit.epochs_run, seconds=time.perf_counter() - t_start, metrics=fit.metrics,
+                       onnx=onnx_note)
+
+
+def _export_onnx(run: Path, cache: Any) -> str:
+    """model.onnx for the run, checked on the validation split; without the export packages a
+    one-line warning, and the run is complete without it (predict then runs on PyTorch)."""
+    from mridomain.iap.runtime import ONNX_FILE, ExportUnsupportedError, export_run, onnx_missing
+
+    missing = onnx_missing(need_export=True)
+    if missing is not None:
+        note = f"{run / ONNX_FILE} not written: {missing}"
+        warnings.warn(note, stacklevel=3)
+        return note
+    try:
+        record = export_run(run, cache)
+    except ExportUnsupportedError as err:
+        # the network is trained and saved; only the faster engine is missing (predict says so).
+        # A wrong export (ExportCheckError) is not caught: it must stop the run loudly.
+        note = f"{run / ONNX_FILE} not written: {err}"
+        warnings.warn(note, stacklevel=3)
+        return note
+    check = record["check"]
+    return (f"exported {run / ONNX_FILE}: ONNX Runtime matches PyTorch on the {check['split']} split "
+            f"({check['checked_rows']} slices; largest difference {check['max_abs_diff_outputs']:.1e} in outputs, "
+            f"{check['max_abs_diff_features']:.1e} in features)")
