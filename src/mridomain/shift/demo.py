@@ -43,9 +43,43 @@ DEMO_ALPHAS = (5, 50)
 
 @dataclass
 class ShiftDemoResult:
+    """What :func:`run_shift_demo` did: its folder, wall seconds and CPU seconds per step (CPU of
+    this process and every worker it started), and the findings of the reports and attributions."""
+
     out: Path
     timings: dict[str, float] = field(default_factory=dict)
     findings: list[str] = field(default_factory=list)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all its descendants, live or finished.
+
+    ``os.times`` counts this process and the children it has reaped; joblib's loky workers live on
+    between calls, so their CPU is read from ``/proc`` (Linux; elsewhere only the reaped part)."""
+    t = os.times()
+    total = t.user + t.system + t.children_user + t.children_system
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat") if Path("/proc").is_dir() else []:
+        try:
+            text = entry.read_text()
+        except OSError:        # the process ended while we looked
+            continue
+        fields = text[text.rindex(")") + 2:].split()   # after "pid (comm) ": state, ppid, ...
+        pid = int(entry.parent.name)
+        parents[pid] = int(fields[1])
+        # utime, stime, cutime, cstime are fields 14-17 of stat (11-14 after the comm)
+        times[pid] = sum(int(x) for x in fields[11:15]) / tick
+    me = os.getpid()
+    for pid in times:
+        p, seen = parents.get(pid), 0
+        while p is not None and p != me and p > 1 and seen < 64:
+            p, seen = parents.get(p), seen + 1
+        if p == me and pid != me:
+            total += times[pid]
+    return total
 
 
 def _load() -> str:
@@ -101,9 +135,17 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     load_before = _load()
     n_steps = 6
 
+    cpu_all = _cpu_seconds()
+    cpu_at: list[float] = []
+
     def step(i: int, title: str) -> float:
         console.rule(f"[bold]{i}/{n_steps} {title}")
+        cpu_at.append(_cpu_seconds())
         return time.perf_counter()
+
+    def done(name: str, started: float) -> None:
+        result.timings[name] = time.perf_counter() - started
+        result.cpu_seconds[name] = _cpu_seconds() - cpu_at[-1]
 
     t0 = step(1, f"Simulating {patients} DBC-like patients (T-stage case-control cohort): a {slices}-slice slab "
                  "through each tumour, GE and Siemens")
@@ -114,7 +156,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
         console.print(sim.summary())
     else:
         console.print(f"reusing {archive}")
-    result.timings["simulate"] = time.perf_counter() - t0
+    done("simulate", t0)
 
     t0 = step(2, "Manifests: T stage > 2 on a 47 x 47 crop of the slab; lesion presence on 47 x 47 patches")
     tasks = {}
@@ -124,7 +166,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     for name, build in (("stage", stage), ("presence", presence)):
         tasks[name] = write_manifest(build.table, out / f"manifest_{name}.parquet")
         console.print(build.summary())
-    result.timings["manifest"] = time.perf_counter() - t0
+    done("manifest", t0)
 
     kw = dict(workers=workers, report=False)
     studies = {name: out / f"study_{name}" for name in tasks}
@@ -135,7 +177,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
         res = run_study(tasks[name], studies[name], seeds=main_seeds, preset="cpu", epochs=epochs, stratify=stratify,
                         **kw)
         console.print(res.summary())
-    result.timings["main"] = time.perf_counter() - t0
+    done("main", t0)
 
     t0 = step(4, f"Target-domain mixing (Appendix A.1) and training noise (A.2) on the stage task, {extra_seeds} seed(s)")
     if extra_seeds > 0:
@@ -143,7 +185,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
                                  **kw).summary())
         console.print(run_noise(tasks["stage"], studies["stage"], alphas=alphas or DEMO_ALPHAS, seeds=extra_seeds,
                                 **kw).summary())
-    result.timings["mixing+noise"] = time.perf_counter() - t0
+    done("mixing+noise", t0)
 
     t0 = step(5, f"Attribution: re-image target patients with factors of {partners} partners' protocols, pooled over "
                  f"{attribution_seeds} seeds")
@@ -155,7 +197,7 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
         for line in att.findings:
             console.print(f"- {line}")
         att_findings += att.findings
-    result.timings["attribution"] = time.perf_counter() - t0
+    done("attribution", t0)
 
     t0 = step(6, "Reports: Table 2, Delta, test sets, figures, attribution, report.html per task")
     command = "mridomain shift demo " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if "demo" in sys.argv else None
@@ -167,12 +209,13 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
             command=(command or "mridomain.shift.demo.run_shift_demo")
             + f" | {result.timings['total']:.0f} s until the reports, load average {load_before} before, {_load()} after"
             + "; cohort: t-stage-case-control (as many T3/T4 cases as T1/T2 controls per manufacturer)")
-    result.timings["report"] = time.perf_counter() - t0
+    done("report", t0)
     result.timings["total"] = time.perf_counter() - t_all
+    result.cpu_seconds["total"] = _cpu_seconds() - cpu_all
     result.findings = [f for r in reports.values() for f in r.findings] + att_findings
     from mridomain.files import dump_json
 
-    dump_json({"timings_s": result.timings, "load_average_before": load_before, "load_average_after": _load(),
+    dump_json({"timings_s": result.timings, "cpu_s": result.cpu_seconds, "load_average_before": load_before, "load_average_after": _load(),
                "patients": patients, "seed": seed, "slices": slices, "main_seeds": main_seeds,
                "extra_seeds": extra_seeds, "attribution_seeds": attribution_seeds, "partners": partners,
                "attribution_patients": attribution_patients, "threshold": threshold,
@@ -180,7 +223,8 @@ def run_shift_demo(out: str | Path = "shift_demo", patients: int = DEMO_SIZES["p
     console.rule("[bold]What the simulated study found")
     for line in result.findings:
         console.print(f"- {line}")
-    console.print("Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items())
+    console.print("Timings (wall s / CPU s): " + ", ".join(f"{k} {v:.0f} / {result.cpu_seconds.get(k, 0):.0f}"
+                                                           for k, v in result.timings.items())
                   + f"; load average {load_before} before, {_load()} after")
     for name, rep in reports.items():
         console.print(f"{name} report: {rep.html}")

@@ -73,17 +73,10 @@ def open_study(out: str | Path, model: str | None = None) -> Study:
     ``model``: the user model (``package.module:callable``) you trust this folder to run; a study
     whose config names another model outside the registry is refused before it trains.
     """
-    from mridomain.files import read_json
+    from mridomain.files import read_versioned_json
 
     out = Path(out)
-    meta = read_json(out / "study.json")
-    if not isinstance(meta, dict) or meta.get("format") != STUDY_FORMAT:
-        raise SchemaMismatchError(f"{out / 'study.json'}: not a shift study")
-    version = meta.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version!r} is not a whole number")
-    if version > STUDY_VERSION:
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version} is newer than this mridomain reads")
+    meta = read_versioned_json(out / "study.json", STUDY_VERSION, expect=STUDY_FORMAT)
     config = ShiftConfig.from_dict(meta.get("config"), where=str(out / "study.json"))
     try:
         domains = {str(k): (str(v[0]), str(v[1])) for k, v in meta["domains"].items()}
