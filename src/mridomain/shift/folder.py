@@ -39,9 +39,11 @@ class Study:
 
     @property
     def store(self) -> ResultsStore:
+        """The folder's run records (``runs.jsonl``)."""
         return ResultsStore(self.out / "runs.jsonl")
 
     def data(self, dataset: str) -> StudyData:
+        """The samples of ``dataset`` as read into the folder (memory-mapped)."""
         return StudyData.load(dataset_folder(self.out, dataset))
 
     @property
@@ -62,6 +64,8 @@ class Study:
         return "stratified by label within each domain" if self.stratify else "random within each domain (the paper's)"
 
     def context(self, keep_models: Sequence[str] = ("main",)) -> RunContext:
+        """What every run of this study shares, picklable for worker processes (models of the
+        experiments in ``keep_models`` are kept under ``models/``)."""
         return RunContext(data={ds: str(dataset_folder(self.out, ds)) for ds in self.domains},
                           config=self.config.to_dict(), fractions=self.fractions, stratify=self.stratify,
                           models_dir=str(self.out / "models"), keep_models=tuple(keep_models), preset=self.preset)

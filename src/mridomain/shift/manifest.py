@@ -64,6 +64,8 @@ class ManifestBuild:
     dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason", "n", "examples"]))
 
     def summary(self) -> str:
+        """A few lines: samples and patients per dataset and domain with their labels, and what was
+        dropped for which reason."""
         t = self.table
         lines = [f"{len(t)} samples of {t['patient_id'].nunique() if len(t) else 0} patients"]
         if len(t):

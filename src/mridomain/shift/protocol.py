@@ -47,10 +47,16 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
+        """The run's name in ``runs.jsonl`` and the tables.
+
+        >>> RunSpec("mixing", "MRI-Breast", 3, "GE", "SIEMENS", 0.2).run_id
+        'mixing/MRI-Breast/seed3/train=GE/m=0.2'
+        """
         s = "" if self.setting is None else f"/{self.experiment[0]}={self.setting:g}"
         return f"{self.experiment}/{self.dataset}/seed{self.seed}/train={self.train_domain}{s}"
 
     def to_dict(self) -> dict:
+        """The spec's fields and run id (the first columns of a run record)."""
         return {"run_id": self.run_id, "experiment": self.experiment, "dataset": self.dataset, "seed": self.seed,
                 "train_domain": self.train_domain, "other_domain": self.other_domain, "setting": self.setting}
 

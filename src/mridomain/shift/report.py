@@ -52,6 +52,7 @@ class ReportResult:
     findings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """The report's path, its tables and figures, and the findings, one per line."""
         lines = [f"report: {self.html}"] + [f"  {k}: {v}" for k, v in {**self.tables, **self.figures}.items()]
         return "\n".join(lines + [f"  * {f}" for f in self.findings])
 

@@ -141,6 +141,7 @@ class ExperimentResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
+        """The records of this call's runs that failed."""
         return [r for r in self.records if r.get("status") != "ok"]
 
     def raise_if_all_failed(self) -> None:
@@ -152,6 +153,7 @@ class ExperimentResult:
                                   f"first: {first['run_id']}: {first.get('error')}")
 
     def summary(self) -> str:
+        """One line of counts and the study's settings, then up to ten failed runs with their errors."""
         ran = len(self.records)
         line = (f"{self.experiment}: {self.planned} runs planned, {self.resumed} already finished, {ran} run now"
                 f" ({len(self.failed)} failed); {self.study.settings_line()}")
