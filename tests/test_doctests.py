@@ -13,6 +13,11 @@ MODULES = [
     "mridomain.data.schema",
     "mridomain.sim.physics",
     "mridomain.engine.engine",
+    "mridomain.shift.protocol",
+    "mridomain.shift.stats",
+    "mridomain.shift.study",
+    "mridomain.shift.manifest",
+    "mridomain.shift.attribution",
 ]
 
 

@@ -38,7 +38,11 @@ _FREE_FIELDS = ("seed", "device", "devices", "num_nodes", "strategy")
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
-    """``10`` -> seeds 0..9; a list is used as given."""
+    """``10`` -> seeds 0..9; a list is used as given.
+
+    >>> seed_list(3), seed_list([4, 7])
+    ([0, 1, 2], [4, 7])
+    """
     if isinstance(seeds, int):
         if seeds < 1:
             raise InvalidArgumentError(f"seeds {seeds}: need at least one")
