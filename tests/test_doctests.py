@@ -18,6 +18,11 @@ MODULES = [
     "mridomain.iap.labels",
     "mridomain.iap.config",
     "mridomain.synth.contribution",
+    "mridomain.shift.protocol",
+    "mridomain.shift.stats",
+    "mridomain.shift.study",
+    "mridomain.shift.manifest",
+    "mridomain.shift.attribution",
 ]
 
 

@@ -359,10 +359,14 @@ def test_tampered_study_folders(crops, tmp_path):
     prepare_study(crops, study, make_config("cpu", model="nodulex", width=0.25, epochs=1, batch_size=8),
                   progress=False)
     cases = {
-        "study.json: a list": ("study.json", lambda p: p.write_text("[]"), "not a shift study"),
+        "study.json: a list": ("study.json", lambda p: p.write_text("[]"), "study.json: not a JSON object"),
         "study.json: no domains": ("study.json", lambda p: _json_edit(p, lambda d: d.pop("domains")), "damaged study"),
         "study.json: fractions text": ("study.json", lambda p: _json_edit(p, lambda d: d.update(fractions="a")), "damaged"),
         "study.json: version text": ("study.json", lambda p: _json_edit(p, lambda d: d.update(version="x")), "version"),
+        "study.json: another format": ("study.json", lambda p: _json_edit(p, lambda d: d.update(format="x")),
+                                       "not a mridomain.shift.study file"),
+        "study.json: newer version": ("study.json", lambda p: _json_edit(p, lambda d: d.update(version=99)),
+                                      "version 99 is newer than this mridomain reads"),
         "study.json: config model os:abort": ("study.json", lambda p: _json_edit(p, lambda d: d["config"].update(model="os:abort")), "os:abort"),
         "study.json: config epochs -1": ("study.json", lambda p: _json_edit(p, lambda d: d["config"].update(epochs=-1)), "epochs"),
         "splits.csv: empty": ("splits.csv", lambda p: p.write_text(""), "splits.csv: damaged"),

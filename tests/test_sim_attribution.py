@@ -63,6 +63,23 @@ def test_switching_one_factor_changes_only_what_it_should():
         assert not np.array_equal(base, other), factor
 
 
+def test_shared_renders_give_the_same_pixels_for_every_factor():
+    """One patient imaged with each factor switched, sharing one renders dict (as the shift
+    attribution does), equals imaging each condition on its own, bit for bit; the geometry factors
+    (matrix, all) render their own grid and the others reuse the patient's."""
+    ph = patient_phantom(1, 0)
+    si, ge = make_protocol(**SIEMENS), make_protocol(**GE)
+    renders: dict = {}
+    conditions = [si] + [replace_factors(si, ge, f) for f in FACTORS] + [replace_factors(si, ge, list(FACTORS))]
+    for p in conditions:
+        shared = acquire_series(patient_phantom(1, 0), p, slices=3, renders=renders)
+        alone = acquire_series(ph, p, slices=3)
+        np.testing.assert_array_equal(shared.volume, alone.volume)
+        assert shared.tumor_box == alone.tumor_box
+    grids = {(k[0], k[1], k[2]) for k in renders}
+    assert len(renders) == 3 * len(grids) and 2 <= len(grids) < len(conditions)
+
+
 def test_acquire_series_equals_what_simulate_writes(tmp_path):
     preset = tmp_path / "one.yaml"
     preset.write_text(

@@ -236,3 +236,7 @@ def simulate(
     result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
                             phases=phases, workers=workers, slab=slab)
     typer.echo(result.summary())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

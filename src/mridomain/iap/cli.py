@@ -294,7 +294,3 @@ def compare(
     res = run_compare(train_cache, new, run, out, rule=rule, engine=engine)
     typer.echo(res.to_markdown())
     typer.echo(f"report: {res.files['report']}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    app()

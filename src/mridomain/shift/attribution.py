@@ -81,19 +81,10 @@ def _acts(factor: str, phase: int) -> bool:
     return not ((factor == "contrast_agent" and phase == 0) or factor == "header")
 
 
-def _reimage(task: tuple) -> tuple[str, Any, dict[int, np.ndarray] | None, str | None]:
-    """Worker: one patient under one condition -> the crops of its samples, each cut around the
-    tumor box of the re-imaged series as an annotator would (``contralateral`` samples: the same
-    box mirrored to the other breast, columns ``w - 1 - x``)."""
-    from mridomain.sim.breast import acquire_series
-
-    pid, key, phantom, protocol, slices, slab, phase, crop, sites = task
-    try:
-        series = acquire_series(phantom, protocol, slices=slices, slab=slab, phase=phase)
-    except Exception as err:  # noqa: BLE001 - recorded per patient and condition
-        return pid, key, None, f"{type(err).__name__}: {err}"
-    if series.tumor_box is None:
-        return pid, key, None, "no tumor box in the re-imaged series"
+def _crops_of(series: Any, crop: tuple[int, int, int], sites: list[tuple[int, str]]) -> dict[int, np.ndarray]:
+    """The crops of one patient's samples, each cut around the tumor box of the re-imaged series as
+    an annotator would (``contralateral`` samples: the same box mirrored to the other breast,
+    columns ``w - 1 - x``)."""
     s0, s1, r0, r1, c0, c1 = series.tumor_box
     width = series.volume.shape[2]
     out = {}
@@ -102,7 +93,37 @@ def _reimage(task: tuple) -> tuple[str, Any, dict[int, np.ndarray] | None, str |
         if site == "contralateral":
             x = width - 1 - x
         out[index] = crop_volume(series.volume, ((s0 + s1) / 2, (r0 + r1) / 2, x), crop)
-    return pid, key, out, None
+    return out
+
+
+def _reimage_patient(task: tuple) -> list[tuple[str, Any, dict[int, np.ndarray] | None, str | None]]:
+    """Worker: one patient under each of its conditions -> per condition the crops of its samples
+    (:func:`_crops_of`) or why there are none. The conditions share one ``renders`` dict
+    (:func:`mridomain.sim.acquire_series`): a factor that leaves the geometry alone reuses the
+    patient's rendered anatomy, with identical pixels."""
+    from mridomain.sim.breast import acquire_series
+
+    pid, phantom, jobs, slices, slab, phase, crop, sites = task
+    renders: dict = {}
+    out = []
+    for key, protocol in jobs:
+        try:
+            series = acquire_series(phantom, protocol, slices=slices, slab=slab, phase=phase, renders=renders)
+        except Exception as err:  # noqa: BLE001 - recorded per patient and condition
+            out.append((pid, key, None, f"{type(err).__name__}: {err}"))
+            continue
+        if series.tumor_box is None:
+            out.append((pid, key, None, "no tumor box in the re-imaged series"))
+        else:
+            out.append((pid, key, _crops_of(series, crop, sites), None))
+    return out
+
+
+def _reimage(task: tuple) -> tuple[str, Any, dict[int, np.ndarray] | None, str | None]:
+    """Worker: one patient under one condition, ``(pid, key, phantom, protocol, slices, slab,
+    phase, crop, sites)`` -> ``(pid, key, crops or None, why not)`` (see :func:`_reimage_patient`)."""
+    pid, key, phantom, protocol, slices, slab, phase, crop, sites = task
+    return _reimage_patient((pid, phantom, [(key, protocol)], slices, slab, phase, crop, sites))[0]
 
 
 def _sites(table: pd.DataFrame) -> dict[str, list[tuple[int, str]]]:
@@ -138,6 +159,225 @@ def _balanced(patients: list[str], positive: dict[str, bool], n: int | None, key
     return sorted(str(p) for p in picked)
 
 
+@dataclass
+class _Task:
+    """What the attribution of one study needs from its folder: the dataset, its two domains, the
+    samples and how they were cut (crop, DCE phase, slab slices)."""
+
+    out: Path
+    study: Any
+    dataset: str
+    domains: tuple[str, str]
+    data: Any
+    crop: tuple[int, int, int]
+    phase: int
+    slices: int
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return self.data.table
+
+    @property
+    def directions(self) -> tuple[tuple[str, str], tuple[str, str]]:
+        """(training domain, target domain) of each model."""
+        d1, d2 = self.domains
+        return (d1, d2), (d2, d1)
+
+
+def _check_arguments(factors: Sequence[str], partners: int, target_set: str) -> None:
+    """One-line errors for an unknown factor, no partner or an unknown target set."""
+    from mridomain.sim.breast import FACTORS
+
+    unknown = [f for f in factors if f not in FACTORS]
+    if unknown:
+        raise InvalidArgumentError(f"unknown acquisition factor(s) {unknown}; choose from {', '.join(FACTORS)}")
+    if partners < 1:
+        raise InvalidArgumentError(f"partners {partners}: need at least one source partner per target patient")
+    if target_set not in ("test", "all"):
+        raise InvalidArgumentError(f"target_set {target_set!r}: choose test or all")
+
+
+def _open_task(study_out: str | Path, model: str | None, phase: int | None) -> _Task:
+    """Open the study folder and read how its samples were cut (one-line errors when attribution
+    cannot run on it: several datasets, no crop, unknown phase)."""
+    from mridomain.shift.study import open_study
+
+    study = open_study(study_out, model=model)
+    study.check_model()
+    out = Path(study_out)
+    if len(study.domains) != 1:
+        raise InvalidArgumentError(f"{out}: attribution runs on a study of one simulated dataset "
+                                   f"(this one has {len(study.domains)})")
+    dataset, (d1, d2) = next(iter(study.domains.items()))
+    data = study.data(dataset)
+    table = data.table
+    crop = tuple(int(table[c].iloc[0]) for c in ("crop_d", "crop_h", "crop_w")) if "crop_d" in table else None
+    if crop is None:
+        raise SchemaMismatchError(f"{out}: attribution needs a crop task (manifest with crop_d/h/w)")
+    if phase is None:
+        if "phase" not in table.columns:
+            raise SchemaMismatchError(f"{out}: the manifest does not say which DCE phase it cropped (pass phase=)")
+        phase = int(table["phase"].iloc[0])
+    slices = int(table["n_slices"].iloc[0]) if "n_slices" in table.columns else crop[0]
+    return _Task(out, study, dataset, (d1, d2), data, crop, phase, slices)
+
+
+def _attributed_seeds(task: _Task, seeds: Sequence[int] | None) -> tuple[list[int], pd.DataFrame]:
+    """The seeds to attribute (default: every seed whose two main models are kept) and the main
+    experiment's finished runs; a one-line error when a seed asked for has no kept models."""
+    from mridomain.shift.protocol import RunSpec
+    from mridomain.shift.runner import model_folder, results_table
+
+    runs = results_table(task.study.store.records())
+    main = runs[(runs["experiment"] == "main") & (runs["status"] == "ok")]
+    have = sorted({int(s) for s in main["seed"]
+                   if all(model_folder(task.out / "models", RunSpec("main", task.dataset, int(s), a, b)).exists()
+                          for a, b in task.directions)})
+    chosen = have if seeds is None else [int(s) for s in seeds]
+    missing = [s for s in chosen if s not in have]
+    if not chosen or missing:
+        raise EmptyInputError(task.out / "models", f"no kept main models for seed(s) {missing or 'any'} "
+                                                   "(run the main experiment first)")
+    return chosen, main
+
+
+def _choose_targets(task: _Task, seeds: Sequence[int], target_set: str, max_patients: int | None,
+                    positive: dict[str, bool], by_domain: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Per training domain, the target-domain patients to re-image (see :func:`run_attribution`)."""
+    table = task.table
+    pids = table["patient_id"].astype(str).to_numpy()
+    targets: dict[str, list[str]] = {}
+    for source, target in task.directions:
+        if target_set == "all":
+            chosen = by_domain[target]
+        else:
+            found: set[str] = set()
+            for seed in seeds:
+                splits = study_splits(table, task.dataset, seed, task.study.fractions, task.study.stratify)
+                found |= set(pids[(table["domain"].to_numpy() == target) & (splits == "test")].tolist())
+            chosen = sorted(found)
+        targets[source] = _balanced(chosen, positive, max_patients, (task.dataset, source))
+    return targets
+
+
+def _plan_reimaging(task: _Task, targets: dict[str, list[str]], by_domain: dict[str, list[str]],
+                    exams: dict[str, Any], factors: Sequence[str], conditions: Sequence[str], partners: int,
+                    sites: dict[str, list[tuple[int, str]]], acquired: dict[int, np.ndarray],
+                    crops: dict[tuple[int, str, int], np.ndarray], slab: str) -> tuple[list[tuple], int, int]:
+    """One work item per target patient: the (condition, partner) protocols it is imaged with.
+
+    A condition that changes nothing reaching these pixels takes the acquired crops into ``crops``
+    instead (the simulator is deterministic). Returns the work items, the number of series to
+    image and the number of conditions reused."""
+    from mridomain.sim.breast import replace_factors
+
+    items, n_series, reused = [], 0, 0
+    for source, chosen in targets.items():
+        pool = by_domain[source]
+        for pid in chosen:
+            rng = np.random.default_rng(stable_seed("partner", pid, source))
+            lent = [str(p) for p in rng.choice(pool, min(partners, len(pool)), replace=False)]
+            phantom, own = exams[pid]
+            jobs = []
+            for r, partner in enumerate(lent):
+                other = exams[partner][1]
+                for cond in conditions:
+                    p = replace_factors(own, other,
+                                        [f for f in factors if _acts(f, task.phase)] if cond == "all" else cond)
+                    if not _acts(cond, task.phase) or p == own:
+                        # nothing that reaches these pixels changed: the simulator is deterministic,
+                        # so the crops are the acquired ones (no need to image them again)
+                        for i, _ in sites[pid]:
+                            crops[(i, cond, r)] = acquired[i]
+                        reused += 1
+                        continue
+                    jobs.append(((cond, r), p))
+            if jobs:
+                items.append((pid, phantom, jobs, task.slices, slab, task.phase, task.crop, sites[pid]))
+                n_series += len(jobs)
+    return items, n_series, reused
+
+
+def _reimage_all(items: list[tuple], n_series: int, crops: dict[tuple[int, str, int], np.ndarray],
+                 workers: int | None, progress: bool) -> list[dict[str, Any]]:
+    """Run the planned re-imaging (one work item per patient, in parallel) into ``crops``; returns
+    the (patient, condition, partner) that gave no crop, with the reason."""
+    from mridomain.parallel import parallel_map
+
+    skipped = []
+    for results in parallel_map(_reimage_patient, items, workers=workers, total=len(items), progress=progress,
+                                desc="re-image", unit="series", advance=len, advance_total=n_series):
+        for pid, (cond, r), got, why in results:
+            if got is None:
+                skipped.append({"patient_id": pid, "condition": cond, "partner": r, "reason": why})
+            else:
+                for i, arr in got.items():
+                    crops[(i, cond, r)] = arr
+    return skipped
+
+
+def _score_direction(task: _Task, source: str, chosen: list[str], seeds: Sequence[int], models: dict,
+                     conditions: Sequence[str], n_partners: int, sites: dict[str, list[tuple[int, str]]],
+                     acquired: dict[int, np.ndarray], crops: dict[tuple[int, str, int], np.ndarray],
+                     reference: pd.DataFrame, n_boot: int) -> tuple[list[dict], pd.DataFrame | None]:
+    """Score every crop of one direction with every seed's model: the per-seed AUC rows and the
+    pooled summary (None when no sample has every condition imaged)."""
+    target = task.domains[1] if source == task.domains[0] else task.domains[0]
+    pids = task.table["patient_id"].astype(str).to_numpy()
+    labels = task.table["label"].to_numpy().astype(np.int64)
+    idx = [i for p in chosen for i, _ in sites[p]
+           if all((i, c, r) in crops for c in conditions for r in range(n_partners))]
+    if not idx:
+        return [], None
+    y = labels[idx]
+    groups = pids[idx]
+    acq = np.zeros((len(seeds), len(idx)))
+    switched = np.zeros((len(seeds), len(conditions), n_partners, len(idx)))
+    for k, seed in enumerate(seeds):
+        classifier = models[(seed, source)]
+        acq[k] = classifier.decision_function(np.stack([acquired[i] for i in idx]))
+        stack = np.stack([crops[(i, c, r)] for c in conditions for r in range(n_partners) for i in idx])
+        switched[k] = classifier.decision_function(stack).reshape(len(conditions), n_partners, len(idx))
+    ref = reference[reference["train_domain"] == source].set_index("seed").reindex(seeds)
+    auc_in = ref["auc_in_domain"].to_numpy(dtype=np.float64)
+    a_acq, a_sw = _auc(acq, y), _auc(switched, y)
+    rows = []
+    for k, seed in enumerate(seeds):
+        base = {"dataset": task.dataset, "seed": seed, "train_domain": source, "test_domain": target,
+                "n": len(idx), "n_positive": int(y.sum()), "auc_in_domain": auc_in[k]}
+        rows.append({**base, "condition": "acquired", "partner": None, "auc": a_acq[k]})
+        for c, cond in enumerate(conditions):
+            for r in range(n_partners):
+                rows.append({**base, "condition": cond, "partner": r, "auc": a_sw[k, c, r]})
+    summary = attribution_summary(acq, switched, y, groups, conditions, auc_in, n_boot=n_boot).assign(
+        dataset=task.dataset, train_domain=source, test_domain=target, n_seeds=len(seeds), n_partners=n_partners,
+        n_samples=len(idx), n_positive=int(y.sum()), n_patients=len(set(groups.tolist())))
+    return rows, summary
+
+
+def _joined(summaries: list[pd.DataFrame]) -> pd.DataFrame:
+    """The directions' summaries in one table, dataset / domains / condition first."""
+    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
+    if len(summary):
+        front = ["dataset", "train_domain", "test_domain", "condition"]
+        summary = summary[front + [c for c in summary.columns if c not in front]]
+    return summary
+
+
+def _write_outputs(out: Path, result: AttributionResult, meta: dict[str, Any]) -> None:
+    """attribution_runs.csv, attribution.csv, attribution_skipped.csv (when any), the figure and
+    attribution_summary.json (``meta``)."""
+    from mridomain.files import dump_json
+
+    result.table.to_csv(out / "attribution_runs.csv", index=False)
+    result.summary.to_csv(out / "attribution.csv", index=False)
+    if len(result.skipped):
+        result.skipped.to_csv(out / "attribution_skipped.csv", index=False)
+    if len(result.summary):
+        figure_attribution(result.summary).savefig(out / "fig_attribution.png", dpi=100)
+    dump_json(meta, out / "attribution_summary.json")
+
+
 def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 0, preset: str | Path = "dbc",
                     seeds: Sequence[int] | None = None, factors: Sequence[str] = PIXEL_FACTORS,
                     target_set: str = "test", partners: int = 3, max_patients: int | None = None,
@@ -160,154 +400,62 @@ def run_attribution(study_out: str | Path, archive: str | Path, sim_seed: int = 
     partner and condition) and ``fig_attribution.png`` into ``study_out``.
     ``model``: the user model (``package.module:callable``) the study was run with, repeated (a
     folder alone never chooses code to import).
+
+    Steps: open the folder (:func:`_open_task`), pick the seeds (:func:`_attributed_seeds`) and
+    load their models, pick the target patients (:func:`_choose_targets`), plan and run the
+    re-imaging (:func:`_plan_reimaging`, one work item per patient), score both directions
+    (:func:`_score_direction`), write the outputs.
+
+    >>> run_attribution("no-such-study", "archive", partners=0)
+    Traceback (most recent call last):
+    ...
+    mridomain.errors.InvalidArgumentError: partners 0: need at least one source partner per target patient
     """
-    from mridomain.files import dump_json
-    from mridomain.parallel import parallel_map
     from mridomain.shift.classifier import ShiftClassifier
     from mridomain.shift.protocol import RunSpec
-    from mridomain.shift.runner import model_folder, results_table
-    from mridomain.shift.study import open_study
-    from mridomain.sim.breast import FACTORS, replace_factors
+    from mridomain.shift.runner import model_folder
 
-    unknown = [f for f in factors if f not in FACTORS]
-    if unknown:
-        raise InvalidArgumentError(f"unknown acquisition factor(s) {unknown}; choose from {', '.join(FACTORS)}")
-    if partners < 1:
-        raise InvalidArgumentError(f"partners {partners}: need at least one source partner per target patient")
-    if target_set not in ("test", "all"):
-        raise InvalidArgumentError(f"target_set {target_set!r}: choose test or all")
-    study = open_study(study_out, model=model)
-    study.check_model()
-    out = Path(study_out)
-    if len(study.domains) != 1:
-        raise InvalidArgumentError(f"{out}: attribution runs on a study of one simulated dataset "
-                                   f"(this one has {len(study.domains)})")
-    dataset, (d1, d2) = next(iter(study.domains.items()))
-    data = study.data(dataset)
-    table = data.table
-    crop = tuple(int(table[c].iloc[0]) for c in ("crop_d", "crop_h", "crop_w")) if "crop_d" in table else None
-    if crop is None:
-        raise SchemaMismatchError(f"{out}: attribution needs a crop task (manifest with crop_d/h/w)")
-    if phase is None:
-        if "phase" not in table.columns:
-            raise SchemaMismatchError(f"{out}: the manifest does not say which DCE phase it cropped (pass phase=)")
-        phase = int(table["phase"].iloc[0])
-    slices = int(table["n_slices"].iloc[0]) if "n_slices" in table.columns else crop[0]
-    runs = results_table(study.store.records())
-    main = runs[(runs["experiment"] == "main") & (runs["status"] == "ok")]
-    have = sorted({int(s) for s in main["seed"]
-                   if all(model_folder(out / "models", RunSpec("main", dataset, int(s), a, b)).exists()
-                          for a, b in ((d1, d2), (d2, d1)))})
-    seeds = have if seeds is None else [int(s) for s in seeds]
-    missing = [s for s in seeds if s not in have]
-    if not seeds or missing:
-        raise EmptyInputError(out / "models", f"no kept main models for seed(s) {missing or 'any'} "
-                                              "(run the main experiment first)")
+    _check_arguments(factors, partners, target_set)
+    task = _open_task(study_out, model, phase)
+    seeds, main = _attributed_seeds(task, seeds)
     # every model is loaded (and its folder checked) before any re-imaging work
-    models = {(seed, source): ShiftClassifier.load(model_folder(out / "models", RunSpec("main", dataset, seed, source,
-                                                                                      target)), model=model)
-              for seed in seeds for source, target in ((d1, d2), (d2, d1))}
+    models = {(seed, source): ShiftClassifier.load(model_folder(task.out / "models",
+                                                                RunSpec("main", task.dataset, seed, source, target)),
+                                                   model=model)
+              for seed in seeds for source, target in task.directions}
     exams = archive_protocols(archive, sim_seed, preset)
+    table = task.table
     pids = table["patient_id"].astype(str).to_numpy()
     labels = table["label"].to_numpy().astype(np.int64)
     positive = {p: bool(labels[pids == p].max()) for p in set(pids.tolist())}
-    by_domain = {d: sorted(set(pids[table["domain"].to_numpy() == d].tolist())) for d in (d1, d2)}
+    by_domain = {d: sorted(set(pids[table["domain"].to_numpy() == d].tolist())) for d in task.domains}
     sites = _sites(table)
-
-    targets: dict[str, list[str]] = {}
-    for source, target in ((d1, d2), (d2, d1)):
-        if target_set == "all":
-            chosen = by_domain[target]
-        else:
-            chosen = set()
-            for seed in seeds:
-                splits = study_splits(table, dataset, seed, study.fractions, study.stratify)
-                chosen |= set(pids[(table["domain"].to_numpy() == target) & (splits == "test")].tolist())
-            chosen = sorted(chosen)
-        targets[source] = _balanced(chosen, positive, max_patients, (dataset, source))
+    targets = _choose_targets(task, seeds, target_set, max_patients, positive, by_domain)
     conditions = [*factors, "all"]
     # "acquired" is the archive's own crop (re-imaging with the patient's protocol reproduces it
     # exactly: checked below), so only the switched conditions are re-imaged
-    acquired = {i: np.asarray(data.images[i]) for i in range(len(table))}
+    acquired = {i: np.asarray(task.data.images[i]) for i in range(len(table))}
     crops: dict[tuple[int, str, int], np.ndarray] = {}
-    tasks, reused, partner_of = [], 0, {}
-    for source, chosen in targets.items():
-        pool = by_domain[source]
-        for pid in chosen:
-            rng = np.random.default_rng(stable_seed("partner", pid, source))
-            lent = [str(p) for p in rng.choice(pool, min(partners, len(pool)), replace=False)]
-            partner_of[pid] = lent
-            phantom, own = exams[pid]
-            for r, partner in enumerate(lent):
-                other = exams[partner][1]
-                for cond in conditions:
-                    p = replace_factors(own, other, [f for f in factors if _acts(f, phase)] if cond == "all" else cond)
-                    if not _acts(cond, phase) or p == own:
-                        # nothing that reaches these pixels changed: the simulator is deterministic,
-                        # so the crops are the acquired ones (no need to image them again)
-                        for i, _ in sites[pid]:
-                            crops[(i, cond, r)] = acquired[i]
-                        reused += 1
-                        continue
-                    tasks.append((pid, (cond, r), phantom, p, slices, slab, phase, crop, sites[pid]))
-    _check_reproduces(exams, sites, acquired, slices, slab, phase, crop, archive, sim_seed)
-    skipped = []
-    for pid, (cond, r), got, why in parallel_map(_reimage, tasks, workers=workers, total=len(tasks),
-                                                 progress=progress, desc="re-image", unit="series"):
-        if got is None:
-            skipped.append({"patient_id": pid, "condition": cond, "partner": r, "reason": why})
-        else:
-            for i, arr in got.items():
-                crops[(i, cond, r)] = arr
+    items, n_series, reused = _plan_reimaging(task, targets, by_domain, exams, factors, conditions, partners, sites,
+                                              acquired, crops, slab)
+    _check_reproduces(exams, sites, acquired, task.slices, slab, task.phase, task.crop, archive, sim_seed)
+    skipped = _reimage_all(items, n_series, crops, workers, progress)
     n_partners = min(partners, *(len(v) for v in by_domain.values()))
     rows, summaries = [], []
-    reference = _reference(main, dataset)
+    reference = _reference(main, task.dataset)
     for source, chosen in targets.items():
-        target = d2 if source == d1 else d1
-        idx = [i for p in chosen for i, _ in sites[p]
-               if all((i, c, r) in crops for c in conditions for r in range(n_partners))]
-        if not idx:
-            continue
-        y = labels[idx]
-        groups = pids[idx]
-        acq = np.zeros((len(seeds), len(idx)))
-        switched = np.zeros((len(seeds), len(conditions), n_partners, len(idx)))
-        for k, seed in enumerate(seeds):
-            classifier = models[(seed, source)]
-            acq[k] = classifier.decision_function(np.stack([acquired[i] for i in idx]))
-            stack = np.stack([crops[(i, c, r)] for c in conditions for r in range(n_partners) for i in idx])
-            switched[k] = classifier.decision_function(stack).reshape(len(conditions), n_partners, len(idx))
-        ref = reference[reference["train_domain"] == source].set_index("seed").reindex(seeds)
-        auc_in = ref["auc_in_domain"].to_numpy(dtype=np.float64)
-        a_acq, a_sw = _auc(acq, y), _auc(switched, y)
-        for k, seed in enumerate(seeds):
-            base = {"dataset": dataset, "seed": seed, "train_domain": source, "test_domain": target,
-                    "n": len(idx), "n_positive": int(y.sum()), "auc_in_domain": auc_in[k]}
-            rows.append({**base, "condition": "acquired", "partner": None, "auc": a_acq[k]})
-            for c, cond in enumerate(conditions):
-                for r in range(n_partners):
-                    rows.append({**base, "condition": cond, "partner": r, "auc": a_sw[k, c, r]})
-        summaries.append(attribution_summary(acq, switched, y, groups, conditions, auc_in, n_boot=n_boot).assign(
-            dataset=dataset, train_domain=source, test_domain=target, n_seeds=len(seeds), n_partners=n_partners,
-            n_samples=len(idx), n_positive=int(y.sum()), n_patients=len(set(groups.tolist()))))
-    per_seed = pd.DataFrame(rows)
-    summary = pd.concat(summaries, ignore_index=True) if summaries else pd.DataFrame()
-    if len(summary):
-        front = ["dataset", "train_domain", "test_domain", "condition"]
-        summary = summary[front + [c for c in summary.columns if c not in front]]
-    result = AttributionResult(per_seed, summary,
+        got_rows, summary = _score_direction(task, source, chosen, seeds, models, conditions, n_partners, sites,
+                                             acquired, crops, reference, n_boot)
+        rows += got_rows
+        summaries += [summary] if summary is not None else []
+    summary = _joined(summaries)
+    result = AttributionResult(pd.DataFrame(rows), summary,
                                pd.DataFrame(skipped, columns=["patient_id", "condition", "partner", "reason"]))
     result.findings = attribution_findings(summary)
-    per_seed.to_csv(out / "attribution_runs.csv", index=False)
-    summary.to_csv(out / "attribution.csv", index=False)
-    if len(result.skipped):
-        result.skipped.to_csv(out / "attribution_skipped.csv", index=False)
-    if len(summary):
-        figure_attribution(summary).savefig(out / "fig_attribution.png", dpi=100)
-    dump_json({"sim_seed": sim_seed, "preset": str(preset), "phase": phase, "seeds": seeds, "factors": list(factors),
-               "target_set": target_set, "partners": n_partners, "max_patients": max_patients,
-               "findings": result.findings, "n_skipped": len(skipped), "n_reimaged": len(tasks),
-               "n_reused": reused}, out / "attribution_summary.json")
+    _write_outputs(task.out, result, {"sim_seed": sim_seed, "preset": str(preset), "phase": task.phase, "seeds": seeds,
+                                      "factors": list(factors), "target_set": target_set, "partners": n_partners,
+                                      "max_patients": max_patients, "findings": result.findings,
+                                      "n_skipped": len(skipped), "n_reimaged": n_series, "n_reused": reused})
     return result
 
 

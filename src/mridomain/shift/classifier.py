@@ -72,17 +72,23 @@ class ShiftClassifier(ArrayClassifier):
         return net
 
     def prepare(self, batch: np.ndarray):
+        """Each image z-scored on its own (the paper's §3.2 normalisation)."""
         return zscore_batch(batch)
 
     def flip_axes(self) -> tuple[int, ...]:
+        """The sample axes the cpu preset's augmentation may flip: in-plane only."""
         return (0, 1) if len(self.sample_shape) == 2 else (1, 2)      # in-plane flips only
 
     def check(self, images: np.ndarray, where: str) -> None:
+        """A one-line :class:`SchemaMismatchError` naming ``where`` when the images' sample shape is
+        not the one the model was built for."""
         if tuple(images.shape[1:]) != self.sample_shape:
             raise SchemaMismatchError(f"{where}: images of shape {tuple(images.shape[1:])}, the model expects "
                                       f"{self.sample_shape}")
 
     def metadata(self) -> dict[str, Any]:
+        """What :meth:`save` writes beside the weights to rebuild the model (sample shape, modality,
+        label names)."""
         return {"sample_shape": list(self.sample_shape), "modality": self.modality, "labels": LABELS}
 
     @classmethod
@@ -107,6 +113,8 @@ class ShiftClassifier(ArrayClassifier):
 
     @classmethod
     def from_metadata(cls, config: ShiftConfig, meta: dict[str, Any], where: str) -> "ShiftClassifier":
+        """The classifier :meth:`metadata` describes (one-line error naming ``where`` for a bad
+        sample shape)."""
         shape = meta.get("sample_shape")
         if not isinstance(shape, list) or len(shape) not in (2, 3):
             raise SchemaMismatchError(f"{where}: bad sample_shape {shape!r}")

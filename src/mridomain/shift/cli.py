@@ -249,9 +249,9 @@ def demo(
 
     check_output_folder(out, "--out folder")
     check_range(patients, "--patients", 1, 100_000)
-    for value, option in ((main_seeds, "--main-seeds"), (extra_seeds, "--extra-seeds"), (workers, "--workers"),
-                          (epochs, "--epochs")):
+    for value, option in ((main_seeds, "--main-seeds"), (workers, "--workers"), (epochs, "--epochs")):
         check_range(value, option, 1, 1000)
+    check_range(extra_seeds, "--extra-seeds", 0, 1000)     # 0: no mixing or noise
     check_range(attribution_seeds, "--attribution-seeds", 0, main_seeds)
     check_range(threshold, "--threshold", 0, 3)       # label = T stage > threshold; T stages run 0..4
     run_shift_demo(out, patients=patients, seed=seed, main_seeds=main_seeds, extra_seeds=extra_seeds,

@@ -115,20 +115,24 @@ class StudyData:
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample (e.g. (3, 47, 47) for a crop, (64, 64) for a 2-D image)."""
         return tuple(self.images.shape[1:])
 
     @property
     def domains(self) -> list[str]:
+        """The domains present in the samples, sorted."""
         return sorted(self.table["domain"].unique())
 
     @property
     def modality(self) -> str | None:
+        """The manifest's modality (MRI / CT / X-ray), or None when it gives none."""
         if "modality" in self.table.columns:
             vals = [v for v in self.table["modality"].unique() if v]
             return str(vals[0]) if vals else None
         return None
 
     def save(self, folder: str | Path) -> Path:
+        """Write ``images.npy`` (float32, all-or-nothing) and ``samples.parquet`` into ``folder``."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         write_npy_atomic(folder / "images.npy", np.ascontiguousarray(self.images, dtype=np.float32))
@@ -137,6 +141,8 @@ class StudyData:
 
     @classmethod
     def load(cls, folder: str | Path, mmap: bool = True) -> "StudyData":
+        """What :meth:`save` wrote (images memory-mapped unless ``mmap=False``); a one-line
+        :class:`SchemaMismatchError` when the files are damaged, missing or disagree."""
         folder = Path(folder)
         try:
             table = pd.read_parquet(folder / "samples.parquet")

@@ -39,9 +39,11 @@ class Study:
 
     @property
     def store(self) -> ResultsStore:
+        """The folder's run records (``runs.jsonl``)."""
         return ResultsStore(self.out / "runs.jsonl")
 
     def data(self, dataset: str) -> StudyData:
+        """The samples of ``dataset`` as read into the folder (memory-mapped)."""
         return StudyData.load(dataset_folder(self.out, dataset))
 
     @property
@@ -62,6 +64,8 @@ class Study:
         return "stratified by label within each domain" if self.stratify else "random within each domain (the paper's)"
 
     def context(self, keep_models: Sequence[str] = ("main",)) -> RunContext:
+        """What every run of this study shares, picklable for worker processes (models of the
+        experiments in ``keep_models`` are kept under ``models/``)."""
         return RunContext(data={ds: str(dataset_folder(self.out, ds)) for ds in self.domains},
                           config=self.config.to_dict(), fractions=self.fractions, stratify=self.stratify,
                           models_dir=str(self.out / "models"), keep_models=tuple(keep_models), preset=self.preset)
@@ -73,17 +77,10 @@ def open_study(out: str | Path, model: str | None = None) -> Study:
     ``model``: the user model (``package.module:callable``) you trust this folder to run; a study
     whose config names another model outside the registry is refused before it trains.
     """
-    from mridomain.files import read_json
+    from mridomain.files import read_versioned_json
 
     out = Path(out)
-    meta = read_json(out / "study.json")
-    if not isinstance(meta, dict) or meta.get("format") != STUDY_FORMAT:
-        raise SchemaMismatchError(f"{out / 'study.json'}: not a shift study")
-    version = meta.get("version", 0)
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version!r} is not a whole number")
-    if version > STUDY_VERSION:
-        raise SchemaMismatchError(f"{out / 'study.json'}: study version {version} is newer than this mridomain reads")
+    meta = read_versioned_json(out / "study.json", STUDY_VERSION, expect=STUDY_FORMAT)
     config = ShiftConfig.from_dict(meta.get("config"), where=str(out / "study.json"))
     try:
         domains = {str(k): (str(v[0]), str(v[1])) for k, v in meta["domains"].items()}

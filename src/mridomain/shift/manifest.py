@@ -64,6 +64,8 @@ class ManifestBuild:
     dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason", "n", "examples"]))
 
     def summary(self) -> str:
+        """A few lines: samples and patients per dataset and domain with their labels, and what was
+        dropped for which reason."""
         t = self.table
         lines = [f"{len(t)} samples of {t['patient_id'].nunique() if len(t) else 0} patients"]
         if len(t):
@@ -101,52 +103,46 @@ def _blank(value: Any) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() in ("", "nan", "None")
 
 
-def validate_manifest(table: pd.DataFrame, where: str | Path = "<manifest>", root: str | Path | None = None,
-                      check_files: bool = True) -> pd.DataFrame:
-    """A clean copy of ``table`` (types fixed, paths absolute) or a one-line :class:`ManifestError`.
+def _row_error(where: str, i: int, msg: str) -> ManifestError:
+    """The one-line error of data row ``i`` (0-based; shown 1-based, as the file numbers them)."""
+    return ManifestError(f"{where}: row {i + 1}: {msg}")
 
-    Rows are numbered as in the file (1 = the first data row). ``root`` resolves relative image
-    paths (default: the current folder).
-    """
-    where = str(where)
-    df = table.copy()
-    if "patient_id" not in df.columns and "patient" in df.columns:
-        df = df.rename(columns={"patient": "patient_id"})
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise ManifestError(f"{where}: missing column(s) {', '.join(missing)} "
-                            f"(a manifest needs {', '.join(REQUIRED_COLUMNS)})")
-    if len(df) == 0:
-        raise ManifestError(f"{where}: no rows")
-    df = df.reset_index(drop=True)
 
-    def fail(i: int, msg: str) -> None:
-        raise ManifestError(f"{where}: row {i + 1}: {msg}")
-
+def _clean_labels_and_names(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Labels as 0/1, domain and patient as stripped text (none empty), dataset and modality filled."""
     labels = [_as_label(v) for v in df["label"]]
     for i, (raw, lab) in enumerate(zip(df["label"], labels)):
         if lab is None:
-            fail(i, f"label {raw!r} is not 0 or 1")
+            raise _row_error(where, i, f"label {raw!r} is not 0 or 1")
     df["label"] = np.asarray(labels, dtype=np.int64)
     for col in ("domain", "patient_id"):
         for i, v in enumerate(df[col]):
             if _blank(v):
-                fail(i, f"empty {col}")
+                raise _row_error(where, i, f"empty {col}")
         df[col] = df[col].astype(str).str.strip()
     df["dataset"] = (df["dataset"].astype(str).str.strip() if "dataset" in df.columns else "dataset")
     if "modality" in df.columns:
         df["modality"] = [("" if _blank(v) else str(v).strip()) for v in df["modality"]]
-    if "split" in df.columns:
-        splits = [("" if _blank(v) else str(v).strip().lower()) for v in df["split"]]
-        for i, s in enumerate(splits):
-            if s not in ("", *SPLITS):
-                fail(i, f"split {df['split'][i]!r} is not train, val or test")
-        if any(splits) and not all(splits):
-            i = splits.index("")
-            fail(i, "empty split (give every row a split, or none)")
-        df["split"] = splits
-        if not any(splits):
-            df = df.drop(columns="split")
+    return df
+
+
+def _clean_split(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """The ``split`` column lower-cased and checked (every row or none); dropped when all empty."""
+    if "split" not in df.columns:
+        return df
+    splits = [("" if _blank(v) else str(v).strip().lower()) for v in df["split"]]
+    for i, s in enumerate(splits):
+        if s not in ("", *SPLITS):
+            raise _row_error(where, i, f"split {df['split'][i]!r} is not train, val or test")
+    if any(splits) and not all(splits):
+        raise _row_error(where, splits.index(""), "empty split (give every row a split, or none)")
+    df["split"] = splits
+    return df if any(splits) else df.drop(columns="split")
+
+
+def _clean_crops(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Crop centre and size (all three columns of each, a size with every centre) and ``slice`` as
+    numbers: sizes positive whole numbers, slices 0-based indices."""
     centre = [c for c in CROP_CENTER if c in df.columns]
     if centre and len(centre) != 3:
         raise ManifestError(f"{where}: crop centre needs all of {', '.join(CROP_CENTER)} (has {', '.join(centre)})")
@@ -159,17 +155,23 @@ def validate_manifest(table: pd.DataFrame, where: str | Path = "<manifest>", roo
         values = pd.to_numeric(df[col], errors="coerce")
         for i, (raw, v) in enumerate(zip(df[col], values)):
             if not np.isfinite(v):
-                fail(i, f"{col} {raw!r} is not a number")
+                raise _row_error(where, i, f"{col} {raw!r} is not a number")
             if col in CROP_SIZE and (v < 1 or v != int(v)):
-                fail(i, f"{col} {raw!r} is not a positive whole number")
+                raise _row_error(where, i, f"{col} {raw!r} is not a positive whole number")
             if col == "slice" and (v < 0 or v != int(v)):
-                fail(i, f"slice {raw!r} is not a 0-based slice index")
+                raise _row_error(where, i, f"slice {raw!r} is not a 0-based slice index")
         df[col] = values.astype(np.int64 if col in (*CROP_SIZE, "slice") else np.float64)
+    return df
+
+
+def _resolve_images(df: pd.DataFrame, where: str, root: str | Path | None, check_files: bool) -> pd.DataFrame:
+    """Image paths made absolute against ``root`` (default: the current folder); with
+    ``check_files``, the first missing one is an error that counts all that are missing."""
     base = Path(root) if root is not None else Path.cwd()
     paths = []
     for i, v in enumerate(df["image"]):
         if _blank(v):
-            fail(i, "empty image")
+            raise _row_error(where, i, "empty image")
         p = Path(str(v).strip()).expanduser()
         paths.append(str(p if p.is_absolute() else (base / p)))
     df["image"] = paths
@@ -178,7 +180,42 @@ def validate_manifest(table: pd.DataFrame, where: str | Path = "<manifest>", roo
         if absent:
             i = absent[0]
             more = f" ({len(absent)} of {len(paths)} images are missing)" if len(absent) > 1 else ""
-            fail(i, f"image {paths[i]} does not exist{more}")
+            raise _row_error(where, i, f"image {paths[i]} does not exist{more}")
+    return df
+
+
+def validate_manifest(table: pd.DataFrame, where: str | Path = "<manifest>", root: str | Path | None = None,
+                      check_files: bool = True) -> pd.DataFrame:
+    """A clean copy of ``table`` (types fixed, paths absolute) or a one-line :class:`ManifestError`.
+
+    Rows are numbered as in the file (1 = the first data row). ``root`` resolves relative image
+    paths (default: the current folder).
+
+    >>> import pandas as pd
+    >>> rows = [{"image": f"{p}.npy", "label": lab, "domain": dom, "patient_id": p}
+    ...         for p, lab, dom in (("a", 0, "GE"), ("b", "true", "GE"), ("c", 1, "SIEMENS"), ("d", 0, "SIEMENS"))]
+    >>> validate_manifest(pd.DataFrame(rows), check_files=False)[["sample_id", "label", "dataset"]].values.tolist()
+    [[0, 0, 'dataset'], [1, 1, 'dataset'], [2, 1, 'dataset'], [3, 0, 'dataset']]
+    >>> validate_manifest(pd.DataFrame(rows).assign(label=[0, 2, 1, 0]), where="m.csv", check_files=False)
+    Traceback (most recent call last):
+    ...
+    mridomain.shift.manifest.ManifestError: m.csv: row 2: label 2 is not 0 or 1
+    """
+    where = str(where)
+    df = table.copy()
+    if "patient_id" not in df.columns and "patient" in df.columns:
+        df = df.rename(columns={"patient": "patient_id"})
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{where}: missing column(s) {', '.join(missing)} "
+                            f"(a manifest needs {', '.join(REQUIRED_COLUMNS)})")
+    if len(df) == 0:
+        raise ManifestError(f"{where}: no rows")
+    df = df.reset_index(drop=True)
+    df = _clean_labels_and_names(df, where)
+    df = _clean_split(df, where)
+    df = _clean_crops(df, where)
+    df = _resolve_images(df, where, root, check_files)
     _check_patients_and_classes(df, where)
     if "sample_id" not in df.columns:
         df.insert(0, "sample_id", np.arange(len(df)))

@@ -64,6 +64,7 @@ class MRNet2D(nn.Module):
     MIN_SIZE = 63
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) images -> (N, 1) logits."""
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))
 
 
@@ -85,6 +86,7 @@ class NoduleXNet(nn.Module):
                                         nn.Dropout(0.5), nn.Linear(dense, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, D, H, W) crops (or (N, D, H, W)) -> (N, 1) logits."""
         if x.ndim == 5:                      # (N, 1, D, H, W) -> (N, D, H, W)
             x = x.reshape(x.shape[0], x.shape[1] * x.shape[2], *x.shape[3:])
         return self.classifier(self.features(x))

@@ -47,10 +47,16 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
+        """The run's name in ``runs.jsonl`` and the tables.
+
+        >>> RunSpec("mixing", "MRI-Breast", 3, "GE", "SIEMENS", 0.2).run_id
+        'mixing/MRI-Breast/seed3/train=GE/m=0.2'
+        """
         s = "" if self.setting is None else f"/{self.experiment[0]}={self.setting:g}"
         return f"{self.experiment}/{self.dataset}/seed{self.seed}/train={self.train_domain}{s}"
 
     def to_dict(self) -> dict:
+        """The spec's fields and run id (the first columns of a run record)."""
         return {"run_id": self.run_id, "experiment": self.experiment, "dataset": self.dataset, "seed": self.seed,
                 "train_domain": self.train_domain, "other_domain": self.other_domain, "setting": self.setting}
 
@@ -65,6 +71,16 @@ def split_domain(patient_labels: pd.Series, seed: int, fractions: Sequence[float
     stratum (the value of ``patient_labels``: a patient's label, or "mixed") are spread evenly over
     the random order before it is cut, so every split gets its share of positives: the paper's
     random split, made less likely to leave a small test set with one class.
+
+    >>> import pandas as pd
+    >>> labels = pd.Series([0, 1] * 6, index=[f"p{i:02d}" for i in range(12)])
+    >>> split = split_domain(labels, seed=0, stratify=True)
+    >>> sorted(split.values()).count("train"), sorted(split.values()).count("test")   # 2/3 and 1/6 of 12
+    (8, 2)
+    >>> sorted(labels[[p for p, s in split.items() if s == "test"]])                 # one of each class
+    [0, 1]
+    >>> split == split_domain(labels, seed=0, stratify=True)                          # a pure function of the seed
+    True
     """
     fr = check_fractions(fractions)
     patients = sorted(str(p) for p in patient_labels.index)
@@ -173,6 +189,11 @@ def mixing_indices(source_train: np.ndarray, target_train: np.ndarray, fraction:
     fraction f of the mixed set. They are drawn without replacement while the target training set
     lasts; past that, samples are duplicated: each target sample then appears ``n_target // M`` or
     one more times (M target samples). Returns (indices of the mixed set, number of duplicates).
+
+    >>> import numpy as np
+    >>> mixed, dup = mixing_indices(np.arange(8), np.arange(100, 103), 0.5, seed=0)   # f = 0.5: 8 target samples
+    >>> len(mixed), dup, sorted(np.bincount(mixed[8:] - 100).tolist())                # from 3: each 2 or 3 times
+    (16, 5, [2, 3, 3])
     """
     if not 0.0 <= fraction < 1.0:
         raise ManifestError(f"mixing fraction {fraction}: must be in [0, 1)")

@@ -52,6 +52,7 @@ class ReportResult:
     findings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
+        """The report's path, its tables and figures, and the findings, one per line."""
         lines = [f"report: {self.html}"] + [f"  {k}: {v}" for k, v in {**self.tables, **self.figures}.items()]
         return "\n".join(lines + [f"  * {f}" for f in self.findings])
 
@@ -259,75 +260,69 @@ def _alpha_scale(out: Path, study: Any) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def render_report(out: str | Path, title: str = "Scanner domain-shift study", command: str | None = None) -> ReportResult:
-    """Write every table, figure and ``report.html`` of a study folder from its results."""
-    from mridomain.report import Section, write_html_report
-    from mridomain.files import read_json
-    from mridomain.shift.folder import open_study
+class _Outputs:
+    """Writes a report's tables (CSV) and figures (PNG) into the study folder and lists them in
+    the :class:`ReportResult`."""
 
-    out = Path(out)
-    study = open_study(out)
-    records = study.store.records()
-    runs = results_table(records)
-    res = ReportResult(out)
+    def __init__(self, out: Path, res: ReportResult):
+        self.out, self.res = out, res
 
-    def table(name: str, df: pd.DataFrame) -> pd.DataFrame:
-        path = out / f"{name}.csv"
+    def table(self, name: str, df: pd.DataFrame) -> pd.DataFrame:
+        """``OUT/<name>.csv``; returns ``df``."""
+        path = self.out / f"{name}.csv"
         df.to_csv(path, index=False)
-        res.tables[name] = path
+        self.res.tables[name] = path
         return df
 
-    def figure(name: str, fig: Any) -> Path:
-        path = out / f"{name}.png"
+    def figure(self, name: str, fig: Any) -> Path:
+        """``OUT/<name>.png``; returns its path."""
+        path = self.out / f"{name}.png"
         fig.savefig(path, dpi=100)
-        res.figures[name] = path
+        self.res.figures[name] = path
         return path
 
-    table("runs", runs)
-    curves = table("curves", curves_table(records))
-    t2 = table("table2", table2(runs))
-    delta = table("delta", delta_table(runs))
-    modality = {}
-    for ds in study.domains:
-        m = study.data(ds).modality
-        modality[ds] = m or "MRI"
-    res.findings = findings(t2, delta)
+
+def _main_sections(write: _Outputs, runs: pd.DataFrame, curves: pd.DataFrame, t2: pd.DataFrame,
+                   delta: pd.DataFrame, modality: dict[str, str]) -> list:
+    """Table 2 and Figure 2, Delta and Figure 3, the test sets and the training curves."""
+    from mridomain.report import Section
+
     sections = []
-    note = " ".join(res.findings) if res.findings else "No main-experiment run has finished yet."
-    sections.append(Section("What the study found", note=note,
-                            text=(f"Study folder: {out}. Manifest: {study.meta.get('manifest')} "
-                                  f"({study.meta.get('n_samples')} samples). Domains: "
-                                  + "; ".join(f"{ds}: {a} vs {b}" for ds, (a, b) in study.domains.items())
-                                  + f". Model settings: {study.settings_line()}."
-                                  + (f"\n\nCommand: {command}" if command else ""))))
-    if len(t2):
-        f2 = figure("fig2_auc_bars", figure_auc_bars(runs, t2, delta))
-        f3 = figure("fig3_delta_box", figure_delta_box(runs, delta, modality))
-        sizes = table("test_sets", sizes_table(runs))
-        sections.append(Section("Table 2: test AUC, mean ± std over seeds", tables=[t2], figures=[(
-            "Figure 2. Test AUC of each domain's model on its own test set and on the other domain's (bars: mean ± "
-            "std over seeds; dots: single seeds; dotted line: chance); the title gives Delta and its 95% interval.",
-            f2)]))
-        sections.append(Section("Delta: out-of-domain minus in-domain AUC, paired per seed",
-                                text="Delta per seed = AUC(M_j, Test_other) − AUC(M_j, Test_j): negative means the "
-                                     "model scores worse on the other scanner. The interval is a 95% percentile "
-                                     "bootstrap over seeds, the p-value a two-sided Wilcoxon signed-rank test of the "
-                                     "per-seed differences. ci_half_width and detectable_delta say how small a Delta "
-                                     "this study could see: detectable_delta is the Delta a paired test of these seeds "
-                                     "detects with 80% power at alpha 0.05, from the seed-to-seed spread.",
-                                tables=[delta], figures=[(
-                                    "Figure 3. Left: Delta of each setting grouped by modality (box; red line: mean). "
-                                    "Right: per-seed Delta of each (dataset, training domain) (box and dots) with the "
-                                    "mean and its 95% bootstrap interval (red) and the Wilcoxon p under each.", f3)]))
-        sections.append(Section("Test sets: what each AUC rests on",
-                                text="Per (dataset, training domain, test domain), the test sets over seeds: samples, "
-                                     "positives, negatives, patients and positive patients (min and max over seeds; "
-                                     "the split changes with the seed). A warning marks fewer than 25 of a class.",
-                                tables=[sizes]))
-        if len(curves):
-            sections.append(Section("Training curves", figures=[(
-                "Figure. Validation AUC per epoch of every main run, coloured by training domain; the epoch of best "
-                "validation AUC is the model kept.", figure("learning_curves", figure_learning_curves(curves, runs)))]))
+    f2 = write.figure("fig2_auc_bars", figure_auc_bars(runs, t2, delta))
+    f3 = write.figure("fig3_delta_box", figure_delta_box(runs, delta, modality))
+    sizes = write.table("test_sets", sizes_table(runs))
+    sections.append(Section("Table 2: test AUC, mean ± std over seeds", tables=[t2], figures=[(
+        "Figure 2. Test AUC of each domain's model on its own test set and on the other domain's (bars: mean ± "
+        "std over seeds; dots: single seeds; dotted line: chance); the title gives Delta and its 95% interval.",
+        f2)]))
+    sections.append(Section("Delta: out-of-domain minus in-domain AUC, paired per seed",
+                            text="Delta per seed = AUC(M_j, Test_other) − AUC(M_j, Test_j): negative means the "
+                                 "model scores worse on the other scanner. The interval is a 95% percentile "
+                                 "bootstrap over seeds, the p-value a two-sided Wilcoxon signed-rank test of the "
+                                 "per-seed differences. ci_half_width and detectable_delta say how small a Delta "
+                                 "this study could see: detectable_delta is the Delta a paired test of these seeds "
+                                 "detects with 80% power at alpha 0.05, from the seed-to-seed spread.",
+                            tables=[delta], figures=[(
+                                "Figure 3. Left: Delta of each setting grouped by modality (box; red line: mean). "
+                                "Right: per-seed Delta of each (dataset, training domain) (box and dots) with the "
+                                "mean and its 95% bootstrap interval (red) and the Wilcoxon p under each.", f3)]))
+    sections.append(Section("Test sets: what each AUC rests on",
+                            text="Per (dataset, training domain, test domain), the test sets over seeds: samples, "
+                                 "positives, negatives, patients and positive patients (min and max over seeds; "
+                                 "the split changes with the seed). A warning marks fewer than 25 of a class.",
+                            tables=[sizes]))
+    if len(curves):
+        sections.append(Section("Training curves", figures=[(
+            "Figure. Validation AUC per epoch of every main run, coloured by training domain; the epoch of best "
+            "validation AUC is the model kept.", write.figure("learning_curves", figure_learning_curves(curves, runs)))]))
+    return sections
+
+
+def _appendix_sections(write: _Outputs, runs: pd.DataFrame, study: Any) -> list:
+    """Appendix A.1 (mixing) and A.2 (noise), each where its runs exist: table and figure."""
+    from mridomain.report import Section
+
+    sections = []
     for exp, setting, xlabel, log, fig_name, caption in (
             ("mixing", "f", "fraction f of the training set from the target domain", False, "fig4_mixing",
              "Appendix A.1: target-domain training samples make up the fraction f of the training set "
@@ -340,11 +335,11 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
         if not len(tab) or not (runs["experiment"] == exp).any():
             continue
         if exp == "noise":
-            scale = _alpha_scale(out, study)
+            scale = _alpha_scale(write.out, study)
             tab = tab.merge(scale, on=["dataset", "train_domain"], how="left")
             tab["alpha_rel"] = tab["alpha"] / tab["image_std"]
-        table(exp, tab)
-        path = figure(fig_name, figure_curves(tab, runs, exp, setting, xlabel, log))
+        write.table(exp, tab)
+        path = write.figure(fig_name, figure_curves(tab, runs, exp, setting, xlabel, log))
         fig_caption = ("Figure 4. Test AUC against the fraction f of target-domain images in the training set, one "
                        "panel per training domain, a line per test domain (mean; dotted: ± std; dots: seeds)."
                        if exp == "mixing" else
@@ -352,29 +347,45 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
                        "per training domain, a line per test domain (mean; dotted: ± std; dots: seeds).")
         sections.append(Section(f"{'Target-domain mixing' if exp == 'mixing' else 'Training noise'}",
                                 text=caption, tables=[tab], figures=[(fig_caption, path)]))
+    return sections
+
+
+def _attribution_section(out: Path, res: ReportResult):
+    """The attribution's table, figures and findings, when ``attribution.csv`` exists (else None)."""
+    from mridomain.files import read_json
+    from mridomain.report import Section
+
     attribution = out / "attribution.csv"
-    if attribution.exists():
-        att = pd.read_csv(attribution)
-        res.tables["attribution"] = attribution
-        figs = [(p.stem, p) for p in sorted(out.glob("fig_attribution*.png"))]
-        for p in figs:
-            res.figures[p[0]] = p[1]
-        summary_path = out / "attribution_summary.json"
-        text = None
-        if summary_path.exists():
-            text = "\n\n".join(read_json(summary_path).get("findings", []))
-        signs = ("Signs as for Delta: the acquired row's change is the target set's AUC as acquired minus the "
-                 "in-domain AUC (negative: lower on the other scanner). A factor's change is the AUC with that "
-                 "factor of the training domain's protocol minus the AUC as acquired (positive: the factor raised "
-                 "it, undoing a negative gap). Changes are pooled over seeds and source partners; intervals are "
-                 "95% percentile bootstraps over seeds and patients. 'sum of factors' adds the single-factor "
-                 "changes, 'interaction' is the all-factors change minus that sum. The sentences name only the "
-                 "factors whose interval excludes zero.")
-        captions = [("Figure. AUC change per re-imaging condition (bars: mean over seeds and partners; whiskers: "
-                     "95% bootstrap interval; grey: all factors, their sum and the interaction); dashed red: the change "
-                     "that would bring the AUC to the in-domain level.", p) for _, p in figs]
-        sections.append(Section("Attribution on the simulator: which acquisition factor moves the out-of-domain AUC",
-                                text=signs + ("\n\n" + text if text else ""), tables=[att], figures=captions))
+    if not attribution.exists():
+        return None
+    att = pd.read_csv(attribution)
+    res.tables["attribution"] = attribution
+    figs = [(p.stem, p) for p in sorted(out.glob("fig_attribution*.png"))]
+    for p in figs:
+        res.figures[p[0]] = p[1]
+    summary_path = out / "attribution_summary.json"
+    text = None
+    if summary_path.exists():
+        text = "\n\n".join(read_json(summary_path).get("findings", []))
+    signs = ("Signs as for Delta: the acquired row's change is the target set's AUC as acquired minus the "
+             "in-domain AUC (negative: lower on the other scanner). A factor's change is the AUC with that "
+             "factor of the training domain's protocol minus the AUC as acquired (positive: the factor raised "
+             "it, undoing a negative gap). Changes are pooled over seeds and source partners; intervals are "
+             "95% percentile bootstraps over seeds and patients. 'sum of factors' adds the single-factor "
+             "changes, 'interaction' is the all-factors change minus that sum. The sentences name only the "
+             "factors whose interval excludes zero.")
+    captions = [("Figure. AUC change per re-imaging condition (bars: mean over seeds and partners; whiskers: "
+                 "95% bootstrap interval; grey: all factors, their sum and the interaction); dashed red: the change "
+                 "that would bring the AUC to the in-domain level.", p) for _, p in figs]
+    return Section("Attribution on the simulator: which acquisition factor moves the out-of-domain AUC",
+                   text=signs + ("\n\n" + text if text else ""), tables=[att], figures=captions)
+
+
+def _run_sections(runs: pd.DataFrame) -> list:
+    """Failed runs (when any), every finished run (folded) and the paper's Table 2 for reference."""
+    from mridomain.report import Section
+
+    sections = []
     failed = runs[runs["status"] != "ok"].drop_duplicates("run_id")
     if len(failed):
         sections.append(Section("Failed runs", note=f"{len(failed)} run(s) failed and are left out of every table "
@@ -391,6 +402,45 @@ def render_report(out: str | Path, title: str = "Scanner domain-shift study", co
                             text="Guo et al., Table 2: mean ± std over 10 seeds on the real datasets. Not "
                                  "comparable number by number with a simulated or another dataset.",
                             tables=[PAPER_TABLE2]))
+    return sections
+
+
+def render_report(out: str | Path, title: str = "Scanner domain-shift study", command: str | None = None) -> ReportResult:
+    """Write every table, figure and ``report.html`` of a study folder from its results.
+
+    Steps: the run and curve tables, Table 2 and Delta, the findings; then the sections of the
+    main experiment (:func:`_main_sections`), the appendix experiments (:func:`_appendix_sections`),
+    the attribution (:func:`_attribution_section`) and the runs (:func:`_run_sections`).
+    """
+    from mridomain.report import Section, write_html_report
+    from mridomain.shift.folder import open_study
+
+    out = Path(out)
+    study = open_study(out)
+    records = study.store.records()
+    runs = results_table(records)
+    res = ReportResult(out)
+    write = _Outputs(out, res)
+    write.table("runs", runs)
+    curves = write.table("curves", curves_table(records))
+    t2 = write.table("table2", table2(runs))
+    delta = write.table("delta", delta_table(runs))
+    modality = {ds: study.data(ds).modality or "MRI" for ds in study.domains}
+    res.findings = findings(t2, delta)
+    note = " ".join(res.findings) if res.findings else "No main-experiment run has finished yet."
+    sections = [Section("What the study found", note=note,
+                        text=(f"Study folder: {out}. Manifest: {study.meta.get('manifest')} "
+                              f"({study.meta.get('n_samples')} samples). Domains: "
+                              + "; ".join(f"{ds}: {a} vs {b}" for ds, (a, b) in study.domains.items())
+                              + f". Model settings: {study.settings_line()}."
+                              + (f"\n\nCommand: {command}" if command else "")))]
+    if len(t2):
+        sections += _main_sections(write, runs, curves, t2, delta, modality)
+    sections += _appendix_sections(write, runs, study)
+    attribution = _attribution_section(out, res)
+    sections += [attribution] if attribution is not None else []
+    sections += _run_sections(runs)
+    ok = runs[runs["status"] == "ok"]
     res.html = write_html_report(out / "report.html", title, sections,
                                  subtitle=f"{len(ok.drop_duplicates('run_id'))} finished runs")
     return res

@@ -149,6 +149,8 @@ class ResultsStore:
         self.path = Path(path)
 
     def append(self, record: dict[str, Any]) -> None:
+        """Append one run's record as a line of its own, flushed and fsynced (a line cut short by a
+        killed writer before it is ended first, so it cannot swallow this record)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, default=float, allow_nan=True)
         with open(self.path, "a+b") as fh:

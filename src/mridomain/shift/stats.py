@@ -31,6 +31,13 @@ def auc(labels: Sequence[float], scores: Sequence[float]) -> float:
 
     A one-line :class:`InvalidArgumentError` when a class is missing or a score is not finite:
     AUC is undefined there, and a NaN in a results table would hide why.
+
+    >>> auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])      # 3 of the 4 (positive, negative) pairs ranked right
+    0.75
+    >>> auc([1, 1], [0.2, 0.3])
+    Traceback (most recent call last):
+    ...
+    mridomain.errors.InvalidArgumentError: auc: needs both labels, got only 1 in 2 samples
     """
     from sklearn.metrics import roc_auc_score
 
@@ -60,6 +67,12 @@ def table2(runs: pd.DataFrame) -> pd.DataFrame:
 
     ``runs`` is the long results table: one row per (run, test domain) with columns experiment,
     dataset, seed, train_domain, test_domain, auc, status.
+
+    >>> import pandas as pd
+    >>> runs = pd.DataFrame({"experiment": "main", "dataset": "d", "status": "ok", "train_domain": "GE",
+    ...                      "seed": [0, 0, 1, 1], "test_domain": ["GE", "SIEMENS"] * 2, "auc": [0.9, 0.8, 0.8, 0.6]})
+    >>> table2(runs).round(4).values.tolist()
+    [['d', 'GE', 'GE', 0.85, 0.0707, 2], ['d', 'GE', 'SIEMENS', 0.7, 0.1414, 2]]
     """
     cols = ["dataset", "train_domain", "test_domain", "auc_mean", "auc_std", "n_seeds"]
     r = _ok_runs(runs, "main")

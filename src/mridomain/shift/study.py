@@ -38,7 +38,11 @@ _FREE_FIELDS = ("seed", "device", "devices", "num_nodes", "strategy")
 
 
 def seed_list(seeds: int | Sequence[int]) -> list[int]:
-    """``10`` -> seeds 0..9; a list is used as given."""
+    """``10`` -> seeds 0..9; a list is used as given.
+
+    >>> seed_list(3), seed_list([4, 7])
+    ([0, 1, 2], [4, 7])
+    """
     if isinstance(seeds, int):
         if seeds < 1:
             raise InvalidArgumentError(f"seeds {seeds}: need at least one")
@@ -141,6 +145,7 @@ class ExperimentResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
+        """The records of this call's runs that failed."""
         return [r for r in self.records if r.get("status") != "ok"]
 
     def raise_if_all_failed(self) -> None:
@@ -152,6 +157,7 @@ class ExperimentResult:
                                   f"first: {first['run_id']}: {first.get('error')}")
 
     def summary(self) -> str:
+        """One line of counts and the study's settings, then up to ten failed runs with their errors."""
         ran = len(self.records)
         line = (f"{self.experiment}: {self.planned} runs planned, {self.resumed} already finished, {ran} run now"
                 f" ({len(self.failed)} failed); {self.study.settings_line()}")
