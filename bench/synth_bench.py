@@ -1,20 +1,23 @@
-"""Seq2Seq training-step speed on the CPU: the cpu preset before and after issue 25, in one run.
+"""Seq2Seq training-step speed on the CPU: the cpu preset's steps before and after, in one run.
 
 Each variant runs in its own subprocess (a fresh torch, ``OMP_WAIT_POLICY=PASSIVE`` as ``mridomain synth``
-sets it) one full training step after another: the generator's forward and backward (X'_{i->j}, the
-self-reconstruction and the cycle), then the discriminator's, with Adam, on slices of simulated brains
-at the demo's 2 mm. Printed per variant: median wall and CPU seconds per step, steps/s, and the ratios
-to ``before`` measured in the same run (on a shared machine wall time follows the load; CPU time less so).
+sets it) one full training step after another, as ``SynthTask.training_step`` does: the generator's forward
+and backward (X'_{i->j}, the self-reconstruction and, when its weight is not 0, the cycle), then, when the
+adversarial weight is not 0, the discriminator's, with Adam, on slices of simulated brains at the demo's
+2 mm. Printed per variant: median wall and CPU seconds per step, steps/s, and the ratios to the first
+variant measured in the same run (on a shared machine wall time follows the load; CPU time less so).
 
-    python bench/synth_bench.py [--steps 6] [--compare presets|policy]
+    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy]
 
 ``presets`` (default):
-  before        the cpu preset until issue 25: one ConvLSTM layer, whole 100 x 80 slices, batch 4
-  after         the cpu preset now: no ConvLSTM (one time point), 64 x 64 crops, batch 4
-  after+bf16    the same under ``torch.autocast("cpu", torch.bfloat16)``: whether bfloat16 pays here
-``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``after`` step.
-channels_last is not a variant: the HyperConv weight banks are 5-D tensors, which torch refuses to
-convert, and the convolutions run on the mixed kernels, which would have to be converted every step.
+  issue-25 start   the cpu preset when issue 25 was filed: one ConvLSTM layer, whole 100 x 84 slices
+  1800-step        the cpu preset of the first issue-25 demo: no ConvLSTM, 64 x 64 crops, all loss terms
+  now              the cpu preset now (``make_config("cpu")``)
+  now+bf16         the same under ``torch.autocast("cpu", torch.bfloat16)``: whether bfloat16 pays here
+  now+chlast       the same with every 2-D kernel (plain and mixed HyperConv kernels) in channels_last
+``terms``: the 1800-step preset without the adversarial term, without the cycle, without both.
+``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
+The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
 """
 from __future__ import annotations
 
@@ -27,14 +30,16 @@ import sys
 STEP = r"""
 import json, os, sys, time
 import numpy as np, torch
+import torch.nn.functional as F
 from mridomain.sim.brain.simulate import make_subject
 from mridomain.synth.config import make_config
 from mridomain.synth.data import Subject, SynthData, normalize_volume
-from mridomain.synth.losses import lsgan_discriminator_loss
+from mridomain.synth.network import HyperConv
 from mridomain.synth.training import SynthTask
 
 steps, over = int(sys.argv[1]), json.loads(sys.argv[2])
 bf16 = bool(over.pop("_bf16", False))
+chlast = bool(over.pop("_channels_last", False))
 whole_slices = bool(over.pop("_whole_slices", False))
 cfg = make_config("cpu", silence=(0, 0), **over)
 if whole_slices:              # make_config drops None overrides, so crop=None goes through updated()
@@ -48,34 +53,56 @@ task = SynthTask(cfg, SynthData(cfg.sequences, subs[:2]), SynthData(cfg.sequence
                  np.ones((2, len(cfg.sequences)), bool))
 torch.manual_seed(0)
 mods = task.build_modules()
-gen_opt = torch.optim.Adam(mods["generator"].parameters())
-disc_opt = torch.optim.Adam([p for n, m in mods.items() if n != "generator" for p in m.parameters()])
-cpu = torch.device("cpu")
-times = []
+if chlast:
+    for m in (m for mod in mods.values() for m in mod.modules()):
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+
+    def _forward(self, x, code):
+        weight, bias = self.kernel(code)
+        return F.conv2d(x, weight.contiguous(memory_format=torch.channels_last), bias, stride=self.stride,
+                        padding=self.padding)
+    HyperConv.forward = _forward
+optim = task.build_optimizers(mods)
+
+
+class Ctx:               # the engine's StepContext as SynthTask.training_step uses it, on the CPU
+    modules, device = mods, torch.device("cpu")
+
+    def backward(self, loss):
+        loss.backward()
+
+    def step(self, name):
+        optim[name].step()
+        optim[name].zero_grad()
+
+    def zero_grad(self, name):
+        optim[name].zero_grad()
+
+
+ctx, times = Ctx(), []
 for step in range(steps + 1):          # step 0 warms up (allocations, oneDNN kernel choice)
-    batch = task.make_batch(0, step)
-    disc = mods["discriminator_" + cfg.sequences[batch["target"]]]
     t, c = time.perf_counter(), os.times()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        total, _, fake = task.generator_losses(batch, mods["generator"], disc, cpu)
-    total.backward()
-    gen_opt.step(); gen_opt.zero_grad(); disc_opt.zero_grad()
-    real = batch["real_target"].flatten(0, 1)
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        scores = disc(torch.cat([fake.detach().flatten(0, 1), real]))
-        d_loss = lsgan_discriminator_loss(scores[len(real):], scores[:len(real)])
-    d_loss.backward()
-    disc_opt.step(); disc_opt.zero_grad()
+        task.training_step(task.make_batch(0, step), ctx)
     c2 = os.times()
     if step:
         times.append((time.perf_counter() - t, (c2.user + c2.system) - (c.user + c.system)))
 print(json.dumps({"wall": float(np.median([w for w, _ in times])), "cpu": float(np.median([c for _, c in times])),
-                  "slice": list(subs[0].shape[1:]), "training_size": list(task.spatial)}))
+                  "slice": list(subs[0].shape[1:]), "training_size": list(task.spatial),
+                  "threads": torch.get_num_threads()}))
 """
 
-#: the cpu preset's fields before issue 25, pinned so that "before" stays measurable
-BEFORE = {"network": {"lstm_layers": 1}, "_whole_slices": True}
-PRESETS = {"before": BEFORE, "after": {}, "after+bf16": {"_bf16": True}}
+#: earlier cpu presets' fields, pinned so that "before" stays measurable after the preset changes
+PRESET_1800 = {"network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (12, 24, 48), "dec_channels": (24, 12),
+                           "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 0, "disc_channels": 16, "disc_layers": 2},
+               "crop": (64, 64), "lambda_adv": 1.0, "lambda_cyc": 10.0, "batch_size": 4}
+ISSUE25_START = {**PRESET_1800, "network": {**PRESET_1800["network"], "lstm_layers": 1}, "_whole_slices": True}
+PRESETS = {"issue-25 start": ISSUE25_START, "1800-step": PRESET_1800, "now": {}, "now+bf16": {"_bf16": True},
+           "now+chlast": {"_channels_last": True}}
+TERMS = {"1800-step": PRESET_1800, "no adversarial": {**PRESET_1800, "lambda_adv": 0.0},
+         "no cycle": {**PRESET_1800, "lambda_cyc": 0.0},
+         "neither": {**PRESET_1800, "lambda_adv": 0.0, "lambda_cyc": 0.0}}
 
 
 def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
@@ -91,16 +118,18 @@ def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--compare", choices=("presets", "policy"), default="presets")
+    ap.add_argument("--compare", choices=("presets", "terms", "policy"), default="presets")
     args = ap.parse_args()
     load = os.getloadavg()
-    if args.compare == "presets":
-        results = {name: _run(over, args.steps) for name, over in PRESETS.items()}
+    if args.compare in ("presets", "terms"):
+        variants = PRESETS if args.compare == "presets" else TERMS
+        results = {name: _run(over, args.steps) for name, over in variants.items()}
     else:
         results = {"default policy": _run({}, args.steps, None), "PASSIVE": _run({}, args.steps, "PASSIVE")}
     end = os.getloadavg()
     print(f"load average {load[0]:.2f} at the start, {end[0]:.2f} at the end (1 min); {os.cpu_count()} CPUs; "
-          f"{args.steps} timed steps per variant (median)")
+          f"{args.steps} timed steps per variant (median); torch threads "
+          f"{next(iter(results.values()))['threads']}")
     base = next(iter(results.values()))
     for name, r in results.items():
         print(f"{name:>14}: input {'x'.join(map(str, r['training_size']))} (slices {'x'.join(map(str, r['slice']))}), "

@@ -60,7 +60,10 @@ def test_a_silenced_sequence_never_enters_a_loss():
     """Silenced volumes are NaN: if any reached a loss (as target, real image or source), it would be NaN."""
     rng = np.random.default_rng(0)
     seqs = ("a", "b", "c")
+    # every term on (the cpu preset turns the adversarial and cycle terms off): a silenced volume
+    # must reach none of them
     cfg = make_config("cpu", sequences=seqs, batch_size=3, silence=(1, 2), val_subjects=1, val_slices=2,
+                      lambda_adv=1.0, lambda_cyc=10.0,
                       network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1,
                                "disc_channels": 4, "code_dim": 4})
     train = SynthData(seqs, _subjects(6, seqs, rng))
@@ -83,6 +86,37 @@ def test_a_silenced_sequence_never_enters_a_loss():
         total, parts, fake = task.generator_losses(batch, mods["generator"], disc, torch.device("cpu"))
         assert torch.isfinite(total) and all(torch.isfinite(v) for v in parts.values())
     assert saw_silenced_target > 0   # the case under test did occur
+
+
+@pytest.mark.parametrize("lambda_adv, lambda_cyc", [(1.0, 10.0), (0.0, 10.0), (1.0, 0.0), (0.0, 0.0)])
+def test_a_term_of_weight_zero_is_not_computed(lambda_adv, lambda_cyc):
+    """A zero weight skips the work, not only the sum: no cycle pass (two generator halves fewer) and no
+    discriminator call; a non-zero weight computes and logs its term."""
+    rng = np.random.default_rng(2)
+    seqs = ("a", "b")
+    cfg = make_config("cpu", sequences=seqs, batch_size=2, silence=(0, 0), lambda_adv=lambda_adv,
+                      lambda_cyc=lambda_cyc,
+                      network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1,
+                               "disc_channels": 4, "code_dim": 4})
+    subs = _subjects(3, seqs, rng)
+    task = SynthTask(cfg, SynthData(seqs, subs[:2]), SynthData(seqs, subs[2:]), np.ones((2, 2), bool))
+    mods = task.build_modules()
+    gen, calls = mods["generator"], {"encode": 0, "disc": 0}
+    encode = gen.encode
+
+    def counting_encode(x):
+        calls["encode"] += 1
+        return encode(x)
+
+    gen.encode = counting_encode
+    batch = task.make_batch(0, 0)
+    disc = mods[f"discriminator_{seqs[batch['target']]}"]
+    disc.register_forward_hook(lambda *_: calls.__setitem__("disc", calls["disc"] + 1))
+    total, parts, _ = task.generator_losses(batch, gen, disc, torch.device("cpu"))
+    assert torch.isfinite(total)
+    assert ("cyc_loss" in parts) == (lambda_cyc > 0) and ("adv_loss" in parts) == (lambda_adv > 0)
+    assert calls["encode"] == (2 if lambda_cyc > 0 else 1)     # the cycle re-encodes X'_{i->j}
+    assert calls["disc"] == (1 if lambda_adv > 0 else 0)
 
 
 def test_task_refuses_an_available_sequence_that_was_not_loaded():

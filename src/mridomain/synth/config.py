@@ -111,10 +111,15 @@ PRESETS: dict[str, dict] = {
         "network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (12, 24, 48), "dec_channels": (24, 12),
                     "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 0, "disc_channels": 16, "disc_layers": 2},
         # 64 x 64 crops of the slices (the paper trains on 192 x 192 crops of 240 x 240): a step costs
-        # 0.4 of a whole 100 x 80 slice's, so 2,000 steps fit a 10-minute demo; a large rate decayed
-        # with a cosine schedule instead of 10^6 steps at 2e-4
-        "epochs": 12, "steps_per_epoch": 150, "batch_size": 4, "crop": (64, 64), "lr": 1e-3,
+        # 0.4 of a whole 100 x 84 slice's; a large rate decayed with a cosine schedule instead of
+        # 10^6 steps at 2e-4
+        "epochs": 10, "steps_per_epoch": 120, "batch_size": 4, "crop": (64, 64), "lr": 1e-3,
         "lr_schedule": "cosine", "fractions": (0.7, 0.1, 0.2), "val_subjects": 3, "val_slices": 8,
+        # L1 only (eq. 1 without the perceptual term): in a run of a few hundred to a few thousand
+        # steps the adversarial and cycle terms did not raise the validation PSNR per step
+        # (docs/synth.md) and cost 28 % of a step's CPU time (bench/synth_bench.py --compare terms);
+        # the paper preset keeps both
+        "lambda_adv": 0.0, "lambda_cyc": 0.0,
     },
 }
 

@@ -23,8 +23,9 @@ __all__ = ["DemoResult", "run_demo", "DEMO_SUBJECTS"]
 #: subjects simulated by the demo, split 27 / 4 / 5 (train / validation / test)
 DEMO_SUBJECTS = 36
 DEMO_FRACTIONS = (0.75, 0.1, 0.15)
-#: ``--full``: more subjects (45 / 6 / 9) and four times the cpu preset's 1,800 steps (at most 45 minutes
-#: on 2 idle cores by the step time of bench/synth_bench.py; the docs quote its figures)
+#: ``--full``: more subjects (45 / 6 / 9) and 4.8 times the cpu preset's 1,200 steps (5,760 steps: about
+#: 25 minutes of training on 2 idle cores at bench/synth_bench.py's 0.24 s of CPU per step; the docs quote
+#: its figures)
 FULL_SUBJECTS = 60
 FULL_EPOCHS = 48
 

@@ -272,16 +272,19 @@ class Seq2SeqGenerator(nn.Module):
         return out.reshape(b, n_out, *out.shape[1:])
 
     def forward(self, x: torch.Tensor, code: torch.Tensor, n_out: int = 1,
-                source_code: torch.Tensor | None = None, n_source: int | None = None):
+                source_code: torch.Tensor | None = None, n_source: int | None = None, cycle: bool = True):
         """``X'_{i->j} = G(E(x) | code)``; with ``source_code`` also the self-reconstruction
         ``G(E(x) | s_i)`` and the cycle ``X''_{i->j->i} = G(E(X'_{i->j}) | s_i)`` (eq. 3), all in
-        one call so that a training step runs the (possibly DDP-wrapped) generator forward once."""
+        one call so that a training step runs the (possibly DDP-wrapped) generator forward once.
+        ``cycle=False`` returns ``None`` for the cycle (a run without the cycle loss skips its
+        second encoding and third decoding, 40 % of the step)."""
         z = self.encode(x)
         y = self.decode(z, code, n_out)
         if source_code is None:
             return y
         n_source = x.shape[1] if n_source is None else n_source
-        return y, self.decode(z, source_code, n_source), self.decode(self.encode(y), source_code, n_source)
+        cycled = self.decode(self.encode(y), source_code, n_source) if cycle else None
+        return y, self.decode(z, source_code, n_source), cycled
 
 
 def build_generator(network: Any) -> Seq2SeqGenerator:

@@ -218,17 +218,23 @@ class SynthTask(TrainTask):
         has_j = batch["has_target"].to(device)
         code_i = one_hot_code(i, c.network.code_dim, device)
         code_j = one_hot_code(j, c.network.code_dim, device)
-        fake_j, self_i, cyc_i = generator(x_i, code_j, n_out=x_j.shape[1], source_code=code_i, n_source=x_i.shape[1])
+        # a term whose weight is 0 is not computed at all: no cycle pass, no discriminator
+        fake_j, self_i, cyc_i = generator(x_i, code_j, n_out=x_j.shape[1], source_code=code_i, n_source=x_i.shape[1],
+                                          cycle=c.lambda_cyc > 0)
         rec = reconstruction_loss(self_i, x_i, 1.0)
         n_pairs = 1.0
         if bool(has_j.any()):
             rec = rec + reconstruction_loss(fake_j[has_j], x_j[has_j], 1.0)
             n_pairs += 1.0
         rec = rec / n_pairs
-        cyc = cycle_loss(cyc_i, x_i, 1.0)
-        adv = lsgan_generator_loss(discriminator(fake_j.flatten(0, 1)))
-        total = c.lambda_rec * rec + c.lambda_cyc * cyc + c.lambda_adv * adv
-        parts = {"rec_loss": rec, "cyc_loss": cyc, "adv_loss": adv}
+        total = c.lambda_rec * rec
+        parts = {"rec_loss": rec}
+        if cyc_i is not None:
+            parts["cyc_loss"] = cycle_loss(cyc_i, x_i, 1.0)
+            total = total + c.lambda_cyc * parts["cyc_loss"]
+        if c.lambda_adv > 0:
+            parts["adv_loss"] = lsgan_generator_loss(discriminator(fake_j.flatten(0, 1)))
+            total = total + c.lambda_adv * parts["adv_loss"]
         if self.perceptual is not None:
             self.perceptual.to(device)
             per = self.perceptual(self_i.flatten(0, 2).unsqueeze(1), x_i.flatten(0, 2).unsqueeze(1))
@@ -245,6 +251,10 @@ class SynthTask(TrainTask):
         total, parts, fake_j = self.generator_losses(batch, generator, disc, ctx.device)
         ctx.backward(total)
         ctx.step("generator")
+        logs = {k: float(v.detach()) for k, v in parts.items()}
+        logs.update({"loss": float(total.detach()), "batch_size": float(len(fake_j))})
+        if self.config.lambda_adv == 0:
+            return logs
         ctx.zero_grad("discriminator")  # the generator's adversarial term reached D_j too
         fake = fake_j.detach().flatten(0, 1)
         real = batch["real_target"]
@@ -256,9 +266,7 @@ class SynthTask(TrainTask):
             d_loss = lsgan_discriminator_loss(None, disc(fake))
         ctx.backward(d_loss)
         ctx.step("discriminator")
-        logs = {k: float(v.detach()) for k, v in parts.items()}
-        logs.update({"loss": float(total.detach()), "disc_loss": float(d_loss.detach()),
-                     "batch_size": float(len(fake_j))})
+        logs["disc_loss"] = float(d_loss.detach())
         return logs
 
     # -- validation --------------------------------------------------------------------------------
