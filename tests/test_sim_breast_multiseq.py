@@ -127,6 +127,10 @@ def test_layout_round_trip(tmp_path):
     for s in BREAST_SEQUENCES:
         want, _ = normalize_volume(ex.images[s])
         np.testing.assert_allclose(sub.volumes[s], want, atol=1e-5, err_msg=s)
-    assert sub.seg is not None and (sub.seg == ex.seg).all()
+    assert sub.seg is not None and (sub.seg == (ex.seg == 1)).all()
+    from mridomain.synth.data import _read_stack
+
+    cysts, _ = _read_stack(tmp_path / "exams" / "Breast_0001" / "Breast_0001_cysts.nii.gz")
+    assert (cysts == (ex.seg == 2)).all()
     labels = (tmp_path / "exams" / "labels.csv").read_text().splitlines()
     assert labels[0] == "subject_id,pcr" and len(labels) == 3

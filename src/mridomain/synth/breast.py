@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-__all__ = ["PAPER_TABLE2_BREAST", "BreastDemoResult", "run_breast_demo", "noise_free_exams", "DEMO_PATIENTS"]
+__all__ = ["PAPER_TABLE2_BREAST", "BreastDemoResult", "run_breast_demo", "noise_free_exams", "DEMO_PATIENTS",
+           "run_breast_fig7"]
 
 #: the paper's Table 2, in-house breast rows: (C_t, rank_t, C_d, rank_d)
 PAPER_TABLE2_BREAST = pd.DataFrame(
@@ -74,7 +75,7 @@ def noise_free_exams(data_root: str | Path, subject_ids, sequences):
         ex = render_exam(exam_phantom(int(row["seed"]), int(row["index"])), size=tuple(info["size"]),
                          pixel_mm=float(info["pixel_mm"]), slices=int(info["slices"]), noise=False)
         vols = {s: normalize_volume(ex.images[s])[0] for s in sequences}
-        out.append(Subject(sid, vols, ex.affine, seg=ex.seg))
+        out.append(Subject(sid, vols, ex.affine, seg=(ex.seg == 1).astype(np.uint8)))
     return out
 
 
@@ -229,3 +230,38 @@ def run_breast_demo(out: str | Path = "breast_demo", patients: int = DEMO_PATIEN
     evaluation_html(ev, out / "report.html", title="Seq2Seq on the simulated breast protocol",
                     extra_sections=[intro], subtitle=info["command"])
     return BreastDemoResult(out, table, info)
+
+
+#: Fig. 7 cohort: patients simulated for the response experiment (seed of its own, so the Seq2Seq run
+#: that computes M_d never saw them) and the nested cross-validation's folds
+FIG7_PATIENTS = 120
+FIG7_SEED = 1
+FIG7_OUTER, FIG7_INNER = 5, 2
+
+
+def run_breast_fig7(run: str | Path, out: str | Path = "breast_fig7", patients: int = FIG7_PATIENTS,
+                    seed: int = FIG7_SEED, outer_folds: int = FIG7_OUTER, inner_folds: int = FIG7_INNER,
+                    epochs: int | None = None, device: str | None = None, workers: int | None = None,
+                    progress: bool = True):
+    """Python twin of ``mridomain synth breast-fig7``: Fig. 7 on the simulator.
+
+    Simulates ``patients`` exams whose ``labels.csv`` holds the simulated pCR (the response trait of
+    :func:`mridomain.sim.breast.multiseq.draw_response`), computes M_d with the Seq2Seq ``run`` and runs
+    :func:`mridomain.synth.downstream.run_downstream` (cpu preset) on two inputs: wash-in with and
+    without its own M_d (the paper's "wash-in + M_d"), and wash-in with and without the M_d of all eight
+    sequences (where a trait that lives in diffusion could reach the classifier). Writes what
+    ``synth downstream`` writes (table4.csv, md_difference.csv, fig7_roc.png, report.html) under ``out``.
+    """
+    from mridomain.sim.breast.exams import simulate_breast_exams
+    from mridomain.sim.breast.multiseq import BREAST_SEQUENCES
+    from mridomain.synth.downstream import run_downstream
+
+    out = Path(out)
+    exams = out / "exams"
+    if not (exams / "labels.csv").exists():
+        simulate_breast_exams(exams, n_patients=patients, seed=seed, workers=workers, progress=progress)
+    combos = {"Wash-in": ("washin",), "Wash-in, M_d of all": ("washin",)}
+    md_of = {"Wash-in": ("washin",), "Wash-in, M_d of all": BREAST_SEQUENCES}
+    return run_downstream(exams, exams / "labels.csv", run, out, preset="cpu", seed=seed, epochs=epochs,
+                          outer_folds=outer_folds, inner_folds=inner_folds, id_column="subject_id",
+                          label_column="pcr", device=device, progress=progress, combinations=combos, md_of=md_of)

@@ -368,3 +368,37 @@ def breast_demo(
                              device=device)
     typer.echo(result.summary())
     typer.echo(f"report: {result.out / 'report.html'}")
+
+
+@app.command("breast-fig7")
+def breast_fig7(
+    run: Path = typer.Option(Path("breast_demo/run"), "--run", help="Seq2Seq run that computes M_d (breast-demo's)."),
+    out: Path = typer.Option(Path("breast_fig7"), "-o", "--out", help="Folder for exams, table4.csv, fig7_roc.png."),
+    patients: int = typer.Option(120, help="Simulated exams of the response cohort."),
+    seed: int = typer.Option(1, help="Random seed (a cohort the Seq2Seq run never saw: not the demo's 0)."),
+    outer_folds: int = typer.Option(5, help="Outer folds of the nested CV."),
+    inner_folds: int = typer.Option(2, help="Inner folds."),
+    epochs: Optional[int] = typer.Option(None, help="Override the classifier preset's epoch count."),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+) -> None:
+    """Fig. 7 on the simulator: simulated pCR from wash-in, with and without M_d (ResNet-18, nested CV,
+    bootstrap intervals, ROC curves).
+
+    Python: ``mridomain.synth.breast.run_breast_fig7``.
+    """
+    _passive_threads()
+    from mridomain.synth.breast import run_breast_fig7
+
+    _folder_out(out, "--out folder")
+    if not (run / "config.json").exists():
+        raise typer.BadParameter(f"{run}: not a Seq2Seq run folder (no config.json); run `mridomain synth "
+                                 "breast-demo` first or pass --run", param_hint="--run")
+    check_range(patients, "--patients", 10, MAX_SUBJECTS)
+    check_range(outer_folds, "--outer-folds", 2)
+    check_range(inner_folds, "--inner-folds", 2)
+    check_range(epochs, "--epochs", 1)
+    _device(device)
+    result = run_breast_fig7(run, out, patients=patients, seed=seed, outer_folds=outer_folds,
+                             inner_folds=inner_folds, epochs=epochs, device=device)
+    typer.echo(result.to_markdown())
+    typer.echo(f"report: {out / 'report.html'}")

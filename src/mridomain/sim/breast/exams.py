@@ -2,7 +2,8 @@
 
 ``<out>/<id>/<id>_<sequence>.nii.gz`` for the eight sequences of
 :data:`~mridomain.sim.breast.multiseq.BREAST_SEQUENCES` (DCE and FatSatDCE as 4-D volumes of 6 time
-points, DWI of 4 b-values; the others 3-D), ``<id>_seg.nii.gz`` (1 tumour, 2 cyst), plus
+points, DWI of 4 b-values; the others 3-D), ``<id>_seg.nii.gz`` (1 in the carcinoma) and
+``<id>_cysts.nii.gz`` (1 in simple cysts), plus
 
 * ``exams.csv``: one row per patient (seed, index, tumour, kinetics, cysts, response trait, pCR);
 * ``labels.csv``: ``subject_id,pcr`` (the pre-treatment response label of ``mridomain synth downstream``);
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.errors import InvalidArgumentError, MridomainError
-from mridomain.sim.breast.multiseq import (BREAST_SEQUENCES, FOUR_D, PHILIPS_INGENIA_3T, ExamImages,
+from mridomain.sim.breast.multiseq import (BREAST_SEQUENCES, FOUR_D, PHILIPS_INGENIA_3T, SEG_LABELS, ExamImages,
                                            MultiSequenceProtocol, render_exam)
 
 __all__ = ["BreastExams", "simulate_breast_exams", "exam_phantom", "write_exam", "write_nifti_4d",
@@ -60,7 +61,11 @@ def write_exam(exam: ExamImages, folder: Path, sid: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for seq, vol in exam.images.items():
         write_nifti_4d(folder / f"{sid}_{seq}.nii.gz", vol, exam.affine)
-    write_like_image(folder / f"{sid}_seg.nii.gz", exam.seg, exam.affine, dtype=np.uint8)
+    # _seg holds the carcinoma only (what the synthesis tools centre on); the cysts get a map of their own
+    write_like_image(folder / f"{sid}_seg.nii.gz", (exam.seg == SEG_LABELS["tumor"]).astype(np.uint8),
+                     exam.affine, dtype=np.uint8)
+    write_like_image(folder / f"{sid}_cysts.nii.gz", (exam.seg == SEG_LABELS["cyst"]).astype(np.uint8),
+                     exam.affine, dtype=np.uint8)
     return folder
 
 
