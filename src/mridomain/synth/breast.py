@@ -261,11 +261,16 @@ def run_breast_fig7(run: str | Path, out: str | Path = "breast_fig7", patients: 
     from mridomain.synth.downstream import run_downstream
 
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     exams = out / "exams"
     if not (exams / "labels.csv").exists():
         simulate_breast_exams(exams, n_patients=patients, seed=seed, workers=workers, progress=progress)
+    # the first ``patients`` exams of the cohort (exam i depends only on (seed, i), so a larger cohort
+    # simulated before holds the same first exams)
+    labels = pd.read_csv(exams / "labels.csv").head(patients)
+    labels.to_csv(out / "labels.csv", index=False)
     combos = {"Wash-in": ("washin",), "Wash-in, M_d of all": ("washin",)}
     md_of = {"Wash-in": ("washin",), "Wash-in, M_d of all": BREAST_SEQUENCES}
-    return run_downstream(exams, exams / "labels.csv", run, out, preset="cpu", seed=seed, epochs=epochs,
+    return run_downstream(exams, out / "labels.csv", run, out, preset="cpu", seed=seed, epochs=epochs,
                           outer_folds=outer_folds, inner_folds=inner_folds, id_column="subject_id",
                           label_column="pcr", device=device, progress=progress, combinations=combos, md_of=md_of)
