@@ -23,7 +23,7 @@ from mridomain.errors import (EmptyInputError, ImageReadError, InvalidArgumentEr
 
 __all__ = ["Subject", "SynthData", "find_subject_files", "load_subject", "subject_from_files", "load_dataset",
            "normalize_volume", "split_subjects", "silence_mask", "fit_slices", "slice_stack",
-           "NORMALIZATION", "BRAIN_FRACTION"]
+           "NORMALIZATION", "BRAIN_FRACTION", "LAYOUT_FILE", "layout_description"]
 
 #: intensity normalization of every volume (recorded in each run's schema)
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
@@ -107,10 +107,46 @@ def find_subject_files(folder: str | Path, sequences: Sequence[str]) -> dict[str
 
 
 def _read_stack(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(S, H, W)`` of a 3-D file or ``(T, S, H, W)`` of a 4-D one (time / b-value last in the file,
+    ``pixels[t, s, h, w] = data[w, h, s, t]``, as :func:`mridomain.io.read_nifti` orders 3-D files)."""
+    import nibabel as nib
+
     from mridomain.io import read_nifti
 
+    try:
+        header_shape = nib.load(str(path)).shape
+    except (nib.filebasedimages.ImageFileError, OSError, ValueError, EOFError):
+        header_shape = ()   # read_nifti below names the problem in one line
+    if len(header_shape) == 4 and header_shape[3] > 1:
+        img = nib.load(str(path))
+        try:
+            data = np.asarray(img.get_fdata(dtype=np.float32))
+        except (OSError, ValueError, EOFError) as exc:
+            raise ImageReadError(path, f"not a readable 4-D NIfTI file ({exc})") from None
+        return (np.ascontiguousarray(np.transpose(data, (3, 2, 1, 0)), dtype=np.float32),
+                np.asarray(img.affine, dtype=np.float64))
     img = read_nifti(path)
     return img.pixels, np.asarray(img.meta["affine"], dtype=np.float64)
+
+
+#: a layout's description: ``{"sequences": [...], "config": {...}}`` (written by the breast simulator,
+#: :mod:`mridomain.sim.breast.exams`); ``mridomain synth train`` takes its sequences and config
+#: defaults from it when none are given
+LAYOUT_FILE = "dataset.json"
+
+
+def layout_description(root: str | Path) -> tuple[tuple[str, ...], dict] | None:
+    """``(sequences, config overrides)`` of a layout's ``dataset.json``, or None when it has none."""
+    import json
+
+    path = Path(root) / LAYOUT_FILE
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        return tuple(str(s).lower() for s in info["sequences"]), dict(info.get("config") or {})
+    except (ValueError, KeyError, TypeError) as err:
+        raise ImageReadError(path, f"not a valid layout description ({err})") from None
 
 
 def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | None = None) -> Subject:
@@ -127,13 +163,15 @@ def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | N
             bad = int(finite.size - np.count_nonzero(finite))
             raise ImageReadError(path, f"{bad} of {finite.size} voxels ({100 * bad / finite.size:.2g}%) are NaN "
                                        "or infinite")
+        grid = pixels.shape[-3:]
         if ref is None:
-            ref, affine = (seq, pixels.shape), aff
-        elif pixels.shape != ref[1]:
-            raise ImageReadError(path, f"shape {pixels.shape} differs from {ref[0]}'s {ref[1]} "
+            ref, affine = (seq, grid), aff
+        elif grid != ref[1]:
+            raise ImageReadError(path, f"shape {grid} differs from {ref[0]}'s {ref[1]} "
                                        "(sequences of a subject must be co-registered on one grid)")
+        # a 4-D sequence shares one normalization over its time points (enhancement stays a rise)
         vol, scale[seq] = normalize_volume(pixels)
-        volumes[seq] = vol[np.newaxis]
+        volumes[seq] = vol if vol.ndim == 4 else vol[np.newaxis]
     if not volumes:
         raise ImageReadError(folder or Path(subject_id), "no sequence file given")
     extras = {}

@@ -254,11 +254,14 @@ def subject_inputs(subject: Any, maps: dict[str, np.ndarray], cfg: DownstreamCon
     return _crop_around(stack, centre, cfg.crop)
 
 
-def variant_channels(sequences: Sequence[str], combo: Sequence[str], with_md: bool) -> list[int]:
-    """Indices into :func:`subject_inputs`' channels of a combination's images (and its M_d)."""
+def variant_channels(sequences: Sequence[str], combo: Sequence[str], with_md: bool,
+                     md_sequences: Sequence[str] | None = None) -> list[int]:
+    """Indices into :func:`subject_inputs`' channels of a combination's images and, ``with_md``, the
+    M_d of ``md_sequences`` (default: of the combination's own sequences)."""
     n = len(sequences)
     idx = [sequences.index(s) for s in combo]
-    return idx + ([n + i for i in idx] if with_md else [])
+    md = idx if md_sequences is None else [sequences.index(s) for s in md_sequences]
+    return idx + ([n + i for i in md] if with_md else [])
 
 
 # -- the study ----------------------------------------------------------------------------------------------
@@ -314,10 +317,11 @@ def _threshold_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, out: Path, cfg: DownstreamConfig,
                    id_column: str | None = None, label_column: str | None = None, device: str | None = None,
-                   progress: bool = True) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]], tuple[str, ...]]:
+                   progress: bool = True, needed: Sequence[str] = BRATS_SEQUENCES
+                   ) -> tuple[np.ndarray, pd.DataFrame, list[tuple[str, str]], tuple[str, ...]]:
     """Read each labelled subject once, compute its M_d with the run, keep only the classifier's
     crop (``OUT/inputs.npy`` + ``OUT/subjects.csv``, reused when present). Subjects that cannot be
-    read are skipped and reported; the others go on."""
+    read are skipped and reported; the others go on. ``needed``: the sequences the combinations use."""
     from mridomain.errors import MridomainError
     from mridomain.progress import progress_bar
     from mridomain.synth.data import _subject_folders, load_subject
@@ -327,9 +331,9 @@ def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, ou
     inputs_path, subjects_path = out / "inputs.npy", out / "subjects.csv"
     synth = load_run(run, device=device)
     sequences = tuple(synth.sequences)
-    missing_seq = [s for s in BRATS_SEQUENCES if s not in sequences]
+    missing_seq = [s for s in needed if s not in sequences]
     if missing_seq:
-        raise SchemaMismatchError(f"{run}: the run lacks {missing_seq}; Table 4 needs {list(BRATS_SEQUENCES)}")
+        raise SchemaMismatchError(f"{run}: the run lacks {missing_seq}; the combinations need {list(needed)}")
     labels, skipped = read_labels(labels_csv, id_column, label_column)
     folders = _subject_folders(Path(data), sequences)
     matched, missing = match_labels(labels, folders)
@@ -374,13 +378,13 @@ def compute_inputs(data: str | Path, labels_csv: str | Path, run: str | Path, ou
     return x, table, skipped, sequences
 
 
-def _roc_figure(pred: pd.DataFrame):
+def _roc_figure(pred: pd.DataFrame, combinations: Sequence[str] = tuple(INPUT_COMBINATIONS)):
     from matplotlib.figure import Figure
     from sklearn.metrics import roc_curve
 
-    fig = Figure(figsize=(4 * len(INPUT_COMBINATIONS), 3.8))
-    axes = fig.subplots(1, len(INPUT_COMBINATIONS), squeeze=False)[0]
-    for ax, combo in zip(axes, INPUT_COMBINATIONS):
+    fig = Figure(figsize=(4 * len(combinations), 3.8))
+    axes = fig.subplots(1, len(combinations), squeeze=False)[0]
+    for ax, combo in zip(axes, combinations):
         for with_md, style in ((False, "--"), (True, "-")):
             name = combo + ("+M_d" if with_md else "")
             part = pred[pred["variant"] == name]
@@ -400,9 +404,14 @@ def _roc_figure(pred: pd.DataFrame):
 def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: str | Path, preset: str = "cpu",
                    seed: int = 0, epochs: int | None = None, outer_folds: int | None = None,
                    inner_folds: int | None = None, id_column: str | None = None, label_column: str | None = None,
-                   device: str | None = None, progress: bool = True, **overrides: Any) -> DownstreamResult:
+                   device: str | None = None, progress: bool = True,
+                   combinations: dict[str, tuple[str, ...]] | None = None,
+                   md_of: dict[str, tuple[str, ...]] | None = None, **overrides: Any) -> DownstreamResult:
     """Python twin of ``mridomain synth downstream``: nested CV of the six Table 4 inputs; writes
-    ``table4.csv``, ``md_difference.csv``, ``predictions.csv``, ``fig7_roc.png`` and ``report.html``."""
+    ``table4.csv``, ``md_difference.csv``, ``predictions.csv``, ``fig7_roc.png`` and ``report.html``.
+
+    ``combinations`` (name: sequences) replaces Table 4's three (the breast Fig. 7 uses wash-in alone);
+    ``md_of`` (name: sequences) names whose M_d a combination's "+M_d" variant adds (default its own)."""
     import torch
 
     from mridomain.engine import write_json_atomic
@@ -415,20 +424,23 @@ def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: s
     out.mkdir(parents=True, exist_ok=True)
     cfg = make_downstream_config(preset, seed=seed, epochs=epochs, outer_folds=outer_folds, inner_folds=inner_folds,
                                  device=device, **overrides)
+    combos = dict(INPUT_COMBINATIONS if combinations is None else combinations)
+    md_of = dict(md_of or {})
+    needed = tuple(dict.fromkeys(s for name, c in combos.items() for s in c + tuple(md_of.get(name, ()))))
     x, subjects, skipped, sequences = compute_inputs(data, labels, run, out, cfg, id_column, label_column, device,
-                                                     progress)
+                                                     progress, needed=needed)
     y = subjects["label"].to_numpy(np.int64)
     splits = nested_cv_splits(y, cfg.outer_folds, cfg.inner_folds, seed)
     write_json_atomic(out / "folds.json", [{"outer": s["outer"], "inner": s["inner"],
                                             "train": subjects["subject"].iloc[s["train"]].tolist(),
                                             "val": subjects["subject"].iloc[s["val"]].tolist(),
                                             "test": subjects["subject"].iloc[s["test"]].tolist()} for s in splits])
-    variants = [(c, md) for c in INPUT_COMBINATIONS for md in (False, True)]
+    variants = [(c, md) for c in combos for md in (False, True)]
     rows = []
     jobs = [(c, md, s) for c, md in variants for s in splits]
     probs: dict[tuple[str, bool, int], list[np.ndarray]] = {}
     for combo, with_md, split in progress_bar(jobs, desc="nested CV", unit="net", enabled=progress):
-        ch = variant_channels(sequences, INPUT_COMBINATIONS[combo], with_md)
+        ch = variant_channels(sequences, combos[combo], with_md, md_of.get(combo))
         pick = lambda idx, ch=ch: np.asarray(x[idx][:, ch], np.float32)  # noqa: E731
         torch.manual_seed(seed)
         clf = MdClassifier(cfg).fit(pick(split["train"]), y[split["train"]], pick(split["val"]), y[split["val"]],
@@ -459,7 +471,7 @@ def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: s
     table = pd.DataFrame(table_rows)
     table.to_csv(out / "table4.csv", index=False)
     diff_rows = []
-    for combo in INPUT_COMBINATIONS:
+    for combo in combos:
         a = pred[pred["variant"] == combo + "+M_d"].set_index("subject")
         b = pred[pred["variant"] == combo].set_index("subject").loc[a.index]
         yy, pa, pb = a["label"].to_numpy(), a["probability"].to_numpy(), b["probability"].to_numpy()
@@ -472,7 +484,7 @@ def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: s
                           "accuracy_difference_ci_low": alo, "accuracy_difference_ci_high": ahi})
     diffs = pd.DataFrame(diff_rows)
     diffs.to_csv(out / "md_difference.csv", index=False)
-    (out / "fig7_roc.png").write_bytes(figure_to_png(_roc_figure(pred)))
+    (out / "fig7_roc.png").write_bytes(figure_to_png(_roc_figure(pred, tuple(combos))))
     seconds = time.perf_counter() - t0
     helped = [r["combination"] for _, r in diffs.iterrows() if r["auc_difference_ci_low"] > 0]
     hurt = [r["combination"] for _, r in diffs.iterrows() if r["auc_difference_ci_high"] < 0]
@@ -482,7 +494,8 @@ def run_downstream(data: str | Path, labels: str | Path, run: str | Path, out: s
               " (AUC differences: " + ", ".join(f"{r['combination']} {r['auc_difference']:+.3f}"
                                                 for _, r in diffs.iterrows()) + ")"
     info = {"preset": preset, "config": cfg.to_dict(), "subjects": len(y), "label_counts": np.bincount(y).tolist(),
-            "sequences": list(sequences), "run": str(run), "seconds": round(seconds, 1), "load_average_start": load0,
+            "sequences": list(sequences), "combinations": {k: list(v) for k, v in combos.items()},
+            "md_of": {k: list(v) for k, v in md_of.items()}, "run": str(run), "seconds": round(seconds, 1), "load_average_start": load0,
             "load_average_end": _load(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "verdict": verdict, "networks_trained": len(jobs)}
     write_json_atomic(out / "downstream.json", info)

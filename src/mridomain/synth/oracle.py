@@ -59,10 +59,19 @@ def _brain(subject: Subject) -> np.ndarray:
     return subject.truth > 0 if subject.truth is not None else subject.head_mask()
 
 
-def _xy(subject: Subject, target: str, sources: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = None, radius: int = 1
+        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Features and target voxels. ``t`` None: every sequence averaged over its time points (the brain
+    setting, all 3-D); ``t`` a time point of the target: every time point of every source is a
+    feature volume of its own (a 4-D protocol, where wash-in is a difference of DCE time points)."""
     mask = _brain(subject)
-    x = neighbourhood_features([subject.volumes[s].mean(axis=0) for s in sources], mask)
-    return x, subject.volumes[target].mean(axis=0)[mask], mask
+    if t is None:
+        vols = [subject.volumes[s].mean(axis=0) for s in sources]
+        y = subject.volumes[target].mean(axis=0)
+    else:
+        vols = [v for s in sources for v in subject.volumes[s]]
+        y = subject.volumes[target][t]
+    return neighbourhood_features(vols, mask, radius), y[mask], mask
 
 
 @dataclass
@@ -81,10 +90,12 @@ class OracleResult:
 
 
 def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
-               kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT, progress: bool = True
-               ) -> OracleResult:
-    """Fit one regressor per target sequence on ``train`` (all other sequences as inputs, 3 x 3 x 3
-    neighbourhoods) and score it on ``test`` (subjects must have every sequence)."""
+               kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT, progress: bool = True,
+               per_timepoint: bool = False, radius: int = 1) -> OracleResult:
+    """Fit one regressor per target sequence on ``train`` (all other sequences as inputs,
+    ``(2 radius + 1)^3`` neighbourhoods) and score it on ``test`` (subjects must have every sequence).
+    ``per_timepoint``: 4-D sequences enter time point by time point, and a 4-D target gets one
+    regressor per time point (its unexplained fraction pools them; its map is their mean)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     sequences = list(sequences)
@@ -98,28 +109,34 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
 
     for target in progress_bar(sequences, desc=f"oracle ({kind})", unit="sequence", enabled=progress):
         sources = [s for s in sequences if s != target]
-        xs, ys = [], []
-        for sub in train:
-            x, y, _ = _xy(sub, target, sources)
-            pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
-            xs.append(x[pick])
-            ys.append(y[pick])
-        model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=31,
-                                              early_stopping=False, random_state=seed)
-        model.fit(np.concatenate(xs), np.concatenate(ys))
+        times = range(train[0].volumes[target].shape[0]) if per_timepoint else [None]
         sse, ys_all, psnrs = 0.0, [], []
+        sq_maps: dict[str, list[np.ndarray]] = {sub.subject_id: [] for sub in test}
+        for t in times:
+            xs, ys = [], []
+            for sub in train:
+                x, y, _ = _xy(sub, target, sources, t, radius)
+                pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
+                xs.append(x[pick])
+                ys.append(y[pick])
+            model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=31,
+                                                  early_stopping=False, random_state=seed)
+            model.fit(np.concatenate(xs), np.concatenate(ys))
+            for sub in test:
+                x, y, mask = _xy(sub, target, sources, t, radius)
+                pred = model.predict(x).astype(np.float32)
+                sq = (y - pred) ** 2
+                sse += float(sq.sum())
+                ys_all.append(y)
+                full = np.zeros(mask.shape, np.float32)
+                full[mask] = sq
+                sq_maps[sub.subject_id].append(full)
         for sub in test:
-            x, y, mask = _xy(sub, target, sources)
-            pred = model.predict(x).astype(np.float32)
-            sq = (y - pred) ** 2
-            sse += float(sq.sum())
-            ys_all.append(y)
-            err = np.zeros(mask.shape, np.float32)
-            err[mask] = np.sqrt(sq)
-            maps[sub.subject_id][target] = err
+            mse = np.mean(sq_maps[sub.subject_id], axis=0)
+            maps[sub.subject_id][target] = np.sqrt(mse)
             # PSNR as Table 1 computes it (the head's slices, data range 1), outside the brain exact
             zs = sub.head_slices()
-            psnrs.append(10 * np.log10(1.0 / max(float((err[zs] ** 2).mean()), 1e-12)))
+            psnrs.append(10 * np.log10(1.0 / max(float(mse[zs].mean()), 1e-12)))
         y_all = np.concatenate(ys_all)
         rows.append({"sequence": target, "unexplained": sse / float(((y_all - y_all.mean()) ** 2).sum()),
                      "rmse_brain": float(np.sqrt(sse / len(y_all))), "psnr": float(np.mean(psnrs))})

@@ -305,6 +305,21 @@ def _check_split(splits: dict[str, list[str]], n: int) -> None:
                                    f"({ {k: len(v) for k, v in splits.items()} }); simulate or add more subjects")
 
 
+def _layout_overrides(data: str | Path | SynthData, overrides: dict) -> dict:
+    """``overrides`` completed from the data folder's ``dataset.json`` (its sequences and config
+    defaults, e.g. the ConvLSTM for 4-D sequences) where the caller did not set them."""
+    from mridomain.synth.data import layout_description
+
+    described = None if isinstance(data, SynthData) or "sequences" in overrides else layout_description(data)
+    if described is None:
+        return overrides
+    sequences, defaults = described
+    merged = {**defaults, **overrides, "sequences": sequences}
+    if "network" in defaults or "network" in overrides:
+        merged["network"] = {**defaults.get("network", {}), **(overrides.get("network") or {})}
+    return merged
+
+
 def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", epochs: int | None = None,
           resume: bool = False, seed: int | None = None, device: str | None = None, progress: bool = True,
           allow_missing: bool = False, config: SynthConfig | None = None, cache: str | Path | None = None,
@@ -332,7 +347,8 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
         splits = read_json(out / "schema.json").get("splits")
     else:
         if config is None:
-            config = make_config(preset, epochs=epochs, seed=seed, device=device, **overrides)
+            config = make_config(preset, epochs=epochs, seed=seed, device=device,
+                                 **_layout_overrides(data, overrides))
         splits = None
     dataset = data if isinstance(data, SynthData) else load_dataset(
         data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache)

@@ -33,28 +33,16 @@ import numpy as np
 from scipy import special
 
 from mridomain.errors import InvalidArgumentError
+from mridomain.sim.breast.shapes import (_band, _box, _ellipse, _smin, _soft, _soft_level, _unit,  # noqa: F401
+                                         tumor_fraction)
+from mridomain.sim.breast.staging import (DENSITY_CLASSES, N_SPLIT, P_METASTATIC, P_NODE_POSITIVE,  # noqa: F401
+                                          P_T4, T_SIZE_LIMITS_MM, draw_density, draw_stage, phantom_parameters,
+                                          t_stage_from)
+from mridomain.sim.breast.texture import (ANATOMICAL_BETA, TEXTURE_MM, TEXTURE_N, _texture_lookup,  # noqa: F401
+                                          texture_field)
 from mridomain.sim.physics import TISSUES
 
 TI = {t: i for i, t in enumerate(TISSUES)}
-
-#: BI-RADS density classes: population weights (screening populations, FIELD.md section 5:
-#: a 10 %, b 40 %, c 40 %, d 10 %) and the fibroglandular volume fraction of the breast interior.
-#: The volumetric ranges (fraction of the breast interior) are ordered like BI-RADS a-d; see
-#: docs/simulator.md for the reference values they are compared with.
-DENSITY_CLASSES: dict[str, tuple[float, tuple[float, float]]] = {
-    "fatty": (0.10, (0.04, 0.10)),
-    "scattered": (0.40, (0.10, 0.22)),
-    "heterogeneous": (0.40, (0.22, 0.40)),
-    "extremely dense": (0.10, (0.40, 0.60)),
-}
-
-#: texture field: a periodic 128^3 grid of 0.75 mm voxels (96 mm period), made once per process
-TEXTURE_N = 128
-TEXTURE_MM = 0.75
-#: anatomical-noise exponent of a 2-D slice of the glandular field: breast CT axial 1.79 (Chen 2012);
-#: a 3-D isotropic field with spectrum f^-(beta + 1) has slices with spectrum f^-beta
-ANATOMICAL_BETA = 1.8
-
 
 @dataclass
 class Tumor:
@@ -625,184 +613,7 @@ class Phantom:
         f["tumor_core"][box] += core_take
 
 
-# ---- shared texture field -------------------------------------------------------------------------
-_TEXTURE: dict = {}
-
-
-def texture_field() -> np.ndarray:
-    """(N, N, N, 2) float32: a periodic power-law Gaussian field (glandular texture, 3-D spectrum
-    f^-(beta + 1), unit variance) and a smooth field normalised by its gradient (its zero sets are
-    the Cooper-ligament sheets). Made once per process from a fixed seed (deterministic)."""
-    if "f" in _TEXTURE:
-        return _TEXTURE["f"]
-    n = TEXTURE_N
-    rng = np.random.default_rng(20121)
-    k = np.fft.fftfreq(n, d=TEXTURE_MM).astype(np.float32)
-    kr = np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2 + k[None, None, :n // 2 + 1] ** 2)
-    kr[0, 0, 0] = 1.0
-    white = np.fft.rfftn(rng.standard_normal((n, n, n), dtype=np.float32))
-    amp = kr ** (-(ANATOMICAL_BETA + 1) / 2)
-    amp[0, 0, 0] = 0.0
-    g = np.fft.irfftn(white * amp, s=(n, n, n), axes=(0, 1, 2)).astype(np.float32)
-    g /= g.std()
-    # ligament field: Gaussian spectrum (~6 mm correlation), distance to its zero set ~ |h| / |grad h|
-    smooth = np.exp(-0.5 * (kr * 2 * np.pi * 6.0) ** 2)
-    smooth[0, 0, 0] = 0.0
-    h = np.fft.irfftn(np.fft.rfftn(rng.standard_normal((n, n, n), dtype=np.float32)) * smooth,
-                      s=(n, n, n), axes=(0, 1, 2)).astype(np.float32)
-    grad = np.sqrt(sum(np.gradient(h, TEXTURE_MM, axis=a) ** 2 for a in range(3)))
-    dist = np.abs(h) / (grad + 1e-6 * grad.mean())
-    # sheet of ~0.6 mm thickness; partial volume over one texture voxel
-    sheet = np.clip(1.0 - (dist - 0.3) / TEXTURE_MM, 0, 1).astype(np.float32) * 0.8
-    _TEXTURE["f"] = np.ascontiguousarray(np.stack([g, sheet], axis=-1))
-    return _TEXTURE["f"]
-
-
-def _texture_lookup(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Trilinear, periodic lookup of both texture channels at (3, M) voxel coordinates."""
-    fld = texture_field()
-    n = fld.shape[0]
-    flat = fld.reshape(-1, 2)                            # both channels in one gather
-    c0f = np.floor(coords)
-    fr = (coords - c0f).astype(np.float32)
-    c0 = c0f.astype(np.int32) % n
-    c1 = (c0 + 1) % n
-    zs = (c0[0] * (n * n), c1[0] * (n * n))
-    ys = (c0[1] * n, c1[1] * n)
-    xs = (c0[2], c1[2])
-    wz = (1 - fr[0], fr[0])
-    wy = (1 - fr[1], fr[1])
-    wx = (1 - fr[2], fr[2])
-    out = np.zeros((coords.shape[1], 2), dtype=np.float32)
-    for a in (0, 1):
-        for b in (0, 1):
-            zy = zs[a] + ys[b]
-            wzy = wz[a] * wy[b]
-            for c in (0, 1):
-                out += flat[zy + xs[c]] * (wzy * wx[c])[:, None]
-    return out[:, 0], out[:, 1]
-
-
-# ---- small geometric helpers --------------------------------------------------------------------
-def _soft(sd, pix: float) -> np.ndarray:
-    """Area fraction inside a surface of signed distance ``sd`` (mm), one-pixel ramp."""
-    return np.clip(0.5 - sd / np.float32(pix), 0, 1).astype(np.float32)
-
-
-def _soft_level(level, radius, pix, inset: float = 0.0):
-    d = (np.sqrt(np.maximum(level, 0)) - 1.0) * radius + inset
-    return np.clip(0.5 - d / pix, 0, 1).astype(np.float32)
-
-
-def _band(depth, d0: float, d1, pix: float) -> np.ndarray:
-    """Fraction of a pixel between depths d0 and d1 (mm below the skin)."""
-    return np.clip(np.clip((depth - d0) / pix + 0.5, 0, 1) - np.clip((depth - d1) / pix + 0.5, 0, 1),
-                   0, 1).astype(np.float32)
-
-
-def _ellipse(X, Y, cx, cy, rx, ry, pix) -> np.ndarray:
-    lv = ((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2
-    return _soft_level(lv, min(rx, ry), pix)
-
-
-def _smin(a, b, k: float):
-    """Polynomial smooth minimum: the union of two shapes with a fillet of radius ~k (mm)."""
-    h = np.clip(0.5 + 0.5 * (b - a) / k, 0, 1)
-    return b * (1 - h) + a * h - k * h * (1 - h)
-
-
-def _box(x: np.ndarray, y: np.ndarray, xlo, xhi, ylo, yhi) -> tuple[slice, slice] | None:
-    """Row and column slices of the pixels with xlo < x < xhi and ylo < y < yhi (1-D grids)."""
-    cols = np.nonzero((x > xlo) & (x < xhi))[0]
-    rows = np.nonzero((y > ylo) & (y < yhi))[0]
-    if not len(cols) or not len(rows):
-        return None
-    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
-
-
-def tumor_fraction(tm: Tumor, X, Y, z: float, pix: float) -> tuple[np.ndarray, np.ndarray]:
-    """In-plane area fraction of the lesion and of its necrotic core at height z."""
-    dx, dy, dz = X - tm.center[0], Y - tm.center[1], np.float32(z - tm.center[2])
-    r = np.sqrt(dx * dx + dy * dy + dz * dz) + 1e-6
-    u = np.stack([dx / r, dy / r, np.broadcast_to(dz / r, r.shape)], axis=-1)
-    rad = np.ones_like(r)
-    cosang = u @ tm.lobe_dirs.T  # (..., K) lobulation: smooth radial modulation
-    rad += (tm.lobe_amp * np.cos(tm.lobe_freq * cosang * np.pi + tm.lobe_phase)).sum(axis=-1)
-    if len(tm.spike_dirs):
-        c = np.clip(u @ tm.spike_dirs.T, 0, 1)
-        rad += (tm.spike_len * c ** 300).sum(axis=-1)  # narrow needles (angular width ~0.06 rad)
-    rad *= tm.radius
-    frac = np.clip(0.5 + (rad - r) / pix, 0, 1).astype(np.float32)
-    core = np.zeros_like(frac)
-    if tm.necrotic:
-        core = np.clip(0.5 + (0.45 * tm.radius - r) / pix, 0, 1).astype(np.float32)
-    return frac, core
-
-
-def _unit(rng, n: int) -> np.ndarray:
-    v = rng.standard_normal((n, 3))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-
-# ---- clinical stage ------------------------------------------------------------------------------
-#: AJCC 8th edition T categories by size (mm): T1 <= 20, T2 <= 50, T3 > 50; T4 any size with direct
-#: extension to the chest wall (not pectoralis alone) or the skin.
-T_SIZE_LIMITS_MM = (20.0, 50.0)
-#: Nodal positivity rises with tumour size: ~20-30 % for tumours < 2 cm, ~45 % for 2-5 cm, ~70 %
-#: for > 5 cm (Carter, Allen, Henson, Cancer 1989;63:181, 24,740 cases); T4 taken as > 5 cm.
-P_NODE_POSITIVE = {1: 0.27, 2: 0.45, 3: 0.70, 4: 0.75}
-#: Among node-positive cases N1 (1-3 nodes) dominates; N2 (4-9) and N3 (>= 10 or infraclavicular)
-#: make up the rest (assumed split 0.65 / 0.22 / 0.13; no DBC-specific figure is available).
-N_SPLIT = (0.65, 0.22, 0.13)
-#: de novo metastatic disease: ~6 % of breast cancers at diagnosis (SEER), higher with T4 / N3
-P_METASTATIC = {1: 0.02, 2: 0.05, 3: 0.10, 4: 0.20}
-#: locally advanced (T4) share of invasive cancers at diagnosis (assumption: a few percent)
-P_T4 = 0.04
-
-
-def t_stage_from(diameter_mm: float, invasion: str) -> int:
-    """AJCC T category from the largest diameter and direct chest-wall / skin extension."""
-    if invasion:
-        return 4
-    if diameter_mm <= T_SIZE_LIMITS_MM[0]:
-        return 1
-    if diameter_mm <= T_SIZE_LIMITS_MM[1]:
-        return 2
-    return 3
-
-
-def draw_stage(rng: np.random.Generator) -> dict:
-    """Size, invasion, margin, necrosis and kinetics of a carcinoma drawn jointly with its stage.
-
-    Size: log-normal, median 21 mm, sigma 0.55 (gives T1 ~46 %, T2 ~48 %, T3 ~6 %; an assumption in
-    the range of cohorts referred for breast MRI). T4 (chest wall or skin extension) in ``P_T4``.
-    Larger tumours are more often irregular / spiculated and necrotic (rim enhancing)."""
-    diam = float(np.clip(rng.lognormal(np.log(21.0), 0.55), 5.0, 110.0))
-    invasion = ""
-    if rng.random() < P_T4:
-        invasion = "chest wall" if rng.random() < 0.5 else "skin"
-        diam = max(diam, float(rng.uniform(25, 60)))
-    t = t_stage_from(diam, invasion)
-    big = np.clip((diam - 10) / 40, 0, 1)
-    p_shape = np.array([0.50, 0.35, 0.15]) * np.array([1 + 0.3 * big, 1 + 0.3 * big, 1 - 0.8 * big])
-    shape = str(rng.choice(["irregular", "spiculated", "oval"], p=p_shape / p_shape.sum()))
-    necrotic = bool(rng.random() < 0.1 + 0.6 * big)
-    n = 0
-    if rng.random() < P_NODE_POSITIVE[t]:
-        n = 1 + int(rng.choice(3, p=N_SPLIT))
-    m = int(rng.random() < P_METASTATIC[t] + (0.1 if n == 3 else 0.0))
-    return {"diameter_mm": diam, "invasion": invasion, "t": t, "n": n, "m": m, "shape": shape,
-            "necrotic": necrotic}
-
-
 # ---- drawing a patient ---------------------------------------------------------------------------
-def draw_density(rng: np.random.Generator) -> str:
-    """A BI-RADS density class with the population weights of :data:`DENSITY_CLASSES` (one draw)."""
-    names = list(DENSITY_CLASSES)
-    w = np.array([DENSITY_CLASSES[n][0] for n in names])
-    return names[int(rng.choice(len(names), p=w / w.sum()))]
-
-
 def make_phantom(rng: np.random.Generator, patient_index: int = 0, seed: int = 0,
                  density: str | None = None, tumor: bool | None = None,
                  tumor_diameter_mm: float | None = None, tumor_invasion: str | None = None,
@@ -968,28 +779,3 @@ def _fgt_threshold(ph: Phantom, b: Breast, fraction: float, rng: np.random.Gener
         else:
             hi = mid
     return 0.5 * (lo + hi)
-
-
-def phantom_parameters(ph: Phantom) -> dict:
-    """Flat ground-truth parameters of a phantom for the manifest."""
-    t = ph.tumor
-    return {
-        "density": ph.density,
-        "fgt_fraction": round(ph.fgt_fraction, 4),
-        "weight_kg": round(ph.weight_kg, 1),
-        "breast_projection_mm": round(float(np.mean(ph.breast_p)), 1),
-        "body_width_mm": round(2 * ph.torso_w, 1),
-        "tumor_present": t is not None,
-        "tumor_diameter_mm": round(t.diameter_mm, 2) if t is not None else np.nan,
-        "tumor_side": t.side if t is not None else "",
-        "tumor_shape": t.shape if t is not None else "",
-        "tumor_necrotic": bool(t.necrotic) if t is not None else False,
-        "tumor_invasion": t.invasion if t is not None else "",
-        "t_stage": int(t.t_stage) if t is not None else 0,
-        "n_stage": int(t.n_stage) if t is not None else 0,
-        "m_stage": int(t.m_stage) if t is not None else 0,
-        "tumor_x_mm": float(t.center[0]) if t is not None else np.nan,
-        "tumor_y_mm": float(t.center[1]) if t is not None else np.nan,
-        "tumor_z_mm": float(t.center[2]) if t is not None else np.nan,
-        "tumor_washout": float(ph.kinetics["tumor_kout"]),
-    }
