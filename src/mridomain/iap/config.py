@@ -31,6 +31,9 @@ class IAPConfig(TrainSettings):
     width: int = Field(32, ge=1)          # smallcnn: channels of the first stage (doubles per stage)
     texture_stats: bool = False           # also pool each stage's channel mean / std
     residual_input: bool = False          # add a noise-residual input channel (image - 3x3 mean)
+    # read the cache's k-space view with a second branch; None: when the cache has one (train
+    # writes the resolved value into the run's config.json)
+    kspace_view: Optional[bool] = None
     batch_size: int = Field(512, ge=1)
     epochs: int = Field(100, ge=1)
     lr: float = Field(1e-3, gt=0)

@@ -9,6 +9,7 @@ from scipy.special import softmax
 import torch
 from mridomain.progress import progress_bar
 
+from mridomain.data.kspace import split_view
 from mridomain.engine import resolve_device
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.predictor import PredictorOutput
@@ -30,10 +31,14 @@ def batches(n: int, batch_size: int) -> Iterable[slice]:
 @torch.no_grad()
 def forward_batches(model: torch.nn.Module, images: np.ndarray, indices: np.ndarray | None = None,
                     batch_size: int = 256, device: str | torch.device | None = "cpu", amp: bool = False,
-                    channels_last: bool = False, progress: bool = False, desc: str = "predict"
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    channels_last: bool = False, progress: bool = False, desc: str = "predict",
+                    kspace_view: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(network outputs (N, sum C_k + M), penultimate features (N, D)) for ``images[indices]``,
     both from one pass of the backbone, as float32.
+
+    ``kspace_view`` (the run's preprocess.json entry) says the slices carry a k-space view below
+    the image: it is cut off (:func:`mridomain.data.kspace.split_view`) and given to the network
+    as its ``kspace`` input when the network reads it.
 
     Indices are visited in sorted order so a memmap is read sequentially; results come back in
     the order of ``indices``.
@@ -45,12 +50,14 @@ def forward_batches(model: torch.nn.Module, images: np.ndarray, indices: np.ndar
     sorted_idx = idx[order]
     outs, feats = [], []
     for sl in progress_bar(list(batches(len(sorted_idx), batch_size)), desc=desc, enabled=progress, leave=False):
-        x = torch.from_numpy(np.asarray(images[sorted_idx[sl]], dtype=np.float32)).to(device)
-        x = x.unsqueeze(1)
+        x, view = split_view(np.asarray(images[sorted_idx[sl]], dtype=np.float32), kspace_view)
+        x = torch.from_numpy(np.ascontiguousarray(x)).to(device).unsqueeze(1)
+        kspace = (torch.from_numpy(np.ascontiguousarray(view)).to(device)
+                  if view is not None and getattr(model, "uses_kspace", False) else None)
         if channels_last and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
-            f = model.embed(x)
+            f = model.embed(x, kspace) if kspace is not None else model.embed(x)
             y = model.head(f)
         outs.append(y.float().cpu().numpy())
         feats.append(f.float().cpu().numpy())

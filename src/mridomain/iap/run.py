@@ -105,7 +105,8 @@ class IAPRun:
         outputs, features = forward_batches(self.model, images, indices,
                                             batch_size=batch_size or self.config.eval_batch_size,
                                             device=self.device, amp=self.config.amp,
-                                            channels_last=self.config.channels_last, progress=progress, desc=desc)
+                                            channels_last=self.config.channels_last, progress=progress, desc=desc,
+                                            kspace_view=(self.preprocess or {}).get("kspace_view"))
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
         for name, values in {**out.probabilities, **out.continuous}.items():
             finite = np.isfinite(np.asarray(values, dtype=np.float64))

@@ -122,7 +122,8 @@ def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: A
         parts.append(images), kinds.extend(k), out_groups.extend(["brain"] * len(k))
     outliers = predictor.forward(np.concatenate(parts), progress=progress, desc="domain outliers")
     config = predictor.config
-    blocks = feature_blocks(config.backbone, config.width, config.texture_stats)
+    blocks = feature_blocks(config.backbone, config.width, config.texture_stats,
+                            bool(getattr(predictor.model, "uses_kspace", False)))
     fit = fit_exposed(inside.features, inside.logits, groups, outliers.features, outliers.logits,
                       np.asarray(out_groups), blocks)
     threshold, widened = quantile_upper_bound(fit.in_scores, quantile)
