@@ -88,7 +88,6 @@ def test_preprocess_slices_computes_the_view_at_native_resolution():
 
 
 def _dicom_series(folder, n_files: int, window: int | None, seed: int) -> None:
-    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -118,7 +117,6 @@ def _tiny_run(tmp_path, kspace_view: bool):
     from mridomain.data.cache import preprocess_slices
     from mridomain.iap import train
 
-    rng = np.random.default_rng(0)
     raws, labels = [], []
     for i in range(24):
         window = (160, None)[i % 2]
