@@ -81,7 +81,9 @@ def make_data(root: Path, n: int, source: int, size: int) -> tuple[list[Path], P
 def time_loader(loader, model=None, optimizer=None, encoder=None, train: bool = True) -> tuple[int, float]:
     """(images, seconds) over one pass; the first batch is a warm-up and not counted."""
     n, t0 = 0, None
-    for b, (x, c, r) in enumerate(loader):
+    for b, batch in enumerate(loader):
+        # MemmapBatches also yields the (here empty) k-space view: image, view, cat, cont
+        x, c, r = batch[0], batch[-2], batch[-1]
         if model is not None:
             if train:
                 model.train()

@@ -256,7 +256,8 @@ def test_mirrored_slices_carry_the_mirrored_position():
     relabel = np.array([1, 0, IGNORE_INDEX], dtype=np.int64)
     ds = MemmapBatches(images, np.arange(40), cat, np.zeros((40, 0), np.float32), 40, shuffle=False,
                        seed=3, mirror=(1, relabel))
-    x, c, _ = ds[0]
+    x, view, c, _ = ds[0]
+    assert view.shape == (40, 0)                                            # no k-space view in this cache
     x, c = x.numpy()[:, 0], c.numpy()
     mirrored = np.array([np.array_equal(x[i], images[i, :, ::-1]) for i in range(40)])
     kept = np.array([np.array_equal(x[i], images[i]) for i in range(40)])

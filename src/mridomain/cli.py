@@ -189,6 +189,9 @@ def prepare(
     fractions: str = typer.Option("0.7,0.15,0.15", help="train,val,test fractions (by patient)."),
     annotations: Optional[Path] = typer.Option(None, help="DBC Annotation_Boxes (csv/xlsx) for tumor labels."),
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
+    kspace_view: bool = typer.Option(False, "--kspace-view/--no-kspace-view",
+                                     help="Also store each slice's k-space profiles, computed at native "
+                                          "resolution (read by the cpu preset's network)."),
 ) -> None:
     """Sample, resize and normalize slices into a memory-mapped, patient-split training cache.
 
@@ -204,7 +207,7 @@ def prepare(
     at_least(workers, "--workers", 1)
     cache = prepare_cache(index_path, out, slices_per_series=slices_per_series or None, size=size,
                           normalization=normalization, seed=seed, fractions=frac,
-                          annotations=annotations, workers=workers)
+                          annotations=annotations, workers=workers, kspace_view=kspace_view)
     typer.echo(cache.summary())
 
 

@@ -101,12 +101,16 @@ def resize(img: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
 
 
 def preprocess_slices(pixels: np.ndarray, size: int | Sequence[int],
-                      normalization: str | dict[str, Any] = "max255") -> np.ndarray:
+                      normalization: str | dict[str, Any] = "max255",
+                      kspace_view: dict[str, Any] | None = None) -> np.ndarray:
     """Raw slices (S, H, W) or one 2-D slice -> float32 (S, h, w) as a cache stores them.
 
     :func:`resize` to ``size``, then :func:`normalize_intensity`: the order ``prepare_cache`` uses,
-    so prediction on new images (``size`` and ``normalization`` from a cache's ``meta.json`` or a
-    run's ``preprocess.json``) sees exactly the preprocessing a model was trained with.
+    so prediction on new images (``size``, ``normalization`` and ``kspace_view`` from a cache's
+    ``meta.json`` or a run's ``preprocess.json``) sees exactly the preprocessing a model was
+    trained with. With ``kspace_view`` (a :func:`mridomain.data.kspace.kspace_view_spec`) each
+    slice's k-space profiles are computed on its native pixels, before the resize, and appended
+    below the image: (S, h + 2, w).
     """
     x = np.asarray(pixels, dtype=np.float32)
     if x.ndim == 2:
@@ -115,9 +119,14 @@ def preprocess_slices(pixels: np.ndarray, size: int | Sequence[int],
         raise InvalidArgumentError(f"preprocess_slices: expected (S, H, W) slices, got shape {x.shape}")
     h, w = (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
     spec = normalization_spec(normalization)
-    out = np.empty((len(x), h, w), dtype=np.float32)
+    from mridomain.data.kspace import kspace_profiles, kspace_view_spec, view_rows
+
+    view = kspace_view_spec(kspace_view, w, h)
+    out = np.empty((len(x), h + view_rows(view), w), dtype=np.float32)
     for i, sl in enumerate(x):
-        out[i] = normalize_intensity(resize(sl, (h, w)), spec)
+        out[i, :h] = normalize_intensity(resize(sl, (h, w)), spec)
+        if view:
+            out[i, h:] = kspace_profiles(sl, view)
     return out
 
 
@@ -154,7 +163,7 @@ def sample_slice_indices(n_slices: int, k: int | None, seed: int, key: str = "",
 
 def _load_series_slices(task: tuple) -> tuple[int, list[tuple[int, str, int, np.ndarray | None, str | None]]]:
     """Read, resize, normalize the planned slices of one series. Never raises."""
-    pos, plan, size, norm = task
+    pos, plan, size, norm, view = task
     from mridomain.io import read_image
 
     results = []
@@ -166,7 +175,7 @@ def _load_series_slices(task: tuple) -> tuple[int, list[tuple[int, str, int, np.
             pixels = volumes[path]
             if frame >= pixels.shape[0]:
                 raise MridomainError(f"{path}: has {pixels.shape[0]} frames, frame {frame} asked for")
-            img = preprocess_slices(pixels[frame], size, norm)[0]
+            img = preprocess_slices(pixels[frame], size, norm, view)[0]
             if not np.all(np.isfinite(img)):
                 raise MridomainError(f"{path}: non-finite pixel values")
             results.append((slice_index, path, frame, img.astype(np.float16), None))
@@ -242,6 +251,11 @@ class SliceCache:
         """The intensity normalization the cache was written with."""
         return dict(self.meta["normalization"])
 
+    @property
+    def kspace_view(self) -> dict[str, Any] | None:
+        """The k-space view stored below each image (:mod:`mridomain.data.kspace`), or None."""
+        return self.meta.get("kspace_view") or None
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
@@ -256,8 +270,9 @@ class SliceCache:
     def summary(self) -> str:
         """Counts per split, patients per split, value counts per IAP, skipped slices."""
         t = self.table
-        lines = [f"slice cache {self.path}: {len(self)} slices of {self.images.shape[1]}x"
-                 f"{self.images.shape[2]}, {t['series_uid'].nunique()} series, "
+        h, w = self.meta.get("size") or self.images.shape[1:]
+        lines = [f"slice cache {self.path}: {len(self)} slices of {h}x{w}"
+                 f"{' + k-space view' if self.kspace_view else ''}, {t['series_uid'].nunique()} series, "
                  f"{t['patient_id'].nunique()} patients, normalization {self.meta['normalization']}"]
         for s in SPLIT_NAMES:
             sub = t[t["split"] == s]
@@ -322,7 +337,8 @@ def _write_table_and_meta(out: Path, table: pd.DataFrame, *, size: Sequence[int]
 
 def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame, iaps: Sequence[Any],
                       normalization: str | dict[str, Any] = "max255", seed: int = 0,
-                      fractions: Sequence[float] = (0.7, 0.15, 0.15), source_index: str = "") -> Path:
+                      fractions: Sequence[float] = (0.7, 0.15, 0.15), source_index: str = "",
+                      kspace_view: dict[str, Any] | None = None) -> Path:
     """Write slices that are already preprocessed, with their table, as a cache folder.
 
     For slices made elsewhere (tests, benchmarks, other pipelines); :func:`prepare_cache` is the
@@ -330,7 +346,9 @@ def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame, 
     normalized as ``normalization`` says, since that is what ``meta.json`` will tell predictors.
     ``table`` has one row per image, a ``split`` column ("train" | "val" | "test") and one column
     per IAP; ``slice_id`` and the identification columns of :data:`TABLE_DEFAULTS` are filled in
-    where absent. Returns the folder (open it with :class:`SliceCache`).
+    where absent. ``kspace_view``: the spec of a k-space view the images carry below them
+    (:func:`mridomain.data.kspace.kspace_view_spec`; ``images`` are then (N, H + 2, W)).
+    Returns the folder (open it with :class:`SliceCache`).
     """
     out = Path(out)
     images = np.asarray(images)
@@ -356,8 +374,13 @@ def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame, 
     mm[:] = images.astype(np.float16)
     mm.flush()
     del mm
-    _write_table_and_meta(out, table, size=images.shape[1:], normalization=normalization, iaps=iaps,
-                          seed=seed, fractions=check_fractions(fractions), source_index=source_index)
+    from mridomain.data.kspace import split_view
+
+    split_view(images[:1], kspace_view)          # the layout must match the spec
+    size = (images.shape[1] - (2 if kspace_view else 0), images.shape[2])
+    _write_table_and_meta(out, table, size=size, normalization=normalization, iaps=iaps,
+                          seed=seed, fractions=check_fractions(fractions), source_index=source_index,
+                          **({"kspace_view": kspace_view} if kspace_view else {}))
     return out
 
 
@@ -418,13 +441,16 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
                   size: int = 224, normalization: str | dict[str, Any] = "max255", seed: int = 0,
                   fractions: Sequence[float] = (0.7, 0.15, 0.15), annotations: str | Path | None = None,
                   workers: int | None = None, progress: bool = True, sampling: str = "random",
-                  iaps: Sequence[dict[str, Any]] | None = None) -> SliceCache:
+                  iaps: Sequence[dict[str, Any]] | None = None,
+                  kspace_view: bool | dict[str, Any] | None = None) -> SliceCache:
     """Build a slice cache from an index (parquet path or DataFrame from :func:`build_index`).
 
     Per series, ``slices_per_series`` slices (None: all) are chosen by
     :func:`sample_slice_indices` (``sampling="random"``: seeded, without replacement), read with
     ``mridomain.io.read_image``, resized to ``size`` x ``size`` (:func:`resize`, antialiased) and
-    normalized by :func:`normalize_intensity`. Patients are split by :func:`split_patients`.
+    normalized by :func:`normalize_intensity`. With ``kspace_view`` each slice's k-space profiles
+    (:mod:`mridomain.data.kspace`), computed on its native pixels, are stored below it (``images.npy``
+    then holds (N, size + 2, size)) and described in ``meta.json["kspace_view"]``. Patients are split by :func:`split_patients`.
     Series are processed in a process pool; unreadable slices are skipped and listed in
     ``skipped.csv``. Row order is deterministic: series in index order, slices in series order.
 
@@ -457,6 +483,10 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     size = int(size)
     if size < 1:
         raise InvalidArgumentError(f"size {size}: must be a positive number of pixels")
+    from mridomain.data.kspace import kspace_view_spec, view_rows
+
+    view = kspace_view_spec(kspace_view, size, size)
+    shape = (size + view_rows(view), size)
     if slices_per_series is not None and slices_per_series < 1:
         slices_per_series = None
     iap_info = [_iap_entry(i) for i in iaps] if iaps is not None else _iap_info(df, source)
@@ -486,7 +516,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
         chosen = sample_slice_indices(n, slices_per_series, seed, key, sampling)
         plan = _plan_series(files, n, chosen)
         if plan:
-            tasks.append((pos, plan, size, norm))
+            tasks.append((pos, plan, size, norm, view))
     n_alloc = sum(len(t[1]) for t in tasks)
     if n_alloc == 0:
         reason = "no slices to cache"
@@ -496,7 +526,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
 
     out.mkdir(parents=True, exist_ok=True)
     images_path = out / "images.npy"
-    images = open_memmap(images_path, mode="w+", dtype=np.float16, shape=(n_alloc, size, size))
+    images = open_memmap(images_path, mode="w+", dtype=np.float16, shape=(n_alloc, *shape))
     records: list[dict[str, Any]] = []
     iap_names = [i["name"] for i in iap_info]
     n = 0
@@ -527,7 +557,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
         unread = next(s for s in skipped if s[1] is not None)
         raise EmptyInputError(source or "index", f"none of the {n_alloc} planned slices could be read "
                                                  f"(e.g. {unread[0]}: {unread[2]})")
-    _finish_npy(images_path, n, n_alloc, (size, size))
+    _finish_npy(images_path, n, n_alloc, shape)
 
     table = pd.DataFrame.from_records(records)
     for info in iap_info:
@@ -543,7 +573,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     _write_table_and_meta(
         out, table, size=(size, size), normalization=norm, iaps=iap_info, seed=seed, fractions=fractions,
         source_index=source or "<DataFrame>", slices_per_series=slices_per_series, sampling=sampling,
-        dtype="float16", n_slices=n, n_skipped=sum(1 for s in skipped if s[1] is not None),
+        dtype="float16", n_slices=n, kspace_view=view, n_skipped=sum(1 for s in skipped if s[1] is not None),
         n_series_without_pixels=sum(1 for s in skipped if s[1] is None),
         tumor_convention="DBC Start/End Slice (1-based) vs slice_index + 1; 1 inside, 0 >= 5 "
                          "slices away, NaN otherwise" if boxes is not None else None)

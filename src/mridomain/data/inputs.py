@@ -161,7 +161,8 @@ def iter_inputs(paths: Sequence[str | Path], preprocess: dict[str, Any], skipped
                     raise image
                 if image.pixels.size == 0:
                     raise EmptyInputError(path, "no pixels")
-                x = preprocess_slices(np.asarray(image.pixels, dtype=np.float32), size, normalization)
+                x = preprocess_slices(np.asarray(image.pixels, dtype=np.float32), size, normalization,
+                                      preprocess.get("kspace_view"))
             except Exception as err:  # noqa: BLE001 - an unreadable file may raise anything: skip, report
                 # one row per file (a folder's volume lists its files), never one row for a folder
                 for w in (where if isinstance(where, list) else [where]):

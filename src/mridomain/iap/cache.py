@@ -36,4 +36,4 @@ def split_indices(cache: SliceCache, name: str) -> np.ndarray:
 def preprocess_slices(pixels: np.ndarray, preprocess: dict[str, Any]) -> np.ndarray:
     """Raw slices (S, H, W) -> cache-like slices exactly as a run's ``preprocess.json`` says."""
     return data_preprocess_slices(pixels, preprocess.get("size") or 224,
-                                  preprocess.get("normalization") or "max255")
+                                  preprocess.get("normalization") or "max255", preprocess.get("kspace_view"))

@@ -76,6 +76,18 @@ def check_preprocess(preprocess: Any, where: str | Path) -> dict[str, Any]:
             normalization_spec(norm)
         except (MridomainError, TypeError, ValueError) as err:
             raise SchemaMismatchError(f"{where}: {err}") from None
+    view = preprocess.get("kspace_view")
+    if view is not None:
+        from mridomain.data.kspace import kspace_view_spec
+
+        height, width = (sizes[0], sizes[-1]) if size is not None else (224, 224)
+        try:
+            if not isinstance(view, dict):
+                raise TypeError(f"kspace_view {view!r} is not a mapping")
+            if kspace_view_spec(view, width, height)["image_rows"] != height:
+                raise ValueError(f"kspace_view image_rows {view.get('image_rows')} != size {size}")
+        except (MridomainError, TypeError, ValueError, KeyError) as err:
+            raise SchemaMismatchError(f"{where}: {err}") from None
     return preprocess
 
 
@@ -84,7 +96,7 @@ def load_model(run: str | Path, which: str = "best", device: str | torch.device 
     """Rebuild the network of a run folder from JSON and load its weights ("best" or "last")."""
     run = Path(run)
     config, encoder, preprocess = read_run(run)
-    model = build_model(config, encoder)
+    model = build_model(config, encoder, preprocess=preprocess)
     load_weights(model, run / WEIGHTS if which == "best" else run / "last" / WEIGHTS)
     model.to(device).eval()
     return model, config, encoder, preprocess

@@ -94,7 +94,7 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
 
     name, t0 = step("prepare", f"3/{n_steps} Preparing the patient-split slice cache")
     cache = prepare_cache(index_path, out / "cache", slices_per_series=None, size=224,
-                          normalization="max255", seed=seed,
+                          normalization="max255", seed=seed, kspace_view=True,
                           annotations=out / "archive" / "Annotation_Boxes.csv", workers=workers)
     console.print(cache.summary())
     result.timings[name] = time.perf_counter() - t0
@@ -167,7 +167,7 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
              workers=workers)
     build_index(second / "dicom", out=out / "index_routing.parquet", workers=workers)
     prepare_cache(out / "index_routing.parquet", out / "cache_routing", slices_per_series=None,
-                  size=224, normalization="max255", seed=seed,
+                  size=224, normalization="max255", seed=seed, kspace_view=True,
                   annotations=second / "Annotation_Boxes.csv", workers=workers)
     routing = run_routing_experiment(out / "cache_routing", out / "run", out / "routing", seed=seed)
     console.print(routing.to_markdown())

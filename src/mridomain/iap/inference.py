@@ -9,6 +9,7 @@ from scipy.special import softmax
 import torch
 from mridomain.progress import progress_bar
 
+from mridomain.data.kspace import split_view
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.predictor import PredictorOutput
 
@@ -27,21 +28,30 @@ def batches(n: int, batch_size: int) -> Iterable[slice]:
         yield slice(start, min(n, start + batch_size))
 
 
-def network_inputs(images: np.ndarray | Sequence[np.ndarray], rows: np.ndarray | slice) -> tuple[np.ndarray, ...]:
-    """The inputs the network takes for ``rows``: a float32 array per row-aligned source. Today
-    one source, the preprocessed slices (N, H, W); a network with more views of each slice gets
-    them as further arrays (``images`` a tuple), in the order of its ``input_names``."""
-    sources = tuple(images) if isinstance(images, (tuple, list)) else (images,)
-    return tuple(np.asarray(s[rows], dtype=np.float32) for s in sources)
+def network_inputs(images: np.ndarray | Sequence[np.ndarray], rows: np.ndarray | slice,
+                   kspace_view: dict | None = None, with_kspace: bool = False) -> tuple[np.ndarray, ...]:
+    """The inputs the network takes for ``rows``, a float32 array each, in the order of its
+    ``input_names``: the preprocessed slices (N, H, W) and, for a network that reads one, the
+    k-space view (N, 2, bins) stored below each slice (``kspace_view``: the run's preprocess.json
+    entry, :func:`mridomain.data.kspace.split_view`). ``images`` may also be a tuple of row-aligned
+    sources, given as they are."""
+    if isinstance(images, (tuple, list)):
+        return tuple(np.asarray(s[rows], dtype=np.float32) for s in images)
+    image, view = split_view(np.asarray(images[rows], dtype=np.float32), kspace_view)
+    return (image, view) if with_kspace and view is not None else (image,)
 
 
 def forward_batches(network: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray, np.ndarray]],
                     images: np.ndarray | Sequence[np.ndarray], indices: np.ndarray | None = None,
-                    batch_size: int = 256, progress: bool = False, desc: str = "predict"
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    batch_size: int = 256, progress: bool = False, desc: str = "predict",
+                    kspace_view: dict | None = None, with_kspace: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(network outputs (N, sum C_k + M), penultimate features (N, D)) for ``images[indices]``,
     both from one pass of the backbone, as float32. ``network`` is an engine's batch callable
     (:mod:`mridomain.iap.runtime`: PyTorch or ONNX Runtime).
+
+    ``kspace_view`` (the run's preprocess.json entry) says the slices carry a k-space view below
+    the image: it is cut off (:func:`mridomain.data.kspace.split_view`) and given to the network
+    as its ``kspace`` input when the network reads it (``with_kspace``).
 
     Indices are visited in sorted order so a memmap is read sequentially; results come back in
     the order of ``indices``.
@@ -52,7 +62,7 @@ def forward_batches(network: Callable[[tuple[np.ndarray, ...]], tuple[np.ndarray
     sorted_idx = idx[order]
     outs, feats = [], []
     for sl in progress_bar(list(batches(len(sorted_idx), batch_size)), desc=desc, enabled=progress, leave=False):
-        y, f = network(network_inputs(images, sorted_idx[sl]))
+        y, f = network(network_inputs(images, sorted_idx[sl], kspace_view, with_kspace))
         outs.append(y)
         feats.append(f)
     if not outs:

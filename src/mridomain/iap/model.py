@@ -1,7 +1,7 @@
 """The multi-task IAP network (paper Sec. 4.1) and its masked loss, eq. (1)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,17 +95,46 @@ class ResNetWithTextureStats(nn.Module):
         return torch.cat([net.avgpool(x).flatten(1), *stats], dim=1)
 
 
+#: features of the k-space branch
+KSPACE_FEATURES = 64
+
+
+class KSpaceBranch(nn.Module):
+    """The k-space view (N, 2, bins) (:mod:`mridomain.data.kspace`) -> ``KSPACE_FEATURES`` features.
+
+    An MLP, not a convolution with pooling: what the view says is *where* each profile drops
+    (the acquired window's edge, the end of the reconstructed grid), an absolute bin position that
+    a translation-invariant pooling would throw away. Each bin is standardized on its own
+    (BatchNorm over the 2 x bins values), so a drop of a few decades at one bin weighs as much as
+    the smooth fall-off of the anatomy's spectrum.
+    """
+
+    def __init__(self, bins: int, hidden: int = 128):
+        super().__init__()
+        self.bins = int(bins)
+        self.net = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(2 * self.bins), nn.Linear(2 * self.bins, hidden),
+                                 nn.ReLU(inplace=True), nn.Linear(hidden, KSPACE_FEATURES), nn.ReLU(inplace=True))
+
+    def forward(self, kspace: torch.Tensor) -> torch.Tensor:
+        return self.net(kspace.float())
+
+
 class IAPNet(nn.Module):
     """Backbone + one linear layer with sum(C_k) + M outputs, split into heads by the encoder.
 
     The input pipeline lives inside the module so that a checkpoint is self-contained: slices of
     any size are resized to ``input_size`` (area interpolation) and standardized with the training
     images' mean / std (buffers saved with the weights).
+
+    Inputs, by name: ``image`` (N, 1, H, W) or (N, H, W), cache-normalized slices; and with
+    ``kspace_bins`` > 0, ``kspace`` (N, 2, kspace_bins), each slice's k-space view
+    (:mod:`mridomain.data.kspace`), whose :class:`KSpaceBranch` features are appended to the
+    backbone's.
     """
 
     def __init__(self, n_outputs: int, backbone: str = "resnet18", input_size: int = 224, width: int = 32,
                  in_mean: float = 0.0, in_std: float = 1.0, texture_stats: bool = False,
-                 residual_input: bool = False):
+                 residual_input: bool = False, kspace_bins: int = 0):
         super().__init__()
         in_channels = 2 if residual_input else 1      # the image, and its noise residual
         if backbone == "resnet18":
@@ -129,6 +158,10 @@ class IAPNet(nn.Module):
             self.head = nn.Linear(self.feature_dim, n_outputs)
         else:
             raise InvalidArgumentError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
+        self.kspace = KSpaceBranch(kspace_bins) if kspace_bins > 0 else None
+        if self.kspace is not None:
+            self.feature_dim += KSPACE_FEATURES
+            self.head = nn.Linear(self.feature_dim, n_outputs)
         self.input_size = int(input_size)
         self.residual_input = bool(residual_input)
         self.n_outputs = int(n_outputs)
@@ -147,17 +180,36 @@ class IAPNet(nn.Module):
             x = torch.cat([x, x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)], dim=1)
         return x
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate features (N, feature_dim)."""
-        return self.backbone(self.prepare(x))
+    @property
+    def uses_kspace(self) -> bool:
+        """True when the network reads a k-space view beside the image (its second input)."""
+        return self.kspace is not None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The names of the network's inputs, in order (the ONNX export's input names)."""
+        return ("image", "kspace") if self.uses_kspace else ("image",)
+
+    def embed(self, image: torch.Tensor, kspace: torch.Tensor | None = None) -> torch.Tensor:
+        """Penultimate features (N, feature_dim): the backbone's, then the k-space branch's."""
+        features = self.backbone(self.prepare(image))
+        if self.kspace is None:
+            return features
+        if kspace is None:
+            raise InvalidArgumentError("this IAP network reads a k-space view: call it with kspace= "
+                                       "(slices preprocessed with the run's preprocess.json carry it)")
+        return torch.cat([features, self.kspace(kspace)], dim=1)
+
+    def forward(self, image: torch.Tensor, kspace: torch.Tensor | None = None) -> torch.Tensor:
+        """Outputs (N, sum C_k + M) from ``image`` and, for a network with a k-space branch, ``kspace``."""
+        return self.head(self.embed(image, kspace))
 
 
-def feature_blocks(backbone: str, width: int = 32, texture_stats: bool = False) -> list[tuple[str, int, int]]:
+def feature_blocks(backbone: str, width: int = 32, texture_stats: bool = False,
+                   kspace: bool = False) -> list[tuple[str, int, int]]:
     """The parts of an :class:`IAPNet`'s penultimate features, as (name, start, stop): the pooled
-    last map, then with ``texture_stats`` each stage's channel mean / std. A feature-space
+    last map, then with ``texture_stats`` each stage's channel mean / std, then with ``kspace``
+    the k-space branch's features. A feature-space
     detector models each part on its own (Lee et al. 2018 score every layer): the early stages'
     statistics see texture and contrast, the pooled map the anatomy."""
     if backbone == "smallcnn":
@@ -171,14 +223,27 @@ def feature_blocks(backbone: str, width: int = 32, texture_stats: bool = False) 
         for s, n in enumerate(stages, 1):
             blocks.append((f"stage{s}", start, start + n))
             start += n
+    if kspace:
+        blocks.append(("kspace", start, start + KSPACE_FEATURES))
     return blocks
 
 
-def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, in_std: float = 1.0) -> IAPNet:
-    """The network for ``config`` with an output layer sized from ``encoder`` (sum C_k + M)."""
+def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, in_std: float = 1.0,
+                preprocess: dict[str, Any] | None = None) -> IAPNet:
+    """The network for ``config`` with an output layer sized from ``encoder`` (sum C_k + M).
+
+    With ``config.kspace_view`` (or None and a view in ``preprocess``, the run's preprocess.json)
+    the network gets a k-space branch sized from that view; True without a view is a one-line error."""
+    bins = 0
+    view = (preprocess or {}).get("kspace_view")
+    if config.kspace_view or (config.kspace_view is None and view):
+        if not view:
+            raise InvalidArgumentError("kspace_view=True needs slices with a k-space view: prepare the cache "
+                                       "with --kspace-view (or train with kspace_view=False)")
+        bins = int(view["bins"])
     return IAPNet(encoder.n_outputs, backbone=config.backbone, input_size=config.input_size,
                   width=config.width, in_mean=in_mean, in_std=in_std, texture_stats=config.texture_stats,
-                  residual_input=config.residual_input)
+                  residual_input=config.residual_input, kspace_bins=bins)
 
 
 def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: torch.Tensor,
@@ -211,4 +276,4 @@ def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: tor
     return total, terms
 
 
-__all__: Sequence[str] = ["IAPNet", "SmallCNN", "build_model", "iap_loss", "BACKBONES"]
+__all__: Sequence[str] = ["IAPNet", "KSpaceBranch", "SmallCNN", "build_model", "iap_loss", "BACKBONES"]

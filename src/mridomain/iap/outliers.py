@@ -32,9 +32,19 @@ _TRANSFORMS = ("upside_down", "rotated", "zoomed", "inverted")
 
 def transformed_outliers(images: np.ndarray, preprocess: dict[str, Any], rng: np.random.Generator
                          ) -> tuple[np.ndarray, list[str]]:
-    """One outlier per given (preprocessed) slice, of a transform drawn at random: (slices, kinds)."""
+    """One outlier per given (preprocessed) slice, of a transform drawn at random: (slices, kinds).
+
+    With a k-space view below the slices, an outlier keeps its source slice's view (rows swapped
+    when rotated): the native pixels it would be computed on are gone, and a view computed on
+    the 224-pixel slice would mark every transformed outlier by its small grid, a shortcut the
+    domain model would learn instead of the anatomy's orientation."""
+    from mridomain.data.kspace import append_view, split_view
+
     out, kinds = [], []
-    for img in np.asarray(images, np.float32):
+    spec = preprocess.get("kspace_view")
+    images, views = split_view(np.asarray(images, np.float32), spec)
+    image_preprocess = {k: v for k, v in preprocess.items() if k != "kspace_view"}
+    for i, img in enumerate(images):
         kind = _TRANSFORMS[int(rng.integers(len(_TRANSFORMS)))]
         if kind == "upside_down":
             x = img[::-1]
@@ -52,7 +62,10 @@ def transformed_outliers(images: np.ndarray, preprocess: dict[str, Any], rng: np
             x = img[cy - ch // 2: cy + ch // 2, cx - cw // 2: cx + cw // 2]
         else:
             x = img.max() - img
-        out.append(preprocess_slices(np.ascontiguousarray(x)[None], preprocess)[0])
+        y = preprocess_slices(np.ascontiguousarray(x)[None], image_preprocess)[0]
+        if views is not None:
+            y = append_view(y, views[i][::-1] if kind == "rotated" else views[i])
+        out.append(y)
         kinds.append(kind)
     return np.stack(out), kinds
 

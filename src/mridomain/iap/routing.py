@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from mridomain.iap._analysis_common import as_category_strings, open_cache
+from mridomain.data.kspace import split_view
 from mridomain.statistics import wilson_interval
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.report import Section, df_to_markdown, figure_to_png, write_html_report
@@ -187,7 +188,8 @@ def route(images_or_paths: np.ndarray | Sequence[str | Path], iap_predictor: Any
         idx = np.flatnonzero((chosen == k).to_numpy())
         if len(idx) == 0:
             continue
-        lab, proba = model_outputs(models[k], images[idx])
+        # the tumor models read the image only, not a k-space view stored below it
+        lab, proba = model_outputs(models[k], split_view(images, predictor.preprocess.get("kspace_view"))[0][idx])
         prediction[idx] = lab
         if proba is not None:
             probability[idx] = proba
@@ -230,8 +232,10 @@ def evaluate_routing(images: np.ndarray, labels: np.ndarray, true_domain: Sequen
         raise SchemaMismatchError(f"test images of domain(s) {sorted(set(true_domain[true_key.isna()]))} have no model")
     from mridomain.iap.run import as_predictor
 
-    preds = {k: model_outputs(models[k], images)[0].astype(np.int64) for k in keys}
-    output = as_predictor(iap_predictor).forward(images)
+    predictor = as_predictor(iap_predictor)
+    plain = split_view(images, predictor.preprocess.get("kspace_view"))[0]   # tumor models: image only
+    preds = {k: model_outputs(models[k], plain)[0].astype(np.int64) for k in keys}
+    output = predictor.forward(images)
     values, chosen, how = predicted_domains(output, key_iap, keys, unknown=unknown)
     per = pd.DataFrame({"label": labels, f"true_{key_iap}": true_key.to_numpy(),
                         f"predicted_{key_iap}": values.to_numpy(), "routed_to": chosen.to_numpy(),
@@ -360,7 +364,8 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
     """
     from mridomain.iap.tumor_classifier import TumorClassifier
 
-    table, images, _ = open_cache(cache)
+    table, images, meta = open_cache(cache)
+    plain = split_view(images, meta.get("kspace_view"))[0]    # tumor models: image only
     for col in ("tumor", "split", key_iap):
         if col not in table.columns:
             raise SchemaMismatchError(f"{cache}: slice cache has no {col!r} column (needed for the routing experiment)")
@@ -386,7 +391,7 @@ def run_routing_experiment(cache: Any, iap_run: Any, out: str | Path | None,
                                                     "cache/ holds tumour slices only: `mridomain demo --full "
                                                     "--reuse` adds cache_routing/, with tumour-negative slices)")
         clf = TumorClassifier(preset=preset, device=device, seed=seed, **overrides)
-        clf.fit(np.asarray(images[tr]), y, np.asarray(images[va]) if len(va) else None,
+        clf.fit(np.asarray(plain[tr]), y, np.asarray(plain[va]) if len(va) else None,
                 tumor.to_numpy()[va] if len(va) else None, progress=progress)
         models[d] = clf
         n_train[d] = int(len(tr))

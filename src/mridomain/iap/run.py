@@ -118,7 +118,9 @@ class IAPRun:
         self._check()
         outputs, features = forward_batches(self.network, images, indices,
                                             batch_size=batch_size or self.config.eval_batch_size,
-                                            progress=progress, desc=desc)
+                                            progress=progress, desc=desc,
+                                            kspace_view=(self.preprocess or {}).get("kspace_view"),
+                                            with_kspace=bool(getattr(self.model, "uses_kspace", False)))
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
         for name, values in {**out.probabilities, **out.continuous}.items():
             finite = np.isfinite(np.asarray(values, dtype=np.float64))

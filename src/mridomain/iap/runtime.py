@@ -287,7 +287,8 @@ def export_run(run: str | Path, cache: Any, split: str = "val", progress: bool =
     rows = split_indices(cache, split)
     if len(rows) == 0:
         split, rows = "train", split_indices(cache, "train")
-    inputs = network_inputs(cache.images, np.sort(rows))
+    inputs = network_inputs(cache.images, np.sort(rows), cache.meta.get("kspace_view"),
+                            bool(getattr(model, "uses_kspace", False)))
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=run)
     os.close(fd)
     tmp = Path(tmp)

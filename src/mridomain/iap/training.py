@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from mridomain.data.kspace import split_view
 from mridomain.engine import Engine, StepContext, TrainTask, epoch_batches
 from mridomain.errors import EmptyInputError, SchemaMismatchError
 from mridomain.iap.cache import cache_iaps, open_cache, split_indices
@@ -27,13 +28,17 @@ from mridomain.iap.model import IAPNet, build_model, iap_loss
 class MemmapBatches(Dataset):
     """Whole batches straight from the memmapped cache: one fancy index per batch, no per-item decode.
 
-    Each item is a batch; ``set_epoch`` draws that epoch's permutation from (seed, epoch), so an
-    interrupted and resumed run sees the same batches as an uninterrupted one.
+    Each item is a batch (image (B, 1, H, W), kspace (B, 2, bins) or (B, 0) without a view, cat,
+    cont); ``set_epoch`` draws that epoch's permutation from (seed, epoch), so an interrupted and
+    resumed run sees the same batches as an uninterrupted one. With ``kspace_view`` (the cache's
+    view spec) the view rows below each image are cut off into the kspace tensor before any flip,
+    so flips touch the image only (a folded magnitude spectrum is the same for a mirrored image).
     """
 
     def __init__(self, images: np.ndarray, indices: np.ndarray, cat: np.ndarray, cont: np.ndarray,
                  batch_size: int, shuffle: bool, seed: int = 0, augment: bool = False,
-                 mirror: tuple[int, np.ndarray] | None = None, rank: int = 0, world_size: int = 1):
+                 mirror: tuple[int, np.ndarray] | None = None, rank: int = 0, world_size: int = 1,
+                 kspace_view: dict[str, Any] | None = None):
         self.images, self.indices = images, np.asarray(indices, dtype=np.int64)
         self.cat, self.cont = cat, cont
         self.batch_size, self.shuffle, self.seed, self.augment = batch_size, shuffle, seed, augment
@@ -41,6 +46,7 @@ class MemmapBatches(Dataset):
         #: (column of cat, class -> class of the mirrored image) for left-right mirroring, see
         #: :func:`mirror_relabeling`; None = no mirroring
         self.mirror = mirror
+        self.kspace_view = kspace_view
         self.set_epoch(0)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -64,9 +70,11 @@ class MemmapBatches(Dataset):
     def __len__(self) -> int:
         return len(self._batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         b = np.sort(self._batches[i])          # sorted reads are sequential on the memmap
-        x = np.asarray(self.images[b], dtype=np.float32)
+        x, view = split_view(np.asarray(self.images[b], dtype=np.float32), self.kspace_view)
+        x = np.ascontiguousarray(x)
+        view = np.zeros((len(b), 0), np.float32) if view is None else np.ascontiguousarray(view)
         cat = self.cat[b]
         if self.augment or self.mirror is not None:
             # this rank's share of global batch i draws its own stream (rank 0 of one process = the
@@ -83,7 +91,8 @@ class MemmapBatches(Dataset):
             cat = cat.copy()
             known = flip & (cat[:, column] != IGNORE_INDEX)
             cat[known, column] = relabel[cat[known, column]]
-        return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(cat), torch.from_numpy(self.cont[b])
+        return (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(view), torch.from_numpy(cat),
+                torch.from_numpy(self.cont[b]))
 
 
 #: What a left-right mirror of the stored image turns each patient position into: prone or supine,
@@ -124,11 +133,13 @@ class TrainResult:
                 + (f"\n{self.onnx}" if self.onnx else ""))
 
 
-def _input_stats(images: np.ndarray, indices: np.ndarray, seed: int) -> tuple[float, float]:
-    """Mean / std of the training images (a sample of up to 512 slices) for input standardization."""
+def _input_stats(images: np.ndarray, indices: np.ndarray, seed: int,
+                 kspace_view: dict[str, Any] | None = None) -> tuple[float, float]:
+    """Mean / std of the training images (a sample of up to 512 slices, without their k-space
+    view) for input standardization."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(indices, size=min(512, len(indices)), replace=False))
-    x = np.asarray(images[pick], dtype=np.float64)
+    x = np.asarray(split_view(np.asarray(images[pick]), kspace_view)[0], dtype=np.float64)
     sd = float(x.std())
     return float(x.mean()), sd if sd > 1e-8 else 1.0
 
@@ -146,12 +157,12 @@ def validate(model: IAPNet, loader: Iterable, encoder: LabelEncoder, config: IAP
     ce_sum = np.zeros(n_cat)
     z_sq = np.zeros(len(encoder.continuous))
     std = np.array([h.std for h in encoder.continuous])
-    for x, cat, cont in loader:
+    for x, view, cat, cont in loader:
         x = x.to(device, non_blocking=True)
         if config.channels_last and device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, config.amp):
-            out = model(x)
+            out = model(x, _kspace_input(model, view, device))
         out = out.float().cpu()
         for j, h in enumerate(encoder.categorical):
             t = cat[:, j]
@@ -177,6 +188,13 @@ def validate(model: IAPNet, loader: Iterable, encoder: LabelEncoder, config: IAP
         metrics.update({f"val_mse_{h.name}": (sq[j] / n_cont[j] if n_cont[j] else float("nan"))
                         for j, h in enumerate(encoder.continuous)})
     return float(loss), metrics
+
+
+def _kspace_input(model: torch.nn.Module, view: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """The batch's k-space view for a network (unwrapped) that reads one (None otherwise)."""
+    if view.ndim < 3 or not getattr(model, "uses_kspace", False):
+        return None
+    return view.to(device, non_blocking=True)
 
 
 def _select_iaps(iaps: list[dict[str, Any]], config: IAPConfig) -> list[dict[str, Any]]:
@@ -205,10 +223,15 @@ class IAPTask(TrainTask):
             self.val_idx = self.train_idx
         self.cat, self.cont = encoder.encode(cache.table)
         self.mirror = mirror_relabeling(encoder) if config.mirror_augment else None
+        #: the k-space view stored below each cache image (cut off before the network; read by it
+        #: only with config.kspace_view)
+        self.kspace_view = preprocess.get("kspace_view")
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
-        mean, std = (0.0, 1.0) if self.resume else _input_stats(self.cache.images, self.train_idx, self.config.seed)
-        return {"model": build_model(self.config, self.encoder, in_mean=mean, in_std=std)}
+        mean, std = ((0.0, 1.0) if self.resume else
+                     _input_stats(self.cache.images, self.train_idx, self.config.seed, self.kspace_view))
+        return {"model": build_model(self.config, self.encoder, in_mean=mean, in_std=std,
+                                     preprocess=self.preprocess)}
 
     def build_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
         return {"adam": torch.optim.Adam(modules["model"].parameters(), lr=self.config.lr,
@@ -224,14 +247,15 @@ class IAPTask(TrainTask):
     def train_batches(self, epoch: int, rank: int, world_size: int) -> Iterable[Any]:
         c = self.config
         ds = MemmapBatches(self.cache.images, self.train_idx, self.cat, self.cont, c.batch_size, shuffle=True,
-                           seed=c.seed, augment=c.augment, mirror=self.mirror, rank=rank, world_size=world_size)
+                           seed=c.seed, augment=c.augment, mirror=self.mirror, rank=rank, world_size=world_size,
+                           kspace_view=self.kspace_view)
         ds.set_epoch(epoch)
         return self._loader(ds, "cuda" if torch.cuda.is_available() else "cpu")
 
     def training_step(self, batch: Any, ctx: StepContext) -> dict[str, float]:
-        x, c, r = batch
+        x, view, c, r = batch
         x, c, r = ctx.to_device(x), c.to(ctx.device), r.to(ctx.device)
-        outputs = ctx.modules["model"](x)
+        outputs = ctx.modules["model"](x, _kspace_input(ctx.unwrapped("model"), view, ctx.device))
         loss, _ = iap_loss(outputs, c, r, self.encoder, self.config.lam, self.config.eta)
         ctx.backward(loss)
         ctx.step("adam")
@@ -239,7 +263,7 @@ class IAPTask(TrainTask):
 
     def validate(self, ctx: StepContext) -> dict[str, float]:
         ds = MemmapBatches(self.cache.images, self.val_idx, self.cat, self.cont, self.config.eval_batch_size,
-                           shuffle=False)
+                           shuffle=False, kspace_view=self.kspace_view)
         loss, metrics = validate(ctx.unwrapped("model"), self._loader(ds, ctx.device.type), self.encoder,
                                  self.config, ctx.device)
         return {"val_loss": loss, **metrics}
@@ -312,6 +336,12 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
         preprocess = {"size": list(cache.meta.get("size", list(cache.images.shape[1:]))),
                       "normalization": cache.meta.get("normalization", {"method": "max255"}),
                       "source_cache": str(Path(cache_path).resolve())}
+        if cache.meta.get("kspace_view"):
+            # recorded even for a network that does not read it: predict must build the same
+            # stored layout (image rows + view rows) the cache has
+            preprocess["kspace_view"] = cache.meta["kspace_view"]
+        if config.kspace_view is None:
+            config = config.updated(kspace_view=bool(preprocess.get("kspace_view")))
     task = IAPTask(cache, config, encoder, preprocess, resume=resume)
     fit = Engine(config, out, progress=progress).fit(task, resume=resume)
     onnx_note = ""

@@ -17,7 +17,8 @@ __all__ = ["calibrate"]
 
 
 def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, quantile: float = 0.99,
-              progress: bool = True, outlier_exposure: bool = True, brain_subjects: int = 1) -> dict[str, Any]:
+              progress: bool = True, outlier_exposure: bool = True, brain_subjects: int = 1,
+              max_transformed: int = 1000) -> dict[str, Any]:
     """Fit what makes a run's answers trustworthy, from its cache, and store it in the run folder:
 
     - ``calibration.json``: per-head temperatures fitted on the validation split (else train), with
@@ -28,7 +29,8 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
       ranges that header values are checked against. With ``outlier_exposure`` (the default): a
       Mahalanobis model per feature block and an energy score, weighed by a logistic model
       trained against outliers made from the cache, the brain simulator (``brain_subjects``)
-      and synthetic pictures (:mod:`mridomain.iap.outliers`), its threshold the ``quantile`` of
+      and synthetic pictures (:mod:`mridomain.iap.outliers`; one transformed outlier for each of up
+      to ``max_transformed`` in-domain slices), its threshold the ``quantile`` of
       cross-fitted in-domain scores of up to ``max_reference`` training and validation slices
       (:func:`~mridomain.iap.domain.fit_exposed`), with the expected false-out rate; without:
       one Mahalanobis distance, thresholded on the validation slices;
@@ -77,7 +79,8 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
     domain = DomainModel.fit(ref.features, cal.features, n_patients, cal_split, quantile, ranges, vocabularies)
     rates: dict[str, Any] = {}
     if outlier_exposure:
-        rates = _expose(domain, predictor, cache, ref_idx, ref, cal_idx, cal, quantile, brain_subjects, progress)
+        rates = _expose(domain, predictor, cache, ref_idx, ref, cal_idx, cal, quantile, brain_subjects, progress,
+                        max_transformed)
     domain.save(run)
     summary["domain"] = {"threshold": domain.threshold, "note": domain.note,
                          "expected_false_out": domain.expected_false_out, "outliers": domain.outliers,
@@ -92,7 +95,8 @@ def calibrate(run: str | Path, cache: Any = None, max_reference: int = 2000, qua
 
 
 def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: Any, cal_idx: np.ndarray, cal: Any,
-            quantile: float, brain_subjects: int, progress: bool) -> dict[str, dict[str, float]]:
+            quantile: float, brain_subjects: int, progress: bool, max_transformed: int = 1000
+            ) -> dict[str, dict[str, float]]:
     """Fit ``domain``'s outlier-exposed image score in place (see :func:`calibrate`); returns the
     share of cross-fitted in-domain slices kept per manufacturer and scanner model (every vendor
     and scanner of the run should be kept, not only the majority)."""
@@ -110,8 +114,9 @@ def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: A
     if "patient_id" in table and table["patient_id"].nunique() >= 2:
         groups = table["patient_id"].astype(str).to_numpy()
     rng = np.random.default_rng(0)
-    # one transformed outlier per in-domain slice of up to 1000, 200 synthetic pictures, simulated brains
-    source = np.sort(rng.choice(len(pool_idx), min(len(pool_idx), 1000), replace=False))
+    # one transformed outlier per in-domain slice of up to max_transformed, 200 synthetic pictures,
+    # simulated brains
+    source = np.sort(rng.choice(len(pool_idx), min(len(pool_idx), max_transformed), replace=False))
     parts, kinds, out_groups = [], [], []
     images, k = transformed_outliers(np.asarray(cache.images[pool_idx[source]]), predictor.preprocess, rng)
     parts.append(images), kinds.extend(k), out_groups.extend(groups[source])
@@ -122,7 +127,8 @@ def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: A
         parts.append(images), kinds.extend(k), out_groups.extend(["brain"] * len(k))
     outliers = predictor.forward(np.concatenate(parts), progress=progress, desc="domain outliers")
     config = predictor.config
-    blocks = feature_blocks(config.backbone, config.width, config.texture_stats)
+    blocks = feature_blocks(config.backbone, config.width, config.texture_stats,
+                            bool(getattr(predictor.model, "uses_kspace", False)))
     fit = fit_exposed(inside.features, inside.logits, groups, outliers.features, outliers.logits,
                       np.asarray(out_groups), blocks)
     threshold, widened = quantile_upper_bound(fit.in_scores, quantile)
