@@ -161,7 +161,7 @@ def throughput(args: argparse.Namespace) -> None:
     for part in parts:
         print(f"| {part} | {stages[part]:.2f} | {100 * stages[part] / best['reference']:.0f} % |")
     rest = best["reference"] - sum(stages[p] for p in parts)
-    print(f"| the rest (per-input tables, verdicts, joint decoding) | {rest:.2f} | "
+    print(f"| the rest: per-input forward calls, domain scores, tables, verdicts, joint decoding | {rest:.2f} | "
           f"{100 * rest / best['reference']:.0f} % |")
     print("\nthe network alone:\n\n| engine | images/s | vs torch |\n|---|---|---|")
     torch_net = stages["network alone, torch (batches of 256)"]

@@ -9,6 +9,7 @@ from scipy.special import softmax
 import torch
 from mridomain.progress import progress_bar
 
+from mridomain.engine import resolve_device  # noqa: F401 - part of this module's API (tests, callers)
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.predictor import PredictorOutput
 
