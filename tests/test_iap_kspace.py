@@ -236,3 +236,24 @@ def test_mirror_augmentation_flips_the_image_not_the_view():
     assert 8 < mirrored.sum() < 32
     np.testing.assert_array_equal(c[mirrored], 1 - cat[mirrored, 0])
     np.testing.assert_array_equal(view.numpy(), images[:, 8:])
+
+
+def test_onnx_export_of_the_two_input_network_matches_torch(tmp_path):
+    """The k-space network exports with both named inputs, and ONNX Runtime gives PyTorch's
+    predictions on raw arrays and on DICOM (the engines share one input path)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from mridomain.iap import IAPRun
+    from mridomain.iap.runtime import ONNX_FILE
+
+    cache, run, raws = _tiny_run(tmp_path, kspace_view=True)
+    record = json.loads((run / (ONNX_FILE + ".json")).read_text())
+    assert [i["name"] for i in record["inputs"]] == ["image", "kspace"]
+    assert record["inputs"][1]["shape"] == ["batch", 2, 32]
+    torch_run, onnx_run = IAPRun.load(run, engine="torch"), IAPRun.load(run, engine="onnx")
+    assert onnx_run.engine_note.startswith("engine: onnx")
+    stored = np.asarray(np.load(cache / "images.npy"), np.float32)
+    a, b = torch_run.forward(stored), onnx_run.forward(stored)
+    np.testing.assert_allclose(b.features, a.features, atol=1e-4, rtol=1e-4)
+    for name in a.probabilities:
+        np.testing.assert_allclose(b.probabilities[name], a.probabilities[name], atol=1e-4)

@@ -10,6 +10,7 @@ import torch
 from mridomain.progress import progress_bar
 
 from mridomain.data.kspace import split_view
+from mridomain.engine import resolve_device  # noqa: F401 - part of this module's API (tests, callers)
 from mridomain.iap.labels import LabelEncoder
 from mridomain.iap.predictor import PredictorOutput
 

@@ -223,6 +223,11 @@ class _Rows:
             self.blocks.append(pd.DataFrame(self.rows))
             self.rows = []
 
+    def flush(self) -> None:
+        if self.rows:
+            self.blocks.append(pd.DataFrame(self.rows))
+            self.rows = []
+
     def frame(self) -> pd.DataFrame:
         blocks = self.blocks + ([pd.DataFrame(self.rows)] if self.rows else [])
         return pd.concat(blocks, ignore_index=True, sort=False) if blocks else pd.DataFrame()
@@ -233,7 +238,7 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
                   progress: bool = True, device: str | None = None, abstain: bool = False,
                   combinations: str | Path | pd.DataFrame | None = None,
                   keep_kinds: Sequence[str] = (), rule: DomainRule | None = None,
-                  engine: str = "auto", chunk_slices: int = 256, read_ahead_inputs: int = 4) -> PredictionResult:
+                  engine: str = "auto", chunk_slices: int = 64, read_ahead_inputs: int = 4) -> PredictionResult:
     """Predict the IAPs of DICOM files / series folders / archive folders, NIfTI volumes and
     PNG/JPG images.
 
@@ -322,10 +327,11 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
         if combos is not None and not combos.empty:
             slice_table = pd.concat([slice_table, joint_decode(output, combos)], axis=1)
             series_table = pd.concat([series_table, joint_decode(series_output, combos)], axis=1)
-        slice_records = slice_table.to_dict("records")
         for k, item in enumerate(chunk):
             identity = item.identity
-            for i, r in enumerate(slice_records[bounds[k]:bounds[k + 1]]):
+            # rows as dicts one input at a time: a whole chunk of them would be the largest thing
+            # predict holds (python dicts of boxed scalars, several times the table)
+            for i, r in enumerate(slice_table.iloc[bounds[k]:bounds[k + 1]].to_dict("records")):
                 rows.append({"source": str(item.source), "level": "slice", "slice": i, "file": str(item.file_of(i)),
                              **identity, **r, **truth_cols[k]})
             series_row = series_table.iloc[k].to_dict()
@@ -334,6 +340,10 @@ def predict_paths(run: str | Path, paths: Sequence[str | Path], out: str | Path 
             if figure is not None and len(panels) < 12:   # only what the figure shows is kept
                 panels.append({"source": item.source, "image": item.slices[len(item.slices) // 2],
                                "row": series_row, "truth": truths[k]})
+        if len(chunk) > 1:
+            # a chunk's rows become a block now, while its arrays and tables are freed: pending
+            # row dicts (the costliest form of a row) never pile up beside a chunk's working set
+            rows.flush()
     table = rows.frame()
     if out_path is not None:
         write_skip_report(skipped, out_path.with_name(out_path.stem + "_skipped.csv"))
