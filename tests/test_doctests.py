@@ -14,6 +14,7 @@ MODULES = [
     "mridomain.sim.physics",
     "mridomain.engine.engine",
     "mridomain.lazy",
+    "mridomain.config",
     "mridomain.arguments",
     "mridomain.iap.labels",
     "mridomain.iap.config",

@@ -6,7 +6,9 @@ written. No torch here: the data layer's YAML configs use it too.
 """
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,6 +72,33 @@ class Settings(BaseModel):
                 raise SchemaMismatchError(f"config: not valid JSON ({err})") from None
             return cls.from_dict(data)
         return cls.from_dict(read_json(text_or_path), where=str(text_or_path))
+
+    @classmethod
+    def from_preset(cls: type[S], presets: Mapping[str, Mapping[str, Any]], preset: str,
+                    overrides: Mapping[str, Any] | None = None, *, what: str | None = None,
+                    merge: tuple[str, ...] = ()) -> S:
+        """The config of a named preset with ``overrides`` applied (``None`` values leave the
+        preset's value; a key in ``merge`` names a nested dict that the override updates rather
+        than replaces). One-line :class:`InvalidArgumentError` for an unknown preset or a bad value.
+
+        >>> class Demo(Settings):
+        ...     epochs: int = 1
+        ...     lr: float = 0.1
+        >>> Demo.from_preset({"cpu": {"epochs": 3}}, "cpu", {"lr": None, "epochs": 5}).epochs
+        5
+        >>> Demo.from_preset({"cpu": {}}, "gpu")
+        Traceback (most recent call last):
+        mridomain.errors.InvalidArgumentError: Demo: unknown preset 'gpu' (choose from cpu)
+        """
+        what = what or cls.__name__
+        if preset not in presets:
+            raise InvalidArgumentError(f"{what}: unknown preset {preset!r} (choose from {', '.join(presets)})")
+        data = copy.deepcopy(dict(presets[preset]))
+        overrides = dict(overrides or {})
+        for key in merge:
+            data[key] = {**dict(data.get(key) or {}), **dict(overrides.pop(key, None) or {})}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return validated(cls, data, where=f"{what} ({preset} preset)")
 
     def updated(self: S, **overrides: Any) -> S:
         """A validated copy with some fields replaced; a bad value is an :class:`InvalidArgumentError`."""

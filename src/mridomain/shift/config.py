@@ -12,8 +12,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from mridomain.engine.classification import ClassifierSettings
-from mridomain.engine.settings import validated
-from mridomain.errors import InvalidArgumentError
 
 __all__ = ["ShiftConfig", "PRESETS", "make_config", "default_preset"]
 
@@ -57,8 +55,4 @@ def default_preset() -> str:
 
 def make_config(preset: str = "cpu", **overrides: Any) -> ShiftConfig:
     """A validated :class:`ShiftConfig` from a preset name plus overrides (None values are ignored)."""
-    if preset not in PRESETS:
-        raise InvalidArgumentError(f"preset {preset!r}: choose {' or '.join(PRESETS)}")
-    data = dict(PRESETS[preset])
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validated(ShiftConfig, data, "ShiftConfig")
+    return ShiftConfig.from_preset(PRESETS, preset, overrides)

@@ -9,8 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from mridomain.engine import Settings, TrainSettings, validated
-from mridomain.errors import InvalidArgumentError
+from mridomain.engine import Settings, TrainSettings
 
 __all__ = ["NetworkConfig", "SynthConfig", "PRESETS", "make_config", "BRATS_SEQUENCES"]
 
@@ -126,10 +125,4 @@ PRESETS: dict[str, dict] = {
 
 def make_config(preset: str = "cpu", **overrides) -> SynthConfig:
     """A preset's config with ``overrides`` applied (``network={...}`` updates the network fields)."""
-    if preset not in PRESETS:
-        raise InvalidArgumentError(f"unknown preset {preset!r} (choose from {sorted(PRESETS)})")
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PRESETS[preset].items()}
-    net_over = overrides.pop("network", None) or {}
-    data.setdefault("network", {}).update(net_over)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validated(SynthConfig, data, where=f"synthesis config ({preset} preset)")
+    return SynthConfig.from_preset(PRESETS, preset, overrides, what="synthesis config", merge=("network",))

@@ -36,7 +36,6 @@ import pandas as pd
 from pydantic import Field
 
 from mridomain.engine.classification import ArrayClassifier, ClassifierSettings
-from mridomain.engine.settings import validated
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.synth.config import BRATS_SEQUENCES
 
@@ -71,11 +70,7 @@ DOWNSTREAM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_downstream_config(preset: str = "cpu", **overrides: Any) -> DownstreamConfig:
-    if preset not in DOWNSTREAM_PRESETS:
-        raise InvalidArgumentError(f"unknown preset {preset!r} (choose from {sorted(DOWNSTREAM_PRESETS)})")
-    data = dict(DOWNSTREAM_PRESETS[preset])
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    cfg = validated(DownstreamConfig, data, where=f"downstream config ({preset} preset)")
+    cfg = DownstreamConfig.from_preset(DOWNSTREAM_PRESETS, preset, overrides, what="downstream config")
     want = 2 if cfg.network == "resnet18_2d" else 3
     if len(cfg.crop) != want:
         raise InvalidArgumentError(f"crop {cfg.crop}: {cfg.network} needs {want} sizes")

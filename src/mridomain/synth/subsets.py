@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
-from mridomain.engine.settings import TrainSettings, validated
+from mridomain.engine.settings import TrainSettings
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.synth.config import BRATS_SEQUENCES
 
@@ -129,11 +129,7 @@ SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_segmentation_config(preset: str = "cpu", **overrides: Any) -> SegmentationConfig:
-    if preset not in SEGMENTATION_PRESETS:
-        raise InvalidArgumentError(f"unknown preset {preset!r} (choose from {sorted(SEGMENTATION_PRESETS)})")
-    data = dict(SEGMENTATION_PRESETS[preset])
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return validated(SegmentationConfig, data, where=f"segmentation config ({preset} preset)")
+    return SegmentationConfig.from_preset(SEGMENTATION_PRESETS, preset, overrides, what="segmentation config")
 
 
 # -- labels and scores ------------------------------------------------------------------------------
