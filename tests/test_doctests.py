@@ -15,6 +15,7 @@ MODULES = [
     "mridomain.engine.engine",
     "mridomain.lazy",
     "mridomain.config",
+    "mridomain.data.intensity",
     "mridomain.arguments",
     "mridomain.iap.labels",
     "mridomain.iap.config",

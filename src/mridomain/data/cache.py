@@ -69,12 +69,9 @@ def normalize_intensity(img: np.ndarray, method: str | dict[str, Any] = "max255"
             return np.zeros_like(x)
         return (x * np.float32(255.0 / m)) / np.float32(255.0)
     if spec["method"] == "percentile":
-        lo, hi = np.percentile(x, [spec["low"], spec["high"]]) if x.size else (0.0, 0.0)
-        lo32, hi32 = np.float32(lo), np.float32(hi)
-        if not hi32 > lo32:
-            return np.zeros_like(x)
-        y = (np.clip(x, lo32, hi32) - lo32) / (hi32 - lo32)
-        return np.clip(y, 0.0, 1.0).astype(np.float32)
+        from mridomain.data.intensity import PercentileScaling
+
+        return PercentileScaling(low=spec["low"], high=spec["high"])(x)
     mean = float(np.mean(x, dtype=np.float64)) if x.size else 0.0
     std = float(np.std(x, dtype=np.float64)) if x.size else 0.0
     return ((x - np.float32(mean)) / np.float32(max(std, spec["eps"]))).astype(np.float32)

@@ -37,15 +37,17 @@ def normalize_volume(volume: np.ndarray, low: float = NORMALIZATION["low"],
 
     Returns the normalized float32 volume and the ``(lo, hi)`` intensities that map to 0 and 1.
     """
-    v = np.asarray(volume, dtype=np.float32)
-    inside = v[v != 0]
-    if inside.size == 0:
-        return np.zeros_like(v), (0.0, 1.0)
-    lo, hi = (float(x) for x in np.percentile(inside, [low, high]))
-    lo = min(lo, 0.0)  # keep the (skull-stripped) background at 0
+    from mridomain.data.intensity import PercentileScaling
+
+    # percentiles of the head only, and the lower end at or below 0 so the (skull-stripped) background stays 0
+    scaling = PercentileScaling(low=low, high=high, foreground=True, keep_zero=True)
+    bounds = scaling.bounds(volume)
+    if bounds is None:
+        return np.zeros_like(np.asarray(volume, dtype=np.float32)), (0.0, 1.0)
+    lo, hi = bounds
     if hi <= lo:
         hi = lo + 1.0
-    return np.clip((v - lo) / (hi - lo), 0.0, 1.0).astype(np.float32), (lo, hi)
+    return scaling.apply(volume, (lo, hi)), (lo, hi)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from scipy import ndimage
 
 from mridomain.errors import EmptyInputError, MridomainError
 from mridomain.progress import progress_bar
+from mridomain.data.intensity import PercentileScaling
 from mridomain.synth.data import NORMALIZATION, Subject, SynthData
 
 __all__ = ["DCE_SEQUENCES", "load_dce_dataset", "simulate_dce_dataset"]
@@ -64,9 +65,10 @@ def load_dce_dataset(dicom_root: str | Path, size: tuple[int, int] = (64, 64), p
             continue
         stack = np.stack(stacks).astype(np.float32)          # (P, S, H, W)
         stack = ndimage.zoom(stack, (1, 1, size[0] / stack.shape[2], size[1] / stack.shape[3]), order=1)
-        inside = stack[stack > 0]
-        hi = float(np.percentile(inside, NORMALIZATION["high"])) if inside.size else 1.0
-        stack = np.clip(stack / (hi or 1.0), 0, 1).astype(np.float32)
+        # magnitude images: 0 maps to 0, the high percentile of the non-zero voxels to 1
+        bounds = PercentileScaling(low=0.0, high=NORMALIZATION["high"], foreground=True, keep_zero=True).bounds(stack)
+        hi = bounds[1] if bounds is not None and bounds[1] > 0 else 1.0
+        stack = PercentileScaling().apply(stack, (0.0, hi))
         subjects.append(Subject(pid, {"pre": stack[:1], "dce": stack[1:]}, affine=np.eye(4),
                                 scale={"pre": (0.0, hi), "dce": (0.0, hi)}))
     if not subjects:
