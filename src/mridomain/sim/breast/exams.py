@@ -100,6 +100,7 @@ def _simulate_one(task: dict) -> dict:
 class BreastExams:
     """What :func:`simulate_breast_exams` wrote: the folder, one row per patient (``exams.csv``), the
     seconds it took and the patients skipped, each with why."""
+
     out: Path
     exams: pd.DataFrame
     seconds: float

@@ -115,6 +115,7 @@ PHILIPS_INGENIA_3T = MultiSequenceProtocol(
 @dataclass(frozen=True)
 class Cyst:
     """One simple cyst: a sphere of fluid with its centre in patient coordinates (mm) and its radius (mm)."""
+
     center: np.ndarray   # mm, patient coordinates
     radius: float        # mm
 
