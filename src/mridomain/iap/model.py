@@ -59,6 +59,8 @@ class SmallCNN(nn.Module):
         self.out_features = ch_in * 4 + (2 * width * 15 if texture_stats else 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (N, ``out_features``) of slices (N, C, H, W): the last map pooled to 2 x 2, then with
+        ``texture_stats`` every stage's channel mean / std."""
         if not self.texture_stats:
             return self.pool(self.body(x)).flatten(1)
         stats = []
@@ -81,9 +83,12 @@ class ResNetWithTextureStats(nn.Module):
 
     @property
     def stages(self) -> list[nn.Module]:
+        """The wrapped ResNet's four residual stages (``layer1`` to ``layer4``)."""
         return [self.net.layer1, self.net.layer2, self.net.layer3, self.net.layer4]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (N, ``out_features``): the ResNet's average-pooled last map, then every stage's channel
+        mean / std."""
         net = self.net
         x = net.act(net.bn1(net.conv1(x)))
         if not net.no_max_pool:
@@ -116,6 +121,7 @@ class KSpaceBranch(nn.Module):
                                  nn.ReLU(inplace=True), nn.Linear(hidden, KSPACE_FEATURES), nn.ReLU(inplace=True))
 
     def forward(self, kspace: torch.Tensor) -> torch.Tensor:
+        """Features (N, ``KSPACE_FEATURES``) of a k-space view (N, 2, bins), cast to float32 first."""
         return self.net(kspace.float())
 
 

@@ -81,13 +81,17 @@ class PredictionResult:
 
     @property
     def series(self) -> pd.DataFrame:
+        """The series / volume rows of the table (one per input)."""
         return self.table[self.table["level"] == "series"].reset_index(drop=True)
 
     @property
     def slices(self) -> pd.DataFrame:
+        """The slice rows of the table."""
         return self.table[self.table["level"] == "slice"].reset_index(drop=True)
 
     def summary(self) -> str:
+        """Lines for the terminal: slices and inputs predicted, what was written, the engine, the domain
+        verdict, the first 10 inputs' answers and each skipped input with why."""
         s = self.series
         lines = [f"predicted {len(self.slices)} slices in {len(s)} inputs"
                  + (f"; skipped {len(self.skipped)} unreadable" if self.skipped else "")

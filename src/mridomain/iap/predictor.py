@@ -64,6 +64,7 @@ class PredictorOutput:
 
     @property
     def categorical_iaps(self) -> list[str]:
+        """Names of the categorical IAPs, in output order."""
         return list(self.probabilities)
 
     def predicted(self, iap: str) -> np.ndarray:
@@ -92,6 +93,8 @@ class PredictorOutput:
 
     @staticmethod
     def concat(parts: list["PredictorOutput"]) -> "PredictorOutput":
+        """Several outputs joined in order into one (classes, units and threshold from the first); an
+        empty list is an error."""
         if not parts:
             raise SchemaMismatchError("no predictor outputs to join")
         first = parts[0]
@@ -146,9 +149,13 @@ class Predictor(Protocol):
     """
 
     @property
-    def classes(self) -> dict[str, list[str]]: ...
+    def classes(self) -> dict[str, list[str]]:
+        """Categorical IAP -> its vocabulary, in the order of its probability columns."""
 
     @property
-    def preprocess(self) -> dict[str, Any]: ...
+    def preprocess(self) -> dict[str, Any]:
+        """How raw slices become inputs: the run's preprocess.json (``size``, ``normalization``, ...)."""
 
-    def forward(self, images: np.ndarray) -> PredictorOutput: ...
+    def forward(self, images: np.ndarray) -> PredictorOutput:
+        """Probabilities, logits, continuous values and features of slices (N, H, W) preprocessed as
+        :attr:`preprocess` says."""

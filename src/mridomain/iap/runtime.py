@@ -150,6 +150,7 @@ class OnnxNetwork:
 
     @property
     def input_names(self) -> list[str]:
+        """The ONNX model's input names, in the order the session lists them."""
         return [n for n, _ in self.inputs]
 
     def __call__(self, inputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

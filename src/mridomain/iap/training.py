@@ -63,6 +63,8 @@ class MemmapBatches(Dataset):
         self.__dict__.update(state)
 
     def set_epoch(self, epoch: int) -> None:
+        """Make this rank's batches those of ``epoch`` (:func:`~mridomain.engine.epoch_batches`: a pure
+        function of the seed and the epoch, so a resumed run sees the same batches)."""
         self._batches = epoch_batches(self.indices, self.batch_size, self.seed, epoch, self.shuffle,
                                       self.rank, self.world_size)
         self._epoch = epoch
@@ -128,6 +130,8 @@ class TrainResult:
     onnx: str = ""          # what became of model.onnx (exported and checked, or why not)
 
     def summary(self) -> str:
+        """One line for the terminal: epochs run, best validation loss and where the run is; then what
+        became of model.onnx."""
         return (f"trained {self.epochs_run} epochs in {self.seconds:.0f} s; best validation loss "
                 f"{self.best_val_loss:.4f} at epoch {self.best_epoch}; run folder {self.run}"
                 + (f"\n{self.onnx}" if self.onnx else ""))
@@ -228,16 +232,20 @@ class IAPTask(TrainTask):
         self.kspace_view = preprocess.get("kspace_view")
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
+        """The IAP network (``model``), its input standardized by the training images' mean / std; on
+        resume the checkpoint restores those buffers, so they start as 0 / 1."""
         mean, std = ((0.0, 1.0) if self.resume else
                      _input_stats(self.cache.images, self.train_idx, self.config.seed, self.kspace_view))
         return {"model": build_model(self.config, self.encoder, in_mean=mean, in_std=std,
                                      preprocess=self.preprocess)}
 
     def build_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """Adam over the network's parameters with the config's ``lr`` and ``weight_decay``."""
         return {"adam": torch.optim.Adam(modules["model"].parameters(), lr=self.config.lr,
                                          weight_decay=self.config.weight_decay)}
 
     def learning_rates(self, epoch: int) -> dict[str, float]:
+        """Adam's rate for ``epoch`` from the config's schedule (:func:`~mridomain.iap.config.learning_rate`)."""
         return {"adam": learning_rate(self.config, epoch)}
 
     def _loader(self, dataset: MemmapBatches, device_type: str) -> DataLoader:
@@ -245,6 +253,8 @@ class IAPTask(TrainTask):
                           pin_memory=device_type == "cuda")
 
     def train_batches(self, epoch: int, rank: int, world_size: int) -> Iterable[Any]:
+        """This rank's shuffled batches of the train split for ``epoch`` (with the config's up-down flips
+        and left-right mirroring when on), through a DataLoader."""
         c = self.config
         ds = MemmapBatches(self.cache.images, self.train_idx, self.cat, self.cont, c.batch_size, shuffle=True,
                            seed=c.seed, augment=c.augment, mirror=self.mirror, rank=rank, world_size=world_size,
@@ -253,6 +263,7 @@ class IAPTask(TrainTask):
         return self._loader(ds, "cuda" if torch.cuda.is_available() else "cpu")
 
     def training_step(self, batch: Any, ctx: StepContext) -> dict[str, float]:
+        """Eq. (1) loss of one batch (:func:`~mridomain.iap.model.iap_loss`) and one Adam step."""
         x, view, c, r = batch
         x, c, r = ctx.to_device(x), c.to(ctx.device), r.to(ctx.device)
         outputs = ctx.modules["model"](x, _kspace_input(ctx.unwrapped("model"), view, ctx.device))
@@ -262,6 +273,8 @@ class IAPTask(TrainTask):
         return {"loss": float(loss.detach()), "batch_size": len(x)}
 
     def validate(self, ctx: StepContext) -> dict[str, float]:
+        """Validation loss and per-IAP accuracy / MSE over the validation split (the train split when the
+        cache has none)."""
         ds = MemmapBatches(self.cache.images, self.val_idx, self.cat, self.cont, self.config.eval_batch_size,
                            shuffle=False, kspace_view=self.kspace_view)
         loss, metrics = validate(ctx.unwrapped("model"), self._loader(ds, ctx.device.type), self.encoder,
@@ -269,12 +282,15 @@ class IAPTask(TrainTask):
         return {"val_loss": loss, **metrics}
 
     def save_metadata(self, out: Path) -> None:
+        """Write config, label schema and preprocessing into the run folder; a resumed run rewrites only
+        config.json."""
         if self.resume:
             self.config.to_json(out / "config.json")
         else:
             save_run_metadata(out, self.config, self.encoder, self.preprocess)
 
     def progress_postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        """Each IAP's validation accuracy in percent, keyed by the first 6 letters of its name."""
         return {k[8:][:6]: f"{100 * v:.0f}" for k, v in row.items() if k.startswith("val_acc_")}
 
 

@@ -54,11 +54,14 @@ def parse_inputs(inputs: Sequence[str | Path], sequences: Sequence[str]) -> dict
 
 @dataclass
 class GenerateResult:
+    """What :func:`generate` wrote: the file, the sequence generated and the sequences it came from."""
+
     path: Path
     target: str
     sources: list[str]
 
     def summary(self) -> str:
+        """One line for the terminal: target, sources and the file written."""
         return f"{self.target} generated from {', '.join(self.sources)} -> {self.path}"
 
 

@@ -81,11 +81,16 @@ def noise_free_exams(data_root: str | Path, subject_ids, sequences):
 
 @dataclass
 class BreastDemoResult:
+    """What :func:`run_breast_demo` wrote: the folder, its Table 2 and the run facts (times, load
+    averages, the learned and oracle contribution orders)."""
+
     out: Path
     table: pd.DataFrame
     info: dict
 
     def summary(self) -> str:
+        """Lines for the terminal (and breast_table2.md): time, CPU time and load average, Table 2, and the
+        learned, oracle and paper contribution orders."""
         from mridomain.report import df_to_markdown
 
         i = self.info

@@ -39,10 +39,12 @@ class NetworkConfig(Settings):
 
     @property
     def ndims(self) -> int:
+        """Spatial dimensions of the convolutions: 3 in ``3d`` mode, else 2."""
         return 3 if self.mode == "3d" else 2
 
     @property
     def in_channels(self) -> int:
+        """Input channels per time point: 3 adjacent slices in ``2.5d`` mode, else 1."""
         return 3 if self.mode == "2.5d" else 1
 
 

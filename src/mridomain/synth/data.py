@@ -65,6 +65,7 @@ class Subject:
 
     @property
     def available(self) -> tuple[str, ...]:
+        """The sequences this subject has (the keys of ``volumes``)."""
         return tuple(self.volumes)
 
     @property
@@ -239,16 +240,19 @@ class SynthData:
         return {s: out.get(s, 1) for s in self.sequences}
 
     def subset(self, ids: Iterable[str]) -> "SynthData":
+        """The subjects with these ids, same sequences and root, with an empty skipped list."""
         keep = set(ids)
         return SynthData(self.sequences, [s for s in self.subjects if s.subject_id in keep], [], self.root)
 
     def by_id(self, subject_id: str) -> Subject:
+        """The subject ``subject_id``; one not in the data is an :class:`InvalidArgumentError`."""
         for s in self.subjects:
             if s.subject_id == subject_id:
                 return s
         raise InvalidArgumentError(f"no subject {subject_id!r} in {self.root}")
 
     def summary(self) -> str:
+        """Lines for the terminal: subjects read, how many have each sequence, and each skipped item with why."""
         n_avail = {s: sum(s in sub.volumes for sub in self.subjects) for s in self.sequences}
         lines = [f"{len(self.subjects)} subjects from {self.root}; available: "
                  + ", ".join(f"{s} {n}" for s, n in n_avail.items())]

@@ -32,6 +32,9 @@ FULL_EPOCHS = 48
 
 @dataclass
 class DemoResult:
+    """What :func:`run_demo` wrote: per-pair scores, Table 2, the checks against the paper and the
+    simulator (with load averages), and the seconds it took."""
+
     out: Path
     pairs: pd.DataFrame
     contribution: pd.DataFrame
@@ -39,6 +42,8 @@ class DemoResult:
     seconds: float
 
     def summary(self) -> str:
+        """Lines for the terminal: time and load average, per-pair PSNR / SSIM, Table 2, whether C_d's top
+        two match the paper, the oracle comparison and the M_d AUCs."""
         from mridomain.report import df_to_markdown
 
         c = self.check

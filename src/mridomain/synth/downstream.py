@@ -49,6 +49,9 @@ INPUT_COMBINATIONS: dict[str, tuple[str, ...]] = {"T1+T2": ("t1", "t2"), "T1Gd+F
 
 
 class DownstreamConfig(ClassifierSettings):
+    """The Table 4 classifier and its nested cross-validation: network, crop around the tumour, voxel
+    size, folds and training schedule."""
+
     network: Literal["resnet18_2d", "resnet18_3d"] = "resnet18_3d"
     widen_factor: float = Field(1.0, gt=0)         # MONAI ResNet width multiplier (1 = ResNet-18)
     crop: tuple[int, ...] = (128, 128, 128)        # around the tumour: (H, W) for 2-D, (D, H, W) for 3-D
@@ -70,6 +73,8 @@ DOWNSTREAM_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_downstream_config(preset: str = "cpu", **overrides: Any) -> DownstreamConfig:
+    """The downstream config of ``preset`` (``paper`` or ``cpu``) with ``overrides`` applied; a crop
+    whose length does not match the network's dimensions is an :class:`InvalidArgumentError`."""
     cfg = DownstreamConfig.from_preset(DOWNSTREAM_PRESETS, preset, overrides, what="downstream config")
     want = 2 if cfg.network == "resnet18_2d" else 3
     if len(cfg.crop) != want:
@@ -173,6 +178,8 @@ class MdClassifier(ArrayClassifier):
         self.std: np.ndarray | None = None
 
     def architecture(self):
+        """MONAI ResNet-18 (2-D or 3-D, the config's width) with ResNet's own 7 x 7 stride-2 stem and one
+        output; the channel count must be known (set by :meth:`before_fit` or the metadata)."""
         from monai.networks.nets import resnet18
 
         if self.channels is None:
@@ -183,19 +190,23 @@ class MdClassifier(ArrayClassifier):
                         widen_factor=self.config.widen_factor, conv1_t_size=7, conv1_t_stride=2)
 
     def flip_axes(self) -> tuple[int, ...]:
+        """The spatial axes of one sample (all but the channel axis)."""
         return (1, 2) if self.config.network == "resnet18_2d" else (1, 2, 3)
 
     def check(self, images: np.ndarray, where: str) -> None:
+        """Refuse images whose channel count differs from the model's (once known)."""
         if self.channels is not None and images.shape[1] != self.channels:
             raise SchemaMismatchError(f"{where}: {images.shape[1]} input channels, the model takes {self.channels}")
 
     def before_fit(self, images: np.ndarray) -> None:
+        """Take the channel count and the per-channel mean and std (floored at 1e-6) from the training images."""
         self.channels = int(images.shape[1])
         axes = (0,) + tuple(range(2, images.ndim))
         self.mean = np.asarray(images.mean(axis=axes), np.float32)
         self.std = np.maximum(np.asarray(images.std(axis=axes), np.float32), 1e-6)
 
     def prepare(self, batch: np.ndarray):
+        """A batch standardized per channel with the training statistics, as a float32 tensor."""
         import torch
 
         shape = (1, -1) + (1,) * (batch.ndim - 2)
@@ -203,10 +214,12 @@ class MdClassifier(ArrayClassifier):
         return torch.from_numpy(np.ascontiguousarray(x))
 
     def metadata(self) -> dict[str, Any]:
+        """The channel count and per-channel mean and std, which prediction needs again."""
         return {"channels": self.channels, "mean": self.mean.tolist(), "std": self.std.tolist()}
 
     @classmethod
     def from_metadata(cls, config: Any, meta: dict[str, Any], where: str) -> "MdClassifier":
+        """A classifier with the channel count and statistics of :meth:`metadata`."""
         obj = cls(config, int(meta["channels"]))
         obj.mean, obj.std = np.asarray(meta["mean"], np.float32), np.asarray(meta["std"], np.float32)
         return obj
@@ -262,6 +275,9 @@ def variant_channels(sequences: Sequence[str], combo: Sequence[str], with_md: bo
 # -- the study ----------------------------------------------------------------------------------------------
 @dataclass
 class DownstreamResult:
+    """What :func:`run_downstream` wrote: Table 4, the with-minus-without-M_d differences, the
+    per-subject predictions, the subjects skipped (with why), the seconds and run facts."""
+
     out: Path
     table: pd.DataFrame            # table4.csv
     differences: pd.DataFrame      # with - without M_d, per combination
@@ -271,6 +287,8 @@ class DownstreamResult:
     info: dict
 
     def to_markdown(self) -> str:
+        """Table 4 and the differences as Markdown, the verdict, subjects, time and load average, where it
+        was written and each skipped subject with why."""
         from mridomain.report import df_to_markdown
 
         lines = [df_to_markdown(self.table.round(3)), df_to_markdown(self.differences.round(3)),

@@ -103,6 +103,8 @@ class SynthEvaluation:
     oracle_summary: dict = field(default_factory=dict)
 
     def to_markdown(self) -> str:
+        """The evaluation as Markdown: Table 1 per pair, the overall means, Table 2, the M_d check, the
+        simulator oracle's comparison (when measured), the model profile and the notes."""
         from mridomain.report import df_to_markdown
 
         parts = ["Table 1 (per source -> target pair, mean over subjects):", df_to_markdown(self.pairs.round(4)),

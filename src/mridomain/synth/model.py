@@ -32,6 +32,7 @@ def to_model_range(x: np.ndarray | torch.Tensor):
 
 
 def from_model_range(x: np.ndarray | torch.Tensor):
+    """The generator's tanh range [-1, 1] -> [0, 1] intensities (the inverse of :func:`to_model_range`)."""
     return (x + 1.0) / 2.0
 
 
@@ -113,9 +114,12 @@ class SynthRun:
 
     @property
     def sequences(self) -> tuple[str, ...]:
+        """The run's sequence set, in the order of the generator's sequence codes."""
         return tuple(self.config.sequences)
 
     def index(self, sequence: str) -> int:
+        """Position of ``sequence`` in the run's sequence set (its code); a sequence the run was not
+        trained on is a :class:`SchemaMismatchError`."""
         check_sequences([sequence], self.sequences, str(self.path))
         return self.sequences.index(sequence)
 

@@ -89,6 +89,7 @@ class HyperConv(nn.Module):
         return weight, bias
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """Convolve ``x`` with the kernel and bias that ``code`` selects."""
         weight, bias = self.kernel(code)
         conv = F.conv2d if self.ndims == 2 else F.conv3d
         return conv(x, weight, bias, stride=self.stride, padding=self.padding)
@@ -106,6 +107,7 @@ class ResidualBlock(nn.Module):
             _reflect_pad(ndims, 1), conv(channels, channels, 3), _norm(norm, ndims, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the block's two convolutions of it."""
         return x + self.body(x)
 
 
@@ -122,6 +124,7 @@ class HyperResidualBlock(nn.Module):
         self.norm2 = _norm(norm, ndims, channels)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the block's two HyperConv layers of it, with the kernels ``code`` selects."""
         y = F.leaky_relu(self.norm1(self.conv1(self.pad(x), code)), 0.2)
         return x + self.norm2(self.conv2(self.pad(y), code))
 
@@ -145,6 +148,7 @@ class Encoder(nn.Module):
         self.out_channels = prev
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features of ``x`` at a quarter of its resolution per spatial axis, ``out_channels`` channels."""
         return self.net(x)
 
 
@@ -172,6 +176,7 @@ class HyperDecoder(nn.Module):
         self.conv_last = HyperConv(code_dim, prev, out_channels, kernels[2], ndims=ndims, bank_dim=bank_dim)
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """The image in [-1, 1] (tanh) that ``code`` asks for, at 4 x the resolution of the features ``x``."""
         for block in self.res:
             x = block(x, code)
         mode = "bilinear" if self.ndims == 2 else "trilinear"
@@ -192,6 +197,7 @@ class ConvLSTMCell(nn.Module):
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One time step: ``(h, c)`` after input ``x`` from the previous ``state`` ``(h, c)``."""
         h, c = state
         i, f, o, g = torch.split(self.conv(torch.cat([x, h], dim=1)), self.hidden, dim=1)
         c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
@@ -208,6 +214,8 @@ class ConvLSTM(nn.Module):
                                    for _ in range(layers))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The last layer's hidden state at every time point of ``x`` (B, T, C, *spatial), same shape;
+        every layer starts from zero state."""
         for cell in self.cells:
             h = torch.zeros_like(x[:, 0, :cell.hidden])
             c = torch.zeros_like(h)

@@ -125,6 +125,8 @@ class PerceptualLoss(nn.Module):
         self.layers = _block_ends(arch)
 
     def forward(self, generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean over the five block ends of the MSE between the VGG features of ``generated`` and
+        ``target`` (both in [-1, 1]; each channel a grey image)."""
         a = _relu_outputs(self.features, _to_vgg_input(generated), set(self.layers))
         b = _relu_outputs(self.features, _to_vgg_input(target), set(self.layers))
         return sum(F.mse_loss(fa, fb) for fa, fb in zip(a, b)) / len(a)

@@ -55,6 +55,8 @@ def default_combinations(sequences: Sequence[str] = BRATS_SEQUENCES) -> list[tup
 
 
 def combination_name(combo: Sequence[str]) -> str:
+    """A combination's name as tables and ``--combinations`` write it: ``("t1ce", "flair")`` ->
+    ``t1ce+flair``."""
     return "+".join(combo)
 
 
@@ -129,6 +131,7 @@ SEGMENTATION_PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_segmentation_config(preset: str = "cpu", **overrides: Any) -> SegmentationConfig:
+    """The segmentation config of ``preset`` (``paper`` or ``cpu``) with ``overrides`` applied."""
     return SegmentationConfig.from_preset(SEGMENTATION_PRESETS, preset, overrides, what="segmentation config")
 
 
@@ -268,6 +271,8 @@ def _spacing(affine: np.ndarray | None) -> tuple[float, float, float]:
 
 
 def seg_volumes(subjects: Sequence[Any], combo: Sequence[str]) -> list[SegVolume]:
+    """Each subject's :class:`SegVolume` for ``combo``: the first time point of each of its sequences
+    stacked as channels, class labels, voxel spacing, the slices with tumour and the head slices."""
     out = []
     for sub in subjects:
         image = np.stack([np.asarray(sub.volumes[s][0], np.float32) for s in combo])
@@ -467,6 +472,9 @@ def predict_volume(net, image: np.ndarray, cfg: SegmentationConfig, device, batc
 # -- the study ------------------------------------------------------------------------------------------
 @dataclass
 class SubsetsResult:
+    """What :func:`run_subsets` wrote: Table 3, the per-subject scores, the subjects skipped (with
+    why), the seconds it took and run facts (test subjects, load averages, the verdict)."""
+
     out: Path
     table: pd.DataFrame          # table3.csv
     scores: pd.DataFrame         # per subject, combination and region
@@ -475,6 +483,8 @@ class SubsetsResult:
     info: dict
 
     def to_markdown(self) -> str:
+        """Table 3 as Markdown, the test, time and load average, the non-inferiority verdict, where it
+        was written and each skipped subject with why."""
         from mridomain.report import df_to_markdown
 
         lines = [df_to_markdown(display_table(self.table)),

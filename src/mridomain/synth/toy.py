@@ -127,23 +127,28 @@ class ToyClassifierTask(TrainTask):
         self.config, self.x, self.y, self.x_val, self.y_val = config, x, y, x_val, y_val
 
     def build_modules(self) -> dict[str, torch.nn.Module]:
+        """MONAI ResNet-18 (2-D) with 52 outputs: the two 26-way heads side by side."""
         from monai.networks.nets import resnet18
 
         return {"model": resnet18(spatial_dims=2, n_input_channels=self.x.shape[1], num_classes=52)}
 
     def build_optimizers(self, modules):
+        """Adam over the network's parameters at the config's ``lr``."""
         return {"adam": torch.optim.Adam(modules["model"].parameters(), lr=self.config.lr)}
 
     def train_batches(self, epoch: int, rank: int, world_size: int):
+        """This rank's batches of training indices for ``epoch`` (:func:`~mridomain.engine.epoch_batches`)."""
         return epoch_batches(len(self.x), self.config.batch_size, self.config.seed, epoch, rank=rank,
                              world_size=world_size)
 
     @staticmethod
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the X1 head (logits 0-25) plus that of the X2 head (logits 26-51)."""
         ce = torch.nn.functional.cross_entropy
         return ce(logits[:, :26], y[:, 0]) + ce(logits[:, 26:], y[:, 1])
 
     def training_step(self, batch: np.ndarray, ctx: StepContext) -> dict[str, float]:
+        """The two heads' loss on one batch of training images and one Adam step."""
         x = ctx.to_device(torch.from_numpy(self.x[batch]))
         y = torch.from_numpy(self.y[batch]).to(ctx.device)
         loss = self.loss(ctx.modules["model"](x), y)
@@ -152,6 +157,7 @@ class ToyClassifierTask(TrainTask):
         return {"loss": float(loss.detach()), "batch_size": float(len(batch))}
 
     def validate(self, ctx: StepContext) -> dict[str, float]:
+        """Validation loss and each head's accuracy (:func:`predict_accuracy`)."""
         acc, loss = predict_accuracy(ctx.unwrapped("model"), self.x_val, self.y_val, ctx.device)
         return {"val_loss": loss, "val_acc_x1": acc[0], "val_acc_x2": acc[1]}
 
@@ -159,6 +165,8 @@ class ToyClassifierTask(TrainTask):
 @torch.no_grad()
 def predict_accuracy(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device, batch: int = 256
                      ) -> tuple[tuple[float, float], float]:
+    """((accuracy of the X1 head, of the X2 head), mean loss) of ``model`` on ``x`` and labels ``y``,
+    in batches of ``batch``; leaves the model in eval mode."""
     model.eval()
     right, losses = np.zeros(2), []
     for s in range(0, len(x), batch):
@@ -188,11 +196,15 @@ def _dmaps(run, images: np.ndarray, batch: int = 64) -> np.ndarray:
 
 @dataclass
 class ToyResult:
+    """What :func:`run_toy_experiment` wrote: the Fig. 4 curve (accuracy per training size and input)
+    and the seconds it took."""
+
     out: Path
     curve: pd.DataFrame   # train_size, inputs, acc_x1, acc_x2
     seconds: float
 
     def to_markdown(self) -> str:
+        """The Fig. 4 curve as a Markdown table."""
         from mridomain.report import df_to_markdown
 
         return df_to_markdown(self.curve.round(4))

@@ -36,6 +36,7 @@ __all__ = ["SynthTask", "train", "training_slices", "discriminator_name"]
 
 
 def discriminator_name(sequence: str) -> str:
+    """The module name of ``sequence``'s patch discriminator (``discriminator_t1``)."""
     return f"discriminator_{sequence}"
 
 
@@ -124,18 +125,23 @@ class SynthTask(TrainTask):
 
     # -- engine hooks ------------------------------------------------------------------------------
     def build_modules(self) -> dict[str, torch.nn.Module]:
+        """The generator and one patch discriminator per sequence of the run."""
         mods: dict[str, torch.nn.Module] = {"generator": build_generator(self.config.network)}
         for s in self.seqs:
             mods[discriminator_name(s)] = build_discriminator(self.config.network)
         return mods
 
     def build_optimizers(self, modules: dict[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        """Two Adams with the config's ``lr`` and ``betas``: one for the generator, one for all the
+        discriminators together."""
         c = self.config
         disc = [p for name, m in modules.items() if name != "generator" for p in m.parameters()]
         return {"generator": torch.optim.Adam(modules["generator"].parameters(), lr=c.lr, betas=c.betas),
                 "discriminator": torch.optim.Adam(disc, lr=c.lr, betas=c.betas)}
 
     def learning_rates(self, epoch: int) -> dict[str, float] | None:
+        """Cosine decay from ``lr`` to ``lr x lr_min_factor`` over the run for both optimizers; None (rates
+        left as they are) with the constant schedule."""
         c = self.config
         if c.lr_schedule == "constant":
             return None
@@ -144,9 +150,13 @@ class SynthTask(TrainTask):
         return {"generator": float(lr), "discriminator": float(lr)}
 
     def train_batches(self, epoch: int, rank: int, world_size: int) -> _Batches:
+        """``steps_per_epoch`` batches of ``epoch``, built on the fly and deterministic from (seed, epoch,
+        step)."""
         return _Batches(self, epoch, rank, world_size)
 
     def save_metadata(self, out: Path) -> None:
+        """Write config.json and schema.json (sequences, time points, mode, normalization, training size,
+        splits and which sequences each training subject had)."""
         self.config.to_json(out / "config.json")
         write_json_atomic(out / "schema.json", {
             "format": SCHEMA_FORMAT, "version": SCHEMA_VERSION, "sequences": list(self.seqs),
@@ -246,6 +256,8 @@ class SynthTask(TrainTask):
         return total, parts, fake_j
 
     def training_step(self, batch: dict[str, Any], ctx: StepContext) -> dict[str, float]:
+        """One generator step on the weighted losses, then (when ``lambda_adv`` > 0) one step of the target
+        sequence's discriminator on the detached fakes and, where the batch has one, a real target."""
         generator = ctx.modules["generator"]
         disc = ctx.modules[discriminator_name(self.seqs[batch["target"]])]
         total, parts, fake_j = self.generator_losses(batch, generator, disc, ctx.device)
@@ -271,6 +283,9 @@ class SynthTask(TrainTask):
 
     # -- validation --------------------------------------------------------------------------------
     def validate(self, ctx: StepContext) -> dict[str, float]:
+        """Mean L1 (``val_loss``) and PSNR (``val_psnr``) of every translation between the available
+        sequences of the first ``val_subjects`` validation subjects, on ``val_slices`` evenly spaced head
+        slices (whole volumes in 3-D)."""
         generator = ctx.unwrapped("generator")
         l1s, psnrs = [], []
         for sub in self.val.subjects[: self.config.val_subjects]:
@@ -296,6 +311,7 @@ class SynthTask(TrainTask):
         return {"val_loss": float(np.mean(l1s)), "val_psnr": float(np.mean(psnrs))}
 
     def progress_postfix(self, row: dict[str, Any]) -> dict[str, str]:
+        """The epoch's validation PSNR."""
         return {"psnr": f"{row.get('val_psnr', float('nan')):.2f}"}
 
 

@@ -34,6 +34,7 @@ FIELD_STRENGTHS = (1.5, 3.0)
 
 
 def subject_id(i: int) -> str:
+    """The BraTS-style id of subject ``i``: ``SimBraTS_00007``."""
     return f"SimBraTS_{i:05d}"
 
 
@@ -48,6 +49,8 @@ class BrainSubject:
     noise_sigma: dict[str, float]
 
     def manifest_row(self) -> dict:
+        """The subject's row of ``manifest.csv``: field strength, grid, anatomy parameters, the lesion's
+        place, radii and gadolinium (when it has one), each tissue's volume (ml) and each sequence's noise sigma."""
         a = self.anatomy
         row = {"subject_id": self.subject_id, "field_strength": self.b0, "voxel_mm": a.voxel_mm,
                "shape": "x".join(str(s) for s in a.brain.shape), **a.params}
@@ -117,6 +120,8 @@ class BrainSimulation:
     skipped: list = field(default_factory=list)
 
     def summary(self) -> str:
+        """A few lines for the terminal: subjects written, grid and field strengths, mean tumour compartment
+        volumes (with lesions) and each skipped subject with why."""
         m = self.manifest
         lines = [f"Simulated {len(self.subjects)} brains (BraTS layout) in {self.seconds:.1f} s -> {self.out}"]
         if len(m):

@@ -42,6 +42,7 @@ def exam_phantom(seed: int, i: int):
 
 
 def subject_id(i: int) -> str:
+    """The layout's id of patient ``i``: ``Breast_0007``."""
     return f"Breast_{i:04d}"
 
 
@@ -56,6 +57,8 @@ def write_nifti_4d(path: Path, volume: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def write_exam(exam: ExamImages, folder: Path, sid: str) -> Path:
+    """Write one exam into ``folder`` as ``<sid>_<sequence>.nii.gz`` per sequence, the carcinoma mask
+    ``<sid>_seg.nii.gz`` and the cyst mask ``<sid>_cysts.nii.gz``; returns ``folder``."""
     from mridomain.sim.brain.nifti import write_like_image
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -95,12 +98,17 @@ def _simulate_one(task: dict) -> dict:
 
 @dataclass
 class BreastExams:
+    """What :func:`simulate_breast_exams` wrote: the folder, one row per patient (``exams.csv``), the
+    seconds it took and the patients skipped, each with why."""
+
     out: Path
     exams: pd.DataFrame
     seconds: float
     skipped: list = field(default_factory=list)
 
     def summary(self) -> str:
+        """A few lines for the terminal: exams written, pCR count, patients with a cyst or a visible
+        tumour in the slab, and each skipped patient with why."""
         e = self.exams
         lines = [f"Simulated {len(e)} breast exams ({len(BREAST_SEQUENCES)} sequences each) in {self.seconds:.1f} s "
                  f"-> {self.out}",

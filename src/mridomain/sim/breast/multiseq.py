@@ -99,6 +99,7 @@ class MultiSequenceProtocol:
     snr: dict = field(default_factory=lambda: {"t1": 30.0, "t2": 25.0, "dwi": 20.0})
 
     def to_dict(self) -> dict:
+        """The protocol as a plain dict (``dataclasses.asdict``), as ``dataset.json`` records it."""
         return asdict(self)
 
 
@@ -113,6 +114,8 @@ PHILIPS_INGENIA_3T = MultiSequenceProtocol(
 # ---- cysts and the response trait ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Cyst:
+    """One simple cyst: a sphere of fluid with its centre in patient coordinates (mm) and its radius (mm)."""
+
     center: np.ndarray   # mm, patient coordinates
     radius: float        # mm
 

@@ -66,6 +66,7 @@ class Tumor:
 
     @property
     def radius(self) -> float:
+        """Half the lesion's diameter (mm)."""
         return 0.5 * self.diameter_mm
 
     @property
@@ -151,6 +152,8 @@ class Phantom:
     # ---- geometry -----------------------------------------------------------------------------
     @property
     def breast_cx(self) -> float:
+        """Mean lateral offset ``|x|`` of the two breasts' base centres (mm), about which the coils and
+        the B1 map are laid out."""
         return float(np.mean([b.cx for b in self.breasts]))
 
     @property
@@ -160,6 +163,7 @@ class Phantom:
 
     @property
     def breast_rz(self) -> float:
+        """Cranio-caudal reach of the breasts from ``z = 0`` (mm): the largest ``rz + |zc|`` of the two."""
         return float(max(b.rz + abs(b.zc) for b in self.breasts))
 
     @property

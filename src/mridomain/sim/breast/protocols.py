@@ -69,10 +69,12 @@ class Protocol:
 
     @property
     def manufacturer_dicom(self) -> str:
+        """The manufacturer as the DICOM header spells it (``GE`` -> ``GE MEDICAL SYSTEMS``; others unchanged)."""
         return MANUFACTURER_DICOM.get(self.manufacturer, self.manufacturer)
 
     @property
     def pixel_mm(self) -> float:
+        """In-plane pixel spacing of the reconstructed image (mm): field of view / reconstruction matrix."""
         return self.fov / self.recon_matrix
 
     def iaps(self) -> dict[str, Any]:
