@@ -16,6 +16,7 @@ MODULES = [
     "mridomain.lazy",
     "mridomain.config",
     "mridomain.data.intensity",
+    "mridomain.iap.model",
     "mridomain.arguments",
     "mridomain.iap.labels",
     "mridomain.iap.config",

@@ -174,3 +174,19 @@ def test_route_and_compare_state_their_engine(trained):
                  engine="torch").attrs["engine"] == "engine: torch (PyTorch)"
     result = compare(cache, images, run, progress=False, engine="onnx")
     assert "engine: onnx" in result.summary["engine"] and "engine: onnx" in result.to_markdown()
+
+
+def test_a_network_that_resizes_by_a_non_integer_ratio_exports(tmp_path):
+    """The cpu preset resizes the 224-pixel cache to 160 pixels inside the network (area
+    interpolation, 1.4x): the exporter has no adaptive pooling at such a ratio, so the export writes
+    the same average as matrix products. Here 48 -> 32 pixels (1.5x); the demo's run had no
+    model.onnx before this was fixed."""
+    cache = make_cache(tmp_path / "cache", n=64, size=48)
+    run = tmp_path / "run"
+    train(cache, run, preset="cpu", epochs=1, seed=0, progress=False, **{**FAST, "input_size": 32})
+    assert (run / ONNX_FILE).exists()
+    images = np.asarray(open_cache(cache).images, dtype=np.float32)
+    a, b = IAPRun.load(run, engine="torch").forward(images), IAPRun.load(run, engine="onnx").forward(images)
+    np.testing.assert_allclose(b.features, a.features, atol=1e-4, rtol=1e-4)
+    for name in a.probabilities:
+        np.testing.assert_array_equal(b.probabilities[name].argmax(1), a.probabilities[name].argmax(1))

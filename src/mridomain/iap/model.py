@@ -14,6 +14,28 @@ from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
 BACKBONES = ("resnet18", "smallcnn")
 
 
+def area_resize_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) matrix whose rows average the input cells PyTorch's area interpolation
+    (adaptive average pooling) averages: output ``i`` covers ``floor(i n_in / n_out)`` to
+    ``ceil((i + 1) n_in / n_out)``. Applied to both image axes it is ``F.interpolate(x,
+    mode="area")`` up to float rounding, written as two linear maps that the ONNX exporter can
+    express at any ratio (it cannot export adaptive pooling when ``n_in / n_out`` is not an integer).
+    Built in NumPy, so a trace records it as one constant.
+
+    >>> x = torch.arange(20.0).reshape(1, 1, 4, 5)
+    >>> y = F.linear(F.linear(x, area_resize_matrix(5, 2)).transpose(-1, -2), area_resize_matrix(4, 3))
+    >>> torch.allclose(y.transpose(-1, -2), F.interpolate(x, size=(3, 2), mode="area"))
+    True
+    """
+    import numpy as np
+
+    m = np.zeros((n_out, n_in), np.float32)
+    for i in range(n_out):
+        start, end = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        m[i, start:end] = 1.0 / (end - start)
+    return torch.from_numpy(m)
+
+
 def channel_statistics(x: torch.Tensor) -> torch.Tensor:
     """Per-channel spatial mean and standard deviation of a feature map (N, C, H, W) -> (N, 2C).
 
@@ -180,7 +202,14 @@ class IAPNet(nn.Module):
             x = x.unsqueeze(1)
         x = x.float()
         if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
+            if torch.onnx.is_in_onnx_export():
+                # the same area average as two matrix products: the exporter has no adaptive
+                # pooling at a non-integer ratio (224 -> 160), and training keeps its own kernel
+                cols = area_resize_matrix(int(x.shape[-1]), self.input_size).to(x)
+                rows = area_resize_matrix(int(x.shape[-2]), self.input_size).to(x)
+                x = F.linear(F.linear(x, cols).transpose(-1, -2), rows).transpose(-1, -2)
+            else:
+                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="area")
         x = (x - self.in_mean) / self.in_std
         if self.residual_input:
             x = torch.cat([x, x - F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)], dim=1)
