@@ -22,13 +22,15 @@ from sklearn.pipeline import make_pipeline
 
 
 def zero_filled(table: pd.DataFrame) -> np.ndarray:
-    """True where a slice's stored grid is larger than its acquired matrix (DICOM Rows / Columns vs
-    the cache's AcquisitionMatrix label, "frequency X phase")."""
+    """True where a slice's stored grid is larger than its acquired matrix in either direction (DICOM
+    Rows / Columns against the cache's AcquisitionMatrix label, "frequency X phase", compared sorted,
+    since which of the two runs along the rows is not in the label)."""
     out = np.zeros(len(table), bool)
     for i, (path, matrix) in enumerate(zip(table["file"], table["acquisition_matrix"].astype(str))):
         header = pydicom.dcmread(path, stop_before_pixels=True)
-        acquired = max(int(v) for v in matrix.split(" X "))
-        out[i] = max(int(header.Rows), int(header.Columns)) > acquired
+        acquired = sorted(int(v) for v in matrix.split(" X "))
+        stored = sorted((int(header.Rows), int(header.Columns)))
+        out[i] = any(s > a for s, a in zip(stored, acquired))
     return out
 
 
@@ -72,10 +74,10 @@ def main() -> None:
         readers[f"network {sys.argv[2]}"] = network_predictions(sys.argv[2], cache, "acquisition_matrix")
     print("\nacquisition matrix top-1 on the test split, by stored grid:")
     print(f"{'reader':50s} {'stored at acquired size':>24s} {'zero-filled':>14s} {'all':>8s}")
+    print(f"{'(slices)':50s} {(~filled).sum():>24d} {filled.sum():>14d} {len(filled):>8d}")
     for name, pred in readers.items():
         ok = pred == truth
-        print(f"{name:50s} {100*ok[~filled].mean():18.1f}% ({(~filled).sum():3d}) "
-              f"{100*ok[filled].mean():7.1f}% ({filled.sum():3d}) {100*ok.mean():7.1f}%")
+        print(f"{name:50s} {100*ok[~filled].mean():23.1f}% {100*ok[filled].mean():13.1f}% {100*ok.mean():7.1f}%")
     print("cpu s", round(time.process_time() - t0, 1), "load", open("/proc/loadavg").read().strip())
 
 

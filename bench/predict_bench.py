@@ -64,7 +64,7 @@ def _bench_data(workdir: Path, patients: int, slices: int, epochs: int, reuse: b
         simulate(workdir / "archive", n_patients=patients, seed=0, slices=slices, preset="dbc", phases=1)
         build_index(workdir / "archive" / "dicom", out=workdir / "index.parquet")
         prepare_cache(workdir / "index.parquet", workdir / "cache", slices_per_series=None, size=224,
-                      normalization="max255", seed=0)
+                      normalization="max255", seed=0, kspace_view=True)     # as make demo prepares it
         print(train(workdir / "cache", run, preset="cpu", epochs=epochs, seed=0, progress=False).summary())
     index = pd.read_parquet(workdir / "index.parquet")
     return run, sorted({(workdir / files[0]).parent for files in index["files"]})   # paths may be relative
@@ -75,6 +75,7 @@ def _stages(run: Path, folders: list[Path]) -> dict[str, float]:
     decoding, preprocessing (resize + normalization), and the network on each engine."""
     from mridomain.data.cache import preprocess_slices
     from mridomain.iap import IAPRun
+    from mridomain.iap.inference import network_inputs
     from mridomain.io import iter_candidate_files, read_dicom_volume, scan_dicom_files
 
     t = time.perf_counter()
@@ -85,7 +86,8 @@ def _stages(run: Path, folders: list[Path]) -> dict[str, float]:
     decode = time.perf_counter() - t
     torch_run = IAPRun.load(run, engine="torch")
     t = time.perf_counter()
-    images = [preprocess_slices(p, torch_run.preprocess["size"], torch_run.preprocess["normalization"]) for p in pixels]
+    images = [preprocess_slices(p, torch_run.preprocess["size"], torch_run.preprocess["normalization"],
+                                torch_run.preprocess.get("kspace_view")) for p in pixels]
     preprocess = time.perf_counter() - t
     stages = {"header scan": scan, "pixel decoding": decode, "preprocessing": preprocess}
     stack = np.concatenate(images)
@@ -94,9 +96,11 @@ def _stages(run: Path, folders: list[Path]) -> dict[str, float]:
             continue
         predictor = IAPRun.load(run, engine=name)
         predictor.forward(stack[:8])
+        with_kspace = bool(getattr(predictor.model, "uses_kspace", False))
         t = time.perf_counter()
         for start in range(0, len(stack), 256):
-            predictor.network((stack[start:start + 256],))
+            predictor.network(network_inputs(stack, slice(start, start + 256), predictor.preprocess.get("kspace_view"),
+                                             with_kspace))
         stages[f"network alone, {name} (batches of 256)"] = time.perf_counter() - t
     return stages | {"n_slices": len(stack)}
 
