@@ -257,3 +257,28 @@ def test_onnx_export_of_the_two_input_network_matches_torch(tmp_path):
     np.testing.assert_allclose(b.features, a.features, atol=1e-4, rtol=1e-4)
     for name in a.probabilities:
         np.testing.assert_allclose(b.probabilities[name], a.probabilities[name], atol=1e-4)
+
+
+def _profiles_from_the_full_spectrum(img: np.ndarray, spec: dict) -> np.ndarray:
+    """The view as the module docstring defines it, computed the slow way: the full fft2 power,
+    summed over each axis, averaged per |k| bin over every signed frequency."""
+    power = np.abs(np.fft.fft2(np.asarray(img, np.float64))) ** 2
+    bins, width, floor = spec["bins"], spec["cycles_per_bin"], spec["floor"]
+    out = np.full((2, bins), np.log10(floor))
+    for row, (profile, n) in enumerate(((power.sum(axis=0), img.shape[1]), (power.sum(axis=1), img.shape[0]))):
+        k = np.abs(np.fft.fftfreq(n) * n)
+        for b in range(bins):
+            members = (k >= b * width) & (k < (b + 1) * width)
+            if members.any():
+                out[row, b] = profile[members].mean()
+        measured = out[row] != np.log10(floor)
+        out[row, measured] = np.log10(np.maximum(out[row, measured] / out[row, measured].max(), floor))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (63, 50), (48, 81), (130, 96)])
+def test_half_spectrum_view_equals_the_full_spectrum_definition(shape):
+    rng = np.random.default_rng(sum(shape))
+    img = rng.gamma(2.0, 50.0, size=shape) * np.hanning(shape[1])[None, :]
+    spec = kspace_view_spec(True, 40, image_rows=40) | {"cycles_per_bin": 1.5}
+    np.testing.assert_allclose(kspace_profiles(img, spec), _profiles_from_the_full_spectrum(img, spec), atol=1e-5)
