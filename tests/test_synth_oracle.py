@@ -73,3 +73,28 @@ def test_per_timepoint_oracle_explains_a_difference_of_time_points():
     assert each.loc["wash", "unexplained"] < 0.1 < 0.5 < mean.loc["wash", "unexplained"]
     # a 4-D target is scored over its time points: the DCE's random phases stay unexplained
     assert each.loc["dce", "unexplained"] > 0.5
+
+
+def test_pairwise_oracle_scores_each_single_source_as_c_d_does():
+    """c = u + v of two independent unit-variance fields u (= a) and v (= b). Jointly every sequence is
+    explained by the other two (a = c - b); one source at a time, R^2 is 1/2 between c and a or b and 0
+    between a and b, so the unexplained fractions are a: (1 + 1/2) / 2 = 0.75, b: 0.75, c: 0.5."""
+    rng = np.random.default_rng(4)
+
+    def subject(k):
+        u, v = rng.normal(0, 1, (2, 6, 12, 12)).astype(np.float32)
+        brain = np.full(u.shape, 3, np.uint8)  # every voxel in the brain
+        return Subject(f"s{k}", {"a": u[None], "b": v[None], "c": (u + v)[None]}, truth=brain)
+
+    train, test = [subject(k) for k in range(8)], [subject(k) for k in range(8, 11)]
+    joint = fit_oracle(train, test, ["a", "b", "c"], radius=0, progress=False)
+    pairwise = fit_oracle(train, test, ["a", "b", "c"], radius=0, progress=False, pairwise=True, kind="pairwise")
+    assert (joint.table["unexplained"] < 0.15).all()
+    t = pairwise.table.set_index("sequence")["unexplained"]
+    assert abs(t["a"] - 0.75) < 0.08 and abs(t["b"] - 0.75) < 0.08 and abs(t["c"] - 0.5) < 0.08
+    assert pairwise.order[-1] == "c"
+    pairs = pairwise.pairs.set_index(["source", "target"])["unexplained"]
+    assert len(pairs) == 6
+    assert pairs[("b", "a")] > 0.9 and abs(pairs[("c", "a")] - 0.5) < 0.1 and abs(pairs[("a", "c")] - 0.5) < 0.1
+    # a target's map is the mean of its sources' error maps
+    assert pairwise.maps["s8"]["c"].shape == (6, 12, 12)

@@ -128,6 +128,15 @@ class SynthEvaluation:
         return "\n".join(parts)
 
 
+def oracle_pairs(pairs: pd.DataFrame, pairwise: Any) -> pd.DataFrame:
+    """The generator's per-pair PSNR next to the pairwise oracle's (``psnr_gap``: how far the generator
+    is from a voxel-wise predictor given the same single source)."""
+    oracle = pairwise.pairs.rename(columns={"psnr": "psnr_oracle", "unexplained": "unexplained_oracle"})
+    out = pairs[["source", "target", "psnr"]].merge(oracle, on=["source", "target"], how="inner")
+    out["psnr_gap"] = out["psnr_oracle"] - out["psnr"]
+    return out
+
+
 def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = None, split: str = "test",
              out: str | Path | None = None, lpips_weights: str | Path | None = None,
              lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
@@ -146,7 +155,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     the overall figures cover the i != j pairs only, the paper's generation task).
     ``oracle``: on simulated subjects (truth maps present) also fit the simulator's known answer
     (:mod:`mridomain.synth.oracle`) on the run's training subjects and report the learned C_d order
-    and M_d AUCs next to it (``oracle.csv``).
+    and M_d AUCs next to it (``oracle.csv``; ``oracle_pairs.csv``: every pair's PSNR next to the
+    pairwise oracle's, which predicts each target from that one source).
     """
     from mridomain.engine import write_json_atomic
 
@@ -226,6 +236,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
                                               if not m.startswith("pair:")])
             check[f"auc_oracle_{kind}"] = [aucs.get((m, g), np.nan) for m, g in zip(check["map"], check["region"])]
         oracle_table.to_csv(out / "oracle.csv", index=False)
+        if "pairwise" in oracles:
+            oracle_pairs(pairs, oracles["pairwise"]).to_csv(out / "oracle_pairs.csv", index=False)
 
     table.to_csv(out / "pairs_subjects.csv", index=False)
     pairs.to_csv(out / "pairs.csv", index=False)
@@ -279,7 +291,9 @@ def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra
             "3x3x3 neighbourhoods, fitted on the run's training subjects and scored on the same held-out subjects: "
             "its unexplained fraction (1 - R^2 over the brain) is the C_d order to expect, its error map the M_d to "
             "expect (auc_oracle_* columns of the M_d table), and its PSNR what a voxel-wise predictor reaches. "
-            "noise-free: the same subjects re-rendered without noise.\n\n" + "\n\n".join(lines)),
+            "noise-free: the same subjects re-rendered without noise. pairwise: each target from each single "
+            "other sequence, as C_d scores the generator (A_ij: how well i alone generates j), averaged over the "
+            "sources; oracle_pairs.csv puts every pair's oracle PSNR next to the generator's.\n\n" + "\n\n".join(lines)),
                                 tables=[result.oracle.round(3)]))
     if (result.out / "dmap_example.png").exists():
         sections.append(Section("M_d example",

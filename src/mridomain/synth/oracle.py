@@ -14,7 +14,8 @@ subjects. Per target it gives
 
 It runs on the volumes as written (noisy, which bounds what any model can reach) and, for simulated
 data with a ``manifest.csv``, on the same subjects re-rendered without noise (the unique information
-itself, without the noise floor every sequence shares).
+itself, without the noise floor every sequence shares). The *pairwise* form fits each target from each
+single other sequence, the form C_d scores the generator in (A_ij: how well i alone generates j).
 """
 from __future__ import annotations
 
@@ -77,11 +78,13 @@ def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = N
 @dataclass
 class OracleResult:
     """Per target sequence: ``table`` (sequence, unexplained fraction, rank) and ``maps``
-    (``{subject_id: {sequence: (S, H, W) |y - y_hat|}}`` of the held-out subjects)."""
+    (``{subject_id: {sequence: (S, H, W) |y - y_hat|}}`` of the held-out subjects); ``pairs`` has
+    one row per fitted regressor (source(s), target, unexplained, psnr)."""
 
     table: pd.DataFrame
     maps: dict[str, dict[str, np.ndarray]]
     kind: str
+    pairs: pd.DataFrame | None = None
 
     @property
     def order(self) -> list[str]:
@@ -89,60 +92,81 @@ class OracleResult:
         return self.table.sort_values("unexplained", ascending=False)["sequence"].tolist()
 
 
+def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, sources: Sequence[str],
+                per_timepoint: bool, rng: np.random.Generator, seed: int, voxels_per_subject: int, radius: int
+                ) -> tuple[float, float, dict[str, np.ndarray], float]:
+    """One target from ``sources``: ``(sse, total sum of squares, {test subject: (S, H, W) RMS error
+    map}, mean PSNR over the test subjects)``, the error zero outside the brain."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    times = range(train[0].volumes[target].shape[0]) if per_timepoint else [None]
+    sse, ys_all = 0.0, []
+    sq_maps: dict[str, list[np.ndarray]] = {sub.subject_id: [] for sub in test}
+    for t in times:
+        xs, ys = [], []
+        for sub in train:
+            x, y, _ = _xy(sub, target, sources, t, radius)
+            pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
+            xs.append(x[pick])
+            ys.append(y[pick])
+        model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=31,
+                                              early_stopping=False, random_state=seed)
+        model.fit(np.concatenate(xs), np.concatenate(ys))
+        for sub in test:
+            x, y, mask = _xy(sub, target, sources, t, radius)
+            sq = (y - model.predict(x).astype(np.float32)) ** 2
+            sse += float(sq.sum())
+            ys_all.append(y)
+            full = np.zeros(mask.shape, np.float32)
+            full[mask] = sq
+            sq_maps[sub.subject_id].append(full)
+    maps, psnrs = {}, []
+    for sub in test:
+        mse = np.mean(sq_maps[sub.subject_id], axis=0)
+        maps[sub.subject_id] = np.sqrt(mse)
+        # PSNR as Table 1 computes it (the head's slices, data range 1), outside the brain exact
+        psnrs.append(10 * np.log10(1.0 / max(float(mse[sub.head_slices()].mean()), 1e-12)))
+    y_all = np.concatenate(ys_all)
+    return sse, float(((y_all - y_all.mean()) ** 2).sum()), maps, float(np.mean(psnrs))
+
+
 def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
                kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT, progress: bool = True,
-               per_timepoint: bool = False, radius: int = 1) -> OracleResult:
+               per_timepoint: bool = False, radius: int = 1, pairwise: bool = False) -> OracleResult:
     """Fit one regressor per target sequence on ``train`` (all other sequences as inputs,
     ``(2 radius + 1)^3`` neighbourhoods) and score it on ``test`` (subjects must have every sequence).
     ``per_timepoint``: 4-D sequences enter time point by time point, and a 4-D target gets one
-    regressor per time point (its unexplained fraction pools them; its map is their mean)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
+    regressor per time point (its unexplained fraction pools them; its map is their mean).
 
+    ``pairwise``: one regressor per ordered pair instead, each target from *one* other sequence, as
+    the generator is scored for C_d (A_ij is how well i alone generates j). A target's unexplained
+    fraction, PSNR and map are then the means over its sources, and ``pairs`` holds every pair's."""
     sequences = list(sequences)
     train = [s for s in train if all(q in s.volumes for q in sequences)]
     test = [s for s in test if all(q in s.volumes for q in sequences)]
     if not train or not test:
         raise EmptyInputError("oracle", "needs training and held-out subjects with every sequence")
     rng = np.random.default_rng(seed)
-    rows, maps = [], {s.subject_id: {} for s in test}
+    rows, pair_rows, maps = [], [], {s.subject_id: {} for s in test}
     from mridomain.progress import progress_bar
 
     for target in progress_bar(sequences, desc=f"oracle ({kind})", unit="sequence", enabled=progress):
-        sources = [s for s in sequences if s != target]
-        times = range(train[0].volumes[target].shape[0]) if per_timepoint else [None]
-        sse, ys_all, psnrs = 0.0, [], []
-        sq_maps: dict[str, list[np.ndarray]] = {sub.subject_id: [] for sub in test}
-        for t in times:
-            xs, ys = [], []
-            for sub in train:
-                x, y, _ = _xy(sub, target, sources, t, radius)
-                pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
-                xs.append(x[pick])
-                ys.append(y[pick])
-            model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=31,
-                                                  early_stopping=False, random_state=seed)
-            model.fit(np.concatenate(xs), np.concatenate(ys))
-            for sub in test:
-                x, y, mask = _xy(sub, target, sources, t, radius)
-                pred = model.predict(x).astype(np.float32)
-                sq = (y - pred) ** 2
-                sse += float(sq.sum())
-                ys_all.append(y)
-                full = np.zeros(mask.shape, np.float32)
-                full[mask] = sq
-                sq_maps[sub.subject_id].append(full)
+        others = [s for s in sequences if s != target]
+        groups = [[s] for s in others] if pairwise else [others]
+        fits = [_fit_target(train, test, target, sources, per_timepoint, rng, seed, voxels_per_subject, radius)
+                for sources in groups]
+        for sources, (sse, sst, _, psnr) in zip(groups, fits):
+            pair_rows.append({"source": "+".join(sources), "target": target, "unexplained": sse / sst, "psnr": psnr})
         for sub in test:
-            mse = np.mean(sq_maps[sub.subject_id], axis=0)
-            maps[sub.subject_id][target] = np.sqrt(mse)
-            # PSNR as Table 1 computes it (the head's slices, data range 1), outside the brain exact
-            zs = sub.head_slices()
-            psnrs.append(10 * np.log10(1.0 / max(float(mse[zs].mean()), 1e-12)))
-        y_all = np.concatenate(ys_all)
-        rows.append({"sequence": target, "unexplained": sse / float(((y_all - y_all.mean()) ** 2).sum()),
-                     "rmse_brain": float(np.sqrt(sse / len(y_all))), "psnr": float(np.mean(psnrs))})
+            maps[sub.subject_id][target] = np.mean([f[2][sub.subject_id] for f in fits], axis=0)
+        n_voxels = sum(int(_brain(sub).sum()) for sub in test) * (
+            train[0].volumes[target].shape[0] if per_timepoint else 1)
+        rows.append({"sequence": target, "unexplained": float(np.mean([f[0] / f[1] for f in fits])),
+                     "rmse_brain": float(np.mean([np.sqrt(f[0] / n_voxels) for f in fits])),
+                     "psnr": float(np.mean([f[3] for f in fits]))})
     table = pd.DataFrame(rows)
     table["rank"] = table["unexplained"].rank(ascending=False, method="min").astype(int)
-    return OracleResult(table, maps, kind)
+    return OracleResult(table, maps, kind, pd.DataFrame(pair_rows))
 
 
 def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], sequences: Sequence[str]
@@ -172,14 +196,19 @@ def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], seque
 
 def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str],
                    data_root: str | Path | None = None, noise_free: bool = True, max_train: int = 12,
-                   max_train_noise_free: int = 6, seed: int = 0, progress: bool = True) -> dict[str, OracleResult]:
-    """``{"noisy": ..., "noise-free": ...}`` oracles for a run's training and test subjects (at most
-    ``max_train`` training subjects, evenly spaced, and ``max_train_noise_free`` of them re-rendered
-    without noise: rendering costs seconds per subject; noise-free only for simulated data)."""
+                   max_train_noise_free: int = 6, seed: int = 0, progress: bool = True,
+                   pairwise: bool = True) -> dict[str, OracleResult]:
+    """``{"noisy": ..., "pairwise": ..., "noise-free": ...}`` oracles for a run's training and test
+    subjects (at most ``max_train`` training subjects, evenly spaced, and ``max_train_noise_free`` of
+    them re-rendered without noise: rendering costs seconds per subject; noise-free only for simulated
+    data). ``pairwise``: also each target from each single other sequence on the noisy volumes, the
+    known answer in the form C_d measures (:func:`fit_oracle`)."""
     train = [s for s in train if all(q in s.volumes for q in sequences)] or list(train)
     pick = np.unique(np.linspace(0, len(train) - 1, min(max_train, len(train))).round().astype(int))
     train = [train[k] for k in pick]
     out = {"noisy": fit_oracle(train, test, sequences, seed, "noisy", progress=progress)}
+    if pairwise and len(sequences) > 2:
+        out["pairwise"] = fit_oracle(train, test, sequences, seed, "pairwise", progress=progress, pairwise=True)
     if noise_free and data_root is not None and (Path(data_root) / "manifest.csv").exists():
         step = max(1, len(train) // max_train_noise_free)
         clean_train = noise_free_subjects(data_root, [s.subject_id for s in train[::step][:max_train_noise_free]],
