@@ -37,12 +37,16 @@ __all__ = ["neighbourhood_features", "OracleResult", "fit_oracle", "noise_free_s
 VOXELS_PER_SUBJECT = 4000
 
 
-def neighbourhood_features(volumes: Sequence[np.ndarray], mask: np.ndarray, radius: int = 1) -> np.ndarray:
+def neighbourhood_features(volumes: Sequence[np.ndarray], mask: np.ndarray, radius: int = 1,
+                           voxels: np.ndarray | None = None) -> np.ndarray:
     """``(N, F)`` features of the ``N`` voxels of ``mask``: each ``(S, H, W)`` volume's values at every
-    offset of a ``(2 radius + 1)^3`` neighbourhood (edges repeated), ``F = len(volumes) x (2 radius + 1)^3``."""
+    offset of a ``(2 radius + 1)^3`` neighbourhood (edges repeated), ``F = len(volumes) x (2 radius + 1)^3``.
+    ``voxels``: only these positions in the mask's voxel list (C order), in that order."""
     if not len(volumes):
         raise InvalidArgumentError("neighbourhood_features needs at least one volume")
     z, y, x = np.nonzero(mask)
+    if voxels is not None:
+        z, y, x = z[voxels], y[voxels], x[voxels]
     ph, pw = mask.shape[1] + 2 * radius, mask.shape[2] + 2 * radius
     # flat indices into the padded volume: one 1-D take per offset
     base = (z * ph + y) * pw + x
@@ -60,11 +64,13 @@ def _brain(subject: Subject) -> np.ndarray:
     return subject.truth > 0 if subject.truth is not None else subject.head_mask()
 
 
-def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = None, radius: int = 1
-        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = None, radius: int = 1,
+        rng: np.random.Generator | None = None, n_pick: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features and target voxels. ``t`` None: every sequence averaged over its time points (the brain
     setting, all 3-D); ``t`` a time point of the target: every time point of every source is a
-    feature volume of its own (a 4-D protocol, where wash-in is a difference of DCE time points)."""
+    feature volume of its own (a 4-D protocol, where wash-in is a difference of DCE time points).
+    With ``rng``: only ``n_pick`` brain voxels drawn without replacement (features are built for
+    those alone: a training subject needs a few thousand of its hundreds of thousands)."""
     mask = _brain(subject)
     if t is None:
         vols = [subject.volumes[s].mean(axis=0) for s in sources]
@@ -72,6 +78,10 @@ def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = N
     else:
         vols = [v for s in sources for v in subject.volumes[s]]
         y = subject.volumes[target][t]
+    if rng is not None:
+        n = int(mask.sum())
+        voxels = rng.choice(n, size=min(n_pick, n), replace=False)
+        return neighbourhood_features(vols, mask, radius, voxels), y[mask][voxels], mask
     return neighbourhood_features(vols, mask, radius), y[mask], mask
 
 
@@ -105,10 +115,9 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
     for t in times:
         xs, ys = [], []
         for sub in train:
-            x, y, _ = _xy(sub, target, sources, t, radius)
-            pick = rng.choice(len(y), size=min(voxels_per_subject, len(y)), replace=False)
-            xs.append(x[pick])
-            ys.append(y[pick])
+            x, y, _ = _xy(sub, target, sources, t, radius, rng, voxels_per_subject)
+            xs.append(x)
+            ys.append(y)
         model = HistGradientBoostingRegressor(max_iter=100, learning_rate=0.15, max_leaf_nodes=31,
                                               early_stopping=False, random_state=seed)
         model.fit(np.concatenate(xs), np.concatenate(ys))
