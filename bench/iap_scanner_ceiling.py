@@ -157,7 +157,7 @@ def part1(preset: dict, demo_out: str | None) -> None:
         majority = Counter(y_train).most_common(1)[0][0]
         for name, features, reader in (
                 ("visible fields", visible, CountingBayes),
-                ("every field but the target", lambda p, c: everything_but(p, target, c), BoostedReader)):
+                ("every field but the target", lambda p, c, t=target: everything_but(p, t, c), BoostedReader)):
             model = reader().fit([features(p, coils) for p in train], y_train)
             pred = model.predict([features(p, coils) for p in test])
             row = {"IAP": target, "reader": name, f"top-1 % ({len(test):,} draws)": 100 * (pred == y_test).mean(),
@@ -199,7 +199,7 @@ def part2(preset: dict) -> None:
         excite = protocol_from_entry(entries["ge_signa_excite_15t"], rng)
         renders: dict = {}
 
-        def image(p: Protocol, noise: bool = False) -> np.ndarray:
+        def image(p: Protocol, noise: bool = False, ph=ph, renders=renders) -> np.ndarray:
             v = acquire_series(ph, p, slices=1, slab="spread", noise=noise, renders=renders).volume[0]
             return v / v.max()
 
