@@ -98,3 +98,15 @@ def test_pairwise_oracle_scores_each_single_source_as_c_d_does():
     assert pairs[("b", "a")] > 0.9 and abs(pairs[("c", "a")] - 0.5) < 0.1 and abs(pairs[("a", "c")] - 0.5) < 0.1
     # a target's map is the mean of its sources' error maps
     assert pairwise.maps["s8"]["c"].shape == (6, 12, 12)
+
+
+def test_oracle_pairs_puts_each_pairs_generator_psnr_beside_the_oracles():
+    from mridomain.synth.evaluation import oracle_pairs
+
+    learned = pd.DataFrame({"source": ["a", "b", "a"], "target": ["b", "a", "a"], "psnr": [20.0, 22.0, 30.0]})
+    oracle = pd.DataFrame({"source": ["a", "b"], "target": ["b", "a"], "unexplained": [0.1, 0.3],
+                           "psnr": [33.0, 25.5]})
+    out = oracle_pairs(learned, oracle).set_index(["source", "target"])
+    assert list(out.index) == [("a", "b"), ("b", "a")]       # the self pair has no oracle row
+    assert out.loc[("a", "b"), "psnr_gap"] == 13.0 and out.loc[("b", "a"), "psnr_gap"] == 3.5
+    assert out.loc[("b", "a"), "unexplained_oracle"] == 0.3

@@ -128,10 +128,10 @@ class SynthEvaluation:
         return "\n".join(parts)
 
 
-def oracle_pairs(pairs: pd.DataFrame, pairwise: Any) -> pd.DataFrame:
-    """The generator's per-pair PSNR next to the pairwise oracle's (``psnr_gap``: how far the generator
-    is from a voxel-wise predictor given the same single source)."""
-    oracle = pairwise.pairs.rename(columns={"psnr": "psnr_oracle", "unexplained": "unexplained_oracle"})
+def oracle_pairs(pairs: pd.DataFrame, oracle_table: pd.DataFrame) -> pd.DataFrame:
+    """The generator's per-pair PSNR next to the pairwise oracle's (``OracleResult.pairs``; ``psnr_gap``:
+    how far the generator is from a voxel-wise predictor given the same single source)."""
+    oracle = oracle_table.rename(columns={"psnr": "psnr_oracle", "unexplained": "unexplained_oracle"})
     out = pairs[["source", "target", "psnr"]].merge(oracle, on=["source", "target"], how="inner")
     out["psnr_gap"] = out["psnr_oracle"] - out["psnr"]
     return out
@@ -237,7 +237,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
             check[f"auc_oracle_{kind}"] = [aucs.get((m, g), np.nan) for m, g in zip(check["map"], check["region"])]
         oracle_table.to_csv(out / "oracle.csv", index=False)
         if "pairwise" in oracles:
-            oracle_pairs(pairs, oracles["pairwise"]).to_csv(out / "oracle_pairs.csv", index=False)
+            oracle_pairs(pairs, oracles["pairwise"].pairs).to_csv(out / "oracle_pairs.csv", index=False)
 
     table.to_csv(out / "pairs_subjects.csv", index=False)
     pairs.to_csv(out / "pairs.csv", index=False)

@@ -105,8 +105,8 @@ class OracleResult:
 def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, sources: Sequence[str],
                 per_timepoint: bool, rng: np.random.Generator, seed: int, voxels_per_subject: int, radius: int
                 ) -> tuple[float, float, dict[str, np.ndarray], float]:
-    """One target from ``sources``: ``(sse, total sum of squares, {test subject: (S, H, W) RMS error
-    map}, mean PSNR over the test subjects)``, the error zero outside the brain."""
+    """One target from ``sources``: ``(unexplained fraction, RMSE over the brain, {test subject:
+    (S, H, W) RMS error map}, mean PSNR over the test subjects)``, the error zero outside the brain."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     times = range(train[0].volumes[target].shape[0]) if per_timepoint else [None]
@@ -136,7 +136,8 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
         # PSNR as Table 1 computes it (the head's slices, data range 1), outside the brain exact
         psnrs.append(10 * np.log10(1.0 / max(float(mse[sub.head_slices()].mean()), 1e-12)))
     y_all = np.concatenate(ys_all)
-    return sse, float(((y_all - y_all.mean()) ** 2).sum()), maps, float(np.mean(psnrs))
+    return (sse / float(((y_all - y_all.mean()) ** 2).sum()), float(np.sqrt(sse / len(y_all))), maps,
+            float(np.mean(psnrs)))
 
 
 def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
@@ -164,15 +165,13 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
         groups = [[s] for s in others] if pairwise else [others]
         fits = [_fit_target(train, test, target, sources, per_timepoint, rng, seed, voxels_per_subject, radius)
                 for sources in groups]
-        for sources, (sse, sst, _, psnr) in zip(groups, fits):
-            pair_rows.append({"source": "+".join(sources), "target": target, "unexplained": sse / sst, "psnr": psnr})
+        unexplained, rmse, error_maps, psnr = zip(*fits)
+        pair_rows += [{"source": "+".join(sources), "target": target, "unexplained": u, "psnr": p}
+                      for sources, u, p in zip(groups, unexplained, psnr)]
         for sub in test:
-            maps[sub.subject_id][target] = np.mean([f[2][sub.subject_id] for f in fits], axis=0)
-        n_voxels = sum(int(_brain(sub).sum()) for sub in test) * (
-            train[0].volumes[target].shape[0] if per_timepoint else 1)
-        rows.append({"sequence": target, "unexplained": float(np.mean([f[0] / f[1] for f in fits])),
-                     "rmse_brain": float(np.mean([np.sqrt(f[0] / n_voxels) for f in fits])),
-                     "psnr": float(np.mean([f[3] for f in fits]))})
+            maps[sub.subject_id][target] = np.mean([m[sub.subject_id] for m in error_maps], axis=0)
+        rows.append({"sequence": target, "unexplained": float(np.mean(unexplained)),
+                     "rmse_brain": float(np.mean(rmse)), "psnr": float(np.mean(psnr))})
     table = pd.DataFrame(rows)
     table["rank"] = table["unexplained"].rank(ascending=False, method="min").astype(int)
     return OracleResult(table, maps, kind, pd.DataFrame(pair_rows))
