@@ -29,6 +29,7 @@ angle of 12 deg taken from a Signa HDxt 1.5 T protocol, each normalized by its m
 inside the body against the RMS of the noise and of a coil swap (SIGNA EXCITE's coil) on the same slices.
 """
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -46,27 +47,26 @@ from mridomain.sim.breast.vendors import coil_positions
 N_TRAIN, N_TEST = int(os.environ.get("CEILING_TRAIN", 300_000)), int(os.environ.get("CEILING_TEST", 100_000))
 
 
-def coil_signature(p: Protocol) -> str:
+@functools.cache
+def coil_signature(model: str, channels: int) -> str:
     """Channel count and element geometry of the receive coil (what the model name changes in the pixels)."""
-    geometry = coil_positions(p.model, p.coil_channels, 100.0, 0.0)
-    return f"{p.coil_channels}ch:" + ",".join(f"{v:.1f}" for v in geometry.ravel())
+    geometry = coil_positions(model, channels, 100.0, 0.0)
+    return f"{channels}ch:" + ",".join(f"{v:.1f}" for v in geometry.ravel())
 
 
-def visible(p: Protocol, coils: dict) -> tuple:
+def visible(p: Protocol) -> tuple:
     """The protocol fields that change the stored pixels beyond one global intensity scale."""
-    if p.model not in coils:
-        coils[p.model] = coil_signature(p)
-    return ("3" if p.field_strength > 2 else "1.5", coils[p.model], repr(p.recon), p.fatsat, p.partial_fourier,
-            p.acceleration, p.patient_position, p.acq_freq, p.acq_phase, p.recon_matrix, p.fov,
-            p.slice_thickness)
+    return ("3" if p.field_strength > 2 else "1.5", coil_signature(p.model, p.coil_channels), repr(p.recon),
+            p.fatsat, p.partial_fourier, p.acceleration, p.patient_position, p.acq_freq, p.acq_phase,
+            p.recon_matrix, p.fov, p.slice_thickness)
 
 
-def everything_but(p: Protocol, target: str, coils: dict) -> tuple:
+def everything_but(p: Protocol, target: str) -> tuple:
     """Every field, the invisible ones included, except the target (and the model for the flip angle,
     whose coil stays in through the visible fields)."""
     extra = (p.field_strength, p.scan_options, p.contrast_agent, p.tr, p.te)
     extra += (p.flip_angle,) if target != "flip_angle" else ()
-    return visible(p, coils) + extra
+    return visible(p) + extra
 
 
 def target_of(p: Protocol, target: str) -> str:
@@ -131,7 +131,6 @@ def part1(preset: dict, demo_out: str | None) -> None:
     t0 = time.perf_counter()
     widths = np.array([2 * patient_phantom(11, i).torso_w for i in range(1500)])
     train, test = draw(N_TRAIN, 1, preset, widths), draw(N_TEST, 2, preset, widths)
-    coils: dict = {}
     print(f"drew {N_TRAIN:,} + {N_TEST:,} protocols in {time.perf_counter() - t0:.0f} s", flush=True)
     demo = None
     if demo_out:
@@ -140,35 +139,32 @@ def part1(preset: dict, demo_out: str | None) -> None:
 
         cache = SliceCache(f"{demo_out}/cache")
         test_rows = cache.table.iloc[cache.split("test")].reset_index(drop=True)
-        _, protocols, _ = draw_cohort(0, int(test_rows["patient_id"].str.rsplit("_", n=1).str[-1].astype(int).max()),
-                                      preset)
-        demo_protocols = [protocols[int(pid.rsplit("_", 1)[-1]) - 1] for pid in test_rows["patient_id"]]
-        for iap, label in (("scanner_model", "scanner_model"), ("flip_angle", "flip_angle")):
-            drawn = [target_of(p, iap) for p in demo_protocols]
-            if drawn != test_rows[label].astype(str).tolist():
-                raise SystemExit(f"{demo_out}: the redrawn protocols do not match the cache's {label} labels")
-        run = IAPRun.load(f"{demo_out}/run")
-        output = run.forward(cache.images, indices=cache.split("test"), progress=False)
-        demo = (test_rows, demo_protocols, run, output)
+        patients = test_rows["patient_id"].str.rsplit("_", n=1).str[-1].astype(int)    # Breast_MRI_001 -> 1
+        _, protocols, _ = draw_cohort(0, int(patients.max()), preset)
+        demo_protocols = [protocols[i - 1] for i in patients]
+        for iap in ("scanner_model", "flip_angle"):
+            if [target_of(p, iap) for p in demo_protocols] != test_rows[iap].astype(str).tolist():
+                raise SystemExit(f"{demo_out}: the redrawn protocols do not match the cache's {iap} labels")
+        output = IAPRun.load(f"{demo_out}/run").forward(cache.images, indices=cache.split("test"), progress=False)
+        demo = (test_rows, demo_protocols, output)
     rows = []
     for target in ("scanner_model", "flip_angle"):
         y_train = [target_of(p, target) for p in train]
         y_test = np.asarray([target_of(p, target) for p in test], dtype=object)
         majority = Counter(y_train).most_common(1)[0][0]
+        if demo is not None:
+            test_rows, demo_protocols, output = demo
+            truth, net = test_rows[target].astype(str).to_numpy(), output.predicted(target)
         for name, features, reader in (
                 ("visible fields", visible, CountingBayes),
-                ("every field but the target", lambda p, c, t=target: everything_but(p, t, c), BoostedReader)):
-            model = reader().fit([features(p, coils) for p in train], y_train)
-            pred = model.predict([features(p, coils) for p in test])
+                ("every field but the target", lambda p, t=target: everything_but(p, t), BoostedReader)):
+            model = reader().fit([features(p) for p in train], y_train)
+            pred = model.predict([features(p) for p in test])
             row = {"IAP": target, "reader": name, f"top-1 % ({len(test):,} draws)": 100 * (pred == y_test).mean(),
                    "unseen tuples %": 100 * model.unseen / len(test), "majority %": 100 * (y_test == majority).mean()}
             if demo is not None:
-                test_rows, demo_protocols, run, output = demo
-                truth = test_rows[target].astype(str).to_numpy()
                 row["ceiling on the demo's test slices %"] = 100 * (
-                    model.predict([features(p, coils) for p in demo_protocols]) == truth).mean()
-                classes = np.asarray(run.encoder.head(target).classes, dtype=object)
-                net = classes[output.probabilities[target].argmax(1)]
+                    model.predict([features(p) for p in demo_protocols]) == truth).mean()
                 row["network on the same slices %"] = 100 * (net == truth).mean()
             rows.append(row)
             if name == "visible fields":

@@ -56,10 +56,8 @@ def network_predictions(run: str, cache: SliceCache, iap: str) -> np.ndarray:
     """The run's top-1 class labels for ``iap`` on the cache's test split."""
     from mridomain.iap.run import IAPRun
 
-    predictor = IAPRun.load(run)
-    output = predictor.forward(cache.images, indices=cache.split("test"), progress=False)
-    classes = predictor.encoder.head(iap).classes
-    return np.asarray(classes, dtype=object)[output.probabilities[iap].argmax(1)]
+    output = IAPRun.load(run).forward(cache.images, indices=cache.split("test"), progress=False)
+    return output.predicted(iap)
 
 
 def main() -> None:
