@@ -76,6 +76,7 @@ def _stages(run: Path, folders: list[Path]) -> dict[str, float]:
     from mridomain.data.cache import preprocess_slices
     from mridomain.iap import IAPRun
     from mridomain.iap.inference import network_inputs
+    from mridomain.iap.model import reads_kspace
     from mridomain.io import iter_candidate_files, read_dicom_volume, scan_dicom_files
 
     t = time.perf_counter()
@@ -96,7 +97,7 @@ def _stages(run: Path, folders: list[Path]) -> dict[str, float]:
             continue
         predictor = IAPRun.load(run, engine=name)
         predictor.forward(stack[:8])
-        with_kspace = bool(getattr(predictor.model, "uses_kspace", False))
+        with_kspace = reads_kspace(predictor.model)
         t = time.perf_counter()
         for start in range(0, len(stack), 256):
             predictor.network(network_inputs(stack, slice(start, start + 256), predictor.preprocess.get("kspace_view"),

@@ -281,6 +281,12 @@ def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, 
                   residual_input=config.residual_input, kspace_bins=bins)
 
 
+def reads_kspace(model: object) -> bool:
+    """Whether ``model`` (an unwrapped network) takes the k-space view as its second input: an
+    :class:`IAPNet` built with a k-space branch; any other module reads the image alone."""
+    return bool(getattr(model, "uses_kspace", False))
+
+
 def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: torch.Tensor,
              encoder: LabelEncoder, lam: float = 1.0, eta: float = 1.0
              ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -311,4 +317,5 @@ def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: tor
     return total, terms
 
 
-__all__: Sequence[str] = ["IAPNet", "KSpaceBranch", "SmallCNN", "build_model", "iap_loss", "BACKBONES"]
+__all__: Sequence[str] = ["IAPNet", "KSpaceBranch", "SmallCNN", "build_model", "iap_loss", "reads_kspace",
+                          "BACKBONES"]

@@ -16,6 +16,7 @@ from mridomain.errors import EmptyInputError, MridomainError, SchemaMismatchErro
 from mridomain.iap.cache import preprocess_slices
 from mridomain.iap.calibration import read_temperatures
 from mridomain.iap.checkpoint import WEIGHTS, load_model, save_run_metadata, save_weights
+from mridomain.iap.model import reads_kspace
 from mridomain.iap.config import IAPConfig, get_preset
 from mridomain.iap.decoding import read_combinations
 from mridomain.iap.domain import DomainModel
@@ -120,7 +121,7 @@ class IAPRun:
                                             batch_size=batch_size or self.config.eval_batch_size,
                                             progress=progress, desc=desc,
                                             kspace_view=(self.preprocess or {}).get("kspace_view"),
-                                            with_kspace=bool(getattr(self.model, "uses_kspace", False)))
+                                            with_kspace=reads_kspace(self.model))
         out = split_outputs(outputs, features, self.encoder, self.temperatures)
         for name, values in {**out.probabilities, **out.continuous}.items():
             finite = np.isfinite(np.asarray(values, dtype=np.float64))

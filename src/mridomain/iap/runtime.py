@@ -280,6 +280,7 @@ def export_run(run: str | Path, cache: Any, split: str = "val", progress: bool =
     only once the check passes, so a failed check leaves no ONNX file to be used."""
     from mridomain.iap.cache import open_cache, split_indices
     from mridomain.iap.checkpoint import WEIGHTS, load_model
+    from mridomain.iap.model import reads_kspace
     from mridomain.iap.inference import network_inputs
 
     run = Path(run)
@@ -289,7 +290,7 @@ def export_run(run: str | Path, cache: Any, split: str = "val", progress: bool =
     if len(rows) == 0:
         split, rows = "train", split_indices(cache, "train")
     inputs = network_inputs(cache.images, np.sort(rows), cache.meta.get("kspace_view"),
-                            bool(getattr(model, "uses_kspace", False)))
+                            reads_kspace(model))
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=run)
     os.close(fd)
     tmp = Path(tmp)

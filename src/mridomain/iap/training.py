@@ -22,7 +22,7 @@ from mridomain.iap.checkpoint import read_run, save_run_metadata
 from mridomain.iap.config import IAPConfig, get_preset, learning_rate
 from mridomain.iap.inference import autocast
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
-from mridomain.iap.model import IAPNet, build_model, iap_loss
+from mridomain.iap.model import IAPNet, build_model, iap_loss, reads_kspace
 
 
 class MemmapBatches(Dataset):
@@ -196,7 +196,7 @@ def validate(model: IAPNet, loader: Iterable, encoder: LabelEncoder, config: IAP
 
 def _kspace_input(model: torch.nn.Module, view: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     """The batch's k-space view for a network (unwrapped) that reads one (None otherwise)."""
-    if view.ndim < 3 or not getattr(model, "uses_kspace", False):
+    if view.ndim < 3 or not reads_kspace(model):
         return None
     return view.to(device, non_blocking=True)
 

@@ -101,7 +101,7 @@ def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: A
     share of cross-fitted in-domain slices kept per manufacturer and scanner model (every vendor
     and scanner of the run should be kept, not only the majority)."""
     from mridomain.iap.domain import fit_exposed, quantile_upper_bound
-    from mridomain.iap.model import feature_blocks
+    from mridomain.iap.model import feature_blocks, reads_kspace
     from mridomain.iap.outliers import brain_outliers, synthetic_outliers, transformed_outliers
     from mridomain.iap.predictor import PredictorOutput
 
@@ -128,7 +128,7 @@ def _expose(domain: Any, predictor: Any, cache: Any, ref_idx: np.ndarray, ref: A
     outliers = predictor.forward(np.concatenate(parts), progress=progress, desc="domain outliers")
     config = predictor.config
     blocks = feature_blocks(config.backbone, config.width, config.texture_stats,
-                            bool(getattr(predictor.model, "uses_kspace", False)))
+                            reads_kspace(predictor.model))
     fit = fit_exposed(inside.features, inside.logits, groups, outliers.features, outliers.logits,
                       np.asarray(out_groups), blocks)
     threshold, widened = quantile_upper_bound(fit.in_scores, quantile)
