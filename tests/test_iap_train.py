@@ -54,6 +54,10 @@ def test_learns_a_learnable_problem(trained):
     assert report.row("tr")["mse"] < report.row("tr")["baseline_mse"]
     assert (run / "eval_test" / "report.md").exists() and (run / "eval_test" / "confusion_matrices.png").exists()
     assert "manufacturer" in report.to_markdown()
+    # the joint answer over the run's hierarchical IAPs (combinations.json) is scored beside the heads
+    assert json.loads((run / "combinations.json").read_text())["heads"] == ["manufacturer", "field_strength"]
+    assert man["joint_top1"] > 0.9 and "joint_top1" not in pos
+    assert " joint top-1 % |" in report.to_markdown().splitlines()[2]
 
 
 @pytest.mark.slow

@@ -144,15 +144,17 @@ class EvalReport:
         def num(v: Any) -> str:
             return "N/A" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4g}"
 
-        lines = [f"Table 1 ({self.split} split: {self.n_slices} slices, {self.n_series} series)", "",
-                 "| # | IAP | classes | N | top-1 % | top-2 % | majority % | series top-1 % (N) |",
-                 "|---|---|---|---|---|---|---|---|"]
         cat = [r for r in self.rows if r["kind"] == "categorical"]
         cont = [r for r in self.rows if r["kind"] == "continuous"]
+        joint = any("joint_top1" in r for r in cat)
+        lines = [f"Table 1 ({self.split} split: {self.n_slices} slices, {self.n_series} series)", "",
+                 "| # | IAP | classes | N | top-1 % | top-2 % | majority % | series top-1 % (N) |"
+                 + (" joint top-1 % |" if joint else ""),
+                 "|---|---|---|---|---|---|---|---|" + ("---|" if joint else "")]
         for i, r in enumerate(cat, 1):
             lines.append(f"| {i} | {r['iap']} | {r['n_classes']} | {r['n']} | {pct(r['top1'])} | "
                          f"{pct(r['top2'])} | {pct(r['baseline_top1'])} | {pct(r['series_top1'])} "
-                         f"({r['series_n']}) |")
+                         f"({r['series_n']}) |" + (f" {pct(r.get('joint_top1'))} |" if joint else ""))
         if cont:
             lines += ["", "| # | IAP | unit | N | MSE | MAE | within 2 % | mean-predictor MSE | "
                           "series MSE | series within 2 % (N) |",
@@ -164,7 +166,9 @@ class EvalReport:
                              f"{pct(r['series_within2'])} ({r['series_n']}) |")
         lines += ["", "MSE / MAE in the IAP's unit (squared for MSE). top-2 only where more than 2 classes "
                       "were seen in training. majority = always predicting the most frequent training "
-                      "class; series = slice probabilities averaged over each series."]
+                      "class; series = slice probabilities averaged over each series."
+                  + (" joint = the slice's most probable combination of the joint IAPs seen in training "
+                     "(combinations.json; `predict` reports it as joint_<iap>)." if joint else "")]
         lines += [f"Note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -211,6 +215,28 @@ def compute_report(probs: dict[str, np.ndarray], table: pd.DataFrame, encoder: L
                      "mae": m["mae"], "within2": m["within"], "baseline_mse": base["mse"],
                      "series_mse": sm["mse"], "series_within2": sm["within"], "series_n": sm["n"]})
     return EvalReport(split=split, n_slices=len(table), n_series=len(np.unique(groups)), rows=rows)
+
+
+def joint_top1(joint: pd.DataFrame, cat_targets: np.ndarray, encoder: LabelEncoder) -> dict[str, float]:
+    """Top-1 accuracy of the joint answer (the ``joint_<iap>`` columns of
+    :func:`~mridomain.iap.decoding.joint_decode`) per categorical IAP it covers, over that IAP's
+    labelled slices (``cat_targets``: the encoder's class indices, IGNORE_INDEX where unlabelled).
+
+    >>> enc = LabelEncoder.fit(pd.DataFrame({"flip_angle": ["10", "12", "10"]}), [{"name": "flip_angle"}], split=None)
+    >>> truth, _ = enc.encode(pd.DataFrame({"flip_angle": ["10", "12", None]}))
+    >>> joint_top1(pd.DataFrame({"joint_flip_angle": ["10", "10", "12"]}), truth, enc)
+    {'flip_angle': 0.5}
+    """
+    accuracy: dict[str, float] = {}
+    for j, h in enumerate(encoder.categorical):
+        column = f"joint_{h.name}"
+        labelled = cat_targets[:, j] != IGNORE_INDEX
+        if column not in joint or not labelled.any():
+            continue
+        index = {c: i for i, c in enumerate(h.classes)}
+        answer = np.array([index.get(str(v), -1) for v in joint[column]])
+        accuracy[h.name] = float((answer[labelled] == cat_targets[labelled, j]).mean())
+    return accuracy
 
 
 def plot_regression_scatter(pred: dict[str, np.ndarray], truth: np.ndarray, encoder: LabelEncoder,
@@ -342,6 +368,13 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
     out.mkdir(parents=True, exist_ok=True)
     report.out = str(out)
     cat_t, _ = encoder.encode(table)
+    if predictor.combinations is not None and not predictor.combinations.empty:
+        from mridomain.iap.decoding import joint_decode
+
+        # the consistent answer predict reports next to the heads', scored here so a user sees
+        # whether it beats the heads on held-out data before relying on it
+        for name, accuracy in joint_top1(joint_decode(output, predictor.combinations), cat_t, encoder).items():
+            report.row(name)["joint_top1"] = accuracy
     reliability = {}
     for j, h in enumerate(encoder.categorical):
         raw = softmax_t(output.logits[h.name])
@@ -387,6 +420,7 @@ def table1_frames(report: EvalReport) -> tuple[pd.DataFrame, pd.DataFrame]:
             cat.append({"IAP": r["iap"], "classes": r["n_classes"], "N": r["n"], "top-1 % [95% CI]": ci,
                         "top-2 %": _pct(r.get("top2")), "majority %": _pct(r.get("baseline_top1")),
                         "series top-1 % (N)": f"{_pct(r.get('series_top1'))} ({r.get('series_n')})",
+                        "joint top-1 %": _pct(r.get("joint_top1")),
                         "ECE % raw -> calibrated": ece, "unseen values": r.get("n_unseen_values", 0)})
         else:
             unit = r.get("unit") or ""
