@@ -15,7 +15,7 @@ import time
 
 import torch
 
-CANDIDATES = [("smallcnn", 224, 16), ("smallcnn", 192, 16), ("smallcnn", 160, 16), ("smallcnn", 160, 24),
+CANDIDATES = [("smallcnn", 224, 16), ("smallcnn", 192, 16), ("smallcnn", 160, 16), ("smallcnn", 128, 16), ("smallcnn", 160, 24),
               ("smallcnn", 224, 12), ("resnet18", 128, 32), ("resnet18", 160, 32)]
 
 

@@ -177,8 +177,8 @@ def test_route_and_compare_state_their_engine(trained):
 
 
 def test_a_network_that_resizes_by_a_non_integer_ratio_exports(tmp_path):
-    """The cpu preset resizes the 224-pixel cache to 160 pixels inside the network (area
-    interpolation, 1.4x): the exporter has no adaptive pooling at such a ratio, so the export writes
+    """The cpu preset resizes the 224-pixel cache to 128 pixels inside the network (area
+    interpolation, 1.75x): the exporter has no adaptive pooling at such a ratio, so the export writes
     the same average as matrix products. Here 48 -> 32 pixels (1.5x); the demo's run had no
     model.onnx before this was fixed."""
     cache = make_cache(tmp_path / "cache", n=64, size=48)

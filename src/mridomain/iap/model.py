@@ -204,7 +204,7 @@ class IAPNet(nn.Module):
         if x.shape[-2:] != (self.input_size, self.input_size):
             if torch.onnx.is_in_onnx_export():
                 # the same area average as two matrix products: the exporter has no adaptive
-                # pooling at a non-integer ratio (224 -> 160), and training keeps its own kernel
+                # pooling at a non-integer ratio (224 -> 128), and training keeps its own kernel
                 cols = area_resize_matrix(int(x.shape[-1]), self.input_size).to(x)
                 rows = area_resize_matrix(int(x.shape[-2]), self.input_size).to(x)
                 x = F.linear(F.linear(x, cols).transpose(-1, -2), rows).transpose(-1, -2)
