@@ -4,8 +4,8 @@ The heads of the network are trained independently, so their top answers can con
 (a file came out manufacturer "GE" with scanner model "TrioTim", a Siemens magnet). Scanner model
 implies manufacturer, scan options are vendor-specific, each model has its field strength, and a
 site's protocol on one scanner sets its flip angle (DBC's flip angle is read at 99.65 % top-1 in the
-paper because it follows the scanner and protocol; docs/simulator.md): the allowed combinations are the ones seen in training (``combinations.json`` in the run) or a table a
-user supplies. The joint answer maximizes the sum of the heads' log-probabilities over those
+paper because it follows the scanner and protocol; docs/simulator.md): the allowed combinations
+are the ones seen in training (``combinations.json`` in the run) or a table a user supplies. The joint answer maximizes the sum of the heads' log-probabilities over those
 combinations, and is reported next to the per-head answers, never instead of them.
 """
 from __future__ import annotations
