@@ -20,6 +20,7 @@ MODULES = [
     "mridomain.arguments",
     "mridomain.iap.labels",
     "mridomain.iap.config",
+    "mridomain.iap.evaluation",
     "mridomain.synth.contribution",
     "mridomain.shift.protocol",
     "mridomain.shift.stats",
