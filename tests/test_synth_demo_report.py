@@ -42,7 +42,10 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
                                pd.DataFrame({"model": ["m"]}), [], files)
 
     monkeypatch.setattr(brain, "simulate_brains", lambda *a, **k: SimpleNamespace(summary=lambda: "sim"))
+    trained = {}
+
     def fake_train(data, run_dir, **kwargs):
+        trained.update(kwargs)
         run_dir.mkdir(parents=True, exist_ok=True)
         _png(run_dir / "learning_curve.png", 0.9)
         return SimpleNamespace(epochs_run=1, best_epoch=1)
@@ -57,3 +60,5 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     # back a second time from dmap/)
     assert html.count("<img") == 3
     assert "S_t1_dmap.nii.gz" in html
+    # the demo's generator drops instance normalization; the cpu preset keeps it
+    assert trained["preset"] == "cpu" and trained["network"] == {"norm": "none"}

@@ -110,12 +110,7 @@ PRESETS: dict[str, dict] = {
         # no ConvLSTM: it only links the time points of 4-D sequences, and with one time point it
         # cost 30 % of a step for nothing (bench/synth_bench.py); 4-D data needs lstm_layers >= 1
         "network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (12, 24, 48), "dec_channels": (24, 12),
-                    "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 0, "disc_channels": 16, "disc_layers": 2,
-                    "norm": "none"},
-        # No instance normalization in the cpu generator ("norm": "none"; the paper preset keeps it): at
-        # equal steps it reached 21.42 instead of 20.33 dB validation PSNR in 1,200 steps
-        # (bench/synth_convergence.py) and the demo's mean test PSNR went 21.0 -> 21.8 dB, T1 <-> T2
-        # +1.4 to +2.2 dB (docs/synth.md).
+                    "n_res_enc": 3, "n_res_dec": 3, "lstm_layers": 0, "disc_channels": 16, "disc_layers": 2},
         # 64 x 64 crops of the slices (the paper trains on 192 x 192 crops of 240 x 240): a step costs
         # 0.4 of a whole 100 x 84 slice's; a large rate decayed with a cosine schedule instead of
         # 10^6 steps at 2e-4
