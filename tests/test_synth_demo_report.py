@@ -29,7 +29,8 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     ev_out = out / "run" / "eval_test"
 
-    def fake_evaluate(run, data, split, progress, html, dmap_dir):
+    def fake_evaluate(run, data, split, progress, html, dmap_dir, oracles):
+        assert oracles == {}             # the background oracles reach evaluate
         ev_out.mkdir(parents=True, exist_ok=True)
         _png(ev_out / "contribution.png", 0.1)
         _png(ev_out / "dmap_example.png", 0.5)
@@ -52,8 +53,12 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "train", fake_train)
     monkeypatch.setattr(model, "load_run", lambda *a, **k: SimpleNamespace(
-        schema={"splits": {"train": ["a"], "test": ["b"]}}))
+        schema={"splits": {"train": ["a"], "test": ["b"]}}, sequences=("t1", "t2")))
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
+    import mridomain.synth.demo as demo
+
+    monkeypatch.setattr(demo, "_start_oracles", lambda root, seed: SimpleNamespace(
+        result=lambda: (("t1", "t2"), {"train": ["a"], "val": [], "test": ["b"]}, {})))
     run_demo(out, subjects=4, progress=False)
     html = (out / "report.html").read_text()
     # the learning curve, contribution.png and the M_d overlay, each once (the overlay used to come

@@ -142,7 +142,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
              lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
              normalization: str = "zscore", max_subjects: int | None = None, html: bool = True,
              dmap_dir: str | Path | None = None, dmap_subjects: int = 1,
-             include_self: bool = True, oracle: bool = True) -> SynthEvaluation:
+             include_self: bool = True, oracle: bool = True, oracles: dict | None = None) -> SynthEvaluation:
     """Evaluate a run on held-out subjects (Python twin of ``mridomain synth evaluate``).
 
     Writes to ``out`` (default ``RUN/eval_<split>``): ``pairs_subjects.csv``, ``pairs.csv``,
@@ -157,6 +157,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     (:mod:`mridomain.synth.oracle`) on the run's training subjects and report the learned C_d order
     and M_d AUCs next to it (``oracle.csv``; ``oracle_pairs.csv``: every pair's PSNR next to the
     pairwise oracle's, which predicts each target from that one source).
+    ``oracles``: those oracles already fitted (:func:`~mridomain.synth.oracle.oracle_for_run` on the
+    run's training and these test subjects; the demo fits them while the generator trains).
     """
     from mridomain.engine import write_json_atomic
 
@@ -226,8 +228,14 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     if oracle and check is not None and train_ids and len(dataset.subset(train_ids)):
         from mridomain.synth.oracle import compare_with_oracle, oracle_auc, oracle_for_run
 
-        oracles = oracle_for_run(dataset.subset(train_ids).subjects, subjects, r.sequences, data_root=dataset.root,
-                                 progress=progress)
+        if oracles is None:
+            oracles = oracle_for_run(dataset.subset(train_ids).subjects, subjects, r.sequences,
+                                     data_root=dataset.root, progress=progress)
+        for kind, res in oracles.items():
+            missing = sorted({s.subject_id for s in subjects} - set(res.maps))
+            if missing:
+                raise InvalidArgumentError(f"the given {kind} oracle has no maps for the {split} subjects "
+                                           f"{missing[:3]}: fit it on this run's subjects")
         oracle_table = compare_with_oracle(contrib, oracles)
         oracle_summary = oracle_table.attrs.pop("summary")
         for kind, res in oracles.items():
