@@ -3,6 +3,7 @@ the CLI, a checkpoint of another schema, the 4-D DCE path and the toy experiment
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -144,3 +145,25 @@ def test_3d_mode_trains_on_crops_and_translates_volumes(brains, tmp_path):
     sub = load_subject(brains / sid, r.sequences)
     out = r.translate(sub, "t2", ["flair"])
     assert out["flair"].shape == (1, *sub.shape) and 0 <= out["flair"].min() <= out["flair"].max() <= 1
+
+
+def test_oracles_fitted_beside_training_equal_those_evaluate_fits(run, brains, tmp_path):
+    """The demo fits the oracle in a worker while the generator trains (demo_oracles) and hands it to
+    evaluate: same split as the run, same oracle table as evaluate's own fit; oracles that lack a
+    test subject are refused."""
+    from mridomain.errors import InvalidArgumentError
+    from mridomain.synth import evaluate
+    from mridomain.synth.demo import demo_oracles
+
+    schema = json.loads((run / "schema.json").read_text())
+    sequences, splits, oracles = demo_oracles(brains, TINY["fractions"], 0)
+    assert list(sequences) == schema["sequences"]
+    assert splits["train"] == schema["splits"]["train"] and splits["test"] == schema["splits"]["test"]
+    own = evaluate(run, brains, split="test", progress=False, html=False, out=tmp_path / "own")
+    given = evaluate(run, brains, split="test", progress=False, html=False, out=tmp_path / "given", oracles=oracles)
+    assert given.oracle is not None
+    pd.testing.assert_frame_equal(given.oracle, own.oracle)
+    for res in oracles.values():
+        res.maps.pop(splits["test"][0])
+    with pytest.raises(InvalidArgumentError, match="no maps for the test subjects"):
+        evaluate(run, brains, split="test", progress=False, html=False, out=tmp_path / "bad", oracles=oracles)
