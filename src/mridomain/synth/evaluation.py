@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subj
                                              write_dmaps)
 from mridomain.synth.model import SynthRun, load_run, to_model_range
 from mridomain.synth.network import profile_config, profile_generator
+
+if TYPE_CHECKING:
+    from mridomain.synth.oracle import OracleResult
 
 __all__ = ["SynthEvaluation", "evaluate", "rank_sequences", "image_metrics", "pair_summary", "model_profiles",
            "evaluation_subjects"]
@@ -142,7 +145,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
              lpips_lin: str | Path | None = None, device: str | None = None, progress: bool = True,
              normalization: str = "zscore", max_subjects: int | None = None, html: bool = True,
              dmap_dir: str | Path | None = None, dmap_subjects: int = 1,
-             include_self: bool = True, oracle: bool = True, oracles: dict | None = None) -> SynthEvaluation:
+             include_self: bool = True, oracle: bool = True,
+             oracles: dict[str, OracleResult] | None = None) -> SynthEvaluation:
     """Evaluate a run on held-out subjects (Python twin of ``mridomain synth evaluate``).
 
     Writes to ``out`` (default ``RUN/eval_<split>``): ``pairs_subjects.csv``, ``pairs.csv``,
