@@ -27,6 +27,10 @@ __all__ = ["HyperConv", "ResidualBlock", "HyperResidualBlock", "Encoder", "Hyper
            "build_discriminator", "profile_generator", "profile_config"]
 
 
+#: the negative slope of every LeakyReLU of the generator (the authors' code)
+LEAKY_SLOPE = 0.2
+
+
 def _conv_cls(ndims: int) -> type[nn.Module]:
     return nn.Conv2d if ndims == 2 else nn.Conv3d
 
@@ -103,7 +107,7 @@ class ResidualBlock(nn.Module):
         conv = _conv_cls(ndims)
         self.body = nn.Sequential(
             _reflect_pad(ndims, 1), conv(channels, channels, 3), _norm(norm, ndims, channels),
-            nn.LeakyReLU(0.2),
+            nn.LeakyReLU(LEAKY_SLOPE),
             _reflect_pad(ndims, 1), conv(channels, channels, 3), _norm(norm, ndims, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +129,7 @@ class HyperResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """``x`` plus the block's two HyperConv layers of it, with the kernels ``code`` selects."""
-        y = F.leaky_relu(self.norm1(self.conv1(self.pad(x), code)), 0.2)
+        y = F.leaky_relu(self.norm1(self.conv1(self.pad(x), code)), LEAKY_SLOPE)
         return x + self.norm2(self.conv2(self.pad(y), code))
 
 
@@ -141,7 +145,7 @@ class Encoder(nn.Module):
         prev = in_channels
         for c, k, s in zip(channels, kernels, (1, 2, 2)):
             layers += [_reflect_pad(ndims, (k - 1) // 2), conv(prev, c, k, stride=s),
-                       _norm(norm, ndims, c), nn.LeakyReLU(0.2)]
+                       _norm(norm, ndims, c), nn.LeakyReLU(LEAKY_SLOPE)]
             prev = c
         layers += [ResidualBlock(prev, ndims, norm) for _ in range(n_res)]
         self.net = nn.Sequential(*layers)
@@ -182,7 +186,7 @@ class HyperDecoder(nn.Module):
         mode = "bilinear" if self.ndims == 2 else "trilinear"
         for pad, conv, norm in zip(self.pads, self.convs, self.norms):
             x = F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
-            x = F.leaky_relu(norm(conv(pad(x), code)), 0.2)
+            x = F.leaky_relu(norm(conv(pad(x), code)), LEAKY_SLOPE)
         return torch.tanh(self.conv_last(self.pad_last(x), code))
 
 
@@ -238,15 +242,59 @@ class Seq2SeqGenerator(nn.Module):
         super().__init__()
         if norm not in ("instance", "none"):
             raise InvalidArgumentError(f"norm must be 'instance' or 'none', got {norm!r}")
-        self.ndims, self.in_channels, self.code_dim = ndims, in_channels, code_dim
+        self.ndims, self.in_channels, self.code_dim, self.norm = ndims, in_channels, code_dim, norm
         self.encoder = Encoder(in_channels, enc_channels, enc_kernels, n_res_enc, ndims, norm)
         feat = self.encoder.out_channels
         self.enc_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         self.dec_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         # the MLP of Fig. 2(c) before every HyperConv's own Linear map
-        self.code_mlp = nn.Sequential(nn.Linear(code_dim, code_dim), nn.LeakyReLU(0.2))
+        self.code_mlp = nn.Sequential(nn.Linear(code_dim, code_dim), nn.LeakyReLU(LEAKY_SLOPE))
         self.decoder = HyperDecoder(code_dim, feat, in_channels, dec_channels, dec_kernels, n_res_dec,
                                     ndims, norm, bank_dim)
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        """He initialisation (fan-in, LeakyReLU slope 0.2) of every convolution of the encoder and the
+        decoder, the HyperConv kernels included.
+
+        A HyperConv's kernel is ``bank @ mix(style)``, so its variance is the bank's times
+        ``|mix(style)|^2``: each bank is drawn so that the *mixed* kernel has He variance, averaged
+        over the sequence codes. Drawn for the bank alone, the mixed kernels started at 0.15-0.30 of
+        He scale and, without normalization layers, the signal reaching the output shrank a
+        thousandfold (output std 0.0006 on inputs of std 0.58, cpu preset): the decoder learned its
+        biases, a blurred mean image, before any structure. PyTorch's default for the plain
+        convolutions (0.41 of He scale for this slope) shrank the encoder's signal eightfold the same
+        way. The ConvLSTMs keep PyTorch's default.
+
+        Two layers are drawn otherwise. The last HyperConv feeds the tanh, not a LeakyReLU: gain 1,
+        so the output starts unsaturated. Without normalization layers, the last convolution of every
+        residual branch starts at zero (SkipInit, De & Smith, NeurIPS 2020), so each block starts as
+        the identity instead of doubling the variance of the stream it adds to; with instance
+        normalization after it, that convolution's scale does not matter and it keeps He's.
+        """
+        if next(self.parameters()).is_meta:
+            return                     # built to be profiled: shapes only, no values to draw
+        gain2 = 2.0 / (1.0 + LEAKY_SLOPE ** 2)
+        branch_ends: set[int] = set()
+        if self.norm == "none":
+            branch_ends = {id(b.body[5]) for b in self.encoder.modules() if isinstance(b, ResidualBlock)}
+            branch_ends |= {id(b.conv2) for b in self.decoder.res}
+        for m in self.encoder.modules():
+            if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+                m.weight.normal_(0.0, math.sqrt(gain2 / m.weight[0].numel()))
+                if id(m) in branch_ends:
+                    m.weight.zero_()
+                if m.bias is not None:
+                    m.bias.zero_()
+        styles = self.code_mlp(torch.eye(self.code_dim))
+        for m in self.decoder.modules():
+            if isinstance(m, HyperConv):
+                mixed = max(float(m.mix(styles).pow(2).sum(dim=1).mean()), 1e-12)
+                gain = 1.0 if m is self.decoder.conv_last else gain2
+                m.bank.normal_(0.0, math.sqrt(gain / math.prod(m.kshape[1:]) / mixed))
+                if id(m) in branch_ends:
+                    m.bank.zero_()
 
     @property
     def downsampling(self) -> int:
