@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from mridomain.synth.evaluation import SynthEvaluation
 
@@ -58,7 +59,7 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     import mridomain.synth.demo as demo
 
     monkeypatch.setattr(demo, "_start_oracles", lambda root, seed: SimpleNamespace(
-        result=lambda: (("t1", "t2"), {"train": ["a"], "val": [], "test": ["b"]}, {})))
+        result=lambda: (("t1", "t2"), {"train": ["a"], "val": [], "test": ["b"]}, {}), cancel=None))
     run_demo(out, subjects=4, progress=False)
     html = (out / "report.html").read_text()
     # the learning curve, contribution.png and the M_d overlay, each once (the overlay used to come
@@ -67,3 +68,37 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     assert "S_t1_dmap.nii.gz" in html
     # the demo's generator drops instance normalization; the cpu preset keeps it
     assert trained["preset"] == "cpu" and trained["network"] == {"norm": "none"}
+
+
+def test_a_failed_training_stops_the_background_oracle(tmp_path, monkeypatch):
+    import mridomain.sim.brain as brain
+    import mridomain.synth.demo as demo
+    import mridomain.synth.training as training
+
+    cancelled = []
+    monkeypatch.setattr(brain, "simulate_brains", lambda *a, **k: SimpleNamespace(summary=lambda: "sim"))
+    monkeypatch.setattr(demo, "_start_oracles", lambda root, seed: SimpleNamespace(
+        result=lambda: pytest.fail("the oracle was waited for"), cancel=lambda: cancelled.append(True)))
+
+    def failing_train(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(training, "train", failing_train)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        demo.run_demo(tmp_path / "demo", subjects=4, progress=False)
+    assert cancelled == [True]
+
+
+def test_background_work_can_be_stopped():
+    import multiprocessing
+    import time
+
+    from mridomain.synth.demo import _Background
+
+    others = set(multiprocessing.active_children())
+    work = _Background(time.sleep, 600)
+    worker = set(multiprocessing.active_children()) - others
+    assert worker                                      # the worker runs
+    work.cancel()
+    assert not worker & set(multiprocessing.active_children())   # and is gone, without its ten minutes
+    assert _Background(divmod, 7, 2).result() == (3, 1)

@@ -97,16 +97,32 @@ def demo_oracles(root: str | Path, fractions: tuple[float, ...], seed: int
     return sequences, splits, oracles
 
 
-def _start_oracles(root: Path, seed: int):
-    """:func:`demo_oracles` in a worker process (spawned: the parent's torch and OpenMP threads do not
-    survive a fork); returns its future."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+class _Background:
+    """``fn(*args)`` in a one-process pool (spawned: the parent's torch and OpenMP threads do not
+    survive a fork). :meth:`result` waits for it and raises its error; :meth:`cancel` stops it, so
+    that a failed or interrupted training does not wait minutes for a result nobody will read."""
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(demo_oracles, str(root), DEMO_FRACTIONS, seed)
-    pool.shutdown(wait=False)
-    return future
+    def __init__(self, fn, *args):
+        import multiprocessing
+
+        self._pool = multiprocessing.get_context("spawn").Pool(1)
+        self._async = self._pool.apply_async(fn, args)
+        self._pool.close()
+
+    def result(self):
+        try:
+            return self._async.get()
+        finally:
+            self._pool.join()
+
+    def cancel(self) -> None:
+        self._pool.terminate()
+        self._pool.join()
+
+
+def _start_oracles(root: Path, seed: int) -> _Background:
+    """:func:`demo_oracles` in a worker process, started now."""
+    return _Background(demo_oracles, str(root), DEMO_FRACTIONS, seed)
 
 
 def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: int = 0, epochs: int | None = None,
@@ -133,9 +149,13 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     stages["simulate"] = time.perf_counter() - t
     t = time.perf_counter()
     background = _start_oracles(out / "brains", seed)
-    fit = train(out / "brains", out / "run", preset="cpu", epochs=epochs, seed=seed, device=device,
-                progress=progress, fractions=DEMO_FRACTIONS, network=DEMO_NETWORK,
-                **({"steps_per_epoch": steps_per_epoch} if steps_per_epoch else {}))
+    try:
+        fit = train(out / "brains", out / "run", preset="cpu", epochs=epochs, seed=seed, device=device,
+                    progress=progress, fractions=DEMO_FRACTIONS, network=DEMO_NETWORK,
+                    **({"steps_per_epoch": steps_per_epoch} if steps_per_epoch else {}))
+    except BaseException:
+        background.cancel()
+        raise
     stages["train"] = time.perf_counter() - t
     t = time.perf_counter()
     run = load_run(out / "run", device=device)
