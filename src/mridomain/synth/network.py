@@ -27,7 +27,7 @@ __all__ = ["HyperConv", "ResidualBlock", "HyperResidualBlock", "Encoder", "Hyper
            "build_discriminator", "profile_generator", "profile_config"]
 
 
-#: the negative slope of every LeakyReLU of the generator (the authors' code)
+#: the negative slope of every LeakyReLU of the generator (its He initialisation uses it too)
 LEAKY_SLOPE = 0.2
 
 
