@@ -14,7 +14,9 @@ import sys
 
 import numpy as np
 import torch
+from lightning_fabric import Fabric
 
+from mridomain.engine import StepContext
 from mridomain.sim.brain.simulate import make_subject
 from mridomain.synth.config import make_config
 from mridomain.synth.data import Subject, SynthData, normalize_volume
@@ -36,20 +38,10 @@ def main() -> None:
     mods = task.build_modules()
     optim = task.build_optimizers(mods)
 
-    class Ctx:          # the engine's StepContext as SynthTask.training_step uses it, on the CPU
-        modules, device = mods, torch.device("cpu")
+    # the engine's own step context, on the CPU without DDP
+    ctx = StepContext(Fabric(accelerator="cpu", devices=1), mods, optim, cfg)
 
-        def backward(self, loss):
-            loss.backward()
-
-        def step(self, key):
-            optim[key].step()
-            optim[key].zero_grad()
-
-        def zero_grad(self, key):
-            optim[key].zero_grad()
-
-    val, zs, ctx = subs[5], list(range(30, 60, 5)), Ctx()
+    val, zs = subs[5], list(range(30, 60, 5))
 
     def val_psnr() -> float:
         psnrs = []

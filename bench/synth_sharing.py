@@ -19,8 +19,10 @@ import sys
 
 import numpy as np
 import torch
+from lightning_fabric import Fabric
 from torch import nn
 
+from mridomain.engine import StepContext
 from mridomain.sim.brain.simulate import make_subject
 from mridomain.synth.config import make_config
 from mridomain.synth.data import Subject, SynthData, normalize_volume, slice_stack
@@ -54,20 +56,10 @@ def any_to_any(cfg, subs: list[Subject]) -> tuple[float, float]:
     mods = task.build_modules()
     optim = task.build_optimizers(mods)
 
-    class Ctx:          # the engine's StepContext as SynthTask.training_step uses it, on the CPU
-        modules, device = mods, torch.device("cpu")
+    # the engine's own step context, on the CPU without DDP
+    ctx = StepContext(Fabric(accelerator="cpu", devices=1), mods, optim, cfg)
 
-        def backward(self, loss):
-            loss.backward()
-
-        def step(self, key):
-            optim[key].step()
-            optim[key].zero_grad()
-
-        def zero_grad(self, key):
-            optim[key].zero_grad()
-
-    c0, ctx = cpu_seconds(), Ctx()
+    c0 = cpu_seconds()
     for s in range(STEPS):
         for opt in optim.values():
             for group in opt.param_groups:
