@@ -26,7 +26,7 @@ from mridomain.engine import StepContext
 from mridomain.sim.brain.simulate import make_subject
 from mridomain.synth.config import make_config
 from mridomain.synth.data import Subject, SynthData, normalize_volume, slice_stack
-from mridomain.synth.model import synthesize, to_model_range
+from mridomain.synth.model import from_model_range, synthesize, to_model_range
 from mridomain.synth.network import build_generator, one_hot_code
 from mridomain.synth.training import SynthTask
 
@@ -130,7 +130,7 @@ def main() -> None:
     sec = one_direction(cnn, cfg, subs)
     with torch.no_grad():
         stacks = np.stack([slice_stack(subs[5].volumes[SOURCE], z, 3)[0] for z in SLICES])
-        y = ((cnn(to_model_range(torch.from_numpy(stacks)))[:, 1] + 1) / 2).clamp(0, 1).numpy()
+        y = from_model_range(cnn(to_model_range(torch.from_numpy(stacks)))[:, 1]).clamp(0, 1).numpy()
     rows.append(("one direction, plain CNN", psnr(y, subs[5].volumes[TARGET][0, SLICES]), sec))
     print(f"{SOURCE} -> {TARGET}, {STEPS} steps of batch {cfg.batch_size}, held-out brain, load "
           f"{os.getloadavg()[0]:.1f}")
