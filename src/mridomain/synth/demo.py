@@ -30,9 +30,10 @@ FULL_SUBJECTS = 60
 FULL_EPOCHS = 48
 #: the demo's generator drops instance normalization (the cpu preset keeps it): on these brain slices
 #: it reached 21.42 instead of 20.33 dB validation PSNR in 1,200 steps (bench/synth_convergence.py), and
-#: the demo's test PSNR 21.8 instead of 21.0 dB (--full: 24.9 instead of 23.1). The preset keeps it
+#: the demo's test PSNR 21.8 instead of 21.0 dB (--full: 24.9 instead of 23.1; both at the HyperConv
+#: initialisation before a9c4b06). The preset keeps it
 #: because the breast protocol's ConvLSTM generator did not train at all without it (validation PSNR
-#: flat at 12.5 dB for 8 epochs against 13.4 -> 15.0 with it; docs/synth.md).
+#: flat at 12.5 dB for 8 epochs against 13.4 -> 15.0 with it: its activations blow up; docs/synth.md).
 DEMO_NETWORK = {"norm": "none"}
 
 
