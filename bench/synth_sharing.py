@@ -19,25 +19,18 @@ import sys
 
 import numpy as np
 import torch
-from lightning_fabric import Fabric
 from torch import nn
 
-from mridomain.engine import StepContext
-from mridomain.sim.brain.simulate import make_subject
 from mridomain.synth.config import make_config
-from mridomain.synth.data import Subject, SynthData, normalize_volume, slice_stack
+from mridomain.synth.data import Subject, slice_stack
 from mridomain.synth.model import from_model_range, synthesize, to_model_range
 from mridomain.synth.network import build_generator, one_hot_code
-from mridomain.synth.training import SynthTask
+from synth_convergence import any_to_any, bench_brains, rate, training_step   # the same brains and steps
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 1200
 SOURCE = sys.argv[2] if len(sys.argv) > 2 else "t1"
 TARGET = sys.argv[3] if len(sys.argv) > 3 else "t2"
 SLICES = list(range(30, 60, 5))
-
-
-def cosine_rate(cfg, step: int) -> float:
-    return cfg.lr * (cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + np.cos(np.pi * step / STEPS)))
 
 
 def psnr(generated: np.ndarray, target: np.ndarray) -> float:
@@ -49,22 +42,11 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
-def any_to_any(cfg, subs: list[Subject]) -> tuple[float, float]:
-    task = SynthTask(cfg, SynthData(cfg.sequences, subs[:5]), SynthData(cfg.sequences, subs[5:]),
-                     np.ones((5, len(cfg.sequences)), bool))
-    torch.manual_seed(0)
-    mods = task.build_modules()
-    optim = task.build_optimizers(mods)
-
-    # the engine's own step context, on the CPU without DDP
-    ctx = StepContext(Fabric(accelerator="cpu", devices=1), mods, optim, cfg)
-
+def any_to_any_psnr(cfg, subs: list[Subject]) -> tuple[float, float]:
+    task, mods, optim, ctx = any_to_any(cfg, subs)
     c0 = cpu_seconds()
     for s in range(STEPS):
-        for opt in optim.values():
-            for group in opt.param_groups:
-                group["lr"] = cosine_rate(cfg, s)
-        task.training_step(task.make_batch(0, s), ctx)
+        training_step(task, optim, ctx, cfg, s, STEPS)
     return evaluate_generator(mods["generator"], cfg, subs[5]), cpu_seconds() - c0
 
 
@@ -81,7 +63,7 @@ def one_direction(model: nn.Module, cfg, subs: list[Subject]) -> tuple[float, fl
     c0 = cpu_seconds()
     for s in range(STEPS):
         for group in optim.param_groups:
-            group["lr"] = cosine_rate(cfg, s)
+            group["lr"] = rate(cfg, s, STEPS)
         xs, ys = [], []
         for _ in range(cfg.batch_size):
             sub = subs[int(rng.integers(5))]
@@ -111,13 +93,9 @@ class OneCode(nn.Module):
 
 def main() -> None:
     cfg = make_config("cpu", silence=(0, 0), network={"norm": "none"})
-    subs = []
-    for k in range(6):
-        brain = make_subject(0, k, voxel_mm=2.0)
-        subs.append(Subject(f"s{k}", {s: normalize_volume(brain.images[s])[0][None].astype(np.float32)
-                                      for s in cfg.sequences}))
+    subs = bench_brains(cfg)
     rows = []
-    a2a, sec = any_to_any(cfg, subs)
+    a2a, sec = any_to_any_psnr(cfg, subs)
     rows.append(("any-to-any (12 directions)", a2a, sec))
     torch.manual_seed(0)
     gen = build_generator(cfg.network)
