@@ -113,26 +113,51 @@ def test_cpu_preset_is_small():
     assert prof["params_m"] < 5 and prof["gmacs"] < 1
 
 
-@pytest.mark.parametrize("norm", ["none", "instance"])
-def test_initial_generator_passes_its_input_scale_to_the_output(norm):
+@pytest.mark.parametrize("norm,source_code", [("none", False), ("instance", False), ("none", True)])
+def test_initial_generator_passes_its_input_scale_to_the_output(norm, source_code):
     """He initialisation of the mixed HyperConv kernels (bank @ mix(code)), not of the bank alone:
     drawn for the bank alone the mixed kernels started at 0.15-0.30 of He scale and, without
-    normalization layers, the output of the cpu preset's generator had std 0.0006 on inputs of 0.58."""
+    normalization layers, the output of the cpu preset's generator had std 0.0006 on inputs of 0.58.
+    A source-conditioned encoder's HyperConvs are drawn the same way."""
     import math
 
     torch.manual_seed(0)
     net = make_config("cpu", network={"norm": norm}).network
     gen = Seq2SeqGenerator(in_channels=3, code_dim=net.code_dim, bank_dim=net.bank_dim,
                            enc_channels=net.enc_channels, dec_channels=net.dec_channels,
-                           n_res_enc=net.n_res_enc, n_res_dec=net.n_res_dec, lstm_layers=0, norm=norm)
+                           n_res_enc=net.n_res_enc, n_res_dec=net.n_res_dec, lstm_layers=0, norm=norm,
+                           source_code=source_code)
     styles = gen.code_mlp(torch.eye(net.code_dim))
-    for layer in gen.decoder.modules():
-        if isinstance(layer, HyperConv) and layer.bank.abs().sum() > 0:
-            he = math.sqrt((1.0 if layer is gen.decoder.conv_last else 2 / 1.04) / math.prod(layer.kshape[1:]))
-            spread = torch.stack([_mixed_kernel(layer, s)[0].std() for s in styles]).pow(2).mean().sqrt()
-            assert 0.8 < float(spread) / he < 1.25
+    hyper = [m for m in gen.modules() if isinstance(m, HyperConv) and m.bank.abs().sum() > 0]
+    assert sum(m in list(gen.encoder.modules()) for m in hyper) == (3 if source_code else 0)
+    for layer in hyper:
+        he = math.sqrt((1.0 if layer is gen.decoder.conv_last else 2 / 1.04) / math.prod(layer.kshape[1:]))
+        spread = torch.stack([_mixed_kernel(layer, s)[0].std() for s in styles]).pow(2).mean().sqrt()
+        assert 0.8 < float(spread) / he < 1.25
     x = torch.rand(2, 1, 3, 64, 64) * 2 - 1
     with torch.no_grad():
-        outputs = [gen(x, one_hot_code(k, net.code_dim)).std() for k in range(4)]
+        outputs = [gen.decode(gen.encode(x, one_hot_code(0, net.code_dim)), one_hot_code(k, net.code_dim)).std()
+                   for k in range(4)]
     assert min(float(o) for o in outputs) > 0.1
     assert max(float(o) for o in outputs) < 0.9          # and the tanh is not saturated either
+
+
+def test_a_source_conditioned_encoder_reads_the_source_code_and_a_plain_one_ignores_it():
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 3, 16, 16)
+    codes = [one_hot_code(k, 4) for k in range(2)]
+    plain, conditioned = _small(), _small(source_code=True)
+    with torch.no_grad():
+        assert torch.equal(plain.encode(x, codes[0]), plain.encode(x, codes[1]))
+        assert torch.equal(plain.encode(x, codes[0]), plain.encode(x))
+        assert not torch.allclose(conditioned.encode(x, codes[0]), conditioned.encode(x, codes[1]))
+        with pytest.raises(InvalidArgumentError, match="source_code"):
+            conditioned.encode(x)
+        with pytest.raises(InvalidArgumentError, match="source_code"):
+            conditioned(x, codes[1])
+        fake, self_rec, cycle = conditioned(x, codes[1], source_code=codes[0])
+    assert fake.shape == self_rec.shape == cycle.shape == x.shape
+    # the plain encoder keeps the parameter names of runs saved before the option existed
+    assert {k for k in plain.state_dict() if k.startswith("encoder.")} >= {"encoder.net.1.weight",
+                                                                          "encoder.net.5.weight",
+                                                                          "encoder.net.9.weight"}

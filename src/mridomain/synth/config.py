@@ -34,6 +34,9 @@ class NetworkConfig(Settings):
     n_res_dec: int = Field(6, ge=0)
     lstm_layers: int = Field(3, ge=0)        # 0: no ConvLSTM (4-D inputs are then only averaged)
     norm: Literal["instance", "none"] = "instance"
+    # the encoder's three convolutions as HyperConv layers of the source sequence's code; the paper's
+    # encoder sees no code (False), so it must recognise the source's contrast from the pixels
+    source_code: bool = False
     disc_channels: int = Field(64, ge=1)     # first PatchGAN layer's channels
     disc_layers: int = Field(3, ge=1)
 

@@ -76,11 +76,12 @@ def synthesize(generator: Seq2SeqGenerator, volume: np.ndarray, source: int, tar
     generator.eval()
     device = torch.device(device)
     codes = {t: one_hot_code(t, code_dim, device) for t in targets}
+    source_code = one_hot_code(source, code_dim, device)
     vol = np.asarray(volume, dtype=np.float32)
     if generator.ndims == 3:
         x = to_model_range(torch.from_numpy(vol)).unsqueeze(0).unsqueeze(2).to(device)  # (1, T, 1, S, H, W)
         xp, sizes = _pad_to(x, 4, 3)
-        z = generator.encode(xp)
+        z = generator.encode(xp, source_code)
         out = {}
         for t, n in targets.items():
             y = _crop_back(generator.decode(z, codes[t], n), sizes, list(xp.shape[-3:]))
@@ -94,7 +95,7 @@ def synthesize(generator: Seq2SeqGenerator, volume: np.ndarray, source: int, tar
         x = np.stack([slice_stack(vol, z, channels) for z in zs])          # (B, T, C, H, W)
         xt = to_model_range(torch.from_numpy(x)).to(device)
         xp, sizes = _pad_to(xt, 4, 2)
-        z = generator.encode(xp)
+        z = generator.encode(xp, source_code)
         for t, n in targets.items():
             y = _crop_back(generator.decode(z, codes[t], n), sizes, list(xp.shape[-2:]))
             y = from_model_range(y[:, :, channels // 2]).clamp(0, 1).cpu().numpy()   # (B, T, H, W)

@@ -134,26 +134,42 @@ class HyperResidualBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Stem conv (k0, stride 1), two stride-2 convs (4x down), ``n_res`` residual blocks."""
+    """Stem conv (k0, stride 1), two stride-2 convs (4x down), ``n_res`` residual blocks.
+
+    With ``code_dim`` the stem and the two stride-2 convolutions are HyperConv layers of the *source*
+    sequence's code (``source_code`` in :class:`Seq2SeqGenerator`; not in the paper, whose encoder sees
+    no code and must tell the source's contrast from the pixels); the residual blocks stay plain.
+    """
 
     def __init__(self, in_channels: int, channels: tuple[int, int, int] = (64, 128, 256),
                  kernels: tuple[int, int, int] = (7, 3, 3), n_res: int = 6, ndims: int = 2,
-                 norm: str = "instance"):
+                 norm: str = "instance", code_dim: int | None = None, bank_dim: int = 16):
         super().__init__()
         conv = _conv_cls(ndims)
+        self.conditioned = code_dim is not None
         layers: list[nn.Module] = []
         prev = in_channels
         for c, k, s in zip(channels, kernels, (1, 2, 2)):
-            layers += [_reflect_pad(ndims, (k - 1) // 2), conv(prev, c, k, stride=s),
+            layers += [_reflect_pad(ndims, (k - 1) // 2),
+                       HyperConv(code_dim, prev, c, k, ndims=ndims, stride=s, bank_dim=bank_dim)
+                       if self.conditioned else conv(prev, c, k, stride=s),
                        _norm(norm, ndims, c), nn.LeakyReLU(LEAKY_SLOPE)]
             prev = c
         layers += [ResidualBlock(prev, ndims, norm) for _ in range(n_res)]
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*layers)     # one Sequential, so plain encoders keep their state-dict keys
         self.out_channels = prev
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Features of ``x`` at a quarter of its resolution per spatial axis, ``out_channels`` channels."""
-        return self.net(x)
+    def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
+        """Features of ``x`` at a quarter of its resolution per spatial axis, ``out_channels`` channels;
+        ``code`` (the source's style) is needed, and used, only by a conditioned encoder."""
+        if not self.conditioned:
+            return self.net(x)
+        if code is None:
+            raise InvalidArgumentError("this generator's encoder is conditioned on the source sequence: "
+                                       "pass its code (source_code)")
+        for layer in self.net:
+            x = layer(x, code) if isinstance(layer, HyperConv) else layer(x)
+        return x
 
 
 class HyperDecoder(nn.Module):
@@ -238,12 +254,15 @@ class Seq2SeqGenerator(nn.Module):
                  enc_channels: tuple[int, int, int] = (64, 128, 256),
                  enc_kernels: tuple[int, int, int] = (7, 3, 3),
                  dec_channels: tuple[int, int] = (128, 64), dec_kernels: tuple[int, int, int] = (3, 3, 7),
-                 n_res_enc: int = 6, n_res_dec: int = 6, lstm_layers: int = 3, norm: str = "instance"):
+                 n_res_enc: int = 6, n_res_dec: int = 6, lstm_layers: int = 3, norm: str = "instance",
+                 source_code: bool = False):
         super().__init__()
         if norm not in ("instance", "none"):
             raise InvalidArgumentError(f"norm must be 'instance' or 'none', got {norm!r}")
         self.ndims, self.in_channels, self.code_dim, self.norm = ndims, in_channels, code_dim, norm
-        self.encoder = Encoder(in_channels, enc_channels, enc_kernels, n_res_enc, ndims, norm)
+        self.source_code = source_code
+        self.encoder = Encoder(in_channels, enc_channels, enc_kernels, n_res_enc, ndims, norm,
+                               code_dim if source_code else None, bank_dim)
         feat = self.encoder.out_channels
         self.enc_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         self.dec_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
@@ -288,7 +307,7 @@ class Seq2SeqGenerator(nn.Module):
                 if m.bias is not None:
                     m.bias.zero_()
         styles = self.code_mlp(torch.eye(self.code_dim))
-        for m in self.decoder.modules():
+        for m in self.modules():
             if isinstance(m, HyperConv):
                 mixed = max(float(m.mix(styles).pow(2).sum(dim=1).mean()), 1e-12)
                 gain = 1.0 if m is self.decoder.conv_last else gain2
@@ -301,8 +320,10 @@ class Seq2SeqGenerator(nn.Module):
         """Spatial sizes must be multiples of this (two stride-2 convolutions)."""
         return 4
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / 4)``."""
+    def encode(self, x: torch.Tensor, source_code: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / 4)``;
+        ``source_code`` (the one-hot code of ``x``'s sequence) is required by a generator built with
+        ``source_code=True`` and ignored otherwise."""
         if x.dim() != self.ndims + 3 or x.shape[2] != self.in_channels:
             raise InvalidArgumentError(
                 f"generator input must be (B, T, {self.in_channels}, {'D, ' if self.ndims == 3 else ''}H, W), "
@@ -311,7 +332,8 @@ class Seq2SeqGenerator(nn.Module):
             raise InvalidArgumentError(f"spatial size {tuple(x.shape[3:])} must be a multiple of "
                                        f"{self.downsampling}")
         b, t = x.shape[:2]
-        feats = self.encoder(x.reshape(b * t, *x.shape[2:]))
+        style = None if source_code is None else self.code_mlp(source_code.reshape(1, -1).to(x.dtype))
+        feats = self.encoder(x.reshape(b * t, *x.shape[2:]), style)
         feats = feats.reshape(b, t, *feats.shape[1:])
         if self.enc_lstm is not None:
             feats = self.enc_lstm(feats)
@@ -334,12 +356,12 @@ class Seq2SeqGenerator(nn.Module):
         one call so that a training step runs the (possibly DDP-wrapped) generator forward once.
         ``cycle=False`` returns ``None`` for the cycle (a run without the cycle loss skips its
         second encoding and third decoding, 40 % of the step)."""
-        z = self.encode(x)
+        z = self.encode(x, source_code)
         y = self.decode(z, code, n_out)
         if source_code is None:
             return y
         n_source = x.shape[1] if n_source is None else n_source
-        cycled = self.decode(self.encode(y), source_code, n_source) if cycle else None
+        cycled = self.decode(self.encode(y, code), source_code, n_source) if cycle else None
         return y, self.decode(z, source_code, n_source), cycled
 
 
@@ -350,7 +372,7 @@ def build_generator(network: Any) -> Seq2SeqGenerator:
         bank_dim=network.bank_dim, enc_channels=tuple(network.enc_channels),
         enc_kernels=tuple(network.enc_kernels), dec_channels=tuple(network.dec_channels),
         dec_kernels=tuple(network.dec_kernels), n_res_enc=network.n_res_enc, n_res_dec=network.n_res_dec,
-        lstm_layers=network.lstm_layers, norm=network.norm)
+        lstm_layers=network.lstm_layers, norm=network.norm, source_code=network.source_code)
 
 
 def build_discriminator(network: Any) -> nn.Module:
@@ -410,7 +432,8 @@ def profile_generator(model: Seq2SeqGenerator, spatial: tuple[int, ...], t_in: i
     counter = FlopCounterMode(display=False)
     try:
         with torch.no_grad(), counter:
-            model(x, code, n_out=t_out)
+            z = model.encode(x, code)
+            model.decode(z, code, n_out=t_out)
     finally:
         for h in hooks:
             h.remove()
