@@ -66,8 +66,15 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     # back a second time from dmap/)
     assert html.count("<img") == 3
     assert "S_t1_dmap.nii.gz" in html
-    # the demo's generator drops instance normalization; the cpu preset keeps it
-    assert trained["preset"] == "cpu" and trained["network"] == {"norm": "none"}
+    # the demo's generator: full resolution, source-conditioned, no instance normalization, four times
+    # the rate; the cpu preset keeps the paper's shape
+    from mridomain.synth.config import make_config
+
+    cfg = make_config(trained["preset"], **{k: v for k, v in trained.items() if k in ("network", "lr")})
+    assert cfg.network.full_resolution and cfg.network.source_code and cfg.network.norm == "none"
+    assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 1200
+    preset = make_config("cpu").network
+    assert not preset.full_resolution and not preset.source_code and preset.norm == "instance"
 
 
 def test_a_failed_training_stops_the_background_oracle(tmp_path, monkeypatch):

@@ -161,3 +161,16 @@ def test_a_source_conditioned_encoder_reads_the_source_code_and_a_plain_one_igno
     assert {k for k in plain.state_dict() if k.startswith("encoder.")} >= {"encoder.net.1.weight",
                                                                           "encoder.net.5.weight",
                                                                           "encoder.net.9.weight"}
+
+
+@pytest.mark.parametrize("ndims", [2, 3])
+def test_a_full_resolution_generator_keeps_every_layer_at_the_input_size(ndims):
+    torch.manual_seed(0)
+    g = _small(in_channels=1, ndims=ndims, full_resolution=True, source_code=True, lstm_layers=0)
+    assert g.downsampling == 1
+    spatial = (6, 10, 7) if ndims == 3 else (10, 7)     # sizes no 4x-down generator accepts
+    x = torch.randn(2, 1, 1, *spatial)
+    z = g.encode(x, one_hot_code(0, 4))
+    assert z.shape == (2, 1, 8, *spatial)
+    fake, self_rec, cycle = g(x, one_hot_code(1, 4), n_out=2, source_code=one_hot_code(0, 4))
+    assert fake.shape == (2, 2, 1, *spatial) and self_rec.shape == cycle.shape == x.shape

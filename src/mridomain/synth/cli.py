@@ -89,7 +89,7 @@ def toy(
 def train(
     data: Path = typer.Argument(..., help="Folder of subjects in the BraTS layout."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder."),
-    preset: str = typer.Option("cpu", help="paper | cpu"),
+    preset: str = typer.Option("cpu", help="paper | cpu | cpu-fullres (the synth demo's generator; not the paper's shape)"),
     epochs: Optional[int] = typer.Option(None, help="Override the preset's epoch count."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT."),
     seed: int = typer.Option(0, help="Random seed."),

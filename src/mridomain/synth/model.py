@@ -70,8 +70,9 @@ def synthesize(generator: Seq2SeqGenerator, volume: np.ndarray, source: int, tar
     ``targets`` maps a target index to its number of time points. Each slice batch is encoded once
     and decoded for every target. 2-D / 2.5-D models run slice by slice (the centre channel of a
     2.5-D output is kept), only on ``slices`` when given; 3-D models translate the whole volume.
-    Sizes are zero-padded to multiples of 4 and cropped back. Returns ``{target: (T_target, S', H, W)}``
-    in [0, 1], ``S'`` the number of slices computed.
+    Sizes are zero-padded to multiples of the generator's downsampling (4; 1 at full resolution) and
+    cropped back. Returns ``{target: (T_target, S', H, W)}`` in [0, 1], ``S'`` the number of slices
+    computed.
     """
     generator.eval()
     device = torch.device(device)
@@ -80,7 +81,7 @@ def synthesize(generator: Seq2SeqGenerator, volume: np.ndarray, source: int, tar
     vol = np.asarray(volume, dtype=np.float32)
     if generator.ndims == 3:
         x = to_model_range(torch.from_numpy(vol)).unsqueeze(0).unsqueeze(2).to(device)  # (1, T, 1, S, H, W)
-        xp, sizes = _pad_to(x, 4, 3)
+        xp, sizes = _pad_to(x, generator.downsampling, 3)
         z = generator.encode(xp, source_code)
         out = {}
         for t, n in targets.items():
@@ -94,7 +95,7 @@ def synthesize(generator: Seq2SeqGenerator, volume: np.ndarray, source: int, tar
         zs = wanted[start:start + batch_slices]
         x = np.stack([slice_stack(vol, z, channels) for z in zs])          # (B, T, C, H, W)
         xt = to_model_range(torch.from_numpy(x)).to(device)
-        xp, sizes = _pad_to(xt, 4, 2)
+        xp, sizes = _pad_to(xt, generator.downsampling, 2)
         z = generator.encode(xp, source_code)
         for t, n in targets.items():
             y = _crop_back(generator.decode(z, codes[t], n), sizes, list(xp.shape[-2:]))

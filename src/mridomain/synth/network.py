@@ -143,13 +143,14 @@ class Encoder(nn.Module):
 
     def __init__(self, in_channels: int, channels: tuple[int, int, int] = (64, 128, 256),
                  kernels: tuple[int, int, int] = (7, 3, 3), n_res: int = 6, ndims: int = 2,
-                 norm: str = "instance", code_dim: int | None = None, bank_dim: int = 16):
+                 norm: str = "instance", code_dim: int | None = None, bank_dim: int = 16,
+                 downsample: bool = True):
         super().__init__()
         conv = _conv_cls(ndims)
         self.conditioned = code_dim is not None
         layers: list[nn.Module] = []
         prev = in_channels
-        for c, k, s in zip(channels, kernels, (1, 2, 2)):
+        for c, k, s in zip(channels, kernels, (1, 2, 2) if downsample else (1, 1, 1)):
             layers += [_reflect_pad(ndims, (k - 1) // 2),
                        HyperConv(code_dim, prev, c, k, ndims=ndims, stride=s, bank_dim=bank_dim)
                        if self.conditioned else conv(prev, c, k, stride=s),
@@ -178,9 +179,10 @@ class HyperDecoder(nn.Module):
 
     def __init__(self, code_dim: int, in_channels: int, out_channels: int,
                  channels: tuple[int, int] = (128, 64), kernels: tuple[int, int, int] = (3, 3, 7),
-                 n_res: int = 6, ndims: int = 2, norm: str = "instance", bank_dim: int = 16):
+                 n_res: int = 6, ndims: int = 2, norm: str = "instance", bank_dim: int = 16,
+                 upsample: bool = True):
         super().__init__()
-        self.ndims = ndims
+        self.ndims, self.upsample = ndims, upsample
         self.res = nn.ModuleList(HyperResidualBlock(code_dim, in_channels, ndims, norm, bank_dim)
                                  for _ in range(n_res))
         self.pads = nn.ModuleList()
@@ -201,7 +203,8 @@ class HyperDecoder(nn.Module):
             x = block(x, code)
         mode = "bilinear" if self.ndims == 2 else "trilinear"
         for pad, conv, norm in zip(self.pads, self.convs, self.norms):
-            x = F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
+            if self.upsample:
+                x = F.interpolate(x, scale_factor=2, mode=mode, align_corners=False)
             x = F.leaky_relu(norm(conv(pad(x), code)), LEAKY_SLOPE)
         return torch.tanh(self.conv_last(self.pad_last(x), code))
 
@@ -255,21 +258,21 @@ class Seq2SeqGenerator(nn.Module):
                  enc_kernels: tuple[int, int, int] = (7, 3, 3),
                  dec_channels: tuple[int, int] = (128, 64), dec_kernels: tuple[int, int, int] = (3, 3, 7),
                  n_res_enc: int = 6, n_res_dec: int = 6, lstm_layers: int = 3, norm: str = "instance",
-                 source_code: bool = False):
+                 source_code: bool = False, full_resolution: bool = False):
         super().__init__()
         if norm not in ("instance", "none"):
             raise InvalidArgumentError(f"norm must be 'instance' or 'none', got {norm!r}")
         self.ndims, self.in_channels, self.code_dim, self.norm = ndims, in_channels, code_dim, norm
-        self.source_code = source_code
+        self.source_code, self.full_resolution = source_code, full_resolution
         self.encoder = Encoder(in_channels, enc_channels, enc_kernels, n_res_enc, ndims, norm,
-                               code_dim if source_code else None, bank_dim)
+                               code_dim if source_code else None, bank_dim, downsample=not full_resolution)
         feat = self.encoder.out_channels
         self.enc_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         self.dec_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         # the MLP of Fig. 2(c) before every HyperConv's own Linear map
         self.code_mlp = nn.Sequential(nn.Linear(code_dim, code_dim), nn.LeakyReLU(LEAKY_SLOPE))
         self.decoder = HyperDecoder(code_dim, feat, in_channels, dec_channels, dec_kernels, n_res_dec,
-                                    ndims, norm, bank_dim)
+                                    ndims, norm, bank_dim, upsample=not full_resolution)
         self._init_weights()
 
     @torch.no_grad()
@@ -317,8 +320,8 @@ class Seq2SeqGenerator(nn.Module):
 
     @property
     def downsampling(self) -> int:
-        """Spatial sizes must be multiples of this (two stride-2 convolutions)."""
-        return 4
+        """Spatial sizes must be multiples of this (two stride-2 convolutions, none at full resolution)."""
+        return 1 if self.full_resolution else 4
 
     def encode(self, x: torch.Tensor, source_code: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / 4)``;
@@ -372,7 +375,8 @@ def build_generator(network: Any) -> Seq2SeqGenerator:
         bank_dim=network.bank_dim, enc_channels=tuple(network.enc_channels),
         enc_kernels=tuple(network.enc_kernels), dec_channels=tuple(network.dec_channels),
         dec_kernels=tuple(network.dec_kernels), n_res_enc=network.n_res_enc, n_res_dec=network.n_res_dec,
-        lstm_layers=network.lstm_layers, norm=network.norm, source_code=network.source_code)
+        lstm_layers=network.lstm_layers, norm=network.norm, source_code=network.source_code,
+        full_resolution=network.full_resolution)
 
 
 def build_discriminator(network: Any) -> nn.Module:
