@@ -15,6 +15,8 @@ variant measured in the same run (on a shared machine wall time follows the load
   now              the cpu preset now (``make_config("cpu")``)
   now+bf16         the same under ``torch.autocast("cpu", torch.bfloat16)``: whether bfloat16 pays here
   now+chlast       the same with every 2-D kernel (plain and mixed HyperConv kernels) in channels_last
+  demo, paper      the brain demo's generator of the previous release: the cpu preset without instance norm
+  demo, fullres    the brain demo's generator now: the ``cpu-fullres`` preset (full resolution, source code)
 ``terms``: the 1800-step preset without the adversarial term, without the cycle, without both.
 ``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
 The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
@@ -41,7 +43,7 @@ steps, over = int(sys.argv[1]), json.loads(sys.argv[2])
 bf16 = bool(over.pop("_bf16", False))
 chlast = bool(over.pop("_channels_last", False))
 whole_slices = bool(over.pop("_whole_slices", False))
-cfg = make_config("cpu", silence=(0, 0), **over)
+cfg = make_config(over.pop("_preset", "cpu"), silence=(0, 0), **over)
 if whole_slices:              # make_config drops None overrides, so crop=None goes through updated()
     cfg = cfg.updated(crop=None)
 subs = []
@@ -99,7 +101,8 @@ PRESET_1800 = {"network": {"code_dim": 8, "bank_dim": 4, "enc_channels": (12, 24
                "crop": (64, 64), "lambda_adv": 1.0, "lambda_cyc": 10.0, "batch_size": 4}
 ISSUE25_START = {**PRESET_1800, "network": {**PRESET_1800["network"], "lstm_layers": 1}, "_whole_slices": True}
 PRESETS = {"issue-25 start": ISSUE25_START, "1800-step": PRESET_1800, "now": {}, "now+bf16": {"_bf16": True},
-           "now+chlast": {"_channels_last": True}}
+           "now+chlast": {"_channels_last": True}, "demo, paper": {"network": {"norm": "none"}},
+           "demo, fullres": {"_preset": "cpu-fullres"}}
 TERMS = {"1800-step": PRESET_1800, "no adversarial": {**PRESET_1800, "lambda_adv": 0.0},
          "no cycle": {**PRESET_1800, "lambda_cyc": 0.0},
          "neither": {**PRESET_1800, "lambda_adv": 0.0, "lambda_cyc": 0.0}}

@@ -2,14 +2,17 @@
 
     OMP_NUM_THREADS=1 python bench/synth_sharing.py [STEPS] [SOURCE] [TARGET]     (1200 t1 t2)
 
-Trains three models for STEPS steps each (batch 4, 64 x 64 crops of three adjacent slices, Adam at the
+Trains four models for STEPS steps each (batch 4, 64 x 64 crops of three adjacent slices, Adam at the
 cpu preset's rate with its cosine schedule, L1) on 5 simulated brains at 2 mm, and prints the PSNR of
 SOURCE -> TARGET on whole slices 30-55 (every 5th) of a sixth, held-out brain:
 
-1. ``any-to-any``: the cpu-preset generator as the brain demo trains it (instance normalization off),
-   through ``SynthTask``: every step draws one of the 12 (source, target) directions;
+1. ``any-to-any``: the paper-shaped cpu-preset generator without instance normalization (the brain
+   demo's before ``cpu-fullres``), through ``SynthTask``: every step draws one of the 12 (source,
+   target) directions;
 2. ``one direction``: the same generator and code, shown only SOURCE -> TARGET;
-3. ``plain CNN``: four 3 x 3 convolutions (32 channels, LeakyReLU) at full resolution, SOURCE -> TARGET.
+3. ``plain CNN``: four 3 x 3 convolutions (32 channels, LeakyReLU) at full resolution, SOURCE -> TARGET;
+4. ``any-to-any, cpu-fullres``: the brain demo's generator now (full resolution, encoder told the
+   source), trained on the 12 directions as 1. at its preset's rate.
 
 Also printed: the CPU seconds of each. The simulator's pairwise oracle for the same direction is in
 ``synth evaluate``'s oracle_pairs.csv.
@@ -110,6 +113,9 @@ def main() -> None:
         stacks = np.stack([slice_stack(subs[5].volumes[SOURCE], z, 3)[0] for z in SLICES])
         y = from_model_range(cnn(to_model_range(torch.from_numpy(stacks)))[:, 1]).clamp(0, 1).numpy()
     rows.append(("one direction, plain CNN", psnr(y, subs[5].volumes[TARGET][0, SLICES]), sec))
+    full = make_config("cpu-fullres", silence=(0, 0))
+    a2a, sec = any_to_any_psnr(full, subs)
+    rows.append(("any-to-any, cpu-fullres", a2a, sec))
     print(f"{SOURCE} -> {TARGET}, {STEPS} steps of batch {cfg.batch_size}, held-out brain, load "
           f"{os.getloadavg()[0]:.1f}")
     for name, value, sec in rows:

@@ -104,9 +104,9 @@ def test_a_term_of_weight_zero_is_not_computed(lambda_adv, lambda_cyc):
     gen, calls = mods["generator"], {"encode": 0, "disc": 0}
     encode = gen.encode
 
-    def counting_encode(x):
+    def counting_encode(x, source_code=None):
         calls["encode"] += 1
-        return encode(x)
+        return encode(x, source_code)
 
     gen.encode = counting_encode
     batch = task.make_batch(0, 0)
