@@ -146,6 +146,7 @@ PRESETS["cpu-fullres"] = {
                 "dec_channels": (32, 32), "dec_kernels": (3, 3, 3), "n_res_dec": 0},
 }
 
+
 def make_config(preset: str = "cpu", **overrides) -> SynthConfig:
     """A preset's config with ``overrides`` applied (``network={...}`` updates the network fields)."""
     return SynthConfig.from_preset(PRESETS, preset, overrides, what="synthesis config", merge=("network",))

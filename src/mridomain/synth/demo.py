@@ -197,8 +197,9 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     timing = pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in stages.items()]
                           + [{"stage": "total", "seconds": round(seconds, 1)}])
     intro = Section("Demo", text=(
-        f"{sim.summary()}\n\nTrained the cpu preset ({fit.epochs_run} epochs, best validation epoch "
-        f"{fit.best_epoch}) on {len(run.schema['splits']['train'])} subjects with 1-3 of their 4 sequences "
+        f"{sim.summary()}\n\nTrained the {DEMO_PRESET} preset ({fit.epochs_run} epochs, best validation epoch "
+        f"{fit.best_epoch}; a generator of another shape than the paper's: full resolution, the encoder told "
+        f"the source sequence, docs/synth.md) on {len(run.schema['splits']['train'])} subjects with 1-3 of their 4 sequences "
         f"silenced (the paper's incomplete-protocol setting); evaluated on {len(test_ids)} complete test "
         f"subjects.\n\nLoad average {load0} at the start, {check['load_average_end']} at the end, "
         f"{os.cpu_count()} CPUs (the machine may be shared: timings are noisy)."),

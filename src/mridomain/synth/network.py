@@ -7,6 +7,10 @@ target's number of time points, disentangles them with a second ConvLSTM and rec
 shared HyperDecoder whose HyperConv kernels are chosen by the target sequence's one-hot code
 (Algorithm 1: kernel = weight bank x Linear(code)). A 3-D sequence is a 4-D one with one time point.
 
+Two options that the paper does not have serve short CPU runs (the ``cpu-fullres`` preset):
+``source_code`` makes the encoder's stem and stride convolutions HyperConvs of the *source* sequence's
+code, and ``full_resolution`` drops the downsampling and upsampling.
+
 Tensors are ``(B, T, C, *spatial)``: ``spatial`` is ``(H, W)`` in the 2-D / 2.5-D modes (2.5-D: three
 adjacent slices as the ``C = 3`` channels) and ``(D, H, W)`` in the 3-D mode.
 """
@@ -161,8 +165,9 @@ class Encoder(nn.Module):
         self.out_channels = prev
 
     def forward(self, x: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
-        """Features of ``x`` at a quarter of its resolution per spatial axis, ``out_channels`` channels;
-        ``code`` (the source's style) is needed, and used, only by a conditioned encoder."""
+        """Features of ``x`` at a quarter of its resolution per spatial axis (at its resolution without
+        downsampling), ``out_channels`` channels; ``code`` (the source's style) is needed, and used,
+        only by a conditioned encoder."""
         if not self.conditioned:
             return self.net(x)
         if code is None:
@@ -263,7 +268,7 @@ class Seq2SeqGenerator(nn.Module):
         if norm not in ("instance", "none"):
             raise InvalidArgumentError(f"norm must be 'instance' or 'none', got {norm!r}")
         self.ndims, self.in_channels, self.code_dim, self.norm = ndims, in_channels, code_dim, norm
-        self.source_code, self.full_resolution = source_code, full_resolution
+        self.full_resolution = full_resolution
         self.encoder = Encoder(in_channels, enc_channels, enc_kernels, n_res_enc, ndims, norm,
                                code_dim if source_code else None, bank_dim, downsample=not full_resolution)
         feat = self.encoder.out_channels
@@ -324,7 +329,7 @@ class Seq2SeqGenerator(nn.Module):
         return 1 if self.full_resolution else 4
 
     def encode(self, x: torch.Tensor, source_code: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / 4)``;
+        """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / downsampling)``;
         ``source_code`` (the one-hot code of ``x``'s sequence) is required by a generator built with
         ``source_code=True`` and ignored otherwise."""
         if x.dim() != self.ndims + 3 or x.shape[2] != self.in_channels:
