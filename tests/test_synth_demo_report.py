@@ -53,8 +53,11 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
         return SimpleNamespace(epochs_run=1, best_epoch=1)
 
     monkeypatch.setattr(training, "train", fake_train)
+    from mridomain.synth.config import make_config
+
     monkeypatch.setattr(model, "load_run", lambda *a, **k: SimpleNamespace(
-        schema={"splits": {"train": ["a"], "test": ["b"]}}, sequences=("t1", "t2")))
+        schema={"splits": {"train": ["a"], "test": ["b"]}}, sequences=("t1", "t2"),
+        config=make_config("cpu-fullres")))
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
     import mridomain.synth.demo as demo
 
@@ -66,10 +69,9 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     # back a second time from dmap/)
     assert html.count("<img") == 3
     assert "S_t1_dmap.nii.gz" in html
+    assert "every layer at full resolution, the encoder told the source sequence" in html
     # the demo's generator: full resolution, source-conditioned, no instance normalization, four times
     # the rate; the cpu preset keeps the paper's shape
-    from mridomain.synth.config import make_config
-
     cfg = make_config(trained["preset"], **{k: v for k, v in trained.items() if k in ("network", "lr")})
     assert cfg.network.full_resolution and cfg.network.source_code and cfg.network.norm == "none"
     assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 1200

@@ -120,6 +120,14 @@ class _Background:
         self._pool.join()
 
 
+def _generator_shape(network) -> str:
+    """How the trained generator departs from the paper's, read from its saved network config."""
+    changes = [text for on, text in ((network.full_resolution, "every layer at full resolution"),
+                                     (network.source_code, "the encoder told the source sequence"),
+                                     (network.norm == "none", "no instance normalization")) if on]
+    return ("not the paper's shape: " + ", ".join(changes) + ", docs/synth.md") if changes else "the paper's shape"
+
+
 def _start_oracles(root: Path, seed: int) -> _Background:
     """:func:`demo_oracles` in a worker process, started now."""
     return _Background(demo_oracles, str(root), DEMO_FRACTIONS, seed)
@@ -198,8 +206,8 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
                           + [{"stage": "total", "seconds": round(seconds, 1)}])
     intro = Section("Demo", text=(
         f"{sim.summary()}\n\nTrained the {DEMO_PRESET} preset ({fit.epochs_run} epochs, best validation epoch "
-        f"{fit.best_epoch}; a generator of another shape than the paper's: full resolution, the encoder told "
-        f"the source sequence, docs/synth.md) on {len(run.schema['splits']['train'])} subjects with 1-3 of their 4 sequences "
+        f"{fit.best_epoch}; {_generator_shape(run.config.network)}) on {len(run.schema['splits']['train'])} "
+        f"subjects with 1-3 of their 4 sequences "
         f"silenced (the paper's incomplete-protocol setting); evaluated on {len(test_ids)} complete test "
         f"subjects.\n\nLoad average {load0} at the start, {check['load_average_end']} at the end, "
         f"{os.cpu_count()} CPUs (the machine may be shared: timings are noisy)."),

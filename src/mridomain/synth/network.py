@@ -340,7 +340,9 @@ class Seq2SeqGenerator(nn.Module):
             raise InvalidArgumentError(f"spatial size {tuple(x.shape[3:])} must be a multiple of "
                                        f"{self.downsampling}")
         b, t = x.shape[:2]
-        style = None if source_code is None else self.code_mlp(source_code.reshape(1, -1).to(x.dtype))
+        style = None   # a plain encoder ignores the source code: no MLP pass for it
+        if source_code is not None and self.encoder.conditioned:
+            style = self.code_mlp(source_code.reshape(1, -1).to(x.dtype))
         feats = self.encoder(x.reshape(b * t, *x.shape[2:]), style)
         feats = feats.reshape(b, t, *feats.shape[1:])
         if self.enc_lstm is not None:
