@@ -42,6 +42,25 @@ def test_phantom_depends_on_seed_and_index_only():
     assert patient_phantom(4, 3).torso_w != a.torso_w
 
 
+def test_anatomies_give_the_cohort_only_that_many_bodies_and_reach_the_workers():
+    from mridomain.sim.breast import load_preset, phantom_parameters
+    from mridomain.sim.breast.simulate import _exam, draw_cohort
+
+    data = load_preset("dbc")
+    own, protocols, _ = draw_cohort(7, 6, data)
+    two, _, _ = draw_cohort(7, 6, data, anatomies=2)
+    params = [phantom_parameters(ph) for ph in two]
+    assert params[0] == params[2] == params[4] and params[1] == params[3] == params[5]
+    assert params[0] != params[1]
+    assert params[:2] == [phantom_parameters(ph) for ph in own[:2]]   # the first bodies are the patients' own
+    assert params[2] != phantom_parameters(own[2])
+    # the worker renders the same body as the cohort drawn in the parent, texture included
+    worker_ph, _, _ = _exam(7, 4, protocols[4], 1, anatomies=2)
+    assert phantom_parameters(worker_ph) == params[0] and worker_ph.patient_index == two[0].patient_index == 0
+    with pytest.raises(InvalidArgumentError, match="anatomies must be >= 1"):
+        patient_phantom(7, 0, anatomies=0)
+
+
 def test_acquire_series_gives_a_contiguous_tumour_slab_with_its_box():
     ph = patient_phantom(1, 0)
     s = acquire_series(ph, make_protocol(**GE), slices=5)

@@ -222,6 +222,9 @@ def simulate(
     workers: Optional[int] = typer.Option(None, help="Processes to use (default: all cores)."),
     slab: str = typer.Option("spread", help="spread: cover the breasts; tumor: contiguous slices "
                                             "centred on the lesion (e.g. --slices 5 for a 3-D crop)."),
+    anatomies: Optional[int] = typer.Option(None, help="Give the cohort only this many bodies (patient i "
+                                            "has patient i mod N's anatomy), to study what anatomical "
+                                            "variety costs a model (default: every patient their own)."),
 ) -> None:
     """Simulate multi-vendor breast MRI and write it as real DICOM in DBC's layout.
 
@@ -236,8 +239,9 @@ def simulate(
     at_least(slices, "--slices", 1, MAX_SLICES)
     at_least(phases, "--phases", 1, 64)
     at_least(seed, "--seed", 0)
+    at_least(anatomies, "--anatomies", 1)
     result = run_simulation(out, n_patients=patients, seed=seed, slices=slices, preset=preset,
-                            phases=phases, workers=workers, slab=slab)
+                            phases=phases, workers=workers, slab=slab, anatomies=anatomies)
     typer.echo(result.summary())
 
 

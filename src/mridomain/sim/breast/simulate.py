@@ -72,10 +72,17 @@ def patient_id(i: int) -> str:
     return f"Breast_MRI_{i + 1:03d}"
 
 
-def patient_phantom(seed: int, i: int, stage: dict | None = None) -> Phantom:
+def patient_phantom(seed: int, i: int, stage: dict | None = None, anatomies: int | None = None) -> Phantom:
     """The phantom of patient ``i`` for a given dataset seed (deterministic); ``stage`` forces a
-    carcinoma of that :func:`~mridomain.sim.breast.phantom.draw_stage` result (a cohort sampled by stage)."""
-    return make_phantom(np.random.default_rng([seed, i, 0]), patient_index=i, seed=seed,
+    carcinoma of that :func:`~mridomain.sim.breast.phantom.draw_stage` result (a cohort sampled by stage).
+
+    ``anatomies``: a controlled study of anatomical variety. Patient ``i`` then gets the whole anatomy
+    (body, breasts, heart, texture, lesion) of patient ``i % anatomies``, so the cohort holds only that
+    many bodies; None (the default) gives every patient their own."""
+    if anatomies is not None and anatomies < 1:
+        raise InvalidArgumentError(f"anatomies must be >= 1 or None (got {anatomies})")
+    a = i if anatomies is None else i % anatomies
+    return make_phantom(np.random.default_rng([seed, a, 0]), patient_index=a, seed=seed,
                         tumor=True if stage is not None else None, forced_stage=stage)
 
 
@@ -101,12 +108,13 @@ def cohort_stage(seed: int, i: int, case: bool, threshold: int = CASE_CONTROL_T)
     raise MridomainError(f"no {'case' if case else 'control'} stage drawn for patient {i}")  # pragma: no cover
 
 
-def draw_cohort(seed: int, n_patients: int, data, cohort: str = "population") -> tuple[list, list, list]:
+def draw_cohort(seed: int, n_patients: int, data, cohort: str = "population",
+                anatomies: int | None = None) -> tuple[list, list, list]:
     """Phantoms, protocols and cohort group (``case`` / ``control`` / None) of every patient, as
     :func:`simulate` draws them (also used to image an archive's patients again)."""
     if cohort not in COHORTS:
         raise InvalidArgumentError(f"unknown cohort {cohort!r}; use one of {COHORTS}")
-    phantoms = [patient_phantom(seed, i) for i in range(n_patients)]
+    phantoms = [patient_phantom(seed, i, anatomies=anatomies) for i in range(n_patients)]
     # a forced stage changes no other draw of the phantom, so the body widths (and protocols) stay
     protocols = sample_protocols(data, n_patients, np.random.default_rng([seed, 99]),
                                  body_widths_mm=[2 * ph.torso_w for ph in phantoms])
@@ -117,7 +125,7 @@ def draw_cohort(seed: int, n_patients: int, data, cohort: str = "population") ->
             k = seen.get(p.manufacturer, 0)
             seen[p.manufacturer] = k + 1
             groups[i] = "case" if k % 2 == 0 else "control"
-            phantoms[i] = patient_phantom(seed, i, cohort_stage(seed, i, groups[i] == "case"))
+            phantoms[i] = patient_phantom(seed, i, cohort_stage(seed, i, groups[i] == "case"), anatomies)
     return phantoms, protocols, groups
 
 
@@ -156,8 +164,9 @@ def _series_infos(seed: int, i: int, ph: Phantom, p: Protocol, ctx: acq.ExamCont
 SLAB_MODES = ("spread", "tumor")
 
 
-def _exam(seed: int, i: int, p: Protocol, slices: int, slab: str = "spread", stage: dict | None = None):
-    ph = patient_phantom(seed, i, stage)
+def _exam(seed: int, i: int, p: Protocol, slices: int, slab: str = "spread", stage: dict | None = None,
+          anatomies: int | None = None):
+    ph = patient_phantom(seed, i, stage, anatomies)
     ctx = acq.exam_context(ph, p, np.random.default_rng([seed, i, 1]))
     z = ph.slab(slices, p.slice_thickness, mode=slab)
     # written order ascends along the slice normal (+z for FFP storage, -z for mirrored HFP storage)
@@ -171,7 +180,8 @@ def _run_task(task: dict) -> dict:
     out = Path(task["out"])
     t0 = time.perf_counter()
     try:
-        ph, ctx, z_written = _exam(seed, i, p, slices, task.get("slab", "spread"), task.get("stage"))
+        ph, ctx, z_written = _exam(seed, i, p, slices, task.get("slab", "spread"), task.get("stage"),
+                                     task.get("anatomies"))
         infos = _series_infos(seed, i, ph, p, ctx, z_written, phases)
         boxes = []
         written = 0
@@ -308,7 +318,8 @@ def write_features_csv(path: Path, rows: list[dict]) -> None:
 
 def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int = 16,
              preset: str | Path = "dbc", phases: int = 1, workers: int | None = None,
-             progress: bool = True, slab: str = "spread", cohort: str = "population") -> SimulationResult:
+             progress: bool = True, slab: str = "spread", cohort: str = "population",
+             anatomies: int | None = None) -> SimulationResult:
     """Simulate ``n_patients`` DCE breast MRI exams and write them in DBC's TCIA layout.
 
     Each patient gets one protocol sampled from ``preset`` ("dbc" or a YAML file) and ``phases``
@@ -321,6 +332,9 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     ``cohort``: ``population`` (default) or ``t-stage-case-control`` (:data:`COHORTS`: as many
     T3/T4 cases as T1/T2 controls per manufacturer); written to the manifest (``cohort``,
     ``cohort_group``) and the features sheet (``Cohort (simulated)``).
+    ``anatomies``: give the cohort only that many bodies (patient ``i`` has patient ``i % anatomies``'s
+    anatomy; protocols, noise and everything else are drawn as usual), for studies of how much a
+    model's accuracy is lost to anatomical variety; None (default): every patient their own.
     """
     t_start = time.perf_counter()
     if slab not in SLAB_MODES:
@@ -330,7 +344,7 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     out = Path(out)
     (out / "dicom").mkdir(parents=True, exist_ok=True)
     data = load_preset(preset)
-    phantoms, protocols, groups = draw_cohort(seed, n_patients, data, cohort)
+    phantoms, protocols, groups = draw_cohort(seed, n_patients, data, cohort, anatomies)
     stages = [None if g is None else cohort_stage(seed, i, g == "case") for i, g in enumerate(groups)]
     workers = max(1, min(os.cpu_count() or 1, 8) if workers is None else int(workers))
     # one task per patient (its texture planes, coil and signal maps are built once and shared by
@@ -339,7 +353,8 @@ def simulate(out: str | Path, n_patients: int = 20, seed: int = 0, slices: int =
     n_chunks = max(1, min(slices, -(-2 * workers // n_patients))) if workers > 1 else 1
     bounds = np.linspace(0, slices, n_chunks + 1).astype(int)
     tasks = [{"seed": seed, "i": i, "protocol": protocols[i], "slices": slices, "phases": phases,
-              "out": str(out), "indices": list(range(bounds[c], bounds[c + 1])), "slab": slab, "stage": stages[i]}
+              "out": str(out), "indices": list(range(bounds[c], bounds[c + 1])), "slab": slab, "stage": stages[i],
+              "anatomies": anatomies}
              for i in range(n_patients) for c in range(n_chunks) if bounds[c + 1] > bounds[c]]
     results = list(parallel_map(_run_task, tasks, workers=workers, total=len(tasks), batch_size=1,
                                 progress=progress, desc="simulate", unit="img",
