@@ -74,7 +74,7 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     # the rate; the cpu preset keeps the paper's shape
     cfg = make_config(trained["preset"], **{k: v for k, v in trained.items() if k in ("network", "lr")})
     assert cfg.network.full_resolution and cfg.network.source_code and cfg.network.norm == "none"
-    assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 1200
+    assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 1920
     preset = make_config("cpu").network
     assert not preset.full_resolution and not preset.source_code and preset.norm == "instance"
 

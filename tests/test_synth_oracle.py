@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 
 from mridomain.synth.data import Subject
-from mridomain.synth.oracle import compare_with_oracle, fit_oracle, neighbourhood_features, oracle_auc
+from mridomain.synth.oracle import (compare_with_oracle, fit_oracle, neighbourhood_features, oracle_auc,
+                                    oracle_contribution)
 
 
 def test_neighbourhood_features_by_hand():
@@ -52,6 +53,15 @@ def test_oracle_finds_what_only_one_sequence_carries():
     summary = cmp.attrs["summary"]["noisy"]
     assert summary["top_matches"] and summary["oracle_top"] == "c"
     assert cmp.set_index("sequence").loc["c", "rank_noisy"] == 1
+    # one source at a time, scored by eq. 4 as the generator is: neither a nor b makes c's blob, while
+    # a and b make each other exactly, so the oracle's own C_d puts c first by a wide margin
+    pairwise = fit_oracle(train, test, ["a", "b", "c"], voxels_per_subject=1500, pairwise=True, kind="pairwise",
+                          progress=False)
+    own = oracle_contribution(pairwise).set_index("sequence")["c_d"]
+    assert own.idxmax() == "c" and own["c"] > max(own["a"], own["b"]) + 1.0
+    learned = pd.DataFrame({"sequence": ["a", "b", "c"], "c_d": [-0.5, -0.4, 0.9], "rank_d": [3, 2, 1]})
+    eq4 = compare_with_oracle(learned, {"pairwise": pairwise}).attrs["summary"]["pairwise eq. 4"]
+    assert eq4["oracle_order"][0] == "c" and eq4["top_matches"]
 
 
 def test_per_timepoint_oracle_explains_a_difference_of_time_points():
@@ -98,6 +108,13 @@ def test_pairwise_oracle_scores_each_single_source_as_c_d_does():
     assert pairs[("b", "a")] > 0.9 and abs(pairs[("c", "a")] - 0.5) < 0.1 and abs(pairs[("a", "c")] - 0.5) < 0.1
     # a target's map is the mean of its sources' error maps
     assert pairwise.maps["s8"]["c"].shape == (6, 12, 12)
+    # every pair scored per held-out subject as Table 1 scores the generator (eq. 4 ranks them)
+    m = pairwise.subject_metrics
+    assert len(m) == 6 * 3 and set(m["subject"]) == {"s8", "s9", "s10"} and m["ssim"].between(-1, 1).all()
+    mean_psnr = m.groupby(["source", "target"])["psnr"].mean()
+    assert np.allclose(mean_psnr.sort_index().to_numpy(), pairs.sort_index().index.map(
+        pairwise.pairs.set_index(["source", "target"])["psnr"]).to_numpy())
+    assert oracle_contribution(joint) is None           # one regressor per target from all others
 
 
 def test_oracle_pairs_puts_each_pairs_generator_psnr_beside_the_oracles():

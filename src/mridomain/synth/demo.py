@@ -28,11 +28,11 @@ DEMO_FRACTIONS = (0.75, 0.1, 0.15)
 #: its figures)
 FULL_SUBJECTS = 60
 FULL_EPOCHS = 48
-#: the demo trains the ``cpu-fullres`` preset: the cpu preset's 1,200 steps with a generator that is
-#: not the paper's shape (full resolution, source-conditioned encoder, no instance normalization;
+#: the demo trains the ``cpu-fullres`` preset: 1,920 steps of the cpu preset's crops with a generator that
+#: is not the paper's shape (full resolution, source-conditioned encoder, no instance normalization;
 #: synth.config and docs/synth.md, "A generator that learns every translation in 1,200 CPU steps"). On
-#: the convergence bench it reached 26.4 dB validation PSNR against the paper-shaped cpu generator's
-#: 21.6, at 0.8x its CPU.
+#: the convergence bench it reached 26.4 dB validation PSNR in 1,200 steps against the paper-shaped cpu
+#: generator's 21.6, at 0.8x its CPU.
 DEMO_PRESET = "cpu-fullres"
 
 

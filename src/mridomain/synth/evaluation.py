@@ -126,7 +126,11 @@ class SynthEvaluation:
             for kind, s in self.oracle_summary.items():
                 parts.append(f"{kind} oracle order {s['oracle_order']}; learned C_d top {s['learned_top']}, "
                              f"oracle top {s['oracle_top']} -> {'match' if s['top_matches'] else 'NO match'}; "
-                             f"Spearman rho (C_d vs unexplained) {s['spearman']:.2f}")
+                             f"Spearman rho (C_d vs {'its C_d' if kind.endswith('eq. 4') else 'unexplained'}) "
+                             f"{s['spearman']:.2f}")
+            if any(k.endswith("eq. 4") for k in self.oracle_summary):
+                parts.append("(pairwise eq. 4: the pairwise oracle's own translations ranked by eq. 4 as the "
+                             "generator's are, without the diagonal: the C_d of a generator as good as the oracle)")
         parts += ["", "Model profile:", df_to_markdown(self.profiles)] + [f"note: {n}" for n in self.notes]
         return "\n".join(parts)
 
@@ -305,7 +309,10 @@ def evaluation_html(result: SynthEvaluation, path: str | Path, title: str, extra
             "expect (auc_oracle_* columns of the M_d table), and its PSNR what a voxel-wise predictor reaches. "
             "noise-free: the same subjects re-rendered without noise. pairwise: each target from each single "
             "other sequence, as C_d scores the generator (A_ij: how well i alone generates j), averaged over the "
-            "sources; oracle_pairs.csv puts every pair's oracle PSNR next to the generator's.\n\n" + "\n\n".join(lines)),
+            "sources; oracle_pairs.csv puts every pair's oracle PSNR next to the generator's. pairwise eq. 4: the "
+            "pairwise oracle's own translations scored (PSNR, SSIM) and ranked by eq. 4 exactly as the generator's "
+            "are, without the diagonal (the oracle has no self-translation): the C_d order a generator as good as "
+            "the oracle would show (column c_d_pairwise_eq4).\n\n" + "\n\n".join(lines)),
                                 tables=[result.oracle.round(3)]))
     if (result.out / "dmap_example.png").exists():
         sections.append(Section("M_d example",

@@ -30,7 +30,8 @@ import pandas as pd
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.synth.data import Subject
 
-__all__ = ["neighbourhood_features", "OracleResult", "fit_oracle", "noise_free_subjects", "oracle_for_run",
+__all__ = ["neighbourhood_features", "OracleResult", "fit_oracle", "oracle_contribution", "noise_free_subjects",
+           "oracle_for_run",
            "oracle_auc", "compare_with_oracle"]
 
 #: voxels drawn per training subject to fit one target's regressor
@@ -95,6 +96,9 @@ class OracleResult:
     maps: dict[str, dict[str, np.ndarray]]
     kind: str
     pairs: pd.DataFrame | None = None
+    # per held-out subject and fitted regressor: PSNR and SSIM as Table 1 scores the generator (the
+    # head's slices, data range 1), the prediction exact outside the brain (subject, source, target)
+    subject_metrics: pd.DataFrame | None = None
 
     @property
     def order(self) -> list[str]:
@@ -104,14 +108,18 @@ class OracleResult:
 
 def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, sources: Sequence[str],
                 per_timepoint: bool, rng: np.random.Generator, seed: int, voxels_per_subject: int, radius: int
-                ) -> tuple[float, float, dict[str, np.ndarray], float]:
+                ) -> tuple[float, float, dict[str, np.ndarray], float, dict[str, float]]:
     """One target from ``sources``: ``(unexplained fraction, RMSE over the brain, {test subject:
-    (S, H, W) RMS error map}, mean PSNR over the test subjects)``, the error zero outside the brain."""
+    (S, H, W) RMS error map}, mean PSNR over the test subjects, {test subject: SSIM})``, the error zero
+    outside the brain. SSIM is Table 1's (the head's slices), of the target with the brain predicted."""
     from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from mridomain.synth.evaluation import image_metrics
 
     times = range(train[0].volumes[target].shape[0]) if per_timepoint else [None]
     sse, ys_all = 0.0, []
     sq_maps: dict[str, list[np.ndarray]] = {sub.subject_id: [] for sub in test}
+    ssims: dict[str, list[float]] = {sub.subject_id: [] for sub in test}
     for t in times:
         xs, ys = [], []
         for sub in train:
@@ -123,12 +131,18 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
         model.fit(np.concatenate(xs), np.concatenate(ys))
         for sub in test:
             x, y, mask = _xy(sub, target, sources, t, radius)
-            sq = (y - model.predict(x).astype(np.float32)) ** 2
+            y_hat = model.predict(x).astype(np.float32)
+            sq = (y - y_hat) ** 2
             sse += float(sq.sum())
             ys_all.append(y)
             full = np.zeros(mask.shape, np.float32)
             full[mask] = sq
             sq_maps[sub.subject_id].append(full)
+            truth = sub.volumes[target].mean(axis=0) if t is None else sub.volumes[target][t]
+            predicted = truth.astype(np.float32, copy=True)
+            predicted[mask] = y_hat
+            head = sub.head_slices()
+            ssims[sub.subject_id].append(image_metrics(predicted[head], truth[head])["ssim"])
     maps, psnrs = {}, []
     for sub in test:
         mse = np.mean(sq_maps[sub.subject_id], axis=0)
@@ -137,7 +151,7 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
         psnrs.append(10 * np.log10(1.0 / max(float(mse[sub.head_slices()].mean()), 1e-12)))
     y_all = np.concatenate(ys_all)
     return (sse / float(((y_all - y_all.mean()) ** 2).sum()), float(np.sqrt(sse / len(y_all))), maps,
-            float(np.mean(psnrs)))
+            psnrs, {k: float(np.mean(v)) for k, v in ssims.items()})
 
 
 def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
@@ -157,7 +171,7 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
     if not train or not test:
         raise EmptyInputError("oracle", "needs training and held-out subjects with every sequence")
     rng = np.random.default_rng(seed)
-    rows, pair_rows, maps = [], [], {s.subject_id: {} for s in test}
+    rows, pair_rows, subject_rows, maps = [], [], [], {s.subject_id: {} for s in test}
     from mridomain.progress import progress_bar
 
     for target in progress_bar(sequences, desc=f"oracle ({kind})", unit="sequence", enabled=progress):
@@ -165,16 +179,34 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
         groups = [[s] for s in others] if pairwise else [others]
         fits = [_fit_target(train, test, target, sources, per_timepoint, rng, seed, voxels_per_subject, radius)
                 for sources in groups]
-        unexplained, rmse, error_maps, psnr = zip(*fits)
+        unexplained, rmse, error_maps, psnrs, ssims = zip(*fits)
+        psnr = [float(np.mean(p)) for p in psnrs]
         pair_rows += [{"source": "+".join(sources), "target": target, "unexplained": u, "psnr": p}
                       for sources, u, p in zip(groups, unexplained, psnr)]
+        subject_rows += [{"subject": sub.subject_id, "source": "+".join(sources), "target": target,
+                          "psnr": p[n], "ssim": ss[sub.subject_id]}
+                         for sources, p, ss in zip(groups, psnrs, ssims) for n, sub in enumerate(test)]
         for sub in test:
             maps[sub.subject_id][target] = np.mean([m[sub.subject_id] for m in error_maps], axis=0)
         rows.append({"sequence": target, "unexplained": float(np.mean(unexplained)),
                      "rmse_brain": float(np.mean(rmse)), "psnr": float(np.mean(psnr))})
     table = pd.DataFrame(rows)
     table["rank"] = table["unexplained"].rank(ascending=False, method="min").astype(int)
-    return OracleResult(table, maps, kind, pd.DataFrame(pair_rows))
+    return OracleResult(table, maps, kind, pd.DataFrame(pair_rows), pd.DataFrame(subject_rows))
+
+
+def oracle_contribution(result: OracleResult) -> pd.DataFrame | None:
+    """C_d by eq. 4 of the pairwise oracle's own translations: the order a generator exactly as good as
+    the oracle would get from :func:`~mridomain.synth.contribution.contribution_table` (A_ij = nPSNR +
+    nSSIM, z-scored over the per-subject rows). The oracle has no self-translations, so the diagonal is
+    left out (``include_self=False``). None for an oracle that is not pairwise."""
+    from mridomain.synth.contribution import adjacency, centrality
+
+    m = result.subject_metrics
+    if m is None or m.empty or m["source"].str.contains("+", regex=False).any():
+        return None
+    sequences = list(result.table["sequence"])
+    return centrality(adjacency(m, sequences, include_self=False)[0])
 
 
 def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], sequences: Sequence[str]
@@ -265,5 +297,17 @@ def compare_with_oracle(contribution: pd.DataFrame, oracles: dict[str, OracleRes
         summary[kind] = {"spearman": rho, "learned_top": table.sort_values("c_d", ascending=False)["sequence"].iloc[0],
                          "oracle_top": res.order[0], "oracle_order": res.order}
         summary[kind]["top_matches"] = summary[kind]["learned_top"] == summary[kind]["oracle_top"]
+        own = oracle_contribution(res)
+        if own is not None:
+            # the same oracle scored as eq. 4 scores the generator: what C_d a perfect-as-the-oracle
+            # generator would show, PSNR's and SSIM's own leanings included
+            key = f"{kind} eq. 4"
+            c_d = table["sequence"].map(own.set_index("sequence")["c_d"])
+            table[f"c_d_{kind}_eq4"] = c_d
+            order = own.sort_values("c_d", ascending=False)["sequence"].tolist()
+            summary[key] = {"spearman": float(spearmanr(table["c_d"], c_d).statistic),
+                            "learned_top": summary[kind]["learned_top"], "oracle_top": order[0],
+                            "oracle_order": order}
+            summary[key]["top_matches"] = summary[key]["learned_top"] == order[0]
     table.attrs["summary"] = summary
     return table
