@@ -2,6 +2,8 @@
 
 The demo's simulate / train / evaluate stages are replaced by stand-ins that write what the real ones
 write, so only the report assembly of ``run_demo`` runs."""
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -111,3 +113,45 @@ def test_background_work_can_be_stopped():
     work.cancel()
     assert not worker & set(multiprocessing.active_children())   # and is gone, without its ten minutes
     assert _Background(divmod, 7, 2).result() == (3, 1)
+
+
+def _announce_and_sleep(path: str) -> None:
+    import os
+    import time
+
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(600)
+
+
+def _process_gone(pid: int) -> bool:
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")   # exited, not yet reaped
+    except FileNotFoundError:
+        return not os.path.exists(f"/proc/{pid}")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_the_background_worker_dies_with_a_killed_demo(tmp_path):
+    """A demo killed by SIGKILL runs no cleanup at all; its oracle worker must not run on."""
+    import subprocess
+    import time
+
+    marker = tmp_path / "worker.pid"
+    script = (f"import os, signal, time, sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+              "from mridomain.synth.demo import _Background\n"
+              "from test_synth_demo_report import _announce_and_sleep\n"
+              f"work = _Background(_announce_and_sleep, {str(marker)!r})\n"
+              f"while not os.path.exists({str(marker)!r}) or not open({str(marker)!r}).read():\n"
+              "    time.sleep(0.05)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    demo = subprocess.run([sys.executable, "-c", script], timeout=300)
+    assert demo.returncode == -9
+    worker = int(marker.read_text())
+    deadline = time.monotonic() + 120   # generous: the kernel signals at once, the machine may be slow
+    while not _process_gone(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _process_gone(worker), f"the background worker {worker} outlived the killed demo"

@@ -97,15 +97,33 @@ def demo_oracles(root: str | Path, fractions: tuple[float, ...], seed: int
     return sequences, splits, oracles
 
 
+def _exit_with_parent() -> None:
+    """Pool initializer: on Linux, have the kernel send this worker SIGTERM when the process that
+    started it dies. A demo killed by a signal (a batch scheduler's time limit, ``kill``) runs no
+    Python cleanup, and its worker would otherwise go on fitting the oracle for minutes."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM))
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
+
+
 class _Background:
     """``fn(*args)`` in a one-process pool (spawned: the parent's torch and OpenMP threads do not
     survive a fork). :meth:`result` waits for it and raises its error; :meth:`cancel` stops it, so
-    that a failed or interrupted training does not wait minutes for a result nobody will read."""
+    that a failed or interrupted training does not wait minutes for a result nobody will read; and
+    the worker dies with the process that started it (:func:`_exit_with_parent`)."""
 
     def __init__(self, fn, *args):
         import multiprocessing
 
-        self._pool = multiprocessing.get_context("spawn").Pool(1)
+        self._pool = multiprocessing.get_context("spawn").Pool(1, initializer=_exit_with_parent)
         self._async = self._pool.apply_async(fn, args)
         self._pool.close()
 
