@@ -16,14 +16,33 @@ a sequence the model cannot even reproduce from itself gains C_d only in the pub
 """
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import pandas as pd
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 
-__all__ = ["adjacency", "centrality", "contribution_table", "plot_contribution"]
+__all__ = ["image_metrics", "adjacency", "centrality", "contribution_table", "plot_contribution"]
+
+
+def image_metrics(generated: np.ndarray, target: np.ndarray, lpips: Any = None) -> dict[str, float]:
+    """PSNR over the volume and SSIM averaged over its slices (torchmetrics, data range 1), and
+    LPIPS averaged over slices when an LPIPS model is given. Arrays are ``(..., H, W)`` in [0, 1]. The
+    metrics A_ij is built from: Table 1 scores the generator with them, and the oracle its own predictions."""
+    import torch
+    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+    g = torch.from_numpy(np.ascontiguousarray(generated, dtype=np.float32)).reshape(-1, 1, *generated.shape[-2:])
+    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)).reshape(-1, 1, *target.shape[-2:])
+    out = {"psnr": float(peak_signal_noise_ratio(g, t, data_range=1.0)),
+           "ssim": float(structural_similarity_index_measure(g, t, data_range=1.0))}
+    if lpips is not None:
+        from mridomain.synth.model import to_model_range
+
+        with torch.no_grad():
+            out["lpips"] = float(lpips(to_model_range(g), to_model_range(t)).mean())
+    return out
 
 
 def _normalized_pair_means(rows: pd.DataFrame, metric: str, normalization: str) -> pd.Series:

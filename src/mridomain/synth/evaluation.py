@@ -8,19 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 from mridomain.progress import progress_bar
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
-from mridomain.synth.contribution import contribution_table, plot_contribution
+from mridomain.synth.contribution import contribution_table, image_metrics, plot_contribution
 from mridomain.synth.data import SynthData, load_dataset
 from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subject_dmaps, summarize_dmap_check,
                                              write_dmaps)
-from mridomain.synth.model import SynthRun, load_run, to_model_range
+from mridomain.synth.model import SynthRun, load_run
 from mridomain.synth.network import profile_config, profile_generator
 
 if TYPE_CHECKING:
@@ -28,21 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SynthEvaluation", "evaluate", "rank_sequences", "image_metrics", "pair_summary", "model_profiles",
            "evaluation_subjects"]
-
-
-def image_metrics(generated: np.ndarray, target: np.ndarray, lpips: Any = None) -> dict[str, float]:
-    """PSNR over the volume and SSIM averaged over its slices (torchmetrics, data range 1), and
-    LPIPS averaged over slices when an LPIPS model is given. Arrays are ``(..., H, W)`` in [0, 1]."""
-    from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
-
-    g = torch.from_numpy(np.ascontiguousarray(generated, dtype=np.float32)).reshape(-1, 1, *generated.shape[-2:])
-    t = torch.from_numpy(np.ascontiguousarray(target, dtype=np.float32)).reshape(-1, 1, *target.shape[-2:])
-    out = {"psnr": float(peak_signal_noise_ratio(g, t, data_range=1.0)),
-           "ssim": float(structural_similarity_index_measure(g, t, data_range=1.0))}
-    if lpips is not None:
-        with torch.no_grad():
-            out["lpips"] = float(lpips(to_model_range(g), to_model_range(t)).mean())
-    return out
 
 
 def pair_summary(rows: pd.DataFrame) -> pd.DataFrame:

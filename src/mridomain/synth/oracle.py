@@ -114,7 +114,7 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
     outside the brain. SSIM is Table 1's (the head's slices), of the target with the brain predicted."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    from mridomain.synth.evaluation import image_metrics
+    from mridomain.synth.contribution import image_metrics
 
     times = range(train[0].volumes[target].shape[0]) if per_timepoint else [None]
     sse, ys_all = 0.0, []
