@@ -139,8 +139,8 @@ PRESETS: dict[str, dict] = {
 #: translation far better than the paper's shape (bench/synth_convergence.py: 26.4 against 21.6 dB
 #: validation PSNR; docs/synth.md). A step costs a third of the cpu preset's, so 16 epochs (1,920
 #: steps) cost about half the cpu preset's 1,200, and they raised the synth demo's test PSNR from
-#: 25.8 dB at 1,200 steps to 26.7 (docs/synth.md). No ConvLSTM: 4-D (DCE) data needs ``network={"lstm_layers": 1}``,
-#: at full resolution.
+#: 25.8 dB at 1,200 steps to 26.7 (docs/synth.md). No ConvLSTM: 4-D (DCE) data needs
+#: ``network={"lstm_layers": 1}``, at full resolution.
 PRESETS["cpu-fullres"] = {
     **PRESETS["cpu"], "lr": 4e-3, "epochs": 16,
     "network": {**PRESETS["cpu"]["network"], "norm": "none", "source_code": True, "full_resolution": True,

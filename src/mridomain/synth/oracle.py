@@ -31,8 +31,7 @@ from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.synth.data import Subject
 
 __all__ = ["neighbourhood_features", "OracleResult", "fit_oracle", "oracle_contribution", "noise_free_subjects",
-           "oracle_for_run",
-           "oracle_auc", "compare_with_oracle"]
+           "oracle_for_run", "oracle_auc", "compare_with_oracle"]
 
 #: voxels drawn per training subject to fit one target's regressor
 VOXELS_PER_SUBJECT = 4000
@@ -108,10 +107,10 @@ class OracleResult:
 
 def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, sources: Sequence[str],
                 per_timepoint: bool, rng: np.random.Generator, seed: int, voxels_per_subject: int, radius: int
-                ) -> tuple[float, float, dict[str, np.ndarray], float, dict[str, float]]:
+                ) -> tuple[float, float, dict[str, np.ndarray], list[float], dict[str, float]]:
     """One target from ``sources``: ``(unexplained fraction, RMSE over the brain, {test subject:
-    (S, H, W) RMS error map}, mean PSNR over the test subjects, {test subject: SSIM})``, the error zero
-    outside the brain. SSIM is Table 1's (the head's slices), of the target with the brain predicted."""
+    (S, H, W) RMS error map}, PSNR per test subject, {test subject: SSIM})``, the error zero outside
+    the brain. PSNR and SSIM are Table 1's (the head's slices), of the target with the brain predicted."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from mridomain.synth.contribution import image_metrics
