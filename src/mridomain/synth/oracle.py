@@ -64,6 +64,12 @@ def _brain(subject: Subject) -> np.ndarray:
     return subject.truth > 0 if subject.truth is not None else subject.head_mask()
 
 
+def _target_volume(subject: Subject, target: str, t: int | None) -> np.ndarray:
+    """The (S, H, W) volume the oracle predicts: the target averaged over its time points (``t`` None,
+    the brain setting) or its time point ``t``."""
+    return subject.volumes[target].mean(axis=0) if t is None else subject.volumes[target][t]
+
+
 def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = None, radius: int = 1,
         rng: np.random.Generator | None = None, n_pick: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features and target voxels. ``t`` None: every sequence averaged over its time points (the brain
@@ -72,12 +78,9 @@ def _xy(subject: Subject, target: str, sources: Sequence[str], t: int | None = N
     With ``rng``: only ``n_pick`` brain voxels drawn without replacement (features are built for
     those alone: a training subject needs a few thousand of its hundreds of thousands)."""
     mask = _brain(subject)
-    if t is None:
-        vols = [subject.volumes[s].mean(axis=0) for s in sources]
-        y = subject.volumes[target].mean(axis=0)
-    else:
-        vols = [v for s in sources for v in subject.volumes[s]]
-        y = subject.volumes[target][t]
+    vols = ([subject.volumes[s].mean(axis=0) for s in sources] if t is None
+            else [v for s in sources for v in subject.volumes[s]])
+    y = _target_volume(subject, target, t)
     if rng is not None:
         n = int(mask.sum())
         voxels = rng.choice(n, size=min(n_pick, n), replace=False)
@@ -119,6 +122,7 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
     sse, ys_all = 0.0, []
     sq_maps: dict[str, list[np.ndarray]] = {sub.subject_id: [] for sub in test}
     ssims: dict[str, list[float]] = {sub.subject_id: [] for sub in test}
+    heads = {sub.subject_id: sub.head_slices() for sub in test}   # where Table 1 scores a subject
     for t in times:
         xs, ys = [], []
         for sub in train:
@@ -137,17 +141,17 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
             full = np.zeros(mask.shape, np.float32)
             full[mask] = sq
             sq_maps[sub.subject_id].append(full)
-            truth = sub.volumes[target].mean(axis=0) if t is None else sub.volumes[target][t]
+            truth = _target_volume(sub, target, t)
             predicted = truth.astype(np.float32, copy=True)
             predicted[mask] = y_hat
-            head = sub.head_slices()
+            head = heads[sub.subject_id]
             ssims[sub.subject_id].append(image_metrics(predicted[head], truth[head])["ssim"])
     maps, psnrs = {}, []
     for sub in test:
         mse = np.mean(sq_maps[sub.subject_id], axis=0)
         maps[sub.subject_id] = np.sqrt(mse)
         # PSNR as Table 1 computes it (the head's slices, data range 1), outside the brain exact
-        psnrs.append(10 * np.log10(1.0 / max(float(mse[sub.head_slices()].mean()), 1e-12)))
+        psnrs.append(10 * np.log10(1.0 / max(float(mse[heads[sub.subject_id]].mean()), 1e-12)))
     y_all = np.concatenate(ys_all)
     return (sse / float(((y_all - y_all.mean()) ** 2).sum()), float(np.sqrt(sse / len(y_all))), maps,
             psnrs, {k: float(np.mean(v)) for k, v in ssims.items()})
