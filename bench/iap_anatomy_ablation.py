@@ -19,6 +19,7 @@ from pathlib import Path
 import mridomain.iap.trust as _trust
 from mridomain.data import build_index, prepare_cache
 from mridomain.iap import evaluate, train
+from mridomain.iap.demo import DEMO_CACHE
 from mridomain.sim.breast import simulate
 
 # top-1 does not depend on the trust calibration (temperatures keep the argmax), so skip its cost
@@ -43,8 +44,8 @@ def run_arm(work: Path, anatomies: int | None) -> dict:
     bodies = int(sim.manifest["body_width_mm"].nunique())
     t1 = time.time()
     build_index(out / "archive" / "dicom", out=out / "index.parquet")
-    prepare_cache(out / "index.parquet", out / "cache", slices_per_series=None, size=224, normalization="max255",
-                  seed=SEED, kspace_view=True, annotations=out / "archive" / "Annotation_Boxes.csv")
+    prepare_cache(out / "index.parquet", out / "cache", seed=SEED, annotations=out / "archive" / "Annotation_Boxes.csv",
+                  **DEMO_CACHE)
     t2 = time.time()
     train(out / "cache", out / "run", preset="cpu", seed=SEED, progress=True)
     t3 = time.time()

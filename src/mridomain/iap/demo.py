@@ -23,6 +23,9 @@ class DemoResult:
 
 #: what a finished demo (steps 1-5) records in its folder, for ``--full --reuse``
 DEMO_RECORD = "demo.json"
+#: how the demo builds its slice caches from an index (every slice, 224 px, max-255, the k-space view);
+#: benches that rebuild the demo's data use the same
+DEMO_CACHE = {"slices_per_series": None, "size": 224, "normalization": "max255", "kspace_view": True}
 
 
 __all__ = ["run_demo", "run_domain_tools"]
@@ -93,9 +96,8 @@ def run_demo(out: str | Path = "demo_out", patients: int = 600, seed: int = 0, s
     result.timings[name] = time.perf_counter() - t0
 
     name, t0 = step("prepare", f"3/{n_steps} Preparing the patient-split slice cache")
-    cache = prepare_cache(index_path, out / "cache", slices_per_series=None, size=224,
-                          normalization="max255", seed=seed, kspace_view=True,
-                          annotations=out / "archive" / "Annotation_Boxes.csv", workers=workers)
+    cache = prepare_cache(index_path, out / "cache", seed=seed, annotations=out / "archive" / "Annotation_Boxes.csv",
+                          workers=workers, **DEMO_CACHE)
     console.print(cache.summary())
     result.timings[name] = time.perf_counter() - t0
 
@@ -166,9 +168,8 @@ def run_domain_tools(out: str | Path, seed: int = 0, workers: int | None = None,
     simulate(second, n_patients=patients, seed=seed + 1000, slices=slices, preset="dbc", phases=1,
              workers=workers)
     build_index(second / "dicom", out=out / "index_routing.parquet", workers=workers)
-    prepare_cache(out / "index_routing.parquet", out / "cache_routing", slices_per_series=None,
-                  size=224, normalization="max255", seed=seed, kspace_view=True,
-                  annotations=second / "Annotation_Boxes.csv", workers=workers)
+    prepare_cache(out / "index_routing.parquet", out / "cache_routing", seed=seed,
+                  annotations=second / "Annotation_Boxes.csv", workers=workers, **DEMO_CACHE)
     routing = run_routing_experiment(out / "cache_routing", out / "run", out / "routing", seed=seed)
     console.print(routing.to_markdown())
     timings["routing"] = time.perf_counter() - t0
