@@ -269,6 +269,66 @@ def test_mirrored_slices_carry_the_mirrored_position():
     assert (cat[:, 1] == np.array([0, 1, IGNORE_INDEX, 2] * 10)).all()      # the source is not modified
 
 
+def test_mirror_output_map_reads_the_mirror_s_position_logits_as_the_swapped_class():
+    from mridomain.iap.labels import mirror_output_map
+    table = pd.DataFrame({"split": ["train"] * 5, "manufacturer": ["GE", "SIEMENS", "GE", "GE", "GE"],
+                          "patient_position": ["FFP", "HFP", "HFP", "HFS", None], "tr": [1.0, 2, 3, 4, 5]})
+    enc = LabelEncoder.fit(table, [{"name": "manufacturer"}, {"name": "patient_position"},
+                                   {"name": "tr", "kind": "continuous"}])
+    # outputs: manufacturer GE, SIEMENS, other (0-2); position FFP, HFP, HFS, other (3-6); tr (7)
+    index, has_mirror = mirror_output_map(enc)
+    assert index.tolist() == [0, 1, 2, 4, 3, 5, 6, 7]
+    assert has_mirror.tolist() == [True, True, True, True, True, False, False, True]
+    plain = LabelEncoder.fit(_table(), IAPS)                                # no position head
+    index, has_mirror = mirror_output_map(plain)
+    assert index.tolist() == list(range(plain.n_outputs)) == list(range(8)) and has_mirror.all()
+
+
+def _mirror_tta_net(mirror_tta: bool):
+    table = pd.DataFrame({"split": ["train"] * 4, "manufacturer": ["GE", "SIEMENS", "GE", "SIEMENS"],
+                          "patient_position": ["FFP", "HFP", "HFP", "FFP"], "tr": [1.0, 2, 3, 4]})
+    enc = LabelEncoder.fit(table, [{"name": "manufacturer"}, {"name": "patient_position"},
+                                   {"name": "tr", "kind": "continuous"}])
+    torch.manual_seed(0)
+    model = build_model(IAPConfig(backbone="smallcnn", input_size=32, width=4, mirror_tta=mirror_tta), enc)
+    with torch.no_grad():       # a head strong enough that the outputs depend on the image
+        model.head.weight.mul_(50.0)
+    return model, enc
+
+
+def test_mirror_tta_makes_the_network_exactly_mirror_equivariant():
+    """In eval mode, mirroring a slice swaps its FFP / HFP outputs and leaves every other output as it
+    was; the same weights without mirror_tta are not equivariant, and training sees the plain network."""
+    x = torch.rand(5, 1, 32, 32)
+    mirror = torch.flip(x, dims=[-1])
+    plain, _ = _mirror_tta_net(False)
+    model, enc = _mirror_tta_net(True)
+    model.load_state_dict(plain.state_dict())
+    model.eval(), plain.eval()
+    pos = enc.slices["patient_position"]                 # FFP, HFP, other
+    with torch.no_grad():
+        out, out_m = model(x), model(mirror)
+        ref, ref_m = plain(x), plain(mirror)
+    swap = [pos.start + 1, pos.start]
+    others = [k for k in range(enc.n_outputs) if not pos.start <= k < pos.stop]
+    torch.testing.assert_close(out_m[:, swap], out[:, [pos.start, pos.start + 1]], atol=1e-6, rtol=0)
+    torch.testing.assert_close(out_m[:, others], out[:, others], atol=1e-6, rtol=0)
+    # the mean of the slice's own and its mirror's (swapped) outputs, by hand from the plain network
+    expected = ref.clone()
+    expected[:, others] = 0.5 * (ref[:, others] + ref_m[:, others])
+    expected[:, pos.start] = 0.5 * (ref[:, pos.start] + ref_m[:, pos.start + 1])
+    expected[:, pos.start + 1] = 0.5 * (ref[:, pos.start + 1] + ref_m[:, pos.start])
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)          # "other" has no mirror: its own
+    assert (ref_m[:, others] - ref[:, others]).abs().max() > 1e-4          # the plain net is not invariant
+    features = model.outputs_and_features(x)[1]
+    torch.testing.assert_close(features, plain.embed(x))                   # the slice's own features
+    model.train(), plain.train()
+    torch.manual_seed(1)
+    a = model(x)
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, plain(x))                                # training: the plain forward
+
+
 def test_bad_device_name_is_an_invalid_argument():
     from mridomain.errors import InvalidArgumentError
     from mridomain.iap.inference import resolve_device

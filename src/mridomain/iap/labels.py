@@ -244,3 +244,54 @@ class LabelEncoder:
     def __repr__(self) -> str:
         parts = [f"{h.name}[{h.size}]" if h.kind == "categorical" else f"{h.name}(cont)" for h in self.heads]
         return f"LabelEncoder({', '.join(parts)}; outputs={self.n_outputs})"
+
+
+#: What a left-right mirror of the stored image turns each patient position into: prone or supine,
+#: head first and feet first see the patient from opposite ends, so their stored images are mirrors.
+MIRRORED_POSITION = {"HFP": "FFP", "FFP": "HFP", "HFS": "FFS", "FFS": "HFS"}
+
+
+def mirror_relabeling(encoder: LabelEncoder, iap: str = "patient_position") -> tuple[int, np.ndarray] | None:
+    """(column of ``iap`` among the categorical targets, class index -> class index after a
+    left-right mirror), or None when the encoder has no such head.
+
+    A class whose mirror is not in the vocabulary (decubitus positions, "other", a position seen
+    only one way round) maps to IGNORE_INDEX: the mirrored slice then teaches the other IAPs only.
+    """
+    for column, head in enumerate(encoder.categorical):
+        if head.name == iap:
+            index = {c: k for k, c in enumerate(head.classes)}
+            relabel = [index.get(MIRRORED_POSITION.get(c, ""), IGNORE_INDEX) for c in head.classes]
+            return column, np.array(relabel, dtype=np.int64)
+    return None
+
+def mirror_output_map(encoder: "LabelEncoder", iap: str = "patient_position") -> tuple[np.ndarray, np.ndarray]:
+    """How to read a left-right mirrored slice's network outputs as outputs for the slice itself:
+    (index, has_mirror), both of length ``encoder.n_outputs``.
+
+    Output ``k`` of the slice corresponds to output ``index[k]`` of its mirror. That is the same
+    output for every IAP a mirror leaves unchanged (all of them but ``iap``), and the mirrored
+    position's class for ``iap`` (HFP <-> FFP). ``has_mirror[k]`` is False for a class of ``iap``
+    whose mirror is not in the vocabulary ("other", a position seen only one way round): the
+    mirrored slice says nothing about it.
+
+    >>> enc = LabelEncoder.fit(pd.DataFrame({"patient_position": ["HFP", "FFP", "HFS"]}),
+    ...                        [{"name": "patient_position"}], split=None)
+    >>> enc.head("patient_position").classes
+    ['FFP', 'HFP', 'HFS', 'other']
+    >>> index, has = mirror_output_map(enc)
+    >>> index.tolist(), has.tolist()
+    ([1, 0, 2, 3], [True, True, False, False])
+    """
+    index = np.arange(encoder.n_outputs, dtype=np.int64)
+    has_mirror = np.ones(encoder.n_outputs, dtype=bool)
+    relabel = mirror_relabeling(encoder, iap)
+    if relabel is not None:
+        column, classes = relabel
+        start = encoder.slices[encoder.categorical[column].name].start
+        for k, mirrored in enumerate(classes):
+            if mirrored == IGNORE_INDEX:
+                has_mirror[start + k] = False
+            else:
+                index[start + k] = start + int(mirrored)
+    return index, has_mirror

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from mridomain.errors import InvalidArgumentError
 from mridomain.iap.config import IAPConfig
-from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
+from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder, mirror_output_map
 
 BACKBONES = ("resnet18", "smallcnn")
 
@@ -162,7 +163,8 @@ class IAPNet(nn.Module):
 
     def __init__(self, n_outputs: int, backbone: str = "resnet18", input_size: int = 224, width: int = 32,
                  in_mean: float = 0.0, in_std: float = 1.0, texture_stats: bool = False,
-                 residual_input: bool = False, kspace_bins: int = 0):
+                 residual_input: bool = False, kspace_bins: int = 0,
+                 mirror_map: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         in_channels = 2 if residual_input else 1      # the image, and its noise residual
         if backbone == "resnet18":
@@ -195,6 +197,16 @@ class IAPNet(nn.Module):
         self.n_outputs = int(n_outputs)
         self.register_buffer("in_mean", torch.tensor(float(in_mean)))
         self.register_buffer("in_std", torch.tensor(float(in_std)))
+        self.mirror_tta = mirror_map is not None
+        if mirror_map is not None:
+            index, has_mirror = (np.asarray(a) for a in mirror_map)
+            if index.shape != (self.n_outputs,) or has_mirror.shape != (self.n_outputs,):
+                raise InvalidArgumentError(f"mirror_map: needs two arrays of {self.n_outputs} outputs, got "
+                                           f"{index.shape} and {has_mirror.shape}")
+            # not saved with the weights: the label schema rebuilds them (build_model)
+            self.register_buffer("mirror_index", torch.as_tensor(index, dtype=torch.long), persistent=False)
+            self.register_buffer("mirror_weight", torch.as_tensor(0.5 * has_mirror, dtype=torch.float32),
+                                 persistent=False)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """(N, H, W) or (N, 1, H, W) cache-normalized slices -> standardized network input."""
@@ -235,9 +247,40 @@ class IAPNet(nn.Module):
                                        "(slices preprocessed with the run's preprocess.json carry it)")
         return torch.cat([features, self.kspace(kspace)], dim=1)
 
+    def outputs_and_features(self, image: torch.Tensor, kspace: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(outputs (N, sum C_k + M), penultimate features (N, feature_dim)) of the slices.
+
+        With ``mirror_tta`` and in eval mode, the outputs average the slice's and its left-right
+        mirror's, the mirror's read through ``mirror_map`` (its HFP logit is the slice's FFP logit;
+        every other IAP is the same for both). The predictor is then exactly mirror-equivariant:
+        mirroring a slice swaps its position answer and changes nothing else. Training sees mirrored
+        slices through ``mirror_augment`` instead. Both images go through the network as one batch;
+        the features are the slice's own, so the domain detector reads what it was fitted on.
+        """
+        if not (self.mirror_tta and not self.training):
+            features = self.embed(image, kspace)
+            return self.head(features), features
+        n = image.shape[0]
+        both = torch.cat([image, torch.flip(image, dims=[-1])])
+        features = self.embed(both, None if kspace is None else torch.cat([kspace, kspace]))
+        outputs = self.head(features)
+        own, mirrored = outputs[:n], outputs[n:][:, self.mirror_index]
+        return (1.0 - self.mirror_weight) * own + self.mirror_weight * mirrored, features[:n]
+
     def forward(self, image: torch.Tensor, kspace: torch.Tensor | None = None) -> torch.Tensor:
-        """Outputs (N, sum C_k + M) from ``image`` and, for a network with a k-space branch, ``kspace``."""
-        return self.head(self.embed(image, kspace))
+        """Outputs (N, sum C_k + M) from ``image`` and, for a network with a k-space branch, ``kspace``
+        (mirror-averaged in eval mode with ``mirror_tta``: :meth:`outputs_and_features`)."""
+        return self.outputs_and_features(image, kspace)[0]
+
+
+def network_outputs(model: nn.Module, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(outputs, features) of a network: an :class:`IAPNet`'s own (mirror-averaged when it is set
+    to), or ``model.head(model.embed(...))`` for any other module with those two parts."""
+    if isinstance(model, IAPNet):
+        return model.outputs_and_features(*inputs)
+    features = model.embed(*inputs)
+    return model.head(features), features
 
 
 def feature_blocks(backbone: str, width: int = 32, texture_stats: bool = False,
@@ -278,7 +321,8 @@ def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, 
         bins = int(view["bins"])
     return IAPNet(encoder.n_outputs, backbone=config.backbone, input_size=config.input_size,
                   width=config.width, in_mean=in_mean, in_std=in_std, texture_stats=config.texture_stats,
-                  residual_input=config.residual_input, kspace_bins=bins)
+                  residual_input=config.residual_input, kspace_bins=bins,
+                  mirror_map=mirror_output_map(encoder) if config.mirror_tta else None)
 
 
 def reads_kspace(model: object) -> bool:
@@ -318,4 +362,4 @@ def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: tor
 
 
 __all__: Sequence[str] = ["IAPNet", "KSpaceBranch", "SmallCNN", "build_model", "iap_loss", "reads_kspace",
-                          "BACKBONES"]
+                          "network_outputs", "BACKBONES"]

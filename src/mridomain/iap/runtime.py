@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from mridomain.errors import InvalidArgumentError, MridomainError, SchemaMismatchError
+from mridomain.iap.model import network_outputs
 
 __all__ = ["ENGINES", "ONNX_FILE", "ONNX_INT8_FILE", "EngineUnavailableError", "ExportCheckError",
            "ExportUnsupportedError",
@@ -90,16 +91,16 @@ def _sha256(path: Path) -> str:
 
 
 class _Exported(torch.nn.Module):
-    """What the ONNX file computes: the network's raw outputs and its penultimate features from
-    one backbone pass (``forward_batches`` needs both)."""
+    """What the ONNX file computes: the network's raw outputs (mirror-averaged when the run sets
+    ``mirror_tta``) and its penultimate features, from one backbone pass (``forward_batches`` needs
+    both)."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.model.embed(*inputs)
-        return self.model.head(features), features
+        return network_outputs(self.model, *inputs)
 
 
 class TorchNetwork:
@@ -119,8 +120,7 @@ class TorchNetwork:
         if self.channels_last and self.device.type == "cuda":
             tensors = [t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t for t in tensors]
         with autocast(self.device, self.amp):
-            features = self.model.embed(*tensors)
-            outputs = self.model.head(features)
+            outputs, features = network_outputs(self.model, *tensors)
         return outputs.float().cpu().numpy(), features.float().cpu().numpy()
 
 
@@ -187,11 +187,18 @@ def _usable_onnx(run: Path, file: str) -> tuple[Path | None, str]:
         return None, why
     record = _record_path(path)
     try:
-        recorded = json.loads(record.read_text()).get("weights_sha256")
+        recorded = json.loads(record.read_text())
     except (OSError, ValueError):
         return None, f"{record} missing or unreadable: which weights {path.name} came from is unknown"
-    if (run / WEIGHTS).exists() and recorded != _sha256(run / WEIGHTS):
+    if (run / WEIGHTS).exists() and recorded.get("weights_sha256") != _sha256(run / WEIGHTS):
         return None, f"{path} was exported from other weights than {run / WEIGHTS} (re-export the run)"
+    try:
+        wanted = bool(json.loads((run / "config.json").read_text()).get("mirror_tta", False))
+    except (OSError, ValueError):
+        wanted = False
+    if bool(recorded.get("mirror_tta", False)) != wanted:
+        return None, (f"{path} was exported with mirror_tta={bool(recorded.get('mirror_tta', False))}, "
+                      f"the run's config.json says {wanted} (re-export the run)")
     return path, ""
 
 
@@ -248,7 +255,8 @@ def export_onnx(model: torch.nn.Module, example: Sequence[np.ndarray], path: str
     record = {"inputs": [{"name": n, "shape": ["batch", *x.shape[1:]]} for n, x in zip(names, example)],
               "outputs": list(OUTPUT_NAMES), "opset": OPSET, "exporter": "torch.onnx.export(dynamo=False)",
               "torch": torch.__version__,
-              "weights_sha256": _sha256(Path(weights)) if weights is not None else None}
+              "weights_sha256": _sha256(Path(weights)) if weights is not None else None,
+              "mirror_tta": bool(getattr(model, "mirror_tta", False))}
     _record_path(path).write_text(json.dumps(record, indent=1))
     return record
 

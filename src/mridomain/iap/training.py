@@ -21,7 +21,7 @@ from mridomain.iap.cache import cache_iaps, open_cache, split_indices
 from mridomain.iap.checkpoint import read_run, save_run_metadata
 from mridomain.iap.config import IAPConfig, get_preset, learning_rate
 from mridomain.iap.inference import autocast
-from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder
+from mridomain.iap.labels import IGNORE_INDEX, MIRRORED_POSITION, LabelEncoder, mirror_relabeling  # noqa: F401 (re-exported)
 from mridomain.iap.model import IAPNet, build_model, iap_loss, reads_kspace
 
 
@@ -95,26 +95,6 @@ class MemmapBatches(Dataset):
             cat[known, column] = relabel[cat[known, column]]
         return (torch.from_numpy(x).unsqueeze(1), torch.from_numpy(view), torch.from_numpy(cat),
                 torch.from_numpy(self.cont[b]))
-
-
-#: What a left-right mirror of the stored image turns each patient position into: prone or supine,
-#: head first and feet first see the patient from opposite ends, so their stored images are mirrors.
-MIRRORED_POSITION = {"HFP": "FFP", "FFP": "HFP", "HFS": "FFS", "FFS": "HFS"}
-
-
-def mirror_relabeling(encoder: LabelEncoder, iap: str = "patient_position") -> tuple[int, np.ndarray] | None:
-    """(column of ``iap`` among the categorical targets, class index -> class index after a
-    left-right mirror), or None when the encoder has no such head.
-
-    A class whose mirror is not in the vocabulary (decubitus positions, "other", a position seen
-    only one way round) maps to IGNORE_INDEX: the mirrored slice then teaches the other IAPs only.
-    """
-    for column, head in enumerate(encoder.categorical):
-        if head.name == iap:
-            index = {c: k for k, c in enumerate(head.classes)}
-            relabel = [index.get(MIRRORED_POSITION.get(c, ""), IGNORE_INDEX) for c in head.classes]
-            return column, np.array(relabel, dtype=np.int64)
-    return None
 
 
 @dataclass
