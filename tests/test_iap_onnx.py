@@ -114,6 +114,14 @@ def test_auto_falls_back_to_torch_with_a_stated_reason(trained, tmp_path):
     changed.model.head.bias.data.add_(1.0)
     save_weights(changed.model, stale / WEIGHTS)
     assert "exported from other weights" in IAPRun.load(stale, engine="auto").engine_note
+    # nor one that answers from the slice alone for a run set to average it with its mirror
+    assert json.loads((run / (ONNX_FILE + ".json")).read_text())["mirror_tta"] is True     # the cpu preset's
+    plain = tmp_path / "plain"
+    shutil.copytree(run, plain, ignore=shutil.ignore_patterns("last"))
+    config = json.loads((plain / "config.json").read_text())
+    (plain / "config.json").write_text(json.dumps({**config, "mirror_tta": False}))
+    note = IAPRun.load(plain, engine="auto").engine_note
+    assert "PyTorch fallback" in note and "mirror_tta=True" in note and "says False" in note
 
 
 def test_a_failed_export_check_is_loud_and_leaves_no_file(trained, tmp_path, monkeypatch):
