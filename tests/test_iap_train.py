@@ -238,3 +238,25 @@ def test_run_knows_its_domain_and_abstains_on_real_scanner_files(trained, tmp_pa
     p = IAPPredictor.load(run)
     out = p.forward(own)
     assert out.in_domain.mean() >= 0.9
+
+
+def test_training_without_calibration_leaves_it_for_the_calibrate_command(trained, tmp_path):
+    """train(calibrate=False) / --no-calibrate writes no trust files and says nothing false about
+    them; `mridomain calibrate RUN` then adds them, and top-1 answers do not move."""
+    from typer.testing import CliRunner
+
+    from mridomain.cli import app
+
+    cache, _, _ = trained
+    run = tmp_path / "quick"
+    result = CliRunner().invoke(app, ["train", str(cache), "-o", str(run), "--epochs", "1", "--no-calibrate"])
+    assert result.exit_code == 0, result.output
+    trust_files = ("calibration.json", "domain.json", "combinations.json")
+    assert not any((run / name).exists() for name in trust_files)
+    before = evaluate(run, split="test", out=tmp_path / "before", progress=False, html=False)
+    assert any("no calibration.json" in note for note in before.notes)
+    result = CliRunner().invoke(app, ["calibrate", str(run)])
+    assert result.exit_code == 0, result.output
+    assert all((run / name).exists() for name in trust_files)
+    after = evaluate(run, split="test", out=tmp_path / "after", progress=False, html=False)
+    assert [r.get("top1") for r in after.rows] == [r.get("top1") for r in before.rows]

@@ -25,6 +25,10 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     seed: int = typer.Option(0, help="Random seed."),
     device: Optional[str] = typer.Option(None, help="cpu | cuda (default: cuda when available)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                   help="Calibrate the run's trust (temperatures, training domain) after "
+                                        "training; --no-calibrate skips it (`mridomain calibrate RUN` adds "
+                                        "it later)."),
 ) -> None:
     """Train the multi-task IAP network on a slice cache.
 
@@ -35,7 +39,8 @@ def train(
     folder_out(out, "--out")
     at_least(epochs, "--epochs", 1)
     at_least(seed, "--seed", 0)
-    result = run_training(cache, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device)
+    result = run_training(cache, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device,
+                          calibrate=calibrate)
     typer.echo(result.summary())
 
 

@@ -276,14 +276,15 @@ class IAPTask(TrainTask):
 
 def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: int | None = None,
           resume: bool = False, seed: int | None = 0, device: str | None = None, progress: bool = True,
-          **overrides: Any) -> TrainResult:
+          calibrate: bool = True, **overrides: Any) -> TrainResult:
     """Train the multi-task IAP network on a slice cache and write a run folder.
 
     The loop, checkpoints, logs and DDP are :class:`mridomain.engine.Engine`'s; this function
     builds the label encoder and preprocessing record from the cache and hands an :class:`IAPTask`
     to the engine. Launched with ``torchrun --nproc_per_node N``, it trains on N processes.
     After training, :func:`mridomain.iap.trust.calibrate` stores temperatures, the training
-    domain and the seen IAP combinations in the run folder, and the network is exported to
+    domain and the seen IAP combinations in the run folder (unless ``calibrate=False``), and the
+    network is exported to
     ``model.onnx`` (:func:`mridomain.iap.runtime.export_run`), accepted only when ONNX Runtime
     gives PyTorch's outputs to 1e-4 on the validation split (else
     :class:`~mridomain.iap.runtime.ExportCheckError`). Without onnx / onnxruntime installed, or
@@ -300,6 +301,9 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
         seed: seed of initialization and batch order (None keeps the config's).
         device: "cpu" | "cuda" (default: cuda when available).
         progress: show tqdm bars.
+        calibrate: run the trust calibration after training. False skips its forward passes (for
+            quick experiments: top-1 does not depend on it); the run then answers with the raw
+            softmax and no domain verdict until ``mridomain calibrate RUN`` adds them.
         **overrides: any :class:`IAPConfig` field, e.g. ``batch_size=64``.
     """
     t_start = time.perf_counter()
@@ -342,9 +346,10 @@ def train(cache: Any, out: str | Path, preset: str | IAPConfig = "cpu", epochs: 
     fit = Engine(config, out, progress=progress).fit(task, resume=resume)
     onnx_note = ""
     if int(os.environ.get("RANK", "0")) == 0:    # under torchrun, rank 0 alone writes the run folder
-        from mridomain.iap.trust import calibrate
+        if calibrate:
+            from mridomain.iap.trust import calibrate as calibrate_run
 
-        calibrate(out, cache, progress=progress)
+            calibrate_run(out, cache, progress=progress)
         onnx_note = _export_onnx(out, cache)
     return TrainResult(run=out, best_epoch=fit.best_epoch, best_val_loss=fit.best_metric,
                        epochs_run=fit.epochs_run, seconds=time.perf_counter() - t_start, metrics=fit.metrics,
