@@ -121,7 +121,7 @@ def test_auto_falls_back_to_torch_with_a_stated_reason(trained, tmp_path):
     config = json.loads((plain / "config.json").read_text())
     (plain / "config.json").write_text(json.dumps({**config, "mirror_tta": False}))
     note = IAPRun.load(plain, engine="auto").engine_note
-    assert "PyTorch fallback" in note and "mirror_tta=True" in note and "says False" in note
+    assert "PyTorch fallback" in note and "exported with mirror_tta=True" in note and "has mirror_tta=False" in note
 
 
 def test_a_failed_export_check_is_loud_and_leaves_no_file(trained, tmp_path, monkeypatch):

@@ -385,8 +385,8 @@ def evaluate(run: str | Path, cache: Any = None, split: str = "test", out: str |
         reliability[h.name] = (reliability_table(raw, cat_t[:, j]),
                                reliability_table(output.probabilities[h.name], cat_t[:, j]))
     if not predictor.temperatures:
-        report.notes.append("the run has no calibration.json (trained with --no-calibrate, or before calibration existed): "
-                            "probabilities are the raw softmax; `mridomain calibrate RUN` adds it")
+        report.notes.append("the run has no calibration.json (trained with --no-calibrate, or before calibration "
+                            "existed): probabilities are the raw softmax; `mridomain calibrate RUN` adds it")
     if output.in_domain is not None:
         report.in_domain = float(np.mean(output.in_domain))
         report.notes.append(f"{100 * report.in_domain:.1f}% of the {split} slices are inside the training "

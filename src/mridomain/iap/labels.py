@@ -265,7 +265,8 @@ def mirror_relabeling(encoder: LabelEncoder, iap: str = "patient_position") -> t
             return column, np.array(relabel, dtype=np.int64)
     return None
 
-def mirror_output_map(encoder: "LabelEncoder", iap: str = "patient_position") -> tuple[np.ndarray, np.ndarray]:
+
+def mirror_output_map(encoder: LabelEncoder, iap: str = "patient_position") -> tuple[np.ndarray, np.ndarray]:
     """How to read a left-right mirrored slice's network outputs as outputs for the slice itself:
     (index, has_mirror), both of length ``encoder.n_outputs``.
 

@@ -258,7 +258,7 @@ class IAPNet(nn.Module):
         slices through ``mirror_augment`` instead. Both images go through the network as one batch;
         the features are the slice's own, so the domain detector reads what it was fitted on.
         """
-        if not (self.mirror_tta and not self.training):
+        if self.training or not self.mirror_tta:
             features = self.embed(image, kspace)
             return self.head(features), features
         n = image.shape[0]

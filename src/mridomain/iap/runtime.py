@@ -173,9 +173,10 @@ def _record_path(onnx_path: Path) -> Path:
     return onnx_path.with_name(onnx_path.name + ".json")
 
 
-def _usable_onnx(run: Path, file: str) -> tuple[Path | None, str]:
-    """(the run's ONNX file, "") when it exists and was exported from the run's current weights,
-    else (None, why not)."""
+def _usable_onnx(run: Path, file: str, mirror_tta: bool | None = None) -> tuple[Path | None, str]:
+    """(the run's ONNX file, "") when it exists and was exported from the run's current weights
+    (and, when ``mirror_tta`` is given, with that setting: the network it stands in for), else
+    (None, why not)."""
     from mridomain.iap.checkpoint import WEIGHTS
 
     path = run / file
@@ -192,13 +193,10 @@ def _usable_onnx(run: Path, file: str) -> tuple[Path | None, str]:
         return None, f"{record} missing or unreadable: which weights {path.name} came from is unknown"
     if (run / WEIGHTS).exists() and recorded.get("weights_sha256") != _sha256(run / WEIGHTS):
         return None, f"{path} was exported from other weights than {run / WEIGHTS} (re-export the run)"
-    try:
-        wanted = bool(json.loads((run / "config.json").read_text()).get("mirror_tta", False))
-    except (OSError, ValueError):
-        wanted = False
-    if bool(recorded.get("mirror_tta", False)) != wanted:
-        return None, (f"{path} was exported with mirror_tta={bool(recorded.get('mirror_tta', False))}, "
-                      f"the run's config.json says {wanted} (re-export the run)")
+    exported = bool(recorded.get("mirror_tta", False))
+    if mirror_tta is not None and exported != mirror_tta:
+        return None, (f"{path} was exported with mirror_tta={exported}, the run's network has "
+                      f"mirror_tta={mirror_tta} (re-export the run)")
     return path, ""
 
 
@@ -224,7 +222,7 @@ def open_network(model: torch.nn.Module, run: Path | None, engine: str, device: 
     if why is None and run is None:
         why = "the network is not from a run folder (no model.onnx)"
     if why is None:
-        path, why = _usable_onnx(Path(run), file)
+        path, why = _usable_onnx(Path(run), file, bool(getattr(model, "mirror_tta", False)))
     if path is None:
         if engine != "auto":
             raise EngineUnavailableError(f"--engine {engine}: {why}")
