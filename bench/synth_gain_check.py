@@ -4,8 +4,9 @@
 
 ``DEMO_FOLDER`` is the output of ``mridomain synth demo`` (its ``run/`` and ``brains/``); ``TARGET``
 defaults to ``t1ce``. For each test subject and each other sequence as the source, prints the PSNR
-of the translation into the target over the head slices (Table 1's PSNR, data range 1), the one gain
-g that best matches the target in least squares, and the PSNR of ``clip(g x translation)``. Every
+of the translation into the target over the head slices (Table 1's PSNR, data range 1), then
+``synth evaluate``'s ``psnr_gain_matched`` and its gain (``contribution.gain_matched_psnr``: the
+one gain that best matches the target in least squares, and the PSNR of gain x translation). Every
 volume is scaled to [0, 1] by its own 0.5 / 99.5 % head percentiles (the paper's min-max after
 clipping), so a target whose upper percentile is set by something the sources do not show (T1Gd's
 enhancement) has a scale no generator can know; a gain far from 1 that recovers many dB is that.
@@ -14,9 +15,7 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-
-from mridomain.synth.contribution import image_metrics
+from mridomain.synth.contribution import gain_matched_psnr, image_metrics
 from mridomain.synth.data import load_dataset
 from mridomain.synth.evaluation import evaluation_subjects
 from mridomain.synth.model import load_run
@@ -35,9 +34,8 @@ def main(folder: str, target: str = "t1ce") -> None:
         cells = []
         for source in sources:
             made = run.translate(subject, source, [target], slices=head)[target][0]
-            gain = float((made * truth).sum() / max(float((made * made).sum()), 1e-12))
             before = image_metrics(made, truth)["psnr"]
-            after = image_metrics(np.clip(gain * made, 0.0, 1.0), truth)["psnr"]
+            gain, after = gain_matched_psnr(made, truth)
             cells.append(f"{before:.1f} -> {after:.1f} ({gain:.2f})")
         print(f"| {subject.subject_id} | " + " | ".join(cells) + " |")
 

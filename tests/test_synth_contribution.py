@@ -167,3 +167,17 @@ def test_translate_all_makes_self_pairs_so_include_self_changes_the_map():
     assert not np.allclose(with_self, without)
     expected = np.mean([np.abs(tr[(s, "a")] - sub.volumes["a"]) for s in "abc"], axis=0).mean(axis=0)
     assert np.allclose(with_self, expected, atol=1e-6)
+
+
+def test_gain_matched_psnr_by_hand():
+    from mridomain.synth.contribution import gain_matched_psnr
+
+    t = np.array([[0.0, 1.0], [0.0, 1.0]])
+    x = t + 0.1                                   # an offset, which no gain removes
+    gain, psnr = gain_matched_psnr(x, t)
+    # g = (x . t) / (x . x) = (1.1 + 1.1) / (2 x 0.01 + 2 x 1.21) = 2.2 / 2.44
+    assert gain == pytest.approx(2.2 / 2.44)
+    residual = np.array([0.1 * gain, 1.1 * gain - 1.0])    # the two kinds of voxel, two of each
+    assert psnr == pytest.approx(10 * np.log10(1.0 / np.mean(residual ** 2)))
+    assert psnr > 20.0                            # the plain PSNR: 10 log10(1 / 0.01) = 20 dB
+    assert gain_matched_psnr(np.zeros(4), np.ones(4)) == (1.0, 0.0)   # nothing to scale: the plain PSNR

@@ -57,7 +57,11 @@ def test_evaluate_contribution_dmap_generate(run, brains, tmp_path):
     from mridomain.synth import dmap, evaluate, generate, rank_sequences
 
     ev = evaluate(run, brains, split="test", progress=False)
-    assert len(ev.pairs) == 12 and set(ev.pairs.columns) >= {"source", "target", "psnr", "ssim"}
+    assert len(ev.pairs) == 12 and set(ev.pairs.columns) >= {"source", "target", "psnr", "ssim", "psnr_gain_matched"}
+    # one least-squares gain per volume can only lower the error, so its PSNR is never below the plain one
+    rows = ev.rows
+    assert (rows["psnr_gain_matched"] >= rows["psnr"] - 1e-3).all() and (rows["gain"] > 0).all()
+    assert ev.overall["psnr_gain_matched"] >= ev.overall["psnr"]
     assert ev.dmap_check is not None and ev.dmap_check["auc"].between(0, 1).all()
     assert (run / "eval_test" / "report.html").exists()
     table, note = rank_sequences(run, split="test", normalization="minmax", out=tmp_path / "c.csv")

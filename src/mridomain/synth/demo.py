@@ -1,6 +1,6 @@
 """``mridomain synth demo``: simulate brains, train at cpu size, evaluate, rank and map, in one go.
 
-Writes ``OUT/pairs.csv`` (source, target, psnr, ssim and their std), ``OUT/contribution.csv``
+Writes ``OUT/pairs.csv`` (source, target, psnr, ssim, psnr_gain_matched and their std), ``OUT/contribution.csv``
 (sequence, c_t, c_d, rank_t, rank_d), ``OUT/dmap_check.json`` (the M_d ROC AUCs against the
 simulator's ground truth and whether C_d puts T1Gd and FLAIR first), ``OUT/report.html`` and the
 figures, plus the simulated data (``OUT/brains``) and the run (``OUT/run``).
@@ -55,7 +55,8 @@ class DemoResult:
         c = self.check
         lines = [f"demo finished in {self.seconds:.0f} s (load average {c['load_average_start']} at the start, "
                  f"{c['load_average_end']} at the end) -> {self.out}",
-                 df_to_markdown(self.pairs[["source", "target", "psnr", "ssim"]].round(3)),
+                 df_to_markdown(self.pairs[["source", "target", "psnr", "ssim"]
+                                           + [c for c in ("psnr_gain_matched",) if c in self.pairs]].round(3)),
                  df_to_markdown(self.contribution.round(3)),
                  f"C_d top two: {c['c_d_top2']} (paper on BraTS: t1ce, flair) -> "
                  f"{'as the paper' if c['c_d_top2_matches_paper'] else 'NOT as the paper'}"]

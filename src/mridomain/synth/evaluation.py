@@ -15,7 +15,7 @@ import pandas as pd
 from mridomain.progress import progress_bar
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
-from mridomain.synth.contribution import contribution_table, image_metrics, plot_contribution
+from mridomain.synth.contribution import contribution_table, gain_matched_psnr, image_metrics, plot_contribution
 from mridomain.synth.data import SynthData, load_dataset
 from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subject_dmaps, summarize_dmap_check,
                                              write_dmaps)
@@ -31,7 +31,7 @@ __all__ = ["SynthEvaluation", "evaluate", "rank_sequences", "image_metrics", "pa
 
 def pair_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and std per (source, target) of the per-subject metric rows (Table 1 per pair)."""
-    metrics = [m for m in ("psnr", "ssim", "lpips") if m in rows and rows[m].notna().any()]
+    metrics = [m for m in ("psnr", "ssim", "lpips", "psnr_gain_matched") if m in rows and rows[m].notna().any()]
     g = rows.groupby(["source", "target"], sort=False)[metrics]
     out = g.mean()
     std = g.std(ddof=0).add_suffix("_std")
@@ -96,6 +96,9 @@ class SynthEvaluation:
 
         parts = ["Table 1 (per source -> target pair, mean over subjects):", df_to_markdown(self.pairs.round(4)),
                  "Overall: " + ", ".join(f"{k} {v:.4f}" for k, v in self.overall.items()),
+                 "(psnr_gain_matched: the PSNR after one least-squares gain per generated volume, so the "
+                 "gap to psnr is what a wrong global intensity scale costs; each volume is scaled by its "
+                 "own percentiles, which in T1Gd the enhancement can set)",
                  "", f"Table 2 ({self.contribution_note}):", df_to_markdown(self.contribution.round(3))]
         if self.dmap_check is not None and len(self.dmap_check):
             parts += ["", "M_d check (ROC AUC, voxels pooled over subjects):",
@@ -184,8 +187,9 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         translations = r.translate_all(full, slices=zs if r.config.network.ndims == 2 else None,
                                        include_self=include_self)
         for (src, tgt), gen in translations.items():
+            gain, matched = gain_matched_psnr(gen, sub.volumes[tgt])
             rows.append({"subject": sub.subject_id, "source": src, "target": tgt,
-                         **image_metrics(gen, sub.volumes[tgt], lpips)})
+                         **image_metrics(gen, sub.volumes[tgt], lpips), "gain": gain, "psnr_gain_matched": matched})
         maps = subject_dmaps(sub, translations, include_self=include_self)
         check_rows += dmap_auc_rows(sub, maps, translations)
         if example is None and maps:
@@ -205,7 +209,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     if cross.empty:
         raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
     pairs = pair_summary(cross)
-    metrics = [m for m in ("psnr", "ssim", "lpips") if m in table]
+    metrics = [m for m in ("psnr", "ssim", "lpips", "psnr_gain_matched") if m in table]
     overall = {}
     for m in metrics:
         overall[m] = float(cross[m].mean())
