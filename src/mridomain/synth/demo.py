@@ -56,7 +56,7 @@ class DemoResult:
         lines = [f"demo finished in {self.seconds:.0f} s (load average {c['load_average_start']} at the start, "
                  f"{c['load_average_end']} at the end) -> {self.out}",
                  df_to_markdown(self.pairs[["source", "target", "psnr", "ssim"]
-                                           + [c for c in ("psnr_gain_matched",) if c in self.pairs]].round(3)),
+                                           + [col for col in ("psnr_gain_matched",) if col in self.pairs]].round(3)),
                  df_to_markdown(self.contribution.round(3)),
                  f"C_d top two: {c['c_d_top2']} (paper on BraTS: t1ce, flair) -> "
                  f"{'as the paper' if c['c_d_top2_matches_paper'] else 'NOT as the paper'}"]

@@ -29,9 +29,14 @@ __all__ = ["SynthEvaluation", "evaluate", "rank_sequences", "image_metrics", "pa
            "evaluation_subjects"]
 
 
+#: the per-(subject, pair) metrics that Table 1 and the overall line average (eq. 4 reads psnr, ssim
+#: and lpips only)
+TABLE1_METRICS = ("psnr", "ssim", "lpips", "psnr_gain_matched")
+
+
 def pair_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Mean and std per (source, target) of the per-subject metric rows (Table 1 per pair)."""
-    metrics = [m for m in ("psnr", "ssim", "lpips", "psnr_gain_matched") if m in rows and rows[m].notna().any()]
+    metrics = [m for m in TABLE1_METRICS if m in rows and rows[m].notna().any()]
     g = rows.groupby(["source", "target"], sort=False)[metrics]
     out = g.mean()
     std = g.std(ddof=0).add_suffix("_std")
@@ -209,7 +214,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
     if cross.empty:
         raise EmptyInputError(dataset.root or Path("."), f"no {split} subject with two available sequences")
     pairs = pair_summary(cross)
-    metrics = [m for m in ("psnr", "ssim", "lpips", "psnr_gain_matched") if m in table]
+    metrics = [m for m in TABLE1_METRICS if m in table]
     overall = {}
     for m in metrics:
         overall[m] = float(cross[m].mean())
