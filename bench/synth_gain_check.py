@@ -28,9 +28,8 @@ def main(folder: str, target: str = "t1ce") -> None:
     print(f"into {target}: PSNR as generated -> with the best gain (the gain), per test subject")
     print("| subject | " + " | ".join(sources) + " |\n|---|" + "---|" * len(sources))
     for subject in data.subjects:
-        truth = subject.volumes[target][0]
-        head = [z for z in range(truth.shape[0]) if (truth[z] > 0).mean() >= 0.05]
-        truth = truth[head]
+        head = subject.head_slices()          # the slices Table 1 scores, as evaluate picks them
+        truth = subject.volumes[target][0][head]
         cells = []
         for source in sources:
             made = run.translate(subject, source, [target], slices=head)[target][0]
