@@ -8,6 +8,7 @@ from mridomain.synth.config import make_config
 from mridomain.synth.data import Subject, SynthData, silence_mask
 from mridomain.synth.losses import (cycle_loss, lsgan_discriminator_loss, lsgan_generator_loss, pair_mask,
                                     reconstruction_loss)
+from mridomain.synth.network import one_hot_code
 from mridomain.synth.training import SynthTask
 
 
@@ -17,6 +18,21 @@ def test_l1_losses_by_hand():
     # |diffs| = 1, 0, 2, 3 -> mean 1.5
     assert float(reconstruction_loss(gen, tgt, weight=10.0)) == pytest.approx(15.0)
     assert float(cycle_loss(gen, tgt, weight=1.0)) == pytest.approx(1.5)
+    # squares = 1, 0, 4, 9 -> mean 3.5
+    assert float(reconstruction_loss(gen, tgt, weight=10.0, kind="l2")) == pytest.approx(35.0)
+    with pytest.raises(ValueError, match="'huber'"):
+        reconstruction_loss(gen, tgt, kind="huber")
+
+
+def test_l1_and_l2_reconstruction_pick_the_median_and_the_mean_of_an_ambiguous_target():
+    """One source value, three equally likely targets (0, 0, 0.9): L1's best constant answer is
+    the median 0, L2's the mean 0.3, the one that maximises PSNR."""
+    targets = torch.tensor([0.0, 0.0, 0.9])
+    answers = torch.linspace(0, 1, 101)
+    best = {kind: float(answers[int(torch.stack([reconstruction_loss(a.expand(3), targets, 1.0, kind)
+                                                  for a in answers]).argmin())])
+            for kind in ("l1", "l2")}
+    assert best == {"l1": pytest.approx(0.0), "l2": pytest.approx(0.3)}
 
 
 def test_lsgan_losses_by_hand():
@@ -119,6 +135,28 @@ def test_a_term_of_weight_zero_is_not_computed(lambda_adv, lambda_cyc):
     assert calls["disc"] == (1 if lambda_adv > 0 else 0)
 
 
+@pytest.mark.parametrize("kind", ["l1", "l2"])
+def test_the_step_s_reconstruction_term_is_the_configured_loss(kind):
+    """rec_loss reaches the step: its rec_loss part is the mean of the self and the i -> j term of that
+    kind, computed here from the generator's own outputs."""
+    rng = np.random.default_rng(4)
+    seqs = ("a", "b")
+    cfg = make_config("cpu", sequences=seqs, batch_size=2, silence=(0, 0), rec_loss=kind,
+                      network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1,
+                               "disc_channels": 4, "code_dim": 4})
+    subs = _subjects(3, seqs, rng)
+    task = SynthTask(cfg, SynthData(seqs, subs[:2]), SynthData(seqs, subs[2:]), np.ones((2, 2), bool))
+    gen = task.build_modules()["generator"]
+    batch = task.make_batch(0, 0)
+    with torch.no_grad():
+        _, parts, fake = task.generator_losses(batch, gen, None, torch.device("cpu"))
+        self_i = gen.decode(gen.encode(batch["x_source"]), one_hot_code(batch["source"], 4, torch.device("cpu")), 1)
+    power = 1 if kind == "l1" else 2
+    expected = (((self_i - batch["x_source"]).abs() ** power).mean()
+                + ((fake - batch["x_target"]).abs() ** power).mean()) / 2
+    assert float(parts["rec_loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_task_refuses_an_available_sequence_that_was_not_loaded():
     rng = np.random.default_rng(1)
     seqs = ("a", "b")
@@ -168,3 +206,70 @@ def test_perceptual_refuses_the_wrong_weights(tmp_path):
         PerceptualLoss(bad)
     with pytest.raises(EmptyInputError):
         PerceptualLoss(tmp_path / "absent.safetensors")
+
+
+def _lesion_subjects(n, seqs, rng, shape=(6, 40, 40), lesion=(3, 30, 9)):
+    """Background 0.2-0.5 everywhere in the head; one 2 x 2 lesion at 0.9 in slice ``lesion[0]``."""
+    subs = []
+    for k in range(n):
+        vols = {s: rng.uniform(0.2, 0.5, (1, *shape)).astype(np.float32) for s in seqs}
+        seg = np.zeros(shape, np.uint8)
+        z, y, x = lesion
+        seg[z, y:y + 2, x:x + 2] = 2
+        for v in vols.values():
+            v[0][seg > 0] = 0.9
+        subs.append(Subject(f"s{k}", vols, affine=np.eye(4), seg=seg))
+    return subs
+
+
+def _lesion_task(oversample, seg=True):
+    rng = np.random.default_rng(3)
+    seqs = ("a", "b")
+    subs = _lesion_subjects(3, seqs, rng)
+    if not seg:
+        for s in subs:
+            s.seg = None
+    cfg = make_config("cpu", sequences=seqs, batch_size=4, silence=(0, 0), crop=(8, 8), lesion_oversample=oversample,
+                      network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1,
+                               "disc_channels": 4, "code_dim": 4})
+    return SynthTask(cfg, SynthData(seqs, subs[:2]), SynthData(seqs, subs[2:]), np.ones((2, 2), bool))
+
+
+def _holds_lesion(crop):
+    """The crop (C, H, W) in model range [-1, 1] holds a lesion voxel (0.9 -> 0.8) of its centre slice."""
+    return bool(np.isclose(crop[crop.shape[0] // 2], 0.8, atol=1e-6).any())
+
+
+def test_lesion_oversample_crops_the_last_items_of_each_batch_around_a_lesion():
+    task = _lesion_task(0.5)
+    for step in range(20):
+        batch = task.make_batch(0, step)
+        crops = batch["x_source"].numpy()[:, 0]           # (B, C, H, W): one time point
+        targets = batch["x_target"].numpy()[:, 0]
+        # nnU-Net's layout: the last round(0.5 x 4) = 2 items hold a lesion voxel, source and target alike
+        assert all(_holds_lesion(c) for c in crops[2:]) and all(_holds_lesion(t) for t in targets[2:])
+    # uniform crops of 8 x 8 from 40 x 40 slices, 1 slice in 6 with a 2 x 2 lesion: rarely one
+    uniform = _lesion_task(0.0)
+    hits = [_holds_lesion(c) for step in range(20) for c in uniform.make_batch(0, step)["x_source"].numpy()[:, 0]]
+    assert sum(hits) < 10
+
+
+def test_lesion_oversample_without_segmentations_draws_every_crop_uniformly(capsys):
+    plain = _lesion_task(0.0, seg=False)
+    task = _lesion_task(0.5, seg=False)
+    assert "no training subject has a segmentation" in capsys.readouterr().out
+    for step in range(5):
+        a, b = plain.make_batch(0, step), task.make_batch(0, step)
+        assert torch.equal(a["x_source"], b["x_source"]) and torch.equal(a["x_target"], b["x_target"])
+
+
+@pytest.mark.parametrize("oversample", [0.0, 0.5])
+def test_ranks_split_the_one_global_batch(oversample):
+    """Under DDP every rank draws the whole batch from the same seed and keeps its part, so two ranks'
+    items, lesion crops included, are exactly the single-process batch."""
+    task = _lesion_task(oversample)
+    for step in range(3):
+        whole = task.make_batch(0, step)
+        parts = [task.make_batch(0, step, rank=r, world_size=2) for r in (0, 1)]
+        for key in ("x_source", "x_target", "has_target", "real_target"):
+            assert torch.equal(torch.cat([p[key] for p in parts]), whole[key])

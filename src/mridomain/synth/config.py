@@ -76,11 +76,16 @@ class SynthConfig(TrainSettings):
     lr_min_factor: float = Field(0.05, gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)   # not stated in the paper; PyTorch's default, as the authors' code
     lambda_rec: float = Field(10.0, ge=0)
+    # eq. 1's L1 (the paper), or the mean squared error: see losses.reconstruction_loss
+    rec_loss: Literal["l1", "l2"] = "l1"
     lambda_cyc: float = Field(10.0, ge=0)
     lambda_adv: float = Field(1.0, ge=0)
     lambda_per: float = Field(0.01, ge=0)
     perceptual_weights: str | None = None      # VGG19 weights file; None: perceptual term off
     silence: tuple[int, int] = (1, 3)         # silence min..max sequences per training subject
+    # fraction of each batch cropped around a voxel of the segmentation's lesion labels (the _seg file,
+    # BraTS' and the simulator's), as nnU-Net oversamples foreground; 0 (the paper): uniform crops
+    lesion_oversample: float = Field(0.0, ge=0, le=1)
     fractions: tuple[float, float, float] = (0.664, 0.074, 0.262)  # train/val/test by subject (830/93/328 of 1,251)
     val_subjects: int = Field(8, ge=1)        # validation subjects evaluated after every epoch
     val_slices: int = Field(16, ge=1)         # slices per validation subject (evenly spaced)

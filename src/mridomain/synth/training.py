@@ -107,6 +107,13 @@ class SynthTask(TrainTask):
             self.item_subject = np.arange(len(train), dtype=np.int64)
             self.item_z = np.zeros(len(train), np.int64)
         self.pools = [np.flatnonzero(self.available[self.item_subject, k]) for k in range(len(self.seqs))]
+        # lesion voxels (segmentation label > 0) of every training item, for lesion_oversample
+        self.item_lesions = [self._lesion_voxels(n) for n in range(len(self.item_subject))]
+        has_lesion = np.array([len(v) > 0 for v in self.item_lesions], bool)
+        self.lesion_pools = [p[has_lesion[p]] for p in self.pools]
+        if config.lesion_oversample > 0 and not has_lesion.any():
+            print(f"lesion_oversample {config.lesion_oversample}: no training subject has a segmentation "
+                  "(_seg file) with a lesion, so every crop is drawn uniformly")
         self.sources = [k for k, p in enumerate(self.pools) if len(p)]
         if not self.sources:
             raise EmptyInputError(train.root or Path("."), "no training slice with an available sequence")
@@ -115,6 +122,16 @@ class SynthTask(TrainTask):
             from mridomain.synth.perceptual import PerceptualLoss
 
             self.perceptual = PerceptualLoss(config.perceptual_weights)
+
+    def _lesion_voxels(self, item: int) -> np.ndarray:
+        """(N, dims) coordinates of the segmentation's lesion voxels in training item ``item`` (its
+        slice in 2-D modes, its volume in 3-D); empty without a segmentation."""
+        sub = self.train.subjects[int(self.item_subject[item])]
+        dims = 2 if self.ndims == 2 else 3
+        if sub.seg is None:
+            return np.zeros((0, dims), np.int16)
+        region = sub.seg[int(self.item_z[item])] if self.ndims == 2 else sub.seg
+        return np.argwhere(region > 0).astype(np.int16)
 
     def _training_size(self, shapes: set[tuple[int, int, int]]) -> tuple[int, ...]:
         if self.config.crop is not None:
@@ -174,6 +191,16 @@ class SynthTask(TrainTask):
         return tuple(int(rng.integers(0, max(1, s - c + 1))) if s > c else -((c - s) // 2)
                      for s, c in zip(shape[-dims:], self.spatial))
 
+    def _lesion_crop_origin(self, rng: np.random.Generator, item: int) -> tuple[int, ...]:
+        """A crop origin whose crop holds one of the item's lesion voxels, drawn at random, at a random
+        place in the crop (nnU-Net's foreground oversampling); centred where the image is smaller."""
+        shape = self.train.subjects[int(self.item_subject[item])].shape
+        lesions = self.item_lesions[item]
+        voxel = lesions[int(rng.integers(len(lesions)))]
+        dims = len(self.spatial)
+        return tuple(int(rng.integers(max(0, int(v) - c + 1), min(s - c, int(v)) + 1)) if s > c
+                     else -((c - s) // 2) for v, s, c in zip(voxel, shape[-dims:], self.spatial))
+
     def _sample(self, item: int, seq: int, origin: tuple[int, ...]) -> np.ndarray:
         """(T, C, *spatial) in [-1, 1] of one training item (slice stack or 3-D crop)."""
         sub = self.train.subjects[int(self.item_subject[item])]
@@ -198,12 +225,23 @@ class SynthTask(TrainTask):
         i = int(rng.choice(self.sources))
         j = int(rng.choice([k for k in range(len(self.seqs)) if k != i]))
         b = self.config.batch_size
-        items = rng.choice(self.pools[i], size=b, replace=len(self.pools[i]) < b)
+        # the last n_lesion items of the batch are crops around a lesion voxel (nnU-Net's layout)
+        n_lesion = int(round(self.config.lesion_oversample * b)) if len(self.lesion_pools[i]) else 0
+        items = rng.choice(self.pools[i], size=b - n_lesion, replace=len(self.pools[i]) < b - n_lesion)
         reals = rng.choice(self.pools[j], size=b, replace=len(self.pools[j]) < b) if len(self.pools[j]) else []
-        if world_size > 1:
-            items = np.array_split(items, world_size)[rank]
-            reals = np.array_split(np.asarray(reals), world_size)[rank] if len(reals) else reals
         origins = [self._crop_origin(rng, self.train.subjects[int(self.item_subject[n])].shape) for n in items]
+        if n_lesion:
+            lesion_items = rng.choice(self.lesion_pools[i], size=n_lesion,
+                                      replace=len(self.lesion_pools[i]) < n_lesion)
+            origins += [self._lesion_crop_origin(rng, n) for n in lesion_items]
+            items = np.concatenate([items, lesion_items])
+        real_origins = [self._crop_origin(rng, self.train.subjects[int(self.item_subject[n])].shape) for n in reals]
+        if world_size > 1:
+            # every rank draws the whole batch and keeps its part: the ranks' parts are the one batch
+            keep = np.array_split(np.arange(b), world_size)[rank]
+            items, origins = items[keep], [origins[k] for k in keep]
+            if len(reals):
+                reals, real_origins = reals[keep], [real_origins[k] for k in keep]
         x_i = np.stack([self._sample(n, i, o) for n, o in zip(items, origins)])
         has_j = self.available[self.item_subject[items], j]
         t_j = int(self.timepoints[self.seqs[j]])
@@ -211,8 +249,7 @@ class SynthTask(TrainTask):
         for k, (n, o) in enumerate(zip(items, origins)):
             if has_j[k]:
                 x_j[k] = self._sample(n, j, o)
-        real = [self._sample(n, j, self._crop_origin(rng, self.train.subjects[int(self.item_subject[n])].shape))
-                for n in reals]
+        real = [self._sample(n, j, o) for n, o in zip(reals, real_origins)]
         return {"source": i, "target": j, "x_source": torch.from_numpy(x_i), "x_target": torch.from_numpy(x_j),
                 "has_target": torch.from_numpy(has_j.copy()),
                 "real_target": torch.from_numpy(np.stack(real)) if real else None}
@@ -231,10 +268,10 @@ class SynthTask(TrainTask):
         # a term whose weight is 0 is not computed at all: no cycle pass, no discriminator
         fake_j, self_i, cyc_i = generator(x_i, code_j, n_out=x_j.shape[1], source_code=code_i, n_source=x_i.shape[1],
                                           cycle=c.lambda_cyc > 0)
-        rec = reconstruction_loss(self_i, x_i, 1.0)
+        rec = reconstruction_loss(self_i, x_i, 1.0, c.rec_loss)
         n_pairs = 1.0
         if bool(has_j.any()):
-            rec = rec + reconstruction_loss(fake_j[has_j], x_j[has_j], 1.0)
+            rec = rec + reconstruction_loss(fake_j[has_j], x_j[has_j], 1.0, c.rec_loss)
             n_pairs += 1.0
         rec = rec / n_pairs
         total = c.lambda_rec * rec
