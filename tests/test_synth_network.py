@@ -5,8 +5,8 @@ import torch.nn.functional as F
 
 from mridomain.errors import InvalidArgumentError
 from mridomain.synth.config import make_config
-from mridomain.synth.network import (ConvLSTM, HyperConv, Seq2SeqGenerator, build_discriminator, one_hot_code,
-                                     profile_config)
+from mridomain.synth.network import (ConvLSTM, HyperConv, Seq2SeqGenerator, build_discriminator, intensity_features,
+                                     one_hot_code, profile_config)
 
 
 def _mixed_kernel(layer: HyperConv, code: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,3 +174,28 @@ def test_a_full_resolution_generator_keeps_every_layer_at_the_input_size(ndims):
     assert z.shape == (2, 1, 8, *spatial)
     fake, self_rec, cycle = g(x, one_hot_code(1, 4), n_out=2, source_code=one_hot_code(0, 4))
     assert fake.shape == (2, 2, 1, *spatial) and self_rec.shape == cycle.shape == x.shape
+
+
+def test_intensity_features_by_hand():
+    """Three bumps at -1, 0, 1 of width 1 after the channel itself."""
+    x = torch.tensor([-1.0, 0.5]).reshape(1, 1, 2, 1)          # (N, C, H, W)
+    out = intensity_features(x, 3)
+    assert out.shape == (1, 4, 2, 1)
+    e = torch.exp(torch.tensor(-0.5))
+    expected = [[-1.0, 0.5], [1.0, torch.exp(torch.tensor(-0.5 * 1.5 ** 2))], [e, torch.exp(torch.tensor(-0.125))],
+                [torch.exp(torch.tensor(-2.0)), torch.exp(torch.tensor(-0.125))]]
+    assert torch.allclose(out[0, :, :, 0], torch.tensor(expected))
+    assert intensity_features(x, 0) is x
+
+
+def test_a_generator_with_intensity_bins_reads_them_and_refuses_one_bin():
+    torch.manual_seed(0)
+    g = _small(in_channels=3, full_resolution=True, source_code=True, lstm_layers=0, intensity_bins=4)
+    x = torch.rand(2, 1, 3, 8, 8) * 2 - 1
+    fake = g(x, one_hot_code(1, 4), source_code=one_hot_code(0, 4), cycle=False)[0]
+    assert fake.shape == x.shape
+    # the first layer sees 3 channels and their 4 bumps each
+    first = g.encoder.net[1]
+    assert first.kshape[1] == 15
+    with pytest.raises(InvalidArgumentError, match="at least 2"):
+        _small(intensity_bins=1)

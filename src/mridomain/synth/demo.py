@@ -143,7 +143,9 @@ def _generator_shape(network) -> str:
     """How the trained generator departs from the paper's, read from its saved network config."""
     changes = [text for on, text in ((network.full_resolution, "every layer at full resolution"),
                                      (network.source_code, "the encoder told the source sequence"),
-                                     (network.norm == "none", "no instance normalization")) if on]
+                                     (network.norm == "none", "no instance normalization"),
+                                     (network.intensity_bins > 0,
+                                      f"{network.intensity_bins} intensity bumps per input channel")) if on]
     return ("not the paper's shape: " + ", ".join(changes) + ", docs/synth.md") if changes else "the paper's shape"
 
 

@@ -27,8 +27,8 @@ from torch import nn
 from mridomain.errors import InvalidArgumentError
 
 __all__ = ["HyperConv", "ResidualBlock", "HyperResidualBlock", "Encoder", "HyperDecoder",
-           "ConvLSTMCell", "ConvLSTM", "Seq2SeqGenerator", "one_hot_code", "build_generator",
-           "build_discriminator", "profile_generator", "profile_config"]
+           "ConvLSTMCell", "ConvLSTM", "Seq2SeqGenerator", "intensity_features", "one_hot_code",
+           "build_generator", "build_discriminator", "profile_generator", "profile_config"]
 
 
 #: the negative slope of every LeakyReLU of the generator (its He initialisation uses it too)
@@ -255,6 +255,26 @@ class ConvLSTM(nn.Module):
         return x
 
 
+def intensity_features(x: torch.Tensor, bins: int) -> torch.Tensor:
+    """``x`` ``(N, C, *spatial)`` in [-1, 1] with, after its channels, ``bins`` Gaussian bumps of each
+    channel's intensity: ``exp(-((x - c_k) / w)^2 / 2)`` at ``bins`` centres ``c_k`` evenly spaced on
+    [-1, 1], ``w`` their spacing (``bins`` 0: ``x`` unchanged).
+
+    Not in the paper. A ReLU network learns a sharp function of a voxel's intensity slowly (the
+    spectral bias of Rahaman et al., ICML 2019; Tancik et al., NeurIPS 2020, lift it with Fourier
+    features of the input): the tissue that is bright in one sequence can sit in a narrow band of
+    another's intensities (simulated edema's T1, between grey and white matter). Over these bumps any
+    smooth lookup table of the intensity is one linear layer.
+    """
+    if bins == 0:
+        return x
+    centres = torch.linspace(-1.0, 1.0, bins, dtype=x.dtype, device=x.device)
+    width = 2.0 / (bins - 1)
+    shape = (1, 1, bins) + (1,) * (x.dim() - 2)
+    bumps = torch.exp(-0.5 * ((x.unsqueeze(2) - centres.reshape(shape)) / width) ** 2)
+    return torch.cat([x, bumps.flatten(1, 2)], dim=1)
+
+
 class Seq2SeqGenerator(nn.Module):
     """Any sequence to any sequence: ``forward(x, code, n_out)`` with ``x`` ``(B, T, C, *spatial)``."""
 
@@ -263,13 +283,15 @@ class Seq2SeqGenerator(nn.Module):
                  enc_kernels: tuple[int, int, int] = (7, 3, 3),
                  dec_channels: tuple[int, int] = (128, 64), dec_kernels: tuple[int, int, int] = (3, 3, 7),
                  n_res_enc: int = 6, n_res_dec: int = 6, lstm_layers: int = 3, norm: str = "instance",
-                 source_code: bool = False, full_resolution: bool = False):
+                 source_code: bool = False, full_resolution: bool = False, intensity_bins: int = 0):
         super().__init__()
         if norm not in ("instance", "none"):
             raise InvalidArgumentError(f"norm must be 'instance' or 'none', got {norm!r}")
+        if intensity_bins == 1 or intensity_bins < 0:
+            raise InvalidArgumentError(f"intensity_bins must be 0 (off) or at least 2, got {intensity_bins}")
         self.ndims, self.in_channels, self.code_dim, self.norm = ndims, in_channels, code_dim, norm
-        self.full_resolution = full_resolution
-        self.encoder = Encoder(in_channels, enc_channels, enc_kernels, n_res_enc, ndims, norm,
+        self.full_resolution, self.intensity_bins = full_resolution, intensity_bins
+        self.encoder = Encoder(in_channels * (1 + intensity_bins), enc_channels, enc_kernels, n_res_enc, ndims, norm,
                                code_dim if source_code else None, bank_dim, downsample=not full_resolution)
         feat = self.encoder.out_channels
         self.enc_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
@@ -343,7 +365,7 @@ class Seq2SeqGenerator(nn.Module):
         style = None   # a plain encoder ignores the source code: no MLP pass for it
         if source_code is not None and self.encoder.conditioned:
             style = self.code_mlp(source_code.reshape(1, -1).to(x.dtype))
-        feats = self.encoder(x.reshape(b * t, *x.shape[2:]), style)
+        feats = self.encoder(intensity_features(x.reshape(b * t, *x.shape[2:]), self.intensity_bins), style)
         feats = feats.reshape(b, t, *feats.shape[1:])
         if self.enc_lstm is not None:
             feats = self.enc_lstm(feats)
@@ -383,7 +405,7 @@ def build_generator(network: Any) -> Seq2SeqGenerator:
         enc_kernels=tuple(network.enc_kernels), dec_channels=tuple(network.dec_channels),
         dec_kernels=tuple(network.dec_kernels), n_res_enc=network.n_res_enc, n_res_dec=network.n_res_dec,
         lstm_layers=network.lstm_layers, norm=network.norm, source_code=network.source_code,
-        full_resolution=network.full_resolution)
+        full_resolution=network.full_resolution, intensity_bins=network.intensity_bins)
 
 
 def build_discriminator(network: Any) -> nn.Module:
