@@ -107,9 +107,12 @@ class SynthTask(TrainTask):
             self.item_subject = np.arange(len(train), dtype=np.int64)
             self.item_z = np.zeros(len(train), np.int64)
         self.pools = [np.flatnonzero(self.available[self.item_subject, k]) for k in range(len(self.seqs))]
-        # lesion voxels (segmentation label > 0) of every training item, for lesion_oversample
-        self.item_lesions = [self._lesion_voxels(n) for n in range(len(self.item_subject))]
-        has_lesion = np.array([len(v) > 0 for v in self.item_lesions], bool)
+        # the training items whose segmentation has a lesion voxel (label > 0), for lesion_oversample;
+        # looked for only when it is on (a memory-mapped dataset is not read through for nothing)
+        has_lesion = np.zeros(len(self.item_subject), bool)
+        if config.lesion_oversample > 0:
+            regions = (self._lesion_region(n) for n in range(len(self.item_subject)))
+            has_lesion = np.array([r is not None and bool(r.any()) for r in regions], bool)
         self.lesion_pools = [p[has_lesion[p]] for p in self.pools]
         if config.lesion_oversample > 0 and not has_lesion.any():
             print(f"lesion_oversample {config.lesion_oversample}: no training subject has a segmentation "
@@ -123,15 +126,13 @@ class SynthTask(TrainTask):
 
             self.perceptual = PerceptualLoss(config.perceptual_weights)
 
-    def _lesion_voxels(self, item: int) -> np.ndarray:
-        """(N, dims) coordinates of the segmentation's lesion voxels in training item ``item`` (its
-        slice in 2-D modes, its volume in 3-D); empty without a segmentation."""
+    def _lesion_region(self, item: int) -> np.ndarray | None:
+        """The segmentation of training item ``item`` (its slice in 2-D modes, its volume in 3-D) as a
+        lesion mask (label > 0); None without a segmentation."""
         sub = self.train.subjects[int(self.item_subject[item])]
-        dims = 2 if self.ndims == 2 else 3
         if sub.seg is None:
-            return np.zeros((0, dims), np.int16)
-        region = sub.seg[int(self.item_z[item])] if self.ndims == 2 else sub.seg
-        return np.argwhere(region > 0).astype(np.int16)
+            return None
+        return (sub.seg[int(self.item_z[item])] if self.ndims == 2 else sub.seg) > 0
 
     def _training_size(self, shapes: set[tuple[int, int, int]]) -> tuple[int, ...]:
         if self.config.crop is not None:
@@ -195,8 +196,9 @@ class SynthTask(TrainTask):
         """A crop origin whose crop holds one of the item's lesion voxels, drawn at random, at a random
         place in the crop (nnU-Net's foreground oversampling); centred where the image is smaller."""
         shape = self.train.subjects[int(self.item_subject[item])].shape
-        lesions = self.item_lesions[item]
-        voxel = lesions[int(rng.integers(len(lesions)))]
+        region = self._lesion_region(item)
+        lesions = np.flatnonzero(region)
+        voxel = np.unravel_index(lesions[int(rng.integers(len(lesions)))], region.shape)
         dims = len(self.spatial)
         return tuple(int(rng.integers(max(0, int(v) - c + 1), min(s - c, int(v)) + 1)) if s > c
                      else -((c - s) // 2) for v, s, c in zip(voxel, shape[-dims:], self.spatial))
