@@ -7,7 +7,7 @@ adversarial weight is not 0, the discriminator's, with Adam, on slices of simula
 2 mm. Printed per variant: median wall and CPU seconds per step, steps/s, and the ratios to the first
 variant measured in the same run (on a shared machine wall time follows the load; CPU time less so).
 
-    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy]
+    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins]
 
 ``presets`` (default):
   issue-25 start   the cpu preset when issue 25 was filed: one ConvLSTM layer, whole 100 x 84 slices
@@ -16,9 +16,11 @@ variant measured in the same run (on a shared machine wall time follows the load
   now+bf16         the same under ``torch.autocast("cpu", torch.bfloat16)``: whether bfloat16 pays here
   now+chlast       the same with every 2-D kernel (plain and mixed HyperConv kernels) in channels_last
   demo, paper      the brain demo's generator of the previous release: the cpu preset without instance norm
-  demo, fullres    the brain demo's generator now: the ``cpu-fullres`` preset (full resolution, source code)
+  demo, fullres    the brain demo's generator now: the ``cpu-fullres`` preset (full resolution, source code,
+                   16 intensity bumps per input channel)
 ``terms``: the 1800-step preset without the adversarial term, without the cycle, without both.
 ``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
+``bins``: the ``cpu-fullres`` step without its intensity bumps (the previous release's demo), with them.
 The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
 """
 from __future__ import annotations
@@ -106,6 +108,8 @@ PRESETS = {"issue-25 start": ISSUE25_START, "1800-step": PRESET_1800, "now": {},
 TERMS = {"1800-step": PRESET_1800, "no adversarial": {**PRESET_1800, "lambda_adv": 0.0},
          "no cycle": {**PRESET_1800, "lambda_cyc": 0.0},
          "neither": {**PRESET_1800, "lambda_adv": 0.0, "lambda_cyc": 0.0}}
+BINS = {"fullres, 0 bins": {"_preset": "cpu-fullres", "network": {"intensity_bins": 0}},
+        "fullres, 16 bins": {"_preset": "cpu-fullres"}}
 
 
 def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
@@ -121,11 +125,11 @@ def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--compare", choices=("presets", "terms", "policy"), default="presets")
+    ap.add_argument("--compare", choices=("presets", "terms", "policy", "bins"), default="presets")
     args = ap.parse_args()
     load = os.getloadavg()
-    if args.compare in ("presets", "terms"):
-        variants = PRESETS if args.compare == "presets" else TERMS
+    if args.compare in ("presets", "terms", "bins"):
+        variants = {"presets": PRESETS, "terms": TERMS, "bins": BINS}[args.compare]
         results = {name: _run(over, args.steps) for name, over in variants.items()}
     else:
         results = {"default policy": _run({}, args.steps, None), "PASSIVE": _run({}, args.steps, "PASSIVE")}

@@ -149,7 +149,7 @@ PRESETS: dict[str, dict] = {
 #: steps) cost about half the cpu preset's 1,200, and they raised the synth demo's test PSNR from
 #: 25.8 dB at 1,200 steps to 26.7 (docs/synth.md). The encoder also reads 16 Gaussian bumps of each
 #: input channel's intensity (``intensity_bins``), which raised the demo's test PSNR on three seeds by
-#: 0.23-0.90 dB for about 17 % more CPU per step (docs/synth.md). No ConvLSTM: 4-D (DCE) data needs
+#: 0.23-0.90 dB for 8-32 % more CPU per step (bench/synth_bench.py --compare bins; docs/synth.md). No ConvLSTM: 4-D (DCE) data needs
 #: ``network={"lstm_layers": 1}``, at full resolution.
 PRESETS["cpu-fullres"] = {
     **PRESETS["cpu"], "lr": 4e-3, "epochs": 16,
