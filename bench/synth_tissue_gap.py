@@ -32,7 +32,7 @@ MAX_TRAIN = 12   # training subjects the oracle is fitted on, as oracle_for_run'
 def tissue_rows(run, train, subjects, target: str, source: str) -> list[dict]:
     """Per subject and tissue: voxels, the generator's and the oracle's squared-error sums, the
     target's sum and the generator's signed-error sum (head slices, inside the brain)."""
-    oracle = fit_oracle(train, subjects, [source, target], progress=False)
+    oracle = fit_oracle(train, subjects, [source, target], progress=False, targets=[target])
     names = {v: k for k, v in TRUTH_LABELS.items()}
     rows = []
     for sub in subjects:

@@ -1,7 +1,9 @@
 """The simulator oracle: neighbourhood features by hand, and a constructed case whose answer is known."""
 import numpy as np
 import pandas as pd
+import pytest
 
+from mridomain.errors import InvalidArgumentError
 from mridomain.synth.data import Subject
 from mridomain.synth.oracle import (compare_with_oracle, fit_oracle, neighbourhood_features, oracle_auc,
                                     oracle_contribution)
@@ -127,3 +129,16 @@ def test_oracle_pairs_puts_each_pairs_generator_psnr_beside_the_oracles():
     assert list(out.index) == [("a", "b"), ("b", "a")]       # the self pair has no oracle row
     assert out.loc[("a", "b"), "psnr_gap"] == 13.0 and out.loc[("b", "a"), "psnr_gap"] == 3.5
     assert out.loc[("b", "a"), "unexplained_oracle"] == 0.3
+
+
+def test_oracle_fits_only_the_targets_asked_for():
+    """targets= fits those sequences alone, from all the others, and gives the full fit's row for the
+    first sequence (the same voxels drawn); an unknown target is a one-line error."""
+    train, test = _subjects(4, 0), _subjects(2, 1)
+    full = fit_oracle(train, test, ["a", "b", "c"], voxels_per_subject=800, progress=False)
+    one = fit_oracle(train, test, ["a", "b", "c"], voxels_per_subject=800, progress=False, targets=["a"])
+    assert list(one.table["sequence"]) == ["a"]
+    assert one.table.iloc[0]["unexplained"] == pytest.approx(full.table.set_index("sequence").loc["a", "unexplained"])
+    assert set(one.maps[test[0].subject_id]) == {"a"}
+    with pytest.raises(InvalidArgumentError, match=r"\['d'\]"):
+        fit_oracle(train, test, ["a", "b", "c"], targets=["d"], progress=False)

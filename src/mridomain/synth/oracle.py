@@ -159,7 +159,8 @@ def _fit_target(train: Sequence[Subject], test: Sequence[Subject], target: str, 
 
 def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str], seed: int = 0,
                kind: str = "noisy", voxels_per_subject: int = VOXELS_PER_SUBJECT, progress: bool = True,
-               per_timepoint: bool = False, radius: int = 1, pairwise: bool = False) -> OracleResult:
+               per_timepoint: bool = False, radius: int = 1, pairwise: bool = False,
+               targets: Sequence[str] | None = None) -> OracleResult:
     """Fit one regressor per target sequence on ``train`` (all other sequences as inputs,
     ``(2 radius + 1)^3`` neighbourhoods) and score it on ``test`` (subjects must have every sequence).
     ``per_timepoint``: 4-D sequences enter time point by time point, and a 4-D target gets one
@@ -167,8 +168,15 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
 
     ``pairwise``: one regressor per ordered pair instead, each target from *one* other sequence, as
     the generator is scored for C_d (A_ij is how well i alone generates j). A target's unexplained
-    fraction, PSNR and map are then the means over its sources, and ``pairs`` holds every pair's."""
+    fraction, PSNR and map are then the means over its sources, and ``pairs`` holds every pair's.
+
+    ``targets``: fit only these of ``sequences`` as targets (default: every one); the others are still
+    inputs."""
     sequences = list(sequences)
+    targets = sequences if targets is None else list(targets)
+    unknown = sorted(set(targets) - set(sequences))
+    if unknown:
+        raise InvalidArgumentError(f"oracle targets {unknown} are not among the sequences {sequences}")
     train = [s for s in train if all(q in s.volumes for q in sequences)]
     test = [s for s in test if all(q in s.volumes for q in sequences)]
     if not train or not test:
@@ -177,7 +185,7 @@ def fit_oracle(train: Sequence[Subject], test: Sequence[Subject], sequences: Seq
     rows, pair_rows, subject_rows, maps = [], [], [], {s.subject_id: {} for s in test}
     from mridomain.progress import progress_bar
 
-    for target in progress_bar(sequences, desc=f"oracle ({kind})", unit="sequence", enabled=progress):
+    for target in progress_bar(targets, desc=f"oracle ({kind})", unit="sequence", enabled=progress):
         others = [s for s in sequences if s != target]
         groups = [[s] for s in others] if pairwise else [others]
         fits = [_fit_target(train, test, target, sources, per_timepoint, rng, seed, voxels_per_subject, radius)
