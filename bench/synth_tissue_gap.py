@@ -6,7 +6,7 @@
 the simulator's tissue truth); ``TARGETS`` a comma-separated list (default ``flair,t1ce,t2``);
 ``SPLIT`` ``test`` (default) or ``train``. For each target and each other sequence as the source,
 the pairwise oracle of ``synth evaluate`` (``oracle.fit_oracle`` on that one source: a gradient-boosted
-regressor of its 3 x 3 x 3 neighbourhoods, fitted on up to 12 of the run's training subjects) and the
+regressor of its 3 x 3 x 3 neighbourhoods, fitted on up to 12 of the run's training subjects, `oracle_training_subjects`) and the
 generator translate the subjects; over the head slices that Table 1 scores, inside the brain, the
 squared errors of both are summed per tissue of the simulator's truth. Printed per target and tissue:
 voxels, both mean squared errors, the tissue's share of the generator's excess over the oracle, the
@@ -24,10 +24,7 @@ from mridomain.sim.brain.anatomy import TRUTH_LABELS
 from mridomain.synth.data import load_dataset
 from mridomain.synth.evaluation import evaluation_subjects
 from mridomain.synth.model import load_run
-from mridomain.synth.oracle import fit_oracle
-
-MAX_TRAIN = 12   # training subjects the oracle is fitted on, as oracle_for_run's default
-
+from mridomain.synth.oracle import fit_oracle, oracle_training_subjects
 
 def tissue_rows(run, train, subjects, target: str, source: str) -> list[dict]:
     """Per subject and tissue: voxels, the generator's and the oracle's squared-error sums, the
@@ -69,10 +66,7 @@ def main(folder: str, targets: str = "flair,t1ce,t2", split: str = "test") -> No
     run = load_run(f"{folder}/run")
     data = load_dataset(f"{folder}/brains", run.sequences, progress=False)
     subjects = evaluation_subjects(run, data, split).subjects
-    train = [s for s in data.subset(run.schema["splits"]["train"]).subjects
-             if all(q in s.volumes for q in run.sequences)]
-    pick = np.unique(np.linspace(0, len(train) - 1, min(MAX_TRAIN, len(train))).round().astype(int))
-    train = [train[k] for k in pick]
+    train = oracle_training_subjects(data.subset(run.schema["splits"]["train"]).subjects, run.sequences)
     rows = [row for target in targets.split(",") for source in run.sequences if source != target
             for row in tissue_rows(run, train, subjects, target, source)]
     table = summarize(pd.DataFrame(rows))

@@ -31,7 +31,7 @@ from mridomain.errors import EmptyInputError, InvalidArgumentError
 from mridomain.synth.data import Subject
 
 __all__ = ["neighbourhood_features", "OracleResult", "fit_oracle", "oracle_contribution", "noise_free_subjects",
-           "oracle_for_run", "oracle_auc", "compare_with_oracle"]
+           "oracle_training_subjects", "oracle_for_run", "oracle_auc", "compare_with_oracle"]
 
 #: voxels drawn per training subject to fit one target's regressor
 VOXELS_PER_SUBJECT = 4000
@@ -245,6 +245,15 @@ def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], seque
     return out
 
 
+def oracle_training_subjects(train: Sequence[Subject], sequences: Sequence[str], max_train: int = 12
+                             ) -> list[Subject]:
+    """The training subjects the run's oracle is fitted on: at most ``max_train``, evenly spaced, of
+    those with every sequence (all of ``train`` when none has)."""
+    train = [s for s in train if all(q in s.volumes for q in sequences)] or list(train)
+    pick = np.unique(np.linspace(0, len(train) - 1, min(max_train, len(train))).round().astype(int))
+    return [train[k] for k in pick]
+
+
 def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str],
                    data_root: str | Path | None = None, noise_free: bool = True, max_train: int = 12,
                    max_train_noise_free: int = 6, seed: int = 0, progress: bool = True,
@@ -254,9 +263,7 @@ def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences:
     them re-rendered without noise: rendering costs seconds per subject; noise-free only for simulated
     data). ``pairwise``: also each target from each single other sequence on the noisy volumes, the
     known answer in the form C_d measures (:func:`fit_oracle`)."""
-    train = [s for s in train if all(q in s.volumes for q in sequences)] or list(train)
-    pick = np.unique(np.linspace(0, len(train) - 1, min(max_train, len(train))).round().astype(int))
-    train = [train[k] for k in pick]
+    train = oracle_training_subjects(train, sequences, max_train)
     out = {"noisy": fit_oracle(train, test, sequences, seed, "noisy", progress=progress)}
     if pairwise and len(sequences) > 2:
         out["pairwise"] = fit_oracle(train, test, sequences, seed, "pairwise", progress=progress, pairwise=True)
