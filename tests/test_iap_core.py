@@ -238,7 +238,7 @@ def test_memmap_batches_pickle_without_copying(tmp_path):
 
 
 def test_mirror_relabeling_swaps_head_and_feet_first():
-    from mridomain.iap.training import mirror_relabeling
+    from mridomain.iap.labels import mirror_relabeling
     table = pd.DataFrame({"split": ["train"] * 5, "patient_position": ["FFP", "HFP", "HFP", "HFS", None]})
     enc = LabelEncoder.fit(table, [{"name": "patient_position", "kind": "categorical"}])
     assert enc.categorical[0].classes == ["FFP", "HFP", "HFS", "other"]

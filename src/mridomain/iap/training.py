@@ -21,7 +21,7 @@ from mridomain.iap.cache import cache_iaps, open_cache, split_indices
 from mridomain.iap.checkpoint import read_run, save_run_metadata
 from mridomain.iap.config import IAPConfig, get_preset, learning_rate
 from mridomain.iap.inference import autocast
-from mridomain.iap.labels import IGNORE_INDEX, MIRRORED_POSITION, LabelEncoder, mirror_relabeling  # noqa: F401 (re-exported)
+from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder, mirror_relabeling
 from mridomain.iap.model import IAPNet, build_model, iap_loss, reads_kspace
 
 
