@@ -273,3 +273,38 @@ def test_ranks_split_the_one_global_batch(oversample):
         parts = [task.make_batch(0, step, rank=r, world_size=2) for r in (0, 1)]
         for key in ("x_source", "x_target", "has_target", "real_target"):
             assert torch.equal(torch.cat([p[key] for p in parts]), whole[key])
+
+
+def _silenced_task(paired, available=None):
+    rng = np.random.default_rng(4)
+    seqs = ("a", "b", "c")
+    cfg = make_config("cpu", sequences=seqs, batch_size=4, silence=(1, 2), crop=(8, 8), paired_items=paired,
+                      network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1,
+                               "disc_channels": 4, "code_dim": 4})
+    # subjects 0-1 have every sequence; 2-5 only one of them each, so most items lack a given target
+    if available is None:
+        available = np.array([[1, 1, 1], [1, 1, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], bool)
+    return SynthTask(cfg, SynthData(seqs, _subjects(6, seqs, rng)), SynthData(seqs, _subjects(1, seqs, rng)),
+                     available)
+
+
+def test_paired_items_draw_every_item_from_subjects_with_both_sequences():
+    plain, paired = _silenced_task(False), _silenced_task(True)
+    plain_has = np.concatenate([plain.make_batch(0, s)["has_target"].numpy() for s in range(40)])
+    paired_batches = [paired.make_batch(0, s) for s in range(40)]
+    # every pair (i, j) has the two complete subjects, so every paired item has its target ...
+    assert all(bool(b["has_target"].all()) for b in paired_batches)
+    # ... while plain batches draw from every subject with the source: many items lack the target
+    assert plain_has.mean() < 0.8
+    # the pair drawn is the same: only the items change
+    assert [(b["source"], b["target"]) for b in paired_batches] == \
+        [(plain.make_batch(0, s)["source"], plain.make_batch(0, s)["target"]) for s in range(40)]
+
+
+def test_paired_items_fall_back_to_the_source_s_subjects_when_no_subject_has_the_pair():
+    one_each = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [0, 1, 0], [0, 0, 1]], bool)
+    task = _silenced_task(True, one_each)
+    for step in range(10):
+        batch = task.make_batch(0, step)
+        assert not bool(batch["has_target"].any())      # no pair anywhere: self-reconstruction items only
+        assert batch["x_source"].shape[0] == 4

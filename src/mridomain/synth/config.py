@@ -89,6 +89,10 @@ class SynthConfig(TrainSettings):
     # fraction of each batch cropped around a voxel of the segmentation's lesion labels (the _seg file,
     # BraTS' and the simulator's), as nnU-Net oversamples foreground; 0 (the paper): uniform crops
     lesion_oversample: float = Field(0.0, ge=0, le=1)
+    # draw a step's items from the training subjects that have both its source and its target, when
+    # any do (False, the paper's batch of one: any subject with the source, so that an item without
+    # the target feeds only the self-reconstruction, the cycle and the adversarial terms)
+    paired_items: bool = False
     fractions: tuple[float, float, float] = (0.664, 0.074, 0.262)  # train/val/test by subject (830/93/328 of 1,251)
     val_subjects: int = Field(8, ge=1)        # validation subjects evaluated after every epoch
     val_slices: int = Field(16, ge=1)         # slices per validation subject (evenly spaced)

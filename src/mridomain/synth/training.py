@@ -107,6 +107,10 @@ class SynthTask(TrainTask):
             self.item_subject = np.arange(len(train), dtype=np.int64)
             self.item_z = np.zeros(len(train), np.int64)
         self.pools = [np.flatnonzero(self.available[self.item_subject, k]) for k in range(len(self.seqs))]
+        avail = self.available[self.item_subject]
+        # pair_pools[i][j]: the items whose subject has both sequence i and sequence j (paired_items)
+        self.pair_pools = [[np.flatnonzero(avail[:, i] & avail[:, j]) for j in range(len(self.seqs))]
+                           for i in range(len(self.seqs))]
         # the training items whose segmentation has a lesion voxel (label > 0), for lesion_oversample;
         # looked for only when it is on (a memory-mapped dataset is not read through for nothing)
         has_lesion = np.zeros(len(self.item_subject), bool)
@@ -229,7 +233,10 @@ class SynthTask(TrainTask):
         b = self.config.batch_size
         # the last n_lesion items of the batch are crops around a lesion voxel (nnU-Net's layout)
         n_lesion = int(round(self.config.lesion_oversample * b)) if len(self.lesion_pools[i]) else 0
-        items = rng.choice(self.pools[i], size=b - n_lesion, replace=len(self.pools[i]) < b - n_lesion)
+        pool = self.pools[i]
+        if self.config.paired_items and len(self.pair_pools[i][j]):
+            pool = self.pair_pools[i][j]
+        items = rng.choice(pool, size=b - n_lesion, replace=len(pool) < b - n_lesion)
         reals = rng.choice(self.pools[j], size=b, replace=len(self.pools[j]) < b) if len(self.pools[j]) else []
         origins = [self._crop_origin(rng, self.train.subjects[int(self.item_subject[n])].shape) for n in items]
         if n_lesion:
