@@ -72,11 +72,13 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     assert html.count("<img") == 3
     assert "S_t1_dmap.nii.gz" in html
     assert "every layer at full resolution, the encoder told the source sequence" in html
+    assert "batches drawn from subjects with both the source and the target" in html
     # the demo's generator: full resolution, source-conditioned, no instance normalization, four times
     # the rate; the cpu preset keeps the paper's shape
     cfg = make_config(trained["preset"], **{k: v for k, v in trained.items() if k in ("network", "lr")})
     assert cfg.network.full_resolution and cfg.network.source_code and cfg.network.norm == "none"
     assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 1920
+    assert cfg.paired_items and not make_config("cpu").paired_items and not make_config("paper").paired_items
     preset = make_config("cpu").network
     assert not preset.full_resolution and not preset.source_code and preset.norm == "instance"
 

@@ -153,10 +153,13 @@ PRESETS: dict[str, dict] = {
 #: steps) cost about half the cpu preset's 1,200, and they raised the synth demo's test PSNR from
 #: 25.8 dB at 1,200 steps to 26.7 (docs/synth.md). The encoder also reads 16 Gaussian bumps of each
 #: input channel's intensity (``intensity_bins``), which raised the demo's test PSNR on three seeds by
-#: 0.23-0.90 dB for 8-32 % more CPU per step (bench/synth_bench.py --compare bins; docs/synth.md). No ConvLSTM: 4-D (DCE) data needs
-#: ``network={"lstm_layers": 1}``, at full resolution.
+#: 0.23-0.90 dB for 8-32 % more CPU per step (bench/synth_bench.py --compare bins; docs/synth.md). Its
+#: items come from the subjects that have both the step's source and target (``paired_items``): with
+#: the cycle and adversarial terms off, an item without the target teaches only the self-reconstruction;
+#: at no cost per step it raised the demo's test PSNR by 0.04-0.21 dB on three seeds (docs/synth.md).
+#: No ConvLSTM: 4-D (DCE) data needs ``network={"lstm_layers": 1}``, at full resolution.
 PRESETS["cpu-fullres"] = {
-    **PRESETS["cpu"], "lr": 4e-3, "epochs": 16,
+    **PRESETS["cpu"], "lr": 4e-3, "epochs": 16, "paired_items": True,
     "network": {**PRESETS["cpu"]["network"], "norm": "none", "source_code": True, "full_resolution": True,
                 "enc_channels": (32, 32, 32), "enc_kernels": (3, 3, 3), "n_res_enc": 0,
                 "dec_channels": (32, 32), "dec_kernels": (3, 3, 3), "n_res_dec": 0, "intensity_bins": 16},

@@ -139,13 +139,16 @@ class _Background:
         self._pool.join()
 
 
-def _generator_shape(network) -> str:
-    """How the trained generator departs from the paper's, read from its saved network config."""
+def _generator_shape(config) -> str:
+    """How the trained generator and its batches depart from the paper's, read from the saved config."""
+    network = config.network
     changes = [text for on, text in ((network.full_resolution, "every layer at full resolution"),
                                      (network.source_code, "the encoder told the source sequence"),
                                      (network.norm == "none", "no instance normalization"),
                                      (network.intensity_bins > 0,
-                                      f"{network.intensity_bins} intensity bumps per input channel")) if on]
+                                      f"{network.intensity_bins} intensity bumps per input channel"),
+                                     (config.paired_items, "batches drawn from subjects with both the source "
+                                                           "and the target")) if on]
     return ("not the paper's shape: " + ", ".join(changes) + ", docs/synth.md") if changes else "the paper's shape"
 
 
@@ -227,7 +230,7 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
                           + [{"stage": "total", "seconds": round(seconds, 1)}])
     intro = Section("Demo", text=(
         f"{sim.summary()}\n\nTrained the {DEMO_PRESET} preset ({fit.epochs_run} epochs, best validation epoch "
-        f"{fit.best_epoch}; {_generator_shape(run.config.network)}) on {len(run.schema['splits']['train'])} "
+        f"{fit.best_epoch}; {_generator_shape(run.config)}) on {len(run.schema['splits']['train'])} "
         f"subjects with 1-3 of their 4 sequences "
         f"silenced (the paper's incomplete-protocol setting); evaluated on {len(test_ids)} complete test "
         f"subjects.\n\nLoad average {load0} at the start, {check['load_average_end']} at the end, "
