@@ -156,7 +156,8 @@ PRESETS: dict[str, dict] = {
 #: 0.23-0.90 dB for 8-32 % more CPU per step (bench/synth_bench.py --compare bins; docs/synth.md). Its
 #: items come from the subjects that have both the step's source and target (``paired_items``): with
 #: the cycle and adversarial terms off, an item without the target teaches only the self-reconstruction;
-#: at no cost per step it raised the demo's test PSNR by 0.04-0.21 dB on three seeds (docs/synth.md).
+#: at no cost per step it raised the demo's test PSNR by 0.05-0.21 dB and its validation PSNR by
+#: 0.11-0.35 dB on three seeds (docs/synth.md).
 #: No ConvLSTM: 4-D (DCE) data needs ``network={"lstm_layers": 1}``, at full resolution.
 PRESETS["cpu-fullres"] = {
     **PRESETS["cpu"], "lr": 4e-3, "epochs": 16, "paired_items": True,

@@ -106,11 +106,12 @@ class SynthTask(TrainTask):
         else:
             self.item_subject = np.arange(len(train), dtype=np.int64)
             self.item_z = np.zeros(len(train), np.int64)
-        self.pools = [np.flatnonzero(self.available[self.item_subject, k]) for k in range(len(self.seqs))]
         avail = self.available[self.item_subject]
-        # pair_pools[i][j]: the items whose subject has both sequence i and sequence j (paired_items)
+        # pair_pools[i][j]: the items whose subject has both sequence i and sequence j (paired_items);
+        # pools[i], its diagonal: the items whose subject has sequence i
         self.pair_pools = [[np.flatnonzero(avail[:, i] & avail[:, j]) for j in range(len(self.seqs))]
                            for i in range(len(self.seqs))]
+        self.pools = [self.pair_pools[k][k] for k in range(len(self.seqs))]
         # the training items whose segmentation has a lesion voxel (label > 0), for lesion_oversample;
         # looked for only when it is on (a memory-mapped dataset is not read through for nothing)
         has_lesion = np.zeros(len(self.item_subject), bool)
