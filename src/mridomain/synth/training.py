@@ -25,7 +25,7 @@ import torch
 from mridomain.engine import Engine, FitResult, StepContext, TrainTask, write_json_atomic
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.synth.config import SynthConfig, make_config
-from mridomain.synth.data import (BRAIN_FRACTION, NORMALIZATION, SynthData, load_dataset, silence_mask,
+from mridomain.synth.data import (BRAIN_FRACTION, NORMALIZATION, Subject, SynthData, load_dataset, silence_mask,
                                   slice_stack, split_subjects)
 from mridomain.synth.losses import (cycle_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                                     reconstruction_loss)
@@ -134,7 +134,7 @@ class SynthTask(TrainTask):
     def _lesion_region(self, item: int) -> np.ndarray | None:
         """The segmentation of training item ``item`` (its slice in 2-D modes, its volume in 3-D) as a
         lesion mask (label > 0); None without a segmentation."""
-        sub = self.train.subjects[int(self.item_subject[item])]
+        sub = self._item_subject(item)
         if sub.seg is None:
             return None
         return (sub.seg[int(self.item_z[item])] if self.ndims == 2 else sub.seg) > 0
@@ -192,7 +192,13 @@ class SynthTask(TrainTask):
         })
 
     # -- batches -----------------------------------------------------------------------------------
-    def _crop_origin(self, rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[int, ...]:
+    def _item_subject(self, item: int) -> Subject:
+        """The training subject that item ``item`` (a slice stack or a volume) comes from."""
+        return self.train.subjects[int(self.item_subject[item])]
+
+    def _crop_origin(self, rng: np.random.Generator, item: int) -> tuple[int, ...]:
+        """A crop origin drawn uniformly over item ``item``; centred where the image is smaller."""
+        shape = self._item_subject(item).shape
         dims = len(self.spatial)
         return tuple(int(rng.integers(0, max(1, s - c + 1))) if s > c else -((c - s) // 2)
                      for s, c in zip(shape[-dims:], self.spatial))
@@ -200,7 +206,7 @@ class SynthTask(TrainTask):
     def _lesion_crop_origin(self, rng: np.random.Generator, item: int) -> tuple[int, ...]:
         """A crop origin whose crop holds one of the item's lesion voxels, drawn at random, at a random
         place in the crop (nnU-Net's foreground oversampling); centred where the image is smaller."""
-        shape = self.train.subjects[int(self.item_subject[item])].shape
+        shape = self._item_subject(item).shape
         region = self._lesion_region(item)
         lesions = np.flatnonzero(region)
         voxel = np.unravel_index(lesions[int(rng.integers(len(lesions)))], region.shape)
@@ -210,8 +216,7 @@ class SynthTask(TrainTask):
 
     def _sample(self, item: int, seq: int, origin: tuple[int, ...]) -> np.ndarray:
         """(T, C, *spatial) in [-1, 1] of one training item (slice stack or 3-D crop)."""
-        sub = self.train.subjects[int(self.item_subject[item])]
-        vol = sub.volumes[self.seqs[seq]]
+        vol = self._item_subject(item).volumes[self.seqs[seq]]
         x = slice_stack(vol, int(self.item_z[item]), self.channels) if self.ndims == 2 else vol[:, np.newaxis]
         dims = len(self.spatial)
         out = np.zeros(x.shape[:-dims] + tuple(self.spatial), np.float32)
@@ -239,13 +244,13 @@ class SynthTask(TrainTask):
             pool = self.pair_pools[i][j]
         items = rng.choice(pool, size=b - n_lesion, replace=len(pool) < b - n_lesion)
         reals = rng.choice(self.pools[j], size=b, replace=len(self.pools[j]) < b) if len(self.pools[j]) else []
-        origins = [self._crop_origin(rng, self.train.subjects[int(self.item_subject[n])].shape) for n in items]
+        origins = [self._crop_origin(rng, n) for n in items]
         if n_lesion:
             lesion_items = rng.choice(self.lesion_pools[i], size=n_lesion,
                                       replace=len(self.lesion_pools[i]) < n_lesion)
             origins += [self._lesion_crop_origin(rng, n) for n in lesion_items]
             items = np.concatenate([items, lesion_items])
-        real_origins = [self._crop_origin(rng, self.train.subjects[int(self.item_subject[n])].shape) for n in reals]
+        real_origins = [self._crop_origin(rng, n) for n in reals]
         if world_size > 1:
             # every rank draws the whole batch and keeps its part: the ranks' parts are the one batch
             keep = np.array_split(np.arange(b), world_size)[rank]
