@@ -7,7 +7,7 @@ adversarial weight is not 0, the discriminator's, with Adam, on slices of simula
 2 mm. Printed per variant: median wall and CPU seconds per step, steps/s, and the ratios to the first
 variant measured in the same run (on a shared machine wall time follows the load; CPU time less so).
 
-    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins]
+    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins|context]
 
 ``presets`` (default):
   issue-25 start   the cpu preset when issue 25 was filed: one ConvLSTM layer, whole 100 x 84 slices
@@ -21,6 +21,7 @@ variant measured in the same run (on a shared machine wall time follows the load
 ``terms``: the 1800-step preset without the adversarial term, without the cycle, without both.
 ``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
 ``bins``: the ``cpu-fullres`` step without its intensity bumps (the previous release's demo), with them.
+``context``: the ``cpu-fullres`` step without and with the context branch (``context_pool`` 4 and 8).
 The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
 """
 from __future__ import annotations
@@ -110,6 +111,9 @@ TERMS = {"1800-step": PRESET_1800, "no adversarial": {**PRESET_1800, "lambda_adv
          "neither": {**PRESET_1800, "lambda_adv": 0.0, "lambda_cyc": 0.0}}
 BINS = {"fullres, 0 bins": {"_preset": "cpu-fullres", "network": {"intensity_bins": 0}},
         "fullres, 16 bins": {"_preset": "cpu-fullres"}}
+CONTEXT = {"fullres": {"_preset": "cpu-fullres", "network": {"context_pool": 0}},
+           "context pool 4": {"_preset": "cpu-fullres", "network": {"context_pool": 4}},
+           "context pool 8": {"_preset": "cpu-fullres", "network": {"context_pool": 8}}}
 
 
 def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
@@ -125,11 +129,11 @@ def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--compare", choices=("presets", "terms", "policy", "bins"), default="presets")
+    ap.add_argument("--compare", choices=("presets", "terms", "policy", "bins", "context"), default="presets")
     args = ap.parse_args()
     load = os.getloadavg()
-    if args.compare in ("presets", "terms", "bins"):
-        variants = {"presets": PRESETS, "terms": TERMS, "bins": BINS}[args.compare]
+    if args.compare in ("presets", "terms", "bins", "context"):
+        variants = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT}[args.compare]
         results = {name: _run(over, args.steps) for name, over in variants.items()}
     else:
         results = {"default policy": _run({}, args.steps, None), "PASSIVE": _run({}, args.steps, "PASSIVE")}

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from mridomain.errors import InvalidArgumentError
 from mridomain.synth.config import make_config
-from mridomain.synth.network import (ConvLSTM, HyperConv, Seq2SeqGenerator, build_discriminator, intensity_features,
+from mridomain.synth.network import (ContextBranch, ConvLSTM, HyperConv, Seq2SeqGenerator, build_discriminator, intensity_features,
                                      one_hot_code, profile_config)
 
 
@@ -199,3 +199,45 @@ def test_a_generator_with_intensity_bins_reads_them_and_refuses_one_bin():
     assert first.kshape[1] == 15
     with pytest.raises(InvalidArgumentError, match="at least 2"):
         _small(intensity_bins=1)
+
+
+def test_context_branch_adds_the_upsampled_coarse_convolutions_by_hand():
+    """The branch is x + upsample(conv(leaky(conv(avgpool(x))))), and starts as the identity."""
+    torch.manual_seed(0)
+    branch = ContextBranch(channels=2, pool=4)
+    x = torch.rand(1, 2, 8, 12)
+    first, last = branch.body[1], branch.body[4]
+    for conv in (first, last):
+        torch.nn.init.normal_(conv.weight)
+    pooled = x.reshape(1, 2, 2, 4, 3, 4).mean(dim=(3, 5))          # 4 x 4 blocks averaged by hand
+    y = F.conv2d(F.pad(pooled, (1, 1, 1, 1), mode="reflect"), first.weight, first.bias)
+    y = F.conv2d(F.pad(F.leaky_relu(y, 0.2), (1, 1, 1, 1), mode="reflect"), last.weight, last.bias)
+    expected = x + F.interpolate(y, size=(8, 12), mode="bilinear", align_corners=False)
+    assert torch.allclose(branch(x), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("norm", ["none", "instance"])
+def test_a_generator_with_a_context_branch_starts_without_it_and_pads_to_its_pooling(norm):
+    torch.manual_seed(1)
+    kw = dict(in_channels=3, full_resolution=True, source_code=True, lstm_layers=0, norm=norm)
+    g = _small(context_pool=4, **kw)
+    assert g.downsampling == 4 and _small(**kw).downsampling == 1
+    assert _small(context_pool=2, in_channels=3, lstm_layers=0).downsampling == 8   # 4x down, then 2x pooled
+    x = torch.rand(2, 1, 3, 8, 8) * 2 - 1
+    code, source = one_hot_code(1, 4), one_hot_code(0, 4)
+    if norm == "none":
+        # without normalization the branch's last convolution starts at zero (SkipInit): no effect yet
+        assert torch.count_nonzero(g.context.body[4].weight) == 0
+        with torch.no_grad():
+            features = g.encoder(x.reshape(2, 3, 8, 8), g.code_mlp(source))     # no intensity bins here
+            assert torch.equal(g.context(features), features)
+    with pytest.raises(InvalidArgumentError, match="multiple of 4"):
+        g(torch.rand(1, 1, 3, 8, 6), code, source_code=source, cycle=False)
+    with pytest.raises(InvalidArgumentError, match="at least 2"):
+        _small(context_pool=1)
+
+
+def test_a_crop_that_the_context_pooling_does_not_divide_is_refused():
+    with pytest.raises(ValueError, match="context branch"):
+        make_config("cpu-fullres", crop=(60, 60), network={"context_pool": 8})
+    assert make_config("cpu-fullres", crop=(64, 64), network={"context_pool": 8}).network.context_pool == 8

@@ -43,6 +43,10 @@ class NetworkConfig(Settings):
     # Gaussian bumps of each input channel's intensity fed to the encoder beside it (0: off, the
     # paper): any smooth lookup of a voxel's intensity becomes linear (network.intensity_features)
     intensity_bins: int = Field(0, ge=0)
+    # after the encoder, a branch that adds two convolutions of the features average-pooled by this
+    # factor (0: off, the paper): context beyond the few 3x3 layers of a full-resolution generator
+    # (network.ContextBranch); spatial sizes must then be multiples of it
+    context_pool: int = Field(0, ge=0)
     disc_channels: int = Field(64, ge=1)     # first PatchGAN layer's channels
     disc_layers: int = Field(3, ge=1)
 
@@ -117,6 +121,11 @@ class SynthConfig(TrainSettings):
             raise ValueError(f"crop {self.crop} must have {self.network.ndims} sizes in mode {self.network.mode}")
         if self.crop is not None and any(c % 4 for c in self.crop):
             raise ValueError(f"crop {self.crop}: sizes must be multiples of 4 (two 2x downsamplings)")
+        pool = self.network.context_pool
+        if self.crop is not None and pool and any(c % (pool * (1 if self.network.full_resolution else 4))
+                                                  for c in self.crop):
+            raise ValueError(f"crop {self.crop}: sizes must be multiples of the context branch's pooling "
+                             f"({pool}{'' if self.network.full_resolution else ' x 4'})")
         return self
 
 

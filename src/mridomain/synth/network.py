@@ -10,6 +10,8 @@ shared HyperDecoder whose HyperConv kernels are chosen by the target sequence's 
 Two options that the paper does not have serve short CPU runs (the ``cpu-fullres`` preset):
 ``source_code`` makes the encoder's stem and stride convolutions HyperConvs of the *source* sequence's
 code, and ``full_resolution`` drops the downsampling and upsampling.
+``intensity_bins`` feeds the encoder Gaussian bumps of each input's intensity, and ``context_pool``
+(in no preset) adds a coarse context branch after the encoder (:class:`ContextBranch`).
 
 Tensors are ``(B, T, C, *spatial)``: ``spatial`` is ``(H, W)`` in the 2-D / 2.5-D modes (2.5-D: three
 adjacent slices as the ``C = 3`` channels) and ``(D, H, W)`` in the 3-D mode.
@@ -26,7 +28,7 @@ from torch import nn
 
 from mridomain.errors import InvalidArgumentError
 
-__all__ = ["HyperConv", "ResidualBlock", "HyperResidualBlock", "Encoder", "HyperDecoder",
+__all__ = ["HyperConv", "ContextBranch", "ResidualBlock", "HyperResidualBlock", "Encoder", "HyperDecoder",
            "ConvLSTMCell", "ConvLSTM", "Seq2SeqGenerator", "intensity_features", "one_hot_code",
            "build_generator", "build_discriminator", "profile_generator", "profile_config"]
 
@@ -178,6 +180,31 @@ class Encoder(nn.Module):
         return x
 
 
+class ContextBranch(nn.Module):
+    """Features plus what a coarse view of them adds: average-pool by ``pool``, two 3x3 convolutions
+    (LeakyReLU between), bilinear upsampling back, added to the input.
+
+    Not in the paper. A full-resolution generator of a few 3x3 layers sees 13 x 13 pixels; a tissue
+    told apart only by its surroundings (simulated vasogenic edema against the CSF border, both mid-grey
+    on T2) needs a wider view. The branch reaches ``pool`` x 5 pixels around each one for 2 / pool^2 of
+    a full-resolution layer's work. Its last convolution starts at zero, so the branch starts as the
+    identity (SkipInit, De & Smith, NeurIPS 2020).
+    """
+
+    def __init__(self, channels: int, pool: int, ndims: int = 2):
+        super().__init__()
+        conv = _conv_cls(ndims)
+        self.pool, self.ndims = pool, ndims
+        self.body = nn.Sequential(_reflect_pad(ndims, 1), conv(channels, channels, 3), nn.LeakyReLU(LEAKY_SLOPE),
+                                  _reflect_pad(ndims, 1), conv(channels, channels, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` plus the upsampled convolutions of its ``pool``-fold average (sizes multiples of ``pool``)."""
+        pooled = (F.avg_pool2d if self.ndims == 2 else F.avg_pool3d)(x, self.pool)
+        mode = "bilinear" if self.ndims == 2 else "trilinear"
+        return x + F.interpolate(self.body(pooled), size=x.shape[2:], mode=mode, align_corners=False)
+
+
 class HyperDecoder(nn.Module):
     """``n_res`` hyper-residual blocks, then (2x upsample, HyperConv, norm, LeakyReLU) twice and a
     last HyperConv with tanh: three HyperConv layers outside the blocks, two upsamplings."""
@@ -283,7 +310,8 @@ class Seq2SeqGenerator(nn.Module):
                  enc_kernels: tuple[int, int, int] = (7, 3, 3),
                  dec_channels: tuple[int, int] = (128, 64), dec_kernels: tuple[int, int, int] = (3, 3, 7),
                  n_res_enc: int = 6, n_res_dec: int = 6, lstm_layers: int = 3, norm: str = "instance",
-                 source_code: bool = False, full_resolution: bool = False, intensity_bins: int = 0):
+                 source_code: bool = False, full_resolution: bool = False, intensity_bins: int = 0,
+                 context_pool: int = 0):
         super().__init__()
         if norm not in ("instance", "none"):
             raise InvalidArgumentError(f"norm must be 'instance' or 'none', got {norm!r}")
@@ -294,6 +322,9 @@ class Seq2SeqGenerator(nn.Module):
         self.encoder = Encoder(in_channels * (1 + intensity_bins), enc_channels, enc_kernels, n_res_enc, ndims, norm,
                                code_dim if source_code else None, bank_dim, downsample=not full_resolution)
         feat = self.encoder.out_channels
+        if context_pool == 1 or context_pool < 0:
+            raise InvalidArgumentError(f"context_pool must be 0 (off) or at least 2, got {context_pool}")
+        self.context = ContextBranch(feat, context_pool, ndims) if context_pool else None
         self.enc_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         self.dec_lstm = ConvLSTM(feat, lstm_layers, 3, ndims) if lstm_layers else None
         # the MLP of Fig. 2(c) before every HyperConv's own Linear map
@@ -329,7 +360,10 @@ class Seq2SeqGenerator(nn.Module):
         if self.norm == "none":
             branch_ends = {id(b.body[5]) for b in self.encoder.modules() if isinstance(b, ResidualBlock)}
             branch_ends |= {id(b.conv2) for b in self.decoder.res}
-        for m in self.encoder.modules():
+        if self.context is not None:
+            branch_ends.add(id(self.context.body[4]))
+        plain = list(self.encoder.modules()) + (list(self.context.modules()) if self.context is not None else [])
+        for m in plain:
             if isinstance(m, (nn.Conv2d, nn.Conv3d)):
                 m.weight.normal_(0.0, math.sqrt(gain2 / m.weight[0].numel()))
                 if id(m) in branch_ends:
@@ -347,8 +381,10 @@ class Seq2SeqGenerator(nn.Module):
 
     @property
     def downsampling(self) -> int:
-        """Spatial sizes must be multiples of this (two stride-2 convolutions, none at full resolution)."""
-        return 1 if self.full_resolution else 4
+        """Spatial sizes must be multiples of this: two stride-2 convolutions (none at full resolution),
+        times the context branch's pooling."""
+        stride = 1 if self.full_resolution else 4
+        return stride * (self.context.pool if self.context is not None else 1)
 
     def encode(self, x: torch.Tensor, source_code: torch.Tensor | None = None) -> torch.Tensor:
         """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / downsampling)``;
@@ -366,6 +402,8 @@ class Seq2SeqGenerator(nn.Module):
         if source_code is not None and self.encoder.conditioned:
             style = self.code_mlp(source_code.reshape(1, -1).to(x.dtype))
         feats = self.encoder(intensity_features(x.reshape(b * t, *x.shape[2:]), self.intensity_bins), style)
+        if self.context is not None:
+            feats = self.context(feats)
         feats = feats.reshape(b, t, *feats.shape[1:])
         if self.enc_lstm is not None:
             feats = self.enc_lstm(feats)
@@ -405,7 +443,8 @@ def build_generator(network: Any) -> Seq2SeqGenerator:
         enc_kernels=tuple(network.enc_kernels), dec_channels=tuple(network.dec_channels),
         dec_kernels=tuple(network.dec_kernels), n_res_enc=network.n_res_enc, n_res_dec=network.n_res_dec,
         lstm_layers=network.lstm_layers, norm=network.norm, source_code=network.source_code,
-        full_resolution=network.full_resolution, intensity_bins=network.intensity_bins)
+        full_resolution=network.full_resolution, intensity_bins=network.intensity_bins,
+        context_pool=network.context_pool)
 
 
 def build_discriminator(network: Any) -> nn.Module:
