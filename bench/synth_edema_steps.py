@@ -1,0 +1,71 @@
+"""How many training steps on one translation does the generator need before it makes edema bright?
+
+    OMP_NUM_THREADS=1 python bench/synth_edema_steps.py DEMO_FOLDER OUT EPOCHS [SEQUENCES] [OVERRIDES]
+
+``DEMO_FOLDER`` is the output of ``mridomain synth demo`` (its ``brains/`` carry the simulator's tissue
+truth). The bench trains the demo's generator (``cpu-fullres``, the demo's split and seed, no progress
+bars) for ``EPOCHS`` epochs of 120 steps into ``OUT``, on ``SEQUENCES`` (comma-separated, default
+``t2,flair``: the two sequences alone, so that every step is T2 -> FLAIR or FLAIR -> T2;
+``t1,t1ce,t2,flair``: the demo's twelve translations). ``OVERRIDES`` is a JSON object of
+:class:`~mridomain.synth.config.SynthConfig` fields (default ``{"silence": [0, 0]}``: nothing silenced;
+``{"silence": [1, 3]}`` is the demo's). Then it translates T2 into FLAIR on 8 training subjects and on
+the test subjects and prints, over the head slices, the mean signed error (bias) and the mean squared
+error in the simulator's edema, and the mean squared error over the brain.
+
+Each step trains one ordered pair of sequences, so the steps T2 -> FLAIR gets are the steps divided by
+the number of ordered pairs: 2 for two sequences, 12 for the demo's four.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from mridomain.sim.brain.anatomy import TRUTH_LABELS
+from mridomain.synth.data import load_dataset
+from mridomain.synth.demo import DEMO_FRACTIONS
+from mridomain.synth.model import load_run
+from mridomain.synth.training import train
+
+
+def edema_errors(run, subjects, source: str = "t2", target: str = "flair") -> dict[str, float]:
+    """Bias and MSE of ``source -> target`` in edema, and the MSE over the brain (head slices)."""
+    edema, brain_sq, brain_n = [], 0.0, 0
+    for sub in subjects:
+        head = sub.head_slices()
+        made = run.translate(sub, source, [target], slices=head)[target][0]
+        error = made - sub.volumes[target][0][head]
+        labels = sub.truth[head]
+        edema.append(error[labels == TRUTH_LABELS["edema"]])
+        brain_sq += float((error[labels > 0] ** 2).sum())
+        brain_n += int((labels > 0).sum())
+    e = np.concatenate(edema)
+    return {"edema_bias": float(e.mean()), "edema_mse": float((e ** 2).mean()), "brain_mse": brain_sq / brain_n}
+
+
+def main(folder: str, out: str, epochs: str, sequences: str = "t2,flair", overrides: str = "{}") -> None:
+    seqs = tuple(sequences.split(","))
+    if "t2" not in seqs or "flair" not in seqs:
+        sys.exit("SEQUENCES must include t2 and flair")
+    over = {"silence": [0, 0], **json.loads(overrides)}
+    data = load_dataset(f"{folder}/brains", seqs, progress=False)
+    start = time.perf_counter()
+    train(data, out, preset="cpu-fullres", epochs=int(epochs), seed=0, progress=False, fractions=DEMO_FRACTIONS,
+          sequences=seqs, **over)
+    seconds = time.perf_counter() - start
+    run = load_run(out)
+    pairs = len(seqs) * (len(seqs) - 1)
+    steps = int(epochs) * run.config.steps_per_epoch
+    print(f"{sequences}, {over}: {steps} steps, {steps // pairs} of them T2 -> FLAIR; train {seconds:.0f} s")
+    for split, ids in (("train", run.schema["splits"]["train"][:8]), ("test", run.schema["splits"]["test"])):
+        r = edema_errors(run, data.subset(ids).subjects)
+        print(f"  {split:>5} ({len(ids)} subjects): edema bias {r['edema_bias']:+.3f}, edema MSE "
+              f"{r['edema_mse']:.4f}, brain MSE {r['brain_mse']:.4f}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) not in (4, 5, 6):
+        sys.exit(__doc__)
+    main(*sys.argv[1:])
