@@ -23,11 +23,11 @@ __all__ = ["DemoResult", "run_demo", "DEMO_SUBJECTS"]
 #: subjects simulated by the demo, split 27 / 4 / 5 (train / validation / test)
 DEMO_SUBJECTS = 36
 DEMO_FRACTIONS = (0.75, 0.1, 0.15)
-#: ``--full``: more subjects (45 / 6 / 9) and 4.8 times the cpu preset's 1,200 steps (5,760 steps: about
-#: 25 minutes of training on 2 idle cores at bench/synth_bench.py's 0.24 s of CPU per step; the docs quote
-#: its figures)
+#: ``--full``: more subjects (45 / 6 / 9) and six times the demo's steps (11,520: 96 epochs, 960 per
+#: ordered pair). At 48 epochs it gave 27.42 dB; at 96, 28.21 dB in 31 min 23 s wall on 2 idle cores,
+#: with M_d(T1Gd) below the T1Gd intensity (docs/synth.md, "--full at 96 epochs"; the docs quote its figures)
 FULL_SUBJECTS = 60
-FULL_EPOCHS = 48
+FULL_EPOCHS = 96
 #: the demo trains the ``cpu-fullres`` preset: 1,920 steps of the cpu preset's crops with a generator that
 #: is not the paper's shape (full resolution, source-conditioned encoder, no instance normalization;
 #: synth.config and docs/synth.md, "A generator that learns every translation in 1,200 CPU steps"). On
