@@ -225,12 +225,11 @@ def test_a_generator_with_a_context_branch_starts_without_it_and_pads_to_its_poo
     assert _small(context_pool=2, in_channels=3, lstm_layers=0).downsampling == 8   # 4x down, then 2x pooled
     x = torch.rand(2, 1, 3, 8, 8) * 2 - 1
     code, source = one_hot_code(1, 4), one_hot_code(0, 4)
-    if norm == "none":
-        # without normalization the branch's last convolution starts at zero (SkipInit): no effect yet
-        assert torch.count_nonzero(g.context.body[4].weight) == 0
-        with torch.no_grad():
-            features = g.encoder(x.reshape(2, 3, 8, 8), g.code_mlp(source))     # no intensity bins here
-            assert torch.equal(g.context(features), features)
+    # the branch's last convolution starts at zero (SkipInit), with or without normalization: no effect yet
+    assert torch.count_nonzero(g.context.body[4].weight) == 0
+    with torch.no_grad():
+        features = g.encoder(x.reshape(2, 3, 8, 8), g.code_mlp(source))     # no intensity bins here
+        assert torch.equal(g.context(features), features)
     with pytest.raises(InvalidArgumentError, match="multiple of 4"):
         g(torch.rand(1, 1, 3, 8, 6), code, source_code=source, cycle=False)
     with pytest.raises(InvalidArgumentError, match="at least 2"):

@@ -387,9 +387,9 @@ class Seq2SeqGenerator(nn.Module):
         return stride * (self.context.pool if self.context is not None else 1)
 
     def encode(self, x: torch.Tensor, source_code: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / downsampling)``;
-        ``source_code`` (the one-hot code of ``x``'s sequence) is required by a generator built with
-        ``source_code=True`` and ignored otherwise."""
+        """``(B, T, C, *spatial)`` -> the fused representation ``(B, 1, F, *spatial / 4)`` (``spatial``
+        itself at full resolution); ``source_code`` (the one-hot code of ``x``'s sequence) is required
+        by a generator built with ``source_code=True`` and ignored otherwise."""
         if x.dim() != self.ndims + 3 or x.shape[2] != self.in_channels:
             raise InvalidArgumentError(
                 f"generator input must be (B, T, {self.in_channels}, {'D, ' if self.ndims == 3 else ''}H, W), "
