@@ -114,6 +114,8 @@ BINS = {"fullres, 0 bins": {"_preset": "cpu-fullres", "network": {"intensity_bin
 CONTEXT = {"fullres": {"_preset": "cpu-fullres", "network": {"context_pool": 0}},
            "context pool 4": {"_preset": "cpu-fullres", "network": {"context_pool": 4}},
            "context pool 8": {"_preset": "cpu-fullres", "network": {"context_pool": 8}}}
+#: the --compare choices that time a set of configs (``policy`` times one config two ways)
+COMPARISONS = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT}
 
 
 def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
@@ -129,12 +131,11 @@ def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--compare", choices=("presets", "terms", "policy", "bins", "context"), default="presets")
+    ap.add_argument("--compare", choices=(*COMPARISONS, "policy"), default="presets")
     args = ap.parse_args()
     load = os.getloadavg()
-    if args.compare in ("presets", "terms", "bins", "context"):
-        variants = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT}[args.compare]
-        results = {name: _run(over, args.steps) for name, over in variants.items()}
+    if args.compare in COMPARISONS:
+        results = {name: _run(over, args.steps) for name, over in COMPARISONS[args.compare].items()}
     else:
         results = {"default policy": _run({}, args.steps, None), "PASSIVE": _run({}, args.steps, "PASSIVE")}
     end = os.getloadavg()
