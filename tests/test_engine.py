@@ -185,3 +185,41 @@ def test_run_without_checkpoints_or_plots_trains_the_same(tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
     with pytest.raises(InvalidArgumentError, match="resumable=False"):
         Engine(s, tmp_path / "lean", progress=False, resumable=False).fit(ddp_task.TinyTask(s), resume=True)
+
+
+@pytest.mark.parametrize("cpu_amp, native, expected", [("off", True, "32-true"), ("bf16", False, "bf16-mixed"),
+                                                       ("auto", True, "bf16-mixed"), ("auto", False, "32-true")])
+def test_cpu_amp_trains_the_wrapped_modules_in_bf16_only_when_asked_and_records_it(tmp_path, monkeypatch, cpu_amp,
+                                                                                  native, expected):
+    import mridomain.engine.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "cpu_has_native_bf16", lambda: native)
+    seen = []
+    build = ddp_task.TinyTask.build_modules
+
+    def build_with_probe(self):
+        modules = build(self)
+        modules["model"][0].register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        return modules
+
+    monkeypatch.setattr(ddp_task.TinyTask, "build_modules", build_with_probe)
+    res = ddp_task.fit(str(tmp_path / "r"), epochs=1, cpu_amp=cpu_amp)
+    steps = ddp_task.N // ddp_task.BATCH
+    # the training steps' convolution ran in bf16 under autocast; validation (unwrapped) in float32
+    assert seen[:steps] == [torch.bfloat16 if expected == "bf16-mixed" else torch.float32] * steps
+    assert seen[steps:] == [torch.float32]
+    assert res.precision == expected
+    assert read_json(tmp_path / "r" / "last" / "state.json")["precision"] == expected
+    assert (expected != "32-true") == ("bf16-mixed" in res.summary())
+    assert np.isfinite(res.metrics["val_loss"]).all()
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="reads the CPU flags of Linux's /proc/cpuinfo")
+def test_native_bf16_probe_agrees_with_the_cpu_flags():
+    from mridomain.engine import cpu_has_native_bf16
+
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags |= set(line.split(":", 1)[1].split())
+    assert cpu_has_native_bf16() == bool(flags & {"amx_tile", "avx512_bf16"})

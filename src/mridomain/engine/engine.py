@@ -39,7 +39,7 @@ from mridomain.files import atomic_write, read_versioned_json
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 
 __all__ = ["Engine", "TrainTask", "StepContext", "FitResult", "epoch_batches", "resolve_device",
-           "distributed_environment", "LAST"]
+           "distributed_environment", "training_precision", "cpu_has_native_bf16", "LAST"]
 
 #: the resumable checkpoint folder inside a run folder
 LAST = "last"
@@ -212,16 +212,32 @@ class FitResult:
     seconds: float
     metrics: pd.DataFrame = field(repr=False)
     monitor: str = "val_loss"
+    precision: str = "32-true"      # Lightning Fabric's precision the run trained in (training_precision)
 
     def summary(self) -> str:
         """One line for the terminal: epochs run, best monitored value and where the run is."""
-        return (f"trained {self.epochs_run} epochs in {self.seconds:.0f} s; best {self.monitor} "
+        mixed = "" if self.precision == "32-true" else f" ({self.precision})"
+        return (f"trained {self.epochs_run} epochs in {self.seconds:.0f} s{mixed}; best {self.monitor} "
                 f"{self.best_metric:.4f} at epoch {self.best_epoch}; run folder {self.run}")
 
 
-def _precision(settings: TrainSettings, device: torch.device) -> str:
-    if settings.amp and device.type == "cuda":
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bfloat16 convolutions and matrix products in hardware (Intel AMX tiles
+    or AVX512-BF16). Without them it emulates bfloat16, which made a synthesis training step 8.7x
+    slower than float32 (AMD EPYC, AVX2); with AMX it was 1.5x faster (docs/synth.md)."""
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return any(probe is not None and bool(probe()) for probe in probes)
+
+
+def training_precision(settings: TrainSettings, device: torch.device) -> str:
+    """Lightning Fabric's precision for these settings on ``device``: ``amp`` on CUDA (bf16 where
+    supported, else fp16), ``cpu_amp`` on the CPU (``auto``: bf16 only with native bf16), else fp32."""
+    if device.type == "cuda":
+        if settings.amp:
+            return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    elif device.type == "cpu":
+        if settings.cpu_amp == "bf16" or (settings.cpu_amp == "auto" and cpu_has_native_bf16()):
+            return "bf16-mixed"
     return "32-true"
 
 
@@ -247,7 +263,7 @@ def make_fabric(settings: TrainSettings) -> Any:
     else:
         devices_arg = devices
     fabric = Fabric(accelerator=device.type, devices=devices_arg, num_nodes=num_nodes, strategy=strategy_obj,
-                    precision=_precision(settings, device))
+                    precision=training_precision(settings, device))
     fabric.launch()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         _destroy_process_group_at_exit()
@@ -426,6 +442,7 @@ class Engine:
                                           f"the config {s.monitor!r}")
 
         fabric = make_fabric(s)
+        precision = training_precision(s, fabric.device)
         fabric.seed_everything(s.seed, verbose=False)
         raw = task.build_modules()
         if not raw:
@@ -520,7 +537,7 @@ class Engine:
                                       "epoch": epoch + 1, "best_metric": finite(best), "best_epoch": best_epoch,
                                       "stale": stale, "monitor": s.monitor, "monitor_mode": s.monitor_mode,
                                       "modules": sorted(raw), "optimizers": sorted(optimizers),
-                                      "world_size": fabric.world_size})
+                                      "world_size": fabric.world_size, "precision": precision})
             fabric.barrier()
             postfix = {k.replace("train_", ""): f"{v:.3f}" for k, v in row.items() if k.startswith("train_")}
             postfix[s.monitor] = f"{metric:.3f}"
@@ -534,7 +551,8 @@ class Engine:
             plot_learning_curve(metrics, self.out / "learning_curve.png", s.monitor)
             task.plot(metrics, self.out)
         return FitResult(run=self.out, best_epoch=best_epoch, best_metric=float(best), epochs_run=len(metrics),
-                         seconds=time.perf_counter() - t_start, metrics=metrics, monitor=s.monitor)
+                         seconds=time.perf_counter() - t_start, metrics=metrics, monitor=s.monitor,
+                         precision=precision)
 
     @staticmethod
     def _reduce_means(fabric: Any, sums: dict[str, float], weight: float) -> dict[str, float]:
