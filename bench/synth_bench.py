@@ -7,7 +7,7 @@ adversarial weight is not 0, the discriminator's, with Adam, on slices of simula
 2 mm. Printed per variant: median wall and CPU seconds per step, steps/s, and the ratios to the first
 variant measured in the same run (on a shared machine wall time follows the load; CPU time less so).
 
-    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins|context]
+    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins|context|precision]
 
 ``presets`` (default):
   issue-25 start   the cpu preset when issue 25 was filed: one ConvLSTM layer, whole 100 x 84 slices
@@ -22,6 +22,8 @@ variant measured in the same run (on a shared machine wall time follows the load
 ``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
 ``bins``: the ``cpu-fullres`` step without its intensity bumps (the previous release's demo), with them.
 ``context``: the ``cpu-fullres`` step without and with the context branch (``context_pool`` 4 and 8).
+``precision``: the ``cpu-fullres`` step in float32 and under bf16 autocast, as the engine runs it with
+``cpu_amp`` (the preset's ``auto`` picks bf16 only where the CPU computes it natively; the bench forces it).
 The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
 """
 from __future__ import annotations
@@ -114,8 +116,10 @@ BINS = {"fullres, 0 bins": {"_preset": "cpu-fullres", "network": {"intensity_bin
 CONTEXT = {"fullres": {"_preset": "cpu-fullres", "network": {"context_pool": 0}},
            "context pool 4": {"_preset": "cpu-fullres", "network": {"context_pool": 4}},
            "context pool 8": {"_preset": "cpu-fullres", "network": {"context_pool": 8}}}
+PRECISION = {"fullres, float32": {"_preset": "cpu-fullres"},
+             "fullres, bf16": {"_preset": "cpu-fullres", "_bf16": True}}
 #: the --compare choices that time a set of configs (``policy`` times one config two ways)
-COMPARISONS = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT}
+COMPARISONS = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT, "precision": PRECISION}
 
 
 def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
@@ -139,7 +143,10 @@ def main() -> None:
     else:
         results = {"default policy": _run({}, args.steps, None), "PASSIVE": _run({}, args.steps, "PASSIVE")}
     end = os.getloadavg()
-    print(f"load average {load[0]:.2f} at the start, {end[0]:.2f} at the end (1 min); {os.cpu_count()} CPUs; "
+    from mridomain.engine import cpu_has_native_bf16
+
+    native = "native bf16 (AMX or AVX512-BF16)" if cpu_has_native_bf16() else "no native bf16"
+    print(f"load average {load[0]:.2f} at the start, {end[0]:.2f} at the end (1 min); {os.cpu_count()} CPUs, {native}; "
           f"{args.steps} timed steps per variant (median); torch threads "
           f"{next(iter(results.values()))['threads']}")
     base = next(iter(results.values()))

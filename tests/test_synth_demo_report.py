@@ -22,7 +22,12 @@ def _png(path, value):
     return path
 
 
-def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
+@pytest.mark.parametrize("full", [False, True])
+def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch, full):
+    import json
+
+    import torch
+
     import mridomain.sim.brain as brain
     import mridomain.synth.evaluation as evaluation
     import mridomain.synth.model as model
@@ -49,10 +54,10 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     trained = {}
 
     def fake_train(data, run_dir, **kwargs):
-        trained.update(kwargs)
+        trained.update(kwargs, threads=torch.get_num_threads())
         run_dir.mkdir(parents=True, exist_ok=True)
         _png(run_dir / "learning_curve.png", 0.9)
-        return SimpleNamespace(epochs_run=1, best_epoch=1)
+        return SimpleNamespace(epochs_run=1, best_epoch=1, precision="bf16-mixed")
 
     monkeypatch.setattr(training, "train", fake_train)
     from mridomain.synth.config import make_config
@@ -65,8 +70,18 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "_start_oracles", lambda root, seed: SimpleNamespace(
         result=lambda: (("t1", "t2"), {"train": ["a"], "val": [], "test": ["b"]}, {}), cancel=None))
-    run_demo(out, subjects=4, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_demo(out, subjects=4, progress=False, full=full)
+        # the demo trains on the cores the oracle worker leaves free; --full, six times longer, on all
+        assert trained["threads"] == (2 if full else 1) and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    check = json.loads((out / "dmap_check.json").read_text())
+    assert check["torch_threads_training"] == trained["threads"] and check["precision"] == "bf16-mixed"
     html = (out / "report.html").read_text()
+    assert f"precision bf16-mixed, {trained['threads']} training thread(s)" in html
     # the learning curve, contribution.png and the M_d overlay, each once (the overlay used to come
     # back a second time from dmap/)
     assert html.count("<img") == 3
@@ -76,6 +91,7 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
     # the demo's generator: full resolution, source-conditioned, no instance normalization, four times
     # the rate; the cpu preset keeps the paper's shape
     cfg = make_config(trained["preset"], **{k: v for k, v in trained.items() if k in ("network", "lr")})
+    assert cfg.cpu_amp == "auto" and make_config("cpu").cpu_amp == "off"   # bf16 where the CPU has it
     assert cfg.network.full_resolution and cfg.network.source_code and cfg.network.norm == "none"
     assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 1920
     assert cfg.paired_items and not make_config("cpu").paired_items and not make_config("paper").paired_items
@@ -84,6 +100,8 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch):
 
 
 def test_a_failed_training_stops_the_background_oracle(tmp_path, monkeypatch):
+    import torch
+
     import mridomain.sim.brain as brain
     import mridomain.synth.demo as demo
     import mridomain.synth.training as training
@@ -97,8 +115,14 @@ def test_a_failed_training_stops_the_background_oracle(tmp_path, monkeypatch):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(training, "train", failing_train)
-    with pytest.raises(RuntimeError, match="out of memory"):
-        demo.run_demo(tmp_path / "demo", subjects=4, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            demo.run_demo(tmp_path / "demo", subjects=4, progress=False)
+        assert torch.get_num_threads() == 2       # the training's one thread does not outlive it
+    finally:
+        torch.set_num_threads(threads)
     assert cancelled == [True]
 
 

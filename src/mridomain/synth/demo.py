@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from mridomain.engine import write_json_atomic
 
@@ -24,8 +25,9 @@ __all__ = ["DemoResult", "run_demo", "DEMO_SUBJECTS"]
 DEMO_SUBJECTS = 36
 DEMO_FRACTIONS = (0.75, 0.1, 0.15)
 #: ``--full``: more subjects (45 / 6 / 9) and six times the demo's steps (11,520: 96 epochs, 960 per
-#: ordered pair). At 48 epochs it gave 27.42 dB; at 96, 28.21 dB in 31 min 23 s wall on 2 idle cores,
-#: with M_d(T1Gd) below the T1Gd intensity (docs/synth.md, "--full at 96 epochs"; the docs quote its figures)
+#: ordered pair). At 48 epochs it gave 27.42 dB; at 96, 28.21 dB in float32 (31 min 23 s wall on 2 idle
+#: cores) and 28.33 dB in bf16 on an AMX CPU (24 min 2 s), with M_d(T1Gd) below the T1Gd intensity
+#: (docs/synth.md, "--full at 96 epochs" and "bf16 on CPUs that compute it"; the docs quote its figures)
 FULL_SUBJECTS = 60
 FULL_EPOCHS = 96
 #: the demo trains the ``cpu-fullres`` preset: 1,920 steps of the cpu preset's crops with a generator that
@@ -181,6 +183,14 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     stages["simulate"] = time.perf_counter() - t
     t = time.perf_counter()
     background = _start_oracles(out / "brains", seed)
+    threads = torch.get_num_threads()
+    # the demo trains about as long as the oracle worker fits, which keeps one core busy: a training
+    # thread sharing its core holds the others at every parallel region's barrier (a bf16 epoch took
+    # 22 s with 2 threads beside the worker on 2 cores, 13 s with 1: docs/synth.md). --full trains six
+    # times longer than the worker runs and keeps every thread. Fixed per mode, never switched when the
+    # worker ends: the thread count changes the sums' rounding, and a rerun must repeat the figures.
+    training_threads = threads if full else max(1, threads - 1)
+    torch.set_num_threads(training_threads)
     try:
         fit = train(out / "brains", out / "run", preset=DEMO_PRESET, epochs=epochs, seed=seed, device=device,
                     progress=progress, fractions=DEMO_FRACTIONS,
@@ -188,6 +198,8 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     except BaseException:
         background.cancel()
         raise
+    finally:
+        torch.set_num_threads(threads)
     stages["train"] = time.perf_counter() - t
     t = time.perf_counter()
     run = load_run(out / "run", device=device)
@@ -216,7 +228,8 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
         "contribution_note": ev.contribution_note, "test_subjects": len(test_ids),
         "seconds": round(seconds, 1), "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
         "load_average_start": load0, "load_average_end": _load(), "cpus": os.cpu_count(),
-        "torch_threads": __import__("torch").get_num_threads(), "machine": platform.platform(),
+        "torch_threads": torch.get_num_threads(), "torch_threads_training": training_threads,
+        "precision": fit.precision, "machine": platform.platform(),
         "command": f"mridomain synth demo -o {out} --subjects {subjects} --seed {seed}"
                    + (" --full" if full else "") + (f" --epochs {epochs}" if epochs else ""),
     }
@@ -230,7 +243,8 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
                           + [{"stage": "total", "seconds": round(seconds, 1)}])
     intro = Section("Demo", text=(
         f"{sim.summary()}\n\nTrained the {DEMO_PRESET} preset ({fit.epochs_run} epochs, best validation epoch "
-        f"{fit.best_epoch}; {_generator_shape(run.config)}) on {len(run.schema['splits']['train'])} "
+        f"{fit.best_epoch}; {_generator_shape(run.config)}; precision {fit.precision}, "
+        f"{training_threads} training thread(s)) on {len(run.schema['splits']['train'])} "
         f"subjects with 1-3 of their 4 sequences "
         f"silenced (the paper's incomplete-protocol setting); evaluated on {len(test_ids)} complete test "
         f"subjects.\n\nLoad average {load0} at the start, {check['load_average_end']} at the end, "
