@@ -22,8 +22,9 @@ variant measured in the same run (on a shared machine wall time follows the load
 ``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
 ``bins``: the ``cpu-fullres`` step without its intensity bumps (the previous release's demo), with them.
 ``context``: the ``cpu-fullres`` step without and with the context branch (``context_pool`` 4 and 8).
-``precision``: the ``cpu-fullres`` step in float32 and under bf16 autocast, as the engine runs it with
-``cpu_amp`` (the preset's ``auto`` picks bf16 only where the CPU computes it natively; the bench forces it).
+``precision``: the ``cpu-fullres`` step in float32 and under bf16 autocast (the bench autocasts the whole
+step, losses included; the engine's ``cpu_amp`` autocasts the modules' forward and leaves the losses in
+float32; the preset's ``auto`` picks bf16 only where the CPU computes it natively, the bench forces it).
 The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
 """
 from __future__ import annotations
