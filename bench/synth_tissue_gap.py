@@ -26,10 +26,11 @@ from mridomain.synth.evaluation import evaluation_subjects
 from mridomain.synth.model import load_run
 from mridomain.synth.oracle import fit_oracle, oracle_training_subjects
 
-def tissue_rows(run, train, subjects, target: str, source: str) -> list[dict]:
-    """Per subject and tissue: voxels, the generator's and the oracle's squared-error sums, the
-    target's sum and the generator's signed-error sum (head slices, inside the brain)."""
-    oracle = fit_oracle(train, subjects, [source, target], progress=False, targets=[target])
+def tissue_rows(run, train, subjects, target: str, source: str, oracle: bool = True) -> list[dict]:
+    """Per subject and tissue: voxels, the generator's and (with ``oracle``, fitted on ``train``) the
+    oracle's squared-error sums, the target's sum and the generator's signed-error sum (head slices,
+    inside the brain)."""
+    fitted = fit_oracle(train, subjects, [source, target], progress=False, targets=[target]) if oracle else None
     names = {v: k for k, v in TRUTH_LABELS.items()}
     rows = []
     for sub in subjects:
@@ -37,13 +38,14 @@ def tissue_rows(run, train, subjects, target: str, source: str) -> list[dict]:
         made = run.translate(sub, source, [target], slices=head)[target][0]
         truth = sub.volumes[target][0][head]
         labels = sub.truth[head]
-        oracle_sq = oracle.maps[sub.subject_id][target][head] ** 2
+        oracle_sq = fitted.maps[sub.subject_id][target][head] ** 2 if fitted else None
         for label in np.unique(labels[labels > 0]):
             k = labels == label
             err = made[k] - truth[k]
             rows.append({"target": target, "source": source, "subject": sub.subject_id,
                          "tissue": names[int(label)], "voxels": int(k.sum()),
-                         "sse_generator": float((err ** 2).sum()), "sse_oracle": float(oracle_sq[k].sum()),
+                         "sse_generator": float((err ** 2).sum()),
+                         **({"sse_oracle": float(oracle_sq[k].sum())} if fitted else {}),
                          "sum_target": float(truth[k].sum()), "sum_error": float(err.sum())})
     return rows
 
