@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mridomain.errors import EmptyInputError, SchemaMismatchError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.synth.config import make_config
 from mridomain.synth.data import Subject, SynthData, silence_mask
 from mridomain.synth.losses import (cycle_loss, lsgan_discriminator_loss, lsgan_generator_loss, pair_mask,
@@ -222,14 +222,15 @@ def _lesion_subjects(n, seqs, rng, shape=(6, 40, 40), lesion=(3, 30, 9)):
     return subs
 
 
-def _lesion_task(oversample, seg=True):
+def _lesion_task(oversample, seg=True, batch_size=4):
     rng = np.random.default_rng(3)
     seqs = ("a", "b")
     subs = _lesion_subjects(3, seqs, rng)
     if not seg:
         for s in subs:
             s.seg = None
-    cfg = make_config("cpu", sequences=seqs, batch_size=4, silence=(0, 0), crop=(8, 8), lesion_oversample=oversample,
+    cfg = make_config("cpu", sequences=seqs, batch_size=batch_size, silence=(0, 0), crop=(8, 8),
+                      lesion_oversample=oversample,
                       network={"enc_channels": (4, 8, 8), "dec_channels": (8, 4), "n_res_enc": 1, "n_res_dec": 1,
                                "disc_channels": 4, "code_dim": 4})
     return SynthTask(cfg, SynthData(seqs, subs[:2]), SynthData(seqs, subs[2:]), np.ones((2, 2), bool))
@@ -273,6 +274,15 @@ def test_ranks_split_the_one_global_batch(oversample):
         parts = [task.make_batch(0, step, rank=r, world_size=2) for r in (0, 1)]
         for key in ("x_source", "x_target", "has_target", "real_target"):
             assert torch.equal(torch.cat([p[key] for p in parts]), whole[key])
+
+
+def test_a_batch_smaller_than_the_ranks_is_a_clear_error():
+    """One crop per step (the demo's preset) is fine in one process; split over two DDP ranks it would
+    leave a rank without items, which must be said, not crash inside the network."""
+    task = _lesion_task(0.0, batch_size=1)
+    assert task.make_batch(0, 0)["x_source"].shape[0] == 1
+    with pytest.raises(InvalidArgumentError, match="cannot be split over 2 DDP ranks"):
+        task.make_batch(0, 0, rank=1, world_size=2)
 
 
 def _silenced_task(paired, available=None):

@@ -237,6 +237,9 @@ class SynthTask(TrainTask):
         i = int(rng.choice(self.sources))
         j = int(rng.choice([k for k in range(len(self.seqs)) if k != i]))
         b = self.config.batch_size
+        if world_size > b:
+            raise InvalidArgumentError(f"batch_size {b} cannot be split over {world_size} DDP ranks: each rank needs "
+                                       f"at least one item (set batch_size >= {world_size})")
         # the last n_lesion items of the batch are crops around a lesion voxel (nnU-Net's layout)
         n_lesion = int(round(self.config.lesion_oversample * b)) if len(self.lesion_pools[i]) else 0
         pool = self.pools[i]
