@@ -7,7 +7,7 @@ adversarial weight is not 0, the discriminator's, with Adam, on slices of simula
 2 mm. Printed per variant: median wall and CPU seconds per step, steps/s, and the ratios to the first
 variant measured in the same run (on a shared machine wall time follows the load; CPU time less so).
 
-    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins|context|precision]
+    python bench/synth_bench.py [--steps 6] [--compare presets|terms|policy|bins|context|precision|batch]
 
 ``presets`` (default):
   issue-25 start   the cpu preset when issue 25 was filed: one ConvLSTM layer, whole 100 x 84 slices
@@ -17,7 +17,7 @@ variant measured in the same run (on a shared machine wall time follows the load
   now+chlast       the same with every 2-D kernel (plain and mixed HyperConv kernels) in channels_last
   demo, paper      the brain demo's generator of the previous release: the cpu preset without instance norm
   demo, fullres    the brain demo's generator now: the ``cpu-fullres`` preset (full resolution, source code,
-                   16 intensity bumps per input channel)
+                   16 intensity bumps per input channel; one crop per step since the preset took it)
 ``terms``: the 1800-step preset without the adversarial term, without the cycle, without both.
 ``policy``: OpenMP's default (spinning) wait policy against PASSIVE, on the ``now`` step.
 ``bins``: the ``cpu-fullres`` step without its intensity bumps (the previous release's demo), with them.
@@ -25,6 +25,9 @@ variant measured in the same run (on a shared machine wall time follows the load
 ``precision``: the ``cpu-fullres`` step in float32 and under bf16 autocast (the bench autocasts the whole
 step, losses included; the engine's ``cpu_amp`` autocasts the modules' forward and leaves the losses in
 float32; the preset's ``auto`` picks bf16 only where the CPU computes it natively, the bench forces it).
+``bins``, ``context`` and ``precision`` time the ``cpu-fullres`` step at four crops per step, the preset's
+batch when they were measured. ``batch``: the ``cpu-fullres`` step at four crops (the previous preset) and at
+one (the preset now), each in float32 and under bf16 autocast: the demo now takes four times the steps.
 The batch is built by ``SynthTask.make_batch`` inside the timed step (about 1 ms of a 300 ms step).
 """
 from __future__ import annotations
@@ -112,15 +115,20 @@ PRESETS = {"issue-25 start": ISSUE25_START, "1800-step": PRESET_1800, "now": {},
 TERMS = {"1800-step": PRESET_1800, "no adversarial": {**PRESET_1800, "lambda_adv": 0.0},
          "no cycle": {**PRESET_1800, "lambda_cyc": 0.0},
          "neither": {**PRESET_1800, "lambda_adv": 0.0, "lambda_cyc": 0.0}}
-BINS = {"fullres, 0 bins": {"_preset": "cpu-fullres", "network": {"intensity_bins": 0}},
-        "fullres, 16 bins": {"_preset": "cpu-fullres"}}
-CONTEXT = {"fullres": {"_preset": "cpu-fullres", "network": {"context_pool": 0}},
-           "context pool 4": {"_preset": "cpu-fullres", "network": {"context_pool": 4}},
-           "context pool 8": {"_preset": "cpu-fullres", "network": {"context_pool": 8}}}
-PRECISION = {"fullres, float32": {"_preset": "cpu-fullres"},
-             "fullres, bf16": {"_preset": "cpu-fullres", "_bf16": True}}
+#: the fullres comparisons below were measured when the preset took four crops per step: pinned there
+FULLRES_4 = {"_preset": "cpu-fullres", "batch_size": 4}
+BINS = {"fullres, 0 bins": {**FULLRES_4, "network": {"intensity_bins": 0}},
+        "fullres, 16 bins": FULLRES_4}
+CONTEXT = {"fullres": {**FULLRES_4, "network": {"context_pool": 0}},
+           "context pool 4": {**FULLRES_4, "network": {"context_pool": 4}},
+           "context pool 8": {**FULLRES_4, "network": {"context_pool": 8}}}
+PRECISION = {"fullres, float32": FULLRES_4,
+             "fullres, bf16": {**FULLRES_4, "_bf16": True}}
+BATCH = {"4 crops, fp32": FULLRES_4, "1 crop, fp32": {"_preset": "cpu-fullres"},
+         "4 crops, bf16": {**FULLRES_4, "_bf16": True}, "1 crop, bf16": {"_preset": "cpu-fullres", "_bf16": True}}
 #: the --compare choices that time a set of configs (``policy`` times one config two ways)
-COMPARISONS = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT, "precision": PRECISION}
+COMPARISONS = {"presets": PRESETS, "terms": TERMS, "bins": BINS, "context": CONTEXT, "precision": PRECISION,
+               "batch": BATCH}
 
 
 def _run(overrides: dict, steps: int, policy: str | None = "PASSIVE") -> dict:
