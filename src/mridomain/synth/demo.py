@@ -24,13 +24,13 @@ __all__ = ["DemoResult", "run_demo", "DEMO_SUBJECTS"]
 #: subjects simulated by the demo, split 27 / 4 / 5 (train / validation / test)
 DEMO_SUBJECTS = 36
 DEMO_FRACTIONS = (0.75, 0.1, 0.15)
-#: ``--full``: more subjects (45 / 6 / 9) and six times the demo's steps (11,520: 96 epochs, 960 per
-#: ordered pair). At 48 epochs it gave 27.42 dB; at 96, 28.21 dB in float32 (31 min 23 s wall on 2 idle
-#: cores) and 28.33 dB in bf16 on an AMX CPU (24 min 2 s), with M_d(T1Gd) below the T1Gd intensity
-#: (docs/synth.md, "--full at 96 epochs" and "bf16 on CPUs that compute it"; the docs quote its figures)
+#: ``--full``: more subjects (45 / 6 / 9) and six times the demo's epochs (96: 46,080 steps of one crop,
+#: 3,840 per ordered pair). With four crops per step (11,520 steps) it gave 28.21 dB in float32 (31 min
+#: 23 s wall on 2 idle cores) and 28.33 dB in bf16 on an AMX CPU (24 min 2 s); docs/synth.md, "One crop
+#: per step", has the figures of the one-crop schedule the docs now quote
 FULL_SUBJECTS = 60
 FULL_EPOCHS = 96
-#: the demo trains the ``cpu-fullres`` preset: 1,920 steps of the cpu preset's crops with a generator that
+#: the demo trains the ``cpu-fullres`` preset: 7,680 steps of one 64 x 64 crop with a generator that
 #: is not the paper's shape (full resolution, source-conditioned encoder, no instance normalization;
 #: synth.config and docs/synth.md, "A generator that learns every translation in 1,200 CPU steps"). On
 #: the convergence bench it reached 26.4 dB validation PSNR in 1,200 steps against the paper-shaped cpu
@@ -184,12 +184,13 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     t = time.perf_counter()
     background = _start_oracles(out / "brains", seed)
     threads = torch.get_num_threads()
-    # the demo trains about as long as the oracle worker fits, which keeps one core busy: a training
-    # thread sharing its core holds the others at every parallel region's barrier (a bf16 epoch took
-    # 22 s with 2 threads beside the worker on 2 cores, 13 s with 1: docs/synth.md). --full trains six
-    # times longer than the worker runs and keeps every thread. Fixed per mode, never switched when the
-    # worker ends: the thread count changes the sums' rounding, and a rerun must repeat the figures.
-    training_threads = threads if full else max(1, threads - 1)
+    # one training thread, in the demo and in --full: a step of one 64 x 64 crop is too small to share
+    # out, so a second thread only waits at every parallel region's barrier (bench/synth_bench.py
+    # --compare batch: 0.026 s per bf16 step on one thread, 0.046 s on two; 0.040 and 0.044 s in
+    # float32), all the more beside the oracle worker, which fits on another core meanwhile
+    # (docs/synth.md, "One crop per step"). Never switched mid-run: the thread count changes the
+    # sums' rounding, and a rerun must repeat the figures.
+    training_threads = 1
     torch.set_num_threads(training_threads)
     try:
         fit = train(out / "brains", out / "run", preset=DEMO_PRESET, epochs=epochs, seed=seed, device=device,
@@ -242,7 +243,8 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     timing = pd.DataFrame([{"stage": k, "seconds": round(v, 1)} for k, v in stages.items()]
                           + [{"stage": "total", "seconds": round(seconds, 1)}])
     intro = Section("Demo", text=(
-        f"{sim.summary()}\n\nTrained the {DEMO_PRESET} preset ({fit.epochs_run} epochs, best validation epoch "
+        f"{sim.summary()}\n\nTrained the {DEMO_PRESET} preset ({fit.epochs_run} epochs of "
+        f"{run.config.steps_per_epoch} steps, {run.config.batch_size} crop(s) per step, best validation epoch "
         f"{fit.best_epoch}; {_generator_shape(run.config)}; precision {fit.precision}, "
         f"{training_threads} training thread(s)) on {len(run.schema['splits']['train'])} "
         f"subjects with 1-3 of their 4 sequences "
