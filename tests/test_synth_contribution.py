@@ -6,9 +6,11 @@ import pandas as pd
 import pytest
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
-from mridomain.synth.contribution import adjacency, centrality, contribution_table
+from mridomain.sim.brain.anatomy import TRUTH_LABELS
+from mridomain.synth.contribution import adjacency, centrality, contribution_table, least_squares_gain
 from mridomain.synth.data import Subject
-from mridomain.synth.differentiation import differentiation_map, subject_dmaps, summarize_dmap_check
+from mridomain.synth.differentiation import (dmap_auc_rows, differentiation_map, subject_dmaps,
+                                             summarize_dmap_check)
 
 
 def test_centralities_of_a_hand_made_adjacency():
@@ -98,6 +100,45 @@ def test_dmap_check_auc():
     assert 0.3 < out.loc[0, "auc_target_intensity"] < 0.7
     flipped = [dict(r, pos=r["neg"][:50], neg=r["pos"]) for r in rows]
     assert summarize_dmap_check(flipped).loc[0, "auc"] == pytest.approx(0.0)
+
+
+def test_gain_matched_dmap_removes_a_global_scale_and_keeps_the_region():
+    # the target is the generated image at 0.7 of its scale, plus a bright region no source shows:
+    # eq. 5 lights the whole image up by the scale error, the gain-matched map only the region
+    generated = np.linspace(0.2, 1.0, 100).reshape(10, 10)
+    region = np.zeros((10, 10), bool)
+    region[0:2, 2:6] = True                   # where the image is dark, as an enhancing rim in grey matter
+    target = 0.7 * generated + 0.2 * region
+    gain = least_squares_gain(generated, target)
+    assert gain == pytest.approx(float(generated.ravel() @ target.ravel() / (generated.ravel() @ generated.ravel())))
+    published = differentiation_map(target, [generated])
+    matched = differentiation_map(target, [generated], match_gain=True)
+    assert np.allclose(published, np.abs(generated - target), atol=1e-6)
+    assert np.allclose(matched, np.abs(gain * generated - target), atol=1e-6)
+    # outside the region the published map is the scale error (0.3 x intensity), far above the matched one
+    assert published[~region].mean() > 5 * matched[~region].mean()
+    assert matched[region].min() > matched[~region].max()
+    assert published[region].min() < published[~region].max()    # eq. 5 alone does not separate it
+
+
+def test_dmap_rows_carry_the_gain_matched_auc():
+    truth = np.zeros((1, 6, 6), np.int16)
+    truth[0, 1:5, 1:5] = TRUTH_LABELS["wm"]
+    truth[0, 2:4, 2:4] = TRUTH_LABELS["enhancing"]
+    base = np.linspace(0.3, 0.9, 36, dtype=np.float32).reshape(1, 1, 6, 6)
+    enhancing = (truth == TRUTH_LABELS["enhancing"])[None].astype(np.float32)
+    vol = {"t1": base, "t1ce": 0.6 * base + 0.4 * enhancing}
+    sub = Subject("s", vol, truth=truth)
+    tr = {("t1", "t1ce"): base.copy(), ("t1ce", "t1"): base.copy(), ("t1", "t1"): base.copy(),
+          ("t1ce", "t1ce"): vol["t1ce"].copy()}
+    maps = subject_dmaps(sub, tr, include_self=False)
+    matched = subject_dmaps(sub, tr, include_self=False, match_gain=True)
+    rows = [r for r in dmap_auc_rows(sub, maps, tr, matched) if r["map"] == "t1ce"]
+    out = summarize_dmap_check(rows)
+    assert out.loc[0, "auc_gain_matched"] == pytest.approx(1.0)
+    assert out.loc[0, "auc"] < 1.0
+    no_matched = summarize_dmap_check([r for r in dmap_auc_rows(sub, maps, tr) if r["map"] == "t1ce"])
+    assert np.isnan(no_matched.loc[0, "auc_gain_matched"])
 
 
 def _three_sequence_rows():

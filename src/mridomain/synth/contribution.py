@@ -23,7 +23,7 @@ import pandas as pd
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError
 
-__all__ = ["image_metrics", "gain_matched_psnr", "adjacency", "centrality", "contribution_table", "plot_contribution"]
+__all__ = ["image_metrics", "least_squares_gain", "gain_matched_psnr", "adjacency", "centrality", "contribution_table", "plot_contribution"]
 
 
 def image_metrics(generated: np.ndarray, target: np.ndarray, lpips: Any = None) -> dict[str, float]:
@@ -45,6 +45,18 @@ def image_metrics(generated: np.ndarray, target: np.ndarray, lpips: Any = None) 
     return out
 
 
+def least_squares_gain(generated: np.ndarray, target: np.ndarray) -> float:
+    """The one gain ``g`` that minimizes ``|g x generated - target|^2`` (1 for an all-zero ``generated``).
+
+    >>> least_squares_gain(np.array([1.0, 2.0]), np.array([2.0, 4.0]))
+    2.0
+    """
+    x = np.asarray(generated, dtype=np.float64).ravel()
+    t = np.asarray(target, dtype=np.float64).ravel()
+    energy = float(x @ x)
+    return float(x @ t) / energy if energy > 0 else 1.0
+
+
 def gain_matched_psnr(generated: np.ndarray, target: np.ndarray) -> tuple[float, float]:
     """``(gain, PSNR)``: the one gain ``g`` that brings ``generated`` closest to ``target`` in least
     squares, and the PSNR (data range 1, as Table 1's) of ``g x generated`` against ``target``.
@@ -60,8 +72,7 @@ def gain_matched_psnr(generated: np.ndarray, target: np.ndarray) -> tuple[float,
     """
     x = np.asarray(generated, dtype=np.float64).ravel()
     t = np.asarray(target, dtype=np.float64).ravel()
-    energy = float(x @ x)
-    gain = float(x @ t) / energy if energy > 0 else 1.0
+    gain = least_squares_gain(x, t)
     mse = float(np.mean((gain * x - t) ** 2))
     return gain, (float("inf") if mse == 0 else 10.0 * float(np.log10(1.0 / mse)))
 

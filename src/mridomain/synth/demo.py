@@ -69,8 +69,10 @@ class DemoResult:
         for row in c["auc"]:
             oracle = "".join(f", {k[len('auc_oracle_'):]} oracle map: {v:.3f}" for k, v in row.items()
                              if k.startswith("auc_oracle_") and v == v)
+            matched = row.get("auc_gain_matched", float("nan"))
+            matched = f", gain-matched map: {matched:.3f}" if matched == matched else ""
             lines.append(f"  M_d AUC {row['map']:>15} vs {row['region']:<10}: {row['auc']:.3f} "
-                         f"(target intensity alone: {row['auc_target_intensity']:.3f}{oracle})")
+                         f"(target intensity alone: {row['auc_target_intensity']:.3f}{matched}{oracle})")
         return "\n".join(lines)
 
 
@@ -223,7 +225,10 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
         "auc": [] if ev.dmap_check is None else ev.dmap_check.drop(columns=["what"]).to_dict("records"),
         "auc_definition": "ROC AUC of the map's voxel values for the region against the rest of the brain, "
                           "voxels pooled over the test subjects; auc_target_intensity is the AUC of the target "
-                          "image's own intensity (what a map that only echoes brightness would reach)",
+                          "image's own intensity (what a map that only echoes brightness would reach); "
+                          "auc_gain_matched is the AUC of the map with each generated volume first scaled by its "
+                          "least-squares gain to the target (not in the paper: the volume's intensity scale, "
+                          "which no other sequence shows, left out)",
         "c_d_top2": top2, "c_d_top2_matches_paper": set(top2) == {"t1ce", "flair"},
         "oracle": ev.oracle_summary,
         "contribution_note": ev.contribution_note, "test_subjects": len(test_ids),

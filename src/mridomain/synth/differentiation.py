@@ -5,6 +5,14 @@ bright. As eq. 5 is printed and as the authors' ``pred_brats_seq2seq_2d_md.py`` 
 over all sequences, the self-translation X'_{i->i} included (``include_self=True``, the default); the
 mean is over the subject's available sources (S when all are there). ``include_self=False`` averages
 only the translations from the other sequences (the text's "generated from the remaining sequences").
+
+``match_gain=True`` (not in the paper) first scales each generated volume by the one gain that best
+fits it to ``X_i`` in least squares (``contribution.least_squares_gain``), so that a wrong global
+intensity scale does not light up the whole brain. Every volume is scaled to [0, 1] by its own
+intensity percentiles, and in T1Gd the enhancement can set them, which no other sequence shows: the
+scale is one number per volume that no generator can know, where the map is meant to show *where*
+X_i holds what the others cannot explain. The evaluation scores both forms (``auc`` and
+``auc_gain_matched`` of the M_d check); the maps it writes are eq. 5's.
 """
 from __future__ import annotations
 
@@ -15,33 +23,39 @@ import numpy as np
 import pandas as pd
 
 from mridomain.errors import InvalidArgumentError
+from mridomain.synth.contribution import least_squares_gain
 from mridomain.synth.data import Subject
 
 __all__ = ["differentiation_map", "subject_dmaps", "write_dmaps", "overlay_figure", "region_masks",
            "dmap_auc_rows", "summarize_dmap_check", "DMAP_CHECKS"]
 
 
-def differentiation_map(target: np.ndarray, generated: Sequence[np.ndarray]) -> np.ndarray:
-    """Eq. 5: the mean absolute difference between ``target`` and each generated version of it."""
+def differentiation_map(target: np.ndarray, generated: Sequence[np.ndarray], match_gain: bool = False
+                        ) -> np.ndarray:
+    """Eq. 5: the mean absolute difference between ``target`` and each generated version of it; with
+    ``match_gain``, each generated version first scaled by its least-squares gain to ``target``."""
     if not len(generated):
         raise InvalidArgumentError("differentiation_map needs at least one generated image")
     target = np.asarray(target, dtype=np.float32)
     for g in generated:
         if np.shape(g) != target.shape:
             raise InvalidArgumentError(f"generated shape {np.shape(g)} differs from the target's {target.shape}")
-    return np.mean([np.abs(np.asarray(g, np.float32) - target) for g in generated], axis=0)
+    gains = [least_squares_gain(g, target) if match_gain else 1.0 for g in generated]
+    return np.mean([np.abs(np.float32(k) * np.asarray(g, np.float32) - target) for k, g in zip(gains, generated)],
+                   axis=0)
 
 
 def subject_dmaps(subject: Subject, translations: dict[tuple[str, str], np.ndarray],
-                  include_self: bool = True) -> dict[str, np.ndarray]:
+                  include_self: bool = True, match_gain: bool = False) -> dict[str, np.ndarray]:
     """``{sequence: (S, H, W)}`` M_d of every available sequence of one subject (a 4-D sequence's
     map is averaged over its time points). ``translations`` is :meth:`SynthRun.translate_all`'s
-    (made with ``include_self=True`` for the published form)."""
+    (made with ``include_self=True`` for the published form); ``match_gain`` as in
+    :func:`differentiation_map`."""
     maps = {}
     for tgt in subject.available:
         gens = [v for (src, t), v in translations.items() if t == tgt and (src != tgt or include_self)]
         if gens:
-            maps[tgt] = differentiation_map(subject.volumes[tgt], gens).mean(axis=0)
+            maps[tgt] = differentiation_map(subject.volumes[tgt], gens, match_gain).mean(axis=0)
     return maps
 
 
@@ -120,21 +134,27 @@ def region_masks(truth: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def dmap_auc_rows(subject: Subject, maps: dict[str, np.ndarray],
-                  translations: dict[tuple[str, str], np.ndarray]) -> list[dict]:
+                  translations: dict[tuple[str, str], np.ndarray],
+                  gain_matched_maps: dict[str, np.ndarray] | None = None) -> list[dict]:
     """Per check, this subject's voxel scores and labels summarized for pooling: returns rows with
-    the arrays needed (scores in the region and in the rest of the brain)."""
+    the arrays needed (scores in the region and in the rest of the brain; with ``gain_matched_maps``,
+    :func:`subject_dmaps` with ``match_gain``, also theirs as ``gm_pos`` / ``gm_neg``)."""
     if subject.truth is None:
         return []
     regions = region_masks(subject.truth)
     rows = []
     for source, region, _ in DMAP_CHECKS:
+        matched = None
         if source.startswith("pair:"):
             src, tgt = source[5:].split("->")
             if (src, tgt) not in translations:
                 continue
-            score = np.abs(translations[(src, tgt)] - subject.volumes[tgt]).mean(axis=0)
+            score = differentiation_map(subject.volumes[tgt], [translations[(src, tgt)]]).mean(axis=0)
+            if gain_matched_maps is not None:
+                matched = differentiation_map(subject.volumes[tgt], [translations[(src, tgt)]], True).mean(axis=0)
         elif source in maps:
             tgt, score = source, maps[source]
+            matched = None if gain_matched_maps is None else gain_matched_maps.get(source)
         else:
             continue
         # the target's own brightness: a map that only echoes how bright X_i is scores this AUC too
@@ -145,7 +165,9 @@ def dmap_auc_rows(subject: Subject, maps: dict[str, np.ndarray],
             rows.append({"subject": subject.subject_id, "map": source, "region": region,
                          "pos": score[pos].astype(np.float32), "neg": score[neg].astype(np.float32),
                          "base_pos": intensity[pos].astype(np.float32),
-                         "base_neg": intensity[neg].astype(np.float32)})
+                         "base_neg": intensity[neg].astype(np.float32),
+                         **({} if matched is None else {"gm_pos": matched[pos].astype(np.float32),
+                                                        "gm_neg": matched[neg].astype(np.float32)})})
     return rows
 
 
@@ -158,7 +180,9 @@ def _pooled_auc(pos: list[np.ndarray], neg: list[np.ndarray]) -> float:
 
 def summarize_dmap_check(rows: list[dict]) -> pd.DataFrame:
     """ROC AUC of each check, pooled over subjects' voxels and per subject (mean, std), beside the
-    AUC of the target image's own intensity (what a map that merely echoes brightness would score)."""
+    AUC of the target image's own intensity (what a map that merely echoes brightness would score)
+    and, where the rows carry them, the pooled AUC of the gain-matched map (``auc_gain_matched``, NaN
+    otherwise)."""
     from sklearn.metrics import roc_auc_score
 
     out = []
@@ -170,8 +194,11 @@ def summarize_dmap_check(rows: list[dict]) -> pd.DataFrame:
                for r in sel]
         pooled = _pooled_auc([r["pos"] for r in sel], [r["neg"] for r in sel])
         baseline = _pooled_auc([r["base_pos"] for r in sel], [r["base_neg"] for r in sel])
+        matched = (_pooled_auc([r["gm_pos"] for r in sel], [r["gm_neg"] for r in sel])
+                   if all("gm_pos" in r for r in sel) else np.nan)
         out.append({"map": key[0], "region": key[1], "auc": pooled, "auc_subject_mean": float(np.mean(per)),
                     "auc_subject_std": float(np.std(per)), "auc_target_intensity": baseline,
+                    "auc_gain_matched": matched,
                     "subjects": len(sel), "region_voxels": int(sum(len(r["pos"]) for r in sel)),
                     "what": what.get(key, "")})
     return pd.DataFrame(out)

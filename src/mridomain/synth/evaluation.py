@@ -108,7 +108,7 @@ class SynthEvaluation:
         if self.dmap_check is not None and len(self.dmap_check):
             parts += ["", "M_d check (ROC AUC, voxels pooled over subjects):",
                       df_to_markdown(self.dmap_check[["map", "region", "auc", "auc_subject_mean",
-                                                      "auc_target_intensity", "subjects"]
+                                                      "auc_target_intensity", "auc_gain_matched", "subjects"]
                                                      + [c for c in self.dmap_check if c.startswith("auc_oracle")]
                                                      ].round(3))]
         if self.oracle is not None:
@@ -196,7 +196,8 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
             rows.append({"subject": sub.subject_id, "source": src, "target": tgt,
                          **image_metrics(gen, sub.volumes[tgt], lpips), "gain": gain, "psnr_gain_matched": matched})
         maps = subject_dmaps(sub, translations, include_self=include_self)
-        check_rows += dmap_auc_rows(sub, maps, translations)
+        check_rows += dmap_auc_rows(sub, maps, translations,
+                                    subject_dmaps(sub, translations, include_self=include_self, match_gain=True))
         if example is None and maps:
             example = overlay_figure(sub, maps)
         if dmap_dir is not None and n < dmap_subjects and full.affine is not None:
