@@ -72,6 +72,13 @@ def test_evaluate_contribution_dmap_generate(run, brains, tmp_path):
     img = read_nifti(files[0])
     ref = read_nifti(brains / sid / f"{sid}_t1.nii.gz")
     assert img.shape == ref.shape and np.allclose(img.meta["affine"], ref.meta["affine"])
+    res = CliRunner().invoke(app, ["synth", "dmap", str(run), str(brains / sid), "-o", str(tmp_path / "dm"),
+                                   "--match-gain"])
+    assert res.exit_code == 0, res.output
+    matched = sorted((tmp_path / "dm").glob("*_dmap_gain_matched.nii.gz"))
+    assert len(matched) == 4 and len(list((tmp_path / "dm").glob("*_dmap.nii.gz"))) == 4
+    eq5 = read_nifti(tmp_path / "dm" / matched[0].name.replace("_gain_matched", ""))
+    assert read_nifti(matched[0]).shape == ref.shape and not np.allclose(read_nifti(matched[0]).pixels, eq5.pixels)
     out = generate(run, [brains / sid / f"{sid}_t1.nii.gz", brains / sid / f"{sid}_t2.nii.gz"], "flair",
                    tmp_path / "f.nii.gz")
     assert out.sources == ["t1", "t2"] and read_nifti(out.path).shape == ref.shape

@@ -96,14 +96,19 @@ def generate(run: str | Path | SynthRun, inputs: Sequence[str | Path], to: str, 
 
 
 def dmap(run: str | Path | SynthRun, subject: str | Path, out: str | Path | None = None,
-         device: str | None = None, include_self: bool = True) -> list[Path]:
+         device: str | None = None, include_self: bool = True, match_gain: bool = False) -> list[Path]:
     """M_d of every available sequence of one subject folder (BraTS layout), as NIfTI on the
     subject's grid and an overlay PNG (Python twin of ``mridomain synth dmap``). ``out`` defaults to
-    the subject's folder. Missing sequences are left out; fewer than two available is an error."""
+    the subject's folder. Missing sequences are left out; fewer than two available is an error.
+    ``match_gain``: each generated volume first scaled by its least-squares gain to the target (not in
+    the paper, :func:`~mridomain.synth.differentiation.differentiation_map`), written as
+    ``*_dmap_gain_matched*`` beside eq. 5's ``*_dmap*``."""
     r = run if isinstance(run, SynthRun) else load_run(run, device=device)
     sub = load_subject(subject, r.sequences, allow_missing=True)
     if len(sub.available) < 2:
         raise ImageReadError(Path(subject), f"only {list(sub.available)} of the run's sequences "
                                             f"{list(r.sequences)} found: M_d needs two")
-    maps = subject_dmaps(sub, r.translate_all(sub, include_self=include_self), include_self=include_self)
-    return write_dmaps(sub, maps, Path(out) if out is not None else Path(subject))
+    maps = subject_dmaps(sub, r.translate_all(sub, include_self=include_self), include_self=include_self,
+                         match_gain=match_gain)
+    return write_dmaps(sub, maps, Path(out) if out is not None else Path(subject),
+                       name="dmap_gain_matched" if match_gain else "dmap")

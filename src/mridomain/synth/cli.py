@@ -168,6 +168,9 @@ def dmap(
     run: Path = typer.Argument(..., help="Run folder."),
     subject: Path = typer.Argument(..., help="Subject folder (BraTS layout)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Folder (default: the subject's folder)."),
+    match_gain: bool = typer.Option(False, "--match-gain", help="Scale each generated volume by its least-squares "
+                                    "gain to the target first (not in the paper): leaves out a per-volume "
+                                    "intensity scale; writes *_dmap_gain_matched*."),
 ) -> None:
     """Imaging-differentiation maps M_d (eq. 5) of one subject: NIfTI on its grid + overlay PNG.
 
@@ -177,7 +180,7 @@ def dmap(
     from mridomain.synth.apply import dmap as run_dmap
 
     _folder_out(out, "--out folder")
-    paths = run_dmap(run, subject, out)
+    paths = run_dmap(run, subject, out, match_gain=match_gain)
     typer.echo("\n".join(str(p) for p in paths))
 
 

@@ -91,18 +91,18 @@ def overlay_figure(subject: Subject, maps: dict[str, np.ndarray], z: int | None 
     return fig
 
 
-def write_dmaps(subject: Subject, maps: dict[str, np.ndarray], out: str | Path) -> list[Path]:
-    """``<id>_<seq>_dmap.nii.gz`` on the subject's grid (same affine as its inputs) and
-    ``<id>_dmap.png`` (the overlay figure); returns the files written."""
+def write_dmaps(subject: Subject, maps: dict[str, np.ndarray], out: str | Path, name: str = "dmap") -> list[Path]:
+    """``<id>_<seq>_<name>.nii.gz`` on the subject's grid (same affine as its inputs) and
+    ``<id>_<name>.png`` (the overlay figure); returns the files written."""
     from mridomain.sim.brain.nifti import write_like_image
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if subject.affine is None:
         raise InvalidArgumentError(f"{subject.subject_id}: no affine to write NIfTI maps on")
-    paths = [write_like_image(out / f"{subject.subject_id}_{s}_dmap.nii.gz", m, subject.affine)
+    paths = [write_like_image(out / f"{subject.subject_id}_{s}_{name}.nii.gz", m, subject.affine)
              for s, m in maps.items()]
-    png = out / f"{subject.subject_id}_dmap.png"
+    png = out / f"{subject.subject_id}_{name}.png"
     overlay_figure(subject, maps).savefig(png, dpi=90)
     return paths + [png]
 
