@@ -151,7 +151,8 @@ def dmap_auc_rows(subject: Subject, maps: dict[str, np.ndarray],
                 continue
             score = differentiation_map(subject.volumes[tgt], [translations[(src, tgt)]]).mean(axis=0)
             if gain_matched_maps is not None:
-                matched = differentiation_map(subject.volumes[tgt], [translations[(src, tgt)]], True).mean(axis=0)
+                matched = differentiation_map(subject.volumes[tgt], [translations[(src, tgt)]],
+                                             match_gain=True).mean(axis=0)
         elif source in maps:
             tgt, score = source, maps[source]
             matched = None if gain_matched_maps is None else gain_matched_maps.get(source)
