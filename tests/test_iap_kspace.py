@@ -13,6 +13,8 @@ from mridomain.data.kspace import append_view, kspace_profiles, kspace_view_spec
 from mridomain.errors import InvalidArgumentError
 
 SPEC = kspace_view_spec(True, 224, 224)
+#: the magnitude's profiles alone (rows 0-1 of SPEC's view): what the edge tests below read
+MAGNITUDE = kspace_view_spec({"sources": ["magnitude"]}, 224, 224)
 
 
 def _object(n: int) -> np.ndarray:
@@ -37,7 +39,9 @@ def test_view_separates_a_zero_filled_256_window_from_a_full_512_acquisition():
     zero_filled, full = kspace_profiles(_acquire(512, 256), SPEC), kspace_profiles(_acquire(512, None), SPEC)
     edge = 128 // 2          # |k| = 128 cycles per FOV at 2 cycles per bin
     for p in (zero_filled, full):
-        assert p.shape == (2, 224) and p.dtype == np.float32 and p.max() == 0.0
+        assert p.shape == (4, 224) and p.dtype == np.float32 and p.max() == 0.0
+    np.testing.assert_array_equal(zero_filled[:2], kspace_profiles(_acquire(512, 256), MAGNITUDE))
+    zero_filled, full = zero_filled[:2], full[:2]     # the magnitude's rows
     # inside the window the two spectra agree; beyond its edge the zero-filled one falls away
     assert np.abs(zero_filled[:, 5:edge - 4] - full[:, 5:edge - 4]).mean() < 0.3
     drop = full[:, edge + 8:126].mean(axis=1) - zero_filled[:, edge + 8:126].mean(axis=1)
@@ -45,7 +49,7 @@ def test_view_separates_a_zero_filled_256_window_from_a_full_512_acquisition():
     # the same pictures resized to 224 (what the image input sees) no longer differ there
     from mridomain.data.cache import resize
 
-    small = [kspace_profiles(resize(a, 224), SPEC) for a in (_acquire(512, 256), _acquire(512, None))]
+    small = [kspace_profiles(resize(a, 224), MAGNITUDE) for a in (_acquire(512, 256), _acquire(512, None))]
     assert (np.abs(small[0][:, edge + 8:110] - small[1][:, edge + 8:110]).mean() <
             np.abs(zero_filled[:, edge + 8:110] - full[:, edge + 8:110]).mean() / 3)
 
@@ -67,7 +71,7 @@ def test_view_is_intensity_scale_free_and_packs_below_the_image():
     assert (kspace_profiles(np.zeros((64, 64)), SPEC) == np.float32(np.log10(SPEC["floor"]))).all()
     view = kspace_profiles(img, SPEC)
     packed = append_view(np.ones((224, 224)), view)
-    assert packed.shape == (226, 224)
+    assert packed.shape == (228, 224)
     image, back = split_view(packed[None], SPEC)
     assert image.shape == (1, 224, 224) and np.array_equal(back[0], view)
     with pytest.raises(InvalidArgumentError, match="k-space view"):
@@ -82,7 +86,7 @@ def test_preprocess_slices_computes_the_view_at_native_resolution():
 
     raw = _acquire(512, 256)
     out = preprocess_slices(raw, 224, "max255", SPEC)
-    assert out.shape == (1, 226, 224)
+    assert out.shape == (1, 228, 224)
     np.testing.assert_array_equal(out[0, 224:], kspace_profiles(raw.astype(np.float32), SPEC))
     np.testing.assert_array_equal(out[0, :224], preprocess_slices(raw, 224, "max255")[0])
 
@@ -111,7 +115,7 @@ def _dicom_series(folder, n_files: int, window: int | None, seed: int) -> None:
         ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
 
 
-def _tiny_run(tmp_path, kspace_view: bool):
+def _tiny_run(tmp_path, kspace_view: bool, **overrides):
     """A cache with the view (from arrays: one window per class) and a 1-epoch run on it."""
     from mridomain.data import write_slice_cache
     from mridomain.data.cache import preprocess_slices
@@ -130,7 +134,7 @@ def _tiny_run(tmp_path, kspace_view: bool):
                               [{"name": "acquisition_matrix", "kind": "categorical"}], kspace_view=spec)
     run = tmp_path / f"run_{int(kspace_view)}"
     train(cache, run, preset="cpu", epochs=1, progress=False, batch_size=8, width=4, input_size=32,
-          continuous_iaps=(), kspace_view=kspace_view)
+          continuous_iaps=(), kspace_view=kspace_view, **overrides)
     return cache, run, raws
 
 
@@ -202,7 +206,7 @@ def test_no_augmentation_or_layer_hides_a_left_right_mirror():
     cpu = get_preset("cpu")
     # the only left-right flip is mirror augmentation, which swaps the position label
     assert cpu.mirror_augment
-    images = np.random.default_rng(1).random((64, 10, 8)).astype(np.float32)
+    images = np.random.default_rng(1).random((64, 12, 8)).astype(np.float32)
     spec = kspace_view_spec(True, 8, 8)
     cat = np.zeros((64, 1), np.int64)
     ds = MemmapBatches(images, np.arange(64), cat, np.zeros((64, 0), np.float32), 64, shuffle=False,
@@ -225,7 +229,7 @@ def test_mirror_augmentation_flips_the_image_not_the_view():
     from mridomain.iap.training import MemmapBatches
 
     rng = np.random.default_rng(0)
-    images = rng.random((40, 10, 8)).astype(np.float32)
+    images = rng.random((40, 12, 8)).astype(np.float32)
     spec = kspace_view_spec(True, 8, 8)
     cat = np.array([[0], [1]] * 20, dtype=np.int64)
     ds = MemmapBatches(images, np.arange(40), cat, np.zeros((40, 0), np.float32), 40, shuffle=False,
@@ -249,7 +253,7 @@ def test_onnx_export_of_the_two_input_network_matches_torch(tmp_path):
     cache, run, raws = _tiny_run(tmp_path, kspace_view=True)
     record = json.loads((run / (ONNX_FILE + ".json")).read_text())
     assert [i["name"] for i in record["inputs"]] == ["image", "kspace"]
-    assert record["inputs"][1]["shape"] == ["batch", 2, 32]
+    assert record["inputs"][1]["shape"] == ["batch", 4, 32]
     torch_run, onnx_run = IAPRun.load(run, engine="torch"), IAPRun.load(run, engine="onnx")
     assert onnx_run.engine_note.startswith("engine: onnx")
     stored = np.asarray(np.load(cache / "images.npy"), np.float32)
@@ -262,7 +266,13 @@ def test_onnx_export_of_the_two_input_network_matches_torch(tmp_path):
 def _profiles_from_the_full_spectrum(img: np.ndarray, spec: dict) -> np.ndarray:
     """The view as the module docstring defines it, computed the slow way: the full fft2 power,
     summed over each axis, averaged per |k| bin over every signed frequency."""
-    power = np.abs(np.fft.fft2(np.asarray(img, np.float64))) ** 2
+    x = np.asarray(img, np.float64)
+    return np.concatenate([_source_from_the_full_spectrum(x * x if source == "squared_magnitude" else x, spec)
+                           for source in spec["sources"]])
+
+
+def _source_from_the_full_spectrum(img: np.ndarray, spec: dict) -> np.ndarray:
+    power = np.abs(np.fft.fft2(img)) ** 2
     bins, width, floor = spec["bins"], spec["cycles_per_bin"], spec["floor"]
     out = np.full((2, bins), np.log10(floor))
     for row, (profile, n) in enumerate(((power.sum(axis=0), img.shape[1]), (power.sum(axis=1), img.shape[0]))):
@@ -282,3 +292,109 @@ def test_half_spectrum_view_equals_the_full_spectrum_definition(shape):
     img = rng.gamma(2.0, 50.0, size=shape) * np.hanning(shape[1])[None, :]
     spec = kspace_view_spec(True, 40, image_rows=40) | {"cycles_per_bin": 1.5}
     np.testing.assert_allclose(kspace_profiles(img, spec), _profiles_from_the_full_spectrum(img, spec), atol=1e-5)
+
+
+# ---- the squared magnitude's profiles ----
+
+
+def _phase_varying_magnitude(n: int, window: int, store: bool = True, seed: int = 0) -> np.ndarray:
+    """The stored magnitude of a complex object whose phase varies (a fat-like region shifted by
+    -188 degrees, as at TE 2.4 ms at 1.5 T, and a smooth off-resonance ramp), acquired with a
+    ``window``-sample k-space window, complex noise inside it, zero-filled to n x n and stored as
+    whole numbers up to 4000."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:n, :n] / n
+    fat = (((yy - .45) / .3) ** 2 + ((xx - .5) / .38) ** 2 <= 1) & ~((((yy - .45) / .2) ** 2 + ((xx - .5) / .25) ** 2) <= 1)
+    obj = _object(n) * np.exp(1j * (2.0 * np.pi * (xx - .5) ** 2 + 0.6 * yy)) + 0.8 * fat * np.exp(-1j * np.deg2rad(188))
+    kspace = np.fft.fft2(obj) + 3.0 * (rng.normal(size=(n, n)) + 1j * rng.normal(size=(n, n)))
+    k = np.abs(np.fft.fftfreq(n) * n)
+    kspace[(k[:, None] >= window / 2) | (k[None, :] >= window / 2)] = 0
+    magnitude = np.abs(np.fft.ifft2(kspace))
+    return np.round(magnitude / magnitude.max() * 4000) if store else magnitude
+
+
+def test_the_squared_magnitude_keeps_the_window_edge_that_the_magnitude_smears():
+    """A 160-sample window on a 512 grid: the magnitude of a phase-varying image spreads past the
+    window's edge (|k| = 80, bin 40), while its square is the window's autocorrelation and stops
+    at |k| = 160 (bin 80), up to the rounding of the stored whole numbers."""
+    view = kspace_profiles(_phase_varying_magnitude(512, 160), SPEC)
+    magnitude, squared = view[:2], view[2:]
+    # the step across each edge, mean log power of 8 bins outside minus 8 inside
+    step_magnitude = magnitude[:, 42:50].mean(axis=1) - magnitude[:, 30:38].mean(axis=1)
+    step_squared = squared[:, 82:90].mean(axis=1) - squared[:, 70:78].mean(axis=1)
+    assert (step_magnitude > -1.0).all(), step_magnitude        # measured -0.69, -0.91
+    assert (step_squared < -2.0).all(), step_squared            # measured -2.24, -2.33
+    assert (step_squared < step_magnitude - 1.2).all()
+    # without the rounding of stored whole numbers the square has nothing past its edge: the floor
+    exact = kspace_profiles(_phase_varying_magnitude(512, 160, store=False), SPEC)[2:]
+    assert (exact[:, 82:128] < -9.9).all(), exact[:, 82:128].max(axis=1)
+
+
+def test_a_rotated_slice_swaps_each_sources_profiles():
+    from mridomain.data.kspace import swap_axes
+
+    img = _phase_varying_magnitude(256, 200, seed=2)[:, :200]           # not square: rows != columns
+    np.testing.assert_allclose(kspace_profiles(np.rot90(img), SPEC), swap_axes(kspace_profiles(img, SPEC)), atol=1e-5)
+    assert np.array_equal(swap_axes(np.arange(8).reshape(4, 2)), np.array([[2, 3], [0, 1], [6, 7], [4, 5]]))
+
+
+def test_a_stored_view_without_sources_is_the_magnitude_view_it_always_was():
+    """Caches and runs written before the squared profiles have a spec without ``sources``: they
+    keep their 2 rows and their exact values, so their networks read what they were trained on."""
+    from mridomain.data.kspace import view_rows
+
+    stored = {k: v for k, v in SPEC.items() if k not in ("sources", "profiles", "layout")}
+    old = kspace_view_spec(stored, 224, 224)
+    assert old["sources"] == ["magnitude"] and old["profiles"] == ["abs_kx", "abs_ky"] and view_rows(stored) == 2
+    img = _acquire(320, 256)
+    np.testing.assert_array_equal(kspace_profiles(img, stored), kspace_profiles(img, SPEC)[:2])
+    assert split_view(np.ones((3, 226, 224)), stored)[1].shape == (3, 2, 224)
+    assert SPEC["sources"] == ["magnitude", "squared_magnitude"] and view_rows(SPEC) == 4
+    for bad in ([], ["phase"], "magnitude", ["magnitude", "magnitude"]):
+        with pytest.raises(InvalidArgumentError, match="sources"):
+            kspace_view_spec({"sources": bad}, 224)
+
+
+# ---- the k-space branch's forms ----
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear", "mlp+linear"])
+def test_each_kspace_branch_gives_its_features_and_only_linear_is_affine(kind):
+    from mridomain.iap.model import KSPACE_FEATURES, KSpaceBranch
+
+    torch.manual_seed(0)
+    branch = KSpaceBranch(16, rows=4, kind=kind)
+    branch.train()
+    branch(torch.randn(64, 4, 16) * 3 - 5)          # batch statistics for the standardization
+    branch.eval()
+    a, b = torch.randn(2, 8, 4, 16)
+    fa, fb, mid = branch(a), branch(b), branch((a + b) / 2)
+    assert fa.shape == (8, KSPACE_FEATURES)
+    affine = torch.allclose(mid, (fa + fb) / 2, atol=1e-5)
+    assert affine == (kind == "linear")
+    with pytest.raises(InvalidArgumentError, match="k-space branch"):
+        KSpaceBranch(16, kind="conv")
+
+
+def test_a_run_saved_before_the_branch_kind_loads_as_the_mlp_it_was(tmp_path):
+    """config.json of earlier runs has no kspace_branch: it must load as the "mlp" branch it was
+    trained with, with the same weights and answers; the kind a run was trained with is saved."""
+    from mridomain.iap import IAPPredictor
+
+    cache, run, raws = _tiny_run(tmp_path, kspace_view=True, kspace_branch="mlp")
+    before = IAPPredictor.load(run).forward(np.asarray(np.load(cache / "images.npy")[:6], np.float32))
+    config = json.loads((run / "config.json").read_text())
+    assert config["kspace_branch"] == "mlp"
+    del config["kspace_branch"]
+    (run / "config.json").write_text(json.dumps(config))
+    predictor = IAPPredictor.load(run)
+    assert predictor.model.kspace.kind == "mlp"
+    after = predictor.forward(np.asarray(np.load(cache / "images.npy")[:6], np.float32))
+    np.testing.assert_array_equal(after.features, before.features)
+    # the same weights under another kind do not fit: a one-line error naming the weights file
+    config["kspace_branch"] = "linear"
+    (run / "config.json").write_text(json.dumps(config))
+    from mridomain.errors import SchemaMismatchError
+
+    with pytest.raises(SchemaMismatchError, match="safetensors"):
+        IAPPredictor.load(run)

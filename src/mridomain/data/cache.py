@@ -107,7 +107,7 @@ def preprocess_slices(pixels: np.ndarray, size: int | Sequence[int],
     ``meta.json`` or a run's ``preprocess.json``) sees exactly the preprocessing a model was
     trained with. With ``kspace_view`` (a :func:`mridomain.data.kspace.kspace_view_spec`) each
     slice's k-space profiles are computed on its native pixels, before the resize, and appended
-    below the image: (S, h + 2, w).
+    below the image: (S, h + R, w), R = 2 rows per source of the view.
     """
     x = np.asarray(pixels, dtype=np.float32)
     if x.ndim == 2:
@@ -344,7 +344,7 @@ def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame, 
     ``table`` has one row per image, a ``split`` column ("train" | "val" | "test") and one column
     per IAP; ``slice_id`` and the identification columns of :data:`TABLE_DEFAULTS` are filled in
     where absent. ``kspace_view``: the spec of a k-space view the images carry below them
-    (:func:`mridomain.data.kspace.kspace_view_spec`; ``images`` are then (N, H + 2, W)).
+    (:func:`mridomain.data.kspace.kspace_view_spec`; ``images`` are then (N, H + R, W), R its rows).
     Returns the folder (open it with :class:`SliceCache`).
     """
     out = Path(out)
@@ -371,10 +371,10 @@ def write_slice_cache(out: str | Path, images: np.ndarray, table: pd.DataFrame, 
     mm[:] = images.astype(np.float16)
     mm.flush()
     del mm
-    from mridomain.data.kspace import split_view
+    from mridomain.data.kspace import split_view, view_rows
 
     split_view(images[:1], kspace_view)          # the layout must match the spec
-    size = (images.shape[1] - (2 if kspace_view else 0), images.shape[2])
+    size = (images.shape[1] - view_rows(kspace_view), images.shape[2])
     _write_table_and_meta(out, table, size=size, normalization=normalization, iaps=iaps,
                           seed=seed, fractions=check_fractions(fractions), source_index=source_index,
                           **({"kspace_view": kspace_view} if kspace_view else {}))
@@ -447,7 +447,7 @@ def prepare_cache(index: str | Path | pd.DataFrame, out: str | Path, slices_per_
     ``mridomain.io.read_image``, resized to ``size`` x ``size`` (:func:`resize`, antialiased) and
     normalized by :func:`normalize_intensity`. With ``kspace_view`` each slice's k-space profiles
     (:mod:`mridomain.data.kspace`), computed on its native pixels, are stored below it (``images.npy``
-    then holds (N, size + 2, size)) and described in ``meta.json["kspace_view"]``. Patients are split by :func:`split_patients`.
+    then holds (N, size + R, size), R = 2 rows per source) and described in ``meta.json["kspace_view"]``. Patients are split by :func:`split_patients`.
     Series are processed in a process pool; unreadable slices are skipped and listed in
     ``skipped.csv``. Row order is deterministic: series in index order, slices in series order.
 

@@ -33,7 +33,7 @@ def network_inputs(images: np.ndarray | Sequence[np.ndarray], rows: np.ndarray |
                    kspace_view: dict | None = None, with_kspace: bool = False) -> tuple[np.ndarray, ...]:
     """The inputs the network takes for ``rows``, a float32 array each, in the order of its
     ``input_names``: the preprocessed slices (N, H, W) and, for a network that reads one, the
-    k-space view (N, 2, bins) stored below each slice (``kspace_view``: the run's preprocess.json
+    k-space view (N, R, bins) stored below each slice (``kspace_view``: the run's preprocess.json
     entry, :func:`mridomain.data.kspace.split_view`). ``images`` may also be a tuple of row-aligned
     sources, given as they are."""
     if isinstance(images, (tuple, list)):

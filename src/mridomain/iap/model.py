@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mridomain.data.kspace import view_rows
 from mridomain.errors import InvalidArgumentError
 from mridomain.iap.config import IAPConfig
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder, mirror_output_map
@@ -127,25 +128,50 @@ class ResNetWithTextureStats(nn.Module):
 KSPACE_FEATURES = 64
 
 
-class KSpaceBranch(nn.Module):
-    """The k-space view (N, 2, bins) (:mod:`mridomain.data.kspace`) -> ``KSPACE_FEATURES`` features.
+#: the k-space branch's forms (IAPConfig.kspace_branch)
+KSPACE_BRANCHES = ("mlp", "linear", "mlp+linear")
 
-    An MLP, not a convolution with pooling: what the view says is *where* each profile drops
-    (the acquired window's edge, the end of the reconstructed grid), an absolute bin position that
-    a translation-invariant pooling would throw away. Each bin is standardized on its own
-    (BatchNorm over the 2 x bins values), so a drop of a few decades at one bin weighs as much as
-    the smooth fall-off of the anatomy's spectrum.
+
+class KSpaceBranch(nn.Module):
+    """The k-space view (N, rows, bins) (:mod:`mridomain.data.kspace`) -> ``KSPACE_FEATURES`` features.
+
+    Each bin is standardized on its own (BatchNorm over the rows x bins values), so a drop of a few
+    decades at one bin weighs as much as the smooth fall-off of the anatomy's spectrum. Then no
+    convolution with pooling: what the view says is *where* each profile drops or bends (the
+    acquired window's edge, the end of the reconstructed grid), an absolute bin position that a
+    translation-invariant pooling would throw away. ``kind``:
+
+    - ``"mlp"``: Linear -> ``hidden``, ReLU, Linear -> 64, ReLU (the branch before ``kind`` existed);
+    - ``"linear"``: one Linear -> 64, so the heads read the view linearly, as a logistic regression on
+      it does;
+    - ``"mlp+linear"``: the sum of the two.
+
+    ``rows`` is two per source of the view (2 for the magnitude alone, 4 with its square).
     """
 
-    def __init__(self, bins: int, hidden: int = 128):
+    def __init__(self, bins: int, hidden: int = 128, rows: int = 2, kind: str = "mlp"):
         super().__init__()
-        self.bins = int(bins)
-        self.net = nn.Sequential(nn.Flatten(), nn.BatchNorm1d(2 * self.bins), nn.Linear(2 * self.bins, hidden),
-                                 nn.ReLU(inplace=True), nn.Linear(hidden, KSPACE_FEATURES), nn.ReLU(inplace=True))
+        if kind not in KSPACE_BRANCHES:
+            raise InvalidArgumentError(f"k-space branch {kind!r}: unknown (choose from {', '.join(KSPACE_BRANCHES)})")
+        self.bins, self.rows, self.kind = int(bins), int(rows), kind
+        n = self.rows * self.bins
+        # one Sequential ``net`` whose first two layers standardize, so "mlp" runs saved before
+        # ``kind`` existed load under their own tensor names
+        layers = [nn.Flatten(), nn.BatchNorm1d(n)]
+        if kind == "linear":
+            layers.append(nn.Linear(n, KSPACE_FEATURES))
+        else:
+            layers += [nn.Linear(n, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, KSPACE_FEATURES),
+                       nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+        self.linear = nn.Linear(n, KSPACE_FEATURES) if kind == "mlp+linear" else None
 
     def forward(self, kspace: torch.Tensor) -> torch.Tensor:
-        """Features (N, ``KSPACE_FEATURES``) of a k-space view (N, 2, bins), cast to float32 first."""
-        return self.net(kspace.float())
+        """Features (N, ``KSPACE_FEATURES``) of a k-space view (N, rows, bins), cast to float32 first."""
+        if self.linear is None:
+            return self.net(kspace.float())
+        x = self.net[1](self.net[0](kspace.float()))
+        return self.net[2:](x) + self.linear(x)
 
 
 class IAPNet(nn.Module):
@@ -156,15 +182,15 @@ class IAPNet(nn.Module):
     images' mean / std (buffers saved with the weights).
 
     Inputs, by name: ``image`` (N, 1, H, W) or (N, H, W), cache-normalized slices; and with
-    ``kspace_bins`` > 0, ``kspace`` (N, 2, kspace_bins), each slice's k-space view
+    ``kspace_bins`` > 0, ``kspace`` (N, kspace_rows, kspace_bins), each slice's k-space view
     (:mod:`mridomain.data.kspace`), whose :class:`KSpaceBranch` features are appended to the
     backbone's.
     """
 
     def __init__(self, n_outputs: int, backbone: str = "resnet18", input_size: int = 224, width: int = 32,
                  in_mean: float = 0.0, in_std: float = 1.0, texture_stats: bool = False,
-                 residual_input: bool = False, kspace_bins: int = 0,
-                 mirror_map: tuple[np.ndarray, np.ndarray] | None = None):
+                 residual_input: bool = False, kspace_bins: int = 0, kspace_rows: int = 2,
+                 kspace_branch: str = "mlp", mirror_map: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         in_channels = 2 if residual_input else 1      # the image, and its noise residual
         if backbone == "resnet18":
@@ -188,7 +214,7 @@ class IAPNet(nn.Module):
             self.head = nn.Linear(self.feature_dim, n_outputs)
         else:
             raise InvalidArgumentError(f"backbone {backbone!r}: unknown (choose from {', '.join(BACKBONES)})")
-        self.kspace = KSpaceBranch(kspace_bins) if kspace_bins > 0 else None
+        self.kspace = KSpaceBranch(kspace_bins, rows=kspace_rows, kind=kspace_branch) if kspace_bins > 0 else None
         if self.kspace is not None:
             self.feature_dim += KSPACE_FEATURES
             self.head = nn.Linear(self.feature_dim, n_outputs)
@@ -312,16 +338,17 @@ def build_model(config: IAPConfig, encoder: LabelEncoder, in_mean: float = 0.0, 
 
     With ``config.kspace_view`` (or None and a view in ``preprocess``, the run's preprocess.json)
     the network gets a k-space branch sized from that view; True without a view is a one-line error."""
-    bins = 0
+    bins, rows = 0, 2
     view = (preprocess or {}).get("kspace_view")
     if config.kspace_view or (config.kspace_view is None and view):
         if not view:
             raise InvalidArgumentError("kspace_view=True needs slices with a k-space view: prepare the cache "
                                        "with --kspace-view (or train with kspace_view=False)")
-        bins = int(view["bins"])
+        bins, rows = int(view["bins"]), view_rows(view)
     return IAPNet(encoder.n_outputs, backbone=config.backbone, input_size=config.input_size,
                   width=config.width, in_mean=in_mean, in_std=in_std, texture_stats=config.texture_stats,
-                  residual_input=config.residual_input, kspace_bins=bins,
+                  residual_input=config.residual_input, kspace_bins=bins, kspace_rows=rows,
+                  kspace_branch=config.kspace_branch,
                   mirror_map=mirror_output_map(encoder) if config.mirror_tta else None)
 
 
@@ -361,5 +388,5 @@ def iap_loss(outputs: torch.Tensor, cat_targets: torch.Tensor, cont_targets: tor
     return total, terms
 
 
-__all__: Sequence[str] = ["IAPNet", "KSpaceBranch", "SmallCNN", "build_model", "iap_loss", "reads_kspace",
+__all__: Sequence[str] = ["IAPNet", "KSPACE_BRANCHES", "KSpaceBranch", "SmallCNN", "build_model", "iap_loss", "reads_kspace",
                           "network_outputs", "BACKBONES"]

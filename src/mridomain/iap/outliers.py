@@ -38,7 +38,7 @@ def transformed_outliers(images: np.ndarray, preprocess: dict[str, Any], rng: np
     when rotated): the native pixels it would be computed on are gone, and a view computed on
     the 224-pixel slice would mark every transformed outlier by its small grid, a shortcut the
     domain model would learn instead of the anatomy's orientation."""
-    from mridomain.data.kspace import append_view, split_view
+    from mridomain.data.kspace import append_view, split_view, swap_axes
 
     out, kinds = [], []
     spec = preprocess.get("kspace_view")
@@ -64,7 +64,7 @@ def transformed_outliers(images: np.ndarray, preprocess: dict[str, Any], rng: np
             x = img.max() - img
         y = preprocess_slices(np.ascontiguousarray(x)[None], image_preprocess)[0]
         if views is not None:
-            y = append_view(y, views[i][::-1] if kind == "rotated" else views[i])
+            y = append_view(y, swap_axes(views[i]) if kind == "rotated" else views[i])
         out.append(y)
         kinds.append(kind)
     return np.stack(out), kinds

@@ -28,7 +28,7 @@ from mridomain.iap.model import IAPNet, build_model, iap_loss, reads_kspace
 class MemmapBatches(Dataset):
     """Whole batches straight from the memmapped cache: one fancy index per batch, no per-item decode.
 
-    Each item is a batch (image (B, 1, H, W), kspace (B, 2, bins) or (B, 0) without a view, cat,
+    Each item is a batch (image (B, 1, H, W), kspace (B, R, bins) or (B, 0) without a view, cat,
     cont); ``set_epoch`` draws that epoch's permutation from (seed, epoch), so an interrupted and
     resumed run sees the same batches as an uninterrupted one. With ``kspace_view`` (the cache's
     view spec) the view rows below each image are cut off into the kspace tensor before any flip,
