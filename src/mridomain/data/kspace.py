@@ -42,6 +42,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.fft
 
 from mridomain.errors import InvalidArgumentError
 
@@ -144,8 +145,12 @@ def _axis_profiles(x: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """(2, bins) float64: the |kx| and |ky| log power profiles of one float64 image."""
     bins, width, floor = int(spec["bins"]), float(spec["cycles_per_bin"]), float(spec["floor"])
     nx = x.shape[1]
-    spectrum = np.fft.rfft2(x)
-    power = spectrum.real ** 2 + spectrum.imag ** 2                  # (ny, nx // 2 + 1): kx >= 0
+    # scipy's pocketfft runs this transform in about half numpy's time, to the same float32 view
+    # (all 179,200 values of 200 demo slices' views identical); one thread: predict parallelizes
+    # over slices, not inside one
+    spectrum = scipy.fft.rfft2(x, workers=1)
+    power = spectrum.real ** 2
+    power += spectrum.imag ** 2                                     # (ny, nx // 2 + 1): kx >= 0
     half = power.shape[1]
     columns = power.sum(axis=0)
     over_kx = np.concatenate([columns, columns[1:nx - half + 1][::-1]])     # fft order: kx >= 0, then kx < 0
