@@ -115,8 +115,9 @@ def _dicom_series(folder, n_files: int, window: int | None, seed: int) -> None:
         ds.save_as(folder / f"{k}.dcm", enforce_file_format=True)
 
 
-def _tiny_run(tmp_path, kspace_view: bool, **overrides):
-    """A cache with the view (from arrays: one window per class) and a 1-epoch run on it."""
+def _tiny_run(tmp_path, kspace_view: bool, spec: dict | None = None, **overrides):
+    """A cache with the view (from arrays: one window per class; ``spec``: the view's spec, by
+    default this release's) and a 1-epoch run on it."""
     from mridomain.data import write_slice_cache
     from mridomain.data.cache import preprocess_slices
     from mridomain.iap import train
@@ -126,7 +127,7 @@ def _tiny_run(tmp_path, kspace_view: bool, **overrides):
         window = (160, None)[i % 2]
         raws.append(_acquire(256, window, seed=i))
         labels.append(["160 X 160", "256 X 256"][i % 2])
-    spec = kspace_view_spec(True, 32, 32)
+    spec = spec or kspace_view_spec(True, 32, 32)
     images = np.concatenate([preprocess_slices(r, 32, "max255", spec) for r in raws])
     table = pd.DataFrame({"split": (["train"] * 3 + ["val"]) * 6, "acquisition_matrix": labels,
                           "patient_id": [f"P{i}" for i in range(24)]})
@@ -398,3 +399,19 @@ def test_a_run_saved_before_the_branch_kind_loads_as_the_mlp_it_was(tmp_path):
 
     with pytest.raises(SchemaMismatchError, match="safetensors"):
         IAPPredictor.load(run)
+
+
+def test_a_run_on_a_cache_from_before_the_squared_profiles_predicts_as_it_was_trained(tmp_path):
+    """A cache and run written before ``sources`` existed: their spec has no sources, their slices
+    two view rows. Training, the run folder and predict on raw arrays must keep that layout."""
+    from mridomain.iap import IAPPredictor
+
+    legacy = {k: v for k, v in kspace_view_spec(True, 32, 32).items() if k not in ("sources", "profiles", "layout")}
+    cache, run, raws = _tiny_run(tmp_path, kspace_view=True, spec=legacy, kspace_branch="mlp")
+    assert np.load(cache / "images.npy").shape[1:] == (34, 32)
+    predictor = IAPPredictor.load(run)
+    assert predictor.preprocess["kspace_view"] == legacy        # the run records the cache's spec as it is
+    assert predictor.model.kspace.rows == 2
+    from_raw = predictor.forward(predictor._images(np.stack(raws[:4]), preprocessed=False))
+    from_cache = predictor.forward(np.asarray(np.load(cache / "images.npy")[:4], np.float32))
+    np.testing.assert_allclose(from_raw.features, from_cache.features, atol=0.05)
