@@ -164,6 +164,35 @@ def test_header_only_annotation_file_is_one_line_before_work(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+def test_prepare_kspace_sources_option(tmp_path):
+    """--kspace-view stores both sources' profiles by default; --kspace-sources picks them, and a
+    source it does not know is a one-line error before any work."""
+    import json
+
+    from mridomain.data import build_index
+    from dicom_factory import GE_HEADERS, write_mr_dicom
+
+    for p in range(2):
+        for i in range(2):
+            write_mr_dicom(tmp_path / "a" / f"P{p}" / f"{i}.dcm", np.random.default_rng(i).integers(0, 900, (24, 24)),
+                           patient_id=f"P{p}", study_uid=f"1.2.{p}", series_uid=f"1.2.{p}.4", instance=i + 1,
+                           position=float(i), headers=GE_HEADERS)
+    build_index(tmp_path / "a", out=tmp_path / "i.parquet", workers=1, progress=False)
+    base = ["prepare", str(tmp_path / "i.parquet"), "--size", "16", "--workers", "1", "--fractions", "0.5,0.5,0",
+            "--kspace-view"]
+    result = runner.invoke(app, base + ["-o", str(tmp_path / "both")])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "both" / "meta.json").read_text())
+    assert meta["kspace_view"]["sources"] == ["magnitude", "squared_magnitude"]
+    assert np.load(tmp_path / "both" / "images.npy").shape[1:] == (20, 16)
+    result = runner.invoke(app, base + ["-o", str(tmp_path / "one"), "--kspace-sources", "magnitude"])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "one" / "images.npy").shape[1:] == (18, 16)
+    line = _error_line(runner.invoke(app, base + ["-o", str(tmp_path / "bad"), "--kspace-sources", "phase"]))
+    assert "--kspace-sources" in line and "phase" in line
+    assert not (tmp_path / "bad").exists()
+
+
 def test_index_keep_kind_option(tmp_path):
     from dicom_factory import GE_HEADERS, write_mr_dicom
 

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from mridomain.arguments import KEEP_KIND_HELP, MAX_PATIENTS, MAX_SLICES, at_least, file_out, folder_out, numbers
-from mridomain.errors import MridomainError
+from mridomain.errors import InvalidArgumentError, MridomainError
 from mridomain.synth.cli import app as synth_app
 
 
@@ -192,6 +192,9 @@ def prepare(
     kspace_view: bool = typer.Option(False, "--kspace-view/--no-kspace-view",
                                      help="Also store each slice's k-space profiles, computed at native "
                                           "resolution (read by the cpu preset's network)."),
+    kspace_sources: str = typer.Option("magnitude,squared_magnitude",
+                                       help="With --kspace-view: the images whose spectra are profiled, "
+                                            "comma-separated (magnitude, squared_magnitude)."),
 ) -> None:
     """Sample, resize and normalize slices into a memory-mapped, patient-split training cache.
 
@@ -205,9 +208,18 @@ def prepare(
     at_least(size, "--size", 1)
     at_least(slices_per_series, "--slices-per-series", 0)
     at_least(workers, "--workers", 1)
+    view = None
+    if kspace_view:
+        from mridomain.data.kspace import kspace_view_spec
+
+        view = {"sources": [v.strip() for v in kspace_sources.split(",") if v.strip()]}
+        try:
+            kspace_view_spec(view, size)             # a bad source is an error before any work
+        except InvalidArgumentError as err:
+            raise InvalidArgumentError(f"--kspace-sources: {err}") from None
     cache = prepare_cache(index_path, out, slices_per_series=slices_per_series or None, size=size,
                           normalization=normalization, seed=seed, fractions=frac,
-                          annotations=annotations, workers=workers, kspace_view=kspace_view)
+                          annotations=annotations, workers=workers, kspace_view=view)
     typer.echo(cache.summary())
 
 
