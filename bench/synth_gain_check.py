@@ -7,9 +7,10 @@ defaults to ``t1ce``. For each test subject and each other sequence as the sourc
 of the translation into the target over the head slices (Table 1's PSNR, data range 1), then
 ``synth evaluate``'s ``psnr_gain_matched`` and its gain (``contribution.gain_matched_psnr``: the
 one gain that best matches the target in least squares, and the PSNR of gain x translation). Every
-volume is scaled to [0, 1] by its own 0.5 / 99.5 % head percentiles (the paper's min-max after
-clipping), so a target whose upper percentile is set by something the sources do not show (T1Gd's
-enhancement) has a scale no generator can know; a gain far from 1 that recovers many dB is that.
+volume is read as the run normalized it. With the paper's 0.5 / 99.5 % head percentiles (min-max
+after clipping), a target whose upper percentile is set by something the sources do not show (T1Gd's
+enhancement) has a scale no generator can know; a gain far from 1 that recovers many dB is that. A
+run with the median normalization (``normalization="median"``) should show gains near 1.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from mridomain.synth.model import load_run
 
 def main(folder: str, target: str = "t1ce") -> None:
     run = load_run(f"{folder}/run")
-    data = evaluation_subjects(run, load_dataset(f"{folder}/brains", run.sequences, progress=False), "test")
+    data = load_dataset(f"{folder}/brains", run.sequences, progress=False, normalization=run.normalization)
+    data = evaluation_subjects(run, data, "test")
     sources = [s for s in run.sequences if s != target]
     print(f"into {target}: PSNR as generated -> with the best gain (the gain), per test subject")
     print("| subject | " + " | ".join(sources) + " |\n|---|" + "---|" * len(sources))

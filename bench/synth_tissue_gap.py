@@ -66,7 +66,7 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def main(folder: str, targets: str = "flair,t1ce,t2", split: str = "test") -> None:
     run = load_run(f"{folder}/run")
-    data = load_dataset(f"{folder}/brains", run.sequences, progress=False)
+    data = load_dataset(f"{folder}/brains", run.sequences, progress=False, normalization=run.normalization)
     subjects = evaluation_subjects(run, data, split).subjects
     train = oracle_training_subjects(data.subset(run.schema["splits"]["train"]).subjects, run.sequences)
     rows = [row for target in targets.split(",") for source in run.sequences if source != target

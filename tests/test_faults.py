@@ -208,6 +208,7 @@ def bad_invocations(tmp: Path, crops: Path, run: Path, cache: Path, dicom: Path)
         (["synth", "train", tmp, "-o", new(), "--cache", blocker], "is a file"),
         (["synth", "train", tmp, "-o", new(), "--preset", "x"], "'x'"),
         (["synth", "train", tmp, "-o", new(), "--epochs", "0"], "--epochs 0"),
+        (["synth", "train", tmp, "-o", new(), "--normalization", "zscore"], "--normalization 'zscore'"),
         (["synth", "train", tmp, "-o", new(), "--device", "x"], "device 'x'"),
         (["synth", "evaluate", nowhere], "does_not_exist"), (["synth", "evaluate", run, "--split", "bogus"], ""),
         (["synth", "contribution", nowhere, "--normalization", "bogus"], "--normalization 'bogus'"),

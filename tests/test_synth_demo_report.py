@@ -64,12 +64,13 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch, full):
 
     monkeypatch.setattr(model, "load_run", lambda *a, **k: SimpleNamespace(
         schema={"splits": {"train": ["a"], "test": ["b"]}}, sequences=("t1", "t2"),
-        config=make_config("cpu-fullres")))
+        config=make_config("cpu-fullres"), normalization={"kind": "median", "levels": {}}))
     monkeypatch.setattr(evaluation, "evaluate", fake_evaluate)
     import mridomain.synth.demo as demo
 
     monkeypatch.setattr(demo, "_start_oracles", lambda root, seed: SimpleNamespace(
-        result=lambda: (("t1", "t2"), {"train": ["a"], "val": [], "test": ["b"]}, {}), cancel=None))
+        result=lambda: (("t1", "t2"), {"train": ["a"], "val": [], "test": ["b"]},
+                        {"kind": "median", "levels": {}}, {}), cancel=None))
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -97,6 +98,9 @@ def test_demo_report_shows_the_md_overlay_once(tmp_path, monkeypatch, full):
     assert cfg.network.full_resolution and cfg.network.source_code and cfg.network.norm == "none"
     assert cfg.lr == 4 * make_config("cpu").lr and cfg.steps_per_epoch * cfg.epochs == 7680
     assert cfg.batch_size == 1 and make_config("cpu").batch_size == 4      # one crop per step
+    # the demo's volumes are scaled by their medians; the paper's and the cpu preset's by percentiles
+    assert cfg.normalization == "median"
+    assert make_config("cpu").normalization == make_config("paper").normalization == "percentile"
     assert cfg.paired_items and not make_config("cpu").paired_items and not make_config("paper").paired_items
     preset = make_config("cpu").network
     assert not preset.full_resolution and not preset.source_code and preset.norm == "instance"

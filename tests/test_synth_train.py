@@ -84,6 +84,37 @@ def test_evaluate_contribution_dmap_generate(run, brains, tmp_path):
     assert out.sources == ["t1", "t2"] and read_nifti(out.path).shape == ref.shape
 
 
+def test_a_median_normalized_run_fits_its_levels_on_its_training_subjects(run, brains, tmp_path):
+    """normalization="median": the levels are the training subjects' median over 99.5th percentile
+    (computed here from the files), recorded in the run; evaluate and the demo's background oracle
+    read the volumes with them, and data of the paper's normalization are refused."""
+    from mridomain.synth import evaluate, train
+    from mridomain.synth.data import NORMALIZATION, load_dataset
+    from mridomain.synth.demo import demo_oracles
+
+    assert json.loads((run / "schema.json").read_text())["normalization"] == NORMALIZATION
+    out = tmp_path / "median"
+    train(brains, out, preset="cpu", epochs=1, progress=False, normalization="median", **TINY)
+    schema = json.loads((out / "schema.json").read_text())
+    norm = schema["normalization"]
+    assert norm["kind"] == "median" and set(norm["levels"]) == set(schema["sequences"])
+    for seq, level in norm["levels"].items():
+        ratios = []
+        for sid in schema["splits"]["train"]:
+            x = read_nifti(brains / sid / f"{sid}_{seq}.nii.gz").pixels.astype(np.float32)
+            head = x[x != 0]
+            ratios.append(np.median(head) / np.percentile(head, 99.5))
+        assert level == pytest.approx(np.median(ratios), abs=1e-6)
+    assert norm["levels"]["t1ce"] != pytest.approx(norm["levels"]["t1"], abs=1e-3)
+    sequences, splits, background, oracles = demo_oracles(brains, TINY["fractions"], 0, "median")
+    assert background == norm and splits["train"] == schema["splits"]["train"]
+    ev = evaluate(out, brains, split="test", progress=False, html=False, out=tmp_path / "ev", oracles=oracles)
+    assert ev.oracle is not None and len(ev.pairs) == 12
+    paper = load_dataset(brains, schema["sequences"], progress=False)
+    with pytest.raises(SchemaMismatchError, match="median-normalized"):
+        evaluate(out, paper, split="test", progress=False, html=False, out=tmp_path / "bad")
+
+
 def test_cli_errors_are_one_line(run, brains, tmp_path):
     runner = CliRunner()
     sid = json.loads((run / "schema.json").read_text())["splits"]["test"][0]
@@ -167,8 +198,8 @@ def test_oracles_fitted_beside_training_equal_those_evaluate_fits(run, brains, t
     from mridomain.synth.demo import demo_oracles
 
     schema = json.loads((run / "schema.json").read_text())
-    sequences, splits, oracles = demo_oracles(brains, TINY["fractions"], 0)
-    assert list(sequences) == schema["sequences"]
+    sequences, splits, normalization, oracles = demo_oracles(brains, TINY["fractions"], 0)
+    assert list(sequences) == schema["sequences"] and normalization == schema["normalization"]
     assert splits["train"] == schema["splits"]["train"] and splits["test"] == schema["splits"]["test"]
     own = evaluate(run, brains, split="test", progress=False, html=False, out=tmp_path / "own")
     given = evaluate(run, brains, split="test", progress=False, html=False, out=tmp_path / "given", oracles=oracles)

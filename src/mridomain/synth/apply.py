@@ -82,7 +82,7 @@ def generate(run: str | Path | SynthRun, inputs: Sequence[str | Path], to: str, 
     files = parse_inputs(inputs, r.sequences)
     first = next(iter(files.values()))
     subject_id = first.name.split(".nii")[0].rsplit("_", 1)[0].rsplit("-", 1)[0]
-    subject = subject_from_files(files, subject_id)
+    subject = subject_from_files(files, subject_id, normalization=r.normalization)
     sources = [s for s in files if s != to]
     if not sources:
         raise InvalidArgumentError(f"{to} is the only input; give at least one other sequence")
@@ -104,7 +104,7 @@ def dmap(run: str | Path | SynthRun, subject: str | Path, out: str | Path | None
     the paper, :func:`~mridomain.synth.differentiation.differentiation_map`), written as
     ``*_dmap_gain_matched*`` beside eq. 5's ``*_dmap*``."""
     r = run if isinstance(run, SynthRun) else load_run(run, device=device)
-    sub = load_subject(subject, r.sequences, allow_missing=True)
+    sub = load_subject(subject, r.sequences, allow_missing=True, normalization=r.normalization)
     if len(sub.available) < 2:
         raise ImageReadError(Path(subject), f"only {list(sub.available)} of the run's sequences "
                                             f"{list(r.sequences)} found: M_d needs two")

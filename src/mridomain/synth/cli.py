@@ -97,6 +97,9 @@ def train(
     allow_missing: bool = typer.Option(False, "--allow-missing", help="Train subjects lacking a sequence file with it unavailable."),
     perceptual_weights: Optional[Path] = typer.Option(None, help="VGG19 weights file: turns the perceptual term on."),
     cache: Optional[Path] = typer.Option(None, help="Folder for memory-mapped volumes (data larger than memory)."),
+    normalization: Optional[str] = typer.Option(
+        None, help="percentile (the paper's: each volume's 0.5 / 99.5 head percentiles) | median (each volume's "
+                   "head median, levels fitted on the training subjects). Default: the preset's."),
 ) -> None:
     """Train one Seq2Seq generator for every source -> target pair.
 
@@ -110,6 +113,11 @@ def train(
     check_range(epochs, "--epochs", 1)
     _device(device)
     extra = {"perceptual_weights": str(perceptual_weights)} if perceptual_weights else {}
+    if normalization is not None:
+        from mridomain.synth.data import NORMALIZATION_KINDS
+
+        check_choice(normalization, "--normalization", NORMALIZATION_KINDS)
+        extra["normalization"] = normalization
     result = run_training(data, out, preset=preset, epochs=epochs, resume=resume, seed=seed, device=device,
                           allow_missing=allow_missing, cache=cache, **extra)
     typer.echo(result.summary())

@@ -5,7 +5,9 @@ A subject is a folder ``<root>/<id>/`` holding one NIfTI volume per sequence, na
 accepted too); ``<id>_seg`` and the simulator's ``<id>_truth`` are read when present. Volumes are
 read with :func:`mridomain.io.read_nifti` (so ``(S, H, W)`` stacks of axial slices for BraTS and the
 brain simulator), clipped to their 0.5 / 99.5 percentiles inside the head and scaled to [0, 1]
-(the paper: "normalized to [0, 1] after min-max clipping"). A 4-D sequence (DCE phases, DWI b-values)
+(the paper: "normalized to [0, 1] after min-max clipping"), or, with the ``median`` normalization,
+scaled so that the head's median sits where the training subjects' medians sit on the paper's scale
+(:func:`median_levels`; a lesion cannot set it). A 4-D sequence (DCE phases, DWI b-values)
 has a leading time axis: every volume is ``(T, S, H, W)``, ``T = 1`` for a 3-D sequence.
 """
 from __future__ import annotations
@@ -23,10 +25,15 @@ from mridomain.errors import (EmptyInputError, ImageReadError, InvalidArgumentEr
 
 __all__ = ["Subject", "SynthData", "find_subject_files", "load_subject", "subject_from_files", "load_dataset",
            "normalize_volume", "split_subjects", "silence_mask", "fit_slices", "slice_stack",
-           "NORMALIZATION", "BRAIN_FRACTION", "LAYOUT_FILE", "layout_description"]
+           "NORMALIZATION", "NORMALIZATION_KINDS", "median_normalize", "median_levels", "fit_normalization",
+           "check_normalization", "BRAIN_FRACTION", "LAYOUT_FILE", "layout_description"]
 
-#: intensity normalization of every volume (recorded in each run's schema)
+#: the paper's intensity normalization of every volume (recorded in each run's schema)
 NORMALIZATION = {"kind": "percentile", "low": 0.5, "high": 99.5}
+#: ``percentile``: the paper's, each volume clipped to its own head percentiles. ``median``: each
+#: volume scaled by its head's median to a level per sequence fitted on the training subjects
+#: (:func:`median_levels`), so that no lesion sets the scale of a whole volume (docs/synth.md)
+NORMALIZATION_KINDS = ("percentile", "median")
 #: a slice is used for training when at least this fraction of it is inside the head
 BRAIN_FRACTION = 0.05
 
@@ -48,6 +55,95 @@ def normalize_volume(volume: np.ndarray, low: float = NORMALIZATION["low"],
     if hi <= lo:
         hi = lo + 1.0
     return scaling.apply(volume, (lo, hi)), (lo, hi)
+
+
+def median_normalize(volume: np.ndarray, level: float) -> tuple[np.ndarray, tuple[float, float]]:
+    """Scale so that the median of the non-zero voxels maps to ``level``, clip to [0, 1].
+
+    A two-landmark form of Nyul and Udupa's histogram standardization (zero and the median, the
+    standard scale learned on training data by :func:`median_levels`). The paper's percentile
+    normalization lets the brightest half percent of the head set the scale of the whole volume, and in
+    T1Gd and FLAIR that is the enhancing rim or the edema, whose size and strength no other sequence
+    shows; the median belongs to the normal brain. Returns the float32 volume and the ``(0, hi)``
+    intensities that map to 0 and 1.
+    """
+    if not 0.0 < float(level) <= 1.0:
+        raise InvalidArgumentError(f"median normalization: the level must be in (0, 1], got {level}")
+    x = np.asarray(volume, dtype=np.float32)
+    head = x[x != 0]
+    median = float(np.median(head)) if head.size else 0.0
+    if not median > 0:
+        return np.zeros_like(x), (0.0, 1.0)
+    hi = median / float(level)
+    return np.clip(x / hi, 0.0, 1.0).astype(np.float32), (0.0, hi)
+
+
+def _median_to_high(volume: np.ndarray, high: float) -> float | None:
+    """The head's median over its ``high`` percentile: where the median lands on the paper's scale."""
+    x = np.asarray(volume, dtype=np.float32)
+    head = x[(x != 0) & np.isfinite(x)]
+    if not head.size:
+        return None
+    median, top = np.percentile(head, [50.0, high])
+    return float(median / top) if top > 0 else None
+
+
+def median_levels(subjects: Iterable[dict[str, Path]], sequences: Sequence[str],
+                  high: float = NORMALIZATION["high"]) -> dict[str, float]:
+    """Each sequence's standard level for :func:`median_normalize`: the median over ``subjects`` (each
+    a ``{sequence: file}`` dict, the training subjects) of the head's median divided by its ``high``
+    percentile. A typical training volume so keeps the paper's scale; a volume whose lesion is larger
+    or brighter than typical no longer darkens its whole brain. A sequence no subject has is an
+    :class:`EmptyInputError`."""
+    ratios: dict[str, list[float]] = {s: [] for s in sequences}
+    for files in subjects:
+        for seq in sequences:
+            path = files.get(seq)
+            if path is None:
+                continue
+            ratio = _median_to_high(_read_stack(Path(path))[0], high)
+            if ratio is not None:
+                ratios[seq].append(ratio)
+    empty = [s for s, r in ratios.items() if not r]
+    if empty:
+        raise EmptyInputError(Path("."), f"median normalization: no training subject has {empty} to fit a level on")
+    return {s: round(float(np.median(r)), 6) for s, r in ratios.items()}
+
+
+def fit_normalization(kind: str, subjects: Iterable["Subject"], sequences: Sequence[str]) -> dict:
+    """The normalization of ``kind`` as stored in a run's schema, fitted on ``subjects`` (the training
+    subjects; only ``median`` fits anything)."""
+    check_normalization({"kind": kind, "levels": {}} if kind == "median" else {"kind": kind})
+    if kind == "percentile":
+        return dict(NORMALIZATION)
+    levels = median_levels([s.files for s in subjects], sequences)
+    return {"kind": "median", "high": NORMALIZATION["high"], "levels": levels}
+
+
+def check_normalization(normalization: dict | None) -> dict:
+    """``normalization`` (None: the paper's) after checking its kind; an unknown kind is an
+    :class:`InvalidArgumentError`."""
+    if normalization is None:
+        return dict(NORMALIZATION)
+    kind = normalization.get("kind")
+    if kind not in NORMALIZATION_KINDS:
+        raise InvalidArgumentError(f"normalization {kind!r}: choose one of {', '.join(NORMALIZATION_KINDS)}")
+    if kind == "median" and not isinstance(normalization.get("levels"), dict):
+        raise InvalidArgumentError("median normalization without its per-sequence levels")
+    return normalization
+
+
+def _normalize(pixels: np.ndarray, seq: str, normalization: dict | None, path: Path
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    normalization = check_normalization(normalization)
+    if normalization["kind"] == "percentile":
+        return normalize_volume(pixels, normalization.get("low", NORMALIZATION["low"]),
+                                normalization.get("high", NORMALIZATION["high"]))
+    level = normalization["levels"].get(seq)
+    if level is None:
+        raise SchemaMismatchError(f"{path}: the median normalization has no level for {seq!r} "
+                                  f"(it was fitted on {sorted(normalization['levels'])})")
+    return median_normalize(pixels, level)
 
 
 @dataclass
@@ -152,10 +248,11 @@ def layout_description(root: str | Path) -> tuple[tuple[str, ...], dict] | None:
         raise ImageReadError(path, f"not a valid layout description ({err})") from None
 
 
-def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | None = None) -> Subject:
+def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | None = None,
+                       normalization: dict | None = None) -> Subject:
     """Read and normalize the given sequence files of one subject; they must share one grid (a
     different shape is an :class:`ImageReadError` naming the file). ``folder``'s ``_truth`` and
-    ``_seg`` maps are read when present."""
+    ``_seg`` maps are read when present. ``normalization``: a run's (its schema's), None the paper's."""
     volumes, scale, affine, ref = {}, {}, None, None
     for seq, path in files.items():
         pixels, aff = _read_stack(Path(path))
@@ -173,7 +270,7 @@ def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | N
             raise ImageReadError(path, f"shape {grid} differs from {ref[0]}'s {ref[1]} "
                                        "(sequences of a subject must be co-registered on one grid)")
         # a 4-D sequence shares one normalization over its time points (enhancement stays a rise)
-        vol, scale[seq] = normalize_volume(pixels)
+        vol, scale[seq] = _normalize(pixels, seq, normalization, Path(path))
         volumes[seq] = vol if vol.ndim == 4 else vol[np.newaxis]
     if not volumes:
         raise ImageReadError(folder or Path(subject_id), "no sequence file given")
@@ -189,8 +286,9 @@ def subject_from_files(files: dict[str, Path], subject_id: str, folder: Path | N
                    extras.get("truth"), extras.get("seg"))
 
 
-def load_subject(folder: str | Path, sequences: Sequence[str], allow_missing: bool = False) -> Subject:
-    """Read and normalize one subject folder.
+def load_subject(folder: str | Path, sequences: Sequence[str], allow_missing: bool = False,
+                 normalization: dict | None = None) -> Subject:
+    """Read and normalize one subject folder (``normalization``: a run's, None the paper's).
 
     A missing sequence file is an :class:`ImageReadError` naming the file expected, unless
     ``allow_missing`` (an incomplete protocol: the sequence is then simply unavailable).
@@ -204,7 +302,7 @@ def load_subject(folder: str | Path, sequences: Sequence[str], allow_missing: bo
     present = {s: p for s, p in files.items() if p is not None}
     if not present:
         raise ImageReadError(folder, f"no sequence file of {list(sequences)} found")
-    return subject_from_files(present, folder.name, folder)
+    return subject_from_files(present, folder.name, folder, normalization)
 
 
 def _subject_folders(root: Path, sequences: Sequence[str]) -> list[Path]:
@@ -224,6 +322,7 @@ class SynthData:
     subjects: list[Subject]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     root: Path | None = None
+    normalization: dict = field(default_factory=lambda: dict(NORMALIZATION))
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -242,7 +341,8 @@ class SynthData:
     def subset(self, ids: Iterable[str]) -> "SynthData":
         """The subjects with these ids, same sequences and root, with an empty skipped list."""
         keep = set(ids)
-        return SynthData(self.sequences, [s for s in self.subjects if s.subject_id in keep], [], self.root)
+        return SynthData(self.sequences, [s for s in self.subjects if s.subject_id in keep], [], self.root,
+                         self.normalization)
 
     def by_id(self, subject_id: str) -> Subject:
         """The subject ``subject_id``; one not in the data is an :class:`InvalidArgumentError`."""
@@ -271,7 +371,8 @@ def _cache_subject(sub: Subject, cache: Path) -> Subject:
     return sub
 
 
-def _cached_subject(folder: Path, sequences: Sequence[str], allow_missing: bool, cache: Path) -> Subject | None:
+def _cached_subject(folder: Path, sequences: Sequence[str], allow_missing: bool, cache: Path,
+                    normalization: dict) -> Subject | None:
     """A subject whose normalized volumes are all in ``cache`` already, without re-reading NIfTI."""
     import json
 
@@ -284,6 +385,8 @@ def _cached_subject(folder: Path, sequences: Sequence[str], allow_missing: bool,
         return None
     if info.get("sequences") != list(sequences) or info.get("allow_missing") != allow_missing:
         return None
+    if info.get("normalization", NORMALIZATION) != normalization:
+        return None   # cached under another normalization (a cache from before the field: the paper's)
     if info.get("stamps") != _stamps(find_subject_files(folder, sequences)):
         return None   # a source file changed, appeared or vanished since it was cached
     vols = {s: np.load(cache / f"{folder.name}_{s}.npy", mmap_mode="r") for s in info["available"]}
@@ -298,7 +401,8 @@ def _stamps(files: dict[str, Path | None]) -> dict[str, list | None]:
     return {s: None if p is None else [p.stat().st_size, p.stat().st_mtime_ns] for s, p in files.items()}
 
 
-def _write_cache_meta(sub: Subject, sequences: Sequence[str], allow_missing: bool, cache: Path) -> None:
+def _write_cache_meta(sub: Subject, sequences: Sequence[str], allow_missing: bool, cache: Path,
+                      normalization: dict) -> None:
     import json
 
     for k in ("truth", "seg"):
@@ -307,11 +411,13 @@ def _write_cache_meta(sub: Subject, sequences: Sequence[str], allow_missing: boo
     (cache / f"{sub.subject_id}.json").write_text(json.dumps({
         "sequences": list(sequences), "allow_missing": allow_missing, "available": list(sub.available),
         "affine": np.asarray(sub.affine).tolist(), "files": {s: str(p) for s, p in sub.files.items()},
-        "scale": sub.scale, "stamps": _stamps(find_subject_files(sub.folder, sequences))}))
+        "scale": sub.scale, "normalization": normalization,
+        "stamps": _stamps(find_subject_files(sub.folder, sequences))}))
 
 
 def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool = False,
-                 progress: bool = True, cache: str | Path | None = None) -> SynthData:
+                 progress: bool = True, cache: str | Path | None = None,
+                 normalization: dict | None = None) -> SynthData:
     """Every subject folder under ``root`` (or ``root`` itself when it is one subject).
 
     A subject that cannot be read (a missing sequence file unless ``allow_missing``, a corrupt file,
@@ -319,7 +425,9 @@ def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool
     at all is an :class:`EmptyInputError`. With ``cache`` (a folder) the normalized volumes are kept
     there as float16 ``.npy`` files and memory-mapped, so a dataset larger than memory trains (the
     operating system pages slices in); later loads reuse the cache without reading the NIfTI again.
+    ``normalization``: a run's (its schema's; :func:`fit_normalization`), None the paper's.
     """
+    normalization = check_normalization(normalization)
     root = Path(root)
     sequences = tuple(s.lower() for s in sequences)
     folders = _subject_folders(root, sequences)
@@ -327,19 +435,20 @@ def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool
     cache_dir = Path(cache) if cache is not None else None
     for folder in progress_bar(folders, desc="load subjects", unit="subject", enabled=progress):
         try:
-            sub = _cached_subject(folder, sequences, allow_missing, cache_dir) if cache_dir else None
+            sub = (_cached_subject(folder, sequences, allow_missing, cache_dir, normalization) if cache_dir
+                   else None)
             if sub is None:
-                sub = load_subject(folder, sequences, allow_missing=allow_missing)
+                sub = load_subject(folder, sequences, allow_missing=allow_missing, normalization=normalization)
                 if cache_dir is not None:
                     sub = _cache_subject(sub, cache_dir)
-                    _write_cache_meta(sub, sequences, allow_missing, cache_dir)
+                    _write_cache_meta(sub, sequences, allow_missing, cache_dir, normalization)
             subjects.append(sub)
         except MridomainError as err:
             skipped.append((str(getattr(err, "path", folder)), getattr(err, "reason", str(err))))
     if not subjects:
         detail = f" ({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
         raise EmptyInputError(root, f"no subject with sequence files {list(sequences)}{detail}")
-    return SynthData(sequences, subjects, skipped, root)
+    return SynthData(sequences, subjects, skipped, root, normalization)
 
 
 def split_subjects(ids: Sequence[str], fractions: Sequence[float] = (0.7, 0.1, 0.2),

@@ -80,26 +80,32 @@ def _load() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def demo_oracles(root: str | Path, fractions: tuple[float, ...], seed: int
-                 ) -> tuple[tuple[str, ...], dict[str, list[str]], dict]:
-    """``(sequences, subject split, oracles)``: the simulator's known answer for the split that
-    training draws from ``(fractions, seed)``, exactly what :func:`~mridomain.synth.evaluation.evaluate`
-    would fit, on one thread. The demo runs it in a worker process while the generator trains, which
-    keeps about one of two cores busy, and checks the split against the run's before using it."""
+def demo_oracles(root: str | Path, fractions: tuple[float, ...], seed: int, normalization: str = "percentile"
+                 ) -> tuple[tuple[str, ...], dict[str, list[str]], dict, dict]:
+    """``(sequences, subject split, normalization, oracles)``: the simulator's known answer for the
+    split that training draws from ``(fractions, seed)``, on volumes normalized as training will
+    normalize them (``normalization``: the kind; a median normalization's levels fitted on the training
+    subjects, as :func:`~mridomain.synth.training.train` fits them), exactly what
+    :func:`~mridomain.synth.evaluation.evaluate` would fit, on one thread. The demo runs it in a worker
+    process while the generator trains, which keeps about one of two cores busy, and checks the split
+    and the normalization against the run's before using it."""
     from threadpoolctl import threadpool_limits
 
     from mridomain.synth.config import make_config
-    from mridomain.synth.data import layout_description, load_dataset, split_subjects
+    from mridomain.synth.data import fit_normalization, layout_description, load_dataset, split_subjects
     from mridomain.synth.oracle import oracle_for_run
 
     described = layout_description(root)
     sequences = tuple(described[0]) if described else tuple(make_config("cpu").sequences)
     data = load_dataset(root, sequences, allow_missing=True, progress=False)
     splits = split_subjects([s.subject_id for s in data.subjects], fractions, seed)
+    norm = fit_normalization(normalization, data.subset(splits["train"]).subjects, sequences)
+    if norm != data.normalization:
+        data = load_dataset(root, sequences, allow_missing=True, progress=False, normalization=norm)
     with threadpool_limits(1):
         oracles = oracle_for_run(data.subset(splits["train"]).subjects, data.subset(splits["test"]).subjects,
-                                 sequences, data_root=data.root, progress=False)
-    return sequences, splits, oracles
+                                 sequences, data_root=data.root, progress=False, normalization=norm)
+    return sequences, splits, norm, oracles
 
 
 def _exit_with_parent() -> None:
@@ -158,7 +164,9 @@ def _generator_shape(config) -> str:
 
 def _start_oracles(root: Path, seed: int) -> _Background:
     """:func:`demo_oracles` in a worker process, started now."""
-    return _Background(demo_oracles, str(root), DEMO_FRACTIONS, seed)
+    from mridomain.synth.config import make_config
+
+    return _Background(demo_oracles, str(root), DEMO_FRACTIONS, seed, make_config(DEMO_PRESET).normalization)
 
 
 def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: int = 0, epochs: int | None = None,
@@ -206,9 +214,12 @@ def run_demo(out: str | Path = "synth_demo", subjects: int | None = None, seed: 
     stages["train"] = time.perf_counter() - t
     t = time.perf_counter()
     run = load_run(out / "run", device=device)
-    sequences, splits, oracles = background.result()   # a failure in the worker is raised here
+    sequences, splits, normalization, oracles = background.result()   # a failure in the worker is raised here
     if tuple(sequences) != tuple(run.sequences) or any(splits[k] != run.schema["splits"][k] for k in ("train", "test")):
         print("the background oracle's subject split differs from the run's: evaluate fits the oracle again")
+        oracles = None
+    elif normalization != run.normalization:
+        print("the background oracle's normalization differs from the run's: evaluate fits the oracle again")
         oracles = None
     ev = evaluate(run, out / "brains", split="test", progress=progress, html=False, dmap_dir=out / "dmap",
                   oracles=oracles)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from mridomain.progress import progress_bar
 
-from mridomain.errors import EmptyInputError, InvalidArgumentError
+from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.synth.contribution import contribution_table, gain_matched_psnr, image_metrics, plot_contribution
 from mridomain.synth.data import SynthData, load_dataset
 from mridomain.synth.differentiation import (dmap_auc_rows, overlay_figure, subject_dmaps, summarize_dmap_check,
@@ -168,7 +168,10 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
         if not data:
             raise InvalidArgumentError(f"{r.path}: the run does not record its data folder; pass data=")
     dataset = data if isinstance(data, SynthData) else load_dataset(data, r.sequences, allow_missing=True,
-                                                                     progress=progress)
+                                                                     progress=progress, normalization=r.normalization)
+    if dataset.normalization != r.normalization:
+        raise SchemaMismatchError(f"{r.path}: the run was trained on {r.normalization['kind']}-normalized volumes, the "
+                                  f"data given are {dataset.normalization['kind']}-normalized: pass the data folder")
     subjects = evaluation_subjects(r, dataset, split).subjects[:max_subjects]
     out = Path(out) if out is not None else r.path / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +235,7 @@ def evaluate(run: str | Path | SynthRun, data: str | Path | SynthData | None = N
 
         if oracles is None:
             oracles = oracle_for_run(dataset.subset(train_ids).subjects, subjects, r.sequences,
-                                     data_root=dataset.root, progress=progress)
+                                     data_root=dataset.root, progress=progress, normalization=r.normalization)
         for kind, res in oracles.items():
             missing = sorted({s.subject_id for s in subjects} - set(res.maps))
             if missing:

@@ -115,6 +115,13 @@ class SynthRun:
     device: torch.device
 
     @property
+    def normalization(self) -> dict:
+        """How the run's volumes were normalized (its schema's; a run from before the field: the paper's)."""
+        from mridomain.synth.data import NORMALIZATION
+
+        return dict(self.schema.get("normalization") or NORMALIZATION)
+
+    @property
     def sequences(self) -> tuple[str, ...]:
         """The run's sequence set, in the order of the generator's sequence codes."""
         return tuple(self.config.sequences)

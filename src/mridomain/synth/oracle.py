@@ -220,10 +220,12 @@ def oracle_contribution(result: OracleResult) -> pd.DataFrame | None:
     return centrality(adjacency(m, sequences, include_self=False)[0])
 
 
-def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], sequences: Sequence[str]
-                        ) -> list[Subject]:
+def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], sequences: Sequence[str],
+                        normalization: dict | None = None) -> list[Subject]:
     """The simulated subjects ``subject_ids`` of ``data_root`` re-rendered without noise (from the
-    seed, index and voxel size in its ``manifest.csv``), loaded and normalized as the data loader does."""
+    seed, index and voxel size in its ``manifest.csv``), loaded and normalized as the data loader does
+    (``normalization``: the run's, None the paper's; a median normalization keeps the levels fitted on
+    the noisy training volumes)."""
     from mridomain.sim.brain.simulate import make_subject, write_subject
     from mridomain.synth.data import load_subject
 
@@ -241,7 +243,7 @@ def noise_free_subjects(data_root: str | Path, subject_ids: Sequence[str], seque
             clean = make_subject(seed, index, voxel_mm=float(row["voxel_mm"]), noise=False)
             if clean.subject_id != sid:
                 raise InvalidArgumentError(f"{sid}: re-rendered subject is {clean.subject_id} (seed {seed}?)")
-            out.append(load_subject(write_subject(clean, Path(tmp)), sequences))
+            out.append(load_subject(write_subject(clean, Path(tmp)), sequences, normalization=normalization))
     return out
 
 
@@ -257,12 +259,13 @@ def oracle_training_subjects(train: Sequence[Subject], sequences: Sequence[str],
 def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences: Sequence[str],
                    data_root: str | Path | None = None, noise_free: bool = True, max_train: int = 12,
                    max_train_noise_free: int = 6, seed: int = 0, progress: bool = True,
-                   pairwise: bool = True) -> dict[str, OracleResult]:
+                   pairwise: bool = True, normalization: dict | None = None) -> dict[str, OracleResult]:
     """``{"noisy": ..., "pairwise": ..., "noise-free": ...}`` oracles for a run's training and test
     subjects (at most ``max_train`` training subjects, evenly spaced, and ``max_train_noise_free`` of
     them re-rendered without noise: rendering costs seconds per subject; noise-free only for simulated
     data). ``pairwise``: also each target from each single other sequence on the noisy volumes, the
-    known answer in the form C_d measures (:func:`fit_oracle`)."""
+    known answer in the form C_d measures (:func:`fit_oracle`). ``normalization``: the run's, for the
+    re-rendered noise-free volumes (the noisy ones come normalized in ``train`` and ``test``)."""
     train = oracle_training_subjects(train, sequences, max_train)
     out = {"noisy": fit_oracle(train, test, sequences, seed, "noisy", progress=progress)}
     if pairwise and len(sequences) > 2:
@@ -270,8 +273,8 @@ def oracle_for_run(train: Sequence[Subject], test: Sequence[Subject], sequences:
     if noise_free and data_root is not None and (Path(data_root) / "manifest.csv").exists():
         step = max(1, len(train) // max_train_noise_free)
         clean_train = noise_free_subjects(data_root, [s.subject_id for s in train[::step][:max_train_noise_free]],
-                                          sequences)
-        clean_test = noise_free_subjects(data_root, [s.subject_id for s in test], sequences)
+                                          sequences, normalization)
+        clean_test = noise_free_subjects(data_root, [s.subject_id for s in test], sequences, normalization)
         out["noise-free"] = fit_oracle(clean_train, clean_test, sequences, seed, "noise-free", progress=progress)
     return out
 

@@ -25,7 +25,7 @@ import torch
 from mridomain.engine import Engine, FitResult, StepContext, TrainTask, write_json_atomic
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.synth.config import SynthConfig, make_config
-from mridomain.synth.data import (BRAIN_FRACTION, NORMALIZATION, Subject, SynthData, load_dataset, silence_mask,
+from mridomain.synth.data import (BRAIN_FRACTION, Subject, SynthData, fit_normalization, load_dataset, silence_mask,
                                   slice_stack, split_subjects)
 from mridomain.synth.losses import (cycle_loss, lsgan_discriminator_loss, lsgan_generator_loss,
                                     reconstruction_loss)
@@ -183,7 +183,8 @@ class SynthTask(TrainTask):
         self.config.to_json(out / "config.json")
         write_json_atomic(out / "schema.json", {
             "format": SCHEMA_FORMAT, "version": SCHEMA_VERSION, "sequences": list(self.seqs),
-            "timepoints": self.timepoints, "mode": self.config.network.mode, "normalization": NORMALIZATION,
+            "timepoints": self.timepoints, "mode": self.config.network.mode,
+            "normalization": self.train.normalization,
             "training_size": list(self.spatial), "data": str(self.train.root) if self.train.root else None,
             "splits": self.splits,
             "training_availability": {sub.subject_id: [s for k, s in enumerate(self.seqs) if self.available[n, k]]
@@ -415,14 +416,16 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
         config = SynthConfig.from_json(out / "config.json")
         if epochs is not None:
             config = config.updated(epochs=epochs)
-        splits = read_json(out / "schema.json").get("splits")
+        schema = read_json(out / "schema.json")
+        splits, normalization = schema.get("splits"), schema.get("normalization")
     else:
         if config is None:
             config = make_config(preset, epochs=epochs, seed=seed, device=device,
                                  **_layout_overrides(data, overrides))
-        splits = None
+        splits = normalization = None
     dataset = data if isinstance(data, SynthData) else load_dataset(
-        data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache)
+        data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache,
+        normalization=normalization)
     if dataset.skipped:            # named, never dropped silently: a CSV in the run and one line now
         import warnings
 
@@ -442,6 +445,17 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
     if missing:
         raise SchemaMismatchError(f"{out}: the run's subjects {missing[:3]} are not in {dataset.root}")
     _check_split(splits, len(ids))
+    if dataset.normalization["kind"] != config.normalization:
+        if isinstance(data, SynthData):
+            raise SchemaMismatchError(f"the data given are normalized {dataset.normalization['kind']!r}, the config "
+                                      f"asks for {config.normalization!r}: pass the data folder instead")
+        # the median normalization's levels come from the training subjects, known only now: read again
+        normalization = fit_normalization(config.normalization, dataset.subset(splits["train"]).subjects,
+                                          config.sequences)
+        dataset = load_dataset(data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache,
+                               normalization=normalization)
+        if sorted(s.subject_id for s in dataset.subjects) != sorted(ids):
+            raise SchemaMismatchError(f"{dataset.root}: the subjects changed while the data were read twice")
     train_data, val_data = dataset.subset(splits["train"]), dataset.subset(splits["val"])
     loaded = np.array([[s in sub.volumes for s in config.sequences] for sub in train_data.subjects])
     available = silence_mask(len(train_data), len(config.sequences), tuple(config.silence), config.seed, loaded)
