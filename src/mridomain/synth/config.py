@@ -184,7 +184,7 @@ PRESETS: dict[str, dict] = {
 #: The median normalization (``normalization="median"``): with the paper's percentiles the head's
 #: median in T1Gd and FLAIR varied by a coefficient of variation of 10 % between the demo's brains
 #: (0.1 % to 0.6 % with the median's), set by a lesion no source shows; on the seed-0 demo it raised
-#: eq. 5's M_d(T1Gd) on the rim from 0.977 to 0.9995 and the gain-matched PSNR from 29.3 to 30.4 dB
+#: eq. 5's M_d(T1Gd) on the rim from 0.977 to 0.9995 and the gain-matched PSNR from 29.3 to 30.5 dB
 #: (docs/synth.md, "The median normalization").
 PRESETS["cpu-fullres"] = {
     **PRESETS["cpu"], "lr": 4e-3, "epochs": 16, "batch_size": 1, "steps_per_epoch": 480,
