@@ -3,7 +3,7 @@ training subjects, recorded in the run and reused by every reader of the run."""
 import numpy as np
 import pytest
 
-from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
+from mridomain.errors import EmptyInputError, ImageReadError, InvalidArgumentError, SchemaMismatchError
 from mridomain.sim.brain import write_nifti
 from mridomain.synth.data import (NORMALIZATION, check_normalization, load_dataset, load_subject,
                                   median_levels, median_normalize, normalize_volume)
@@ -62,6 +62,12 @@ def test_median_levels_are_the_median_over_subjects_of_median_over_top(tmp_path)
     assert levels["t2"] == pytest.approx(np.median([ratio[100], ratio[200]]), abs=1e-6)
     with pytest.raises(EmptyInputError, match="flair"):
         median_levels(files, ("t1", "flair"))
+    # centred intensities have no scale to divide by: the file is named
+    vol = np.zeros((5, 3, 3), np.float32)
+    vol[1:4, 1, 1] = [-2.0, -1.0, 3.0]
+    write_nifti(tmp_path / "z" / "z_t1.nii.gz", vol, np.eye(4))
+    with pytest.raises(ImageReadError, match="z_t1.nii.gz.*median intensity is -1"):
+        median_levels([{"t1": tmp_path / "z" / "z_t1.nii.gz"}], ("t1",))
 
 
 def test_a_run_normalization_is_checked_and_reaches_every_loader(tmp_path):
@@ -79,7 +85,7 @@ def test_a_run_normalization_is_checked_and_reaches_every_loader(tmp_path):
         load_subject(folder, ("t1", "t2"), normalization={"kind": "median", "levels": {"t1": 0.25}})
 
 
-def test_the_cache_keeps_one_normalization_apart_from_another(tmp_path):
+def test_the_cache_keeps_one_normalization_apart_from_another(tmp_path, monkeypatch):
     _ramp_subject(tmp_path / "data", "a", 200)
     norm = {"kind": "median", "high": 99.5, "levels": {"t1": 0.25, "t2": 0.5}}
     paper = load_dataset(tmp_path / "data", ("t1", "t2"), progress=False, cache=tmp_path / "cache")
@@ -89,5 +95,12 @@ def test_the_cache_keeps_one_normalization_apart_from_another(tmp_path):
     assert paper.normalization == NORMALIZATION and median.normalization == norm
     a, b, c = (d.subjects[0].volumes["t1"] for d in (paper, median, fresh))
     assert not np.allclose(a, b) and np.allclose(b, c, atol=1e-3)      # float16 in the cache
+    # both stay cached side by side: loading either again reads no NIfTI
+    import mridomain.synth.data as data
+
+    monkeypatch.setattr(data, "load_subject", lambda *a, **k: pytest.fail("read the NIfTI again"))
     again = load_dataset(tmp_path / "data", ("t1", "t2"), progress=False, cache=tmp_path / "cache")
     assert np.array_equal(np.asarray(again.subjects[0].volumes["t1"]), np.asarray(a))
+    again = load_dataset(tmp_path / "data", ("t1", "t2"), progress=False, cache=tmp_path / "cache",
+                         normalization=norm)
+    assert np.array_equal(np.asarray(again.subjects[0].volumes["t1"]), np.asarray(b))

@@ -78,14 +78,19 @@ def median_normalize(volume: np.ndarray, level: float) -> tuple[np.ndarray, tupl
     return np.clip(x / hi, 0.0, 1.0).astype(np.float32), (0.0, hi)
 
 
-def _median_to_high(volume: np.ndarray, high: float) -> float | None:
-    """The head's median over its ``high`` percentile: where the median lands on the paper's scale."""
-    x = np.asarray(volume, dtype=np.float32)
+def _median_to_high(path: Path, high: float) -> float | None:
+    """The head's median over its ``high`` percentile in the volume at ``path``: where the median lands
+    on the paper's scale (None for an empty head). A head whose median is not positive (intensities
+    already centred, such as z-scores) is an :class:`ImageReadError`: it has no scale to divide by."""
+    x = np.asarray(_read_stack(path)[0], dtype=np.float32)
     head = x[(x != 0) & np.isfinite(x)]
     if not head.size:
         return None
     median, top = np.percentile(head, [50.0, high])
-    return float(median / top) if top > 0 else None
+    if not median > 0:
+        raise ImageReadError(path, f"the head's median intensity is {median:.3g}: the median normalization "
+                                   "needs non-negative intensities (use --normalization percentile)")
+    return float(median / top)
 
 
 def median_levels(subjects: Iterable[dict[str, Path]], sequences: Sequence[str],
@@ -101,12 +106,12 @@ def median_levels(subjects: Iterable[dict[str, Path]], sequences: Sequence[str],
             path = files.get(seq)
             if path is None:
                 continue
-            ratio = _median_to_high(_read_stack(Path(path))[0], high)
+            ratio = _median_to_high(Path(path), high)
             if ratio is not None:
                 ratios[seq].append(ratio)
     empty = [s for s, r in ratios.items() if not r]
     if empty:
-        raise EmptyInputError(Path("."), f"median normalization: no training subject has {empty} to fit a level on")
+        raise EmptyInputError("median normalization", f"no training subject has {empty} to fit a level on")
     return {s: round(float(np.median(r)), 6) for s, r in ratios.items()}
 
 
@@ -415,6 +420,15 @@ def _write_cache_meta(sub: Subject, sequences: Sequence[str], allow_missing: boo
         "stamps": _stamps(find_subject_files(sub.folder, sequences))}))
 
 
+def _normalization_key(normalization: dict) -> str:
+    """A folder name for one normalization's cache: its kind and a hash of its settings."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha1(json.dumps(normalization, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{normalization['kind']}-{digest}"
+
+
 def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool = False,
                  progress: bool = True, cache: str | Path | None = None,
                  normalization: dict | None = None) -> SynthData:
@@ -433,6 +447,9 @@ def load_dataset(root: str | Path, sequences: Sequence[str], allow_missing: bool
     folders = _subject_folders(root, sequences)
     subjects, skipped = [], []
     cache_dir = Path(cache) if cache is not None else None
+    if cache_dir is not None and normalization["kind"] != "percentile":
+        # beside the paper's, not over it: training reads the data with both (train), and each keeps its cache
+        cache_dir = cache_dir / _normalization_key(normalization)
     for folder in progress_bar(folders, desc="load subjects", unit="subject", enabled=progress):
         try:
             sub = (_cached_subject(folder, sequences, allow_missing, cache_dir, normalization) if cache_dir

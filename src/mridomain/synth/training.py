@@ -452,6 +452,7 @@ def train(data: str | Path | SynthData, out: str | Path, preset: str = "cpu", ep
         # the median normalization's levels come from the training subjects, known only now: read again
         normalization = fit_normalization(config.normalization, dataset.subset(splits["train"]).subjects,
                                           config.sequences)
+        del dataset   # one dataset in memory at a time
         dataset = load_dataset(data, config.sequences, allow_missing=allow_missing, progress=progress, cache=cache,
                                normalization=normalization)
         if sorted(s.subject_id for s in dataset.subjects) != sorted(ids):
