@@ -16,7 +16,7 @@ import torch
 
 from mridomain.errors import EmptyInputError, InvalidArgumentError, SchemaMismatchError
 from mridomain.synth.config import SynthConfig
-from mridomain.synth.data import Subject, slice_stack
+from mridomain.synth.data import NORMALIZATION, Subject, slice_stack
 from mridomain.synth.network import Seq2SeqGenerator, build_generator, one_hot_code
 
 __all__ = ["SCHEMA_FORMAT", "SynthRun", "load_run", "synthesize", "to_model_range", "from_model_range",
@@ -117,8 +117,6 @@ class SynthRun:
     @property
     def normalization(self) -> dict:
         """How the run's volumes were normalized (its schema's; a run from before the field: the paper's)."""
-        from mridomain.synth.data import NORMALIZATION
-
         return dict(self.schema.get("normalization") or NORMALIZATION)
 
     @property
