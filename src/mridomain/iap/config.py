@@ -13,6 +13,10 @@ from mridomain.errors import InvalidArgumentError
 DENSE_CATEGORICAL_IAPS = ("slice_thickness", "flip_angle", "fov")
 
 
+#: the k-space branch's forms (iap.model.KSpaceBranch), one list for the config and the model
+KSpaceBranchKind = Literal["mlp", "linear", "mlp+linear"]
+
+
 class IAPConfig(TrainSettings):
     """Everything that defines a training run; stored as ``config.json`` in the run folder.
 
@@ -36,7 +40,7 @@ class IAPConfig(TrainSettings):
     kspace_view: Optional[bool] = None
     # the k-space branch (iap.model.KSpaceBranch): "mlp" is the branch of runs saved before the
     # field existed, so their config.json loads as it was trained; the presets read the view linearly
-    kspace_branch: Literal["mlp", "linear", "mlp+linear"] = "mlp"
+    kspace_branch: KSpaceBranchKind = "mlp"
     batch_size: int = Field(512, ge=1)
     epochs: int = Field(100, ge=1)
     lr: float = Field(1e-3, gt=0)

@@ -1,7 +1,7 @@
 """The multi-task IAP network (paper Sec. 4.1) and its masked loss, eq. (1)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Sequence, get_args
 
 import numpy as np
 import torch
@@ -10,7 +10,7 @@ from torch import nn
 
 from mridomain.data.kspace import view_rows
 from mridomain.errors import InvalidArgumentError
-from mridomain.iap.config import IAPConfig
+from mridomain.iap.config import IAPConfig, KSpaceBranchKind
 from mridomain.iap.labels import IGNORE_INDEX, LabelEncoder, mirror_output_map
 
 BACKBONES = ("resnet18", "smallcnn")
@@ -129,7 +129,7 @@ KSPACE_FEATURES = 64
 
 
 #: the k-space branch's forms (IAPConfig.kspace_branch)
-KSPACE_BRANCHES = ("mlp", "linear", "mlp+linear")
+KSPACE_BRANCHES: tuple[str, ...] = get_args(KSpaceBranchKind)
 
 
 class KSpaceBranch(nn.Module):

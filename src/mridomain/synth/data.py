@@ -118,11 +118,16 @@ def median_levels(subjects: Iterable[dict[str, Path]], sequences: Sequence[str],
 def fit_normalization(kind: str, subjects: Iterable["Subject"], sequences: Sequence[str]) -> dict:
     """The normalization of ``kind`` as stored in a run's schema, fitted on ``subjects`` (the training
     subjects; only ``median`` fits anything)."""
-    check_normalization({"kind": kind, "levels": {}} if kind == "median" else {"kind": kind})
-    if kind == "percentile":
+    if _checked_kind(kind) == "percentile":
         return dict(NORMALIZATION)
     levels = median_levels([s.files for s in subjects], sequences)
     return {"kind": "median", "high": NORMALIZATION["high"], "levels": levels}
+
+
+def _checked_kind(kind: str | None) -> str:
+    if kind not in NORMALIZATION_KINDS:
+        raise InvalidArgumentError(f"normalization {kind!r}: choose one of {', '.join(NORMALIZATION_KINDS)}")
+    return kind
 
 
 def check_normalization(normalization: dict | None) -> dict:
@@ -130,10 +135,7 @@ def check_normalization(normalization: dict | None) -> dict:
     :class:`InvalidArgumentError`."""
     if normalization is None:
         return dict(NORMALIZATION)
-    kind = normalization.get("kind")
-    if kind not in NORMALIZATION_KINDS:
-        raise InvalidArgumentError(f"normalization {kind!r}: choose one of {', '.join(NORMALIZATION_KINDS)}")
-    if kind == "median" and not isinstance(normalization.get("levels"), dict):
+    if _checked_kind(normalization.get("kind")) == "median" and not isinstance(normalization.get("levels"), dict):
         raise InvalidArgumentError("median normalization without its per-sequence levels")
     return normalization
 
